@@ -1,0 +1,56 @@
+"""ebooklet: a local-first key-value database that syncs with S3.
+
+Work with a dict on a local file, offline if you like; push your changes to a bucket and pull
+other people's changes back. Anyone with the public URL of a database can read it.
+"""
+
+__version__ = "0.6.0"
+
+from .db import Changes, EBooklet, open  # noqa: E402
+from .errors import (  # noqa: E402
+    ClosedError,
+    ConflictError,
+    DamagedLocalFileError,
+    EbookletError,
+    IntegrityError,
+    LocalFileBusyError,
+    LocalFileError,
+    PushConflictError,
+    ReadOnlyError,
+    RemoteAccessError,
+    RemoteError,
+    RemoteFormatError,
+    RemoteNotFoundError,
+    RemoteUnavailableError,
+    SyncError,
+    UnsupportedFormatError,
+)
+from .remote import S3Connection  # noqa: E402
+from .sync import DELETED, Change, PullResult, PushResult  # noqa: E402
+
+__all__ = [
+    "DELETED",
+    "Change",
+    "Changes",
+    "ClosedError",
+    "ConflictError",
+    "DamagedLocalFileError",
+    "EBooklet",
+    "EbookletError",
+    "IntegrityError",
+    "LocalFileBusyError",
+    "LocalFileError",
+    "PullResult",
+    "PushConflictError",
+    "PushResult",
+    "ReadOnlyError",
+    "RemoteAccessError",
+    "RemoteError",
+    "RemoteFormatError",
+    "RemoteNotFoundError",
+    "RemoteUnavailableError",
+    "S3Connection",
+    "SyncError",
+    "UnsupportedFormatError",
+    "open",
+]

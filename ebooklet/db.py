@@ -1,0 +1,492 @@
+"""The database a user holds: a MutableMapping over a local file that syncs with a remote."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import threading
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from datetime import datetime
+from typing import Any
+
+from .errors import ClosedError, ReadOnlyError
+from .local import LocalStore, check_serializer, serializer_name
+from .remote import Remote, RemoteConn, connect
+from .sync import Change, Policy, PullResult, PushResult, Replica, now_us
+
+__all__ = ["Changes", "EBooklet", "open"]
+
+FLAGS = ("r", "w", "c", "n")
+#: Seconds to wait for another process to release the local file.
+DEFAULT_TIMEOUT = 60.0
+
+_MISSING = object()
+
+
+def _timestamp(value: int | str | datetime | None) -> int | None:
+    """Microseconds since the epoch from what booklet accepts as a timestamp."""
+    if value is None or isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("a datetime timestamp needs a timezone, e.g. datetime.now(timezone.utc)")
+        return int(value.timestamp() * 1_000_000)
+    raise TypeError(
+        "a timestamp is an int of microseconds since the epoch, an ISO 8601 string with a "
+        f"timezone, or a timezone-aware datetime, not {type(value).__name__}"
+    )
+
+
+class EBooklet(MutableMapping):
+    """A key-value database in a local booklet file, synced with a remote.
+
+    Create it with :func:`ebooklet.open`. Keys are ``str``; values are anything the value
+    serializer can encode. Reads and writes are local; keys that exist only on the remote
+    are fetched on first access and cached. See :meth:`changes` for syncing.
+    """
+
+    def __init__(self, local: LocalStore, remote: Remote, replica: Replica, flag: str) -> None:
+        self._local = local
+        self._remote = remote
+        self._replica = replica
+        self._writable = flag != "r"
+        self._flag = flag
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # -- guards ----------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ClosedError("the database is closed; open it again with ebooklet.open()")
+
+    def _check_write(self, what: str) -> None:
+        self._check()
+        if not self._writable:
+            raise ReadOnlyError(f"cannot {what}: the database was opened with flag='r'; open it with 'w'")
+
+    @staticmethod
+    def _check_key(key: Any) -> None:
+        if type(key) is not str and not isinstance(key, str):
+            raise TypeError(f"ebooklet keys must be str, not {type(key).__name__} ({key!r})")
+
+    @property
+    def writable(self) -> bool:
+        """True when opened with flag 'w', 'c' or 'n'."""
+        return self._writable
+
+    @property
+    def remote(self) -> str:
+        """Where the remote database lives (never includes credentials)."""
+        return self._remote.location
+
+    @property
+    def path(self) -> pathlib.Path:
+        """The local data file."""
+        return self._local.path
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"flag={self._flag!r}"
+        return f"<EBooklet {str(self._local.path)!r} <-> {self._remote.location} ({state})>"
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        self._check()
+        self._check_key(key)
+        value = self._local.get(key, _MISSING)
+        if value is not _MISSING:
+            return value
+        return self._local.decode(self._fetch_one(key))
+
+    def _fetch_one(self, key: str) -> bytes:
+        """A key not in the local file: fetch it if it is a not-yet-fetched remote key."""
+        with self._lock:
+            if key in self._local.touched:
+                raise KeyError(key)  # deleted locally
+            found = self._replica.base_entry(key)
+            if found is None or found[1]:
+                raise KeyError(key)  # not on the remote, or deleted with plain booklet
+            raw = self._replica.fetch([key]).get(key)
+            if raw is None:
+                raise KeyError(key)
+            return raw
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        self._check()
+        self._check_key(key)
+        if key in self._local:
+            return True
+        with self._lock:
+            if key in self._local.touched:
+                return False
+            found = self._replica.base_entry(key)  # type: ignore[arg-type]
+            return found is not None and not found[1]
+
+    def __iter__(self) -> Iterator[str]:
+        return self.keys()  # type: ignore[return-value]
+
+    def keys(self) -> Iterator[str]:  # type: ignore[override]
+        """Every key: local ones, then remote ones not fetched yet."""
+        self._check()
+        yield from self._local.keys()
+        for key, _entry in self._replica.lazy_keys():
+            yield key
+
+    def items(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
+        """(key, value) pairs; remote values are fetched in batches as they are reached."""
+        self._check()
+        yield from self._local_items()
+        lazy = [key for key, _ in self._replica.lazy_keys()]
+        for i in range(0, len(lazy), 1000):
+            batch = lazy[i : i + 1000]
+            with self._lock:
+                fetched = self._replica.fetch(batch)
+            for key in batch:
+                if key in fetched:
+                    yield key, self._local.decode(fetched[key])
+
+    def _local_items(self) -> Iterator[tuple[str, Any]]:
+        for key, _ts, raw in self._local.raw_items():
+            yield key, self._local.decode(raw)
+
+    def values(self) -> Iterator[Any]:  # type: ignore[override]
+        for _key, value in self.items():
+            yield value
+
+    def __len__(self) -> int:
+        self._check()
+        with self._lock:
+            replica = self._replica
+            base = replica.base
+            if base is None or replica.replace:
+                return len(self._local)
+            if self._local.external_edits:
+                return len(self._local) + sum(1 for _ in replica.lazy_keys())
+            n = base.n_keys
+            for key in self._local.touched:
+                found = replica.base_entry(key)
+                n += (key in self._local) - (found is not None)
+            return n
+
+    def get_items(self, keys: Iterable[str], default: Any = None) -> Iterator[tuple[str, Any]]:
+        """(key, value) for each key, fetching all missing remote values in one batch."""
+        self._check()
+        keys = list(keys)
+        for key in keys:
+            self._check_key(key)
+        self.load_items(keys)
+        for key in keys:
+            yield key, self._local.get(key, default)
+
+    def load_items(self, keys: Iterable[str] | None = None) -> int:
+        """Fetch remote values into the local file (all when ``keys`` is None).
+
+        Values are downloaded with coalesced ranged GETs over a thread pool. Returns how
+        many values were downloaded.
+        """
+        self._check()
+        with self._lock:
+            if keys is None:
+                wanted = [key for key, _ in self._replica.lazy_keys()]
+            else:
+                wanted = []
+                for key in keys:
+                    self._check_key(key)
+                    if key not in self._local and key not in self._local.touched:
+                        found = self._replica.base_entry(key)
+                        if found is not None and not found[1]:
+                            wanted.append(key)
+            return len(self._replica.fetch(wanted)) if wanted else 0
+
+    def get_timestamp(self, key: str, include_value: bool = False, default: Any = None) -> Any:
+        """The key's timestamp (microseconds since the epoch); with the value if asked."""
+        self._check()
+        self._check_key(key)
+        ts = self._local.get_timestamp(key)
+        if ts is None:
+            with self._lock:
+                found = None if key in self._local.touched else self._replica.base_entry(key)
+            if found is None or found[1]:
+                return default
+            ts = found[0].timestamp
+        return (ts, self[key]) if include_value else ts
+
+    def timestamps(self, include_value: bool = False) -> Iterator[tuple[Any, ...]]:
+        """(key, timestamp) for every key, or (key, timestamp, value)."""
+        self._check()
+        if include_value:
+            for key, value in self.items():
+                yield key, self.get_timestamp(key), value
+            return
+        yield from self._local.timestamps()
+        for key, entry in self._replica.lazy_keys():
+            yield key, entry.timestamp
+
+    def get_metadata(self, include_timestamp: bool = False) -> Any:
+        """The database's metadata (a JSON-serialisable object), or None."""
+        self._check()
+        meta = self._local.get_metadata()
+        if meta is None:
+            return None
+        return meta if include_timestamp else meta[0]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.set(key, value)
+
+    def set(self, key: str, value: Any, timestamp: int | str | datetime | None = None) -> None:
+        """Set ``key`` to ``value``, stamped with ``timestamp`` (default: now)."""
+        self._check_write("write")
+        self._check_key(key)
+        ts = _timestamp(timestamp)
+        with self._lock:
+            self._local.set(key, value, ts)
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
+        self._check_write("write")
+        items = other.items() if isinstance(other, Mapping) else other
+        with self._lock:
+            for key, value in items:
+                self._check_key(key)
+                self._local.set(key, value)
+            for key, value in kwargs.items():
+                self._local.set(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._check_write("delete")
+        self._check_key(key)
+        with self._lock:
+            if key not in self:
+                raise KeyError(key)
+            self._local.delete(key, now_us())
+
+    def set_timestamp(self, key: str, timestamp: int | str | datetime) -> None:
+        """Change the timestamp of an existing key (fetching it first if remote-only)."""
+        self._check_write("set a timestamp")
+        self._check_key(key)
+        ts = _timestamp(timestamp)
+        with self._lock:
+            if key not in self._local:
+                self[key]  # fetch it, or raise KeyError
+            self._local.set_timestamp(key, ts)  # type: ignore[arg-type]
+
+    def set_metadata(self, data: Any, timestamp: int | str | datetime | None = None) -> None:
+        """Set the database's metadata; it is pushed with the next push."""
+        self._check_write("set metadata")
+        with self._lock:
+            self._local.set_metadata(data, _timestamp(timestamp) or now_us())
+
+    def clear(self) -> None:
+        """Delete every key (locally; the deletes are pushed like any other change)."""
+        self._check_write("clear")
+        with self._lock:
+            stamp = now_us()
+            for key in list(self.keys()):
+                self._local.delete(key, stamp)
+
+    def prune(self) -> int:
+        """Reclaim the space of overwritten and deleted values in the local file."""
+        self._check_write("prune")
+        with self._lock:
+            return self._local.prune()
+
+    # -- syncing ---------------------------------------------------------------------------
+
+    def changes(self) -> Changes:
+        """Compare the local file with the remote; push or pull from the result."""
+        self._check()
+        return Changes(self)
+
+    def sync(self) -> None:
+        """Make every change so far durable in the local file (no network)."""
+        self._check()
+        with self._lock:
+            self._local.sync()
+
+    def close(self) -> None:
+        """Sync and close. Closing twice is harmless."""
+        if self._closed:
+            return
+        with self._lock:
+            self._closed = True
+            try:
+                self._local.close()
+            finally:
+                self._remote.transport.close()
+
+    def __enter__(self) -> EBooklet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Changes:
+    """The differences between a local file and its remote, and the means to settle them.
+
+    Returned by :meth:`EBooklet.changes`.
+    """
+
+    def __init__(self, db: EBooklet) -> None:
+        self._db = db
+
+    def iter_changes(self) -> Iterator[Change]:
+        """One :class:`~ebooklet.Change` per key that differs, sorted by key.
+
+        Costs one conditional request when the remote has not moved.
+        """
+        db = self._db
+        db._check()
+        with db._lock:
+            changes = db._replica.changes()
+        yield from changes
+
+    def push(self, on_conflict: Policy = None) -> PushResult:
+        """Commit local changes to the remote, atomically.
+
+        If others committed meanwhile, their changes to other keys are merged (and pulled
+        into this file). Keys changed on both sides raise :class:`~ebooklet.ConflictError`
+        unless ``on_conflict`` is ``"local"``, ``"remote"``, ``"newest"`` or a function
+        ``(key, local, remote, base) -> value`` (return ``ebooklet.DELETED`` to delete).
+        """
+        db = self._db
+        db._check_write("push")
+        with db._lock:
+            return db._replica.push(on_conflict)
+
+    def pull(self, on_conflict: Policy = None) -> PullResult:
+        """Bring in what others committed: refresh or drop cached values, list new keys."""
+        db = self._db
+        db._check()
+        with db._lock:
+            if not db.writable and on_conflict not in (None, "remote"):
+                raise ReadOnlyError("a database opened with flag='r' can only take the remote's side")
+            return db._replica.pull(on_conflict)
+
+
+def open(
+    remote_conn: RemoteConn,
+    file_path: str | os.PathLike[str],
+    flag: str = "r",
+    value_serializer: Any = None,
+    remote_conn_group: bool = False,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> EBooklet:
+    """Open a database: a local file synced with a remote.
+
+    Parameters
+    ----------
+    remote_conn : S3Connection, str or path
+        The remote: an :class:`ebooklet.S3Connection`, a public ``http(s)://`` URL of the
+        database (read-only), a ``file://`` URL or a local path naming the database inside
+        a folder (a "folder remote", which needs no server).
+    file_path : str or path
+        The local file. Its sync state is kept beside it in ``<file_path>.ebooklet/``.
+    flag : {"r", "w", "c", "n"}
+        As in :mod:`dbm`: ``r`` read-only (the database must exist locally or remotely),
+        ``w`` read-write (same), ``c`` read-write, created if missing, ``n`` a new empty
+        database that replaces the remote one at its first push.
+    value_serializer : str, class or None
+        How values become bytes: a name from ``booklet.available_serializers`` (e.g.
+        ``"pickle"``, ``"orjson"``, ``"str"``), a class with ``dumps``/``loads``, or None for
+        raw bytes. Taken from the remote or the local file when they exist.
+    remote_conn_group : bool
+        Reserved for remote connection groups (not available yet).
+    timeout : float or None
+        Seconds to wait for another process to release the local file (None: wait).
+
+    Returns
+    -------
+    EBooklet
+
+    Examples
+    --------
+    >>> import ebooklet, tempfile, pathlib
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())
+    >>> with ebooklet.open(tmp / "remote" / "db", tmp / "db.blt", "c", "pickle") as db:
+    ...     db["station-1"] = {"lat": -41.2}
+    ...     print(db.changes().push())
+    commit 1: 1 key(s) written, 0 deleted, 124 bytes in 3 requests
+    >>> with ebooklet.open(tmp / "remote" / "db", tmp / "copy.blt", "r") as db:
+    ...     db["station-1"]
+    {'lat': -41.2}
+    """
+    if flag not in FLAGS:
+        raise ValueError(f"flag must be one of 'r', 'w', 'c', 'n' (as in dbm), not {flag!r}")
+    if remote_conn_group:
+        raise NotImplementedError("remote connection groups are not available in this version yet")
+    check_serializer(value_serializer)
+    remote = connect(remote_conn)
+    if flag != "r" and not remote.writable:
+        raise ReadOnlyError(
+            f"{remote.location} is read-only (a public URL or no credentials); open it with "
+            "flag='r', or use an S3Connection with credentials to write"
+        )
+    path = pathlib.Path(file_path)
+    try:
+        if flag == "n":
+            local = LocalStore(path, create=True, new=True, value_serializer=value_serializer, timeout=timeout)
+            replica = Replica(local, remote, replace=True)
+        elif LocalStore.has_state(path):
+            local = LocalStore(path, create=False, timeout=timeout)
+            replica = Replica(local, remote)
+        else:
+            local, replica = _first_open(remote, path, flag, value_serializer, timeout)
+    except BaseException:
+        remote.transport.close()
+        raise
+    return EBooklet(local, remote, replica, flag)
+
+
+def _first_open(
+    remote: Remote, path: pathlib.Path, flag: str, value_serializer: Any, timeout: float | None
+) -> tuple[LocalStore, Replica]:
+    """A local file that has never been synced: learn the remote head once."""
+    probe = Replica.probe(remote)
+    head, etag = probe
+    if head is None and flag in ("r", "w") and not path.exists():
+        raise FileNotFoundError(
+            f"flag={flag!r} opens an existing database, but neither the local file {path} nor "
+            f"the remote {remote.location} exists; use flag='c' to create it"
+        )
+    if head is not None:
+        remote_name = head.value_serializer
+        if value_serializer is not None and serializer_name(value_serializer) != remote_name:
+            raise ValueError(
+                f"the remote database stores values with serializer {remote_name!r}, not "
+                f"{serializer_name(value_serializer)!r}; open it without value_serializer"
+            )
+        if remote_name is not None and remote_name.startswith("custom:"):
+            if value_serializer is None:
+                raise ValueError(
+                    f"the remote database uses a custom value serializer ({remote_name[7:]}); "
+                    "pass that class as value_serializer"
+                )
+        else:
+            value_serializer = remote_name
+    local = LocalStore(path, create=True, value_serializer=value_serializer, timeout=timeout)
+    try:
+        if head is not None and serializer_name(local.value_serializer) != head.value_serializer:
+            raise ValueError(
+                f"the local file {path} stores values with serializer "
+                f"{serializer_name(local.value_serializer)!r} but the remote uses "
+                f"{head.value_serializer!r}; use another local path"
+            )
+        replica = Replica(local, remote)
+        replica.set_base(head, etag)
+        local.external_edits = local.external_edits or len(local) > 0
+        local.sync()
+    except BaseException:
+        local.abandon()
+        raise
+    return local, replica

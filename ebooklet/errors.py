@@ -1,0 +1,140 @@
+"""The errors ebooklet raises.
+
+Every error is an :class:`EbookletError`; where a builtin exception means the same thing the
+class inherits it too, so ``except KeyError`` or ``except PermissionError`` keep working. The
+message of each error says what the caller can do about it::
+
+    EbookletError
+    ├── ReadOnlyError (PermissionError)        the database or remote was opened read-only
+    ├── ClosedError (ValueError)               the database was used after close()
+    ├── LocalFileError                         the local file cannot be used as it is
+    │   ├── LocalFileBusyError (TimeoutError)  another process holds the local file
+    │   └── DamagedLocalFileError              the local file was damaged (e.g. a crash)
+    ├── RemoteError                            talking to the remote failed
+    │   ├── RemoteNotFoundError (FileNotFoundError)
+    │   ├── RemoteAccessError (PermissionError)  credentials were refused
+    │   ├── RemoteUnavailableError (ConnectionError)  the server failed or dropped the connection
+    │   ├── RemoteFormatError                  the remote is not an ebooklet database we can read
+    │   │   └── UnsupportedFormatError          written by a newer ebooklet
+    │   └── IntegrityError                     a value or object failed its hash check
+    ├── PreconditionFailed                     a conditional write lost the race (internal;
+    │                                          surfaces as PushConflictError)
+    └── SyncError                              a push or pull could not be completed
+        ├── ConflictError                      keys changed both locally and remotely
+        └── PushConflictError                  the remote kept moving while we pushed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "ClosedError",
+    "ConflictError",
+    "DamagedLocalFileError",
+    "EbookletError",
+    "IntegrityError",
+    "LocalFileBusyError",
+    "LocalFileError",
+    "PreconditionFailed",
+    "PushConflictError",
+    "ReadOnlyError",
+    "RemoteAccessError",
+    "RemoteError",
+    "RemoteFormatError",
+    "RemoteNotFoundError",
+    "RemoteUnavailableError",
+    "SyncError",
+    "UnsupportedFormatError",
+]
+
+
+class EbookletError(Exception):
+    """Base class of every error raised by ebooklet."""
+
+
+class ReadOnlyError(EbookletError, PermissionError):
+    """A write was attempted on a database (or remote) opened read-only."""
+
+
+class ClosedError(EbookletError, ValueError):
+    """The database was used after it was closed."""
+
+
+class LocalFileError(EbookletError):
+    """The local file cannot be used as it is."""
+
+
+class LocalFileBusyError(LocalFileError, TimeoutError):
+    """Another process (or another open database in this one) holds the local file."""
+
+
+class DamagedLocalFileError(LocalFileError):
+    """The local file is damaged and could not be rebuilt automatically."""
+
+
+class RemoteError(EbookletError):
+    """Talking to the remote failed."""
+
+
+class RemoteNotFoundError(RemoteError, FileNotFoundError):
+    """The remote database (or an object it references) does not exist."""
+
+
+class RemoteAccessError(RemoteError, PermissionError):
+    """The remote refused the credentials or the request."""
+
+
+class RemoteUnavailableError(RemoteError, ConnectionError):
+    """The remote server failed (5xx) or dropped the connection, after retries."""
+
+
+class RemoteFormatError(RemoteError):
+    """The remote object is not part of an ebooklet database this version can read."""
+
+
+class UnsupportedFormatError(RemoteFormatError):
+    """The remote database was written by a newer ebooklet format version."""
+
+
+class IntegrityError(RemoteError):
+    """Downloaded bytes do not match the content hash recorded for them."""
+
+
+class PreconditionFailed(EbookletError):
+    """A conditional write found the object in another state than required.
+
+    ``exists`` tells which: True when the object exists (create-only write), False when it was
+    expected to exist and does not, None when it exists with another version.
+    """
+
+    def __init__(self, key: str, exists: bool | None = None) -> None:
+        super().__init__(f"conditional write on {key!r} lost the race")
+        self.key = key
+        self.exists = exists
+
+
+class SyncError(EbookletError):
+    """A push or pull could not be completed; nothing was committed."""
+
+
+class ConflictError(SyncError):
+    """Keys were changed both locally and on the remote since the last sync.
+
+    ``keys`` lists them (sorted). Choose how to resolve them with
+    ``push(on_conflict=...)`` or ``pull(on_conflict=...)``.
+    """
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self.keys = sorted(keys)
+        shown = ", ".join(repr(k) for k in self.keys[:10])
+        more = f" and {len(self.keys) - 10} more" if len(self.keys) > 10 else ""
+        super().__init__(
+            f"{len(self.keys)} key(s) changed both locally and on the remote: {shown}{more}. "
+            "Nothing was committed. Resolve them with push(on_conflict='local'|'remote'|'newest'"
+            " or a function), or discard your local changes to those keys."
+        )
+
+
+class PushConflictError(SyncError):
+    """Other writers kept committing while this push retried; nothing was committed."""

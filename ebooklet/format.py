@@ -1,0 +1,237 @@
+"""The remote format: head, index parts and segments (see docs/format.rst).
+
+All objects but the head are immutable and named uniquely by the commit that wrote them:
+
+``{db_key}``                           the head: JSON, the single commit point
+``{db_key}.ebooklet/seg/{commit}-{n}``  a segment: values packed back to back
+``{db_key}.ebooklet/index/{bits}-{part}-{commit}``  one index part
+
+A key belongs to index part ``blake2b(key)[:8] >> (64 - bits)``; there are ``2**bits`` parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import uuid
+import zlib
+from array import array
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+import msgpack
+
+from .errors import IntegrityError, RemoteFormatError, UnsupportedFormatError
+
+FORMAT_NAME = "ebooklet"
+FORMAT_VERSION = 1
+
+#: Index parts are split further when they would grow past this many bytes.
+PART_SPLIT_BYTES = 512 * 1024
+#: ...and split so that each holds about this many bytes.
+PART_TARGET_BYTES = 256 * 1024
+#: A rough size of one index entry beyond its key (timestamp, hash, location).
+ENTRY_OVERHEAD = 40
+#: A new segment is started once the current one reaches this size.
+SEGMENT_BYTES = 64 * 1024 * 1024
+
+_PART_MAGIC = b"EBKI"
+_HASH_LEN = 16
+
+
+def value_hash(data: bytes) -> bytes:
+    """The content hash stored for every value."""
+    return hashlib.blake2b(data, digest_size=_HASH_LEN).digest()
+
+
+def part_of(key: str, bits: int) -> int:
+    """The index part that holds ``key`` when there are ``2**bits`` parts."""
+    if bits == 0:
+        return 0
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> (64 - bits)
+
+
+def bits_for(n_keys: int, key_bytes: int, current_bits: int = 0) -> int:
+    """How many part bits an index of this size needs (never fewer than ``current_bits``)."""
+    size = n_keys * ENTRY_OVERHEAD + key_bytes
+    if size <= PART_SPLIT_BYTES * 2**current_bits:
+        return current_bits
+    return max(current_bits, math.ceil(math.log2(size / PART_TARGET_BYTES)))
+
+
+def new_commit_id() -> str:
+    """A unique, roughly time-ordered commit id."""
+    return f"{time.time_ns() // 1000:x}-{uuid.uuid4().hex[:12]}"
+
+
+def segment_name(prefix: str, commit_id: str, n: int) -> str:
+    return f"{prefix}seg/{commit_id}-{n}"
+
+
+def part_name(prefix: str, bits: int, part: int, commit_id: str) -> str:
+    return f"{prefix}index/{bits}-{part}-{commit_id}"
+
+
+class Entry(NamedTuple):
+    """Where one value lives on the remote, and what it is."""
+
+    timestamp: int
+    hash: bytes
+    segment: str
+    offset: int
+    length: int
+
+
+class Part:
+    """One index part: sorted keys with their entries."""
+
+    __slots__ = ("keys", "_rows", "_ts", "_hash", "_seg", "_segs", "_off", "_len")
+
+    def __init__(self, entries: Iterable[tuple[str, Entry]] = ()) -> None:
+        items = sorted(entries)
+        self.keys: list[str] = [k for k, _ in items]
+        self._segs: list[str] = sorted({e.segment for _, e in items})
+        seg_index = {name: i for i, name in enumerate(self._segs)}
+        self._ts = array("q", [e.timestamp for _, e in items])
+        self._hash = b"".join(e.hash for _, e in items)
+        self._seg = array("I", [seg_index[e.segment] for _, e in items])
+        self._off = array("Q", [e.offset for _, e in items])
+        self._len = array("I", [e.length for _, e in items])
+        self._rows = {k: i for i, k in enumerate(self.keys)}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._rows
+
+    def row(self, key: str) -> int | None:
+        return self._rows.get(key)
+
+    def get(self, key: str) -> Entry | None:
+        i = self._rows.get(key)
+        return None if i is None else self._entry(i)
+
+    def _entry(self, i: int) -> Entry:
+        return Entry(
+            self._ts[i],
+            self._hash[i * _HASH_LEN : (i + 1) * _HASH_LEN],
+            self._segs[self._seg[i]],
+            self._off[i],
+            self._len[i],
+        )
+
+    def items(self) -> Iterator[tuple[str, Entry]]:
+        for i, k in enumerate(self.keys):
+            yield k, self._entry(i)
+
+    def segment_bytes(self) -> dict[str, int]:
+        """Bytes of values this part references, per segment."""
+        out: dict[str, int] = {}
+        for s, n in zip(self._seg, self._len):
+            name = self._segs[s]
+            out[name] = out.get(name, 0) + n
+        return out
+
+    def encode(self) -> bytes:
+        payload = msgpack.packb(
+            {
+                "v": FORMAT_VERSION,
+                "keys": self.keys,
+                "segs": self._segs,
+                "ts": self._ts.tobytes(),
+                "hash": self._hash,
+                "seg": self._seg.tobytes(),
+                "off": self._off.tobytes(),
+                "len": self._len.tobytes(),
+            },
+            use_bin_type=True,
+        )
+        body = zlib.compress(payload, 1)
+        return _PART_MAGIC + value_hash(body) + body
+
+    @classmethod
+    def decode(cls, data: bytes, name: str = "index part") -> Part:
+        if data[:4] != _PART_MAGIC:
+            raise RemoteFormatError(f"{name} is not an ebooklet index part")
+        body = data[4 + _HASH_LEN :]
+        if value_hash(body) != data[4 : 4 + _HASH_LEN]:
+            raise IntegrityError(f"{name} is corrupt: its checksum does not match its content")
+        try:
+            raw = msgpack.unpackb(zlib.decompress(body), raw=False)
+        except (ValueError, zlib.error, msgpack.UnpackException) as exc:
+            raise RemoteFormatError(f"{name} cannot be decoded: {exc}") from exc
+        if raw.get("v", 0) > FORMAT_VERSION:
+            raise UnsupportedFormatError(f"{name} uses format version {raw['v']}; upgrade ebooklet")
+        part = cls.__new__(cls)
+        part.keys = raw["keys"]
+        part._segs = raw["segs"]
+        part._ts = array("q")
+        part._ts.frombytes(raw["ts"])
+        part._hash = raw["hash"]
+        part._seg = array("I")
+        part._seg.frombytes(raw["seg"])
+        part._off = array("Q")
+        part._off.frombytes(raw["off"])
+        part._len = array("I")
+        part._len.frombytes(raw["len"])
+        part._rows = {k: i for i, k in enumerate(part.keys)}
+        return part
+
+
+@dataclass
+class Head:
+    """The commit point of a remote database."""
+
+    uuid: str
+    commit: int = 0
+    commit_id: str = ""
+    parent: str | None = None
+    timestamp: int = 0
+    n_keys: int = 0
+    n_bytes: int = 0
+    key_bytes: int = 0
+    part_bits: int = 0
+    parts: list[str | None] = field(default_factory=lambda: [None])
+    #: segment name -> [size in bytes, bytes still referenced by the index]
+    segments: dict[str, list[int]] = field(default_factory=dict)
+    #: [object name, retired at (microseconds)] of objects no longer referenced
+    retired: list[list[Any]] = field(default_factory=list)
+    value_serializer: str | None = None
+    metadata: Any = None
+    metadata_timestamp: int | None = None
+    format: str = FORMAT_NAME
+    version: int = FORMAT_VERSION
+
+    @classmethod
+    def new(cls, value_serializer: str | None) -> Head:
+        return cls(uuid=uuid.uuid4().hex, value_serializer=value_serializer)
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes, where: str = "remote") -> Head:
+        try:
+            raw = json.loads(data)
+            if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
+                raise ValueError("no ebooklet format marker")
+        except ValueError as exc:
+            raise RemoteFormatError(
+                f"{where} is not an ebooklet database ({exc}); check the db_key or URL"
+            ) from None
+        version = raw.get("version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise UnsupportedFormatError(
+                f"{where} was written by a newer ebooklet (format version {version}; this "
+                f"ebooklet reads up to {FORMAT_VERSION}). Upgrade ebooklet: pip install -U ebooklet"
+            )
+        known = {f for f in cls.__dataclass_fields__}
+        try:
+            return cls(**{k: v for k, v in raw.items() if k in known})
+        except TypeError as exc:
+            raise RemoteFormatError(f"{where} has a malformed head: {exc}") from None

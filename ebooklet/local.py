@@ -1,0 +1,460 @@
+"""The local side: a booklet data file plus the sync state kept beside it.
+
+This is the only module that imports booklet. For a data file ``big.blt`` the sync state lives
+in the folder ``big.blt.ebooklet/``:
+
+``state.json``       the remote head at the last sync (the *base*), the file's fingerprint
+                     at the last sync, and whether a session ended without syncing
+``touched.log``      every key written or deleted through ebooklet since the last push
+                     (appended and fsynced by :meth:`LocalStore.sync`)
+``parts/N``          base index part N exactly as downloaded; ``parts/N.bits`` marks which of
+                     its keys have been present in the data file (see docs/sync.rst)
+
+Values are stored in the data file already serialized by booklet's value serializer, so a
+user can open it with plain ``booklet.open`` while offline; :meth:`LocalStore.fingerprint`
+lets the sync layer notice such edits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import shutil
+import struct
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import booklet
+import booklet.serializers
+
+from .errors import DamagedLocalFileError, LocalFileBusyError, LocalFileError
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+_DELETE = 0xFFFFFFFFFFFFFFFF  # touched.log timestamp field of a write (not a delete)
+
+
+def serializer_name(serializer: Any) -> str:
+    """A value serializer's name as recorded in the remote head.
+
+    booklet's built-in serializers go by their booklet name (None means raw bytes and is
+    called ``"bytes"``); a custom class is ``"custom:module.QualName"``.
+    """
+    if serializer is None:
+        return "bytes"
+    if isinstance(serializer, str):
+        cls = booklet.serializers.serial_dict.get(serializer)
+    else:
+        cls = serializer
+    for name, known in booklet.serializers.serial_dict.items():
+        if known is cls and name is not None:
+            return name
+    return f"custom:{serializer.__module__}.{serializer.__qualname__}"
+
+
+def check_serializer(value_serializer: Any) -> None:
+    if isinstance(value_serializer, str) and value_serializer not in booklet.available_serializers:
+        raise ValueError(
+            f"unknown value_serializer {value_serializer!r}; choose one of "
+            f"{sorted(s for s in booklet.available_serializers if s)} or a class with dumps/loads"
+        )
+
+
+def _write_atomic(path: pathlib.Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_path(path: pathlib.Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore:
+    """A booklet data file and its sync state, opened for one session.
+
+    Parameters
+    ----------
+    path : path
+        The data file.
+    create : bool
+        Create the data file if it does not exist.
+    new : bool
+        Start from an empty data file and empty sync state.
+    value_serializer : str, class or None
+        Used only when the data file is created.
+    timeout : float or None
+        Seconds to wait for another process to release the file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool,
+        new: bool = False,
+        value_serializer: Any = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.path = pathlib.Path(path).absolute()
+        self.state_dir = self.path.with_name(self.path.name + ".ebooklet")
+        self._parts_dir = self.state_dir / "parts"
+        self._log_path = self.state_dir / "touched.log"
+        self._state_path = self.state_dir / "state.json"
+        exists = self.path.exists()
+        if not exists and not (create or new):
+            raise FileNotFoundError(f"the local file {self.path} does not exist")
+        if new and self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+        self.created = new or not exists
+        self._db = self._open_booklet("n" if self.created else "w", value_serializer, timeout)
+        if self._db._key_serializer is not booklet.serializers.Str:
+            self._db.close()
+            raise LocalFileError(
+                f"{self.path} is a booklet file whose keys are not str; ebooklet keys are str. "
+                "Use another local path."
+            )
+        self.state_dir.mkdir(exist_ok=True)
+        self._parts_dir.mkdir(exist_ok=True)
+        self.state = self._load_state()
+        self.touched: dict[str, int | None] = self._read_touched()
+        self._log_buffer: list[tuple[str, int | None]] = []
+        self._bits: dict[int, bytearray] = {}
+        self._dirty_bits: set[int] = set()
+        self._unsynced = False
+        self.recovered_from_crash = False
+        if self.state.get("unsynced"):
+            self._check_after_crash(timeout)
+        self.external_edits = self.recovered_from_crash or self.fingerprint() != self.state.get("fingerprint")
+
+    @staticmethod
+    def has_state(path: str | os.PathLike[str]) -> bool:
+        """Whether ``path`` has been opened through ebooklet before."""
+        p = pathlib.Path(path).absolute()
+        return p.exists() and (p.with_name(p.name + ".ebooklet") / "state.json").exists()
+
+    # -- opening and crash recovery ------------------------------------------------------
+
+    def _open_booklet(self, flag: str, value_serializer: Any, timeout: float | None) -> Any:
+        try:
+            return booklet.open(
+                self.path, flag, key_serializer="str", value_serializer=value_serializer, timeout=timeout
+            )
+        except booklet.LockTimeoutError as exc:
+            raise LocalFileBusyError(
+                f"{self.path} is open in another process (or another open database here); close "
+                "it there, or open with a longer timeout"
+            ) from exc
+        except (TypeError, ValueError, OSError, struct.error, IndexError, KeyError) as exc:
+            if isinstance(exc, (FileNotFoundError, PermissionError)):
+                raise
+            raise DamagedLocalFileError(
+                f"{self.path} is not a readable booklet file ({exc}). If it was damaged, move it "
+                "aside and open again: ebooklet then fetches a fresh copy from the remote (changes "
+                "that were never pushed are in the moved file only)."
+            ) from exc
+
+    def _check_after_crash(self, timeout: float | None) -> None:
+        """The last session ended without syncing: make sure the data file is intact."""
+        self.recovered_from_crash = True
+        if self._is_consistent():
+            return
+        logger.warning("%s was left damaged by an interrupted session; rebuilding it", self.path)
+        self._rebuild(timeout)
+
+    def _is_consistent(self) -> bool:
+        db = self._db
+        try:
+            count = 0
+            for key, ts in db.timestamps():
+                count += 1
+                if db.get_timestamp(key) != ts:
+                    return False
+            return count == len(db)
+        except Exception:  # any failure to walk the file means it is damaged
+            return False
+
+    def _rebuild(self, timeout: float | None) -> None:
+        """Copy every intact entry into a fresh data file; keep the damaged one aside."""
+        old = self._db
+        value_serializer = old._value_serializer
+        tmp = self.path.with_name(self.path.name + ".rebuild")
+        new = booklet.open(tmp, "n", key_serializer="str", value_serializer=value_serializer)
+        try:
+            for key, ts, raw in old.timestamps(include_value=True, decode_value=False):
+                if not isinstance(key, str):
+                    break
+                new.set(key, raw, timestamp=ts, encode_value=False)
+        except Exception:  # the entries after the damage are unreadable; keep what came before
+            logger.warning("%s: entries after the damaged point were dropped", self.path)
+        metadata = None
+        try:
+            metadata = old.get_metadata(include_timestamp=True)
+        except Exception:
+            logger.warning("%s: the local metadata was unreadable and was dropped", self.path)
+        if metadata is not None:
+            new.set_metadata(metadata[0], timestamp=metadata[1])
+        new.close()
+        old.close()
+        aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+        os.replace(self.path, aside)
+        os.replace(tmp, self.path)
+        logger.warning("%s was rebuilt; the damaged original is kept as %s", self.path, aside)
+        self._db = self._open_booklet("w", value_serializer, timeout)
+
+    # -- sync state ------------------------------------------------------------------------
+
+    def _load_state(self) -> dict[str, Any]:
+        if self.created or not self._state_path.exists():
+            return {"version": STATE_VERSION, "parts": {}}
+        try:
+            state = json.loads(self._state_path.read_bytes())
+        except ValueError as exc:
+            raise DamagedLocalFileError(
+                f"the sync state {self._state_path} is unreadable ({exc}); remove the folder "
+                f"{self.state_dir} and open again to re-adopt the local file"
+            ) from exc
+        if state.get("version", 0) > STATE_VERSION:
+            raise LocalFileError(f"{self.state_dir} was written by a newer ebooklet; upgrade ebooklet")
+        return state
+
+    def save_state(self) -> None:
+        _write_atomic(self._state_path, json.dumps(self.state).encode())
+
+    def fingerprint(self) -> list[int]:
+        """What changes whenever anything writes to the data file."""
+        st = os.stat(self.path)
+        return [st.st_size, st.st_mtime_ns, len(self._db)]
+
+    def _mark_unsynced(self) -> None:
+        self._unsynced = True
+        self.state["unsynced"] = True
+        self.save_state()
+
+    def _read_touched(self) -> dict[str, int | None]:
+        touched: dict[str, int | None] = {}
+        if self.created or not self._log_path.exists():
+            return touched
+        data = self._log_path.read_bytes()
+        pos = 0
+        # A torn record at the end belongs to a sync that never returned: ignore it.
+        while pos + 12 <= len(data):
+            ts, n = struct.unpack_from("<QI", data, pos)
+            if pos + 12 + n > len(data):
+                break
+            key = data[pos + 12 : pos + 12 + n].decode("utf-8")
+            touched[key] = None if ts == _DELETE else ts
+            pos += 12 + n
+        return touched
+
+    def touch(self, key: str, deleted_at: int | None = None) -> None:
+        """Record that ``key`` was written (or deleted at ``deleted_at``) through ebooklet."""
+        if not self._unsynced:
+            self._mark_unsynced()
+        self.touched[key] = deleted_at
+        self._log_buffer.append((key, deleted_at))
+
+    def clear_touched(self, keys: set[str] | None = None) -> None:
+        """Forget touched keys (all, or those given) once they are pushed or discarded."""
+        if keys is None:
+            self.touched.clear()
+        else:
+            for key in keys:
+                self.touched.pop(key, None)
+        self._log_buffer.clear()
+        records = b"".join(self._encode_touched(k, v) for k, v in self.touched.items())
+        _write_atomic(self._log_path, records)
+
+    @staticmethod
+    def _encode_touched(key: str, deleted_at: int | None) -> bytes:
+        raw = key.encode("utf-8")
+        return struct.pack("<QI", _DELETE if deleted_at is None else deleted_at, len(raw)) + raw
+
+    # -- base index parts ------------------------------------------------------------------
+
+    def part_blob(self, part: int, name: str) -> bytes | None:
+        """The stored bytes of base part ``part`` if they are the object ``name``."""
+        if self.state["parts"].get(str(part)) != name:
+            return None
+        try:
+            return (self._parts_dir / str(part)).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def store_part(self, part: int, name: str, blob: bytes, keys: list[str]) -> None:
+        """Keep base part ``part`` (object ``name``, holding ``keys`` in order).
+
+        Its presence bits are taken now: a key present in the data file at this moment has
+        been seen locally, so if it disappears later it was deleted, not left unfetched.
+        """
+        _write_atomic(self._parts_dir / str(part), blob)
+        bits = bytearray((len(keys) + 7) // 8)
+        for row, key in enumerate(keys):
+            if key in self._db:
+                bits[row >> 3] |= 1 << (row & 7)
+        self._bits[part] = bits
+        self._dirty_bits.add(part)
+        self.state["parts"][str(part)] = name
+
+    def stored_parts(self) -> dict[int, str]:
+        """Base parts kept locally: part number -> object name."""
+        return {int(p): name for p, name in self.state["parts"].items()}
+
+    def forget_part(self, part: int) -> None:
+        (self._parts_dir / str(part)).unlink(missing_ok=True)
+        (self._parts_dir / f"{part}.bits").unlink(missing_ok=True)
+        self.state["parts"].pop(str(part), None)
+        self._bits.pop(part, None)
+        self._dirty_bits.discard(part)
+
+    def forget_parts(self) -> None:
+        for part in list(self.stored_parts()):
+            self.forget_part(part)
+
+    def bits(self, part: int) -> bytearray:
+        """Presence bits of base part ``part``: bit i set = its i-th key was in the data file."""
+        bits = self._bits.get(part)
+        if bits is None:
+            try:
+                bits = bytearray((self._parts_dir / f"{part}.bits").read_bytes())
+            except FileNotFoundError:
+                bits = bytearray()
+            self._bits[part] = bits
+        return bits
+
+    def mark_present(self, part: int, row: int) -> None:
+        bits = self.bits(part)
+        byte = row >> 3
+        if byte >= len(bits):
+            bits.extend(bytes(byte + 1 - len(bits)))
+        bits[byte] |= 1 << (row & 7)
+        self._dirty_bits.add(part)
+
+    # -- the data file ---------------------------------------------------------------------
+
+    @property
+    def value_serializer(self) -> Any:
+        return self._db._value_serializer
+
+    def __len__(self) -> int:
+        return len(self._db)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._db
+
+    def keys(self) -> Iterator[str]:
+        return self._db.keys()
+
+    def timestamps(self) -> Iterator[tuple[str, int]]:
+        return self._db.timestamps()
+
+    def raw_items(self) -> Iterator[tuple[str, int, bytes]]:
+        """(key, timestamp, serialized value) of every key in the data file."""
+        return self._db.timestamps(include_value=True, decode_value=False)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._db.get(key, default)
+
+    def get_timestamp(self, key: str) -> int | None:
+        return self._db.get_timestamp(key)
+
+    def get_raw(self, key: str) -> tuple[int, bytes] | None:
+        return self._db.get_timestamp(key, include_value=True, decode_value=False)
+
+    def encode(self, value: Any) -> bytes:
+        return self._db._pre_value(value)
+
+    def decode(self, raw: bytes) -> Any:
+        return self._db._post_value(raw)
+
+    def set(self, key: str, value: Any, timestamp: int | None = None) -> None:
+        """A user write."""
+        self._db.set(key, value, timestamp)
+        self.touch(key)
+
+    def set_raw(self, key: str, raw: bytes, timestamp: int) -> None:
+        """A user write of an already serialized value (e.g. a merged conflict)."""
+        self._db.set(key, raw, timestamp=timestamp, encode_value=False)
+        self.touch(key)
+
+    def set_timestamp(self, key: str, timestamp: int) -> None:
+        self._db.set_timestamp(key, timestamp)
+        self.touch(key)
+
+    def delete(self, key: str, deleted_at: int) -> None:
+        """A user delete of a key that may or may not be in the data file."""
+        try:
+            del self._db[key]
+        except KeyError:
+            pass
+        self.touch(key, deleted_at)
+
+    def put_raw(self, key: str, raw: bytes, timestamp: int) -> None:
+        """Store a value that came from the remote (not a user change)."""
+        if not self._unsynced:
+            self._mark_unsynced()
+        self._db.set(key, raw, timestamp=timestamp, encode_value=False)
+
+    def drop(self, key: str) -> None:
+        """Remove a cached copy (not a user change)."""
+        if not self._unsynced:
+            self._mark_unsynced()
+        try:
+            del self._db[key]
+        except KeyError:
+            pass
+
+    def get_metadata(self) -> tuple[Any, int] | None:
+        return self._db.get_metadata(include_timestamp=True)
+
+    def set_metadata(self, data: Any, timestamp: int | None = None) -> None:
+        if not self._unsynced:
+            self._mark_unsynced()
+        self._db.set_metadata(data, timestamp)
+
+    def prune(self) -> int:
+        if not self._unsynced:
+            self._mark_unsynced()
+        return self._db.prune()
+
+    # -- durability ------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Make every change so far durable, and record the state that goes with it."""
+        self._db.sync()
+        _fsync_path(self.path)
+        if self._log_buffer:
+            with open(self._log_path, "ab") as f:
+                f.write(b"".join(self._encode_touched(k, v) for k, v in self._log_buffer))
+                f.flush()
+                os.fsync(f.fileno())
+            self._log_buffer.clear()
+        for part in sorted(self._dirty_bits):
+            _write_atomic(self._parts_dir / f"{part}.bits", bytes(self._bits.get(part, b"")))
+        self._dirty_bits.clear()
+        self.state["fingerprint"] = self.fingerprint()
+        self.state["unsynced"] = False
+        self._unsynced = False
+        self.external_edits = False
+        self.save_state()
+
+    def close(self) -> None:
+        try:
+            self.sync()
+        finally:
+            self._db.close()
+
+    def abandon(self) -> None:
+        """Close without syncing (used when opening failed half way)."""
+        self._db.close()

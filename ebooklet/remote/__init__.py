@@ -1,0 +1,199 @@
+"""Where a database lives: connection parameters and the transport that reaches them.
+
+:func:`connect` turns what a user passes to :func:`ebooklet.open` (an :class:`S3Connection`,
+a public ``http(s)://`` URL, a ``file://`` URL or a local folder path) into a :class:`Remote`.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Union
+
+from .base import Blob, PutMode, Transport, Update
+from .fs import FolderTransport
+from .http import HttpTransport
+
+__all__ = ["Blob", "PutMode", "Remote", "RemoteConn", "S3Connection", "Transport", "Update", "connect"]
+
+
+class S3Connection:
+    """Everything needed to reach a database in an S3 bucket.
+
+    Parameters
+    ----------
+    access_key_id, access_key : str, optional
+        Credentials. When omitted they are read from the standard ``AWS_ACCESS_KEY_ID`` and
+        ``AWS_SECRET_ACCESS_KEY`` environment variables. They are never written anywhere.
+    db_key : str
+        The object key of the database's head object, e.g. ``"data/big.blt"``. The database's
+        other objects live under ``db_key + ".ebooklet/"``.
+    bucket : str
+        The bucket.
+    endpoint_url : str, optional
+        The S3 endpoint for stores other than AWS (``AWS_ENDPOINT_URL_S3`` or
+        ``AWS_ENDPOINT_URL`` when omitted).
+    db_url : str, optional
+        A public URL of the head object, for credential-free readers.
+    region : str
+        The signing region (``AWS_DEFAULT_REGION`` or ``us-east-1`` when omitted).
+    max_connections, retries, timeout
+        Connection pool size, retries of transient failures, and the read timeout in seconds.
+
+    Examples
+    --------
+    >>> conn = S3Connection("AKID", "SECRET", "data/big.blt", "my-bucket",
+    ...                     endpoint_url="http://127.0.0.1:9000")
+    >>> conn
+    S3Connection(bucket='my-bucket', db_key='data/big.blt', endpoint_url='http://127.0.0.1:9000')
+    """
+
+    def __init__(
+        self,
+        access_key_id: str | None = None,
+        access_key: str | None = None,
+        db_key: str | None = None,
+        bucket: str | None = None,
+        endpoint_url: str | None = None,
+        db_url: str | None = None,
+        region: str | None = None,
+        max_connections: int = 10,
+        retries: int = 3,
+        timeout: float = 60.0,
+    ) -> None:
+        if not db_key or not isinstance(db_key, str):
+            raise ValueError("S3Connection needs db_key, the object key of the database (a str)")
+        if not bucket or not isinstance(bucket, str):
+            raise ValueError("S3Connection needs bucket, the name of the S3 bucket (a str)")
+        if db_key.endswith("/"):
+            raise ValueError(f"db_key {db_key!r} must name an object, not end with '/'")
+        self.access_key_id = access_key_id or os.environ.get("AWS_ACCESS_KEY_ID")
+        self.access_key = access_key or os.environ.get("AWS_SECRET_ACCESS_KEY")
+        self.db_key = db_key
+        self.bucket = bucket
+        self.endpoint_url = (
+            endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        )
+        self.db_url = db_url
+        self.region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.max_connections = max_connections
+        self.retries = retries
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return (
+            f"S3Connection(bucket={self.bucket!r}, db_key={self.db_key!r}, "
+            f"endpoint_url={self.endpoint_url!r})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The connection parameters without the credentials."""
+        return {
+            "db_key": self.db_key,
+            "bucket": self.bucket,
+            "endpoint_url": self.endpoint_url,
+            "db_url": self.db_url,
+            "region": self.region,
+        }
+
+    def transport(self) -> Transport:
+        if not (self.access_key_id and self.access_key):
+            if self.db_url:
+                return HttpTransport(_url_parent(self.db_url))
+            raise ValueError(
+                f"no credentials for s3://{self.bucket}/{self.db_key}: pass access_key_id and "
+                "access_key, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give db_url "
+                "for read-only access"
+            )
+        # Imported here so that s3func is loaded only when an S3 remote is used.
+        from .s3 import S3Transport
+
+        return S3Transport(
+            self.access_key_id,
+            self.access_key,
+            self.bucket,
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            max_connections=self.max_connections,
+            retries=self.retries,
+            timeout=self.timeout,
+        )
+
+
+RemoteConn = Union[S3Connection, str, os.PathLike]
+
+
+@dataclass
+class Remote:
+    """A database's location: a transport and the key of its head object."""
+
+    transport: Transport
+    db_key: str
+    location: str
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix of every object of this database except the head."""
+        return self.db_key + ".ebooklet/"
+
+    @property
+    def writable(self) -> bool:
+        return self.transport.writable
+
+
+def _url_parent(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    parent = parts.path.rsplit("/", 1)[0] + "/"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parent, "", ""))
+
+
+def _url_name(url: str) -> str:
+    name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+    if not name:
+        raise ValueError(f"the URL {url!r} must name the database object, not end with '/'")
+    return name
+
+
+def connect(remote_conn: RemoteConn) -> Remote:
+    """Build the :class:`Remote` for what the user passed as ``remote_conn``.
+
+    Accepts an :class:`S3Connection`, an ``http(s)://`` URL (read-only), a ``file://`` URL,
+    or a local path (str or :class:`pathlib.Path`) naming the database in a folder.
+    """
+    if isinstance(remote_conn, S3Connection):
+        endpoint = remote_conn.endpoint_url or "aws"
+        return Remote(
+            remote_conn.transport(),
+            remote_conn.db_key if remote_conn.access_key else _url_name(remote_conn.db_url or ""),
+            f"s3://{remote_conn.bucket}/{remote_conn.db_key} ({endpoint})",
+        )
+    if isinstance(remote_conn, os.PathLike):
+        path = pathlib.Path(remote_conn).absolute()
+    elif isinstance(remote_conn, str):
+        scheme = urllib.parse.urlsplit(remote_conn).scheme
+        if scheme in ("http", "https"):
+            return Remote(HttpTransport(_url_parent(remote_conn)), _url_name(remote_conn), remote_conn)
+        if scheme == "file":
+            parts = urllib.parse.urlsplit(remote_conn)
+            if parts.netloc not in ("", "localhost"):
+                raise ValueError(f"file URL {remote_conn!r} must be local (file:///path)")
+            path = pathlib.Path(urllib.parse.unquote(parts.path))
+        elif scheme == "s3":
+            raise ValueError(
+                f"{remote_conn!r}: use ebooklet.S3Connection(...) for S3 remotes in Python "
+                "(s3:// URLs are for the command line)"
+            )
+        elif scheme and len(scheme) > 1:
+            raise ValueError(f"unsupported remote {remote_conn!r}: use an S3Connection, http(s)://, or file://")
+        else:
+            path = pathlib.Path(remote_conn).absolute()
+    else:
+        raise TypeError(
+            "remote_conn must be an ebooklet.S3Connection, an http(s):// or file:// URL, or a "
+            f"folder path, not {type(remote_conn).__name__}"
+        )
+    if not path.name:
+        raise ValueError(f"the remote path {str(path)!r} must name the database inside a folder")
+    return Remote(FolderTransport(path.parent), path.name, path.as_uri())

@@ -1,0 +1,150 @@
+"""Read-only access to a database published at a public ``http(s)://`` URL.
+
+Plain and ranged GETs through urllib3, no credentials. The response handling here is shared
+with the S3 transport, which speaks the same HTTP underneath.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable
+
+import urllib3
+
+from ..errors import (
+    PreconditionFailed,
+    RemoteAccessError,
+    RemoteError,
+    RemoteFormatError,
+    RemoteNotFoundError,
+    RemoteUnavailableError,
+)
+from .base import Blob, ReadOnlyTransport
+
+#: Transient statuses worth retrying on idempotent requests.
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+def make_pool(max_connections: int = 10, retries: int = 3, timeout: float = 60.0) -> urllib3.PoolManager:
+    """A connection pool that retries dropped connections and transient statuses."""
+    retry = urllib3.Retry(
+        total=retries,
+        backoff_factor=0.2,
+        status_forcelist=RETRY_STATUSES,
+        raise_on_status=False,
+    )
+    return urllib3.PoolManager(
+        maxsize=max_connections,
+        block=True,
+        retries=retry,
+        timeout=urllib3.Timeout(connect=min(timeout, 30.0), read=timeout),
+    )
+
+
+def send(request: Callable[[], urllib3.BaseHTTPResponse], what: str) -> urllib3.BaseHTTPResponse:
+    """Run ``request`` and translate connection failures into RemoteUnavailableError."""
+    try:
+        return request()
+    except urllib3.exceptions.HTTPError as exc:
+        raise RemoteUnavailableError(
+            f"{what}: the connection failed ({exc.__class__.__name__}: {exc}). "
+            "Check that the server is reachable, then try again; nothing was changed."
+        ) from exc
+
+
+def check_status(resp: urllib3.BaseHTTPResponse, what: str, key: str) -> None:
+    """Raise the ebooklet error matching a non-success HTTP status."""
+    status = resp.status
+    if status < 300 or status == 304:
+        return
+    detail = _error_detail(resp)
+    if status == 404:
+        raise RemoteNotFoundError(f"{what}: {key!r} does not exist{detail}")
+    if status in (401, 403):
+        raise RemoteAccessError(
+            f"{what}: access denied to {key!r}{detail}. Check the credentials (access_key_id, "
+            "access_key or the AWS_* environment variables) and that they may use this bucket; "
+            "for a public URL, check that the bucket allows anonymous reads."
+        )
+    if status in (409, 412):
+        raise PreconditionFailed(key)
+    if status == 416:
+        raise RemoteFormatError(f"{what}: {key!r} is shorter than its index says (HTTP 416)")
+    if status >= 500 or status == 429:
+        raise RemoteUnavailableError(
+            f"{what}: the server answered HTTP {status}{detail} after retries. Try again later; "
+            "nothing was changed."
+        )
+    raise RemoteError(f"{what}: unexpected HTTP {status} for {key!r}{detail}")
+
+
+def _error_detail(resp: urllib3.BaseHTTPResponse) -> str:
+    body = resp.data[:2000] if resp.data else b""
+    text = body.decode("utf-8", "replace")
+    code = _xml_field(text, "Code")
+    message = _xml_field(text, "Message")
+    if code or message:
+        return f" ({code}: {message})" if message else f" ({code})"
+    return f" (HTTP {resp.status})"
+
+
+def _xml_field(text: str, name: str) -> str:
+    start = text.find(f"<{name}>")
+    end = text.find(f"</{name}>")
+    if start < 0 or end < start:
+        return ""
+    return text[start + len(name) + 2 : end]
+
+
+def read_body(resp: urllib3.BaseHTTPResponse, what: str) -> bytes:
+    """The whole body; a body cut short by the server becomes RemoteUnavailableError."""
+    try:
+        return resp.data
+    except urllib3.exceptions.HTTPError as exc:
+        raise RemoteUnavailableError(
+            f"{what}: the server dropped the connection mid-body ({exc}). Try again."
+        ) from exc
+
+
+def range_header(start: int, length: int) -> str:
+    return f"bytes={start}-{start + length - 1}"
+
+
+def check_range(data: bytes, length: int, what: str, key: str) -> bytes:
+    if len(data) != length:
+        raise RemoteFormatError(
+            f"{what}: {key!r} returned {len(data)} bytes where {length} were expected; the object "
+            "is truncated or the server ignored the Range header"
+        )
+    return data
+
+
+class HttpTransport(ReadOnlyTransport):
+    """Objects read by plain GETs under a public base URL."""
+
+    def __init__(self, base_url: str, pool: urllib3.PoolManager | None = None) -> None:
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.description = f"public URL {self.base_url}"
+        self._pool = pool or make_pool()
+
+    def _url(self, key: str) -> str:
+        return urllib.parse.urljoin(self.base_url, urllib.parse.quote(key))
+
+    def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
+        headers = {"If-None-Match": if_none_match} if if_none_match else {}
+        what = f"GET {self._url(key)}"
+        resp = send(lambda: self._pool.request("GET", self._url(key), headers=headers), what)
+        if resp.status == 304:
+            return None
+        check_status(resp, what, key)
+        return Blob(read_body(resp, what), resp.headers.get("ETag", ""))
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        what = f"GET {self._url(key)}"
+        headers = {"Range": range_header(start, length)}
+        resp = send(lambda: self._pool.request("GET", self._url(key), headers=headers), what)
+        check_status(resp, what, key)
+        return check_range(read_body(resp, what), length, what, key)
+
+    def close(self) -> None:
+        self._pool.clear()

@@ -1,0 +1,116 @@
+"""The S3 transport: the only module that talks to s3func.
+
+Requests are signed by s3func's ``S3Session.request``; conditional writes send ``If-Match`` /
+``If-None-Match: *`` headers themselves because ``put_object`` has no parameters for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import s3func
+import urllib3
+
+from ..errors import PreconditionFailed, RemoteError, RemoteNotFoundError, RemoteUnavailableError
+from .base import Blob, PutMode, Transport, Update
+from .http import check_range, check_status, range_header, read_body, send
+
+# DeleteObjects takes at most 1000 keys per request.
+_DELETE_BATCH = 1000
+
+
+class S3Transport(Transport):
+    """Objects in one S3 bucket."""
+
+    def __init__(
+        self,
+        access_key_id: str,
+        access_key: str,
+        bucket: str,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        max_connections: int = 10,
+        retries: int = 3,
+        timeout: float = 60.0,
+    ) -> None:
+        self.bucket = bucket
+        self.endpoint_url = endpoint_url
+        where = endpoint_url or f"AWS {region}"
+        self.description = f"s3://{bucket} at {where}"
+        self._session = s3func.S3Session(
+            access_key_id,
+            access_key,
+            bucket,
+            endpoint_url=endpoint_url,
+            region=region,
+            max_pool_connections=max_connections,
+            max_attempts=retries,
+            read_timeout=int(timeout),
+            stream=False,
+        )
+
+    def _request(
+        self, method: str, key: str, headers: dict[str, str] | None = None, body: bytes | None = None
+    ) -> urllib3.BaseHTTPResponse:
+        url = self._session._object_url(key)
+        what = f"{method} s3://{self.bucket}/{key}"
+        resp = send(
+            lambda: self._session.request(method, url, headers=dict(headers or {}), body=body, preload_content=True),
+            what,
+        )
+        if resp.status != 304:
+            check_status(resp, what, key)
+        return resp
+
+    def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
+        headers = {"If-None-Match": if_none_match} if if_none_match else {}
+        resp = self._request("GET", key, headers)
+        if resp.status == 304:
+            return None
+        return Blob(read_body(resp, f"GET {key}"), resp.headers.get("ETag", ""))
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        resp = self._request("GET", key, {"Range": range_header(start, length)})
+        what = f"GET s3://{self.bucket}/{key}"
+        return check_range(read_body(resp, what), length, what, key)
+
+    def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
+        headers = {"Content-Length": str(len(data))}
+        if mode == "create":
+            headers["If-None-Match"] = "*"
+        elif isinstance(mode, Update):
+            headers["If-Match"] = mode.etag
+        try:
+            resp = self._request("PUT", key, headers, bytes(data))
+        except PreconditionFailed:
+            raise PreconditionFailed(key, exists=True if mode == "create" else None) from None
+        except RemoteNotFoundError:
+            # Some servers answer If-Match on a missing object with 404 instead of 412.
+            if isinstance(mode, Update):
+                raise PreconditionFailed(key, exists=False) from None
+            raise
+        etag = resp.headers.get("ETag")
+        if not etag:
+            raise RemoteError(f"PUT s3://{self.bucket}/{key}: the server returned no ETag")
+        return etag
+
+    def delete(self, keys: list[str]) -> None:
+        for i in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[i : i + _DELETE_BATCH]
+            try:
+                self._session.delete_objects(keys=batch, purge=False)
+            except urllib3.exceptions.HTTPError as exc:
+                raise RemoteUnavailableError(
+                    f"deleting {len(batch)} objects from s3://{self.bucket} failed: {exc}. "
+                    "Run the operation again; deletes are idempotent."
+                ) from exc
+
+    def list(self, prefix: str) -> Iterator[str]:
+        try:
+            for record in self._session.list_objects(prefix=prefix).iter_objects():
+                yield record["key"]
+        except urllib3.exceptions.HTTPError as exc:
+            raise RemoteUnavailableError(f"listing s3://{self.bucket}/{prefix} failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._session._session.clear()

@@ -1,0 +1,894 @@
+"""Keeping a local file and a remote database in step: lazy reads, changes, push and pull.
+
+The protocol is described in docs/sync.rst. In short: the *base* is the remote head at the
+last sync, kept in the local sync state. ``changes()`` compares three states key by key: the
+local file, the base and the current remote head. ``push()`` uploads new values into fresh
+segments, rewrites the index parts that hold changed keys on top of the *current* remote
+parts (a rebase), and commits by replacing the head with a conditional write.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Union
+
+from .errors import (
+    ConflictError,
+    IntegrityError,
+    PreconditionFailed,
+    PushConflictError,
+    ReadOnlyError,
+    RemoteNotFoundError,
+    SyncError,
+)
+from .format import SEGMENT_BYTES, Entry, Head, Part, bits_for, new_commit_id, part_name, part_of, segment_name, value_hash
+from .local import LocalStore, serializer_name
+from .remote import Remote, Update
+
+logger = logging.getLogger(__name__)
+
+#: Ranges closer than this are fetched with one request.
+COALESCE_GAP = 64 * 1024
+#: ...as long as the merged request stays under this size.
+COALESCE_MAX = 8 * 1024 * 1024
+#: Old objects are deleted this long after a commit stopped referencing them, so that
+#: readers holding an older head can finish their reads.
+RETIRE_AFTER_S = 3600.0
+#: How many times a push rebases over concurrent commits before giving up.
+PUSH_ATTEMPTS = 8
+#: Decoded index parts kept in memory.
+PART_CACHE = 64
+#: Parallel requests for uploads and ranged reads.
+THREADS = 8
+
+
+class _Deleted:
+    """The marker a conflict function returns to delete a key."""
+
+    _instance: _Deleted | None = None
+
+    def __new__(cls) -> _Deleted:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ebooklet.DELETED"
+
+
+#: Returned by a conflict function to delete the key; also the value side of a deletion.
+DELETED: Any = _Deleted()
+
+Resolver = Callable[[str, Any, Any, Any], Any]
+Policy = Union[Literal["local", "remote", "newest"], Resolver, None]
+
+ChangeKind = Literal["added", "modified", "deleted"]
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True)
+class Change:
+    """One key that differs between the local file, the base and the remote.
+
+    Attributes
+    ----------
+    key : str
+    side : {"local", "remote", "both"}
+        Which side changed it since the last sync.
+    local, remote : {"added", "modified", "deleted"} or None
+        How each side changed it (None: unchanged on that side).
+    local_timestamp, remote_timestamp : int or None
+        Microseconds since the epoch of each side's version (of the deletion for deletes,
+        when known).
+    conflict : bool
+        Changed on both sides to different bytes.
+    """
+
+    key: str
+    side: Literal["local", "remote", "both"]
+    local: ChangeKind | None
+    remote: ChangeKind | None
+    local_timestamp: int | None
+    remote_timestamp: int | None
+    conflict: bool = False
+
+    def __str__(self) -> str:
+        parts = []
+        if self.local:
+            parts.append(f"local {self.local}")
+        if self.remote:
+            parts.append(f"remote {self.remote}")
+        flag = " CONFLICT" if self.conflict else ""
+        return f"{self.key!r}: {', '.join(parts)}{flag}"
+
+
+@dataclass
+class PushResult:
+    """What a push did."""
+
+    committed: bool = False
+    commit: int | None = None
+    keys: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    bytes_sent: int = 0
+    requests: int = 0
+    attempts: int = 0
+    pulled: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        if not self.committed:
+            return "nothing to push"
+        return (
+            f"commit {self.commit}: {len(self.keys)} key(s) written, {len(self.deleted)} deleted, "
+            f"{self.bytes_sent} bytes in {self.requests} requests"
+        )
+
+
+@dataclass
+class PullResult:
+    """What a pull did."""
+
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    requests: int = 0
+    commit: int | None = None
+
+    def __str__(self) -> str:
+        return f"{len(self.updated)} key(s) updated, {len(self.deleted)} deleted from the remote"
+
+
+@dataclass
+class _LocalChange:
+    raw: bytes | None  # None for a delete
+    timestamp: int | None
+    hash: bytes | None
+
+
+class Counter:
+    """Requests made and bytes moved, for the figures push and pull report."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    def add(self, requests: int = 0, sent: int = 0, received: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.bytes_sent += sent
+            self.bytes_received += received
+
+
+_EMPTY = Part()
+
+
+class Replica:
+    """A local store bound to its remote: the base, lazy reads, changes, push and pull."""
+
+    def __init__(self, local: LocalStore, remote: Remote, *, replace: bool = False) -> None:
+        self.local = local
+        self.remote = remote
+        self.counter = Counter()
+        self._parts: OrderedDict[str, Part] = OrderedDict()
+        # Parts of non-base heads downloaded during this operation, kept until the head
+        # they belong to becomes the base (so presence bits can be stored with them).
+        self._fresh: dict[str, bytes] = {}
+        self._base: Head | None = None
+        if replace:
+            local.state["replace"] = True
+        head = local.state.get("head")
+        self._base = Head(**head) if head else None
+
+    # -- the base --------------------------------------------------------------------------
+
+    @property
+    def replace(self) -> bool:
+        """True until the first push of a database opened with flag='n'."""
+        return bool(self.local.state.get("replace"))
+
+    @property
+    def base(self) -> Head | None:
+        """The remote head at the last sync (None: there was no remote database)."""
+        return self._base
+
+    @property
+    def base_known(self) -> bool:
+        return "etag" in self.local.state
+
+    def set_base(self, head: Head | None, etag: str | None) -> None:
+        state = self.local.state
+        known = state.get("remote_uuid")
+        if head is not None and known not in (None, head.uuid) and not self.replace:
+            raise SyncError(
+                f"{self.remote.location} now holds another database (uuid {head.uuid}) than the "
+                f"one {self.local.path} was synced with (uuid {known}): it was deleted and "
+                "created again. Open a new local path for it, or open this file with flag='n' "
+                "to replace the remote with it."
+            )
+        old = self._base
+        if head is None or old is None or old.uuid != head.uuid or old.part_bits != head.part_bits:
+            self.local.forget_parts()
+        state["head"] = asdict(head) if head else None
+        state["etag"] = etag
+        state["remote_uuid"] = head.uuid if head else None
+        state["location"] = self.remote.location
+        self._base = head
+
+    @staticmethod
+    def probe(remote: Remote) -> tuple[Head | None, str | None]:
+        """The remote head of a database no local file has synced with yet."""
+        try:
+            blob = remote.transport.get(remote.db_key)
+        except RemoteNotFoundError:
+            return None, None
+        assert blob is not None
+        return Head.decode(blob.data, where=remote.location), blob.etag
+
+    def fetch_head(self, if_none_match: str | None = None) -> tuple[Head | None, str | None]:
+        """The remote head and its ETag; (None, None) when there is no database.
+
+        With ``if_none_match`` (the base ETag), an unchanged head costs one small request
+        and the base is returned.
+        """
+        self.counter.add(requests=1)
+        try:
+            blob = self.remote.transport.get(self.remote.db_key, if_none_match=if_none_match)
+        except RemoteNotFoundError:
+            return None, None
+        if blob is None:
+            return self._base, if_none_match
+        self.counter.add(received=len(blob.data))
+        return Head.decode(blob.data, where=self.remote.location), blob.etag
+
+    def current(self) -> tuple[Head | None, str | None]:
+        """The current remote head, asked for conditionally on the base."""
+        etag = self.local.state.get("etag") if self._base is not None else None
+        return self.fetch_head(if_none_match=etag)
+
+    # -- index parts -----------------------------------------------------------------------
+
+    def _is_base(self, head: Head) -> bool:
+        base = self._base
+        return base is not None and not self.replace and head.commit_id == base.commit_id and head.uuid == base.uuid
+
+    def _download(self, name: str) -> bytes:
+        try:
+            blob = self.remote.transport.get(name)
+        except RemoteNotFoundError:
+            raise RemoteNotFoundError(
+                f"{name} is gone from {self.remote.location}: the remote has moved on since the "
+                "last sync and removed old objects. Pull, then read again."
+            ) from None
+        assert blob is not None
+        self.counter.add(requests=1, received=len(blob.data))
+        return blob.data
+
+    def part(self, head: Head, p: int) -> Part:
+        """Index part ``p`` of ``head``: from memory, the local state, or the remote."""
+        name = head.parts[p]
+        if name is None:
+            return _EMPTY
+        cached = self._parts.get(name)
+        if cached is not None:
+            self._parts.move_to_end(name)
+            return cached
+        is_base = self._is_base(head)
+        blob = self.local.part_blob(p, name) if is_base else None
+        stored = blob is not None
+        if blob is None:
+            blob = self._fresh.pop(name, None) if is_base else self._fresh.get(name)
+        if blob is None:
+            blob = self._download(name)
+            if not is_base:
+                self._fresh[name] = blob
+        part = Part.decode(blob, name)
+        if is_base and not stored:
+            self.local.store_part(p, name, blob, part.keys)
+        self._parts[name] = part
+        if len(self._parts) > PART_CACHE:
+            self._parts.popitem(last=False)
+        return part
+
+    def parts(self, head: Head, indexes: Iterable[int]) -> dict[int, Part]:
+        """Several parts of ``head``, downloading the missing ones in parallel."""
+        indexes = list(indexes)
+        is_base = self._is_base(head)
+        missing = []
+        for p in indexes:
+            name = head.parts[p]
+            if name is None or name in self._parts or name in self._fresh:
+                continue
+            if is_base and self.local.part_blob(p, name) is not None:
+                continue
+            missing.append(name)
+        if len(missing) > 1:
+            with concurrent.futures.ThreadPoolExecutor(min(THREADS, len(missing))) as pool:
+                self._fresh.update(zip(missing, pool.map(self._download, missing)))
+        return {p: self.part(head, p) for p in indexes}
+
+    def base_entry(self, key: str) -> tuple[Entry, bool] | None:
+        """The base entry of ``key``, and whether the key has been in the data file."""
+        base = self._base
+        if base is None or self.replace:
+            return None
+        p = part_of(key, base.part_bits)
+        part = self.part(base, p)
+        row = part.row(key)
+        if row is None:
+            return None
+        return part.get(key), self._present(p, row)  # type: ignore[return-value]
+
+    def _present(self, p: int, row: int) -> bool:
+        bits = self.local.bits(p)
+        return (row >> 3) < len(bits) and bool(bits[row >> 3] & (1 << (row & 7)))
+
+    def lazy_keys(self) -> Iterator[tuple[str, Entry]]:
+        """Base keys not fetched yet (absent from the data file, never deleted)."""
+        base = self._base
+        if base is None or self.replace:
+            return
+        touched = self.local.touched
+        for p, part in self.parts(base, range(len(base.parts))).items():
+            for row, (key, entry) in enumerate(part.items()):
+                if key not in touched and not self._present(p, row) and key not in self.local:
+                    yield key, entry
+
+    # -- lazy reads ------------------------------------------------------------------------
+
+    def fetch(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """Download lazy keys' values, check them, and cache them in the data file."""
+        base = self._base
+        if base is None or self.replace:
+            return {}
+        by_part: dict[int, list[str]] = {}
+        for key in keys:
+            by_part.setdefault(part_of(key, base.part_bits), []).append(key)
+        parts = self.parts(base, by_part)
+        wanted: dict[str, tuple[Entry, int, int]] = {}
+        for p, ks in by_part.items():
+            for key in ks:
+                row = parts[p].row(key)
+                if row is not None:
+                    wanted[key] = (parts[p].get(key), p, row)  # type: ignore[assignment]
+        values = self.read_values({k: w[0] for k, w in wanted.items()})
+        for key, raw in values.items():
+            entry, p, row = wanted[key]
+            self.local.put_raw(key, raw, entry.timestamp)
+            self.local.mark_present(p, row)
+        return values
+
+    def read_values(self, entries: dict[str, Entry]) -> dict[str, bytes]:
+        """Fetch values with ranged GETs, coalescing neighbours, and check their hashes."""
+        by_segment: dict[str, list[tuple[int, int, str]]] = {}
+        for key, e in entries.items():
+            by_segment.setdefault(e.segment, []).append((e.offset, e.length, key))
+        requests: list[tuple[str, int, int, list[tuple[int, int, str]]]] = []
+        for segment, ranges in by_segment.items():
+            ranges.sort()
+            group = [ranges[0]]
+            start, end = ranges[0][0], ranges[0][0] + ranges[0][1]
+            for r in ranges[1:]:
+                r_end = r[0] + r[1]
+                if r[0] - end <= COALESCE_GAP and max(end, r_end) - start <= COALESCE_MAX:
+                    end = max(end, r_end)
+                    group.append(r)
+                else:
+                    requests.append((segment, start, end - start, group))
+                    group, start, end = [r], r[0], r_end
+            requests.append((segment, start, end - start, group))
+
+        def get(req: tuple[str, int, int, list[tuple[int, int, str]]]) -> list[tuple[str, bytes]]:
+            segment, start, length, group = req
+            data = self.remote.transport.get_range(segment, start, length) if length else b""
+            self.counter.add(requests=1, received=len(data))
+            out = []
+            for offset, n, key in group:
+                raw = data[offset - start : offset - start + n]
+                if value_hash(raw) != entries[key].hash:
+                    raise IntegrityError(
+                        f"the value of {key!r} from {self.remote.location} does not match its "
+                        f"content hash: {segment} is corrupt. Nothing was stored locally; ask "
+                        "the database's writer to push that key again."
+                    )
+                out.append((key, raw))
+            return out
+
+        values: dict[str, bytes] = {}
+        if len(requests) == 1:
+            values.update(get(requests[0]))
+        elif requests:
+            with concurrent.futures.ThreadPoolExecutor(min(THREADS, len(requests))) as pool:
+                for chunk in pool.map(get, requests):
+                    values.update(chunk)
+        return values
+
+    # -- change detection ------------------------------------------------------------------
+
+    def local_changes(self) -> dict[str, _LocalChange]:
+        """Keys whose local state differs from the base."""
+        local = self.local
+        base = None if self.replace else self._base
+        candidates = set(local.touched)
+        scanned: set[str] = set()
+        external = local.external_edits
+        if external:
+            # Something wrote to the file behind ebooklet's back (plain booklet, or a session
+            # that ended without syncing): compare every key.
+            scanned = set(local.keys())
+            candidates |= scanned
+        by_part: dict[int, list[str]] = {}
+        for key in candidates:
+            by_part.setdefault(part_of(key, base.part_bits) if base else 0, []).append(key)
+        parts = self.parts(base, by_part) if base else {}
+        changes: dict[str, _LocalChange] = {}
+        for p, keys in by_part.items():
+            part = parts.get(p, _EMPTY)
+            for key in keys:
+                change = self._compare(key, part.get(key))
+                if change is not None:
+                    changes[key] = change
+        if external and base is not None:
+            # Keys deleted with plain booklet: seen in the data file once, absent now.
+            for p in local.stored_parts():
+                if not any(local.bits(p)):
+                    continue
+                for row, key in enumerate(self.part(base, p).keys):
+                    if self._present(p, row) and key not in scanned and key not in local.touched:
+                        changes[key] = _LocalChange(None, None, None)
+        if external:
+            # Record what the scan found, so the next sync needs no scan to know it.
+            for key, change in changes.items():
+                if key not in local.touched:
+                    local.touch(key, None if change.raw is not None else now_us())
+            local.sync()
+        return changes
+
+    def _compare(self, key: str, entry: Entry | None) -> _LocalChange | None:
+        local = self.local
+        got = local.get_raw(key)
+        touched = key in local.touched
+        if got is None:
+            if entry is not None and touched:
+                return _LocalChange(None, local.touched[key], None)
+            return None
+        ts, raw = got
+        if entry is not None and ts == entry.timestamp and not touched:
+            return None
+        h = value_hash(raw)
+        if entry is not None and h == entry.hash:
+            return None
+        return _LocalChange(raw, ts, h)
+
+    def remote_changes(self, base: Head | None, current: Head | None) -> dict[str, Entry | None]:
+        """Keys whose entry differs from ``base`` to ``current`` (None: deleted)."""
+        if current is None:
+            return {}
+        if base is not None and base.uuid != current.uuid:
+            base = None
+        if base is not None and base.commit_id == current.commit_id:
+            return {}
+        if base is not None and base.part_bits == current.part_bits:
+            changed = [p for p in range(len(current.parts)) if current.parts[p] != base.parts[p]]
+            old, new = self.parts(base, changed), self.parts(current, changed)
+            pairs = [(old[p], new[p]) for p in changed]
+        else:
+            new_all = self.parts(current, range(len(current.parts)))
+            old_all = self.parts(base, range(len(base.parts))) if base is not None else {}
+            pairs = [
+                (Part(kv for part in old_all.values() for kv in part.items()),
+                 Part(kv for part in new_all.values() for kv in part.items()))
+            ]
+        out: dict[str, Entry | None] = {}
+        for old_part, new_part in pairs:
+            for key, entry in new_part.items():
+                before = old_part.get(key)
+                if before is None or before.hash != entry.hash or before.timestamp != entry.timestamp:
+                    out[key] = entry
+            for key in old_part.keys:
+                if key not in new_part:
+                    out[key] = None
+        return out
+
+    def changes(self) -> list[Change]:
+        """The three-way comparison of the local file, the base and the current remote."""
+        head, _ = self.current()
+        local = self.local_changes()
+        if self.replace:
+            # The first push replaces the remote: everything there that is not local goes.
+            remote_keys: set[str] = set()
+            if head is not None:
+                remote_keys = {k for part in self.parts(head, range(len(head.parts))).values() for k in part.keys}
+            out = [Change(k, "local", "added" if c.raw is not None else "deleted", None, c.timestamp, None)
+                   for k, c in local.items() if c.raw is not None]
+            out += [Change(k, "local", "deleted", None, None, None) for k in remote_keys - set(local)]
+            return sorted(out, key=lambda c: c.key)
+        remote = self.remote_changes(self._base, head)
+        base = self._base
+        out = []
+        for key in sorted(set(local) | set(remote)):
+            in_base = base is not None and key in self.part(base, part_of(key, base.part_bits))
+            lc = local.get(key)
+            rc = remote.get(key)
+            lkind = _kind(in_base, lc.raw is not None) if lc is not None else None
+            rkind = _kind(in_base, rc is not None) if key in remote else None
+            rts = rc.timestamp if rc is not None else None
+            if lc is not None and key in remote:
+                out.append(Change(key, "both", lkind, rkind, lc.timestamp, rts, not _same(lc, rc)))
+            elif lc is not None:
+                out.append(Change(key, "local", lkind, None, lc.timestamp, None))
+            else:
+                out.append(Change(key, "remote", None, rkind, None, rts))
+        return out
+
+    # -- push ------------------------------------------------------------------------------
+
+    def push(self, policy: Policy = None) -> PushResult:
+        """Commit local changes, rebasing over what others committed meanwhile."""
+        if not self.remote.writable:
+            raise ReadOnlyError(
+                f"cannot push to {self.remote.location}: it is read-only (a public URL or a "
+                "connection without credentials); push through an S3Connection with credentials"
+            )
+        _check_policy(policy)
+        start = (self.counter.requests, self.counter.bytes_sent)
+        changes = self.local_changes()
+        metadata = self.local.get_metadata()
+        base = self._base
+        meta_changed = metadata is not None and (base is None or metadata[1] != base.metadata_timestamp)
+        result = PushResult()
+        if not changes and not meta_changed and not self.replace and base is not None:
+            return result
+        segments, uploaded = self._upload(changes)
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
+            current, etag = self.current()
+            self._check_pushable(current)
+            remote = {} if self.replace else self.remote_changes(self._base, current)
+            to_write, dropped, extra = self._rebase(changes, remote, policy)
+            if extra:
+                more_segments, more = self._upload(extra)
+                segments.update(more_segments)
+                uploaded.update(more)
+            commit_id = new_commit_id()
+            head, written = self._build_commit(current, to_write, uploaded, segments, commit_id, metadata)
+            self._put_many([(name, blob) for name, blob, _ in written.values()])
+            body = head.encode()
+            self.counter.add(requests=1, sent=len(body))
+            try:
+                new_etag = self.remote.transport.put(
+                    self.remote.db_key, body, Update(etag) if current is not None else "create"
+                )
+            except PreconditionFailed:
+                # A retried request may have committed already: check before rebasing.
+                winner, winner_etag = self.fetch_head()
+                if winner is None or winner.commit_id != commit_id:
+                    self._delete_quietly([name for name, _, _ in written.values()])
+                    logger.info("push: another writer committed first; rebasing (attempt %d)", attempt)
+                    continue
+                new_etag = winner_etag  # type: ignore[assignment]
+            result.committed = True
+            result.commit = head.commit
+            result.attempts = attempt
+            result.keys = sorted(k for k, c in to_write.items() if c.raw is not None)
+            result.deleted = sorted(k for k, c in to_write.items() if c.raw is None)
+            result.pulled = sorted(dropped)
+            self._adopt(head, new_etag, written, dropped)
+            self._collect(head)
+            result.requests = self.counter.requests - start[0]
+            result.bytes_sent = self.counter.bytes_sent - start[1]
+            return result
+        raise PushConflictError(
+            f"{self.remote.location} kept changing while pushing ({PUSH_ATTEMPTS} attempts); "
+            "nothing was committed. Push again."
+        )
+
+    def _check_pushable(self, current: Head | None) -> None:
+        base = self._base
+        if current is None and base is not None and not self.replace:
+            raise SyncError(
+                f"the remote database {self.remote.location} was deleted since the last sync; "
+                "open this file with flag='n' to create it again from the local data"
+            )
+        mine = serializer_name(self.local.value_serializer)
+        if current is not None and not self.replace and current.value_serializer != mine:
+            raise SyncError(
+                f"{self.remote.location} stores values serialized with {current.value_serializer!r} "
+                f"but this local file uses {mine!r}; they cannot be mixed"
+            )
+
+    def _upload(self, changes: dict[str, _LocalChange]) -> tuple[dict[str, int], dict[str, Entry]]:
+        """Pack new values into segments and upload them; return sizes and entries."""
+        commit_id = new_commit_id()
+        segments: list[tuple[str, list[bytes]]] = []
+        entries: dict[str, Entry] = {}
+        size = SEGMENT_BYTES
+        for key in sorted(changes):
+            c = changes[key]
+            if c.raw is None:
+                continue
+            if size + len(c.raw) > SEGMENT_BYTES and size > 0:
+                segments.append((segment_name(self.remote.prefix, commit_id, len(segments)), []))
+                size = 0
+            name, chunks = segments[-1]
+            entries[key] = Entry(c.timestamp, c.hash, name, size, len(c.raw))  # type: ignore[arg-type]
+            chunks.append(c.raw)
+            size += len(c.raw)
+        bodies = [(name, b"".join(chunks)) for name, chunks in segments]
+        self._put_many(bodies)
+        return {name: len(body) for name, body in bodies}, entries
+
+    def _put_many(self, objects: list[tuple[str, bytes]]) -> None:
+        def put(obj: tuple[str, bytes]) -> None:
+            self.remote.transport.put(obj[0], obj[1], "create")
+            self.counter.add(requests=1, sent=len(obj[1]))
+
+        if len(objects) <= 1:
+            for obj in objects:
+                put(obj)
+            return
+        with concurrent.futures.ThreadPoolExecutor(min(THREADS, len(objects))) as pool:
+            list(pool.map(put, objects))
+
+    def _delete_quietly(self, names: list[str]) -> None:
+        try:
+            self.remote.transport.delete(names)
+        except Exception as exc:  # leftovers are unreferenced; a failure here loses nothing
+            logger.warning("could not delete %d unreferenced objects: %s", len(names), exc)
+
+    def _rebase(
+        self, changes: dict[str, _LocalChange], remote: dict[str, Entry | None], policy: Policy
+    ) -> tuple[dict[str, _LocalChange], set[str], dict[str, _LocalChange]]:
+        """What this push writes, which cached keys it drops, and merged values to upload."""
+        to_write = dict(changes)
+        dropped = set(remote)
+        conflicts = []
+        for key in set(changes) & set(remote):
+            if _same(changes[key], remote[key]):
+                del to_write[key]
+            else:
+                conflicts.append(key)
+        if conflicts and policy is None:
+            raise ConflictError(conflicts)
+        extra: dict[str, _LocalChange] = {}
+        for key in conflicts:
+            winner = self._resolve(key, changes[key], remote[key], policy)
+            if winner == "remote":
+                del to_write[key]
+            else:
+                dropped.discard(key)
+                if winner != "local":
+                    to_write[key] = winner
+                    if winner.raw is not None:
+                        extra[key] = winner
+                        self.local.set_raw(key, winner.raw, winner.timestamp)
+                    else:
+                        self.local.delete(key, winner.timestamp)
+        return to_write, dropped, extra
+
+    def _resolve(self, key: str, lc: _LocalChange, rc: Entry | None, policy: Policy) -> Any:
+        """Apply a conflict policy: "local", "remote", or a merged _LocalChange."""
+        if policy in ("local", "remote"):
+            return policy
+        if policy == "newest":
+            remote_ts = rc.timestamp if rc is not None else 0
+            local_ts = lc.timestamp if lc.timestamp is not None else now_us()
+            return "local" if local_ts >= remote_ts else "remote"
+        assert callable(policy)
+        local_value = DELETED if lc.raw is None else self.local.decode(lc.raw)
+        remote_value = DELETED if rc is None else self.local.decode(self.read_values({key: rc})[key])
+        base_entry = self.base_entry(key)
+        base_value = DELETED
+        if base_entry is not None:
+            base_value = self.local.decode(self.read_values({key: base_entry[0]})[key])
+        chosen = policy(key, local_value, remote_value, base_value)
+        if chosen is DELETED:
+            return _LocalChange(None, now_us(), None)
+        raw = self.local.encode(chosen)
+        return _LocalChange(raw, now_us(), value_hash(raw))
+
+    def _build_commit(
+        self,
+        current: Head | None,
+        to_write: dict[str, _LocalChange],
+        uploaded: dict[str, Entry],
+        segments: dict[str, int],
+        commit_id: str,
+        metadata: tuple[Any, int] | None,
+    ) -> tuple[Head, dict[int, tuple[str, bytes, Part]]]:
+        """The new head and the index parts it needs, on top of ``current``."""
+        stamp = now_us()
+        fresh = current is None or self.replace
+        if fresh:
+            head = Head.new(serializer_name(self.local.value_serializer))
+            if current is not None:
+                # Replacing: everything the old database referenced is retired.
+                head.retired = [list(r) for r in current.retired]
+                head.retired += [[n, stamp] for n in current.parts if n]
+                head.retired += [[n, stamp] for n in current.segments]
+        else:
+            assert current is not None
+            head = Head(**asdict(current))
+        head.commit = current.commit + 1 if current is not None else 1
+        head.commit_id = commit_id
+        head.parent = current.commit_id if current is not None else None
+        head.timestamp = stamp
+        if metadata is not None and (head.metadata_timestamp or 0) < metadata[1]:
+            head.metadata, head.metadata_timestamp = metadata
+
+        groups: dict[int, dict[str, _LocalChange]] = {}
+        for key, change in to_write.items():
+            groups.setdefault(part_of(key, head.part_bits), {})[key] = change
+        before = self.parts(head, groups) if not fresh else {p: _EMPTY for p in groups}
+        merged: dict[int, dict[str, Entry]] = {}
+        for p, writes in groups.items():
+            entries = dict(before[p].items())
+            for key, change in writes.items():
+                old = entries.pop(key, None)
+                if old is not None:
+                    head.n_keys -= 1
+                    head.n_bytes -= old.length
+                    head.key_bytes -= len(key.encode())
+                    if old.segment in head.segments:
+                        head.segments[old.segment][1] -= old.length
+                if change.raw is not None:
+                    new = uploaded[key]
+                    entries[key] = new
+                    head.n_keys += 1
+                    head.n_bytes += new.length
+                    head.key_bytes += len(key.encode())
+                    head.segments.setdefault(new.segment, [segments[new.segment], 0])[1] += new.length
+            merged[p] = entries
+        for name, size in segments.items():
+            head.segments.setdefault(name, [size, 0])
+        for name, (_size, live) in list(head.segments.items()):
+            if live <= 0:
+                del head.segments[name]
+                head.retired.append([name, stamp])
+
+        bits = bits_for(head.n_keys, head.key_bytes, head.part_bits)
+        if bits != head.part_bits:
+            # The index outgrew its parts: split every part under the new layout.
+            everything = {p: dict(part.items()) for p, part in self.parts(head, range(len(head.parts))).items()}
+            everything.update(merged)
+            head.retired += [[n, stamp] for n in head.parts if n]
+            head.part_bits = bits
+            head.parts = [None] * (2**bits)
+            merged = {}
+            for entries in everything.values():
+                for key, entry in entries.items():
+                    merged.setdefault(part_of(key, bits), {})[key] = entry
+        written: dict[int, tuple[str, bytes, Part]] = {}
+        for p, entries in merged.items():
+            if head.parts[p] is not None:
+                head.retired.append([head.parts[p], stamp])
+            if not entries:
+                head.parts[p] = None
+                continue
+            part = Part(entries.items())
+            name = part_name(self.remote.prefix, head.part_bits, p, commit_id)
+            written[p] = (name, part.encode(), part)
+            head.parts[p] = name
+        # Objects retired long ago leave the list now and are deleted after the commit.
+        cutoff = stamp - int(RETIRE_AFTER_S * 1e6)
+        self._expired = [r[0] for r in head.retired if r[1] <= cutoff]
+        head.retired = [r for r in head.retired if r[1] > cutoff]
+        return head, written
+
+    def _collect(self, head: Head) -> None:
+        """Delete the objects the commit of ``head`` dropped from its retired list."""
+        if self._expired:
+            self.counter.add(requests=1)
+            self._delete_quietly(self._expired)
+            self._expired = []
+
+    def _adopt(
+        self, head: Head, etag: str, written: dict[int, tuple[str, bytes, Part]], dropped: set[str]
+    ) -> None:
+        """Make ``head`` the base: drop stale cached values, keep its parts and presence bits."""
+        local = self.local
+        for key in dropped:
+            local.drop(key)
+        local.state.pop("replace", None)
+        stored = local.stored_parts()
+        self.set_base(head, etag)
+        if local.stored_parts() != stored:
+            stored = {}  # the layout changed and the stored parts were forgotten
+        for p, (name, blob, part) in written.items():
+            local.store_part(p, name, blob, part.keys)
+            self._parts[name] = part
+        for p, name in stored.items():
+            if p in written:
+                continue
+            new_name = head.parts[p] if p < len(head.parts) else None
+            if new_name == name:
+                continue
+            blob = self._fresh.get(new_name) if new_name else None
+            if blob is None:
+                local.forget_part(p)
+            else:
+                local.store_part(p, new_name, blob, Part.decode(blob, new_name).keys)  # type: ignore[arg-type]
+        self._fresh.clear()
+        local.clear_touched(set(local.touched) - self._kept)
+        self._kept = set()
+        remote_meta = head.metadata_timestamp
+        mine = local.get_metadata()
+        if remote_meta is not None and (mine is None or mine[1] < remote_meta):
+            local.set_metadata(head.metadata, remote_meta)
+        local.sync()
+
+    _kept: set[str] = set()
+    _expired: list[str] = []
+
+    # -- pull ------------------------------------------------------------------------------
+
+    def pull(self, policy: Policy = None) -> PullResult:
+        """Bring in what others committed since the last sync."""
+        _check_policy(policy)
+        start = self.counter.requests
+        result = PullResult()
+        head, etag = self.current()
+        base = self._base
+        if head is None:
+            if base is not None and not self.replace:
+                raise RemoteNotFoundError(
+                    f"the remote database {self.remote.location} no longer exists; open this "
+                    "file with flag='n' to push it as a new database"
+                )
+        elif base is None or self.replace or head.commit_id != base.commit_id:
+            remote = {} if self.replace else self.remote_changes(base, head)
+            local = self.local_changes() if remote else {}
+            conflicts = [k for k in set(local) & set(remote) if not _same(local[k], remote[k])]
+            if conflicts and policy is None:
+                raise ConflictError(conflicts)
+            kept = {k for k in set(local) & set(remote) if k not in conflicts}
+            for key in conflicts:
+                winner = self._resolve(key, local[key], remote[key], policy)
+                if winner == "remote":
+                    continue
+                kept.add(key)
+                if winner != "local":
+                    if winner.raw is None:
+                        self.local.delete(key, winner.timestamp)
+                    else:
+                        self.local.set_raw(key, winner.raw, winner.timestamp)
+            dropped = set(remote) - kept
+            for key in sorted(dropped):
+                (result.updated if remote[key] is not None else result.deleted).append(key)
+            # Local changes survive a pull; identical ones are now part of the base.
+            self._kept = set(self.local.touched) - dropped - {k for k in kept if k not in conflicts}
+            if not self.replace:
+                self._adopt(head, etag or "", {}, dropped)
+        result.commit = head.commit if head is not None else None
+        result.requests = self.counter.requests - start
+        return result
+
+
+def _same(lc: _LocalChange, rc: Entry | None) -> bool:
+    """Both sides made the same change (same bytes, or both deleted)."""
+    if lc.raw is None:
+        return rc is None
+    return rc is not None and lc.hash == rc.hash
+
+
+def _kind(in_base: bool, present: bool) -> ChangeKind:
+    if not present:
+        return "deleted"
+    return "modified" if in_base else "added"
+
+
+def _check_policy(policy: Policy) -> None:
+    if policy is None or policy in ("local", "remote", "newest") or callable(policy):
+        return
+    raise ValueError(
+        f"on_conflict must be 'local', 'remote', 'newest', a function (key, local, remote, base) "
+        f"-> value or ebooklet.DELETED, or None; not {policy!r}"
+    )
