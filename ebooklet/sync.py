@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -153,22 +152,6 @@ class _LocalChange:
     hash: bytes | None
 
 
-class Counter:
-    """Requests made and bytes moved, for the figures push and pull report."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests = 0
-        self.bytes_sent = 0
-        self.bytes_received = 0
-
-    def add(self, requests: int = 0, sent: int = 0, received: int = 0) -> None:
-        with self._lock:
-            self.requests += requests
-            self.bytes_sent += sent
-            self.bytes_received += received
-
-
 _EMPTY = Part()
 
 
@@ -178,7 +161,6 @@ class Replica:
     def __init__(self, local: LocalStore, remote: Remote, *, replace: bool = False) -> None:
         self.local = local
         self.remote = remote
-        self.counter = Counter()
         self._parts: OrderedDict[str, Part] = OrderedDict()
         # Parts of non-base heads downloaded during this operation, kept until the head
         # they belong to becomes the base (so presence bits can be stored with them).
@@ -240,14 +222,12 @@ class Replica:
         With ``if_none_match`` (the base ETag), an unchanged head costs one small request
         and the base is returned.
         """
-        self.counter.add(requests=1)
         try:
             blob = self.remote.transport.get(self.remote.db_key, if_none_match=if_none_match)
         except RemoteNotFoundError:
             return None, None
         if blob is None:
             return self._base, if_none_match
-        self.counter.add(received=len(blob.data))
         return Head.decode(blob.data, where=self.remote.location), blob.etag
 
     def current(self) -> tuple[Head | None, str | None]:
@@ -270,7 +250,6 @@ class Replica:
                 "last sync and removed old objects. Pull, then read again."
             ) from None
         assert blob is not None
-        self.counter.add(requests=1, received=len(blob.data))
         return blob.data
 
     def part(self, head: Head, p: int) -> Part:
@@ -390,7 +369,6 @@ class Replica:
         def get(req: tuple[str, int, int, list[tuple[int, int, str]]]) -> list[tuple[str, bytes]]:
             segment, start, length, group = req
             data = self.remote.transport.get_range(segment, start, length) if length else b""
-            self.counter.add(requests=1, received=len(data))
             out = []
             for offset, n, key in group:
                 raw = data[offset - start : offset - start + n]
@@ -540,7 +518,8 @@ class Replica:
                 "connection without credentials); push through an S3Connection with credentials"
             )
         _check_policy(policy)
-        start = (self.counter.requests, self.counter.bytes_sent)
+        stats = self.remote.transport.stats
+        start = stats.snapshot()
         changes = self.local_changes()
         metadata = self.local.get_metadata()
         base = self._base
@@ -562,7 +541,6 @@ class Replica:
             head, written = self._build_commit(current, to_write, uploaded, segments, commit_id, metadata)
             self._put_many([(name, blob) for name, blob, _ in written.values()])
             body = head.encode()
-            self.counter.add(requests=1, sent=len(body))
             try:
                 new_etag = self.remote.transport.put(
                     self.remote.db_key, body, Update(etag) if current is not None else "create"
@@ -583,8 +561,8 @@ class Replica:
             result.pulled = sorted(dropped)
             self._adopt(head, new_etag, written, dropped)
             self._collect(head)
-            result.requests = self.counter.requests - start[0]
-            result.bytes_sent = self.counter.bytes_sent - start[1]
+            result.requests = stats.requests - start[0]
+            result.bytes_sent = stats.bytes_sent - start[1]
             return result
         raise PushConflictError(
             f"{self.remote.location} kept changing while pushing ({PUSH_ATTEMPTS} attempts); "
@@ -629,7 +607,6 @@ class Replica:
     def _put_many(self, objects: list[tuple[str, bytes]]) -> None:
         def put(obj: tuple[str, bytes]) -> None:
             self.remote.transport.put(obj[0], obj[1], "create")
-            self.counter.add(requests=1, sent=len(obj[1]))
 
         if len(objects) <= 1:
             for obj in objects:
@@ -786,7 +763,6 @@ class Replica:
     def _collect(self, head: Head) -> None:
         """Delete the objects the commit of ``head`` dropped from its retired list."""
         if self._expired:
-            self.counter.add(requests=1)
             self._delete_quietly(self._expired)
             self._expired = []
 
@@ -833,7 +809,7 @@ class Replica:
     def pull(self, policy: Policy = None) -> PullResult:
         """Bring in what others committed since the last sync."""
         _check_policy(policy)
-        start = self.counter.requests
+        start = self.remote.transport.stats.requests
         result = PullResult()
         head, etag = self.current()
         base = self._base
@@ -868,7 +844,7 @@ class Replica:
             if not self.replace:
                 self._adopt(head, etag or "", {}, dropped)
         result.commit = head.commit if head is not None else None
-        result.requests = self.counter.requests - start
+        result.requests = self.remote.transport.stats.requests - start
         return result
 
 

@@ -8,8 +8,9 @@ states its contract; a transport translates its own failures into :mod:`ebooklet
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Union
 
 from ..errors import ReadOnlyError
@@ -35,6 +36,25 @@ class Blob:
     etag: str
 
 
+@dataclass
+class Stats:
+    """Requests made and bytes moved through one transport."""
+
+    requests: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, requests: int = 1, sent: int = 0, received: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.bytes_sent += sent
+            self.bytes_received += received
+
+    def snapshot(self) -> tuple[int, int, int]:
+        return self.requests, self.bytes_sent, self.bytes_received
+
+
 class Transport(abc.ABC):
     """Byte objects under string keys.
 
@@ -45,10 +65,15 @@ class Transport(abc.ABC):
     writable : bool
         False for read-only transports (public URLs); their write methods raise
         :class:`~ebooklet.errors.ReadOnlyError`.
+    stats : Stats
+        Requests made and bytes moved so far; every method counts what it does.
     """
 
     description: str = ""
     writable: bool = True
+
+    def __init__(self) -> None:
+        self.stats = Stats()
 
     @abc.abstractmethod
     def get(self, key: str, if_none_match: str | None = None) -> Blob | None:

@@ -32,6 +32,7 @@ class FolderTransport(Transport):
     """Objects stored as files under ``root``."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
+        super().__init__()
         self.root = pathlib.Path(root).absolute()
         self.description = f"folder {self.root}"
 
@@ -42,6 +43,7 @@ class FolderTransport(Transport):
         return path
 
     def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
+        self.stats.add()
         try:
             data = self._path(key).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -49,9 +51,11 @@ class FolderTransport(Transport):
         etag = _etag(data)
         if if_none_match is not None and etag == if_none_match:
             return None
+        self.stats.add(0, received=len(data))
         return Blob(data, etag)
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
+        self.stats.add()
         try:
             with open(self._path(key), "rb") as f:
                 f.seek(start)
@@ -63,6 +67,7 @@ class FolderTransport(Transport):
                 f"{key!r} in {self.description} is truncated: wanted {length} bytes at {start}, "
                 f"got {len(data)}"
             )
+        self.stats.add(0, received=length)
         return data
 
     def _write_temp(self, path: pathlib.Path, data: bytes) -> pathlib.Path:
@@ -85,6 +90,7 @@ class FolderTransport(Transport):
     def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
         path = self._path(key)
         data = bytes(data)
+        self.stats.add(sent=len(data))
         tmp = self._write_temp(path, data)
         try:
             if mode == "overwrite":
@@ -112,6 +118,7 @@ class FolderTransport(Transport):
         return _etag(data)
 
     def delete(self, keys: list[str]) -> None:
+        self.stats.add(len(keys))
         parents = set()
         for key in keys:
             path = self._path(key)
@@ -131,6 +138,7 @@ class FolderTransport(Transport):
                 parent = parent.parent
 
     def list(self, prefix: str) -> Iterator[str]:
+        self.stats.add()
         if not self.root.is_dir():
             return
         # Walk only the folder that holds the prefix, not the whole root.

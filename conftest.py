@@ -1,0 +1,1 @@
+"""Root conftest: lets the doctests in ebooklet/ find their folder."""
