@@ -234,7 +234,7 @@ class EBooklet(MutableMapping):
     def get_metadata(self, include_timestamp: bool = False) -> Any:
         """The database's metadata (a JSON-serialisable object), or None."""
         self._check()
-        meta = self._local.get_metadata()
+        meta = self._replica.metadata()
         if meta is None:
             return None
         return meta if include_timestamp else meta[0]

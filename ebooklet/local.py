@@ -292,16 +292,20 @@ class LocalStore:
         except FileNotFoundError:
             return None
 
-    def store_part(self, part: int, name: str, blob: bytes, keys: list[str]) -> None:
+    def store_part(
+        self, part: int, name: str, blob: bytes, keys: list[str], present: set[str] | None = None
+    ) -> None:
         """Keep base part ``part`` (object ``name``, holding ``keys`` in order).
 
         Its presence bits are taken now: a key present in the data file at this moment has
         been seen locally, so if it disappears later it was deleted, not left unfetched.
+        ``present``, the set of keys in the data file, saves a lookup per key when given.
         """
         _write_atomic(self._parts_dir / str(part), blob)
         bits = bytearray((len(keys) + 7) // 8)
+        contains = present.__contains__ if present is not None else self._db.__contains__
         for row, key in enumerate(keys):
-            if key in self._db:
+            if contains(key):
                 bits[row >> 3] |= 1 << (row & 7)
         self._bits[part] = bits
         self._dirty_bits.add(part)

@@ -45,6 +45,9 @@ PUSH_ATTEMPTS = 8
 PART_CACHE = 64
 #: Parallel requests for uploads and ranged reads.
 THREADS = 8
+#: Find local changes with one scan of the data file once more than 1/SCAN_FRACTION of its
+#: keys are candidates (a lookup per key costs about ten times a scanned key).
+SCAN_FRACTION = 8
 
 
 class _Deleted:
@@ -307,6 +310,15 @@ class Replica:
             return None
         return part.get(key), self._present(p, row)  # type: ignore[return-value]
 
+    def metadata(self) -> tuple[Any, int] | None:
+        """The newer of the local metadata and the base's."""
+        mine = self.local.get_metadata()
+        base = None if self.replace else self._base
+        if base is not None and base.metadata_timestamp is not None:
+            if mine is None or mine[1] < base.metadata_timestamp:
+                return base.metadata, base.metadata_timestamp
+        return mine
+
     def _present(self, p: int, row: int) -> bool:
         bits = self.local.bits(p)
         return (row >> 3) < len(bits) and bool(bits[row >> 3] & (1 << (row & 7)))
@@ -396,14 +408,18 @@ class Replica:
         """Keys whose local state differs from the base."""
         local = self.local
         base = None if self.replace else self._base
-        candidates = set(local.touched)
-        scanned: set[str] = set()
         external = local.external_edits
-        if external:
-            # Something wrote to the file behind ebooklet's back (plain booklet, or a session
-            # that ended without syncing): compare every key.
-            scanned = set(local.keys())
-            candidates |= scanned
+        # Something wrote to the file behind ebooklet's back (plain booklet, or a session that
+        # ended without syncing): every key is a candidate. A linear scan reads the whole file
+        # faster than a lookup per key once many keys are candidates.
+        scan = external or len(local.touched) * SCAN_FRACTION > len(local)
+        found: dict[str, tuple[int, bytes]] = {}
+        if scan:
+            wanted = None if external else local.touched
+            for key, ts, raw in local.raw_items():
+                if wanted is None or key in wanted:
+                    found[key] = (ts, raw)
+        candidates = set(local.touched) | set(found)
         by_part: dict[int, list[str]] = {}
         for key in candidates:
             by_part.setdefault(part_of(key, base.part_bits) if base else 0, []).append(key)
@@ -412,7 +428,8 @@ class Replica:
         for p, keys in by_part.items():
             part = parts.get(p, _EMPTY)
             for key in keys:
-                change = self._compare(key, part.get(key))
+                got = found.get(key) if scan else local.get_raw(key)
+                change = self._compare(key, got, part.get(key))
                 if change is not None:
                     changes[key] = change
         if external and base is not None:
@@ -421,7 +438,7 @@ class Replica:
                 if not any(local.bits(p)):
                     continue
                 for row, key in enumerate(self.part(base, p).keys):
-                    if self._present(p, row) and key not in scanned and key not in local.touched:
+                    if self._present(p, row) and key not in found and key not in local.touched:
                         changes[key] = _LocalChange(None, None, None)
         if external:
             # Record what the scan found, so the next sync needs no scan to know it.
@@ -431,13 +448,11 @@ class Replica:
             local.sync()
         return changes
 
-    def _compare(self, key: str, entry: Entry | None) -> _LocalChange | None:
-        local = self.local
-        got = local.get_raw(key)
-        touched = key in local.touched
+    def _compare(self, key: str, got: tuple[int, bytes] | None, entry: Entry | None) -> _LocalChange | None:
+        touched = key in self.local.touched
         if got is None:
             if entry is not None and touched:
-                return _LocalChange(None, local.touched[key], None)
+                return _LocalChange(None, self.local.touched[key], None)
             return None
         ts, raw = got
         if entry is not None and ts == entry.timestamp and not touched:
@@ -523,7 +538,7 @@ class Replica:
         changes = self.local_changes()
         metadata = self.local.get_metadata()
         base = self._base
-        meta_changed = metadata is not None and (base is None or metadata[1] != base.metadata_timestamp)
+        meta_changed = metadata is not None and (base is None or metadata[1] > (base.metadata_timestamp or 0))
         result = PushResult()
         if not changes and not meta_changed and not self.replace and base is not None:
             return result
@@ -778,27 +793,26 @@ class Replica:
         self.set_base(head, etag)
         if local.stored_parts() != stored:
             stored = {}  # the layout changed and the stored parts were forgotten
-        for p, (name, blob, part) in written.items():
-            local.store_part(p, name, blob, part.keys)
-            self._parts[name] = part
+        # Stored parts that this head replaced are kept up to date (with their presence
+        # bits) when their new version was downloaded on the way; otherwise forgotten.
+        renewed: dict[int, tuple[str, bytes, Part]] = dict(written)
         for p, name in stored.items():
-            if p in written:
-                continue
-            new_name = head.parts[p] if p < len(head.parts) else None
-            if new_name == name:
+            new_name = head.parts[p]
+            if p in written or new_name == name:
                 continue
             blob = self._fresh.get(new_name) if new_name else None
             if blob is None:
                 local.forget_part(p)
             else:
-                local.store_part(p, new_name, blob, Part.decode(blob, new_name).keys)  # type: ignore[arg-type]
+                renewed[p] = (new_name, blob, self._parts.get(new_name) or Part.decode(blob, new_name))  # type: ignore[arg-type,index]
+        n_keys = sum(len(part) for _, _, part in renewed.values())
+        present = set(local.keys()) if n_keys * SCAN_FRACTION > len(local) else None
+        for p, (name, blob, part) in renewed.items():
+            local.store_part(p, name, blob, part.keys, present)
+            self._parts[name] = part
         self._fresh.clear()
         local.clear_touched(set(local.touched) - self._kept)
         self._kept = set()
-        remote_meta = head.metadata_timestamp
-        mine = local.get_metadata()
-        if remote_meta is not None and (mine is None or mine[1] < remote_meta):
-            local.set_metadata(head.metadata, remote_meta)
         local.sync()
 
     _kept: set[str] = set()

@@ -34,13 +34,15 @@ class FolderTransport(Transport):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         super().__init__()
         self.root = pathlib.Path(root).absolute()
+        self._root_str = str(self.root)
+        self._root_prefix = os.path.join(self._root_str, "")
         self.description = f"folder {self.root}"
 
     def _path(self, key: str) -> pathlib.Path:
-        path = (self.root / key).absolute()
-        if self.root not in path.parents:
+        path = os.path.normpath(os.path.join(self._root_str, key))
+        if not path.startswith(self._root_prefix):
             raise ValueError(f"object key {key!r} escapes the remote folder {self.root}")
-        return path
+        return pathlib.Path(path)
 
     def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
         self.stats.add()
