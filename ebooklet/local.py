@@ -352,6 +352,8 @@ class LocalStore:
         return self._db._value_serializer
 
     def __len__(self) -> int:
+        # booklet counts buffered writes only once they are flushed.
+        self._db.sync()
         return len(self._db)
 
     def __contains__(self, key: str) -> bool:

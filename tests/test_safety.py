@@ -1,0 +1,246 @@
+"""Safety: atomic commits, concurrent writers, threads, processes and crashes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import booklet
+import pytest
+
+import ebooklet
+
+from .faults import Gate, inject
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _push(conn, path, data, flag="c"):
+    with ebooklet.open(conn, path, flag, value_serializer="pickle") as db:
+        db.update(data)
+        return db.changes().push()
+
+
+def test_a_reader_during_a_push_sees_the_old_state_or_the_new_never_a_mix(remote, tmp_path):
+    conn = remote.conn()
+    old = {f"k{i}": "old" for i in range(200)}
+    _push(conn, tmp_path / "w.blt", old)
+    db = ebooklet.open(conn, tmp_path / "w.blt", "w")
+    for i in range(0, 200, 2):
+        db[f"k{i}"] = "new"
+    db["added"] = "new"
+    gate = Gate(db._remote.db_key)
+    inject(db, gate)
+    pusher = threading.Thread(target=lambda: db.changes().push())
+    pusher.start()
+    try:
+        assert gate.reached.wait(timeout=60)
+        # Segments and index parts are uploaded; the head is not replaced yet.
+        with ebooklet.open(conn, tmp_path / "during.blt", "r") as reader:
+            assert dict(reader.items()) == old
+    finally:
+        gate.release.set()
+        pusher.join()
+        db.close()
+    with ebooklet.open(conn, tmp_path / "during.blt", "r") as reader:
+        reader.changes().pull()
+        expected = {**old, **{f"k{i}": "new" for i in range(0, 200, 2)}, "added": "new"}
+        assert dict(reader.items()) == expected
+    with ebooklet.open(conn, tmp_path / "after.blt", "r") as reader:
+        assert dict(reader.items()) == expected
+
+
+def test_a_push_that_dies_before_its_commit_changes_nothing_and_can_be_retried(remote, tmp_path):
+    conn = remote.conn()
+    _push(conn, tmp_path / "w.blt", {"a": 1})
+
+    def fail_at_head(key: str) -> None:
+        if key == db._remote.db_key:
+            raise ConnectionError("cut off before the commit")
+
+    with ebooklet.open(conn, tmp_path / "w.blt", "w") as db:
+        db["a"] = 2
+        db["b"] = 3
+        faulty = inject(db, fail_at_head)
+        with pytest.raises(ConnectionError):
+            db.changes().push()
+        with ebooklet.open(conn, tmp_path / "r.blt", "r") as reader:
+            assert dict(reader.items()) == {"a": 1}
+        faulty.before_put = lambda key: None
+        assert {c.key for c in db.changes().iter_changes()} == {"a", "b"}
+        assert db.changes().push().keys == ["a", "b"]
+    with ebooklet.open(conn, tmp_path / "r2.blt", "r") as reader:
+        assert dict(reader.items()) == {"a": 2, "b": 3}
+
+
+def test_two_clients_pushing_the_same_key_from_one_base_the_second_is_refused(remote, tmp_path):
+    conn = remote.conn()
+    _push(conn, tmp_path / "seed.blt", {"shared": 0, "other": 0})
+    a = ebooklet.open(conn, tmp_path / "a.blt", "w")
+    b = ebooklet.open(conn, tmp_path / "b.blt", "w")
+    try:
+        a["shared"] = "from a"
+        b["shared"] = "from b"
+        assert a.changes().push().committed
+        with pytest.raises(ebooklet.ConflictError) as err:
+            b.changes().push()
+        assert err.value.keys == ["shared"]
+        assert "shared" in str(err.value) and "on_conflict" in str(err.value)
+        with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+            assert check["shared"] == "from a"
+        assert b["shared"] == "from b"  # the refused change is still pending locally
+    finally:
+        a.close()
+        b.close()
+
+
+def test_two_clients_pushing_different_keys_from_one_base_both_land(remote, tmp_path):
+    conn = remote.conn()
+    _push(conn, tmp_path / "seed.blt", {"x": 0, "y": 0})
+    with ebooklet.open(conn, tmp_path / "a.blt", "w") as a, ebooklet.open(conn, tmp_path / "b.blt", "w") as b:
+        a["x"] = "a"
+        b["y"] = "b"
+        b["z"] = "b"
+        a.changes().push()
+        result = b.changes().push()
+        assert result.committed and result.pulled == ["x"]
+        assert a["x"] == "a" and b["x"] == "a"
+    with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+        assert dict(check.items()) == {"x": "a", "y": "b", "z": "b"}
+
+
+def test_writes_from_four_threads_all_land(remote, tmp_path):
+    conn = remote.conn()
+    with ebooklet.open(conn, tmp_path / "a.blt", "c", value_serializer="pickle") as db:
+        def work(t: int) -> None:
+            for i in range(500):
+                db[f"t{t}-{i}"] = (t, i)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert len(db) == 2000
+        assert db.changes().push().keys.__len__() == 2000
+    with ebooklet.open(conn, tmp_path / "b.blt", "r") as db:
+        assert dict(db.items()) == {f"t{t}-{i}": (t, i) for t in range(4) for i in range(500)}
+
+
+def _python(code: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs,
+    )
+
+
+def test_a_second_process_opening_the_same_local_file_gets_a_clear_error_after_its_timeout(tmp_path):
+    remote = tmp_path / "remote" / "db"
+    with ebooklet.open(remote, tmp_path / "a.blt", "c", value_serializer="str") as db:
+        db["k"] = "v"
+        db.sync()
+        proc = _python(f"""
+            import ebooklet
+            try:
+                ebooklet.open({str(remote)!r}, {str(tmp_path / 'a.blt')!r}, "w", timeout=0.5)
+            except ebooklet.LocalFileBusyError as exc:
+                print("busy:", exc)
+        """)
+        out, err = proc.communicate(timeout=60)
+        assert "busy:" in out and "open in another process" in out, err
+        db["k2"] = "v2"
+    with booklet.open(tmp_path / "a.blt") as raw:
+        assert dict(raw.items()) == {"k": "v", "k2": "v2"}
+
+
+def test_a_process_killed_after_sync_loses_none_of_the_synced_changes(remote, tmp_path):
+    conn = remote.conn()
+    _push(conn, tmp_path / "a.blt", {"pushed": 0})
+    local = tmp_path / "a.blt"
+    conn_code = _conn_code(remote, conn)
+    proc = _python(f"""
+        import sys, ebooklet
+        {conn_code}
+        db = ebooklet.open(conn, {str(local)!r}, "w")
+        for i in range(1000):
+            db[f"k{{i}}"] = i
+        del db["pushed"]
+        db.sync()
+        print("synced", flush=True)
+        sys.stdin.readline()
+    """)
+    assert proc.stdout.readline().strip() == "synced", proc.stderr.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    with ebooklet.open(conn, local, "w") as db:
+        assert {k: db[k] for k in db} == {f"k{i}": i for i in range(1000)}
+        changes = list(db.changes().iter_changes())
+        assert len(changes) == 1001
+        assert {c.local for c in changes} == {"added", "deleted"}
+        result = db.changes().push()
+        assert len(result.keys) == 1000 and result.deleted == ["pushed"]
+    with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+        assert len(check) == 1000
+
+
+def _conn_code(remote, conn) -> str:
+    if remote.server is None:
+        return f"conn = {str(conn)!r}"
+    return (
+        f"conn = ebooklet.S3Connection({conn.access_key_id!r}, {conn.access_key!r}, {conn.db_key!r}, "
+        f"{conn.bucket!r}, endpoint_url={conn.endpoint_url!r})"
+    )
+
+
+def test_a_local_file_torn_by_a_kill_mid_write_is_rebuilt_keeping_every_synced_change(tmp_path, caplog):
+    remote = tmp_path / "remote" / "db"
+    local = tmp_path / "a.blt"
+    proc = _python(f"""
+        import sys, ebooklet
+        db = ebooklet.open({str(remote)!r}, {str(local)!r}, "c", value_serializer="pickle")
+        for i in range(500):
+            db[f"synced{{i}}"] = i
+        db.sync()
+        # Unsynced writes big enough to flush booklet's buffer to the file.
+        for i in range(3000):
+            db[f"unsynced{{i}}"] = "x" * 2000
+        print("dirty", flush=True)
+        sys.stdin.readline()
+    """)
+    assert proc.stdout.readline().strip() == "dirty", proc.stderr.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    # Tear the last write: cut the file in the middle of its last block.
+    size = local.stat().st_size
+    with open(local, "r+b") as f:
+        f.truncate(size - 1500)
+    with caplog.at_level("WARNING", logger="ebooklet"):
+        db = ebooklet.open(remote, local, "w")
+    with db:
+        assert "rebuilt" in caplog.text
+        for i in range(500):
+            assert db[f"synced{i}"] == i
+        assert db.changes().push().committed
+    assert list(tmp_path.glob("a.blt.damaged-*")), "the damaged original is kept aside"
+    with ebooklet.open(remote, tmp_path / "check.blt", "r") as check:
+        assert all(check[f"synced{i}"] == i for i in range(500))
+
+
+def test_a_local_file_with_a_destroyed_header_is_refused_with_recovery_advice(tmp_path):
+    remote = tmp_path / "remote" / "db"
+    local = tmp_path / "a.blt"
+    with ebooklet.open(remote, local, "c") as db:
+        db["k"] = b"v"
+        db.changes().push()
+    with open(local, "r+b") as f:
+        f.write(b"\0" * 64)
+    with pytest.raises(ebooklet.DamagedLocalFileError, match="move it aside"):
+        ebooklet.open(remote, local, "w")
+    os.replace(local, tmp_path / "aside.blt")
+    with ebooklet.open(remote, local, "w") as db:
+        assert db["k"] == b"v"
