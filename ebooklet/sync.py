@@ -542,23 +542,31 @@ class Replica:
         result = PushResult()
         if not changes and not meta_changed and not self.replace and base is not None:
             return result
-        segments, uploaded = self._upload(changes)
+        segments: dict[str, int] = {}
+        uploaded: dict[str, Entry] = {}
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             current, etag = self.current()
             self._check_pushable(current)
             remote = {} if self.replace else self.remote_changes(self._base, current)
-            to_write, dropped, extra = self._rebase(changes, remote, policy)
-            if extra:
-                more_segments, more = self._upload(extra)
-                segments.update(more_segments)
-                uploaded.update(more)
+            try:
+                to_write, dropped = self._rebase(changes, remote, policy)
+            except ConflictError:
+                self._delete_quietly(list(segments))
+                raise
+            # Values go up once; a retry uploads only what its rebase newly decided to write.
+            pending = {
+                k: c for k, c in to_write.items()
+                if c.raw is not None and (k not in uploaded or uploaded[k].hash != c.hash)
+            }
+            more_segments, more = self._upload(pending)
+            segments.update(more_segments)
+            uploaded.update(more)
             commit_id = new_commit_id()
             head, written = self._build_commit(current, to_write, uploaded, segments, commit_id, metadata)
             self._put_many([(name, blob) for name, blob, _ in written.values()])
-            body = head.encode()
             try:
                 new_etag = self.remote.transport.put(
-                    self.remote.db_key, body, Update(etag) if current is not None else "create"
+                    self.remote.db_key, head.encode(), Update(etag) if current is not None else "create"
                 )
             except PreconditionFailed:
                 # A retried request may have committed already: check before rebasing.
@@ -638,8 +646,8 @@ class Replica:
 
     def _rebase(
         self, changes: dict[str, _LocalChange], remote: dict[str, Entry | None], policy: Policy
-    ) -> tuple[dict[str, _LocalChange], set[str], dict[str, _LocalChange]]:
-        """What this push writes, which cached keys it drops, and merged values to upload."""
+    ) -> tuple[dict[str, _LocalChange], set[str]]:
+        """What this push writes, and which cached keys it drops, given others' commits."""
         to_write = dict(changes)
         dropped = set(remote)
         conflicts = []
@@ -650,21 +658,19 @@ class Replica:
                 conflicts.append(key)
         if conflicts and policy is None:
             raise ConflictError(conflicts)
-        extra: dict[str, _LocalChange] = {}
         for key in conflicts:
             winner = self._resolve(key, changes[key], remote[key], policy)
             if winner == "remote":
                 del to_write[key]
-            else:
-                dropped.discard(key)
-                if winner != "local":
-                    to_write[key] = winner
-                    if winner.raw is not None:
-                        extra[key] = winner
-                        self.local.set_raw(key, winner.raw, winner.timestamp)
-                    else:
-                        self.local.delete(key, winner.timestamp)
-        return to_write, dropped, extra
+                continue
+            dropped.discard(key)
+            if winner != "local":
+                to_write[key] = winner
+                if winner.raw is not None:
+                    self.local.set_raw(key, winner.raw, winner.timestamp)
+                else:
+                    self.local.delete(key, winner.timestamp)
+        return to_write, dropped
 
     def _resolve(self, key: str, lc: _LocalChange, rc: Entry | None, policy: Policy) -> Any:
         """Apply a conflict policy: "local", "remote", or a merged _LocalChange."""

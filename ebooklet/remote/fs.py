@@ -143,8 +143,9 @@ class FolderTransport(Transport):
         self.stats.add()
         if not self.root.is_dir():
             return
-        # Walk only the folder that holds the prefix, not the whole root.
-        start = self.root / prefix.rpartition("/")[0]
+        # Walk only the folder that holds the prefix, not the whole root (nor outside it).
+        folder = prefix.rpartition("/")[0]
+        start = self._path(folder) if folder else self.root
         if not start.is_dir():
             return
         for dirpath, _dirs, files in os.walk(start):

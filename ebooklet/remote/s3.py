@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import s3func
 import urllib3
+from s3func.response import S3ListError
 
 from ..errors import PreconditionFailed, RemoteError, RemoteNotFoundError, RemoteUnavailableError
 from .base import Blob, PutMode, Transport, Update
@@ -115,6 +116,12 @@ class S3Transport(Transport):
         try:
             for record in self._session.list_objects(prefix=prefix).iter_objects():
                 yield record["key"]
+        except S3ListError as exc:
+            # A refused listing (bad credentials, no such bucket) gets the same error as a GET.
+            if exc.status is not None:
+                what = f"listing s3://{self.bucket}/{prefix}"
+                check_status(urllib3.HTTPResponse(status=exc.status, body=b""), what, prefix)
+            raise RemoteUnavailableError(f"listing s3://{self.bucket}/{prefix} failed: {exc}") from exc
         except urllib3.exceptions.HTTPError as exc:
             raise RemoteUnavailableError(f"listing s3://{self.bucket}/{prefix} failed: {exc}") from exc
 
