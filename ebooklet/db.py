@@ -415,8 +415,8 @@ def open(
     >>> tmp = pathlib.Path(tempfile.mkdtemp())
     >>> with ebooklet.open(tmp / "remote" / "db", tmp / "db.blt", "c", "pickle") as db:
     ...     db["station-1"] = {"lat": -41.2}
-    ...     print(db.changes().push())
-    commit 1: 1 key(s) written, 0 deleted, 124 bytes in 3 requests
+    ...     db.changes().push().keys
+    ['station-1']
     >>> with ebooklet.open(tmp / "remote" / "db", tmp / "copy.blt", "r") as db:
     ...     db["station-1"]
     {'lat': -41.2}

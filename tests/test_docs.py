@@ -1,0 +1,19 @@
+"""The README's set-up commands stay the ones CI runs, and its examples run."""
+
+from __future__ import annotations
+
+import doctest
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_the_readme_test_command_is_the_one_ci_runs():
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    readme = (ROOT / "README.rst").read_text()
+    assert f"  {ci}\n" in readme
+
+
+def test_the_readme_examples_run():
+    failures, tried = doctest.testfile(str(ROOT / "README.rst"), module_relative=False)
+    assert tried > 5 and failures == 0
