@@ -109,19 +109,24 @@ server.stop()
 """
 
 
-def start_moto_child() -> S3Server:
-    """tests.servers.start_moto() in a child process (its own GIL)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _MOTO_CHILD, str(ROOT)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-    )
+def start_moto_child(workdir: pathlib.Path) -> S3Server:
+    """tests.servers.start_moto() in a child process (its own GIL); its request log goes to a file."""
+    with open(workdir / "moto.log", "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _MOTO_CHILD, str(ROOT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            cwd=ROOT,
+        )
     assert proc.stdout is not None and proc.stdin is not None
     line = proc.stdout.readline()
     if not line:
         proc.wait(10)
-        raise RuntimeError(f"the moto child process exited with status {proc.returncode} before starting")
+        raise RuntimeError(
+            f"the moto child process exited with status {proc.returncode} before starting; "
+            f"see {workdir / 'moto.log'}"
+        )
     info = json.loads(line)
 
     def stop() -> None:
@@ -142,7 +147,7 @@ def start_moto_child() -> S3Server:
 def start_server(kind: str, workdir: pathlib.Path, in_process: bool) -> S3Server:
     if kind == "seaweedfs":
         return start_seaweedfs(workdir / "seaweedfs")
-    return start_moto() if in_process else start_moto_child()
+    return start_moto() if in_process else start_moto_child(workdir)
 
 
 @dataclass
@@ -377,48 +382,80 @@ def bench_local(env: Env, n: int) -> dict[str, Any]:
 # -- profiling (outside the timed runs) ------------------------------------------------------
 
 
+def _profilers() -> list[str]:
+    names = ["cProfile"]
+    try:
+        import pyinstrument  # noqa: F401
+
+        names.insert(0, "pyinstrument")
+    except ImportError:
+        log("profile: pyinstrument is not installed (pip install pyinstrument); cProfile only")
+    return names
+
+
+def _profile_call(kind: str, name: str, fn: Callable[[], Any], outdir: pathlib.Path, report: io.StringIO) -> None:
+    """Run ``fn`` once under ``kind`` and write its report; cyclic GC off as in the timed runs."""
+    with no_gc():
+        if kind == "pyinstrument":
+            from pyinstrument import Profiler
+
+            prof = Profiler(interval=0.0005)
+            t0 = time.perf_counter()
+            prof.start()
+            try:
+                fn()
+            finally:
+                prof.stop()
+            wall = time.perf_counter() - t0
+            text = prof.output_text(unicode=False, color=False, show_all=False)
+            (outdir / f"{name}.pyinstrument.txt").write_text(text)
+            report.write(f"\n==== {name}: {wall:.2f} s under pyinstrument (sampling; main thread) ====\n")
+            report.write(text)
+            return
+        prof = cProfile.Profile()
+        t0 = time.perf_counter()
+        prof.runcall(fn)
+        wall = time.perf_counter() - t0
+    path = outdir / f"{name}.prof"
+    prof.dump_stats(str(path))
+    report.write(f"\n==== {name}: {wall:.2f} s under cProfile ({path}; inflates per-call-heavy code) ====\n")
+    for sort in ("cumulative", "tottime"):
+        report.write(f"-- top 30 by {sort} --\n")
+        pstats.Stats(prof, stream=report).strip_dirs().sort_stats(sort).print_stats(30)
+
+
 def profile_all(env: Env, n: int, outdir: pathlib.Path) -> str:
+    """Profile one push, one pass of local writes and one of local reads, with each profiler."""
     outdir.mkdir(parents=True, exist_ok=True)
     keys, values = make_items(n, seed=5)
     report = io.StringIO()
-
-    def run(name: str, fn: Callable[[], Any]) -> None:
-        prof = cProfile.Profile()
-        with no_gc():
-            t0 = time.perf_counter()
-            prof.runcall(fn)
-            wall = time.perf_counter() - t0
-        path = outdir / f"{name}.prof"
-        prof.dump_stats(str(path))
-        report.write(f"\n==== {name}: {wall:.2f} s under cProfile ({path}) ====\n")
-        for sort in ("cumulative", "tottime"):
-            report.write(f"-- top 30 by {sort} --\n")
-            s = pstats.Stats(prof, stream=report)
-            s.strip_dirs().sort_stats(sort).print_stats(30)
-
-    log(f"profile: push of {n:,} keys")
-    db = ebooklet.open(env.conn("prof"), env.path("prof"), "c", value_serializer=None)
-    for k, v in zip(keys, values):
-        db[k] = v
-    db.sync()
-    run("push", lambda: db.changes().push())
-    db.close()
-
-    log(f"profile: ebooklet writes of {n:,} keys")
-    conn = env.conn("prof-local")
-    path = env.path("prof-local")
-    db = ebooklet.open(conn, path, "c", value_serializer=None)
-
-    def writes() -> None:
+    for kind in _profilers():
+        log(f"profile ({kind}): push of {n:,} keys")
+        db = ebooklet.open(env.conn("prof"), env.path("prof"), "c", value_serializer=None)
         for k, v in zip(keys, values):
             db[k] = v
+        db.sync()
+        _profile_call(kind, f"push-{kind}", lambda db=db: db.changes().push(), outdir, report)
         db.close()
 
-    run("local_write", writes)
-    log(f"profile: ebooklet reads of {n:,} keys")
-    db = ebooklet.open(conn, path, "r")
-    run("local_read", lambda: [db[k] for k in keys])
-    db.close()
+        log(f"profile ({kind}): ebooklet writes and reads of {n:,} keys")
+        conn, path = env.conn("prof-local"), env.path("prof-local")
+        db = ebooklet.open(conn, path, "c", value_serializer=None)
+
+        def writes(db: Any = db) -> None:
+            for k, v in zip(keys, values):
+                db[k] = v
+            db.close()
+
+        _profile_call(kind, f"local_write-{kind}", writes, outdir, report)
+        db = ebooklet.open(conn, path, "r")
+
+        def reads(db: Any = db) -> None:
+            for k in keys:
+                db[k]
+
+        _profile_call(kind, f"local_read-{kind}", reads, outdir, report)
+        db.close()
     text = report.getvalue()
     (outdir / "profile.txt").write_text(text)
     return text

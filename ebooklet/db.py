@@ -12,7 +12,8 @@ from typing import Any
 from .errors import ClosedError, ReadOnlyError
 from .local import LocalStore, check_serializer, serializer_name
 from .remote import Remote, RemoteConn, connect
-from .sync import Change, Policy, PullResult, PushResult, Replica, now_us
+from .lock import DEFAULT_TTL, DEFAULT_WAIT
+from .sync import Change, Policy, PullResult, PushResult, RemoteLock, Replica, now_us
 
 __all__ = ["Changes", "EBooklet", "open"]
 
@@ -320,6 +321,7 @@ class EBooklet(MutableMapping):
         with self._lock:
             self._closed = True
             try:
+                self._replica.end_session()
                 self._local.close()
             finally:
                 self._remote.transport.close()
@@ -364,6 +366,17 @@ class Changes:
         with db._lock:
             return db._replica.push(on_conflict)
 
+    def discard(self, keys: Iterable[str] | None = None) -> list[str]:
+        """Throw away local changes (all, or those to ``keys``), back to the last sync.
+
+        Discarded keys read as the remote had them at the last sync (fetched again when
+        read). Returns the keys whose changes were discarded.
+        """
+        db = self._db
+        db._check_write("discard changes")
+        with db._lock:
+            return db._replica.discard(keys)
+
     def pull(self, on_conflict: Policy = None) -> PullResult:
         """Bring in what others committed: refresh or drop cached values, list new keys."""
         db = self._db
@@ -381,6 +394,9 @@ def open(
     value_serializer: Any = None,
     remote_conn_group: bool = False,
     timeout: float | None = DEFAULT_TIMEOUT,
+    remote_lock: RemoteLock = "push",
+    lease_ttl: float = DEFAULT_TTL,
+    lock_wait: float = DEFAULT_WAIT,
 ) -> EBooklet:
     """Open a database: a local file synced with a remote.
 
@@ -404,6 +420,15 @@ def open(
         Reserved for remote connection groups (not available yet).
     timeout : float or None
         Seconds to wait for another process to release the local file (None: wait).
+    remote_lock : {"push", "session", "none"}
+        When to hold the remote lock (a lease object, see docs/sync.rst): ``"push"`` (the
+        default) only while pushing, ``"session"`` from open to close (an exclusive writer,
+        as in ebooklet 0.5), ``"none"`` never (commits stay safe: they are conditional
+        writes, but concurrent pushers may have to rebase more often).
+    lease_ttl : float
+        Seconds the remote lock lasts without renewal (it is renewed while held).
+    lock_wait : float
+        Seconds to wait for another writer's remote lock before ``LeaseHeldError``.
 
     Returns
     -------
@@ -433,23 +458,36 @@ def open(
             "flag='r', or use an S3Connection with credentials to write"
         )
     path = pathlib.Path(file_path)
+    lock = {"remote_lock": remote_lock, "lease_ttl": lease_ttl, "lock_wait": lock_wait}
+    if remote_lock not in ("push", "session", "none"):
+        raise ValueError(f"remote_lock must be 'push', 'session' or 'none', not {remote_lock!r}")
+    local = None
     try:
         if flag == "n":
             local = LocalStore(path, create=True, new=True, value_serializer=value_serializer, timeout=timeout)
-            replica = Replica(local, remote, replace=True)
+            replica = Replica(local, remote, replace=True, **lock)  # type: ignore[arg-type]
         elif LocalStore.has_state(path):
             local = LocalStore(path, create=False, timeout=timeout)
-            replica = Replica(local, remote)
+            replica = Replica(local, remote, **lock)  # type: ignore[arg-type]
         else:
-            local, replica = _first_open(remote, path, flag, value_serializer, timeout)
+            local, replica = _first_open(remote, path, flag, value_serializer, timeout, lock)
+        if flag != "r":
+            replica.start_session()
     except BaseException:
+        if local is not None:
+            local.close()
         remote.transport.close()
         raise
     return EBooklet(local, remote, replica, flag)
 
 
 def _first_open(
-    remote: Remote, path: pathlib.Path, flag: str, value_serializer: Any, timeout: float | None
+    remote: Remote,
+    path: pathlib.Path,
+    flag: str,
+    value_serializer: Any,
+    timeout: float | None,
+    lock: dict[str, Any],
 ) -> tuple[LocalStore, Replica]:
     """A local file that has never been synced: learn the remote head once."""
     probe = Replica.probe(remote)
@@ -482,7 +520,7 @@ def _first_open(
                 f"{serializer_name(local.value_serializer)!r} but the remote uses "
                 f"{head.value_serializer!r}; use another local path"
             )
-        replica = Replica(local, remote)
+        replica = Replica(local, remote, **lock)
         replica.set_base(head, etag)
         local.external_edits = local.external_edits or len(local) > 0
         local.sync()

@@ -19,8 +19,10 @@ message of each error says what the caller can do about it::
     │   └── IntegrityError                     a value or object failed its hash check
     ├── PreconditionFailed                     a conditional write lost the race (internal;
     │                                          surfaces as PushConflictError)
+    ├── LeaseHeldError (TimeoutError)          another writer holds the remote lock
     └── SyncError                              a push or pull could not be completed
         ├── ConflictError                      keys changed both locally and remotely
+        ├── LeaseLostError                     the remote lock expired during a push
         └── PushConflictError                  the remote kept moving while we pushed
 """
 
@@ -34,6 +36,8 @@ __all__ = [
     "DamagedLocalFileError",
     "EbookletError",
     "IntegrityError",
+    "LeaseHeldError",
+    "LeaseLostError",
     "LocalFileBusyError",
     "LocalFileError",
     "PreconditionFailed",
@@ -114,6 +118,23 @@ class PreconditionFailed(EbookletError):
         self.exists = exists
 
 
+class LeaseHeldError(EbookletError, TimeoutError):
+    """Another writer held the remote lock for longer than we were willing to wait."""
+
+    def __init__(self, owner: str, expires: int, location: str) -> None:
+        self.owner = owner
+        self.expires = expires
+        until = ""
+        if expires:
+            import time
+
+            until = " until " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires / 1e6))
+        super().__init__(
+            f"{location} is locked by {owner}{until}. Wait and try again; if that writer is gone, "
+            "its lease expires by itself."
+        )
+
+
 class SyncError(EbookletError):
     """A push or pull could not be completed; nothing was committed."""
 
@@ -133,6 +154,16 @@ class ConflictError(SyncError):
             f"{len(self.keys)} key(s) changed both locally and on the remote: {shown}{more}. "
             "Nothing was committed. Resolve them with push(on_conflict='local'|'remote'|'newest'"
             " or a function), or discard your local changes to those keys."
+        )
+
+
+class LeaseLostError(SyncError):
+    """The remote lock was lost (expired and taken over) before the push could commit."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(
+            f"the lock on {location} expired and another writer took it before this push "
+            "committed; nothing was committed. Push again (consider a longer lease_ttl)."
         )
 
 

@@ -204,6 +204,8 @@ class Head:
     value_serializer: str | None = None
     metadata: Any = None
     metadata_timestamp: int | None = None
+    #: Fencing token of the remote lock held by the writer of this commit (0: none).
+    lease_token: int = 0
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
 

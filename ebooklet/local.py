@@ -337,12 +337,16 @@ class LocalStore:
             self._bits[part] = bits
         return bits
 
-    def mark_present(self, part: int, row: int) -> None:
+    def mark_present(self, part: int, row: int, present: bool = True) -> None:
+        """Set (or clear) the presence bit of the ``row``-th key of base part ``part``."""
         bits = self.bits(part)
         byte = row >> 3
         if byte >= len(bits):
             bits.extend(bytes(byte + 1 - len(bits)))
-        bits[byte] |= 1 << (row & 7)
+        if present:
+            bits[byte] |= 1 << (row & 7)
+        else:
+            bits[byte] &= ~(1 << (row & 7)) & 0xFF
         self._dirty_bits.add(part)
 
     # -- the data file ---------------------------------------------------------------------

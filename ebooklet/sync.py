@@ -20,6 +20,7 @@ from typing import Any, Literal, Union
 from .errors import (
     ConflictError,
     IntegrityError,
+    LeaseLostError,
     PreconditionFailed,
     PushConflictError,
     ReadOnlyError,
@@ -28,6 +29,7 @@ from .errors import (
 )
 from .format import SEGMENT_BYTES, Entry, Head, Part, bits_for, new_commit_id, part_name, part_of, segment_name, value_hash
 from .local import LocalStore, serializer_name
+from .lock import DEFAULT_TTL, DEFAULT_WAIT, Lease
 from .remote import Remote, Update
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class _Deleted:
 DELETED: Any = _Deleted()
 
 Resolver = Callable[[str, Any, Any, Any], Any]
+RemoteLock = Literal["push", "session", "none"]
 Policy = Union[Literal["local", "remote", "newest"], Resolver, None]
 
 ChangeKind = Literal["added", "modified", "deleted"]
@@ -161,9 +164,23 @@ _EMPTY = Part()
 class Replica:
     """A local store bound to its remote: the base, lazy reads, changes, push and pull."""
 
-    def __init__(self, local: LocalStore, remote: Remote, *, replace: bool = False) -> None:
+    def __init__(
+        self,
+        local: LocalStore,
+        remote: Remote,
+        *,
+        replace: bool = False,
+        remote_lock: RemoteLock = "push",
+        lease_ttl: float = DEFAULT_TTL,
+        lock_wait: float = DEFAULT_WAIT,
+    ) -> None:
+        if remote_lock not in ("push", "session", "none"):
+            raise ValueError(f"remote_lock must be 'push', 'session' or 'none', not {remote_lock!r}")
         self.local = local
         self.remote = remote
+        self.remote_lock = remote_lock
+        self._lease_args = (lease_ttl, lock_wait)
+        self._session_lease: Lease | None = None
         self._parts: OrderedDict[str, Part] = OrderedDict()
         # Parts of non-base heads downloaded during this operation, kept until the head
         # they belong to becomes the base (so presence bits can be stored with them).
@@ -525,16 +542,47 @@ class Replica:
 
     # -- push ------------------------------------------------------------------------------
 
+    def start_session(self) -> None:
+        """Take the remote lock until :meth:`end_session` (``remote_lock="session"``)."""
+        if self.remote_lock == "session" and self.remote.writable and self._session_lease is None:
+            lease = Lease(self.remote, *self._lease_args)
+            lease.__enter__()
+            self._session_lease = lease
+
+    def end_session(self) -> None:
+        if self._session_lease is not None:
+            self._session_lease.release()
+            self._session_lease = None
+
     def push(self, policy: Policy = None) -> PushResult:
         """Commit local changes, rebasing over what others committed meanwhile."""
+        stats = self.remote.transport.stats
+        start = stats.snapshot()
+        if self.remote_lock == "push" and self.remote.writable and self._has_changes():
+            with Lease(self.remote, *self._lease_args) as lease:
+                result = self._push(policy, lease)
+        else:
+            result = self._push(policy, self._session_lease)
+        result.requests = stats.requests - start[0]
+        result.bytes_sent = stats.bytes_sent - start[1]
+        return result
+
+    def _has_changes(self) -> bool:
+        """A cheap look for anything a push would send (no lease is taken for nothing)."""
+        meta = self.local.get_metadata()
+        base = self._base
+        return bool(
+            self.local.touched or self.local.external_edits or self.replace or base is None
+            or (meta is not None and meta[1] > (base.metadata_timestamp or 0))
+        )
+
+    def _push(self, policy: Policy, lease: Lease | None) -> PushResult:
         if not self.remote.writable:
             raise ReadOnlyError(
                 f"cannot push to {self.remote.location}: it is read-only (a public URL or a "
                 "connection without credentials); push through an S3Connection with credentials"
             )
         _check_policy(policy)
-        stats = self.remote.transport.stats
-        start = stats.snapshot()
         changes = self.local_changes()
         metadata = self.local.get_metadata()
         base = self._base
@@ -564,6 +612,14 @@ class Replica:
             commit_id = new_commit_id()
             head, written = self._build_commit(current, to_write, uploaded, segments, commit_id, metadata)
             self._put_many([(name, blob) for name, blob, _ in written.values()])
+            if lease is not None:
+                # Fencing: a writer whose lease was taken over must not commit.
+                if current is not None and current.lease_token > lease.token:
+                    raise LeaseLostError(self.remote.location)
+                # Nobody can take a lease over before it expires: one written within the last
+                # third of its ttl is still ours (allowing for clock skew between writers).
+                lease.renew(if_older_than=1 / 3)
+                head.lease_token = lease.token
             try:
                 new_etag = self.remote.transport.put(
                     self.remote.db_key, head.encode(), Update(etag) if current is not None else "create"
@@ -584,8 +640,6 @@ class Replica:
             result.pulled = sorted(dropped)
             self._adopt(head, new_etag, written, dropped)
             self._collect(head)
-            result.requests = stats.requests - start[0]
-            result.bytes_sent = stats.bytes_sent - start[1]
             return result
         raise PushConflictError(
             f"{self.remote.location} kept changing while pushing ({PUSH_ATTEMPTS} attempts); "
@@ -823,6 +877,25 @@ class Replica:
 
     _kept: set[str] = set()
     _expired: list[str] = []
+
+    # -- discard ---------------------------------------------------------------------------
+
+    def discard(self, keys: Iterable[str] | None = None) -> list[str]:
+        """Revert local changes (all, or those to ``keys``) to the base; return their keys."""
+        changes = self.local_changes()
+        chosen = sorted(changes if keys is None else set(keys) & set(changes))
+        base = None if self.replace else self._base
+        for key in chosen:
+            self.local.drop(key)
+            if base is not None:
+                p = part_of(key, base.part_bits)
+                row = self.part(base, p).row(key)
+                if row is not None:
+                    # Back to "not fetched": the next read brings the base value.
+                    self.local.mark_present(p, row, present=False)
+        self.local.clear_touched(set(chosen))
+        self.local.sync()
+        return chosen
 
     # -- pull ------------------------------------------------------------------------------
 

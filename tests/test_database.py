@@ -127,15 +127,18 @@ def test_iter_changes_lists_added_modified_and_deleted_keys_with_timestamps(remo
     assert all(c.remote is None and not c.conflict for c in changes)
 
 
-def test_a_push_reports_what_it_sent(tmp_path):
-    with ebooklet.open(tmp_path / "remote" / "db", tmp_path / "a.blt", "c") as db:
+@pytest.mark.parametrize("remote_lock, requests", [("push", 7), ("none", 4)])
+def test_a_push_reports_what_it_sent(tmp_path, remote_lock, requests):
+    with ebooklet.open(tmp_path / "remote" / "db", tmp_path / "a.blt", "c", remote_lock=remote_lock) as db:
         db.update({f"k{i}": b"x" * 100 for i in range(50)})
         result = db.changes().push()
         assert result.committed and result.commit == 1
         assert result.keys == sorted(f"k{i}" for i in range(50))
         assert result.bytes_sent > 50 * 100
-        assert 3 <= result.requests <= 5  # head probe, segment, index part, head
-        assert not db.changes().push().committed  # nothing left to push
+        # Head read, segment, index part, head write; with the lease: read, take, release.
+        assert result.requests == requests
+        nothing = db.changes().push()
+        assert not nothing.committed and nothing.requests == 0
 
 
 def test_flag_n_replaces_the_remote_at_the_first_push_not_at_open(remote, tmp_path):

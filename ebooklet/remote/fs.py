@@ -31,6 +31,8 @@ def _etag(data: bytes) -> str:
 class FolderTransport(Transport):
     """Objects stored as files under ``root``."""
 
+    conditional_writes = True
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         super().__init__()
         self.root = pathlib.Path(root).absolute()

@@ -125,5 +125,9 @@ class S3Transport(Transport):
         except urllib3.exceptions.HTTPError as exc:
             raise RemoteUnavailableError(f"listing s3://{self.bucket}/{prefix} failed: {exc}") from exc
 
+    def fallback_lock(self, key: str) -> s3func.S3Lock:
+        """s3func's listing-based lock, for stores that ignore conditional writes."""
+        return self._session.lock(key)
+
     def close(self) -> None:
         self._session._session.clear()

@@ -1,0 +1,252 @@
+"""The remote lock: a lease object that serialises pushes to one database.
+
+The lease is a small JSON object at ``{db_key}.ebooklet/lease`` holding its owner, its expiry
+and a fencing token. It is created with ``If-None-Match: *``, renewed and released with
+``If-Match`` on its own ETag, and taken over with ``If-Match`` once it has expired, so two
+writers can never both believe they hold it. The token grows by one with every new holder and
+is recorded in each commit's head.
+
+The lease keeps writers from wasting work on pushes that would have to rebase; correctness
+does not depend on it: every commit is a conditional write of the head, so even a writer that
+lost its lease cannot overwrite another's commit. A writer checks its lease just before
+committing and gives up (``LeaseLostError``) when it is gone.
+
+Stores that ignore conditional writes are detected once per endpoint; there the lease falls
+back to s3func's lock (listing-based), with a warning, because the head's conditional write
+cannot be trusted either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import LeaseHeldError, LeaseLostError, PreconditionFailed, RemoteFormatError, RemoteNotFoundError
+from .remote import Remote, Update
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a lease lasts unless renewed.
+DEFAULT_TTL = 60.0
+#: Seconds to wait for another writer's lease before giving up.
+DEFAULT_WAIT = 300.0
+
+_conditional_support: dict[str, bool] = {}
+_warned: set[str] = set()
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _when(us: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(us / 1e6))
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """What the lease object says."""
+
+    owner: str
+    expires: int
+    token: int
+
+    def encode(self) -> bytes:
+        return json.dumps({"owner": self.owner, "expires": self.expires, "token": self.token}).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> LeaseInfo:
+        try:
+            raw = json.loads(data)
+            return cls(str(raw["owner"]), int(raw["expires"]), int(raw["token"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RemoteFormatError(f"the lease object is not readable ({exc})") from None
+
+
+def supports_conditional_writes(remote: Remote) -> bool:
+    """Whether the store honours ``If-None-Match: *`` (probed once per store)."""
+    transport = remote.transport
+    known = getattr(transport, "conditional_writes", None)
+    if known is not None:
+        return bool(known)
+    where = transport.description
+    if where not in _conditional_support:
+        probe = f"{remote.prefix}probe-{uuid.uuid4().hex}"
+        transport.put(probe, b"1", "create")
+        try:
+            transport.put(probe, b"2", "create")
+            _conditional_support[where] = False
+        except PreconditionFailed:
+            _conditional_support[where] = True
+        finally:
+            transport.delete([probe])
+    return _conditional_support[where]
+
+
+class Lease:
+    """The lease on one remote database.
+
+    Parameters
+    ----------
+    remote : Remote
+    ttl : float
+        Seconds the lease lasts without renewal; while held as a context manager it is
+        renewed in the background every ``ttl / 3`` seconds.
+    wait : float
+        Seconds :meth:`acquire` waits for another holder before raising LeaseHeldError.
+    """
+
+    def __init__(self, remote: Remote, ttl: float = DEFAULT_TTL, wait: float = DEFAULT_WAIT) -> None:
+        self.remote = remote
+        self.key = f"{remote.prefix}lease"
+        self.ttl = ttl
+        self.wait = wait
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.token = 0
+        self._etag: str | None = None
+        self._lost: BaseException | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self._fallback: Any = None
+        self._io = threading.Lock()
+        self._renewed_at = 0.0  # time.monotonic() of the last successful write of the lease
+
+    @property
+    def held(self) -> bool:
+        return self._etag is not None or self._fallback is not None
+
+    def read(self) -> tuple[LeaseInfo | None, str | None]:
+        """The lease as stored now, and its ETag."""
+        try:
+            blob = self.remote.transport.get(self.key)
+        except RemoteNotFoundError:
+            return None, None
+        assert blob is not None
+        return LeaseInfo.decode(blob.data), blob.etag
+
+    def acquire(self) -> None:
+        """Take the lease, waiting up to ``wait`` seconds for another holder."""
+        if not supports_conditional_writes(self.remote):
+            self._acquire_fallback()
+            return
+        deadline = time.monotonic() + self.wait
+        delay = 0.05
+        while True:
+            info, etag = self.read()
+            now = _now_us()
+            if info is None or info.expires <= now:
+                token = (info.token if info else 0) + 1
+                mine = LeaseInfo(self.owner, now + int(self.ttl * 1e6), token)
+                mode: Any = "create" if etag is None else Update(etag)
+                try:
+                    self._etag = self.remote.transport.put(self.key, mine.encode(), mode)
+                except PreconditionFailed:
+                    continue  # someone else took it first; look again
+                self.token = token
+                self._renewed_at = time.monotonic()
+                if info is not None and info.owner != "" and info.expires > 0:
+                    logger.warning("took over the expired lease of %s on %s", info.owner, self.remote.location)
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LeaseHeldError(info.owner, info.expires, self.remote.location)
+            # Poll with backoff, never past the holder's expiry or our deadline.
+            pause = min(delay, remaining, max(0.01, (info.expires - now) / 1e6))
+            time.sleep(pause * (1 + random.random() / 4))
+            delay = min(delay * 2, 2.0)
+
+    def renew(self, if_older_than: float = 0.0) -> None:
+        """Extend the lease; raise LeaseLostError if it is no longer ours.
+
+        With ``if_older_than`` (a fraction of the ttl), a lease written more recently than
+        that is known to be still ours and is left alone (no request).
+        """
+        if self._fallback is not None:
+            return
+        with self._io:
+            if self._lost is None and self._etag is not None:
+                if time.monotonic() - self._renewed_at < if_older_than * self.ttl:
+                    return
+            if self._lost is not None:
+                raise LeaseLostError(self.remote.location) from self._lost
+            if self._etag is None:
+                raise LeaseLostError(self.remote.location)
+            mine = LeaseInfo(self.owner, _now_us() + int(self.ttl * 1e6), self.token)
+            try:
+                self._etag = self.remote.transport.put(self.key, mine.encode(), Update(self._etag))
+                self._renewed_at = time.monotonic()
+            except PreconditionFailed as exc:
+                self._lost = exc
+                self._etag = None
+                raise LeaseLostError(self.remote.location) from exc
+
+    def release(self) -> None:
+        """Give the lease up (best effort: an expired lease frees itself)."""
+        self._stop_renewing()
+        if self._fallback is not None:
+            self._fallback.release()
+            self._fallback = None
+            return
+        with self._io:
+            if self._etag is None:
+                return
+            released = LeaseInfo("", 0, self.token)
+            try:
+                self.remote.transport.put(self.key, released.encode(), Update(self._etag))
+            except Exception as exc:  # noqa: BLE001 - the lease expires by itself
+                logger.warning("could not release the lease on %s: %s", self.remote.location, exc)
+            self._etag = None
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                self.renew()
+            except LeaseLostError:
+                return
+            except Exception as exc:  # noqa: BLE001 - a failed renewal is retried next tick
+                logger.warning("renewing the lease on %s failed: %s", self.remote.location, exc)
+
+    def _stop_renewing(self) -> None:
+        self._stop.set()
+        if self._renewer is not None and self._renewer is not threading.current_thread():
+            self._renewer.join()
+        self._renewer = None
+
+    def __enter__(self) -> Lease:
+        self.acquire()
+        if self._fallback is None:
+            self._stop.clear()
+            self._renewer = threading.Thread(target=self._renew_loop, name="ebooklet-lease", daemon=True)
+            self._renewer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _acquire_fallback(self) -> None:
+        where = self.remote.transport.description
+        if where not in _warned:
+            _warned.add(where)
+            warnings.warn(
+                f"{where} ignores conditional writes; ebooklet falls back to s3func's "
+                "listing-based lock, which is slower and relies on the store listing new "
+                "objects promptly",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        make = getattr(self.remote.transport, "fallback_lock", None)
+        if make is None:
+            raise RemoteFormatError(f"{where} supports neither conditional writes nor a fallback lock")
+        lock = make(self.key)
+        if not lock.acquire(timeout=self.wait):
+            raise LeaseHeldError("another writer (s3func lock)", 0, self.remote.location)
+        self._fallback = lock
