@@ -165,20 +165,30 @@ class Part:
             raw = msgpack.unpackb(zlib.decompress(body), raw=False)
         except (ValueError, zlib.error, msgpack.UnpackException) as exc:
             raise RemoteFormatError(f"{name} cannot be decoded: {exc}") from exc
-        if raw.get("v", 0) > FORMAT_VERSION:
+        version = raw.get("v", 0) if isinstance(raw, dict) else None
+        if isinstance(version, int) and version > FORMAT_VERSION:
             raise UnsupportedFormatError(f"{name} uses format version {raw['v']}; upgrade ebooklet")
         part = cls.__new__(cls)
-        part.keys = raw["keys"]
-        part._segs = raw["segs"]
-        part._ts = array("q")
-        part._ts.frombytes(raw["ts"])
-        part._hash = raw["hash"]
-        part._seg = array("I")
-        part._seg.frombytes(raw["seg"])
-        part._off = array("Q")
-        part._off.frombytes(raw["off"])
-        part._len = array("I")
-        part._len.frombytes(raw["len"])
+        try:
+            if not isinstance(version, int):
+                raise ValueError(f"no format version in {type(raw).__name__}")
+            part.keys = raw["keys"]
+            part._segs = raw["segs"]
+            part._ts = array("q")
+            part._ts.frombytes(raw["ts"])
+            part._hash = raw["hash"]
+            part._seg = array("I")
+            part._seg.frombytes(raw["seg"])
+            part._off = array("Q")
+            part._off.frombytes(raw["off"])
+            part._len = array("I")
+            part._len.frombytes(raw["len"])
+            n = len(part.keys)
+            lengths = {len(part._ts), len(part._seg), len(part._off), len(part._len), n}
+            if lengths != {n} or len(part._hash) != n * _HASH_LEN:
+                raise ValueError(f"its columns do not all hold {n} entries")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RemoteFormatError(f"{name} has a malformed index: {exc!r}") from None
         part._rows = {k: i for i, k in enumerate(part.keys)}
         return part
 
@@ -227,7 +237,9 @@ class Head:
                 f"{where} is not an ebooklet database ({exc}); check the db_key or URL"
             ) from None
         version = raw.get("version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if not isinstance(version, int):
+            raise RemoteFormatError(f"{where} has a malformed head: format version {version!r}")
+        if version > FORMAT_VERSION:
             raise UnsupportedFormatError(
                 f"{where} was written by a newer ebooklet (format version {version}; this "
                 f"ebooklet reads up to {FORMAT_VERSION}). Upgrade ebooklet: pip install -U ebooklet"

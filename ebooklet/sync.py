@@ -558,6 +558,8 @@ class Replica:
         """Commit local changes, rebasing over what others committed meanwhile."""
         stats = self.remote.transport.stats
         start = stats.snapshot()
+        # Whatever happens to this push, the local changes it carries are durable first.
+        self.local.sync()
         if self.remote_lock == "push" and self.remote.writable and self._has_changes():
             with Lease(self.remote, *self._lease_args) as lease:
                 result = self._push(policy, lease)

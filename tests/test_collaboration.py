@@ -1,0 +1,323 @@
+"""Several clients sharing one remote: merges, conflicts, policies, pull, discard, the lease."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import booklet
+import pytest
+
+import ebooklet
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def clients(s3_remote, tmp_path):
+    """Three clients of one database that starts as {"a": 1, "b": 2, "c": 3}."""
+    conn = s3_remote.conn()
+    with ebooklet.open(conn, tmp_path / "seed.blt", "c", value_serializer="pickle") as seed:
+        seed.update({"a": 1, "b": 2, "c": 3})
+        seed.changes().push()
+    dbs = [ebooklet.open(conn, tmp_path / f"client{i}.blt", "w") for i in range(3)]
+    yield dbs
+    for db in dbs:
+        db.close()
+
+
+def test_disjoint_edits_from_three_clients_merge(clients):
+    x, y, z = clients
+    x["a"] = 10
+    y["b"] = 20
+    del z["c"]
+    z["d"] = 4
+    for db in clients:
+        db.changes().push()
+    for db in clients:
+        db.changes().pull()
+        assert dict(db.items()) == {"a": 10, "b": 20, "d": 4}
+
+
+def test_the_same_key_edited_on_two_sides_is_a_conflict_by_default(clients):
+    x, y, _ = clients
+    x["a"] = "x"
+    y["a"] = "y"
+    x.changes().push()
+    changes = {c.key: c for c in y.changes().iter_changes()}
+    assert changes["a"].side == "both" and changes["a"].conflict
+    assert changes["a"].local == changes["a"].remote == "modified"
+    with pytest.raises(ebooklet.ConflictError) as err:
+        y.changes().push()
+    assert err.value.keys == ["a"]
+    with pytest.raises(ebooklet.ConflictError):
+        y.changes().pull()
+    assert y["a"] == "y"
+
+
+def test_the_same_bytes_on_both_sides_are_not_a_conflict(clients):
+    x, y, _ = clients
+    x["a"] = "same"
+    y["a"] = "same"
+    x.changes().push()
+    assert [c.conflict for c in y.changes().iter_changes()] == [False]
+    assert not y.changes().push().keys
+
+
+@pytest.mark.parametrize("policy, expected", [
+    ("local", "y"), ("remote", "x"), ("newest", "y"),
+    (lambda key, local, remote, base: f"{base}+{remote}+{local}", "1+x+y"),
+])
+def test_a_conflict_resolves_under_each_policy(clients, policy, expected):
+    x, y, z = clients
+    x.set("a", "x", timestamp=1_000)
+    y.set("a", "y", timestamp=2_000)
+    x.changes().push()
+    y.changes().push(on_conflict=policy)
+    assert y["a"] == expected
+    z.changes().pull()
+    assert z["a"] == expected
+    x.changes().pull()
+    assert x["a"] == expected
+
+
+def test_newest_keeps_the_remote_side_when_it_is_newer(clients):
+    x, y, _ = clients
+    y.set("a", "y", timestamp=1_000)
+    x.set("a", "x", timestamp=2_000)
+    x.changes().push()
+    y.changes().push(on_conflict="newest")
+    assert y["a"] == "x"
+
+
+def test_pull_resolves_conflicts_too_and_keeps_the_local_winner_pending(clients):
+    x, y, _ = clients
+    x["a"] = "x"
+    y["a"] = "y"
+    y["b"] = "y"
+    x.changes().push()
+    result = y.changes().pull(on_conflict="local")
+    assert y["a"] == "y"
+    assert {c.key: c.side for c in y.changes().iter_changes()} == {"a": "local", "b": "local"}
+    assert result.updated == []
+
+
+def test_a_delete_on_one_side_and_an_edit_on_the_other_is_a_conflict(clients):
+    x, y, _ = clients
+    del x["b"]
+    y["b"] = "edited"
+    x.changes().push()
+    [change] = y.changes().iter_changes()
+    assert (change.local, change.remote, change.conflict) == ("modified", "deleted", True)
+    with pytest.raises(ebooklet.ConflictError):
+        y.changes().push()
+    y.changes().push(on_conflict="remote")
+    assert "b" not in y
+
+
+def test_a_function_policy_can_delete_with_the_deleted_marker(clients):
+    x, y, _ = clients
+    x["c"] = "x"
+    y["c"] = "y"
+    x.changes().push()
+    seen = []
+
+    def resolve(key, local, remote, base):
+        seen.append((key, local, remote, base))
+        return ebooklet.DELETED
+
+    y.changes().push(on_conflict=resolve)
+    assert seen == [("c", "y", "x", 3)]
+    assert "c" not in y
+    x.changes().pull()
+    assert "c" not in x
+
+
+def test_a_deleted_key_never_comes_back_after_pushes_and_pulls(clients):
+    x, y, z = clients
+    assert y["a"] == 1  # y has it cached
+    del x["a"]
+    x.changes().push()
+    for db in (y, z, x):
+        db.changes().pull()
+        assert "a" not in db and db.get("a") is None
+    y["b"] = 22
+    y.changes().push()
+    z.changes().pull()
+    x.changes().pull()
+    for db in clients:
+        assert "a" not in db and sorted(db) == ["b", "c"]
+
+
+def test_a_pull_with_nothing_new_costs_one_conditional_request(clients):
+    x, _, _ = clients
+    stats = x._remote.transport.stats
+    before = stats.requests
+    result = x.changes().pull()
+    assert result.requests == 1 and stats.requests == before + 1
+    assert list(x.changes().iter_changes()) == []
+    assert stats.requests == before + 2
+
+
+def test_discard_reverts_local_changes_to_the_last_sync(clients):
+    x, _, _ = clients
+    x["a"] = "changed"
+    del x["b"]
+    x["new"] = "n"
+    assert x.changes().discard(["a"]) == ["a"]
+    assert x["a"] == 1
+    assert x.changes().discard() == ["b", "new"]
+    assert dict(x.items()) == {"a": 1, "b": 2, "c": 3}
+    assert list(x.changes().iter_changes()) == []
+
+
+def test_edits_made_with_plain_booklet_offline_are_found_and_pushed(s3_remote, tmp_path):
+    conn = s3_remote.conn()
+    path = tmp_path / "a.blt"
+    with ebooklet.open(conn, path, "c", value_serializer="pickle") as db:
+        db.update({"keep": 1, "edit": 2, "drop": 3})
+        db.changes().push()
+    with booklet.open(path, "w") as raw:
+        raw["edit"] = 20
+        raw["add"] = 4
+        del raw["drop"]
+    with ebooklet.open(conn, path, "w") as db:
+        assert {c.key: c.local for c in db.changes().iter_changes()} == {
+            "add": "added", "drop": "deleted", "edit": "modified"
+        }
+        db.changes().push()
+    with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+        assert dict(check.items()) == {"keep": 1, "edit": 20, "add": 4}
+
+
+def test_a_booklet_delete_of_a_fetched_key_is_a_delete_not_an_unfetched_key(s3_remote, tmp_path):
+    conn = s3_remote.conn()
+    with ebooklet.open(conn, tmp_path / "w.blt", "c", value_serializer="pickle") as db:
+        db.update({"fetched": 1, "lazy": 2})
+        db.changes().push()
+    path = tmp_path / "r.blt"
+    with ebooklet.open(conn, path, "w") as db:
+        assert db["fetched"] == 1
+    with booklet.open(path, "w") as raw:
+        del raw["fetched"]
+    with ebooklet.open(conn, path, "w") as db:
+        assert "fetched" not in db and db["lazy"] == 2
+        assert [(c.key, c.local) for c in db.changes().iter_changes()] == [("fetched", "deleted")]
+
+
+# -- the lease ---------------------------------------------------------------------------------
+
+
+def test_a_held_lease_makes_other_pushers_wait_then_fail_naming_the_holder(s3_remote, tmp_path):
+    conn = s3_remote.conn()
+    holder = ebooklet.open(conn, tmp_path / "a.blt", "c", remote_lock="session", lease_ttl=30)
+    try:
+        holder["k"] = b"1"
+        holder.changes().push()
+        with ebooklet.open(conn, tmp_path / "b.blt", "w", lock_wait=0.3) as other:
+            other["k2"] = b"2"
+            with pytest.raises(ebooklet.LeaseHeldError, match=r"locked by .*:\d+:.* until") as err:
+                other.changes().push()
+            assert isinstance(err.value, TimeoutError)
+            assert other["k2"] == b"2"
+    finally:
+        holder.close()
+    with ebooklet.open(conn, tmp_path / "b.blt", "w", lock_wait=5) as other:
+        assert other.changes().push().keys == ["k2"]
+
+
+def test_a_writer_whose_lease_was_taken_over_cannot_commit(s3_remote, tmp_path):
+    from ebooklet.lock import Lease
+    from ebooklet.remote import connect
+
+    conn = s3_remote.conn()
+    with ebooklet.open(conn, tmp_path / "a.blt", "c", remote_lock="session", lease_ttl=0.2) as slow:
+        slow["k"] = b"slow"
+        slow._replica._session_lease._stop_renewing()  # it stalls: no renewals any more
+        remote = connect(conn)
+        thief = Lease(remote, ttl=30, wait=10)
+        thief.acquire()  # waits for the stalled lease to expire, then takes it over
+        with pytest.raises(ebooklet.LeaseLostError, match="Push again"):
+            slow.changes().push()
+        thief.release()
+    with ebooklet.open(conn, tmp_path / "check.blt", "c") as check:
+        assert "k" not in check
+
+
+def _python(code: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _conn_code(conn) -> str:
+    return (f"ebooklet.S3Connection({conn.access_key_id!r}, {conn.access_key!r}, {conn.db_key!r}, "
+            f"{conn.bucket!r}, endpoint_url={conn.endpoint_url!r})")
+
+
+def test_a_holder_killed_mid_push_leaves_the_remote_consistent_and_its_changes_pending(s3_remote, tmp_path):
+    conn = s3_remote.conn()
+    with ebooklet.open(conn, tmp_path / "seed.blt", "c", value_serializer="pickle") as seed:
+        seed.update({"a": 1})
+        seed.changes().push()
+    victim = tmp_path / "victim.blt"
+    proc = _python(f"""
+        import sys, ebooklet
+        from tests.faults import inject
+        db = ebooklet.open({_conn_code(conn)}, {str(victim)!r}, "w", lease_ttl=1.0)
+        db["a"] = "victim"
+        db["v"] = "victim"
+        def stop_at_commit(key):
+            if key == db._remote.db_key:
+                print("at-commit", flush=True)
+                sys.stdin.readline()
+        inject(db, stop_at_commit)
+        db.changes().push()
+    """)
+    assert proc.stdout.readline().strip() == "at-commit", proc.stderr.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    with ebooklet.open(conn, tmp_path / "reader.blt", "r") as reader:
+        assert dict(reader.items()) == {"a": 1}
+    with ebooklet.open(conn, tmp_path / "next.blt", "w", lock_wait=30) as other:
+        other["b"] = "other"
+        assert other.changes().push().committed  # took the lease over once it expired
+    with ebooklet.open(conn, victim, "w", lock_wait=30) as db:
+        assert {c.key for c in db.changes().iter_changes() if c.local} == {"a", "v"}
+        assert db.changes().push().keys == ["a", "v"]
+    with ebooklet.open(conn, tmp_path / "final.blt", "r") as reader:
+        assert dict(reader.items()) == {"a": "victim", "b": "other", "v": "victim"}
+
+
+def test_concurrent_pushes_from_four_processes_lose_nothing_and_apply_nothing_twice(s3_remote, tmp_path):
+    conn = s3_remote.conn()
+    with ebooklet.open(conn, tmp_path / "seed.blt", "c", value_serializer="pickle") as seed:
+        seed["log"] = []
+        seed.changes().push()
+    procs = [
+        _python(f"""
+            import ebooklet
+            def merge(key, local, remote, base):
+                # Keep every entry either side added since the base, once.
+                return remote + [e for e in local if e not in base and e not in remote]
+            with ebooklet.open({_conn_code(conn)}, {str(tmp_path / f"p{p}.blt")!r}, "w",
+                               lock_wait=120) as db:
+                for i in range(25):
+                    db[f"p{p}-{{i}}"] = i
+                    db["log"] = db["log"] + [({p}, i)]
+                    db.changes().push(on_conflict=merge)
+                    print("pushed", i, flush=True)
+        """)
+        for p in range(4)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        assert out.count("pushed") == 25
+    with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+        data = dict(check.items())
+    assert {k: v for k, v in data.items() if k != "log"} == {f"p{p}-{i}": i for p in range(4) for i in range(25)}
+    assert sorted(data["log"]) == sorted((p, i) for p in range(4) for i in range(25))
