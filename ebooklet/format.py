@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 import uuid
 import zlib
@@ -74,6 +75,22 @@ def segment_name(prefix: str, commit_id: str, n: int) -> str:
 
 def part_name(prefix: str, bits: int, part: int, commit_id: str) -> str:
     return f"{prefix}index/{bits}-{part}-{commit_id}"
+
+
+def _le_bytes(column: array) -> bytes:
+    """A column as little-endian bytes, whatever the machine's byte order."""
+    if sys.byteorder == "big":
+        column = array(column.typecode, column)
+        column.byteswap()
+    return column.tobytes()
+
+
+def _le_array(typecode: str, data: bytes) -> array:
+    column = array(typecode)
+    column.frombytes(data)
+    if sys.byteorder == "big":
+        column.byteswap()
+    return column
 
 
 class Entry(NamedTuple):
@@ -143,11 +160,11 @@ class Part:
                 "v": FORMAT_VERSION,
                 "keys": self.keys,
                 "segs": self._segs,
-                "ts": self._ts.tobytes(),
+                "ts": _le_bytes(self._ts),
                 "hash": self._hash,
-                "seg": self._seg.tobytes(),
-                "off": self._off.tobytes(),
-                "len": self._len.tobytes(),
+                "seg": _le_bytes(self._seg),
+                "off": _le_bytes(self._off),
+                "len": _le_bytes(self._len),
             },
             use_bin_type=True,
         )
@@ -174,15 +191,11 @@ class Part:
                 raise ValueError(f"no format version in {type(raw).__name__}")
             part.keys = raw["keys"]
             part._segs = raw["segs"]
-            part._ts = array("q")
-            part._ts.frombytes(raw["ts"])
+            part._ts = _le_array("q", raw["ts"])
             part._hash = raw["hash"]
-            part._seg = array("I")
-            part._seg.frombytes(raw["seg"])
-            part._off = array("Q")
-            part._off.frombytes(raw["off"])
-            part._len = array("I")
-            part._len.frombytes(raw["len"])
+            part._seg = _le_array("I", raw["seg"])
+            part._off = _le_array("Q", raw["off"])
+            part._len = _le_array("I", raw["len"])
             n = len(part.keys)
             lengths = {len(part._ts), len(part._seg), len(part._off), len(part._len), n}
             if lengths != {n} or len(part._hash) != n * _HASH_LEN:

@@ -144,6 +144,8 @@ class HttpTransport(ReadOnlyTransport):
         return Blob(data, resp.headers.get("ETag", ""))
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
+        if length == 0:
+            return b""
         what = f"GET {self._url(key)}"
         headers = {"Range": range_header(start, length)}
         self.stats.add()

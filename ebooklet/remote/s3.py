@@ -75,6 +75,8 @@ class S3Transport(Transport):
         return Blob(read_body(resp, f"GET {key}"), resp.headers.get("ETag", ""))
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
+        if length == 0:
+            return b""
         resp = self._request("GET", key, {"Range": range_header(start, length)})
         what = f"GET s3://{self.bucket}/{key}"
         return check_range(read_body(resp, what), length, what, key)

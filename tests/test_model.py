@@ -1,0 +1,158 @@
+"""A Hypothesis state machine: two clients and a remote, checked against plain dicts.
+
+The model keeps, per client, its local view and its base (the remote as of its last sync),
+and the remote itself; every rule applies the documented sync semantics to those dicts and
+the real databases must agree after every step.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import tempfile
+
+import hypothesis.strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+import ebooklet
+
+KEYS = st.sampled_from(["a", "b", "c", "d"])
+VALUES = st.integers(0, 5)
+CLIENTS = st.sampled_from([0, 1])
+GONE = object()
+
+
+def _merge(key, local, remote, base):
+    if local is ebooklet.DELETED:
+        return remote
+    if remote is ebooklet.DELETED:
+        return local
+    return max(local, remote)
+
+
+POLICIES = st.sampled_from([None, "local", "remote", "merge"])
+
+
+def _model_resolve(policy, local, remote):
+    if policy == "local":
+        return local
+    if policy == "remote":
+        return remote
+    if local is GONE:
+        return remote
+    if remote is GONE:
+        return local
+    return max(local, remote)
+
+
+class TwoClients(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="ebooklet-model-"))
+        self.conn = self.tmp / "remote" / "db"
+        with ebooklet.open(self.conn, self.tmp / "seed.blt", "c", value_serializer="pickle") as seed:
+            seed["a"] = 0
+            seed.changes().push()
+        self.remote = {"a": 0}
+        self.local = [dict(self.remote), dict(self.remote)]
+        self.base = [dict(self.remote), dict(self.remote)]
+        self.dbs = [ebooklet.open(self.conn, self.tmp / f"c{i}.blt", "w") for i in range(2)]
+        self.checks = 0
+
+    def teardown(self) -> None:
+        for db in self.dbs:
+            db.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _changes(self, before: dict, after: dict) -> dict:
+        keys = set(before) | set(after)
+        return {k: after.get(k, GONE) for k in keys if before.get(k, GONE) != after.get(k, GONE)}
+
+    def _conflicts(self, c: int) -> tuple[dict, dict, set]:
+        lc = self._changes(self.base[c], self.local[c])
+        rc = self._changes(self.base[c], self.remote)
+        return lc, rc, {k for k in set(lc) & set(rc) if lc[k] != rc[k]}
+
+    @staticmethod
+    def _policy(policy):
+        return _merge if policy == "merge" else policy
+
+    @rule(c=CLIENTS, key=KEYS, value=VALUES)
+    def write(self, c: int, key: str, value: int) -> None:
+        self.dbs[c][key] = value
+        self.local[c][key] = value
+
+    @precondition(lambda self: any(self.local))
+    @rule(c=CLIENTS, data=st.data())
+    def delete(self, c: int, data: st.DataObject) -> None:
+        if not self.local[c]:
+            return
+        key = data.draw(st.sampled_from(sorted(self.local[c])))
+        del self.dbs[c][key]
+        del self.local[c][key]
+
+    @rule(c=CLIENTS, policy=POLICIES)
+    def push(self, c: int, policy) -> None:
+        lc, rc, conflicts = self._conflicts(c)
+        if not lc:
+            self.dbs[c].changes().push(on_conflict=self._policy(policy))
+            return
+        if conflicts and policy is None:
+            try:
+                self.dbs[c].changes().push()
+            except ebooklet.ConflictError as exc:
+                assert set(exc.keys) == conflicts
+                return
+            raise AssertionError(f"push should have raised ConflictError for {conflicts}")
+        self.dbs[c].changes().push(on_conflict=self._policy(policy))
+        for key, value in lc.items():
+            if key in conflicts:
+                value = _model_resolve(policy, value, rc[key])
+            if value is GONE:
+                self.remote.pop(key, None)
+            else:
+                self.remote[key] = value
+        self.local[c] = dict(self.remote)
+        self.base[c] = dict(self.remote)
+        self._check_remote()
+
+    @rule(c=CLIENTS, policy=POLICIES)
+    def pull(self, c: int, policy) -> None:
+        lc, rc, conflicts = self._conflicts(c)
+        if conflicts and policy is None:
+            try:
+                self.dbs[c].changes().pull()
+            except ebooklet.ConflictError as exc:
+                assert set(exc.keys) == conflicts
+                return
+            raise AssertionError(f"pull should have raised ConflictError for {conflicts}")
+        self.dbs[c].changes().pull(on_conflict=self._policy(policy))
+        for key, value in rc.items():
+            if key in conflicts:
+                value = _model_resolve(policy, lc[key], value)
+            if value is GONE:
+                self.local[c].pop(key, None)
+            else:
+                self.local[c][key] = value
+        self.base[c] = dict(self.remote)
+
+    def _check_remote(self) -> None:
+        self.checks += 1
+        with ebooklet.open(self.conn, self.tmp / f"check{self.checks}.blt", "r") as reader:
+            assert dict(reader.items()) == self.remote
+
+    @invariant()
+    def clients_match_the_model(self) -> None:
+        for c in (0, 1):
+            assert dict(self.dbs[c].items()) == self.local[c], f"client {c}"
+            assert len(self.dbs[c]) == len(self.local[c])
+
+
+TwoClients.TestCase.settings = settings(
+    max_examples=100,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_two_clients_match_a_plain_dict_model = TwoClients.TestCase
