@@ -180,10 +180,17 @@ class Env:
 # -- timing helpers --------------------------------------------------------------------------
 
 
+#: Whether the cyclic GC stays on inside timed regions (as in real use); --no-gc turns it off.
+GC_IN_TIMED = True
+
+
 @contextlib.contextmanager
-def no_gc() -> Iterator[None]:
-    """Collect first, then keep the cyclic GC out of the timed region (same for both sides)."""
+def gc_policy() -> Iterator[None]:
+    """Collect first; then keep the cyclic GC on (default) or off in the timed region."""
     gc.collect()
+    if GC_IN_TIMED:
+        yield
+        return
     was = gc.isenabled()
     gc.disable()
     try:
@@ -194,7 +201,7 @@ def no_gc() -> Iterator[None]:
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    with no_gc():
+    with gc_policy():
         t0 = time.perf_counter()
         out = fn()
         return time.perf_counter() - t0, out
@@ -427,8 +434,8 @@ def _profilers() -> list[str]:
 def _profile_call(
     kind: str, name: str, fn: Callable[[], Any], outdir: pathlib.Path, report: io.StringIO
 ) -> None:
-    """Run ``fn`` once under ``kind`` and write its report; cyclic GC off as in the timed runs."""
-    with no_gc():
+    """Run ``fn`` once under ``kind`` and write its report (GC as in the timed runs)."""
+    with gc_policy():
         if kind == "pyinstrument":
             from pyinstrument import Profiler
 
@@ -521,8 +528,9 @@ class PhaseTimer:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             stack = getattr(timer._local, "stack", ())
             if not stack and threading.get_ident() != timer._main:
-                stack = ("[worker threads, summed]",)
-            path = (*stack, name)
+                path: tuple[str, ...] = (f"{name} [in worker threads, summed]",)
+            else:
+                path = (*stack, name)
             row = timer._row(path)
             timer._local.stack = path
             t0 = time.perf_counter()
@@ -680,7 +688,8 @@ def machine_info(args: argparse.Namespace, server: S3Server) -> list[str]:
         f"booklet   : {booklet.__version__}; s3func {version('s3func')}; urllib3 {version('urllib3')}",
         f"server    : {server.name} {server_version} at {server.endpoint_url}"
         + (f" ({where})" if server.name == "moto" else ""),
-        f"mode      : {'QUICK (sizes / 10)' if args.quick else 'full'}; best of {args.repeat}",
+        f"mode      : {'QUICK (sizes / 10)' if args.quick else 'full'}; best of {args.repeat}; cyclic GC "
+        f"{'on' if GC_IN_TIMED else 'off'} in timed regions",
         f"command   : {' '.join([os.path.basename(sys.executable)] + sys.argv)}",
     ]
 
@@ -857,7 +866,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--workdir", type=pathlib.Path, help="scratch folder (default: a new temp folder, removed)"
     )
+    ap.add_argument("--no-gc", action="store_true", help="turn the cyclic GC off inside timed regions")
     args = ap.parse_args(argv)
+    global GC_IN_TIMED
+    GC_IN_TIMED = not args.no_gc
 
     scale = 10 if args.quick else 1
     n_push, n_big, n_local = 100_000 // scale, 1_000_000 // scale, 100_000 // scale

@@ -283,6 +283,9 @@ class LocalStore:
 
     # -- base index parts ------------------------------------------------------------------
 
+    def has_part(self, part: int, name: str) -> bool:
+        return self.state["parts"].get(str(part)) == name
+
     def part_blob(self, part: int, name: str) -> bytes | None:
         """The stored bytes of base part ``part`` if they are the object ``name``."""
         if self.state["parts"].get(str(part)) != name:

@@ -273,29 +273,35 @@ class Replica:
         return blob.data
 
     def part(self, head: Head, p: int) -> Part:
-        """Index part ``p`` of ``head``: from memory, the local state, or the remote."""
+        """Index part ``p`` of ``head``: from memory, the local state, or the remote.
+
+        A part of the base is always stored locally (with its presence bits) once used,
+        whichever way it arrived.
+        """
         name = head.parts[p]
         if name is None:
             return _EMPTY
-        cached = self._parts.get(name)
-        if cached is not None:
-            self._parts.move_to_end(name)
-            return cached
         is_base = self._is_base(head)
-        blob = self.local.part_blob(p, name) if is_base else None
-        stored = blob is not None
-        if blob is None:
-            blob = self._fresh.pop(name, None) if is_base else self._fresh.get(name)
-        if blob is None:
-            blob = self._download(name)
-            if not is_base:
-                self._fresh[name] = blob
-        part = Part.decode(blob, name)
+        stored = is_base and self.local.has_part(p, name)
+        part = self._parts.get(name)
+        blob = None
+        if part is None:
+            blob = self.local.part_blob(p, name) if stored else None
+            if blob is None:
+                blob = self._fresh.get(name)
+            if blob is None:
+                blob = self._download(name)
+                if not is_base:
+                    self._fresh[name] = blob
+            part = Part.decode(blob, name)
+            self._parts[name] = part
+            if len(self._parts) > PART_CACHE:
+                self._parts.popitem(last=False)
+        else:
+            self._parts.move_to_end(name)
         if is_base and not stored:
-            self.local.store_part(p, name, blob, part.keys)
-        self._parts[name] = part
-        if len(self._parts) > PART_CACHE:
-            self._parts.popitem(last=False)
+            self.local.store_part(p, name, blob or self._fresh.get(name) or part.encode(), part.keys)
+            self._fresh.pop(name, None)
         return part
 
     def parts(self, head: Head, indexes: Iterable[int]) -> dict[int, Part]:
@@ -502,7 +508,9 @@ class Replica:
         for old_part, new_part in pairs:
             for key, entry in new_part.items():
                 before = old_part.get(key)
-                if before is None or before.hash != entry.hash or before.timestamp != entry.timestamp:
+                # Content decides, as for local changes: new timestamps on the same bytes are
+                # not a change.
+                if before is None or before.hash != entry.hash:
                     out[key] = entry
             for key in old_part.keys:
                 if key not in new_part:

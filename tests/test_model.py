@@ -7,6 +7,7 @@ the real databases must agree after every step.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 import tempfile
@@ -150,7 +151,8 @@ class TwoClients(RuleBasedStateMachine):
 
 
 TwoClients.TestCase.settings = settings(
-    max_examples=100,
+    # EBOOKLET_MODEL_EXAMPLES=2000 explores much further (minutes).
+    max_examples=int(os.environ.get("EBOOKLET_MODEL_EXAMPLES", "100")),
     stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
