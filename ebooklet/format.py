@@ -1,6 +1,7 @@
 """The remote format: head, index parts and segments (see docs/format.rst).
 
-All objects but the head are immutable and named uniquely by the commit that wrote them:
+All objects but the head are immutable and named uniquely by the commit that wrote them
+(names inside the head and the index are relative to ``{db_key}.ebooklet/``):
 
 ``{db_key}``                           the head: JSON, the single commit point
 ``{db_key}.ebooklet/seg/{commit}-{n}``  a segment: values packed back to back
@@ -69,12 +70,14 @@ def new_commit_id() -> str:
     return f"{time.time_ns() // 1000:x}-{uuid.uuid4().hex[:12]}"
 
 
-def segment_name(prefix: str, commit_id: str, n: int) -> str:
-    return f"{prefix}seg/{commit_id}-{n}"
+def segment_name(commit_id: str, n: int) -> str:
+    """A segment's name, relative to the database's object prefix."""
+    return f"seg/{commit_id}-{n}"
 
 
-def part_name(prefix: str, bits: int, part: int, commit_id: str) -> str:
-    return f"{prefix}index/{bits}-{part}-{commit_id}"
+def part_name(bits: int, part: int, commit_id: str) -> str:
+    """An index part's name, relative to the database's object prefix."""
+    return f"index/{bits}-{part}-{commit_id}"
 
 
 def _le_bytes(column: array) -> bytes:

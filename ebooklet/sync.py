@@ -263,7 +263,7 @@ class Replica:
 
     def _download(self, name: str) -> bytes:
         try:
-            blob = self.remote.transport.get(name)
+            blob = self.remote.transport.get(self.remote.prefix + name)
         except RemoteNotFoundError:
             raise RemoteNotFoundError(
                 f"{name} is gone from {self.remote.location}: the remote has moved on since the "
@@ -403,7 +403,7 @@ class Replica:
 
         def get(req: tuple[str, int, int, list[tuple[int, int, str]]]) -> list[tuple[str, bytes]]:
             segment, start, length, group = req
-            data = self.remote.transport.get_range(segment, start, length) if length else b""
+            data = self.remote.transport.get_range(self.remote.prefix + segment, start, length)
             out = []
             for offset, n, key in group:
                 raw = data[offset - start : offset - start + n]
@@ -681,7 +681,7 @@ class Replica:
             if c.raw is None:
                 continue
             if size + len(c.raw) > SEGMENT_BYTES and size > 0:
-                segments.append((segment_name(self.remote.prefix, commit_id, len(segments)), []))
+                segments.append((segment_name(commit_id, len(segments)), []))
                 size = 0
             name, chunks = segments[-1]
             entries[key] = Entry(c.timestamp, c.hash, name, size, len(c.raw))  # type: ignore[arg-type]
@@ -693,7 +693,7 @@ class Replica:
 
     def _put_many(self, objects: list[tuple[str, bytes]]) -> None:
         def put(obj: tuple[str, bytes]) -> None:
-            self.remote.transport.put(obj[0], obj[1], "create")
+            self.remote.transport.put(self.remote.prefix + obj[0], obj[1], "create")
 
         if len(objects) <= 1:
             for obj in objects:
@@ -704,7 +704,7 @@ class Replica:
 
     def _delete_quietly(self, names: list[str]) -> None:
         try:
-            self.remote.transport.delete(names)
+            self.remote.transport.delete([self.remote.prefix + name for name in names])
         except Exception as exc:  # leftovers are unreferenced; a failure here loses nothing
             logger.warning("could not delete %d unreferenced objects: %s", len(names), exc)
 
@@ -836,7 +836,7 @@ class Replica:
                 head.parts[p] = None
                 continue
             part = Part(entries.items())
-            name = part_name(self.remote.prefix, head.part_bits, p, commit_id)
+            name = part_name(head.part_bits, p, commit_id)
             written[p] = (name, part.encode(), part)
             head.parts[p] = name
         # Objects retired long ago leave the list now and are deleted after the commit.

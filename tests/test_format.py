@@ -303,6 +303,6 @@ def test_bits_for_does_not_split_parts_that_are_still_under_the_split_size():
     assert bits_for(n_keys + 1, 0) >= 1
 
 
-def test_object_names_are_under_the_database_prefix():
-    assert segment_name("data/a.ebooklet/", "c1", 0) == "data/a.ebooklet/seg/c1-0"
-    assert part_name("data/a.ebooklet/", 3, 5, "c1") == "data/a.ebooklet/index/3-5-c1"
+def test_object_names_are_relative_so_a_database_can_move():
+    assert segment_name("c1", 0) == "seg/c1-0"
+    assert part_name(3, 5, "c1") == "index/3-5-c1"
