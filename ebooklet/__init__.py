@@ -28,7 +28,7 @@ from .errors import (  # noqa: E402
     UnsupportedFormatError,
 )
 from .remote import S3Connection  # noqa: E402
-from .sync import DELETED, Change, PullResult, PushResult  # noqa: E402
+from .sync import DELETED, Change, Progress, PullResult, PushResult  # noqa: E402
 
 __all__ = [
     "DELETED",
@@ -44,6 +44,7 @@ __all__ = [
     "LeaseLostError",
     "LocalFileBusyError",
     "LocalFileError",
+    "Progress",
     "PullResult",
     "PushConflictError",
     "PushResult",

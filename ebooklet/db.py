@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import threading
@@ -13,7 +14,7 @@ from .errors import ClosedError, ReadOnlyError
 from .local import LocalStore, check_serializer, serializer_name
 from .remote import Remote, RemoteConn, connect
 from .lock import DEFAULT_TTL, DEFAULT_WAIT
-from .sync import Change, Policy, PullResult, PushResult, RemoteLock, Replica, now_us
+from .sync import Change, Policy, ProgressCallback, PullResult, PushResult, RemoteLock, Replica, now_us
 
 __all__ = ["Changes", "EBooklet", "open"]
 
@@ -188,14 +189,15 @@ class EBooklet(MutableMapping):
         for key in keys:
             yield key, self._local.get(key, default)
 
-    def load_items(self, keys: Iterable[str] | None = None) -> int:
+    def load_items(self, keys: Iterable[str] | None = None, progress: ProgressCallback | None = None) -> int:
         """Fetch remote values into the local file (all when ``keys`` is None).
 
-        Values are downloaded with coalesced ranged GETs over a thread pool. Returns how
-        many values were downloaded.
+        Values are downloaded with coalesced ranged GETs over a thread pool; ``progress`` is
+        called with an :class:`ebooklet.Progress` as they arrive. Returns how many values
+        were downloaded.
         """
         self._check()
-        with self._lock:
+        with self._lock, self._progress(progress):
             if keys is None:
                 wanted = [key for key, _ in self._replica.lazy_keys()]
             else:
@@ -303,6 +305,14 @@ class EBooklet(MutableMapping):
 
     # -- syncing ---------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _progress(self, callback: ProgressCallback | None) -> Iterator[None]:
+        self._replica.progress = callback
+        try:
+            yield
+        finally:
+            self._replica.progress = None
+
     def changes(self) -> Changes:
         """Compare the local file with the remote; push or pull from the result."""
         self._check()
@@ -353,17 +363,18 @@ class Changes:
             changes = db._replica.changes()
         yield from changes
 
-    def push(self, on_conflict: Policy = None) -> PushResult:
+    def push(self, on_conflict: Policy = None, progress: ProgressCallback | None = None) -> PushResult:
         """Commit local changes to the remote, atomically.
 
         If others committed meanwhile, their changes to other keys are merged (and pulled
         into this file). Keys changed on both sides raise :class:`~ebooklet.ConflictError`
         unless ``on_conflict`` is ``"local"``, ``"remote"``, ``"newest"`` or a function
         ``(key, local, remote, base) -> value`` (return ``ebooklet.DELETED`` to delete).
+        ``progress`` is called with an :class:`ebooklet.Progress` as values go up.
         """
         db = self._db
         db._check_write("push")
-        with db._lock:
+        with db._lock, db._progress(progress):
             return db._replica.push(on_conflict)
 
     def discard(self, keys: Iterable[str] | None = None) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -116,6 +117,47 @@ class Change:
         return f"{self.key!r}: {', '.join(parts)}{flag}"
 
 
+@dataclass(frozen=True)
+class Progress:
+    """How far a transfer has got; passed to ``progress`` callbacks.
+
+    ``phase`` is ``"upload"`` (push) or ``"download"`` (pull, ``load_items``, ``get_items``).
+    """
+
+    phase: Literal["upload", "download"]
+    keys_done: int
+    keys_total: int
+    bytes_done: int
+    bytes_total: int
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class _Tracker:
+    """Counts finished work and reports it, from any thread."""
+
+    def __init__(self, callback: ProgressCallback | None, phase: Literal["upload", "download"],
+                 keys_total: int, bytes_total: int) -> None:
+        self.callback = callback
+        self.phase = phase
+        self.keys_total = keys_total
+        self.bytes_total = bytes_total
+        self.keys = 0
+        self.bytes = 0
+        self._lock = threading.Lock()
+        if callback is not None:
+            callback(Progress(phase, 0, keys_total, 0, bytes_total))
+
+    def add(self, keys: int, nbytes: int) -> None:
+        if self.callback is None:
+            return
+        with self._lock:
+            self.keys += keys
+            self.bytes += nbytes
+            self.callback(Progress(self.phase, self.keys, self.keys_total, self.bytes, self.bytes_total))
+
+
 @dataclass
 class PushResult:
     """What a push did."""
@@ -181,6 +223,9 @@ class Replica:
         self.remote_lock = remote_lock
         self._lease_args = (lease_ttl, lock_wait)
         self._session_lease: Lease | None = None
+        #: Called with a Progress as values and index parts are transferred.
+        self.progress: ProgressCallback | None = None
+        self._tracker = _Tracker(None, "upload", 0, 0)
         self._parts: OrderedDict[str, Part] = OrderedDict()
         # Parts of non-base heads downloaded during this operation, kept until the head
         # they belong to becomes the base (so presence bits can be stored with them).
@@ -401,6 +446,8 @@ class Replica:
                     group, start, end = [r], r[0], r_end
             requests.append((segment, start, end - start, group))
 
+        tracker = _Tracker(self.progress, "download", len(entries), sum(r[2] for r in requests))
+
         def get(req: tuple[str, int, int, list[tuple[int, int, str]]]) -> list[tuple[str, bytes]]:
             segment, start, length, group = req
             data = self.remote.transport.get_range(self.remote.prefix + segment, start, length)
@@ -414,6 +461,7 @@ class Replica:
                         "the database's writer to push that key again."
                     )
                 out.append((key, raw))
+            tracker.add(len(group), length)
             return out
 
         values: dict[str, bytes] = {}
@@ -621,6 +669,7 @@ class Replica:
             uploaded.update(more)
             commit_id = new_commit_id()
             head, written = self._build_commit(current, to_write, uploaded, segments, commit_id, metadata)
+            self._tracker.bytes_total += sum(len(blob) for _, blob, _ in written.values())
             self._put_many([(name, blob) for name, blob, _ in written.values()])
             if lease is not None:
                 # Fencing: a writer whose lease was taken over must not commit.
@@ -688,12 +737,17 @@ class Replica:
             chunks.append(c.raw)
             size += len(c.raw)
         bodies = [(name, b"".join(chunks)) for name, chunks in segments]
-        self._put_many(bodies)
+        self._tracker = _Tracker(self.progress, "upload", len(entries), sum(len(b) for _, b in bodies))
+        self._put_many(bodies, {name: len(chunks) for name, chunks in segments})
         return {name: len(body) for name, body in bodies}, entries
 
-    def _put_many(self, objects: list[tuple[str, bytes]]) -> None:
+    def _put_many(self, objects: list[tuple[str, bytes]], keys: dict[str, int] | None = None) -> None:
+        """Create the objects (in parallel), reporting progress; ``keys`` counts values in each."""
+        keys = keys or {}
+
         def put(obj: tuple[str, bytes]) -> None:
             self.remote.transport.put(self.remote.prefix + obj[0], obj[1], "create")
+            self._tracker.add(keys.get(obj[0], 0), len(obj[1]))
 
         if len(objects) <= 1:
             for obj in objects:

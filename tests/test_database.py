@@ -241,3 +241,20 @@ def test_a_local_folder_remote_accepts_paths_and_file_urls(tmp_path):
     with ebooklet.open(remote.as_uri(), tmp_path / "b.blt", "r") as db:
         assert db["x"] == b"1"
     assert isinstance(remote, pathlib.Path)
+
+
+def test_push_and_load_items_report_progress_up_to_the_totals(tmp_path):
+    remote = tmp_path / "remote" / "db"
+    seen = []
+    with ebooklet.open(remote, tmp_path / "a.blt", "c") as db:
+        db.update({f"k{i}": b"x" * 1000 for i in range(300)})
+        db.changes().push(progress=seen.append)
+    assert seen[0].phase == "upload" and seen[0].keys_done == 0
+    assert seen[-1].keys_done == seen[-1].keys_total == 300
+    assert seen[-1].bytes_done == seen[-1].bytes_total >= 300_000
+    seen.clear()
+    with ebooklet.open(remote, tmp_path / "b.blt", "r") as db:
+        assert db.load_items(progress=seen.append) == 300
+    assert seen[-1].phase == "download"
+    assert seen[-1].keys_done == seen[-1].keys_total == 300
+    assert seen[-1].bytes_done == seen[-1].bytes_total == 300_000
