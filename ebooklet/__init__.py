@@ -6,7 +6,7 @@ other people's changes back. Anyone with the public URL of a database can read i
 
 __version__ = "0.6.0"
 
-from .db import Changes, EBooklet, open  # noqa: E402
+from .db import Changes, EBooklet, RemoteInfo, open, remote_info  # noqa: E402
 from .errors import (  # noqa: E402
     ClosedError,
     ConflictError,
@@ -49,6 +49,7 @@ __all__ = [
     "PushConflictError",
     "PushResult",
     "ReadOnlyError",
+    "RemoteInfo",
     "RemoteAccessError",
     "RemoteError",
     "RemoteFormatError",
@@ -58,4 +59,5 @@ __all__ = [
     "SyncError",
     "UnsupportedFormatError",
     "open",
+    "remote_info",
 ]

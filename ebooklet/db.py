@@ -7,7 +7,8 @@ import os
 import pathlib
 import threading
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from .errors import ClosedError, ReadOnlyError
@@ -16,7 +17,7 @@ from .remote import Remote, RemoteConn, connect
 from .lock import DEFAULT_TTL, DEFAULT_WAIT
 from .sync import Change, Policy, ProgressCallback, PullResult, PushResult, RemoteLock, Replica, now_us
 
-__all__ = ["Changes", "EBooklet", "open"]
+__all__ = ["Changes", "EBooklet", "RemoteInfo", "open", "remote_info"]
 
 FLAGS = ("r", "w", "c", "n")
 #: Seconds to wait for another process to release the local file.
@@ -490,6 +491,57 @@ def open(
         remote.transport.close()
         raise
     return EBooklet(local, remote, replica, flag)
+
+
+@dataclass(frozen=True)
+class RemoteInfo:
+    """What the head of a remote database says (see :func:`remote_info`)."""
+
+    location: str
+    uuid: str
+    format_version: int
+    commit: int
+    committed_at: datetime
+    n_keys: int
+    n_bytes: int
+    n_index_parts: int
+    n_segments: int
+    segment_bytes: int
+    value_serializer: str | None
+    metadata: Any
+
+
+def remote_info(remote_conn: RemoteConn) -> RemoteInfo | None:
+    """Read a remote database's head (one request); None if there is no database there.
+
+    Examples
+    --------
+    >>> import ebooklet, tempfile, pathlib
+    >>> remote = pathlib.Path(tempfile.mkdtemp()) / "db"
+    >>> ebooklet.remote_info(remote) is None
+    True
+    """
+    remote = connect(remote_conn)
+    try:
+        head, _etag = Replica.probe(remote)
+    finally:
+        remote.transport.close()
+    if head is None:
+        return None
+    return RemoteInfo(
+        location=remote.location,
+        uuid=head.uuid,
+        format_version=head.version,
+        commit=head.commit,
+        committed_at=datetime.fromtimestamp(head.timestamp / 1e6, tz=timezone.utc),
+        n_keys=head.n_keys,
+        n_bytes=head.n_bytes,
+        n_index_parts=sum(1 for p in head.parts if p),
+        n_segments=len(head.segments),
+        segment_bytes=sum(size for size, _live in head.segments.values()),
+        value_serializer=head.value_serializer,
+        metadata=head.metadata,
+    )
 
 
 def _first_open(
