@@ -304,6 +304,38 @@ class EBooklet(MutableMapping):
         with self._lock:
             return self._local.prune()
 
+    # -- the whole remote database ---------------------------------------------------------
+
+    def delete_remote(self) -> int:
+        """Delete the remote database: its head first (readers see it gone at once), then
+        every other object under its prefix. Returns how many objects were deleted.
+
+        The local file is kept; a later push creates the database anew from it (keys that
+        were never fetched are gone with the remote: ``load_items()`` first to keep them).
+        """
+        self._check_write("delete the remote")
+        with self._lock:
+            return self._replica.delete_remote()
+
+    def copy_remote(self, remote_conn: RemoteConn, overwrite: bool = False) -> RemoteInfo:
+        """Copy the remote database (as committed now) to another location.
+
+        Objects are copied inside the store when both locations share the endpoint and
+        credentials, and streamed object by object otherwise. The copy's head is written
+        last, so a reader of the target never sees half a copy. The copy gets its own uuid.
+        An existing database at the target is replaced only with ``overwrite=True``.
+        """
+        self._check()
+        target = connect(remote_conn)
+        try:
+            with self._lock:
+                self._replica.copy_to(target, overwrite)
+        finally:
+            target.transport.close()
+        info = remote_info(remote_conn)
+        assert info is not None
+        return info
+
     # -- syncing ---------------------------------------------------------------------------
 
     @contextlib.contextmanager

@@ -136,7 +136,8 @@ class LocalStore:
         self.recovered_from_crash = False
         if self.state.get("unsynced"):
             self._check_after_crash(timeout)
-        self.external_edits = self.recovered_from_crash or self.fingerprint() != self.state.get("fingerprint")
+        if self.recovered_from_crash or self.fingerprint() != self.state.get("fingerprint"):
+            self.external_edits = True
 
     @staticmethod
     def has_state(path: str | os.PathLike[str]) -> bool:
@@ -231,6 +232,19 @@ class LocalStore:
 
     def save_state(self) -> None:
         _write_atomic(self._state_path, json.dumps(self.state).encode())
+
+    @property
+    def external_edits(self) -> bool:
+        """True while the data file may hold changes that ``touched`` does not list.
+
+        Set when the file changed behind ebooklet's back (plain booklet, a crash) and kept,
+        across sessions, until a full comparison has recorded what changed.
+        """
+        return bool(self.state.get("rescan"))
+
+    @external_edits.setter
+    def external_edits(self, value: bool) -> None:
+        self.state["rescan"] = value
 
     def fingerprint(self) -> list[int]:
         """What changes whenever anything writes to the data file."""
@@ -459,7 +473,6 @@ class LocalStore:
         self.state["fingerprint"] = self.fingerprint()
         self.state["unsynced"] = False
         self._unsynced = False
-        self.external_edits = False
         self.save_state()
 
     def close(self) -> None:

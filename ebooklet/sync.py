@@ -516,6 +516,7 @@ class Replica:
             for key, change in changes.items():
                 if key not in local.touched:
                     local.touch(key, None if change.raw is not None else now_us())
+            local.external_edits = False
             local.sync()
         return changes
 
@@ -941,6 +942,84 @@ class Replica:
 
     _kept: set[str] = set()
     _expired: list[str] = []
+
+    # -- whole-database operations -------------------------------------------------------
+
+    def _require_writable(self, remote: Remote, what: str) -> None:
+        if not remote.writable:
+            raise ReadOnlyError(
+                f"cannot {what} {remote.location}: it is read-only (a public URL or a connection "
+                "without credentials)"
+            )
+
+    def delete_remote(self) -> int:
+        """Delete the remote database (head first), keeping the local file; return objects deleted."""
+        self._require_writable(self.remote, "delete")
+        transport = self.remote.transport
+        self.end_session()  # a session's lease object is deleted with the rest
+        lease = Lease(self.remote, *self._lease_args) if self.remote_lock != "none" else None
+        if lease is not None:
+            lease.__enter__()
+        try:
+            # The head goes first: from then on every reader sees no database.
+            transport.delete([self.remote.db_key])
+            names = [k for k in transport.list(self.remote.prefix) if lease is None or k != lease.key]
+            transport.delete(names)
+        finally:
+            if lease is not None:
+                lease.release()
+                transport.delete([lease.key])
+        self.start_session()
+        # The local file stays; its next push creates the database again from it.
+        self.local.state["replace"] = True
+        self.set_base(None, None)
+        self.local.external_edits = True
+        self.local.save_state()
+        return len(names) + 1
+
+    def copy_to(self, target: Remote, overwrite: bool = False) -> Head:
+        """Copy the current remote database to ``target``; its head is written last."""
+        self._require_writable(target, "copy to")
+        head, _ = self.fetch_head()
+        if head is None:
+            raise RemoteNotFoundError(f"there is no database at {self.remote.location} to copy")
+        try:
+            existing = target.transport.get(target.db_key)
+        except RemoteNotFoundError:
+            existing = None
+        old: Head | None = None
+        if existing is not None:
+            if not overwrite:
+                raise SyncError(
+                    f"{target.location} already holds a database; pass overwrite=True to replace it"
+                )
+            old = Head.decode(existing.data, where=target.location)
+        names = [n for n in head.parts if n] + list(head.segments)
+
+        def copy(name: str) -> None:
+            src, dst = self.remote.prefix + name, target.prefix + name
+            if not self.remote.transport.copy(src, target.transport, dst):
+                # One object at a time: at most one segment (64 MiB) is ever in memory.
+                blob = self.remote.transport.get(src)
+                target.transport.put(dst, blob.data, "overwrite")  # type: ignore[union-attr]
+
+        if names:
+            with concurrent.futures.ThreadPoolExecutor(min(THREADS, len(names))) as pool:
+                list(pool.map(copy, names))
+        copied = Head(**asdict(head))
+        copied.uuid = Head.new(None).uuid
+        copied.retired = []
+        copied.lease_token = 0
+        if old is not None:
+            stamp = now_us()
+            copied.retired = [list(r) for r in old.retired]
+            copied.retired += [[n, stamp] for n in old.parts if n] + [[n, stamp] for n in old.segments]
+        mode: Any = Update(existing.etag) if existing is not None else "create"
+        try:
+            target.transport.put(target.db_key, copied.encode(), mode)
+        except PreconditionFailed:
+            raise SyncError(f"{target.location} changed while copying to it; nothing was replaced") from None
+        return copied
 
     # -- discard ---------------------------------------------------------------------------
 

@@ -258,3 +258,15 @@ def test_push_and_load_items_report_progress_up_to_the_totals(tmp_path):
     assert seen[-1].phase == "download"
     assert seen[-1].keys_done == seen[-1].keys_total == 300
     assert seen[-1].bytes_done == seen[-1].bytes_total == 300_000
+
+
+def test_a_plain_booklet_file_is_adopted_and_pushed_whole(remote, tmp_path):
+    path = tmp_path / "made-offline.blt"
+    with booklet.open(path, "n", key_serializer="str", value_serializer="pickle") as raw:
+        raw.update({f"k{i}": i for i in range(50)})
+    conn = remote.conn()
+    with ebooklet.open(conn, path, "w") as db:
+        assert len(db) == 50
+        assert db.changes().push().keys == sorted(f"k{i}" for i in range(50))
+    with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+        assert dict(check.items()) == {f"k{i}": i for i in range(50)}

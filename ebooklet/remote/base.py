@@ -106,6 +106,14 @@ class Transport(abc.ABC):
     def list(self, prefix: str) -> Iterator[str]:
         """Yield the keys that start with ``prefix``, in no particular order."""
 
+    def copy(self, key: str, target: Transport, target_key: str) -> bool:
+        """Copy an object to ``target`` inside the store, without downloading it.
+
+        Returns False when this store cannot copy to ``target`` directly (the caller then
+        downloads and uploads).
+        """
+        return False
+
     def close(self) -> None:  # noqa: B027 - most transports hold nothing to release
         """Release connections."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+import shutil
 import uuid
 from collections.abc import Iterator
 
@@ -120,6 +121,21 @@ class FolderTransport(Transport):
             tmp.unlink(missing_ok=True)
         self._fsync_dir(path.parent)
         return _etag(data)
+
+    def copy(self, key: str, target: Transport, target_key: str) -> bool:
+        if not isinstance(target, FolderTransport):
+            return False
+        source = self._path(key)
+        dest = target._path(target_key)
+        self.stats.add()
+        tmp = dest.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copyfile(source, tmp)
+        except FileNotFoundError:
+            raise RemoteNotFoundError(f"{key!r} does not exist in {self.description}") from None
+        os.replace(tmp, dest)
+        return True
 
     def delete(self, keys: list[str]) -> None:
         self.stats.add(len(keys))

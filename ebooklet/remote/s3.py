@@ -6,6 +6,7 @@ Requests are signed by s3func's ``S3Session.request``; conditional writes send `
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Iterator
 
 import s3func
@@ -39,6 +40,8 @@ class S3Transport(Transport):
         self.endpoint_url = endpoint_url
         where = endpoint_url or f"AWS {region}"
         self.description = f"s3://{bucket} at {where}"
+        # Compared (never shown) to decide whether a server-side copy is possible.
+        self._credentials = (access_key_id, access_key, region)
         self._session = s3func.S3Session(
             access_key_id,
             access_key,
@@ -126,6 +129,21 @@ class S3Transport(Transport):
             raise RemoteUnavailableError(f"listing s3://{self.bucket}/{prefix} failed: {exc}") from exc
         except urllib3.exceptions.HTTPError as exc:
             raise RemoteUnavailableError(f"listing s3://{self.bucket}/{prefix} failed: {exc}") from exc
+
+    def copy(self, key: str, target: Transport, target_key: str) -> bool:
+        """Server-side CopyObject when ``target`` is the same endpoint with the same credentials."""
+        if not (
+            isinstance(target, S3Transport)
+            and target.endpoint_url == self.endpoint_url
+            and target._credentials == self._credentials
+        ):
+            return False
+        source = f"{self.bucket}/{urllib.parse.quote(key)}"
+        resp = target._request("PUT", target_key, {"x-amz-copy-source": source})
+        # CopyObject can fail after its 200 status line: the error is then in the body.
+        if b"<Error>" in (resp.data or b""):
+            raise RemoteError(f"copying s3://{source} failed: {resp.data[:500]!r}")
+        return True
 
     def fallback_lock(self, key: str) -> s3func.S3Lock:
         """s3func's listing-based lock, for stores that ignore conditional writes."""
