@@ -27,6 +27,7 @@ from .errors import (  # noqa: E402
     SyncError,
     UnsupportedFormatError,
 )
+from .groups import RemoteConnGroup  # noqa: E402
 from .remote import S3Connection  # noqa: E402
 from .sync import DELETED, Change, Progress, PullResult, PushResult  # noqa: E402
 
@@ -51,6 +52,7 @@ __all__ = [
     "ReadOnlyError",
     "RemoteInfo",
     "RemoteAccessError",
+    "RemoteConnGroup",
     "RemoteError",
     "RemoteFormatError",
     "RemoteNotFoundError",

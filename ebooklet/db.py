@@ -461,7 +461,8 @@ def open(
         ``"pickle"``, ``"orjson"``, ``"str"``), a class with ``dumps``/``loads``, or None for
         raw bytes. Taken from the remote or the local file when they exist.
     remote_conn_group : bool
-        Reserved for remote connection groups (not available yet).
+        Open a remote connection group (:class:`ebooklet.RemoteConnGroup`): a database whose
+        ``add(remote_conn)`` records how to reach other databases (never their credentials).
     timeout : float or None
         Seconds to wait for another process to release the local file (None: wait).
     remote_lock : {"push", "session", "none"}
@@ -493,7 +494,11 @@ def open(
     if flag not in FLAGS:
         raise ValueError(f"flag must be one of 'r', 'w', 'c', 'n' (as in dbm), not {flag!r}")
     if remote_conn_group:
-        raise NotImplementedError("remote connection groups are not available in this version yet")
+        from .groups import GROUP_SERIALIZER
+
+        if value_serializer not in (None, GROUP_SERIALIZER):
+            raise ValueError("a remote connection group stores JSON; do not pass value_serializer")
+        value_serializer = GROUP_SERIALIZER
     check_serializer(value_serializer)
     remote = connect(remote_conn)
     if flag != "r" and not remote.writable:
@@ -522,6 +527,10 @@ def open(
             local.close()
         remote.transport.close()
         raise
+    if remote_conn_group:
+        from .groups import RemoteConnGroup
+
+        return RemoteConnGroup(local, remote, replica, flag)
     return EBooklet(local, remote, replica, flag)
 
 

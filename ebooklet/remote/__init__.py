@@ -16,7 +16,18 @@ from .base import Blob, PutMode, Transport, Update
 from .fs import FolderTransport
 from .http import HttpTransport
 
-__all__ = ["Blob", "PutMode", "Remote", "RemoteConn", "S3Connection", "Transport", "Update", "connect"]
+__all__ = [
+    "Blob",
+    "PutMode",
+    "Remote",
+    "RemoteConn",
+    "S3Connection",
+    "Transport",
+    "Update",
+    "connect",
+    "connection_from_params",
+    "connection_params",
+]
 
 
 class S3Connection:
@@ -197,3 +208,28 @@ def connect(remote_conn: RemoteConn) -> Remote:
     if not path.name:
         raise ValueError(f"the remote path {str(path)!r} must name the database inside a folder")
     return Remote(FolderTransport(path.parent), path.name, path.as_uri())
+
+
+def connection_params(remote_conn: RemoteConn) -> dict[str, Any]:
+    """How to reach a remote again, as plain data: never includes credentials."""
+    if isinstance(remote_conn, S3Connection):
+        return {"kind": "s3", **remote_conn.to_dict()}
+    remote = connect(remote_conn)
+    remote.transport.close()
+    if remote.location.startswith("file://"):
+        return {"kind": "folder", "url": remote.location}
+    return {"kind": "url", "url": remote.location}
+
+
+def connection_from_params(
+    params: dict[str, Any], access_key_id: str | None = None, access_key: str | None = None
+) -> RemoteConn:
+    """The inverse of :func:`connection_params`; S3 credentials are supplied by the caller
+    (or the standard AWS environment variables)."""
+    kind = params.get("kind")
+    if kind == "s3":
+        fields = {k: params.get(k) for k in ("db_key", "bucket", "endpoint_url", "db_url", "region")}
+        return S3Connection(access_key_id, access_key, **fields)
+    if kind in ("folder", "url"):
+        return str(params["url"])
+    raise ValueError(f"not the connection parameters of an ebooklet remote: {params!r}")
