@@ -12,6 +12,7 @@ import pathlib
 import shutil
 import tempfile
 
+import booklet
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -58,8 +59,10 @@ class TwoClients(RuleBasedStateMachine):
         self.remote = {"a": 0}
         self.local = [dict(self.remote), dict(self.remote)]
         self.base = [dict(self.remote), dict(self.remote)]
-        self.dbs = [ebooklet.open(self.conn, self.tmp / f"c{i}.blt", "w") for i in range(2)]
+        self.paths = [self.tmp / f"c{i}.blt" for i in range(2)]
+        self.dbs = [ebooklet.open(self.conn, path, "w") for path in self.paths]
         self.checks = 0
+        self.fresh = 0
 
     def teardown(self) -> None:
         for db in self.dbs:
@@ -136,6 +139,41 @@ class TwoClients(RuleBasedStateMachine):
                 self.local[c].pop(key, None)
             else:
                 self.local[c][key] = value
+        self.base[c] = dict(self.remote)
+
+    @rule(c=CLIENTS)
+    def reopen(self, c: int) -> None:
+        self.dbs[c].close()
+        self.dbs[c] = ebooklet.open(self.conn, self.paths[c], "w")
+
+    @rule(c=CLIENTS, key=KEYS, value=VALUES)
+    def offline_booklet_write(self, c: int, key: str, value: int) -> None:
+        self.dbs[c].close()
+        with booklet.open(self.paths[c], "w") as raw:
+            raw[key] = value
+        self.local[c][key] = value
+        self.dbs[c] = ebooklet.open(self.conn, self.paths[c], "w")
+
+    @rule(c=CLIENTS, key=KEYS)
+    def offline_booklet_delete(self, c: int, key: str) -> None:
+        # Plain booklet can only delete what the file holds (fetched or written keys).
+        self.dbs[c].close()
+        with booklet.open(self.paths[c], "w") as raw:
+            if key in raw:
+                del raw[key]
+                del self.local[c][key]
+        self.dbs[c] = ebooklet.open(self.conn, self.paths[c], "w")
+
+    @precondition(lambda self: any(self.local[c] == self.base[c] for c in (0, 1)))
+    @rule(c=CLIENTS)
+    def fresh_local_path(self, c: int) -> None:
+        if self.local[c] != self.base[c]:
+            return
+        self.dbs[c].close()
+        self.fresh += 1
+        self.paths[c] = self.tmp / f"fresh{self.fresh}.blt"
+        self.dbs[c] = ebooklet.open(self.conn, self.paths[c], "w")
+        self.local[c] = dict(self.remote)
         self.base[c] = dict(self.remote)
 
     def _check_remote(self) -> None:
