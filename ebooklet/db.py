@@ -13,8 +13,8 @@ from typing import Any
 
 from .errors import ClosedError, ReadOnlyError
 from .local import LocalStore, check_serializer, serializer_name
-from .remote import Remote, RemoteConn, connect
 from .lock import DEFAULT_TTL, DEFAULT_WAIT
+from .remote import Remote, RemoteConn, connect
 from .sync import Change, Policy, ProgressCallback, PullResult, PushResult, RemoteLock, Replica, now_us
 
 __all__ = ["Changes", "EBooklet", "RemoteInfo", "open", "remote_info"]
@@ -513,7 +513,9 @@ def open(
     local = None
     try:
         if flag == "n":
-            local = LocalStore(path, create=True, new=True, value_serializer=value_serializer, timeout=timeout)
+            local = LocalStore(
+                path, create=True, new=True, value_serializer=value_serializer, timeout=timeout
+            )
             replica = Replica(local, remote, replace=True, **lock)  # type: ignore[arg-type]
         elif LocalStore.has_state(path):
             local = LocalStore(path, create=False, timeout=timeout)

@@ -152,7 +152,7 @@ class Part:
     def segment_bytes(self) -> dict[str, int]:
         """Bytes of values this part references, per segment."""
         out: dict[str, int] = {}
-        for s, n in zip(self._seg, self._len):
+        for s, n in zip(self._seg, self._len, strict=False):
             name = self._segs[s]
             out[name] = out.get(name, 0) + n
         return out

@@ -154,7 +154,9 @@ class Lease:
                 self.token = token
                 self._renewed_at = time.monotonic()
                 if info is not None and info.owner != "" and info.expires > 0:
-                    logger.warning("took over the expired lease of %s on %s", info.owner, self.remote.location)
+                    logger.warning(
+                        "took over the expired lease of %s on %s", info.owner, self.remote.location
+                    )
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from .errors import (
     ConflictError,
@@ -28,7 +28,18 @@ from .errors import (
     RemoteNotFoundError,
     SyncError,
 )
-from .format import SEGMENT_BYTES, Entry, Head, Part, bits_for, new_commit_id, part_name, part_of, segment_name, value_hash
+from .format import (
+    SEGMENT_BYTES,
+    Entry,
+    Head,
+    Part,
+    bits_for,
+    new_commit_id,
+    part_name,
+    part_of,
+    segment_name,
+    value_hash,
+)
 from .local import LocalStore, serializer_name
 from .lock import DEFAULT_TTL, DEFAULT_WAIT, Lease
 from .remote import Remote, Update
@@ -72,7 +83,7 @@ DELETED: Any = _Deleted()
 
 Resolver = Callable[[str, Any, Any, Any], Any]
 RemoteLock = Literal["push", "session", "none"]
-Policy = Union[Literal["local", "remote", "newest"], Resolver, None]
+Policy = Literal["local", "remote", "newest"] | Resolver | None
 
 ChangeKind = Literal["added", "modified", "deleted"]
 
@@ -304,7 +315,9 @@ class Replica:
 
     def _is_base(self, head: Head) -> bool:
         base = self._base
-        return base is not None and not self.replace and head.commit_id == base.commit_id and head.uuid == base.uuid
+        if base is None or self.replace:
+            return False
+        return head.commit_id == base.commit_id and head.uuid == base.uuid
 
     def _download(self, name: str) -> bytes:
         try:
@@ -363,8 +376,11 @@ class Replica:
             missing.append(name)
         if len(missing) > 1:
             with concurrent.futures.ThreadPoolExecutor(min(THREADS, len(missing))) as pool:
-                self._fresh.update(zip(missing, pool.map(self._download, missing)))
+                self._fresh.update(zip(missing, pool.map(self._download, missing), strict=False))
         return {p: self.part(head, p) for p in indexes}
+
+    def all_parts(self, head: Head) -> dict[int, Part]:
+        return self.parts(head, range(len(head.parts)))
 
     def base_entry(self, key: str) -> tuple[Entry, bool] | None:
         """The base entry of ``key``, and whether the key has been in the data file."""
@@ -397,7 +413,7 @@ class Replica:
         if base is None or self.replace:
             return
         touched = self.local.touched
-        for p, part in self.parts(base, range(len(base.parts))).items():
+        for p, part in self.all_parts(base).items():
             for row, (key, entry) in enumerate(part.items()):
                 if key not in touched and not self._present(p, row) and key not in self.local:
                     yield key, entry
@@ -547,8 +563,8 @@ class Replica:
             old, new = self.parts(base, changed), self.parts(current, changed)
             pairs = [(old[p], new[p]) for p in changed]
         else:
-            new_all = self.parts(current, range(len(current.parts)))
-            old_all = self.parts(base, range(len(base.parts))) if base is not None else {}
+            new_all = self.all_parts(current)
+            old_all = self.all_parts(base) if base is not None else {}
             pairs = [
                 (Part(kv for part in old_all.values() for kv in part.items()),
                  Part(kv for part in new_all.values() for kv in part.items()))
@@ -574,7 +590,7 @@ class Replica:
             # The first push replaces the remote: everything there that is not local goes.
             remote_keys: set[str] = set()
             if head is not None:
-                remote_keys = {k for part in self.parts(head, range(len(head.parts))).values() for k in part.keys}
+                remote_keys = {k for part in self.all_parts(head).values() for k in part.keys}
             out = [Change(k, "local", "added" if c.raw is not None else "deleted", None, c.timestamp, None)
                    for k, c in local.items() if c.raw is not None]
             out += [Change(k, "local", "deleted", None, None, None) for k in remote_keys - set(local)]
@@ -874,7 +890,7 @@ class Replica:
         bits = bits_for(head.n_keys, head.key_bytes, head.part_bits)
         if bits != head.part_bits:
             # The index outgrew its parts: split every part under the new layout.
-            everything = {p: dict(part.items()) for p, part in self.parts(head, range(len(head.parts))).items()}
+            everything = {p: dict(part.items()) for p, part in self.all_parts(head).items()}
             everything.update(merged)
             head.retired += [[n, stamp] for n in head.parts if n]
             head.part_bits = bits

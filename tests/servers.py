@@ -30,9 +30,10 @@ import sys
 import sysconfig
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import boto3
 import botocore.exceptions
@@ -257,7 +258,7 @@ def start_seaweedfs(workdir: Path) -> S3Server:
         )
     )
 
-    http_ports = dict(zip(_SEAWEEDFS_COMPONENTS, _free_port_pairs(len(_SEAWEEDFS_COMPONENTS))))
+    http_ports = dict(zip(_SEAWEEDFS_COMPONENTS, _free_port_pairs(len(_SEAWEEDFS_COMPONENTS)), strict=False))
     port_flags = {}
     for component, port in http_ports.items():
         port_flags[f"{component}.port"] = port

@@ -319,5 +319,6 @@ def test_concurrent_pushes_from_four_processes_lose_nothing_and_apply_nothing_tw
         assert out.count("pushed") == 25
     with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
         data = dict(check.items())
-    assert {k: v for k, v in data.items() if k != "log"} == {f"p{p}-{i}": i for p in range(4) for i in range(25)}
+    expected = {f"p{p}-{i}": i for p in range(4) for i in range(25)}
+    assert {k: v for k, v in data.items() if k != "log"} == expected
     assert sorted(data["log"]) == sorted((p, i) for p in range(4) for i in range(25))

@@ -37,7 +37,8 @@ def test_a_group_round_trip_add_push_open_elsewhere_open_each_member(s3_remote, 
 
 
 def test_a_group_refuses_set_and_members_that_do_not_exist(tmp_path):
-    with ebooklet.open(tmp_path / "remote" / "group", tmp_path / "g.blt", "c", remote_conn_group=True) as group:
+    group_conn = tmp_path / "remote" / "group"
+    with ebooklet.open(group_conn, tmp_path / "g.blt", "c", remote_conn_group=True) as group:
         with pytest.raises(TypeError, match="add"):
             group["x"] = {}
         with pytest.raises(TypeError, match="add"):
@@ -50,7 +51,8 @@ def test_a_group_refuses_set_and_members_that_do_not_exist(tmp_path):
 def test_a_folder_member_round_trips_through_its_entry(tmp_path):
     member = tmp_path / "remote" / "member"
     _make(member, tmp_path / "m.blt", {"k": 1}, None)
-    with ebooklet.open(tmp_path / "remote" / "group", tmp_path / "g.blt", "c", remote_conn_group=True) as group:
+    group_conn = tmp_path / "remote" / "group"
+    with ebooklet.open(group_conn, tmp_path / "g.blt", "c", remote_conn_group=True) as group:
         uuid = group.add(member)
         with ebooklet.open(group.connection(uuid), tmp_path / "m2.blt", "r") as db:
             assert db["k"] == 1

@@ -10,7 +10,7 @@ import os
 import pathlib
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from .base import Blob, PutMode, Transport, Update
 from .fs import FolderTransport
@@ -133,7 +133,7 @@ class S3Connection:
         )
 
 
-RemoteConn = Union[S3Connection, str, os.PathLike]
+RemoteConn = S3Connection | str | os.PathLike
 
 
 @dataclass

@@ -11,7 +11,7 @@ import abc
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 from ..errors import ReadOnlyError
 
@@ -25,7 +25,7 @@ class Update:
 
 #: How a put treats an existing object: ``"create"`` fails if it exists, ``"overwrite"``
 #: always writes, ``Update(etag)`` writes only over that exact version.
-PutMode = Union[Literal["create", "overwrite"], Update]
+PutMode = Literal["create", "overwrite"] | Update
 
 
 @dataclass(frozen=True)

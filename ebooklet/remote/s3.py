@@ -61,7 +61,9 @@ class S3Transport(Transport):
         what = f"{method} s3://{self.bucket}/{key}"
         self.stats.add(sent=len(body) if body else 0)
         resp = send(
-            lambda: self._session.request(method, url, headers=dict(headers or {}), body=body, preload_content=True),
+            lambda: self._session.request(
+                method, url, headers=dict(headers or {}), body=body, preload_content=True
+            ),
             what,
         )
         if resp.status != 304:
