@@ -58,3 +58,17 @@ def inject(db, before_put: Callable[[str], None]) -> FaultyTransport:
     faulty = FaultyTransport(db._remote.transport, before_put)
     db._remote.transport = faulty
     return faulty
+
+
+class UnconditionalTransport(FaultyTransport):
+    """A store that ignores If-Match / If-None-Match: every put overwrites."""
+
+    def __init__(self, inner: Transport) -> None:
+        super().__init__(inner, lambda key: None)
+        self.description = inner.description + " (ignoring conditional writes)"
+
+    def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
+        return self.inner.put(key, data, "overwrite")
+
+    def fallback_lock(self, key: str):
+        return self.inner.fallback_lock(key)

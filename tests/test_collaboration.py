@@ -322,3 +322,23 @@ def test_concurrent_pushes_from_four_processes_lose_nothing_and_apply_nothing_tw
     expected = {f"p{p}-{i}": i for p in range(4) for i in range(25)}
     assert {k: v for k, v in data.items() if k != "log"} == expected
     assert sorted(data["log"]) == sorted((p, i) for p in range(4) for i in range(25))
+
+
+def test_a_store_without_conditional_writes_falls_back_to_s3funcs_lock_and_warns_once(moto_server, tmp_path):
+    from ebooklet import lock
+
+    from .faults import UnconditionalTransport
+
+    bucket = moto_server.make_bucket()
+    conn = ebooklet.S3Connection(moto_server.access_key_id, moto_server.access_key, "dbs/fallback", bucket,
+                                 endpoint_url=moto_server.endpoint_url)
+    with ebooklet.open(conn, tmp_path / "a.blt", "c") as db:
+        db._remote.transport = UnconditionalTransport(db._remote.transport)
+        db["k"] = b"1"
+        with pytest.warns(RuntimeWarning, match="ignores conditional writes"):
+            assert db.changes().push().committed
+        db["k2"] = b"2"
+        assert db.changes().push().committed  # the probe's answer is remembered: no second warning
+        assert lock._conditional_support[db._remote.transport.description] is False
+    with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+        assert dict(check.items()) == {"k": b"1", "k2": b"2"}
