@@ -1,9 +1,11 @@
-"""The README's set-up commands stay the ones CI runs, and its examples run."""
+"""The README's set-up commands stay the ones CI runs, and the docs' examples run."""
 
 from __future__ import annotations
 
 import doctest
 import pathlib
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -14,6 +16,7 @@ def test_the_readme_test_command_is_the_one_ci_runs():
     assert f"  {ci}\n" in readme
 
 
-def test_the_readme_examples_run():
-    failures, tried = doctest.testfile(str(ROOT / "README.rst"), module_relative=False)
+@pytest.mark.parametrize("page", ["README.rst", "docs/usage.rst"])
+def test_the_examples_run(page):
+    failures, tried = doctest.testfile(str(ROOT / page), module_relative=False)
     assert tried > 5 and failures == 0
