@@ -685,7 +685,9 @@ class Replica:
             segments.update(more_segments)
             uploaded.update(more)
             commit_id = new_commit_id()
-            head, written = self._build_commit(current, to_write, uploaded, segments, commit_id, metadata)
+            head, written, expired = self._build_commit(
+                current, to_write, uploaded, segments, commit_id, metadata
+            )
             self._tracker.bytes_total += sum(len(blob) for _, blob, _ in written.values())
             self._put_many([(name, blob) for name, blob, _ in written.values()])
             if lease is not None:
@@ -715,7 +717,9 @@ class Replica:
             result.deleted = sorted(k for k, c in to_write.items() if c.raw is None)
             result.pulled = sorted(dropped)
             self._adopt(head, new_etag, written, dropped)
-            self._collect(head)
+            if expired:
+                # Retired over RETIRE_AFTER_S ago and now out of the head: no reader needs them.
+                self._delete_quietly(expired)
             return result
         raise PushConflictError(
             f"{self.remote.location} kept changing while pushing ({PUSH_ATTEMPTS} attempts); "
@@ -836,8 +840,9 @@ class Replica:
         segments: dict[str, int],
         commit_id: str,
         metadata: tuple[Any, int] | None,
-    ) -> tuple[Head, dict[int, tuple[str, bytes, Part]]]:
-        """The new head and the index parts it needs, on top of ``current``."""
+    ) -> tuple[Head, dict[int, tuple[str, bytes, Part]], list[str]]:
+        """The new head, the index parts it needs on top of ``current``, and the retired
+        objects old enough to delete once it is committed."""
         stamp = now_us()
         fresh = current is None or self.replace
         if fresh:
@@ -912,20 +917,23 @@ class Replica:
             head.parts[p] = name
         # Objects retired long ago leave the list now and are deleted after the commit.
         cutoff = stamp - int(RETIRE_AFTER_S * 1e6)
-        self._expired = [r[0] for r in head.retired if r[1] <= cutoff]
+        expired = [r[0] for r in head.retired if r[1] <= cutoff]
         head.retired = [r for r in head.retired if r[1] > cutoff]
-        return head, written
+        return head, written, expired
 
-    def _collect(self, head: Head) -> None:
-        """Delete the objects the commit of ``head`` dropped from its retired list."""
-        if self._expired:
-            self._delete_quietly(self._expired)
-            self._expired = []
 
     def _adopt(
-        self, head: Head, etag: str, written: dict[int, tuple[str, bytes, Part]], dropped: set[str]
+        self,
+        head: Head,
+        etag: str,
+        written: dict[int, tuple[str, bytes, Part]],
+        dropped: set[str],
+        still_pending: set[str] = frozenset(),  # type: ignore[assignment]
     ) -> None:
-        """Make ``head`` the base: drop stale cached values, keep its parts and presence bits."""
+        """Make ``head`` the base: drop stale cached values, keep its parts and presence bits.
+
+        ``still_pending`` are the touched keys that remain local changes against ``head``.
+        """
         local = self.local
         for key in dropped:
             local.drop(key)
@@ -945,19 +953,16 @@ class Replica:
             if blob is None:
                 local.forget_part(p)
             else:
-                renewed[p] = (new_name, blob, self._parts.get(new_name) or Part.decode(blob, new_name))  # type: ignore[arg-type,index]
+                part = self._parts.get(new_name) or Part.decode(blob, new_name)  # type: ignore[arg-type]
+                renewed[p] = (new_name, blob, part)  # type: ignore[assignment]
         n_keys = sum(len(part) for _, _, part in renewed.values())
         present = set(local.keys()) if n_keys * SCAN_FRACTION > len(local) else None
         for p, (name, blob, part) in renewed.items():
             local.store_part(p, name, blob, part.keys, present)
             self._parts[name] = part
         self._fresh.clear()
-        local.clear_touched(set(local.touched) - self._kept)
-        self._kept = set()
+        local.clear_touched(set(local.touched) - still_pending)
         local.sync()
-
-    _kept: set[str] = set()
-    _expired: list[str] = []
 
     # -- whole-database operations -------------------------------------------------------
 
@@ -1092,9 +1097,10 @@ class Replica:
             for key in sorted(dropped):
                 (result.updated if remote[key] is not None else result.deleted).append(key)
             # Local changes survive a pull; identical ones are now part of the base.
-            self._kept = set(self.local.touched) - dropped - {k for k in kept if k not in conflicts}
+            # Local changes survive a pull, except those now identical to the remote.
+            pending = set(self.local.touched) - dropped - {k for k in kept if k not in conflicts}
             if not self.replace:
-                self._adopt(head, etag or "", {}, dropped)
+                self._adopt(head, etag or "", {}, dropped, pending)
         result.commit = head.commit if head is not None else None
         result.requests = self.remote.transport.stats.requests - start
         return result
