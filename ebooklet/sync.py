@@ -319,14 +319,17 @@ class Replica:
             return False
         return head.commit_id == base.commit_id and head.uuid == base.uuid
 
+    def _gone(self, name: str) -> RemoteNotFoundError:
+        return RemoteNotFoundError(
+            f"{name} is gone from {self.remote.location}: the remote has moved on since the "
+            "last sync and removed old objects. Pull, then read again."
+        )
+
     def _download(self, name: str) -> bytes:
         try:
             blob = self.remote.transport.get(self.remote.prefix + name)
         except RemoteNotFoundError:
-            raise RemoteNotFoundError(
-                f"{name} is gone from {self.remote.location}: the remote has moved on since the "
-                "last sync and removed old objects. Pull, then read again."
-            ) from None
+            raise self._gone(name) from None
         assert blob is not None
         return blob.data
 
@@ -466,7 +469,10 @@ class Replica:
 
         def get(req: tuple[str, int, int, list[tuple[int, int, str]]]) -> list[tuple[str, bytes]]:
             segment, start, length, group = req
-            data = self.remote.transport.get_range(self.remote.prefix + segment, start, length)
+            try:
+                data = self.remote.transport.get_range(self.remote.prefix + segment, start, length)
+            except RemoteNotFoundError:
+                raise self._gone(segment) from None
             out = []
             for offset, n, key in group:
                 raw = data[offset - start : offset - start + n]

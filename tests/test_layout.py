@@ -1,0 +1,82 @@
+"""The remote layout under growth and churn: index splits, many segments, garbage."""
+
+from __future__ import annotations
+
+import pytest
+
+import ebooklet
+from ebooklet import format as fmt
+from ebooklet import sync
+from ebooklet.remote import connect
+
+
+def _objects(conn) -> set[str]:
+    remote = connect(conn)
+    return {k[len(remote.prefix):] for k in remote.transport.list(remote.prefix)}
+
+
+def test_an_index_that_outgrows_its_parts_is_split_and_clients_follow(remote, tmp_path, monkeypatch):
+    monkeypatch.setattr(fmt, "PART_SPLIT_BYTES", 4096)
+    monkeypatch.setattr(fmt, "PART_TARGET_BYTES", 2048)
+    conn = remote.conn()
+    with ebooklet.open(conn, tmp_path / "a.blt", "c", value_serializer="pickle") as db:
+        db.update({f"k{i:04d}": i for i in range(20)})
+        db.changes().push()
+    with ebooklet.open(conn, tmp_path / "old-base.blt", "r") as reader:
+        assert reader["k0003"] == 3  # synced while the index is one part
+    assert ebooklet.remote_info(conn).n_index_parts == 1
+    with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
+        db.update({f"k{i:04d}": i for i in range(20, 1000)})
+        del db["k0007"]
+        db.changes().push()
+    info = ebooklet.remote_info(conn)
+    assert info.n_index_parts > 8 and info.n_keys == 999
+    expected = {f"k{i:04d}": i for i in range(1000) if i != 7}
+    with ebooklet.open(conn, tmp_path / "fresh.blt", "r") as fresh:
+        assert dict(fresh.items()) == expected
+    with ebooklet.open(conn, tmp_path / "old-base.blt", "r") as reader:
+        result = reader.changes().pull()
+        assert result.deleted == ["k0007"] and len(result.updated) == 980
+        assert dict(reader.items()) == expected
+
+
+def test_a_push_larger_than_a_segment_spreads_over_several(tmp_path, monkeypatch):
+    monkeypatch.setattr(sync, "SEGMENT_BYTES", 10_000)
+    conn = tmp_path / "remote" / "db"
+    data = {f"k{i}": bytes([i % 256]) * 3000 for i in range(20)}
+    with ebooklet.open(conn, tmp_path / "a.blt", "c") as db:
+        db.update(data)
+        db.changes().push()
+    assert sum(name.startswith("seg/") for name in _objects(conn)) >= 6
+    with ebooklet.open(conn, tmp_path / "b.blt", "r") as db:
+        assert dict(db.items()) == data
+
+
+def test_replaced_objects_are_kept_for_readers_then_deleted_once_retired_long_enough(tmp_path, monkeypatch):
+    conn = tmp_path / "remote" / "db"
+    with ebooklet.open(conn, tmp_path / "a.blt", "c") as db:
+        db.update({"a": b"1", "b": b"2"})
+        db.changes().push()
+    first = _objects(conn)
+    with ebooklet.open(conn, tmp_path / "reader.blt", "r") as reader:
+        reader.load_items([])  # a reader that holds the first head
+    with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
+        db.update({"a": b"10", "b": b"20"})
+        db.changes().push()
+    # Within the grace period everything the first head referenced is still there.
+    assert first <= _objects(conn)
+    with ebooklet.open(conn, tmp_path / "reader.blt", "r") as reader:
+        assert reader["a"] == b"1"
+    monkeypatch.setattr(sync, "RETIRE_AFTER_S", 0.0)
+    with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
+        db["c"] = b"3"
+        db.changes().push()
+    remaining = _objects(conn)
+    assert not (first - {"lease"}) & remaining, "the first head's objects are gone"
+    head = connect(conn).transport.get(connect(conn).db_key).data
+    assert b'"retired":[' in head
+    with ebooklet.open(conn, tmp_path / "reader.blt", "r") as reader:
+        with pytest.raises(ebooklet.RemoteNotFoundError, match="Pull, then read again"):
+            reader["b"]
+        reader.changes().pull()
+        assert dict(reader.items()) == {"a": b"10", "b": b"20", "c": b"3"}
