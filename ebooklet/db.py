@@ -72,7 +72,7 @@ class EBooklet(MutableMapping):
 
     @staticmethod
     def _check_key(key: Any) -> None:
-        if type(key) is not str and not isinstance(key, str):
+        if not isinstance(key, str):
             raise TypeError(f"ebooklet keys must be str, not {type(key).__name__} ({key!r})")
 
     @property
