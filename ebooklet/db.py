@@ -599,9 +599,10 @@ def _first_open(
     probe = Replica.probe(remote)
     head, etag = probe
     if head is None and flag in ("r", "w") and not path.exists():
+        advice = "; use flag='c' to create it" if remote.writable else "; check the URL"
         raise FileNotFoundError(
             f"flag={flag!r} opens an existing database, but neither the local file {path} nor "
-            f"the remote {remote.location} exists; use flag='c' to create it"
+            f"the remote {remote.location} exists{advice}"
         )
     if head is not None:
         remote_name = head.value_serializer

@@ -267,11 +267,13 @@ class Replica:
         state = self.local.state
         known = state.get("remote_uuid")
         if head is not None and known not in (None, head.uuid) and not self.replace:
+            advice = " Open a new local path for it"
+            if self.remote.writable:
+                advice += ", or open this file with flag='n' to replace the remote with it"
             raise SyncError(
                 f"{self.remote.location} now holds another database (uuid {head.uuid}) than the "
                 f"one {self.local.path} was synced with (uuid {known}): it was deleted and "
-                "created again. Open a new local path for it, or open this file with flag='n' "
-                "to replace the remote with it."
+                f"created again.{advice}."
             )
         old = self._base
         if head is None or old is None or old.uuid != head.uuid or old.part_bits != head.part_bits:
@@ -321,8 +323,8 @@ class Replica:
 
     def _gone(self, name: str) -> RemoteNotFoundError:
         return RemoteNotFoundError(
-            f"{name} is gone from {self.remote.location}: the remote has moved on since the "
-            "last sync and removed old objects. Pull, then read again."
+            f"{name} is gone from {self.remote.location}: the remote has moved on and removed "
+            "old objects. Pull, then try again."
         )
 
     def _download(self, name: str) -> bytes:
@@ -1078,9 +1080,11 @@ class Replica:
         base = self._base
         if head is None:
             if base is not None and not self.replace:
+                advice = "; the local file keeps what it had fetched"
+                if self.remote.writable:
+                    advice = "; open this file with flag='n' to push it as a new database"
                 raise RemoteNotFoundError(
-                    f"the remote database {self.remote.location} no longer exists; open this "
-                    "file with flag='n' to push it as a new database"
+                    f"the remote database {self.remote.location} no longer exists{advice}"
                 )
         elif base is None or self.replace or head.commit_id != base.commit_id:
             remote = {} if self.replace else self.remote_changes(base, head)

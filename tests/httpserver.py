@@ -32,8 +32,12 @@ import struct
 import threading
 import urllib.parse
 from dataclasses import dataclass
+from typing import Any
 
 FAULTS = ("403", "404", "500", "truncate", "drop")
+#: How often serve_forever looks for a shutdown request: stop() returns within this time
+#: (the stdlib default of 0.5 s would make every test that stops a server that much slower).
+POLL_INTERVAL = 0.01
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -72,16 +76,22 @@ class FileServer:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> FileServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="FileServer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(POLL_INTERVAL,), name="FileServer", daemon=True
+        )
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the listening socket. Safe to call more than once."""
+        """Stop serving, end open (keep-alive) connections, close the listening socket.
+
+        Safe to call more than once.
+        """
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join()
             self._thread = None
+        self._httpd.close_connections()
         self._httpd.server_close()
 
     def __enter__(self) -> FileServer:
@@ -151,6 +161,31 @@ class _Server(http.server.ThreadingHTTPServer):
     # Keep-alive connections a client never closes must not hold up stop().
     block_on_close = False
     owner: FileServer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End every open connection: a stopped server must not answer on kept-alive ones."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -76,7 +76,7 @@ def test_replaced_objects_are_kept_for_readers_then_deleted_once_retired_long_en
     head = connect(conn).transport.get(connect(conn).db_key).data
     assert b'"retired":[' in head
     with ebooklet.open(conn, tmp_path / "reader.blt", "r") as reader:
-        with pytest.raises(ebooklet.RemoteNotFoundError, match="Pull, then read again"):
+        with pytest.raises(ebooklet.RemoteNotFoundError, match="Pull, then try again"):
             reader["b"]
         reader.changes().pull()
         assert dict(reader.items()) == {"a": b"10", "b": b"20", "c": b"3"}

@@ -46,6 +46,15 @@ def send(request: Callable[[], urllib3.BaseHTTPResponse], what: str) -> urllib3.
     try:
         return request()
     except urllib3.exceptions.HTTPError as exc:
+        # The body is preloaded inside the request, so a body cut short surfaces here (as the
+        # reason of MaxRetryError once urllib3's retries are spent), not in read_body().
+        reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+        if isinstance(reason, urllib3.exceptions.ProtocolError):
+            raise RemoteUnavailableError(
+                f"{what}: the server dropped the connection before its answer was complete "
+                f"({reason.args[0] if reason.args else reason}), after retries. Try again; "
+                "nothing was changed."
+            ) from exc
         raise RemoteUnavailableError(
             f"{what}: the connection failed ({exc.__class__.__name__}: {exc}). "
             "Check that the server is reachable, then try again; nothing was changed."
@@ -71,6 +80,8 @@ def check_status(resp: urllib3.BaseHTTPResponse, what: str, key: str) -> None:
     if status == 416:
         raise RemoteFormatError(f"{what}: {key!r} is shorter than its index says (HTTP 416)")
     if status >= 500 or status == 429:
+        if detail == f" (HTTP {status})":
+            detail = ""  # the status is in the message already
         raise RemoteUnavailableError(
             f"{what}: the server answered HTTP {status}{detail} after retries. Try again later; "
             "nothing was changed."
