@@ -152,13 +152,12 @@ def open_database(remote: RemoteArg, local: pathlib.Path, flag: str) -> EBooklet
     """:func:`ebooklet.open`, with bad input turned into :class:`CliError`."""
     try:
         return open_db(remote.conn, local, flag)
+    except RemoteNotFoundError:
+        if not local.exists():  # neither side has a database
+            raise _no_database(remote) from None
+        raise
     except EbookletError:
         raise
-    except FileNotFoundError as exc:
-        # ebooklet.open raises it (without an errno) when neither side has a database.
-        if exc.errno is None and not local.exists():
-            raise _no_database(remote) from None
-        raise _bad_input(exc) from None
     except (ValueError, TypeError, OSError) as exc:
         raise _bad_input(exc) from None
 

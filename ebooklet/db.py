@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import ClosedError, ReadOnlyError
+from .errors import ClosedError, ReadOnlyError, RemoteNotFoundError
 from .local import LocalStore, check_serializer, serializer_name
 from .lock import DEFAULT_TTL, DEFAULT_WAIT
 from .remote import Remote, RemoteConn, connect
@@ -600,7 +600,7 @@ def _first_open(
     head, etag = probe
     if head is None and flag in ("r", "w") and not path.exists():
         advice = "; use flag='c' to create it" if remote.writable else "; check the URL"
-        raise FileNotFoundError(
+        raise RemoteNotFoundError(
             f"flag={flag!r} opens an existing database, but neither the local file {path} nor "
             f"the remote {remote.location} exists{advice}"
         )

@@ -267,14 +267,7 @@ class Replica:
         state = self.local.state
         known = state.get("remote_uuid")
         if head is not None and known not in (None, head.uuid) and not self.replace:
-            advice = " Open a new local path for it"
-            if self.remote.writable:
-                advice += ", or open this file with flag='n' to replace the remote with it"
-            raise SyncError(
-                f"{self.remote.location} now holds another database (uuid {head.uuid}) than the "
-                f"one {self.local.path} was synced with (uuid {known}): it was deleted and "
-                f"created again.{advice}."
-            )
+            self._refuse_other_database(head)
         old = self._base
         if head is None or old is None or old.uuid != head.uuid or old.part_bits != head.part_bits:
             self.local.forget_parts()
@@ -309,9 +302,28 @@ class Replica:
         return Head.decode(blob.data, where=self.remote.location), blob.etag
 
     def current(self) -> tuple[Head | None, str | None]:
-        """The current remote head, asked for conditionally on the base."""
-        etag = self.local.state.get("etag") if self._base is not None else None
-        return self.fetch_head(if_none_match=etag)
+        """The current remote head, asked for conditionally on the base.
+
+        Refuses a head of another database than the base's: the local file was synced with
+        a different remote (or the database was deleted and created again).
+        """
+        base = self._base
+        etag = self.local.state.get("etag") if base is not None else None
+        head, etag = self.fetch_head(if_none_match=etag)
+        if head is not None and base is not None and head.uuid != base.uuid and not self.replace:
+            self._refuse_other_database(head)
+        return head, etag
+
+    def _refuse_other_database(self, head: Head) -> None:
+        advice = " Open a new local path for it"
+        if self.remote.writable:
+            advice += ", or open this file with flag='n' to replace that database with it"
+        synced = self.local.state.get("location", "another remote")
+        raise SyncError(
+            f"{self.remote.location} holds another database (uuid {head.uuid}) than the one "
+            f"{self.local.path} was synced with ({synced}, uuid {self.local.state.get('remote_uuid')})."
+            f"{advice}."
+        )
 
     # -- index parts -----------------------------------------------------------------------
 
@@ -738,8 +750,9 @@ class Replica:
         base = self._base
         if current is None and base is not None and not self.replace:
             raise SyncError(
-                f"the remote database {self.remote.location} was deleted since the last sync; "
-                "open this file with flag='n' to create it again from the local data"
+                f"there is no database at {self.remote.location}: it was deleted since the last "
+                f"sync, or this file was synced with another remote ({self.local.state.get('location')})."
+                " Open this file with flag='n' to create it there from the local data."
             )
         mine = serializer_name(self.local.value_serializer)
         if current is not None and not self.replace and current.value_serializer != mine:

@@ -342,3 +342,21 @@ def test_a_store_without_conditional_writes_falls_back_to_s3funcs_lock_and_warns
         assert lock._conditional_support[db._remote.transport.description] is False
     with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
         assert dict(check.items()) == {"k": b"1", "k2": b"2"}
+
+
+def test_a_local_file_refuses_to_sync_with_another_database(tmp_path):
+    one, other = tmp_path / "remote" / "one", tmp_path / "remote" / "other"
+    with ebooklet.open(one, tmp_path / "a.blt", "c") as db:
+        db["k"] = b"1"
+        db.changes().push()
+    with ebooklet.open(other, tmp_path / "b.blt", "c") as db:
+        db["theirs"] = b"2"
+        db.changes().push()
+    with ebooklet.open(other, tmp_path / "a.blt", "w") as db:
+        db["k"] = b"changed"
+        for action in (lambda: db.changes().push(), lambda: db.changes().pull(),
+                       lambda: list(db.changes().iter_changes())):
+            with pytest.raises(ebooklet.SyncError, match="holds another database"):
+                action()
+    with ebooklet.open(other, tmp_path / "check.blt", "r") as check:
+        assert dict(check.items()) == {"theirs": b"2"}
