@@ -518,7 +518,7 @@ def open(
             )
             replica = Replica(local, remote, replace=True, **lock)  # type: ignore[arg-type]
         elif LocalStore.has_state(path):
-            local = LocalStore(path, create=False, timeout=timeout)
+            local = LocalStore(path, create=False, timeout=timeout, read_only=flag == "r")
             replica = Replica(local, remote, **lock)  # type: ignore[arg-type]
         else:
             local, replica = _first_open(remote, path, flag, value_serializer, timeout, lock)

@@ -96,6 +96,9 @@ class LocalStore:
         Used only when the data file is created.
     timeout : float or None
         Seconds to wait for another process to release the file.
+    read_only : bool
+        Open the data file for reading (memory-mapped, shared with other readers) and switch
+        to writing only when something must be written, such as a fetched value to cache.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class LocalStore:
         new: bool = False,
         value_serializer: Any = None,
         timeout: float | None = None,
+        read_only: bool = False,
     ) -> None:
         self.path = pathlib.Path(path).absolute()
         self.state_dir = self.path.with_name(self.path.name + ".ebooklet")
@@ -118,7 +122,13 @@ class LocalStore:
         if new and self.state_dir.exists():
             shutil.rmtree(self.state_dir)
         self.created = new or not exists
-        self._db = self._open_booklet("n" if self.created else "w", value_serializer, timeout)
+        if self.created:
+            flag = "n"
+        elif read_only and not self._peek_state().get("unsynced"):
+            flag = "r"
+        else:
+            flag = "w"  # a session that ended without syncing may have left repairs to make
+        self._db = self._open_booklet(flag, value_serializer, timeout)
         if self._db._key_serializer is not booklet.serializers.Str:
             self._db.close()
             raise LocalFileError(
@@ -138,6 +148,26 @@ class LocalStore:
             self._check_after_crash(timeout)
         if self.recovered_from_crash or self.fingerprint() != self.state.get("fingerprint"):
             self.external_edits = True
+        self._saved_state = json.dumps(self.state)
+
+    def _peek_state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self._state_path.read_bytes())
+        except (OSError, ValueError):
+            return {}
+
+    def _need_write(self) -> None:
+        """Switch a read-only data file to writing (waits for other readers to close it)."""
+        if self._db.writable:
+            return
+        try:
+            self._db.reopen("w")
+        except booklet.LockTimeoutError as exc:
+            self._db.reopen("r")  # keep reading what we have
+            raise LocalFileBusyError(
+                f"{self.path} must be written (to cache a value or record sync state) but other "
+                "processes have it open; close them, or open with a longer timeout"
+            ) from exc
 
     @staticmethod
     def has_state(path: str | os.PathLike[str]) -> bool:
@@ -231,7 +261,10 @@ class LocalStore:
         return state
 
     def save_state(self) -> None:
-        _write_atomic(self._state_path, json.dumps(self.state).encode())
+        self._need_write()
+        text = json.dumps(self.state)
+        _write_atomic(self._state_path, text.encode())
+        self._saved_state = text
 
     @property
     def external_edits(self) -> bool:
@@ -274,6 +307,7 @@ class LocalStore:
 
     def touch(self, key: str, deleted_at: int | None = None) -> None:
         """Record that ``key`` was written (or deleted at ``deleted_at``) through ebooklet."""
+        self._need_write()
         if not self._unsynced:
             self._mark_unsynced()
         self.touched[key] = deleted_at
@@ -281,6 +315,7 @@ class LocalStore:
 
     def clear_touched(self, keys: set[str] | None = None) -> None:
         """Forget touched keys (all, or those given) once they are pushed or discarded."""
+        self._need_write()
         if keys is None:
             self.touched.clear()
         else:
@@ -318,6 +353,7 @@ class LocalStore:
         been seen locally, so if it disappears later it was deleted, not left unfetched.
         ``present``, the set of keys in the data file, saves a lookup per key when given.
         """
+        self._need_write()
         _write_atomic(self._parts_dir / str(part), blob)
         bits = bytearray((len(keys) + 7) // 8)
         contains = present.__contains__ if present is not None else self._db.__contains__
@@ -356,6 +392,7 @@ class LocalStore:
 
     def mark_present(self, part: int, row: int, present: bool = True) -> None:
         """Set (or clear) the presence bit of the ``row``-th key of base part ``part``."""
+        self._need_write()
         bits = self.bits(part)
         byte = row >> 3
         if byte >= len(bits):
@@ -429,12 +466,14 @@ class LocalStore:
 
     def put_raw(self, key: str, raw: bytes, timestamp: int) -> None:
         """Store a value that came from the remote (not a user change)."""
+        self._need_write()
         if not self._unsynced:
             self._mark_unsynced()
         self._db.set(key, raw, timestamp=timestamp, encode_value=False)
 
     def drop(self, key: str) -> None:
         """Remove a cached copy (not a user change)."""
+        self._need_write()
         if not self._unsynced:
             self._mark_unsynced()
         try:
@@ -446,11 +485,13 @@ class LocalStore:
         return self._db.get_metadata(include_timestamp=True)
 
     def set_metadata(self, data: Any, timestamp: int | None = None) -> None:
+        self._need_write()
         if not self._unsynced:
             self._mark_unsynced()
         self._db.set_metadata(data, timestamp)
 
     def prune(self) -> int:
+        self._need_write()
         if not self._unsynced:
             self._mark_unsynced()
         return self._db.prune()
@@ -459,6 +500,11 @@ class LocalStore:
 
     def sync(self) -> None:
         """Make every change so far durable, and record the state that goes with it."""
+        if not self._db.writable:
+            clean = not (self._log_buffer or self._dirty_bits or self._unsynced)
+            if clean and json.dumps(self.state) == self._saved_state:
+                return  # a reader that changed nothing writes nothing
+            self._need_write()
         self._db.sync()
         _fsync_path(self.path)
         if self._log_buffer:

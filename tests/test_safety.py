@@ -244,3 +244,23 @@ def test_a_local_file_with_a_destroyed_header_is_refused_with_recovery_advice(tm
     os.replace(local, tmp_path / "aside.blt")
     with ebooklet.open(remote, local, "w") as db:
         assert db["k"] == b"v"
+
+
+def test_readers_share_a_local_copy_and_a_fetch_waits_for_the_others(tmp_path):
+    remote = tmp_path / "remote" / "db"
+    with ebooklet.open(remote, tmp_path / "w.blt", "c", value_serializer="str") as db:
+        db.update({"cached": "c", "lazy": "l"})
+        db.changes().push()
+    with ebooklet.open(remote, tmp_path / "copy.blt", "r") as db:
+        assert db["cached"] == "c"
+    one = ebooklet.open(remote, tmp_path / "copy.blt", "r", timeout=0.2)
+    two = ebooklet.open(remote, tmp_path / "copy.blt", "r", timeout=0.2)
+    try:
+        assert one["cached"] == two["cached"] == "c"
+        with pytest.raises(ebooklet.LocalFileBusyError, match="other processes have it open"):
+            one["lazy"]  # caching it needs the file to itself
+        two.close()
+        assert one["lazy"] == "l"
+    finally:
+        one.close()
+        two.close()
