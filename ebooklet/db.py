@@ -629,7 +629,8 @@ def _first_open(
             )
         replica = Replica(local, remote, **lock)
         replica.set_base(head, etag)
-        local.external_edits = local.external_edits or len(local) > 0
+        if len(local) > 0:
+            local.external_edits = True  # an existing booklet file: compare all of it once
         local.sync()
     except BaseException:
         local.abandon()

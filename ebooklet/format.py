@@ -111,17 +111,20 @@ class Part:
 
     __slots__ = ("keys", "_rows", "_ts", "_hash", "_seg", "_segs", "_off", "_len")
 
-    def __init__(self, entries: Iterable[tuple[str, Entry]] = ()) -> None:
-        items = sorted(entries)
-        self.keys: list[str] = [k for k, _ in items]
-        self._segs: list[str] = sorted({e.segment for _, e in items})
+    def __init__(self, entries: Iterable[tuple[str, Entry]] | dict[str, Entry] = ()) -> None:
+        entries = entries if isinstance(entries, dict) else dict(entries)
+        self.keys: list[str] = sorted(entries)
+        # Column by column, transposed in C: this runs for every key of every push.
+        columns = list(zip(*map(entries.__getitem__, self.keys), strict=True)) or [()] * 5
+        ts, hashes, segs, offs, lens = columns
+        self._segs: list[str] = sorted(set(segs))
         seg_index = {name: i for i, name in enumerate(self._segs)}
-        self._ts = array("q", [e.timestamp for _, e in items])
-        self._hash = b"".join(e.hash for _, e in items)
-        self._seg = array("I", [seg_index[e.segment] for _, e in items])
-        self._off = array("Q", [e.offset for _, e in items])
-        self._len = array("I", [e.length for _, e in items])
-        self._rows = {k: i for i, k in enumerate(self.keys)}
+        self._ts = array("q", ts)
+        self._hash = b"".join(hashes)
+        self._seg = array("I", map(seg_index.__getitem__, segs))
+        self._off = array("Q", offs)
+        self._len = array("I", lens)
+        self._rows = dict(zip(self.keys, range(len(self.keys)), strict=True))
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -146,7 +146,9 @@ class LocalStore:
         self.recovered_from_crash = False
         if self.state.get("unsynced"):
             self._check_after_crash(timeout)
-        if self.recovered_from_crash or self.fingerprint() != self.state.get("fingerprint"):
+        if not self.created and (
+            self.recovered_from_crash or self.fingerprint() != self.state.get("fingerprint")
+        ):
             self.external_edits = True
         self._saved_state = json.dumps(self.state)
 
@@ -354,7 +356,11 @@ class LocalStore:
         ``present``, the set of keys in the data file, saves a lookup per key when given.
         """
         self._need_write()
-        _write_atomic(self._parts_dir / str(part), blob)
+        # A cache of a remote object: no fsync (a torn copy fails its checksum and is
+        # downloaded again).
+        tmp = self._parts_dir / f"{part}.tmp"
+        tmp.write_bytes(blob)
+        os.replace(tmp, self._parts_dir / str(part))
         bits = bytearray((len(keys) + 7) // 8)
         contains = present.__contains__ if present is not None else self._db.__contains__
         for row, key in enumerate(keys):

@@ -10,13 +10,15 @@ parts (a rebase), and commits by replacing the head with a conditional write.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import gc
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .errors import (
     ConflictError,
@@ -25,6 +27,7 @@ from .errors import (
     PreconditionFailed,
     PushConflictError,
     ReadOnlyError,
+    RemoteFormatError,
     RemoteNotFoundError,
     SyncError,
 )
@@ -90,6 +93,22 @@ ChangeKind = Literal["added", "modified", "deleted"]
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building per-key structures in bulk.
+
+    Bulk work allocates an object or more per key; without the pause the collector runs
+    hundreds of times over them for nothing (they hold no cycles).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @dataclass(frozen=True)
@@ -204,8 +223,7 @@ class PullResult:
         return f"{len(self.updated)} key(s) updated, {len(self.deleted)} deleted from the remote"
 
 
-@dataclass
-class _LocalChange:
+class _LocalChange(NamedTuple):
     raw: bytes | None  # None for a delete
     timestamp: int | None
     hash: bytes | None
@@ -241,6 +259,8 @@ class Replica:
         # Parts of non-base heads downloaded during this operation, kept until the head
         # they belong to becomes the base (so presence bits can be stored with them).
         self._fresh: dict[str, bytes] = {}
+        # The keys of the data file as of the last full scan in this operation, if any.
+        self._scanned: set[str] | None = None
         self._base: Head | None = None
         if replace:
             local.state["replace"] = True
@@ -362,13 +382,20 @@ class Replica:
         blob = None
         if part is None:
             blob = self.local.part_blob(p, name) if stored else None
+            if blob is not None:
+                try:
+                    part = Part.decode(blob, name)
+                except (IntegrityError, RemoteFormatError):
+                    # The local copy was torn (e.g. by a crash): fetch it again.
+                    blob, stored = None, False
             if blob is None:
                 blob = self._fresh.get(name)
             if blob is None:
                 blob = self._download(name)
                 if not is_base:
                     self._fresh[name] = blob
-            part = Part.decode(blob, name)
+            if part is None:
+                part = Part.decode(blob, name)
             self._parts[name] = part
             if len(self._parts) > PART_CACHE:
                 self._parts.popitem(last=False)
@@ -520,22 +547,39 @@ class Replica:
         # ended without syncing): every key is a candidate. A linear scan reads the whole file
         # faster than a lookup per key once many keys are candidates.
         scan = external or len(local.touched) * SCAN_FRACTION > len(local)
-        found: dict[str, tuple[int, bytes]] = {}
+        changes: dict[str, _LocalChange] = {}
+        self._scanned = None
         if scan:
-            wanted = None if external else local.touched
+            # One pass: read, compare with the base, hash what may have changed.
+            parts = self.all_parts(base) if base is not None else {}
+            bits = base.part_bits if base is not None else 0
+            touched = local.touched
+            wanted = None if external else touched
+            scanned = []
             for key, ts, raw in local.raw_items():
-                if wanted is None or key in wanted:
-                    found[key] = (ts, raw)
-        candidates = set(local.touched) | set(found)
+                scanned.append(key)
+                if wanted is not None and key not in wanted:
+                    continue
+                entry = parts[part_of(key, bits)].get(key) if parts else None
+                if entry is not None and ts == entry.timestamp and key not in touched:
+                    continue
+                h = value_hash(raw)
+                if entry is None or h != entry.hash:
+                    changes[key] = _LocalChange(raw, ts, h)
+            # Every key in the data file: a push reuses it for the presence bits.
+            self._scanned = set(scanned)
+            rest = [key for key in touched if key not in self._scanned]
+        else:
+            rest = list(local.touched)
+        # Touched keys the scan did not see (deleted ones), or all of them without a scan.
         by_part: dict[int, list[str]] = {}
-        for key in candidates:
+        for key in rest:
             by_part.setdefault(part_of(key, base.part_bits) if base else 0, []).append(key)
         parts = self.parts(base, by_part) if base else {}
-        changes: dict[str, _LocalChange] = {}
         for p, keys in by_part.items():
             part = parts.get(p, _EMPTY)
             for key in keys:
-                got = found.get(key) if scan else local.get_raw(key)
+                got = None if scan else local.get_raw(key)
                 change = self._compare(key, got, part.get(key))
                 if change is not None:
                     changes[key] = change
@@ -545,7 +589,7 @@ class Replica:
                 if not any(local.bits(p)):
                     continue
                 for row, key in enumerate(self.part(base, p).keys):
-                    if self._present(p, row) and key not in found and key not in local.touched:
+                    if self._present(p, row) and key not in self._scanned and key not in local.touched:
                         changes[key] = _LocalChange(None, None, None)
         if external:
             # Record what the scan found, so the next sync needs no scan to know it.
@@ -653,11 +697,12 @@ class Replica:
         start = stats.snapshot()
         # Whatever happens to this push, the local changes it carries are durable first.
         self.local.sync()
-        if self.remote_lock == "push" and self.remote.writable and self._has_changes():
-            with Lease(self.remote, *self._lease_args) as lease:
-                result = self._push(policy, lease)
-        else:
-            result = self._push(policy, self._session_lease)
+        with _gc_paused():
+            if self.remote_lock == "push" and self.remote.writable and self._has_changes():
+                with Lease(self.remote, *self._lease_args) as lease:
+                    result = self._push(policy, lease)
+            else:
+                result = self._push(policy, self._session_lease)
         result.requests = stats.requests - start[0]
         result.bytes_sent = stats.bytes_sent - start[1]
         return result
@@ -883,48 +928,63 @@ class Replica:
         if metadata is not None and (head.metadata_timestamp or 0) < metadata[1]:
             head.metadata, head.metadata_timestamp = metadata
 
-        groups: dict[int, dict[str, _LocalChange]] = {}
-        for key, change in to_write.items():
-            groups.setdefault(part_of(key, head.part_bits), {})[key] = change
-        before = self.parts(head, groups) if not fresh else {p: _EMPTY for p in groups}
+        # Choose the index layout first (an upper bound on the growth), so that a push that
+        # splits the index groups its keys once.
+        adds = [k for k, c in to_write.items() if c.raw is not None]
+        bits = bits_for(
+            head.n_keys + len(adds), head.key_bytes + sum(len(k.encode()) for k in adds), head.part_bits
+        )
+        split = bits != head.part_bits
+        if split:
+            before = {0: Part(kv for part in self.all_parts(head).values() for kv in part.items())}
+            head.retired += [[n, stamp] for n in head.parts if n]
+            head.part_bits, head.parts = bits, [None] * (2**bits)
+            groups = {0: to_write}
+        elif bits == 0:
+            groups = {0: to_write}
+            before = self.parts(head, groups) if not fresh else {0: _EMPTY}
+        else:
+            groups = {}
+            for key, change in to_write.items():
+                groups.setdefault(part_of(key, bits), {})[key] = change
+            before = self.parts(head, groups) if not fresh else {p: _EMPTY for p in groups}
         merged: dict[int, dict[str, Entry]] = {}
+        removed: list[tuple[str, Entry]] = []
+        added: list[tuple[str, Entry]] = []
         for p, writes in groups.items():
-            entries = dict(before[p].items())
+            entries = dict(before[p].items()) if len(before[p]) else {}
             for key, change in writes.items():
                 old = entries.pop(key, None)
                 if old is not None:
-                    head.n_keys -= 1
-                    head.n_bytes -= old.length
-                    head.key_bytes -= len(key.encode())
-                    if old.segment in head.segments:
-                        head.segments[old.segment][1] -= old.length
+                    removed.append((key, old))
                 if change.raw is not None:
-                    new = uploaded[key]
-                    entries[key] = new
-                    head.n_keys += 1
-                    head.n_bytes += new.length
-                    head.key_bytes += len(key.encode())
-                    head.segments.setdefault(new.segment, [segments[new.segment], 0])[1] += new.length
+                    new = entries[key] = uploaded[key]
+                    added.append((key, new))
             merged[p] = entries
-        for name, size in segments.items():
-            head.segments.setdefault(name, [size, 0])
-        for name, (_size, live) in list(head.segments.items()):
-            if live <= 0:
+        if split:
+            regrouped: dict[int, dict[str, Entry]] = {}
+            for key, entry in merged[0].items():
+                regrouped.setdefault(part_of(key, bits), {})[key] = entry
+            # Every part is rewritten, the ones left empty too.
+            merged = {p: regrouped.get(p, {}) for p in range(2**bits)}
+        # The head's counters, in bulk.
+        head.n_keys += len(added) - len(removed)
+        head.n_bytes += sum(e.length for _, e in added) - sum(e.length for _, e in removed)
+        head.key_bytes += sum(len(k.encode()) for k, _ in added) - sum(len(k.encode()) for k, _ in removed)
+        live: dict[str, int] = dict.fromkeys(segments, 0)
+        for _, e in added:
+            live[e.segment] += e.length
+        for _, e in removed:
+            live[e.segment] = live.get(e.segment, 0) - e.length
+        for name, delta in live.items():
+            if name in segments:
+                head.segments.setdefault(name, [segments[name], 0])
+            if name in head.segments:
+                head.segments[name][1] += delta
+        for name, (_size, used) in list(head.segments.items()):
+            if used <= 0:
                 del head.segments[name]
                 head.retired.append([name, stamp])
-
-        bits = bits_for(head.n_keys, head.key_bytes, head.part_bits)
-        if bits != head.part_bits:
-            # The index outgrew its parts: split every part under the new layout.
-            everything = {p: dict(part.items()) for p, part in self.all_parts(head).items()}
-            everything.update(merged)
-            head.retired += [[n, stamp] for n in head.parts if n]
-            head.part_bits = bits
-            head.parts = [None] * (2**bits)
-            merged = {}
-            for entries in everything.values():
-                for key, entry in entries.items():
-                    merged.setdefault(part_of(key, bits), {})[key] = entry
         written: dict[int, tuple[str, bytes, Part]] = {}
         for p, entries in merged.items():
             if head.parts[p] is not None:
@@ -932,7 +992,7 @@ class Replica:
             if not entries:
                 head.parts[p] = None
                 continue
-            part = Part(entries.items())
+            part = Part(entries)
             name = part_name(head.part_bits, p, commit_id)
             written[p] = (name, part.encode(), part)
             head.parts[p] = name
@@ -977,11 +1037,16 @@ class Replica:
                 part = self._parts.get(new_name) or Part.decode(blob, new_name)  # type: ignore[arg-type]
                 renewed[p] = (new_name, blob, part)  # type: ignore[assignment]
         n_keys = sum(len(part) for _, _, part in renewed.values())
-        present = set(local.keys()) if n_keys * SCAN_FRACTION > len(local) else None
+        present = None
+        if n_keys * SCAN_FRACTION > len(local):
+            # Many presence bits to take: one pass over the keys beats a lookup per key, and
+            # the push that led here has usually just made that pass.
+            present = self._scanned - dropped if self._scanned is not None else set(local.keys())
         for p, (name, blob, part) in renewed.items():
             local.store_part(p, name, blob, part.keys, present)
             self._parts[name] = part
         self._fresh.clear()
+        self._scanned = None
         local.clear_touched(set(local.touched) - still_pending)
         local.sync()
 

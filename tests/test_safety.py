@@ -264,3 +264,16 @@ def test_readers_share_a_local_copy_and_a_fetch_waits_for_the_others(tmp_path):
     finally:
         one.close()
         two.close()
+
+
+def test_a_torn_local_copy_of_an_index_part_is_fetched_again(tmp_path):
+    remote = tmp_path / "remote" / "db"
+    with ebooklet.open(remote, tmp_path / "w.blt", "c", value_serializer="str") as db:
+        db.update({"a": "1", "b": "2"})
+        db.changes().push()
+    with ebooklet.open(remote, tmp_path / "r.blt", "r") as db:
+        assert db["a"] == "1"
+    [part] = (tmp_path / "r.blt.ebooklet" / "parts").glob("[0-9]")
+    part.write_bytes(part.read_bytes()[:-10])
+    with ebooklet.open(remote, tmp_path / "r.blt", "r") as db:
+        assert db["b"] == "2"
