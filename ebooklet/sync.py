@@ -12,6 +12,8 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import gc
+import hashlib
+import itertools
 import logging
 import threading
 import time
@@ -32,6 +34,7 @@ from .errors import (
     SyncError,
 )
 from .format import (
+    HASH_LEN,
     SEGMENT_BYTES,
     Entry,
     Head,
@@ -40,6 +43,7 @@ from .format import (
     new_commit_id,
     part_name,
     part_of,
+    parts_of,
     segment_name,
     value_hash,
 )
@@ -556,6 +560,7 @@ class Replica:
             touched = local.touched
             wanted = None if external else touched
             scanned = []
+            blake2b, new = hashlib.blake2b, _LocalChange
             for key, ts, raw in local.raw_items():
                 scanned.append(key)
                 if wanted is not None and key not in wanted:
@@ -563,9 +568,9 @@ class Replica:
                 entry = parts[part_of(key, bits)].get(key) if parts else None
                 if entry is not None and ts == entry.timestamp and key not in touched:
                     continue
-                h = value_hash(raw)
+                h = blake2b(raw, digest_size=HASH_LEN).digest()  # value_hash, inlined
                 if entry is None or h != entry.hash:
-                    changes[key] = _LocalChange(raw, ts, h)
+                    changes[key] = new(raw, ts, h)
             # Every key in the data file: a push reuses it for the presence bits.
             self._scanned = set(scanned)
             rest = [key for key in touched if key not in self._scanned]
@@ -730,8 +735,21 @@ class Replica:
         result = PushResult()
         if not changes and not meta_changed and not self.replace and base is not None:
             return result
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ebooklet-upload") as background:
+            return self._push_attempts(policy, lease, changes, metadata, result, background)
+
+    def _push_attempts(
+        self,
+        policy: Policy,
+        lease: Lease | None,
+        changes: dict[str, _LocalChange],
+        metadata: tuple[Any, int] | None,
+        result: PushResult,
+        background: concurrent.futures.Executor,
+    ) -> PushResult:
         segments: dict[str, int] = {}
         uploaded: dict[str, Entry] = {}
+        uploads: list[concurrent.futures.Future[None]] = []
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             current, etag = self.current()
             self._check_pushable(current)
@@ -739,6 +757,7 @@ class Replica:
             try:
                 to_write, dropped = self._rebase(changes, remote, policy)
             except ConflictError:
+                concurrent.futures.wait(uploads)
                 self._delete_quietly(list(segments))
                 raise
             # Values go up once; a retry uploads only what its rebase newly decided to write.
@@ -746,15 +765,19 @@ class Replica:
                 k: c for k, c in to_write.items()
                 if c.raw is not None and (k not in uploaded or uploaded[k].hash != c.hash)
             }
-            more_segments, more = self._upload(pending)
+            # Segments upload in the background while the index is built.
+            more_segments, more, upload = self._upload(pending, background)
             segments.update(more_segments)
             uploaded.update(more)
+            uploads.append(upload)
             commit_id = new_commit_id()
             head, written, expired = self._build_commit(
                 current, to_write, uploaded, segments, commit_id, metadata
             )
             self._tracker.bytes_total += sum(len(blob) for _, blob, _ in written.values())
             self._put_many([(name, blob) for name, blob, _ in written.values()])
+            for upload in uploads:
+                upload.result()  # every value is up before the head may point at it
             if lease is not None:
                 # Fencing: a writer whose lease was taken over must not commit.
                 if current is not None and current.lease_token > lease.token:
@@ -806,27 +829,47 @@ class Replica:
                 f"but this local file uses {mine!r}; they cannot be mixed"
             )
 
-    def _upload(self, changes: dict[str, _LocalChange]) -> tuple[dict[str, int], dict[str, Entry]]:
-        """Pack new values into segments and upload them; return sizes and entries."""
+    def _upload(
+        self, changes: dict[str, _LocalChange], background: concurrent.futures.Executor
+    ) -> tuple[dict[str, int], dict[str, Entry], concurrent.futures.Future[None]]:
+        """Pack new values into segments (in key order) and start uploading them.
+
+        Returns each segment's size, where each value landed, and the upload's future.
+        """
         commit_id = new_commit_id()
-        segments: list[tuple[str, list[bytes]]] = []
-        entries: dict[str, Entry] = {}
-        size = SEGMENT_BYTES
-        for key in sorted(changes):
-            c = changes[key]
-            if c.raw is None:
-                continue
-            if size + len(c.raw) > SEGMENT_BYTES and size > 0:
-                segments.append((segment_name(commit_id, len(segments)), []))
+        keys = sorted(k for k, c in changes.items() if c.raw is not None)
+        picked = [changes[k] for k in keys]
+        raws = [c.raw for c in picked]
+        lengths = list(map(len, raws))  # type: ignore[arg-type]
+        # Cut into segments of at most SEGMENT_BYTES (a bigger value gets one of its own).
+        cuts, size = [0], 0
+        for i, n in enumerate(lengths):
+            if size and size + n > SEGMENT_BYTES:
+                cuts.append(i)
                 size = 0
-            name, chunks = segments[-1]
-            entries[key] = Entry(c.timestamp, c.hash, name, size, len(c.raw))  # type: ignore[arg-type]
-            chunks.append(c.raw)
-            size += len(c.raw)
-        bodies = [(name, b"".join(chunks)) for name, chunks in segments]
+            size += n
+        cuts.append(len(keys))
+        entries: dict[str, Entry] = {}
+        bodies: list[tuple[str, bytes]] = []
+        counts: dict[str, int] = {}
+        for n, (lo, hi) in enumerate(itertools.pairwise(cuts)):
+            if lo == hi:
+                continue
+            name = segment_name(commit_id, n)
+            offsets = itertools.accumulate(lengths[lo:hi - 1], initial=0)
+            entries.update(zip(keys[lo:hi], map(
+                Entry,
+                [c.timestamp for c in picked[lo:hi]],
+                [c.hash for c in picked[lo:hi]],
+                itertools.repeat(name),
+                offsets,
+                lengths[lo:hi],
+            ), strict=True))
+            bodies.append((name, b"".join(raws[lo:hi])))  # type: ignore[arg-type]
+            counts[name] = hi - lo
         self._tracker = _Tracker(self.progress, "upload", len(entries), sum(len(b) for _, b in bodies))
-        self._put_many(bodies, {name: len(chunks) for name, chunks in segments})
-        return {name: len(body) for name, body in bodies}, entries
+        upload = background.submit(self._put_many, bodies, counts)
+        return {name: len(body) for name, body in bodies}, entries, upload
 
     def _put_many(self, objects: list[tuple[str, bytes]], keys: dict[str, int] | None = None) -> None:
         """Create the objects (in parallel), reporting progress; ``keys`` counts values in each."""
@@ -945,14 +988,20 @@ class Replica:
             before = self.parts(head, groups) if not fresh else {0: _EMPTY}
         else:
             groups = {}
-            for key, change in to_write.items():
-                groups.setdefault(part_of(key, bits), {})[key] = change
+            for (key, change), p in zip(to_write.items(), parts_of(list(to_write), bits), strict=True):
+                groups.setdefault(p, {})[key] = change
             before = self.parts(head, groups) if not fresh else {p: _EMPTY for p in groups}
         merged: dict[int, dict[str, Entry]] = {}
         removed: list[tuple[str, Entry]] = []
         added: list[tuple[str, Entry]] = []
         for p, writes in groups.items():
-            entries = dict(before[p].items()) if len(before[p]) else {}
+            if not len(before[p]):
+                # Nothing to replace (e.g. a first push): the new entries are the part.
+                entries = {k: uploaded[k] for k, c in writes.items() if c.raw is not None}
+                added.extend(entries.items())
+                merged[p] = entries
+                continue
+            entries = dict(before[p].items())
             for key, change in writes.items():
                 old = entries.pop(key, None)
                 if old is not None:
@@ -963,8 +1012,9 @@ class Replica:
             merged[p] = entries
         if split:
             regrouped: dict[int, dict[str, Entry]] = {}
-            for key, entry in merged[0].items():
-                regrouped.setdefault(part_of(key, bits), {})[key] = entry
+            everything = merged[0]
+            for key, p in zip(everything, parts_of(list(everything), bits), strict=True):
+                regrouped.setdefault(p, {})[key] = everything[key]
             # Every part is rewritten, the ones left empty too.
             merged = {p: regrouped.get(p, {}) for p in range(2**bits)}
         # The head's counters, in bulk.
