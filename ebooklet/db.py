@@ -619,7 +619,10 @@ def _first_open(
                 )
         else:
             value_serializer = remote_name
-    local = LocalStore(path, create=True, value_serializer=value_serializer, timeout=timeout)
+    local = LocalStore(
+        path, create=True, value_serializer=value_serializer, timeout=timeout,
+        expected_keys=head.n_keys if head is not None else 0,
+    )
     try:
         if head is not None and serializer_name(local.value_serializer) != head.value_serializer:
             raise ValueError(

@@ -29,6 +29,7 @@ from typing import Any
 
 import booklet
 import booklet.serializers
+import booklet.utils
 
 from .errors import DamagedLocalFileError, LocalFileBusyError, LocalFileError
 
@@ -96,6 +97,9 @@ class LocalStore:
         Used only when the data file is created.
     timeout : float or None
         Seconds to wait for another process to release the file.
+    expected_keys : int
+        How many keys a new data file will likely hold, to size booklet's hash index (a file
+        sized too small slows down as it grows and re-indexes).
     read_only : bool
         Open the data file for reading (memory-mapped, shared with other readers) and switch
         to writing only when something must be written, such as a fetched value to cache.
@@ -110,6 +114,7 @@ class LocalStore:
         value_serializer: Any = None,
         timeout: float | None = None,
         read_only: bool = False,
+        expected_keys: int = 0,
     ) -> None:
         self.path = pathlib.Path(path).absolute()
         self.state_dir = self.path.with_name(self.path.name + ".ebooklet")
@@ -128,7 +133,8 @@ class LocalStore:
             flag = "r"
         else:
             flag = "w"  # a session that ended without syncing may have left repairs to make
-        self._db = self._open_booklet(flag, value_serializer, timeout)
+        n_buckets = max(booklet.utils.init_n_buckets, int(expected_keys * 1.2))
+        self._db = self._open_booklet(flag, value_serializer, timeout, n_buckets)
         if self._db._key_serializer is not booklet.serializers.Str:
             self._db.close()
             raise LocalFileError(
@@ -179,10 +185,13 @@ class LocalStore:
 
     # -- opening and crash recovery ------------------------------------------------------
 
-    def _open_booklet(self, flag: str, value_serializer: Any, timeout: float | None) -> Any:
+    def _open_booklet(
+        self, flag: str, value_serializer: Any, timeout: float | None, n_buckets: int = 12007
+    ) -> Any:
         try:
             return booklet.open(
-                self.path, flag, key_serializer="str", value_serializer=value_serializer, timeout=timeout
+                self.path, flag, key_serializer="str", value_serializer=value_serializer,
+                n_buckets=n_buckets, timeout=timeout,
             )
         except booklet.LockTimeoutError as exc:
             raise LocalFileBusyError(
