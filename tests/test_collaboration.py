@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import textwrap
 
 import booklet
 import pytest
 
 import ebooklet
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .subprocs import conn_code, python
 
 
 @pytest.fixture
@@ -247,15 +243,6 @@ def test_a_writer_whose_lease_was_taken_over_cannot_commit(s3_remote, tmp_path):
         assert "k" not in check
 
 
-def _python(code: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-
-def _conn_code(conn) -> str:
-    return (f"ebooklet.S3Connection({conn.access_key_id!r}, {conn.access_key!r}, {conn.db_key!r}, "
-            f"{conn.bucket!r}, endpoint_url={conn.endpoint_url!r})")
 
 
 def test_a_holder_killed_mid_push_leaves_the_remote_consistent_and_its_changes_pending(s3_remote, tmp_path):
@@ -264,10 +251,10 @@ def test_a_holder_killed_mid_push_leaves_the_remote_consistent_and_its_changes_p
         seed.update({"a": 1})
         seed.changes().push()
     victim = tmp_path / "victim.blt"
-    proc = _python(f"""
+    proc = python(f"""
         import sys, ebooklet
         from tests.faults import inject
-        db = ebooklet.open({_conn_code(conn)}, {str(victim)!r}, "w", lease_ttl=1.0)
+        db = ebooklet.open({conn_code(conn)}, {str(victim)!r}, "w", lease_ttl=1.0)
         db["a"] = "victim"
         db["v"] = "victim"
         def stop_at_commit(key):
@@ -298,12 +285,12 @@ def test_concurrent_pushes_from_four_processes_lose_nothing_and_apply_nothing_tw
         seed["log"] = []
         seed.changes().push()
     procs = [
-        _python(f"""
+        python(f"""
             import ebooklet
             def merge(key, local, remote, base):
                 # Keep every entry either side added since the base, once.
                 return remote + [e for e in local if e not in base and e not in remote]
-            with ebooklet.open({_conn_code(conn)}, {str(tmp_path / f"p{p}.blt")!r}, "w",
+            with ebooklet.open({conn_code(conn)}, {str(tmp_path / f"p{p}.blt")!r}, "w",
                                lock_wait=120) as db:
                 for i in range(25):
                     db[f"p{p}-{{i}}"] = i

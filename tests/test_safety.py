@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 
 import booklet
@@ -15,8 +12,7 @@ import pytest
 import ebooklet
 
 from .faults import Gate, inject
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .subprocs import conn_code, python
 
 
 def _push(conn, path, data, flag="c"):
@@ -131,20 +127,13 @@ def test_writes_from_four_threads_all_land(remote, tmp_path):
         assert dict(db.items()) == {f"t{t}-{i}": (t, i) for t in range(4) for i in range(500)}
 
 
-def _python(code: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs,
-    )
-
 
 def test_a_second_process_opening_the_same_local_file_gets_a_clear_error_after_its_timeout(tmp_path):
     remote = tmp_path / "remote" / "db"
     with ebooklet.open(remote, tmp_path / "a.blt", "c", value_serializer="str") as db:
         db["k"] = "v"
         db.sync()
-        proc = _python(f"""
+        proc = python(f"""
             import ebooklet
             try:
                 ebooklet.open({str(remote)!r}, {str(tmp_path / 'a.blt')!r}, "w", timeout=0.5)
@@ -162,11 +151,9 @@ def test_a_process_killed_after_sync_loses_none_of_the_synced_changes(remote, tm
     conn = remote.conn()
     _push(conn, tmp_path / "a.blt", {"pushed": 0})
     local = tmp_path / "a.blt"
-    conn_code = _conn_code(remote, conn)
-    proc = _python(f"""
+    proc = python(f"""
         import sys, ebooklet
-        {conn_code}
-        db = ebooklet.open(conn, {str(local)!r}, "w")
+        db = ebooklet.open({conn_code(conn)}, {str(local)!r}, "w")
         for i in range(1000):
             db[f"k{{i}}"] = i
         del db["pushed"]
@@ -188,19 +175,11 @@ def test_a_process_killed_after_sync_loses_none_of_the_synced_changes(remote, tm
         assert len(check) == 1000
 
 
-def _conn_code(remote, conn) -> str:
-    if remote.server is None:
-        return f"conn = {str(conn)!r}"
-    return (
-        f"conn = ebooklet.S3Connection({conn.access_key_id!r}, {conn.access_key!r}, {conn.db_key!r}, "
-        f"{conn.bucket!r}, endpoint_url={conn.endpoint_url!r})"
-    )
-
 
 def test_a_local_file_torn_by_a_kill_mid_write_is_rebuilt_keeping_every_synced_change(tmp_path, caplog):
     remote = tmp_path / "remote" / "db"
     local = tmp_path / "a.blt"
-    proc = _python(f"""
+    proc = python(f"""
         import sys, ebooklet
         db = ebooklet.open({str(remote)!r}, {str(local)!r}, "c", value_serializer="pickle")
         for i in range(500):
