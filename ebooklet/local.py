@@ -23,6 +23,7 @@ import os
 import pathlib
 import shutil
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -124,8 +125,6 @@ class LocalStore:
         exists = self.path.exists()
         if not exists and not (create or new):
             raise FileNotFoundError(f"the local file {self.path} does not exist")
-        if new and self.state_dir.exists():
-            shutil.rmtree(self.state_dir)
         self.created = new or not exists
         if self.created:
             flag = "n"
@@ -141,6 +140,10 @@ class LocalStore:
                 f"{self.path} is a booklet file whose keys are not str; ebooklet keys are str. "
                 "Use another local path."
             )
+        if self.created and self.state_dir.exists():
+            # Sync state left by an earlier file at this path (now held locked by us): it
+            # describes data that is gone, so none of it may be reused.
+            shutil.rmtree(self.state_dir)
         self.state_dir.mkdir(exist_ok=True)
         self._parts_dir.mkdir(exist_ok=True)
         self.state = self._load_state()
@@ -343,15 +346,23 @@ class LocalStore:
 
     # -- base index parts ------------------------------------------------------------------
 
+    # A stored part and its presence bits live in files named after the part's object, so
+    # that replacing a part is atomic: the new files are written first, state.json switches
+    # to them, and the old files are swept after that (a crash in between keeps the old
+    # pair, never the new part with the old bits).
+
+    def _part_file(self, name: str, suffix: str = "") -> pathlib.Path:
+        return self._parts_dir / (name.replace("/", "_") + suffix)
+
     def has_part(self, part: int, name: str) -> bool:
         return self.state["parts"].get(str(part)) == name
 
     def part_blob(self, part: int, name: str) -> bytes | None:
         """The stored bytes of base part ``part`` if they are the object ``name``."""
-        if self.state["parts"].get(str(part)) != name:
+        if not self.has_part(part, name):
             return None
         try:
-            return (self._parts_dir / str(part)).read_bytes()
+            return self._part_file(name).read_bytes()
         except FileNotFoundError:
             return None
 
@@ -365,18 +376,19 @@ class LocalStore:
         ``present``, the set of keys in the data file, saves a lookup per key when given.
         """
         self._need_write()
-        # A cache of a remote object: no fsync (a torn copy fails its checksum and is
-        # downloaded again).
-        tmp = self._parts_dir / f"{part}.tmp"
-        tmp.write_bytes(blob)
-        os.replace(tmp, self._parts_dir / str(part))
         bits = bytearray((len(keys) + 7) // 8)
         contains = present.__contains__ if present is not None else self._db.__contains__
         for row, key in enumerate(keys):
             if contains(key):
                 bits[row >> 3] |= 1 << (row & 7)
+        # The blob is a cache of a remote object: no fsync (a torn copy fails its checksum
+        # and is downloaded again). The bits are state: written atomically.
+        tmp = self._part_file(name, f".tmp-{os.getpid()}-{threading.get_ident()}")
+        tmp.write_bytes(blob)
+        os.replace(tmp, self._part_file(name))
+        _write_atomic(self._part_file(name, ".bits"), bytes(bits))
         self._bits[part] = bits
-        self._dirty_bits.add(part)
+        self._dirty_bits.discard(part)
         self.state["parts"][str(part)] = name
 
     def stored_parts(self) -> dict[int, str]:
@@ -384,8 +396,7 @@ class LocalStore:
         return {int(p): name for p, name in self.state["parts"].items()}
 
     def forget_part(self, part: int) -> None:
-        (self._parts_dir / str(part)).unlink(missing_ok=True)
-        (self._parts_dir / f"{part}.bits").unlink(missing_ok=True)
+        """Stop using a stored part (its files are swept once the state is saved)."""
         self.state["parts"].pop(str(part), None)
         self._bits.pop(part, None)
         self._dirty_bits.discard(part)
@@ -398,12 +409,31 @@ class LocalStore:
         """Presence bits of base part ``part``: bit i set = its i-th key was in the data file."""
         bits = self._bits.get(part)
         if bits is None:
+            name = self.state["parts"].get(str(part))
             try:
-                bits = bytearray((self._parts_dir / f"{part}.bits").read_bytes())
+                bits = bytearray(self._part_file(name, ".bits").read_bytes()) if name else bytearray()
             except FileNotFoundError:
                 bits = bytearray()
             self._bits[part] = bits
         return bits
+
+    def flush_bits(self) -> None:
+        """Write changed presence bits now (before a change that relies on them)."""
+        for part in sorted(self._dirty_bits):
+            name = self.state["parts"].get(str(part))
+            if name is not None:
+                _write_atomic(self._part_file(name, ".bits"), bytes(self._bits.get(part, b"")))
+        self._dirty_bits.clear()
+
+    def _sweep_parts(self) -> None:
+        """Remove part files that the saved state no longer names."""
+        keep = set()
+        for name in self.state["parts"].values():
+            keep.add(self._part_file(name).name)
+            keep.add(self._part_file(name, ".bits").name)
+        for path in self._parts_dir.iterdir():
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
 
     def mark_present(self, part: int, row: int, present: bool = True) -> None:
         """Set (or clear) the presence bit of the ``row``-th key of base part ``part``."""
@@ -528,13 +558,12 @@ class LocalStore:
                 f.flush()
                 os.fsync(f.fileno())
             self._log_buffer.clear()
-        for part in sorted(self._dirty_bits):
-            _write_atomic(self._parts_dir / f"{part}.bits", bytes(self._bits.get(part, b"")))
-        self._dirty_bits.clear()
+        self.flush_bits()
         self.state["fingerprint"] = self.fingerprint()
         self.state["unsynced"] = False
         self._unsynced = False
         self.save_state()
+        self._sweep_parts()
 
     def close(self) -> None:
         try:

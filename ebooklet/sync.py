@@ -341,7 +341,10 @@ class Replica:
     def _refuse_other_database(self, head: Head) -> None:
         advice = " Open a new local path for it"
         if self.remote.writable:
-            advice += ", or open this file with flag='n' to replace that database with it"
+            advice += (
+                "; or, to replace that database with this file's data, call delete_remote() "
+                "and then push()"
+            )
         synced = self.local.state.get("location", "another remote")
         raise SyncError(
             f"{self.remote.location} holds another database (uuid {head.uuid}) than the one "
@@ -655,6 +658,7 @@ class Replica:
         """The three-way comparison of the local file, the base and the current remote."""
         head, _ = self.current()
         local = self.local_changes()
+        self._scanned = None
         if self.replace:
             # The first push replaces the remote: everything there that is not local goes.
             remote_keys: set[str] = set()
@@ -702,12 +706,18 @@ class Replica:
         start = stats.snapshot()
         # Whatever happens to this push, the local changes it carries are durable first.
         self.local.sync()
-        with _gc_paused():
-            if self.remote_lock == "push" and self.remote.writable and self._has_changes():
-                with Lease(self.remote, *self._lease_args) as lease:
-                    result = self._push(policy, lease)
-            else:
-                result = self._push(policy, self._session_lease)
+        if self._session_lease is not None and not self._session_lease.held:
+            self.end_session()  # the session's lease was lost: take a new one
+            self.start_session()
+        try:
+            with _gc_paused():
+                if self.remote_lock == "push" and self.remote.writable and self._has_changes():
+                    with Lease(self.remote, *self._lease_args) as lease:
+                        result = self._push(policy, lease)
+                else:
+                    result = self._push(policy, self._session_lease)
+        finally:
+            self._scanned = None
         result.requests = stats.requests - start[0]
         result.bytes_sent = stats.bytes_sent - start[1]
         return result
@@ -793,11 +803,14 @@ class Replica:
             except PreconditionFailed:
                 # A retried request may have committed already: check before rebasing.
                 winner, winner_etag = self.fetch_head()
-                if winner is None or winner.commit_id != commit_id:
+                landed = winner is not None and commit_id in (winner.commit_id, winner.parent)
+                if not landed:
                     self._delete_quietly([name for name, _, _ in written.values()])
                     logger.info("push: another writer committed first; rebasing (attempt %d)", attempt)
                     continue
-                new_etag = winner_etag  # type: ignore[assignment]
+                # Committed (and maybe built on already): the ETag is known only if ours is
+                # still the head; otherwise the next request simply reads the head in full.
+                new_etag = winner_etag if winner.commit_id == commit_id else None  # type: ignore[union-attr]
             result.committed = True
             result.commit = head.commit
             result.attempts = attempt
@@ -817,10 +830,12 @@ class Replica:
     def _check_pushable(self, current: Head | None) -> None:
         base = self._base
         if current is None and base is not None and not self.replace:
+            synced = self.local.state.get("location")
+            elsewhere = f" (this file was synced with {synced})" if synced != self.remote.location else ""
             raise SyncError(
-                f"there is no database at {self.remote.location}: it was deleted since the last "
-                f"sync, or this file was synced with another remote ({self.local.state.get('location')})."
-                " Open this file with flag='n' to create it there from the local data."
+                f"there is no database at {self.remote.location}{elsewhere}: it was deleted since "
+                "the last sync. To create it again from this file's data, call delete_remote() "
+                "(which forgets the old database) and then push()."
             )
         mine = serializer_name(self.local.value_serializer)
         if current is not None and not self.replace and current.value_serializer != mine:
@@ -979,18 +994,19 @@ class Replica:
         )
         split = bits != head.part_bits
         if split:
-            before = {0: Part(kv for part in self.all_parts(head).values() for kv in part.items())}
+            old_parts = self.all_parts(current) if current is not None and not fresh else {}
+            before = {0: Part(kv for part in old_parts.values() for kv in part.items())}
             head.retired += [[n, stamp] for n in head.parts if n]
             head.part_bits, head.parts = bits, [None] * (2**bits)
             groups = {0: to_write}
         elif bits == 0:
             groups = {0: to_write}
-            before = self.parts(head, groups) if not fresh else {0: _EMPTY}
+            before = self.parts(current, groups) if not fresh else {0: _EMPTY}  # type: ignore[arg-type]
         else:
             groups = {}
             for (key, change), p in zip(to_write.items(), parts_of(list(to_write), bits), strict=True):
                 groups.setdefault(p, {})[key] = change
-            before = self.parts(head, groups) if not fresh else {p: _EMPTY for p in groups}
+            before = self.parts(current, groups) if not fresh else {p: _EMPTY for p in groups}  # type: ignore[arg-type]
         merged: dict[int, dict[str, Entry]] = {}
         removed: list[tuple[str, Entry]] = []
         added: list[tuple[str, Entry]] = []
@@ -1048,6 +1064,7 @@ class Replica:
             head.parts[p] = name
         # Objects retired long ago leave the list now and are deleted after the commit.
         cutoff = stamp - int(RETIRE_AFTER_S * 1e6)
+        head.retired = _unreferenced(head, head.retired)
         expired = [r[0] for r in head.retired if r[1] <= cutoff]
         head.retired = [r for r in head.retired if r[1] > cutoff]
         return head, written, expired
@@ -1056,7 +1073,7 @@ class Replica:
     def _adopt(
         self,
         head: Head,
-        etag: str,
+        etag: str | None,
         written: dict[int, tuple[str, bytes, Part]],
         dropped: set[str],
         still_pending: set[str] = frozenset(),  # type: ignore[assignment]
@@ -1066,6 +1083,18 @@ class Replica:
         ``still_pending`` are the touched keys that remain local changes against ``head``.
         """
         local = self.local
+        base = self._base
+        if dropped and base is not None and not self.replace:
+            # Cached values are about to go; their presence bits go first, durably, so that a
+            # crash in between cannot make a dropped key look deleted by the user.
+            for key in dropped:
+                p = part_of(key, base.part_bits)
+                name = base.parts[p] if p < len(base.parts) else None
+                if name is not None and local.has_part(p, name):
+                    row = self.part(base, p).row(key)
+                    if row is not None:
+                        local.mark_present(p, row, present=False)
+            local.flush_bits()
         for key in dropped:
             local.drop(key)
         local.state.pop("replace", None)
@@ -1171,6 +1200,8 @@ class Replica:
             stamp = now_us()
             copied.retired = [list(r) for r in old.retired]
             copied.retired += [[n, stamp] for n in old.parts if n] + [[n, stamp] for n in old.segments]
+            # A target that was an earlier copy shares object names with this one.
+            copied.retired = _unreferenced(copied, copied.retired)
         mode: Any = Update(existing.etag) if existing is not None else "create"
         try:
             target.transport.put(target.db_key, copied.encode(), mode)
@@ -1183,6 +1214,7 @@ class Replica:
     def discard(self, keys: Iterable[str] | None = None) -> list[str]:
         """Revert local changes (all, or those to ``keys``) to the base; return their keys."""
         changes = self.local_changes()
+        self._scanned = None
         chosen = sorted(changes if keys is None else set(keys) & set(changes))
         base = None if self.replace else self._base
         for key in chosen:
@@ -1202,6 +1234,12 @@ class Replica:
     def pull(self, policy: Policy = None) -> PullResult:
         """Bring in what others committed since the last sync."""
         _check_policy(policy)
+        try:
+            return self._pull(policy)
+        finally:
+            self._scanned = None
+
+    def _pull(self, policy: Policy) -> PullResult:
         start = self.remote.transport.stats.requests
         result = PullResult()
         head, etag = self.current()
@@ -1210,7 +1248,10 @@ class Replica:
             if base is not None and not self.replace:
                 advice = "; the local file keeps what it had fetched"
                 if self.remote.writable:
-                    advice = "; open this file with flag='n' to push it as a new database"
+                    advice = (
+                        "; to create it again from this file's data, call delete_remote() and "
+                        "then push()"
+                    )
                 raise RemoteNotFoundError(
                     f"the remote database {self.remote.location} no longer exists{advice}"
                 )
@@ -1242,6 +1283,12 @@ class Replica:
         result.commit = head.commit if head is not None else None
         result.requests = self.remote.transport.stats.requests - start
         return result
+
+
+def _unreferenced(head: Head, retired: list[list[Any]]) -> list[list[Any]]:
+    """The retired entries that ``head`` does not reference (those may be deleted)."""
+    live = set(head.segments) | {n for n in head.parts if n}
+    return [r for r in retired if r[0] not in live]
 
 
 def _same(lc: _LocalChange, rc: Entry | None) -> bool:

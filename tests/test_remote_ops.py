@@ -152,3 +152,17 @@ def test_a_reader_of_the_target_never_sees_half_a_copy(tmp_path):
         db.close()
     with ebooklet.open(target, tmp_path / "late.blt", "r") as copy:
         assert len(copy) == 100
+
+
+def test_after_someone_else_deleted_the_remote_the_advice_recreates_it_from_local_data(tmp_path):
+    conn = tmp_path / "remote" / "db"
+    _make(conn, tmp_path / "a.blt", {"x": 1})
+    with ebooklet.open(conn, tmp_path / "other.blt", "w") as other:
+        other.delete_remote()
+    with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
+        db["y"] = 2
+        with pytest.raises(ebooklet.SyncError, match=r"call delete_remote\(\).*push\(\)"):
+            db.changes().push()
+        db.delete_remote()
+        assert db.changes().push().keys == ["x", "y"]
+        assert dict(db.items()) == {"x": 1, "y": 2}

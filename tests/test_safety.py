@@ -252,7 +252,7 @@ def test_a_torn_local_copy_of_an_index_part_is_fetched_again(tmp_path):
         db.changes().push()
     with ebooklet.open(remote, tmp_path / "r.blt", "r") as db:
         assert db["a"] == "1"
-    [part] = (tmp_path / "r.blt.ebooklet" / "parts").glob("[0-9]")
+    [part] = [p for p in (tmp_path / "r.blt.ebooklet" / "parts").iterdir() if p.suffix != ".bits"]
     part.write_bytes(part.read_bytes()[:-10])
     with ebooklet.open(remote, tmp_path / "r.blt", "r") as db:
         assert db["b"] == "2"
