@@ -140,15 +140,24 @@ class EBooklet(MutableMapping):
     def keys(self) -> Iterator[str]:  # type: ignore[override]
         """Every key: local ones, then remote ones not fetched yet."""
         self._check()
-        yield from self._local.keys()
-        for key, _entry in self._replica.lazy_keys():
-            yield key
+        # One snapshot of both sides: another thread's lazy read moves a key from one to the
+        # other, and must not make it vanish from (or appear twice in) the listing.
+        with self._lock:
+            local_keys = list(self._local.keys())
+            lazy = [key for key, _ in self._replica.lazy_keys()]
+        yield from local_keys
+        yield from lazy
 
     def items(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
-        """(key, value) pairs; remote values are fetched in batches as they are reached."""
+        """(key, value) pairs; remote values are fetched in batches as they are reached.
+
+        As with booklet, writing to the local file while iterating (from this thread or
+        another, a lazy read included) raises RuntimeError; ``keys()`` is a snapshot.
+        """
         self._check()
         yield from self._local_items()
-        lazy = [key for key, _ in self._replica.lazy_keys()]
+        with self._lock:
+            lazy = [key for key, _ in self._replica.lazy_keys()]
         for i in range(0, len(lazy), 1000):
             batch = lazy[i : i + 1000]
             with self._lock:
@@ -231,9 +240,10 @@ class EBooklet(MutableMapping):
             for key, value in self.items():
                 yield key, self.get_timestamp(key), value
             return
-        yield from self._local.timestamps()
-        for key, entry in self._replica.lazy_keys():
-            yield key, entry.timestamp
+        with self._lock:
+            stamps = list(self._local.timestamps())
+            stamps += [(key, entry.timestamp) for key, entry in self._replica.lazy_keys()]
+        yield from stamps
 
     def get_metadata(self, include_timestamp: bool = False) -> Any:
         """The database's metadata (a JSON-serialisable object), or None."""
@@ -493,6 +503,8 @@ def open(
     """
     if flag not in FLAGS:
         raise ValueError(f"flag must be one of 'r', 'w', 'c', 'n' (as in dbm), not {flag!r}")
+    if remote_lock not in ("push", "session", "none"):
+        raise ValueError(f"remote_lock must be 'push', 'session' or 'none', not {remote_lock!r}")
     if remote_conn_group:
         from .groups import GROUP_SERIALIZER
 
@@ -508,8 +520,6 @@ def open(
         )
     path = pathlib.Path(file_path)
     lock = {"remote_lock": remote_lock, "lease_ttl": lease_ttl, "lock_wait": lock_wait}
-    if remote_lock not in ("push", "session", "none"):
-        raise ValueError(f"remote_lock must be 'push', 'session' or 'none', not {remote_lock!r}")
     local = None
     try:
         if flag == "n":

@@ -30,7 +30,16 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import LeaseHeldError, LeaseLostError, PreconditionFailed, RemoteFormatError, RemoteNotFoundError
+from .errors import (
+    LeaseHeldError,
+    LeaseLostError,
+    PreconditionFailed,
+    RemoteAccessError,
+    RemoteError,
+    RemoteFormatError,
+    RemoteNotFoundError,
+    RemoteUnavailableError,
+)
 from .remote import Remote, Update
 
 logger = logging.getLogger(__name__)
@@ -81,12 +90,16 @@ def supports_conditional_writes(remote: Remote) -> bool:
     where = transport.description
     if where not in _conditional_support:
         probe = f"{remote.prefix}probe-{uuid.uuid4().hex}"
-        transport.put(probe, b"1", "create")
         try:
+            transport.put(probe, b"1", "create")
             transport.put(probe, b"2", "create")
             _conditional_support[where] = False
         except PreconditionFailed:
             _conditional_support[where] = True
+        except RemoteError as exc:
+            if isinstance(exc, (RemoteAccessError, RemoteNotFoundError, RemoteUnavailableError)):
+                raise
+            _conditional_support[where] = False  # the store refuses the conditional header
         finally:
             transport.delete([probe])
     return _conditional_support[where]

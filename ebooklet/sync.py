@@ -249,8 +249,6 @@ class Replica:
         lease_ttl: float = DEFAULT_TTL,
         lock_wait: float = DEFAULT_WAIT,
     ) -> None:
-        if remote_lock not in ("push", "session", "none"):
-            raise ValueError(f"remote_lock must be 'push', 'session' or 'none', not {remote_lock!r}")
         self.local = local
         self.remote = remote
         self.remote_lock = remote_lock
@@ -265,11 +263,10 @@ class Replica:
         self._fresh: dict[str, bytes] = {}
         # The keys of the data file as of the last full scan in this operation, if any.
         self._scanned: set[str] | None = None
-        self._base: Head | None = None
         if replace:
             local.state["replace"] = True
         head = local.state.get("head")
-        self._base = Head(**head) if head else None
+        self._base: Head | None = Head(**head) if head else None
 
     # -- the base --------------------------------------------------------------------------
 
@@ -664,8 +661,7 @@ class Replica:
             remote_keys: set[str] = set()
             if head is not None:
                 remote_keys = {k for part in self.all_parts(head).values() for k in part.keys}
-            out = [Change(k, "local", "added" if c.raw is not None else "deleted", None, c.timestamp, None)
-                   for k, c in local.items() if c.raw is not None]
+            out = [Change(k, "local", "added", None, c.timestamp, None) for k, c in local.items() if c.raw]
             out += [Change(k, "local", "deleted", None, None, None) for k in remote_keys - set(local)]
             return sorted(out, key=lambda c: c.key)
         remote = self.remote_changes(self._base, head)

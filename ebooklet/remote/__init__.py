@@ -109,8 +109,12 @@ class S3Connection:
             "region": self.region,
         }
 
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.access_key_id and self.access_key)
+
     def transport(self) -> Transport:
-        if not (self.access_key_id and self.access_key):
+        if not self.has_credentials:
             if self.db_url:
                 return HttpTransport(_url_parent(self.db_url))
             raise ValueError(
@@ -177,7 +181,7 @@ def connect(remote_conn: RemoteConn) -> Remote:
         endpoint = remote_conn.endpoint_url or "aws"
         return Remote(
             remote_conn.transport(),
-            remote_conn.db_key if remote_conn.access_key else _url_name(remote_conn.db_url or ""),
+            remote_conn.db_key if remote_conn.has_credentials else _url_name(remote_conn.db_url or ""),
             f"s3://{remote_conn.bucket}/{remote_conn.db_key} ({endpoint})",
         )
     if isinstance(remote_conn, os.PathLike):

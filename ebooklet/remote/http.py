@@ -79,6 +79,8 @@ def check_status(resp: urllib3.BaseHTTPResponse, what: str, key: str) -> None:
         raise PreconditionFailed(key)
     if status == 416:
         raise RemoteFormatError(f"{what}: {key!r} is shorter than its index says (HTTP 416)")
+    if status == 501:
+        raise RemoteError(f"{what}: the server does not implement this request{detail}")
     if status >= 500 or status == 429:
         if detail == f" (HTTP {status})":
             detail = ""  # the status is in the message already

@@ -1,0 +1,132 @@
+"""Regressions around crashes, stale state and concurrent readers."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import pytest
+
+import ebooklet
+from ebooklet import sync
+from ebooklet.remote import connect
+
+from .subprocs import python
+
+
+def _make(conn, path, data):
+    with ebooklet.open(conn, path, "c", value_serializer="pickle") as db:
+        db.update(data)
+        db.changes().push()
+
+
+def test_a_kill_between_dropping_cached_values_and_saving_the_new_base_deletes_nothing(tmp_path):
+    conn = tmp_path / "remote" / "db"
+    _make(conn, tmp_path / "w.blt", {"a": 1, "b": 2})
+    reader = tmp_path / "r.blt"
+    with ebooklet.open(conn, reader, "w") as db:
+        assert db["a"] == 1  # cached
+    with ebooklet.open(conn, tmp_path / "w.blt", "w") as db:
+        db["a"] = 10
+        db.changes().push()
+    proc = python(f"""
+        import sys, ebooklet
+        from ebooklet import local
+        drop = local.LocalStore.drop
+        def drop_then_stall(self, key):
+            drop(self, key)
+            self._db.sync()
+            print("dropped", flush=True)
+            sys.stdin.readline()
+        local.LocalStore.drop = drop_then_stall
+        db = ebooklet.open({str(conn)!r}, {str(reader)!r}, "w")
+        db.changes().pull()
+    """)
+    assert proc.stdout.readline().strip() == "dropped", proc.stderr.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    with ebooklet.open(conn, reader, "w") as db:
+        assert [c for c in db.changes().iter_changes() if c.local] == []
+        db.changes().pull()
+        assert dict(db.items()) == {"a": 10, "b": 2}
+
+
+def test_copying_twice_over_the_same_target_keeps_every_object_the_target_uses(tmp_path, monkeypatch):
+    source, target = tmp_path / "remote" / "src", tmp_path / "remote" / "dst"
+    _make(source, tmp_path / "a.blt", {"k1": 1, "k2": 2})
+    with ebooklet.open(source, tmp_path / "a.blt", "w") as db:
+        db.copy_remote(target)
+        db.copy_remote(target, overwrite=True)
+    monkeypatch.setattr(sync, "RETIRE_AFTER_S", 0.0)
+    with ebooklet.open(target, tmp_path / "t.blt", "w") as db:
+        db["k3"] = 3
+        db.changes().push()  # collects whatever the copies retired
+    with ebooklet.open(target, tmp_path / "check.blt", "r") as check:
+        assert dict(check.items()) == {"k1": 1, "k2": 2, "k3": 3}
+
+
+def test_flag_n_on_a_file_held_elsewhere_fails_without_touching_its_state(tmp_path):
+    conn = tmp_path / "remote" / "db"
+    holder = ebooklet.open(conn, tmp_path / "a.blt", "c", value_serializer="str")
+    try:
+        holder["pending"] = "p"
+        holder.sync()
+        with pytest.raises(ebooklet.LocalFileBusyError):
+            ebooklet.open(conn, tmp_path / "a.blt", "n", timeout=0.2)
+        holder["more"] = "m"
+        assert {c.key for c in holder.changes().iter_changes()} == {"pending", "more"}
+    finally:
+        holder.close()
+
+
+def test_a_recreated_data_file_does_not_inherit_the_old_files_pending_changes(tmp_path):
+    conn = tmp_path / "remote" / "db"
+    _make(conn, tmp_path / "a.blt", {"x": 1, "y": 2})
+    with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
+        db["x"] = 99  # pending, never pushed
+    (tmp_path / "a.blt").rename(tmp_path / "aside.blt")  # the data file only, not its state
+    with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
+        db["z"] = 3
+    with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
+        assert [(c.key, c.local) for c in db.changes().iter_changes()] == [("z", "added")]
+        db.changes().push()
+    with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+        assert dict(check.items()) == {"x": 1, "y": 2, "z": 3}
+
+
+def test_threads_listing_keys_while_another_reads_lazily(tmp_path, monkeypatch):
+    from ebooklet import format as fmt
+
+    monkeypatch.setattr(fmt, "PART_SPLIT_BYTES", 2048)
+    monkeypatch.setattr(fmt, "PART_TARGET_BYTES", 1024)
+    conn = tmp_path / "remote" / "db"
+    data = {f"k{i:04d}": i for i in range(2000)}
+    _make(conn, tmp_path / "w.blt", data)
+    assert ebooklet.remote_info(conn).n_index_parts > 16
+    errors: list[BaseException] = []
+    with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
+        start = threading.Barrier(3)
+
+        def list_keys() -> None:
+            try:
+                start.wait()
+                for _ in range(3):
+                    assert sorted(db.keys()) == sorted(data)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        def read() -> None:
+            try:
+                start.wait()
+                for key in list(data)[::7]:
+                    assert db[key] == data[key]
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=f) for f in (list_keys, list_keys, read)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert connect(conn).transport.get(connect(conn).db_key)
