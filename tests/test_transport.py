@@ -483,14 +483,12 @@ class TestS3TransportOnSeaweedFS(S3TransportTests):
             operation(wrong, prefix)
         assert transport.get(prefix + "k").data == DATA  # nothing was changed
 
-    def test_a_delete_with_a_wrong_secret_key_raises_a_remote_error_and_deletes_nothing(
+    def test_a_delete_with_a_wrong_secret_key_is_refused_and_deletes_nothing(
         self, server, bucket, transport, prefix
     ):
-        # Weaker than the other operations: s3func's delete_objects reports every failure as
-        # one untyped urllib3 HTTPError, so the transport cannot tell a refusal from an outage.
         transport.put(prefix + "k", DATA)
         wrong = s3_transport(server, bucket, access_key="not-the-secret-key")
-        with pytest.raises(RemoteError):
+        with pytest.raises(RemoteAccessError, match="refused"):
             wrong.delete([prefix + "k"])
         assert transport.get(prefix + "k").data == DATA
 

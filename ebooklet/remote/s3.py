@@ -13,7 +13,13 @@ import s3func
 import urllib3
 from s3func.response import S3ListError
 
-from ..errors import PreconditionFailed, RemoteError, RemoteNotFoundError, RemoteUnavailableError
+from ..errors import (
+    PreconditionFailed,
+    RemoteAccessError,
+    RemoteError,
+    RemoteNotFoundError,
+    RemoteUnavailableError,
+)
 from .base import Blob, PutMode, Transport, Update
 from .http import check_range, check_status, range_header, read_body, send
 
@@ -113,6 +119,12 @@ class S3Transport(Transport):
             try:
                 self._session.delete_objects(keys=batch, purge=False)
             except urllib3.exceptions.HTTPError as exc:
+                # s3func reports every failed delete alike; its message carries the S3 code.
+                if "AccessDenied" in str(exc) or "403" in str(exc):
+                    raise RemoteAccessError(
+                        f"deleting objects from s3://{self.bucket} was refused ({exc}); the "
+                        "credentials need s3:DeleteObject on this database's keys"
+                    ) from exc
                 raise RemoteUnavailableError(
                     f"deleting {len(batch)} objects from s3://{self.bucket} failed: {exc}. "
                     "Run the operation again; deletes are idempotent."
