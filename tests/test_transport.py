@@ -26,7 +26,6 @@ from ebooklet.errors import (
     PreconditionFailed,
     ReadOnlyError,
     RemoteAccessError,
-    RemoteError,
     RemoteFormatError,
     RemoteNotFoundError,
     RemoteUnavailableError,
