@@ -698,6 +698,7 @@ class Replica:
 
     def push(self, policy: Policy = None) -> PushResult:
         """Commit local changes, rebasing over what others committed meanwhile."""
+        _check_policy(policy)
         stats = self.remote.transport.stats
         start = stats.snapshot()
         # Whatever happens to this push, the local changes it carries are durable first.
@@ -733,7 +734,6 @@ class Replica:
                 f"cannot push to {self.remote.location}: it is read-only (a public URL or a "
                 "connection without credentials); push through an S3Connection with credentials"
             )
-        _check_policy(policy)
         changes = self.local_changes()
         metadata = self.local.get_metadata()
         base = self._base
@@ -1271,11 +1271,10 @@ class Replica:
             dropped = set(remote) - kept
             for key in sorted(dropped):
                 (result.updated if remote[key] is not None else result.deleted).append(key)
-            # Local changes survive a pull; identical ones are now part of the base.
             # Local changes survive a pull, except those now identical to the remote.
             pending = set(self.local.touched) - dropped - {k for k in kept if k not in conflicts}
             if not self.replace:
-                self._adopt(head, etag or "", {}, dropped, pending)
+                self._adopt(head, etag, {}, dropped, pending)
         result.commit = head.commit if head is not None else None
         result.requests = self.remote.transport.stats.requests - start
         return result
