@@ -367,19 +367,26 @@ class LocalStore:
             return None
 
     def store_part(
-        self, part: int, name: str, blob: bytes, keys: list[str], present: set[str] | None = None
+        self,
+        part: int,
+        name: str,
+        blob: bytes,
+        keys: list[str],
+        present: set[str] | None = None,
+        seen: set[str] = frozenset(),  # type: ignore[assignment]
     ) -> None:
         """Keep base part ``part`` (object ``name``, holding ``keys`` in order).
 
         Its presence bits are taken now: a key present in the data file at this moment has
         been seen locally, so if it disappears later it was deleted, not left unfetched.
-        ``present``, the set of keys in the data file, saves a lookup per key when given.
+        ``present``, the set of keys in the data file, saves a lookup per key when given;
+        keys in ``seen`` (present in the part this one replaces) keep their bit.
         """
         self._need_write()
         bits = bytearray((len(keys) + 7) // 8)
         contains = present.__contains__ if present is not None else self._db.__contains__
         for row, key in enumerate(keys):
-            if contains(key):
+            if key in seen or contains(key):
                 bits[row >> 3] |= 1 << (row & 7)
         # The blob is a cache of a remote object: no fsync (a torn copy fails its checksum
         # and is downloaded again). The bits are state: written atomically.

@@ -766,6 +766,17 @@ class Replica:
                 concurrent.futures.wait(uploads)
                 self._delete_quietly(list(segments))
                 raise
+            meta_new = metadata is not None and (
+                current is None or metadata[1] > (current.metadata_timestamp or 0)
+            )
+            if not to_write and not meta_new and not self.replace and current is not None:
+                # Every local change was already made remotely (or lost to the remote side):
+                # nothing to commit, only the remote to catch up with.
+                concurrent.futures.wait(uploads)
+                self._delete_quietly(list(segments))
+                result.pulled = sorted(dropped)
+                self._adopt(current, etag, {}, dropped)
+                return result
             # Values go up once; a retry uploads only what its rebase newly decided to write.
             pending = {
                 k: c for k, c in to_write.items()
@@ -1095,6 +1106,15 @@ class Replica:
             local.drop(key)
         local.state.pop("replace", None)
         stored = local.stored_parts()
+        # Keys seen in the data file stay seen when their part is replaced: recomputing that
+        # from the file alone would forget keys deleted since (and bring them back).
+        carried: set[str] = set()
+        if base is not None and not self.replace:
+            for p, name in stored.items():
+                if p >= len(head.parts) or head.parts[p] != name:
+                    rows = enumerate(self.part(base, p).keys)
+                    carried.update(key for row, key in rows if self._present(p, row))
+        carried -= dropped
         self.set_base(head, etag)
         if local.stored_parts() != stored:
             stored = {}  # the layout changed and the stored parts were forgotten
@@ -1118,7 +1138,7 @@ class Replica:
             # the push that led here has usually just made that pass.
             present = self._scanned - dropped if self._scanned is not None else set(local.keys())
         for p, (name, blob, part) in renewed.items():
-            local.store_part(p, name, blob, part.keys, present)
+            local.store_part(p, name, blob, part.keys, present, carried)
             self._parts[name] = part
         self._fresh.clear()
         self._scanned = None
@@ -1253,7 +1273,8 @@ class Replica:
                 )
         elif base is None or self.replace or head.commit_id != base.commit_id:
             remote = {} if self.replace else self.remote_changes(base, head)
-            local = self.local_changes() if remote else {}
+            # Edits made behind ebooklet's back are recorded before any part is re-stored.
+            local = self.local_changes() if remote or self.local.external_edits else {}
             conflicts = [k for k in set(local) & set(remote) if not _same(local[k], remote[k])]
             if conflicts and policy is None:
                 raise ConflictError(conflicts)

@@ -130,3 +130,50 @@ def test_threads_listing_keys_while_another_reads_lazily(tmp_path, monkeypatch):
             t.join()
     assert errors == []
     assert connect(conn).transport.get(connect(conn).db_key)
+
+
+def _offline(db, conn, path, edit):
+    """Close ``db``, edit its file with plain booklet, open it again."""
+    import booklet
+
+    db.close()
+    with booklet.open(path, "w") as raw:
+        edit(raw)
+    return ebooklet.open(conn, path, "w")
+
+
+def test_a_plain_booklet_delete_survives_later_pushes_and_pulls(tmp_path):
+    # The state machine's sequence: the deleted key came back as "not fetched yet".
+    conn = tmp_path / "remote" / "db"
+    _make(conn, tmp_path / "seed.blt", {"a": 0})
+    one_path, two_path = tmp_path / "one.blt", tmp_path / "two.blt"
+    one = ebooklet.open(conn, one_path, "w")
+    two = ebooklet.open(conn, two_path, "w")
+    try:
+        assert one["a"] == 0  # cached, so plain booklet can delete it
+        one = _offline(one, conn, one_path, lambda raw: raw.__delitem__("a"))
+        del two["a"]
+        two = _offline(two, conn, two_path, lambda raw: raw.__setitem__("b", 0))
+        two.changes().push()
+        two = _offline(two, conn, two_path, lambda raw: raw.__delitem__("b"))
+        one.changes().push()  # its delete of "a" is already on the remote
+        two.changes().pull()
+        assert "b" not in two and list(two) == []
+        assert [(c.key, c.local) for c in two.changes().iter_changes()] == [("b", "deleted")]
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_push_whose_changes_the_remote_already_has_commits_nothing(tmp_path):
+    conn = tmp_path / "remote" / "db"
+    _make(conn, tmp_path / "seed.blt", {"a": 0})
+    with ebooklet.open(conn, tmp_path / "one.blt", "w") as one, \
+            ebooklet.open(conn, tmp_path / "two.blt", "w") as two:
+        one["a"] = 5
+        two["a"] = 5
+        one.changes().push()
+        commit = ebooklet.remote_info(conn).commit
+        result = two.changes().push()
+        assert not result.committed and ebooklet.remote_info(conn).commit == commit
+        assert list(two.changes().iter_changes()) == []
