@@ -17,6 +17,7 @@ lets the sync layer notice such edits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -298,6 +299,12 @@ class LocalStore:
         st = os.stat(self.path)
         return [st.st_size, st.st_mtime_ns, len(self._db)]
 
+    def _before_write(self) -> None:
+        """Every write to the data file: make it writable, and flag the state unsynced first."""
+        self._need_write()
+        if not self._unsynced:
+            self._mark_unsynced()
+
     def _mark_unsynced(self) -> None:
         self._unsynced = True
         self.state["unsynced"] = True
@@ -321,9 +328,7 @@ class LocalStore:
 
     def touch(self, key: str, deleted_at: int | None = None) -> None:
         """Record that ``key`` was written (or deleted at ``deleted_at``) through ebooklet."""
-        self._need_write()
-        if not self._unsynced:
-            self._mark_unsynced()
+        self._before_write()
         self.touched[key] = deleted_at
         self._log_buffer.append((key, deleted_at))
 
@@ -510,42 +515,30 @@ class LocalStore:
 
     def delete(self, key: str, deleted_at: int) -> None:
         """A user delete of a key that may or may not be in the data file."""
-        try:
+        with contextlib.suppress(KeyError):
             del self._db[key]
-        except KeyError:
-            pass
         self.touch(key, deleted_at)
 
     def put_raw(self, key: str, raw: bytes, timestamp: int) -> None:
         """Store a value that came from the remote (not a user change)."""
-        self._need_write()
-        if not self._unsynced:
-            self._mark_unsynced()
+        self._before_write()
         self._db.set(key, raw, timestamp=timestamp, encode_value=False)
 
     def drop(self, key: str) -> None:
         """Remove a cached copy (not a user change)."""
-        self._need_write()
-        if not self._unsynced:
-            self._mark_unsynced()
-        try:
+        self._before_write()
+        with contextlib.suppress(KeyError):
             del self._db[key]
-        except KeyError:
-            pass
 
     def get_metadata(self) -> tuple[Any, int] | None:
         return self._db.get_metadata(include_timestamp=True)
 
     def set_metadata(self, data: Any, timestamp: int | None = None) -> None:
-        self._need_write()
-        if not self._unsynced:
-            self._mark_unsynced()
+        self._before_write()
         self._db.set_metadata(data, timestamp)
 
     def prune(self) -> int:
-        self._need_write()
-        if not self._unsynced:
-            self._mark_unsynced()
+        self._before_write()
         return self._db.prune()
 
     # -- durability ------------------------------------------------------------------------
