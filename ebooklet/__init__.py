@@ -28,7 +28,7 @@ from .errors import (  # noqa: E402
     UnsupportedFormatError,
 )
 from .groups import RemoteConnGroup  # noqa: E402
-from .remote import S3Connection  # noqa: E402
+from .remote import Remote, S3Connection, Stats  # noqa: E402
 from .sync import DELETED, Change, Progress, PullResult, PushResult  # noqa: E402
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "PushConflictError",
     "PushResult",
     "ReadOnlyError",
+    "Remote",
     "RemoteInfo",
     "RemoteAccessError",
     "RemoteConnGroup",
@@ -58,6 +59,7 @@ __all__ = [
     "RemoteNotFoundError",
     "RemoteUnavailableError",
     "S3Connection",
+    "Stats",
     "SyncError",
     "UnsupportedFormatError",
     "open",

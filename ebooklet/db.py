@@ -14,7 +14,7 @@ from typing import Any
 from .errors import ClosedError, ReadOnlyError, RemoteNotFoundError
 from .local import LocalStore, check_serializer, serializer_name
 from .lock import DEFAULT_TTL, DEFAULT_WAIT
-from .remote import Remote, RemoteConn, connect
+from .remote import Remote, RemoteConn, Stats, connect
 from .sync import Change, Policy, ProgressCallback, PullResult, PushResult, RemoteLock, Replica, now_us
 
 __all__ = ["Changes", "EBooklet", "RemoteInfo", "open", "remote_info"]
@@ -89,6 +89,11 @@ class EBooklet(MutableMapping):
     def path(self) -> pathlib.Path:
         """The local data file."""
         return self._local.path
+
+    @property
+    def stats(self) -> Stats:
+        """Requests made and bytes moved to and from the remote since the database was opened."""
+        return self._remote.transport.stats
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"flag={self._flag!r}"

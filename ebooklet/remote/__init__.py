@@ -12,7 +12,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Blob, PutMode, Transport, Update
+from .base import Blob, PutMode, Stats, Transport, Update
 from .fs import FolderTransport
 from .http import HttpTransport
 
@@ -22,6 +22,7 @@ __all__ = [
     "Remote",
     "RemoteConn",
     "S3Connection",
+    "Stats",
     "Transport",
     "Update",
     "connect",
@@ -137,9 +138,6 @@ class S3Connection:
         )
 
 
-RemoteConn = S3Connection | str | os.PathLike
-
-
 @dataclass
 class Remote:
     """A database's location: a transport and the key of its head object."""
@@ -156,6 +154,10 @@ class Remote:
     @property
     def writable(self) -> bool:
         return self.transport.writable
+
+
+#: What :func:`ebooklet.open` accepts as a remote.
+RemoteConn = S3Connection | str | os.PathLike | Remote
 
 
 def _url_parent(url: str) -> str:
@@ -175,8 +177,11 @@ def connect(remote_conn: RemoteConn) -> Remote:
     """Build the :class:`Remote` for what the user passed as ``remote_conn``.
 
     Accepts an :class:`S3Connection`, an ``http(s)://`` URL (read-only), a ``file://`` URL,
-    or a local path (str or :class:`pathlib.Path`) naming the database in a folder.
+    a local path (str or :class:`pathlib.Path`) naming the database in a folder, or a
+    :class:`Remote` built over a transport of the caller's own (returned as it is).
     """
+    if isinstance(remote_conn, Remote):
+        return remote_conn
     if isinstance(remote_conn, S3Connection):
         endpoint = remote_conn.endpoint_url or "aws"
         return Remote(
