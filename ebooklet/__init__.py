@@ -6,7 +6,8 @@ other people's changes back. Anyone with the public URL of a database can read i
 
 __version__ = "0.6.0"
 
-from .db import Changes, EBooklet, RemoteInfo, open, remote_info  # noqa: E402
+from .api import open  # noqa: E402
+from .db import Changes, EBooklet  # noqa: E402
 from .errors import (  # noqa: E402
     ClosedError,
     ConflictError,
@@ -28,8 +29,10 @@ from .errors import (  # noqa: E402
     UnsupportedFormatError,
 )
 from .groups import RemoteConnGroup  # noqa: E402
+from .info import RemoteInfo, remote_info  # noqa: E402
 from .remote import Remote, S3Connection, Stats  # noqa: E402
-from .sync import DELETED, Change, Progress, PullResult, PushResult  # noqa: E402
+from .results import Change, Progress, PullResult, PushResult  # noqa: E402
+from .sync import DELETED  # noqa: E402
 
 __all__ = [
     "DELETED",

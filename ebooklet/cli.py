@@ -36,11 +36,12 @@ from typing import IO, Any
 import portalocker
 
 from . import __version__
-from .db import EBooklet, remote_info
-from .db import open as open_db
+from .api import open as open_db
+from .db import EBooklet
+from .info import remote_info
 from .errors import ConflictError, EbookletError, RemoteNotFoundError, SyncError
 from .remote import RemoteConn, S3Connection
-from .sync import Progress
+from .results import Progress
 
 #: How many keys ``push`` and ``pull`` list before summing up the rest (``--verbose``: all).
 SHOWN_KEYS = 20

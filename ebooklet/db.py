@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pathlib
 import threading
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-from .errors import ClosedError, ReadOnlyError, RemoteNotFoundError
-from .local import LocalStore, check_serializer, serializer_name
-from .lock import DEFAULT_TTL, DEFAULT_WAIT
+from .errors import ClosedError, ReadOnlyError
+from .info import RemoteInfo
+from .local import LocalStore
 from .remote import Remote, RemoteConn, Stats, connect
-from .sync import Change, Policy, ProgressCallback, PullResult, PushResult, RemoteLock, Replica, now_us
+from .results import Change, ProgressCallback, PullResult, PushResult
+from .sync import Policy, Replica
+from .sync.diff import now_us
 
-__all__ = ["Changes", "EBooklet", "RemoteInfo", "open", "remote_info"]
-
-FLAGS = ("r", "w", "c", "n")
-#: Seconds to wait for another process to release the local file.
-DEFAULT_TIMEOUT = 60.0
+__all__ = ["Changes", "EBooklet"]
 
 _MISSING = object()
 
@@ -54,6 +49,8 @@ class EBooklet(MutableMapping):
         self._local = local
         self._remote = remote
         self._replica = replica
+        self._index = replica.index
+        self._codec = local.codec
         self._writable = flag != "r"
         self._flag = flag
         self._lock = threading.RLock()
@@ -107,20 +104,15 @@ class EBooklet(MutableMapping):
         value = self._local.get(key, _MISSING)
         if value is not _MISSING:
             return value
-        return self._local.decode(self._fetch_one(key))
-
-    def _fetch_one(self, key: str) -> bytes:
-        """A key not in the local file: fetch it if it is a not-yet-fetched remote key."""
         with self._lock:
-            if key in self._local.touched:
-                raise KeyError(key)  # deleted locally
-            found = self._replica.base_entry(key)
-            if found is None or found[1]:
-                raise KeyError(key)  # not on the remote, or deleted with plain booklet
-            raw = self._replica.fetch([key]).get(key)
-            if raw is None:
-                raise KeyError(key)
-            return raw
+            raw = self._replica.load(self._lazy([key])).get(key)
+        if raw is None:
+            raise KeyError(key)
+        return self._codec.decode(raw)
+
+    def _lazy(self, keys: Iterable[str]) -> list[str]:
+        """The keys among ``keys`` that are on the remote and not fetched yet (under the lock)."""
+        return [key for key in keys if self._index.lazy_entry(key) is not None]
 
     def get(self, key: str, default: Any = None) -> Any:
         try:
@@ -134,10 +126,7 @@ class EBooklet(MutableMapping):
         if key in self._local:
             return True
         with self._lock:
-            if key in self._local.touched:
-                return False
-            found = self._replica.base_entry(key)  # type: ignore[arg-type]
-            return found is not None and not found[1]
+            return self._index.lazy_entry(key) is not None  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[str]:
         return self.keys()  # type: ignore[return-value]
@@ -149,7 +138,7 @@ class EBooklet(MutableMapping):
         # other, and must not make it vanish from (or appear twice in) the listing.
         with self._lock:
             local_keys = list(self._local.keys())
-            lazy = [key for key, _ in self._replica.lazy_keys()]
+            lazy = [key for key, _ in self._index.lazy_keys()]
         yield from local_keys
         yield from lazy
 
@@ -162,18 +151,20 @@ class EBooklet(MutableMapping):
         self._check()
         yield from self._local_items()
         with self._lock:
-            lazy = [key for key, _ in self._replica.lazy_keys()]
+            lazy = [key for key, _ in self._index.lazy_keys()]
+        decode = self._codec.decode
         for i in range(0, len(lazy), 1000):
             batch = lazy[i : i + 1000]
             with self._lock:
-                fetched = self._replica.fetch(batch)
+                fetched = self._replica.load(batch)
             for key in batch:
                 if key in fetched:
-                    yield key, self._local.decode(fetched[key])
+                    yield key, decode(fetched[key])
 
     def _local_items(self) -> Iterator[tuple[str, Any]]:
+        decode = self._codec.decode
         for key, _ts, raw in self._local.raw_items():
-            yield key, self._local.decode(raw)
+            yield key, decode(raw)
 
     def values(self) -> Iterator[Any]:  # type: ignore[override]
         for _key, value in self.items():
@@ -182,16 +173,15 @@ class EBooklet(MutableMapping):
     def __len__(self) -> int:
         self._check()
         with self._lock:
-            replica = self._replica
-            base = replica.base
-            if base is None or replica.replace:
+            index = self._index
+            base = index.base
+            if base is None:
                 return len(self._local)
             if self._local.external_edits:
-                return len(self._local) + sum(1 for _ in replica.lazy_keys())
+                return len(self._local) + sum(1 for _ in index.lazy_keys())
             n = base.n_keys
             for key in self._local.touched:
-                found = replica.base_entry(key)
-                n += (key in self._local) - (found is not None)
+                n += (key in self._local) - (index.entry(key) is not None)
             return n
 
     def get_items(self, keys: Iterable[str], default: Any = None) -> Iterator[tuple[str, Any]]:
@@ -212,18 +202,15 @@ class EBooklet(MutableMapping):
         were downloaded.
         """
         self._check()
-        with self._lock, self._progress(progress):
+        with self._lock:
             if keys is None:
-                wanted = [key for key, _ in self._replica.lazy_keys()]
+                wanted = [key for key, _ in self._index.lazy_keys()]
             else:
-                wanted = []
+                keys = list(keys)
                 for key in keys:
                     self._check_key(key)
-                    if key not in self._local and key not in self._local.touched:
-                        found = self._replica.base_entry(key)
-                        if found is not None and not found[1]:
-                            wanted.append(key)
-            return len(self._replica.fetch(wanted)) if wanted else 0
+                wanted = self._lazy(keys)
+            return len(self._replica.load(wanted, progress)) if wanted else 0
 
     def get_timestamp(self, key: str, include_value: bool = False, default: Any = None) -> Any:
         """The key's timestamp (microseconds since the epoch); with the value if asked."""
@@ -232,10 +219,10 @@ class EBooklet(MutableMapping):
         ts = self._local.get_timestamp(key)
         if ts is None:
             with self._lock:
-                found = None if key in self._local.touched else self._replica.base_entry(key)
-            if found is None or found[1]:
+                entry = self._index.lazy_entry(key)
+            if entry is None:
                 return default
-            ts = found[0].timestamp
+            ts = entry.timestamp
         return (ts, self[key]) if include_value else ts
 
     def timestamps(self, include_value: bool = False) -> Iterator[tuple[Any, ...]]:
@@ -247,13 +234,13 @@ class EBooklet(MutableMapping):
             return
         with self._lock:
             stamps = list(self._local.timestamps())
-            stamps += [(key, entry.timestamp) for key, entry in self._replica.lazy_keys()]
+            stamps += [(key, entry.timestamp) for key, entry in self._index.lazy_keys()]
         yield from stamps
 
     def get_metadata(self, include_timestamp: bool = False) -> Any:
         """The database's metadata (a JSON-serialisable object), or None."""
         self._check()
-        meta = self._replica.metadata()
+        meta = self._index.metadata()
         if meta is None:
             return None
         return meta if include_timestamp else meta[0]
@@ -344,22 +331,12 @@ class EBooklet(MutableMapping):
         target = connect(remote_conn)
         try:
             with self._lock:
-                self._replica.copy_to(target, overwrite)
+                copied = self._replica.copy_to(target, overwrite)
         finally:
             target.transport.close()
-        info = remote_info(remote_conn)
-        assert info is not None
-        return info
+        return RemoteInfo.from_head(target.location, copied)
 
     # -- syncing ---------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _progress(self, callback: ProgressCallback | None) -> Iterator[None]:
-        self._replica.progress = callback
-        try:
-            yield
-        finally:
-            self._replica.progress = None
 
     def changes(self) -> Changes:
         """Compare the local file with the remote; push or pull from the result."""
@@ -422,8 +399,8 @@ class Changes:
         """
         db = self._db
         db._check_write("push")
-        with db._lock, db._progress(progress):
-            return db._replica.push(on_conflict)
+        with db._lock:
+            return db._replica.push(on_conflict, progress)
 
     def discard(self, keys: Iterable[str] | None = None) -> list[str]:
         """Throw away local changes (all, or those to ``keys``), back to the last sync.
@@ -444,213 +421,3 @@ class Changes:
             if not db.writable and on_conflict not in (None, "remote"):
                 raise ReadOnlyError("a database opened with flag='r' can only take the remote's side")
             return db._replica.pull(on_conflict)
-
-
-def open(
-    remote_conn: RemoteConn,
-    file_path: str | os.PathLike[str],
-    flag: str = "r",
-    value_serializer: Any = None,
-    remote_conn_group: bool = False,
-    timeout: float | None = DEFAULT_TIMEOUT,
-    remote_lock: RemoteLock = "push",
-    lease_ttl: float = DEFAULT_TTL,
-    lock_wait: float = DEFAULT_WAIT,
-) -> EBooklet:
-    """Open a database: a local file synced with a remote.
-
-    Parameters
-    ----------
-    remote_conn : S3Connection, str or path
-        The remote: an :class:`ebooklet.S3Connection`, a public ``http(s)://`` URL of the
-        database (read-only), a ``file://`` URL or a local path naming the database inside
-        a folder (a "folder remote", which needs no server).
-    file_path : str or path
-        The local file. Its sync state is kept beside it in ``<file_path>.ebooklet/``.
-    flag : {"r", "w", "c", "n"}
-        As in :mod:`dbm`: ``r`` read-only (the database must exist locally or remotely),
-        ``w`` read-write (same), ``c`` read-write, created if missing, ``n`` a new empty
-        database that replaces the remote one at its first push.
-    value_serializer : str, class or None
-        How values become bytes: a name from ``booklet.available_serializers`` (e.g.
-        ``"pickle"``, ``"orjson"``, ``"str"``), a class with ``dumps``/``loads``, or None for
-        raw bytes. Taken from the remote or the local file when they exist.
-    remote_conn_group : bool
-        Open a remote connection group (:class:`ebooklet.RemoteConnGroup`): a database whose
-        ``add(remote_conn)`` records how to reach other databases (never their credentials).
-    timeout : float or None
-        Seconds to wait for another process to release the local file (None: wait).
-    remote_lock : {"push", "session", "none"}
-        When to hold the remote lock (a lease object, see docs/sync.rst): ``"push"`` (the
-        default) only while pushing, ``"session"`` from open to close (an exclusive writer,
-        as in ebooklet 0.5), ``"none"`` never (commits stay safe: they are conditional
-        writes, but concurrent pushers may have to rebase more often).
-    lease_ttl : float
-        Seconds the remote lock lasts without renewal (it is renewed while held).
-    lock_wait : float
-        Seconds to wait for another writer's remote lock before ``LeaseHeldError``.
-
-    Returns
-    -------
-    EBooklet
-
-    Examples
-    --------
-    >>> import ebooklet, tempfile, pathlib
-    >>> tmp = pathlib.Path(tempfile.mkdtemp())
-    >>> with ebooklet.open(tmp / "remote" / "db", tmp / "db.blt", "c", "pickle") as db:
-    ...     db["station-1"] = {"lat": -41.2}
-    ...     db.changes().push().keys
-    ['station-1']
-    >>> with ebooklet.open(tmp / "remote" / "db", tmp / "copy.blt", "r") as db:
-    ...     db["station-1"]
-    {'lat': -41.2}
-    """
-    if flag not in FLAGS:
-        raise ValueError(f"flag must be one of 'r', 'w', 'c', 'n' (as in dbm), not {flag!r}")
-    if remote_lock not in ("push", "session", "none"):
-        raise ValueError(f"remote_lock must be 'push', 'session' or 'none', not {remote_lock!r}")
-    if remote_conn_group:
-        from .groups import GROUP_SERIALIZER
-
-        if value_serializer not in (None, GROUP_SERIALIZER):
-            raise ValueError("a remote connection group stores JSON; do not pass value_serializer")
-        value_serializer = GROUP_SERIALIZER
-    check_serializer(value_serializer)
-    remote = connect(remote_conn)
-    if flag != "r" and not remote.writable:
-        raise ReadOnlyError(
-            f"{remote.location} is read-only (a public URL or no credentials); open it with "
-            "flag='r', or use an S3Connection with credentials to write"
-        )
-    path = pathlib.Path(file_path)
-    lock = {"remote_lock": remote_lock, "lease_ttl": lease_ttl, "lock_wait": lock_wait}
-    local = None
-    try:
-        if flag == "n":
-            local = LocalStore(
-                path, create=True, new=True, value_serializer=value_serializer, timeout=timeout
-            )
-            replica = Replica(local, remote, replace=True, **lock)  # type: ignore[arg-type]
-        elif LocalStore.has_state(path):
-            local = LocalStore(path, create=False, timeout=timeout, read_only=flag == "r")
-            replica = Replica(local, remote, **lock)  # type: ignore[arg-type]
-        else:
-            local, replica = _first_open(remote, path, flag, value_serializer, timeout, lock)
-        if flag != "r":
-            replica.start_session()
-    except BaseException:
-        if local is not None:
-            local.close()
-        remote.transport.close()
-        raise
-    if remote_conn_group:
-        from .groups import RemoteConnGroup
-
-        return RemoteConnGroup(local, remote, replica, flag)
-    return EBooklet(local, remote, replica, flag)
-
-
-@dataclass(frozen=True)
-class RemoteInfo:
-    """What the head of a remote database says (see :func:`remote_info`)."""
-
-    location: str
-    uuid: str
-    format_version: int
-    commit: int
-    committed_at: datetime
-    n_keys: int
-    n_bytes: int
-    n_index_parts: int
-    n_segments: int
-    segment_bytes: int
-    value_serializer: str | None
-    metadata: Any
-
-
-def remote_info(remote_conn: RemoteConn) -> RemoteInfo | None:
-    """Read a remote database's head (one request); None if there is no database there.
-
-    Examples
-    --------
-    >>> import ebooklet, tempfile, pathlib
-    >>> remote = pathlib.Path(tempfile.mkdtemp()) / "db"
-    >>> ebooklet.remote_info(remote) is None
-    True
-    """
-    remote = connect(remote_conn)
-    try:
-        head, _etag = Replica.probe(remote)
-    finally:
-        remote.transport.close()
-    if head is None:
-        return None
-    return RemoteInfo(
-        location=remote.location,
-        uuid=head.uuid,
-        format_version=head.version,
-        commit=head.commit,
-        committed_at=datetime.fromtimestamp(head.timestamp / 1e6, tz=timezone.utc),
-        n_keys=head.n_keys,
-        n_bytes=head.n_bytes,
-        n_index_parts=sum(1 for p in head.parts if p),
-        n_segments=len(head.segments),
-        segment_bytes=sum(size for size, _live in head.segments.values()),
-        value_serializer=head.value_serializer,
-        metadata=head.metadata,
-    )
-
-
-def _first_open(
-    remote: Remote,
-    path: pathlib.Path,
-    flag: str,
-    value_serializer: Any,
-    timeout: float | None,
-    lock: dict[str, Any],
-) -> tuple[LocalStore, Replica]:
-    """A local file that has never been synced: learn the remote head once."""
-    probe = Replica.probe(remote)
-    head, etag = probe
-    if head is None and flag in ("r", "w") and not path.exists():
-        advice = "; use flag='c' to create it" if remote.writable else "; check the URL"
-        raise RemoteNotFoundError(
-            f"flag={flag!r} opens an existing database, but neither the local file {path} nor "
-            f"the remote {remote.location} exists{advice}"
-        )
-    if head is not None:
-        remote_name = head.value_serializer
-        if value_serializer is not None and serializer_name(value_serializer) != remote_name:
-            raise ValueError(
-                f"the remote database stores values with serializer {remote_name!r}, not "
-                f"{serializer_name(value_serializer)!r}; open it without value_serializer"
-            )
-        if remote_name is not None and remote_name.startswith("custom:"):
-            if value_serializer is None:
-                raise ValueError(
-                    f"the remote database uses a custom value serializer ({remote_name[7:]}); "
-                    "pass that class as value_serializer"
-                )
-        else:
-            value_serializer = remote_name
-    local = LocalStore(
-        path, create=True, value_serializer=value_serializer, timeout=timeout,
-        expected_keys=head.n_keys if head is not None else 0,
-    )
-    try:
-        if head is not None and serializer_name(local.value_serializer) != head.value_serializer:
-            raise ValueError(
-                f"the local file {path} stores values with serializer "
-                f"{serializer_name(local.value_serializer)!r} but the remote uses "
-                f"{head.value_serializer!r}; use another local path"
-            )
-        replica = Replica(local, remote, **lock)
-        replica.set_base(head, etag)
-        if len(local) > 0:
-            local.external_edits = True  # an existing booklet file: compare all of it once
-        local.sync()
-    except BaseException:
-        local.abandon()
-        raise
-    return local, replica

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .db import EBooklet, remote_info
+from .db import EBooklet
 from .errors import RemoteNotFoundError
+from .info import remote_info
 from .remote import RemoteConn, connection_from_params, connection_params
 
 #: Group values are JSON documents.

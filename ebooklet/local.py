@@ -33,12 +33,14 @@ import booklet
 import booklet.serializers
 import booklet.utils
 
+from .codec import Codec
 from .errors import DamagedLocalFileError, LocalFileBusyError, LocalFileError
 
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-_DELETE = 0xFFFFFFFFFFFFFFFF  # touched.log timestamp field of a write (not a delete)
+#: The deletion-time field of a touched.log record that marks a write (not a delete).
+_WRITTEN = 0xFFFFFFFFFFFFFFFF
 
 
 def serializer_name(serializer: Any) -> str:
@@ -288,11 +290,13 @@ class LocalStore:
         Set when the file changed behind ebooklet's back (plain booklet, a crash) and kept,
         across sessions, until a full comparison has recorded what changed.
         """
-        return bool(self.state.get("rescan"))
+        # "rescan" is the key's name in state files of ebooklet 0.6.0.
+        return bool(self.state.get("external_edits", self.state.get("rescan")))
 
     @external_edits.setter
     def external_edits(self, value: bool) -> None:
-        self.state["rescan"] = value
+        self.state.pop("rescan", None)
+        self.state["external_edits"] = value
 
     def fingerprint(self) -> list[int]:
         """What changes whenever anything writes to the data file."""
@@ -322,7 +326,7 @@ class LocalStore:
             if pos + 12 + n > len(data):
                 break
             key = data[pos + 12 : pos + 12 + n].decode("utf-8")
-            touched[key] = None if ts == _DELETE else ts
+            touched[key] = None if ts == _WRITTEN else ts
             pos += 12 + n
         return touched
 
@@ -347,7 +351,7 @@ class LocalStore:
     @staticmethod
     def _encode_touched(key: str, deleted_at: int | None) -> bytes:
         raw = key.encode("utf-8")
-        return struct.pack("<QI", _DELETE if deleted_at is None else deleted_at, len(raw)) + raw
+        return struct.pack("<QI", _WRITTEN if deleted_at is None else deleted_at, len(raw)) + raw
 
     # -- base index parts ------------------------------------------------------------------
 
@@ -466,6 +470,12 @@ class LocalStore:
     def value_serializer(self) -> Any:
         return self._db._value_serializer
 
+    @property
+    def codec(self) -> Codec:
+        """How this file's values are encoded, by the name the remote head records."""
+        serializer = self._db._value_serializer
+        return Codec(serializer_name(serializer), serializer.dumps, serializer.loads)
+
     def __len__(self) -> int:
         # booklet counts buffered writes only once they are flushed.
         self._db.sync()
@@ -492,12 +502,6 @@ class LocalStore:
 
     def get_raw(self, key: str) -> tuple[int, bytes] | None:
         return self._db.get_timestamp(key, include_value=True, decode_value=False)
-
-    def encode(self, value: Any) -> bytes:
-        return self._db._pre_value(value)
-
-    def decode(self, raw: bytes) -> Any:
-        return self._db._post_value(raw)
 
     def set(self, key: str, value: Any, timestamp: int | None = None) -> None:
         """A user write."""

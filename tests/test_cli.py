@@ -21,7 +21,7 @@ import pytest
 
 import ebooklet
 from ebooklet import cli
-from ebooklet.sync import Progress
+from ebooklet.results import Progress
 
 from .servers import S3Server
 

@@ -6,7 +6,7 @@ import pytest
 
 import ebooklet
 from ebooklet import format as fmt
-from ebooklet import sync
+from ebooklet.sync import commit as sync_commit
 from ebooklet.remote import connect
 
 
@@ -41,7 +41,7 @@ def test_an_index_that_outgrows_its_parts_is_split_and_clients_follow(remote, tm
 
 
 def test_a_push_larger_than_a_segment_spreads_over_several(tmp_path, monkeypatch):
-    monkeypatch.setattr(sync, "SEGMENT_BYTES", 10_000)
+    monkeypatch.setattr(sync_commit, "SEGMENT_BYTES", 10_000)
     conn = tmp_path / "remote" / "db"
     data = {f"k{i}": bytes([i % 256]) * 3000 for i in range(20)}
     with ebooklet.open(conn, tmp_path / "a.blt", "c") as db:
@@ -67,7 +67,7 @@ def test_replaced_objects_are_kept_for_readers_then_deleted_once_retired_long_en
     assert first <= _objects(conn)
     with ebooklet.open(conn, tmp_path / "reader.blt", "r") as reader:
         assert reader["a"] == b"1"
-    monkeypatch.setattr(sync, "RETIRE_AFTER_S", 0.0)
+    monkeypatch.setattr(sync_commit, "RETIRE_AFTER_S", 0.0)
     with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
         db["c"] = b"3"
         db.changes().push()

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 import ebooklet
-from ebooklet import sync
+from ebooklet.sync import commit as sync_commit
 from ebooklet.remote import connect
 
 from .subprocs import python
@@ -57,7 +57,7 @@ def test_copying_twice_over_the_same_target_keeps_every_object_the_target_uses(t
     with ebooklet.open(source, tmp_path / "a.blt", "w") as db:
         db.copy_remote(target)
         db.copy_remote(target, overwrite=True)
-    monkeypatch.setattr(sync, "RETIRE_AFTER_S", 0.0)
+    monkeypatch.setattr(sync_commit, "RETIRE_AFTER_S", 0.0)
     with ebooklet.open(target, tmp_path / "t.blt", "w") as db:
         db["k3"] = 3
         db.changes().push()  # collects whatever the copies retired

@@ -131,15 +131,9 @@ def test_a_reader_of_the_target_never_sees_half_a_copy(tmp_path):
             gate(key)
             return super().put(key, data, mode)
 
-    import ebooklet.db as dbmod
-
-    original = dbmod.connect
-    dbmod.connect = lambda conn: (
-        dbmod.Remote(Pausing(target_remote.transport.root), target_remote.db_key, target_remote.location)
-        if conn == target else original(conn)
-    )
+    pausing = ebooklet.Remote(Pausing(target_remote.transport.root), target_remote.db_key, target_remote.location)
     try:
-        copier = threading.Thread(target=lambda: db.copy_remote(target))
+        copier = threading.Thread(target=lambda: db.copy_remote(pausing))
         copier.start()
         assert gate.reached.wait(timeout=60)
         assert ebooklet.remote_info(target) is None  # all objects copied, no head yet
@@ -148,7 +142,6 @@ def test_a_reader_of_the_target_never_sees_half_a_copy(tmp_path):
         gate.release.set()
         copier.join()
     finally:
-        dbmod.connect = original
         db.close()
     with ebooklet.open(target, tmp_path / "late.blt", "r") as copy:
         assert len(copy) == 100

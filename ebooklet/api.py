@@ -1,0 +1,176 @@
+"""Opening a database: the entry point that binds a local file to a remote."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any
+
+from .db import EBooklet
+from .errors import ReadOnlyError, RemoteNotFoundError
+from .groups import GROUP_SERIALIZER, RemoteConnGroup
+from .local import LocalStore, check_serializer, serializer_name
+from .lock import DEFAULT_TTL, DEFAULT_WAIT
+from .remote import Remote, RemoteConn, connect
+from .sync import RemoteLock, Replica
+from .sync.heads import HeadStore
+
+__all__ = ["open"]
+
+FLAGS = ("r", "w", "c", "n")
+#: Seconds to wait for another process to release the local file.
+DEFAULT_TIMEOUT = 60.0
+
+
+def open(
+    remote_conn: RemoteConn,
+    file_path: str | os.PathLike[str],
+    flag: str = "r",
+    value_serializer: Any = None,
+    remote_conn_group: bool = False,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    remote_lock: RemoteLock = "push",
+    lease_ttl: float = DEFAULT_TTL,
+    lock_wait: float = DEFAULT_WAIT,
+) -> EBooklet:
+    """Open a database: a local file synced with a remote.
+
+    Parameters
+    ----------
+    remote_conn : S3Connection, str or path
+        The remote: an :class:`ebooklet.S3Connection`, a public ``http(s)://`` URL of the
+        database (read-only), a ``file://`` URL or a local path naming the database inside
+        a folder (a "folder remote", which needs no server).
+    file_path : str or path
+        The local file. Its sync state is kept beside it in ``<file_path>.ebooklet/``.
+    flag : {"r", "w", "c", "n"}
+        As in :mod:`dbm`: ``r`` read-only (the database must exist locally or remotely),
+        ``w`` read-write (same), ``c`` read-write, created if missing, ``n`` a new empty
+        database that replaces the remote one at its first push.
+    value_serializer : str, class or None
+        How values become bytes: a name from ``booklet.available_serializers`` (e.g.
+        ``"pickle"``, ``"orjson"``, ``"str"``), a class with ``dumps``/``loads``, or None for
+        raw bytes. Taken from the remote or the local file when they exist.
+    remote_conn_group : bool
+        Open a remote connection group (:class:`ebooklet.RemoteConnGroup`): a database whose
+        ``add(remote_conn)`` records how to reach other databases (never their credentials).
+    timeout : float or None
+        Seconds to wait for another process to release the local file (None: wait).
+    remote_lock : {"push", "session", "none"}
+        When to hold the remote lock (a lease object, see docs/sync.rst): ``"push"`` (the
+        default) only while pushing, ``"session"`` from open to close (an exclusive writer,
+        as in ebooklet 0.5), ``"none"`` never (commits stay safe: they are conditional
+        writes, but concurrent pushers may have to rebase more often).
+    lease_ttl : float
+        Seconds the remote lock lasts without renewal (it is renewed while held).
+    lock_wait : float
+        Seconds to wait for another writer's remote lock before ``LeaseHeldError``.
+
+    Returns
+    -------
+    EBooklet
+
+    Examples
+    --------
+    >>> import ebooklet, tempfile, pathlib
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())
+    >>> with ebooklet.open(tmp / "remote" / "db", tmp / "db.blt", "c", "pickle") as db:
+    ...     db["station-1"] = {"lat": -41.2}
+    ...     db.changes().push().keys
+    ['station-1']
+    >>> with ebooklet.open(tmp / "remote" / "db", tmp / "copy.blt", "r") as db:
+    ...     db["station-1"]
+    {'lat': -41.2}
+    """
+    if flag not in FLAGS:
+        raise ValueError(f"flag must be one of 'r', 'w', 'c', 'n' (as in dbm), not {flag!r}")
+    if remote_lock not in ("push", "session", "none"):
+        raise ValueError(f"remote_lock must be 'push', 'session' or 'none', not {remote_lock!r}")
+    if remote_conn_group:
+        if value_serializer not in (None, GROUP_SERIALIZER):
+            raise ValueError("a remote connection group stores JSON; do not pass value_serializer")
+        value_serializer = GROUP_SERIALIZER
+    check_serializer(value_serializer)
+    remote = connect(remote_conn)
+    if flag != "r" and not remote.writable:
+        raise ReadOnlyError(
+            f"{remote.location} is read-only (a public URL or no credentials); open it with "
+            "flag='r', or use an S3Connection with credentials to write"
+        )
+    path = pathlib.Path(file_path)
+    lock = {"remote_lock": remote_lock, "lease_ttl": lease_ttl, "lock_wait": lock_wait}
+    local = None
+    try:
+        if flag == "n":
+            local = LocalStore(
+                path, create=True, new=True, value_serializer=value_serializer, timeout=timeout
+            )
+            replica = Replica(local, remote, replace=True, **lock)  # type: ignore[arg-type]
+        elif LocalStore.has_state(path):
+            local = LocalStore(path, create=False, timeout=timeout, read_only=flag == "r")
+            replica = Replica(local, remote, **lock)  # type: ignore[arg-type]
+        else:
+            local, replica = _first_open(remote, path, flag, value_serializer, timeout, lock)
+        if flag != "r":
+            replica.start_session()
+    except BaseException:
+        if local is not None:
+            local.close()
+        remote.transport.close()
+        raise
+    if remote_conn_group:
+        return RemoteConnGroup(local, remote, replica, flag)
+    return EBooklet(local, remote, replica, flag)
+
+
+def _first_open(
+    remote: Remote,
+    path: pathlib.Path,
+    flag: str,
+    value_serializer: Any,
+    timeout: float | None,
+    lock: dict[str, Any],
+) -> tuple[LocalStore, Replica]:
+    """A local file that has never been synced: learn the remote head once."""
+    head, etag = HeadStore(remote).read_latest()
+    if head is None and flag in ("r", "w") and not path.exists():
+        advice = "; use flag='c' to create it" if remote.writable else "; check the URL"
+        raise RemoteNotFoundError(
+            f"flag={flag!r} opens an existing database, but neither the local file {path} nor "
+            f"the remote {remote.location} exists{advice}"
+        )
+    if head is not None:
+        remote_name = head.value_serializer
+        if value_serializer is not None and serializer_name(value_serializer) != remote_name:
+            raise ValueError(
+                f"the remote database stores values with serializer {remote_name!r}, not "
+                f"{serializer_name(value_serializer)!r}; open it without value_serializer"
+            )
+        if remote_name is not None and remote_name.startswith("custom:"):
+            if value_serializer is None:
+                raise ValueError(
+                    f"the remote database uses a custom value serializer ({remote_name[7:]}); "
+                    "pass that class as value_serializer"
+                )
+        else:
+            value_serializer = remote_name
+    local = LocalStore(
+        path, create=True, value_serializer=value_serializer, timeout=timeout,
+        expected_keys=head.n_keys if head is not None else 0,
+    )
+    try:
+        if head is not None and serializer_name(local.value_serializer) != head.value_serializer:
+            raise ValueError(
+                f"the local file {path} stores values with serializer "
+                f"{serializer_name(local.value_serializer)!r} but the remote uses "
+                f"{head.value_serializer!r}; use another local path"
+            )
+        replica = Replica(local, remote, **lock)
+        replica.index.set_base(head, etag)
+        if len(local) > 0:
+            local.external_edits = True  # an existing booklet file: compare all of it once
+        local.sync()
+    except BaseException:
+        local.abandon()
+        raise
+    return local, replica

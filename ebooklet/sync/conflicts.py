@@ -1,0 +1,104 @@
+"""Keys changed on both sides, and the policies that settle them; one resolver for push and pull.
+
+A key is in conflict when the local file and the remote both changed it since the base, to
+different bytes. Without a policy, :func:`resolve` raises :class:`~ebooklet.ConflictError`
+naming every such key. A policy is ``"local"``, ``"remote"``, ``"newest"``, or a function
+``(key, local, remote, base) -> value`` that may return :data:`DELETED`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from ..errors import ConflictError
+from ..format import Entry, value_hash
+from .diff import ChangeSet, LocalChange, now_us, same
+
+
+class _Deleted:
+    """The marker a conflict function returns to delete a key."""
+
+    _instance: _Deleted | None = None
+
+    def __new__(cls) -> _Deleted:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ebooklet.DELETED"
+
+
+#: Returned by a conflict function to delete the key; also the value side of a deletion.
+DELETED: Any = _Deleted()
+
+Resolver = Callable[[str, Any, Any, Any], Any]
+Policy = Literal["local", "remote", "newest"] | Resolver | None
+
+
+def check_policy(policy: Policy) -> None:
+    if policy is None or policy in ("local", "remote", "newest") or callable(policy):
+        return
+    raise ValueError(
+        f"on_conflict must be 'local', 'remote', 'newest', a function (key, local, remote, base) "
+        f"-> value or ebooklet.DELETED, or None; not {policy!r}"
+    )
+
+
+class MergeInputs(Protocol):
+    """What a conflict function is given: each side's value, decoded."""
+
+    def encode(self, value: Any) -> bytes: ...
+
+    def local_value(self, change: LocalChange) -> Any: ...
+
+    def remote_value(self, key: str, entry: Entry | None) -> Any: ...
+
+    def base_value(self, key: str) -> Any: ...
+
+
+@dataclass
+class Resolution:
+    """How each key changed on both sides is settled.
+
+    ``same``: both sides made the same change; ``remote``: the remote's change wins;
+    ``local``: the local change wins; ``merged``: a conflict function's result, which
+    replaces the local change.
+    """
+
+    same: set[str] = field(default_factory=set)
+    remote: set[str] = field(default_factory=set)
+    local: set[str] = field(default_factory=set)
+    merged: dict[str, LocalChange] = field(default_factory=dict)
+
+
+def resolve(changes: ChangeSet, policy: Policy, inputs: MergeInputs) -> Resolution:
+    """Settle every key that both sides changed, or raise ConflictError without a policy."""
+    out = Resolution()
+    conflicts = []
+    for key in changes.both:
+        if same(changes.local[key], changes.remote[key]):
+            out.same.add(key)
+        else:
+            conflicts.append(key)
+    if conflicts and policy is None:
+        raise ConflictError(conflicts)
+    for key in conflicts:
+        lc, rc = changes.local[key], changes.remote[key]
+        if policy in ("local", "remote"):
+            getattr(out, policy).add(key)  # type: ignore[arg-type]
+        elif policy == "newest":
+            remote_ts = rc.timestamp if rc is not None else 0
+            local_ts = lc.timestamp if lc.timestamp is not None else now_us()
+            (out.local if local_ts >= remote_ts else out.remote).add(key)
+        else:
+            assert callable(policy)
+            chosen = policy(key, inputs.local_value(lc), inputs.remote_value(key, rc), inputs.base_value(key))
+            if chosen is DELETED:
+                out.merged[key] = LocalChange(None, now_us(), None)
+            else:
+                raw = inputs.encode(chosen)
+                out.merged[key] = LocalChange(raw, now_us(), value_hash(raw))
+    return out

@@ -1,0 +1,321 @@
+"""The base index: the remote head at the last sync, its index parts, and presence bits.
+
+The *base* is the remote as this local file last synced with it. :class:`BaseIndex` keeps it
+(in the local sync state), serves its index parts (from memory, the local copies, or the
+remote), answers which keys are *lazy* (on the remote, never fetched, never deleted here), and
+adopts a new base after a push or pull. The presence bits are what tell a lazy key from one the
+user deleted with plain booklet: a key whose bit is set has been in the data file.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
+from typing import Any
+
+from ..errors import IntegrityError, RemoteFormatError, SyncError
+from ..format import Entry, Head, Part, part_of
+from ..local import LocalStore
+from ..remote import Remote
+from .objects import ObjectStore
+
+#: Decoded index parts kept in memory.
+PART_CACHE = 64
+#: Take presence bits with one pass over the data file's keys once a part set to store holds
+#: more than 1/SCAN_FRACTION of the file's keys (a lookup per key costs about ten times more).
+SCAN_FRACTION = 8
+
+EMPTY = Part()
+
+
+class BaseIndex:
+    """The base of one local file and the index parts of any head of its remote."""
+
+    def __init__(self, local: LocalStore, remote: Remote, objects: ObjectStore) -> None:
+        self.local = local
+        self.remote = remote
+        self.objects = objects
+        self._parts: OrderedDict[str, Part] = OrderedDict()
+        # Parts of non-base heads downloaded during this operation, kept until the head
+        # they belong to becomes the base (so presence bits can be stored with them).
+        self._fresh: dict[str, bytes] = {}
+        head = local.state.get("head")
+        self._head: Head | None = Head(**head) if head else None
+
+    # -- the base --------------------------------------------------------------------------
+
+    @property
+    def replacing(self) -> bool:
+        """True until the first push of a database opened with flag='n': the remote's current
+        content is then no base at all, only something to replace."""
+        return bool(self.local.state.get("replace"))
+
+    def start_replacing(self) -> None:
+        self.local.state["replace"] = True
+
+    @property
+    def synced_head(self) -> Head | None:
+        """The remote head at the last sync, replaced or not (None: there was no database)."""
+        return self._head
+
+    @property
+    def base(self) -> Head | None:
+        """The head local changes are measured against: the synced head, unless replacing."""
+        return None if self.replacing else self._head
+
+    @property
+    def etag(self) -> str | None:
+        """The ETag of the synced head."""
+        return self.local.state.get("etag") if self._head is not None else None
+
+    def set_base(self, head: Head | None, etag: str | None) -> None:
+        state = self.local.state
+        if head is not None:
+            self.check_same_database(head)
+        old = self._head
+        if head is None or old is None or old.uuid != head.uuid or old.part_bits != head.part_bits:
+            self.local.forget_parts()
+        state["head"] = asdict(head) if head else None
+        state["etag"] = etag
+        state["remote_uuid"] = head.uuid if head else None
+        state["location"] = self.remote.location
+        self._head = head
+
+    def check_same_database(self, head: Head) -> None:
+        """Refuse a head of another database than the synced one: the local file was synced
+        with a different remote (or the database was deleted and created again)."""
+        known = self.local.state.get("remote_uuid")
+        if known is None or head.uuid == known or self.replacing:
+            return
+        advice = " Open a new local path for it"
+        if self.remote.writable:
+            advice += (
+                "; or, to replace that database with this file's data, call delete_remote() "
+                "and then push()"
+            )
+        synced = self.local.state.get("location", "another remote")
+        raise SyncError(
+            f"{self.remote.location} holds another database (uuid {head.uuid}) than the one "
+            f"{self.local.path} was synced with ({synced}, uuid {self.local.state.get('remote_uuid')})."
+            f"{advice}."
+        )
+
+    def metadata(self) -> tuple[Any, int] | None:
+        """The newer of the local metadata and the base's."""
+        mine = self.local.get_metadata()
+        base = self.base
+        if base is not None and base.metadata_timestamp is not None:
+            if mine is None or mine[1] < base.metadata_timestamp:
+                return base.metadata, base.metadata_timestamp
+        return mine
+
+    # -- index parts -----------------------------------------------------------------------
+
+    def _is_base(self, head: Head) -> bool:
+        base = self.base
+        return base is not None and head.commit_id == base.commit_id and head.uuid == base.uuid
+
+    def part(self, head: Head, p: int) -> Part:
+        """Index part ``p`` of ``head``: from memory, the local state, or the remote.
+
+        A part of the base is always stored locally (with its presence bits) once used,
+        whichever way it arrived.
+        """
+        name = head.parts[p]
+        if name is None:
+            return EMPTY
+        is_base = self._is_base(head)
+        stored = is_base and self.local.has_part(p, name)
+        part = self._parts.get(name)
+        blob = None
+        if part is None:
+            blob = self.local.part_blob(p, name) if stored else None
+            if blob is not None:
+                try:
+                    part = Part.decode(blob, name)
+                except (IntegrityError, RemoteFormatError):
+                    # The local copy was torn (e.g. by a crash): fetch it again.
+                    blob, stored = None, False
+            if blob is None:
+                blob = self._fresh.get(name)
+            if blob is None:
+                blob = self.objects.get(name)
+                if not is_base:
+                    self._fresh[name] = blob
+            if part is None:
+                part = Part.decode(blob, name)
+            self._parts[name] = part
+            if len(self._parts) > PART_CACHE:
+                self._parts.popitem(last=False)
+        else:
+            self._parts.move_to_end(name)
+        if is_base and not stored:
+            self.local.store_part(p, name, blob or self._fresh.get(name) or part.encode(), part.keys)
+            self._fresh.pop(name, None)
+        return part
+
+    def parts(self, head: Head, indexes: Iterable[int]) -> dict[int, Part]:
+        """Several parts of ``head``, downloading the missing ones in parallel."""
+        indexes = list(indexes)
+        is_base = self._is_base(head)
+        missing = []
+        for p in indexes:
+            name = head.parts[p]
+            if name is None or name in self._parts or name in self._fresh:
+                continue
+            if is_base and self.local.part_blob(p, name) is not None:
+                continue
+            missing.append(name)
+        if len(missing) > 1:
+            self._fresh.update(self.objects.get_many(missing))
+        return {p: self.part(head, p) for p in indexes}
+
+    def all_parts(self, head: Head) -> dict[int, Part]:
+        return self.parts(head, range(len(head.parts)))
+
+    def merged(self, head: Head | None) -> Part:
+        """Every entry of ``head`` in one part (for comparing heads with different layouts)."""
+        if head is None:
+            return EMPTY
+        return Part(kv for part in self.all_parts(head).values() for kv in part.items())
+
+    # -- keys of the base ------------------------------------------------------------------
+
+    def present(self, p: int, row: int) -> bool:
+        """Whether the ``row``-th key of base part ``p`` has been in the data file."""
+        bits = self.local.bits(p)
+        return (row >> 3) < len(bits) and bool(bits[row >> 3] & (1 << (row & 7)))
+
+    def entry(self, key: str) -> tuple[Entry, bool] | None:
+        """The base entry of ``key``, and whether the key has been in the data file."""
+        base = self.base
+        if base is None:
+            return None
+        p = part_of(key, base.part_bits)
+        part = self.part(base, p)
+        row = part.row(key)
+        if row is None:
+            return None
+        return part.get(key), self.present(p, row)  # type: ignore[return-value]
+
+    def lazy_entry(self, key: str) -> Entry | None:
+        """The base entry of ``key`` if it is lazy: on the remote at the last sync, absent from
+        the data file, and neither deleted nor written locally since."""
+        if key in self.local.touched or key in self.local:
+            return None
+        found = self.entry(key)
+        if found is None or found[1]:
+            return None  # not on the remote, or deleted with plain booklet
+        return found[0]
+
+    def lazy_keys(self) -> Iterator[tuple[str, Entry]]:
+        """Every lazy key of the base, with its entry."""
+        base = self.base
+        if base is None:
+            return
+        touched = self.local.touched
+        for p, part in self.all_parts(base).items():
+            for row, (key, entry) in enumerate(part.items()):
+                if key not in touched and not self.present(p, row) and key not in self.local:
+                    yield key, entry
+
+    def locate(self, keys: Iterable[str]) -> dict[str, tuple[Entry, int, int]]:
+        """The base entry, part and row of each key that the base holds."""
+        base = self.base
+        if base is None:
+            return {}
+        by_part: dict[int, list[str]] = {}
+        for key in keys:
+            by_part.setdefault(part_of(key, base.part_bits), []).append(key)
+        parts = self.parts(base, by_part)
+        found: dict[str, tuple[Entry, int, int]] = {}
+        for p, ks in by_part.items():
+            for key in ks:
+                row = parts[p].row(key)
+                if row is not None:
+                    found[key] = (parts[p].get(key), p, row)  # type: ignore[assignment]
+        return found
+
+    def forget_present(self, keys: Iterable[str]) -> None:
+        """Clear the presence bits of ``keys`` (they read as not fetched again)."""
+        base = self.base
+        if base is None:
+            return
+        for key in keys:
+            p = part_of(key, base.part_bits)
+            row = self.part(base, p).row(key)
+            if row is not None:
+                self.local.mark_present(p, row, present=False)
+
+    # -- a new base ------------------------------------------------------------------------
+
+    def adopt(
+        self,
+        head: Head,
+        etag: str | None,
+        written: dict[int, tuple[str, bytes, Part]],
+        dropped: set[str],
+        still_pending: set[str] = frozenset(),  # type: ignore[assignment]
+        scanned: set[str] | None = None,
+    ) -> None:
+        """Make ``head`` the base: drop stale cached values, keep its parts and presence bits.
+
+        ``written`` are the parts a push just built; ``dropped`` the cached keys that are stale;
+        ``still_pending`` the touched keys that remain local changes against ``head``;
+        ``scanned`` every key of the data file, when a full scan has just listed them.
+        """
+        local = self.local
+        base = self.base
+        if dropped and base is not None:
+            # Cached values are about to go; their presence bits go first, durably, so that a
+            # crash in between cannot make a dropped key look deleted by the user.
+            for key in dropped:
+                p = part_of(key, base.part_bits)
+                name = base.parts[p] if p < len(base.parts) else None
+                if name is not None and local.has_part(p, name):
+                    row = self.part(base, p).row(key)
+                    if row is not None:
+                        local.mark_present(p, row, present=False)
+            local.flush_bits()
+        for key in dropped:
+            local.drop(key)
+        stored = local.stored_parts()
+        # Keys seen in the data file stay seen when their part is replaced: recomputing that
+        # from the file alone would forget keys deleted since (and bring them back).
+        carried: set[str] = set()
+        if base is not None:
+            for p, name in stored.items():
+                if p >= len(head.parts) or head.parts[p] != name:
+                    rows = enumerate(self.part(base, p).keys)
+                    carried.update(key for row, key in rows if self.present(p, row))
+        carried -= dropped
+        local.state.pop("replace", None)
+        self.set_base(head, etag)
+        if local.stored_parts() != stored:
+            stored = {}  # the layout changed and the stored parts were forgotten
+        # Stored parts that this head replaced are kept up to date (with their presence
+        # bits) when their new version was downloaded on the way; otherwise forgotten.
+        renewed: dict[int, tuple[str, bytes, Part]] = dict(written)
+        for p, name in stored.items():
+            new_name = head.parts[p]
+            if p in written or new_name == name:
+                continue
+            blob = self._fresh.get(new_name) if new_name else None
+            if blob is None:
+                local.forget_part(p)
+            else:
+                part = self._parts.get(new_name) or Part.decode(blob, new_name)  # type: ignore[arg-type]
+                renewed[p] = (new_name, blob, part)  # type: ignore[assignment]
+        n_keys = sum(len(part) for _, _, part in renewed.values())
+        present = None
+        if n_keys * SCAN_FRACTION > len(local):
+            # Many presence bits to take: one pass over the keys beats a lookup per key, and
+            # the push that led here has usually just made that pass.
+            present = scanned - dropped if scanned is not None else set(local.keys())
+        for p, (name, blob, part) in renewed.items():
+            local.store_part(p, name, blob, part.keys, present, carried)
+            self._parts[name] = part
+        self._fresh.clear()
+        local.clear_touched(set(local.touched) - still_pending)
+        local.sync()

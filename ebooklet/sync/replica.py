@@ -1,0 +1,454 @@
+"""The orchestrator: a local file bound to its remote, and the operations that sync them.
+
+:class:`Replica` composes the units of the engine and runs the protocol of docs/sync.rst:
+``changes()`` (a three-way comparison), ``push()`` (a loop over one attempt, each of which
+rebases on the current head, uploads, and commits by compare-and-swap), ``pull()``,
+``discard()``, and the whole-database operations ``delete_remote()`` and ``copy_to()``.
+It holds no state of its own beyond the lease of a session; what an operation learns travels
+in return values.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import gc
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from ..errors import (
+    ConflictError,
+    PreconditionFailed,
+    PushConflictError,
+    ReadOnlyError,
+    RemoteNotFoundError,
+    SyncError,
+)
+from ..format import Entry, Head, new_commit_id
+from ..local import LocalStore
+from ..lock import DEFAULT_TTL, DEFAULT_WAIT, Lease
+from ..remote import Remote, Update
+from ..results import Change, ProgressCallback, PullResult, PushResult
+from . import commit as build
+from .conflicts import DELETED, Policy, Resolution, check_policy, resolve
+from .diff import ChangeSet, LocalChange, LocalDiff, local_changes, now_us, remote_changes, three_way
+from .heads import HeadStore
+from .index import BaseIndex
+from .objects import ObjectStore, Tracker, parallel_map
+from .reads import ValueReader
+
+logger = logging.getLogger(__name__)
+
+#: How many times a push rebases over concurrent commits before giving up.
+PUSH_ATTEMPTS = 8
+
+RemoteLock = Literal["push", "session", "none"]
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building per-key structures in bulk.
+
+    Bulk work allocates an object or more per key; without the pause the collector runs
+    hundreds of times over them for nothing (they hold no cycles).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@dataclass
+class _Uploads:
+    """Values uploaded by the attempts of one push: each goes up once, whichever attempt
+    commits."""
+
+    background: concurrent.futures.Executor
+    progress: ProgressCallback | None
+    segments: dict[str, int] = field(default_factory=dict)
+    entries: dict[str, Entry] = field(default_factory=dict)
+    futures: list[concurrent.futures.Future[None]] = field(default_factory=list)
+
+    def wait(self) -> None:
+        concurrent.futures.wait(self.futures)
+
+
+class _Inputs:
+    """The decoded values a conflict function is given."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.codec = replica.local.codec
+        self.index = replica.index
+        self.values = replica.values
+
+    def encode(self, value: Any) -> bytes:
+        return self.codec.encode(value)
+
+    def local_value(self, change: LocalChange) -> Any:
+        return DELETED if change.raw is None else self.codec.decode(change.raw)
+
+    def remote_value(self, key: str, entry: Entry | None) -> Any:
+        return DELETED if entry is None else self.codec.decode(self.values.read({key: entry})[key])
+
+    def base_value(self, key: str) -> Any:
+        found = self.index.entry(key)
+        if found is None:
+            return DELETED
+        return self.codec.decode(self.values.read({key: found[0]})[key])
+
+
+class Replica:
+    """A local store bound to its remote: the base, lazy reads, changes, push and pull."""
+
+    def __init__(
+        self,
+        local: LocalStore,
+        remote: Remote,
+        *,
+        replace: bool = False,
+        remote_lock: RemoteLock = "push",
+        lease_ttl: float = DEFAULT_TTL,
+        lock_wait: float = DEFAULT_WAIT,
+    ) -> None:
+        self.local = local
+        self.remote = remote
+        self.remote_lock = remote_lock
+        self._lease_args = (lease_ttl, lock_wait)
+        self._session_lease: Lease | None = None
+        self.heads = HeadStore(remote)
+        self.objects = ObjectStore(remote)
+        self.index = BaseIndex(local, remote, self.objects)
+        self.values = ValueReader(local, self.index, self.objects)
+        if replace:
+            self.index.start_replacing()
+
+    def current(self) -> tuple[Head | None, str | None]:
+        """The current remote head, asked for conditionally on the base, and its ETag."""
+        head, etag, changed = self.heads.read(if_none_match=self.index.etag)
+        if not changed:
+            return self.index.synced_head, etag
+        if head is not None:
+            self.index.check_same_database(head)
+        return head, etag
+
+    def changes(self) -> list[Change]:
+        """The three-way comparison of the local file, the base and the current remote."""
+        head, _ = self.current()
+        return three_way(self.index, head, local_changes(self.index).changes)
+
+    # -- the remote lock -------------------------------------------------------------------
+
+    def start_session(self) -> None:
+        """Take the remote lock until :meth:`end_session` (``remote_lock="session"``)."""
+        if self.remote_lock == "session" and self.remote.writable and self._session_lease is None:
+            lease = Lease(self.remote, *self._lease_args)
+            lease.__enter__()
+            self._session_lease = lease
+
+    def end_session(self) -> None:
+        if self._session_lease is not None:
+            self._session_lease.release()
+            self._session_lease = None
+
+    # -- push ------------------------------------------------------------------------------
+
+    def push(self, policy: Policy = None, progress: ProgressCallback | None = None) -> PushResult:
+        """Commit local changes, rebasing over what others committed meanwhile."""
+        check_policy(policy)
+        stats = self.remote.transport.stats
+        start = stats.snapshot()
+        # Whatever happens to this push, the local changes it carries are durable first.
+        self.local.sync()
+        if self._session_lease is not None and not self._session_lease.held:
+            self.end_session()  # the session's lease was lost: take a new one
+            self.start_session()
+        with _gc_paused():
+            if self.remote_lock == "push" and self.remote.writable and self._has_changes():
+                with Lease(self.remote, *self._lease_args) as lease:
+                    result = self._push(policy, lease, progress)
+            else:
+                result = self._push(policy, self._session_lease, progress)
+        result.requests = stats.requests - start[0]
+        result.bytes_sent = stats.bytes_sent - start[1]
+        return result
+
+    def _has_changes(self) -> bool:
+        """A cheap look for anything a push would send (no lease is taken for nothing)."""
+        meta = self.local.get_metadata()
+        base = self.index.base
+        return bool(
+            self.local.touched or self.local.external_edits or base is None
+            or (meta is not None and meta[1] > (base.metadata_timestamp or 0))
+        )
+
+    def _push(self, policy: Policy, lease: Lease | None, progress: ProgressCallback | None) -> PushResult:
+        if not self.remote.writable:
+            raise ReadOnlyError(
+                f"cannot push to {self.remote.location}: it is read-only (a public URL or a "
+                "connection without credentials); push through an S3Connection with credentials"
+            )
+        diff = local_changes(self.index)
+        metadata = self.local.get_metadata()
+        base = self.index.base
+        meta_changed = metadata is not None and (base is None or metadata[1] > (base.metadata_timestamp or 0))
+        if not diff.changes and not meta_changed and base is not None:
+            return PushResult()
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ebooklet-upload") as background:
+            uploads = _Uploads(background, progress)
+            for attempt in range(1, PUSH_ATTEMPTS + 1):
+                result = self._push_once(policy, lease, diff, metadata, uploads, attempt)
+                if result is not None:
+                    return result
+                logger.info("push: another writer committed first; rebasing (attempt %d)", attempt)
+        raise PushConflictError(
+            f"{self.remote.location} kept changing while pushing ({PUSH_ATTEMPTS} attempts); "
+            "nothing was committed. Push again."
+        )
+
+    def _push_once(
+        self,
+        policy: Policy,
+        lease: Lease | None,
+        diff: LocalDiff,
+        metadata: tuple[Any, int] | None,
+        uploads: _Uploads,
+        attempt: int,
+    ) -> PushResult | None:
+        """One attempt: rebase on the current head, upload, commit. Returns None when another
+        writer committed first (the caller tries again)."""
+        current, etag = self.current()
+        self._check_pushable(current)
+        replacing = self.index.replacing
+        remote = {} if replacing else remote_changes(self.index, self.index.base, current)
+        try:
+            to_write, dropped = self._rebase(ChangeSet(diff.changes, remote), policy)
+        except ConflictError:
+            uploads.wait()
+            self.objects.delete_quietly(uploads.segments)
+            raise
+        meta_new = metadata is not None and (
+            current is None or metadata[1] > (current.metadata_timestamp or 0)
+        )
+        if not to_write and not meta_new and not replacing and current is not None:
+            # Every local change was already made remotely (or lost to the remote side):
+            # nothing to commit, only the remote to catch up with.
+            uploads.wait()
+            self.objects.delete_quietly(uploads.segments)
+            self.index.adopt(current, etag, {}, dropped, scanned=diff.scanned)
+            return PushResult(pulled=sorted(dropped))
+        # Values go up once; a retry uploads only what its rebase newly decided to write.
+        pending = {
+            k: c for k, c in to_write.items()
+            if c.raw is not None and (k not in uploads.entries or uploads.entries[k].hash != c.hash)
+        }
+        # Segments upload in the background while the index is built.
+        packed = build.pack_segments(pending, new_commit_id())
+        tracker = Tracker(uploads.progress, "upload", len(packed.entries), sum(packed.sizes.values()))
+        uploads.segments.update(packed.sizes)
+        uploads.entries.update(packed.entries)
+        uploads.futures.append(
+            uploads.background.submit(self.objects.put_many, packed.bodies, tracker, packed.counts)
+        )
+        head, written, expired = build.build_commit(
+            current, to_write, uploads.entries, uploads.segments, new_commit_id(), metadata,
+            codec_name=self.local.codec.name, replacing=replacing, stamp=now_us(),
+            load_parts=self.index.parts,
+        )
+        tracker.bytes_total += sum(len(blob) for _, blob, _ in written.values())
+        self.objects.put_many([(name, blob) for name, blob, _ in written.values()], tracker)
+        for upload in uploads.futures:
+            upload.result()  # every value is up before the head may point at it
+        if lease is not None:
+            HeadStore.check_fence(current, lease)
+            # Nobody can take a lease over before it expires: one written within the last
+            # third of its ttl is still ours (allowing for clock skew between writers).
+            lease.renew(if_older_than=1 / 3)
+            head.lease_token = lease.token
+        committed = self.heads.commit(head, etag if current is not None else None)
+        if committed is None:
+            self.objects.delete_quietly(name for name, _, _ in written.values())
+            return None
+        result = PushResult(
+            committed=True,
+            commit=head.commit,
+            attempts=attempt,
+            keys=sorted(k for k, c in to_write.items() if c.raw is not None),
+            deleted=sorted(k for k, c in to_write.items() if c.raw is None),
+            pulled=sorted(dropped),
+        )
+        self.index.adopt(head, committed.etag, written, dropped, scanned=diff.scanned)
+        if expired:
+            # Retired over RETIRE_AFTER_S ago and now out of the head: no reader needs them.
+            self.objects.delete_quietly(expired)
+        return result
+
+    def _check_pushable(self, current: Head | None) -> None:
+        if current is None and self.index.base is not None:
+            synced = self.local.state.get("location")
+            elsewhere = f" (this file was synced with {synced})" if synced != self.remote.location else ""
+            raise SyncError(
+                f"there is no database at {self.remote.location}{elsewhere}: it was deleted since "
+                "the last sync. To create it again from this file's data, call delete_remote() "
+                "(which forgets the old database) and then push()."
+            )
+        mine = self.local.codec.name
+        if current is not None and not self.index.replacing and current.value_serializer != mine:
+            raise SyncError(
+                f"{self.remote.location} stores values serialized with {current.value_serializer!r} "
+                f"but this local file uses {mine!r}; they cannot be mixed"
+            )
+
+    def _rebase(self, changes: ChangeSet, policy: Policy) -> tuple[dict[str, LocalChange], set[str]]:
+        """What this push writes, and which cached keys it drops, given others' commits.
+
+        A conflict function's result is written to the local file and replaces the local
+        change it settled, so that whichever attempt commits carries it.
+        """
+        resolution = resolve(changes, policy, _Inputs(self))
+        self._apply_merged(resolution)
+        changes.local.update(resolution.merged)
+        to_write = {
+            k: c for k, c in changes.local.items() if k not in resolution.same and k not in resolution.remote
+        }
+        dropped = set(changes.remote) - resolution.local - set(resolution.merged)
+        return to_write, dropped
+
+    def _apply_merged(self, resolution: Resolution) -> None:
+        for key, change in resolution.merged.items():
+            if change.raw is None:
+                self.local.delete(key, change.timestamp)  # type: ignore[arg-type]
+            else:
+                self.local.set_raw(key, change.raw, change.timestamp)  # type: ignore[arg-type]
+
+    # -- pull ------------------------------------------------------------------------------
+
+    def pull(self, policy: Policy = None) -> PullResult:
+        """Bring in what others committed since the last sync."""
+        check_policy(policy)
+        start = self.remote.transport.stats.requests
+        result = PullResult()
+        head, etag = self.current()
+        base = self.index.base
+        if head is None:
+            if base is not None:
+                advice = "; the local file keeps what it had fetched"
+                if self.remote.writable:
+                    advice = (
+                        "; to create it again from this file's data, call delete_remote() and "
+                        "then push()"
+                    )
+                raise RemoteNotFoundError(
+                    f"the remote database {self.remote.location} no longer exists{advice}"
+                )
+        elif not self.index.replacing and (base is None or head.commit_id != base.commit_id):
+            remote = remote_changes(self.index, base, head)
+            # Edits made behind ebooklet's back are recorded before any part is re-stored.
+            diff = local_changes(self.index) if remote or self.local.external_edits else LocalDiff()
+            resolution = resolve(ChangeSet(diff.changes, remote), policy, _Inputs(self))
+            self._apply_merged(resolution)
+            kept = resolution.same | resolution.local | set(resolution.merged)
+            dropped = set(remote) - kept
+            for key in sorted(dropped):
+                (result.updated if remote[key] is not None else result.deleted).append(key)
+            # Local changes survive a pull, except those now identical to the remote.
+            pending = set(self.local.touched) - dropped - resolution.same
+            self.index.adopt(head, etag, {}, dropped, pending, scanned=diff.scanned)
+        result.commit = head.commit if head is not None else None
+        result.requests = self.remote.transport.stats.requests - start
+        return result
+
+    # -- discard ---------------------------------------------------------------------------
+
+    def discard(self, keys: Iterable[str] | None = None) -> list[str]:
+        """Revert local changes (all, or those to ``keys``) to the base; return their keys."""
+        changes = local_changes(self.index).changes
+        chosen = sorted(changes if keys is None else set(keys) & set(changes))
+        for key in chosen:
+            self.local.drop(key)
+        # Back to "not fetched": the next read brings the base value.
+        self.index.forget_present(chosen)
+        self.local.clear_touched(set(chosen))
+        self.local.sync()
+        return chosen
+
+    # -- whole-database operations -------------------------------------------------------
+
+    def load(self, keys: Iterable[str], progress: ProgressCallback | None = None) -> dict[str, bytes]:
+        """Fetch lazy keys' values into the local file."""
+        return self.values.load(keys, progress)
+
+    @staticmethod
+    def _require_writable(remote: Remote, what: str) -> None:
+        if not remote.writable:
+            raise ReadOnlyError(
+                f"cannot {what} {remote.location}: it is read-only (a public URL or a connection "
+                "without credentials)"
+            )
+
+    def delete_remote(self) -> int:
+        """Delete the remote database (head first), keeping the local file; return objects deleted."""
+        self._require_writable(self.remote, "delete")
+        transport = self.remote.transport
+        self.end_session()  # a session's lease object is deleted with the rest
+        lease = Lease(self.remote, *self._lease_args) if self.remote_lock != "none" else None
+        if lease is not None:
+            lease.__enter__()
+        try:
+            # The head goes first: from then on every reader sees no database.
+            transport.delete([self.remote.db_key])
+            names = [k for k in transport.list(self.remote.prefix) if lease is None or k != lease.key]
+            transport.delete(names)
+        finally:
+            if lease is not None:
+                lease.release()
+                transport.delete([lease.key])
+        self.start_session()
+        # The local file stays; its next push creates the database again from it.
+        self.index.start_replacing()
+        self.index.set_base(None, None)
+        self.local.external_edits = True
+        self.local.save_state()
+        return len(names) + 1
+
+    def copy_to(self, target: Remote, overwrite: bool = False) -> Head:
+        """Copy the current remote database to ``target``; its head is written last."""
+        self._require_writable(target, "copy to")
+        head, _ = self.heads.read_latest()
+        if head is None:
+            raise RemoteNotFoundError(f"there is no database at {self.remote.location} to copy")
+        target_heads = HeadStore(target)
+        old, old_etag = target_heads.read_latest()
+        if old is not None and not overwrite:
+            raise SyncError(f"{target.location} already holds a database; pass overwrite=True to replace it")
+        names = [n for n in head.parts if n] + list(head.segments)
+
+        def copy(name: str) -> None:
+            src, dst = self.remote.prefix + name, target.prefix + name
+            if not self.remote.transport.copy(src, target.transport, dst):
+                # One object at a time: at most one segment (64 MiB) is ever in memory.
+                blob = self.remote.transport.get(src)
+                target.transport.put(dst, blob.data, "overwrite")  # type: ignore[union-attr]
+
+        for _ in parallel_map(copy, names):
+            pass
+        copied = Head(**asdict(head))
+        copied.uuid = Head.new(None).uuid
+        copied.retired = []
+        copied.lease_token = 0
+        if old is not None:
+            stamp = now_us()
+            copied.retired = [list(r) for r in old.retired]
+            copied.retired += [[n, stamp] for n in old.parts if n] + [[n, stamp] for n in old.segments]
+            # A target that was an earlier copy shares object names with this one.
+            copied.retired = build.unreferenced(copied, copied.retired)
+        mode: Any = Update(old_etag) if old_etag is not None else "create"
+        try:
+            target.transport.put(target.db_key, copied.encode(), mode)
+        except PreconditionFailed:
+            raise SyncError(f"{target.location} changed while copying to it; nothing was replaced") from None
+        return copied
