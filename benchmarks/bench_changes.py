@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 import booklet  # noqa: E402
 
 import ebooklet  # noqa: E402
+from ebooklet.remote import connect  # noqa: E402
 from tests.servers import start_moto  # noqa: E402
 
 
@@ -66,13 +67,16 @@ def main() -> None:
         t_booklet = best(open_booklet, args.repeat)
         t_ebooklet = best(open_ebooklet, args.repeat)
         with ebooklet.open(conn, path, "r") as db:
-            stats = db._remote.transport.stats
+            stats = db.stats
             before = stats.requests
             changes = list(db.changes().iter_changes())
             requests = stats.requests - before
             t_changes = best(lambda: list(db.changes().iter_changes()), args.repeat)
-            transport, etag = db._remote.transport, db._local.state["etag"]
-            t_get = best(lambda: transport.get(db._remote.db_key, if_none_match=etag), args.repeat)
+            # The baseline: one bare conditional GET of the head, on a transport of its own.
+            remote = connect(conn)
+            etag = remote.transport.get(remote.db_key).etag
+            t_get = best(lambda: remote.transport.get(remote.db_key, if_none_match=etag), args.repeat)
+            remote.transport.close()
         assert changes == [], changes
     finally:
         server.stop()

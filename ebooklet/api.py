@@ -159,10 +159,10 @@ def _first_open(
         expected_keys=head.n_keys if head is not None else 0,
     )
     try:
-        if head is not None and serializer_name(local.value_serializer) != head.value_serializer:
+        if head is not None and local.codec.name != head.value_serializer:
             raise ValueError(
                 f"the local file {path} stores values with serializer "
-                f"{serializer_name(local.value_serializer)!r} but the remote uses "
+                f"{local.codec.name!r} but the remote uses "
                 f"{head.value_serializer!r}; use another local path"
             )
         replica = Replica(local, remote, **lock)

@@ -38,8 +38,8 @@ import portalocker
 from . import __version__
 from .api import open as open_db
 from .db import EBooklet
-from .info import remote_info
 from .errors import ConflictError, EbookletError, RemoteNotFoundError, SyncError
+from .info import remote_info
 from .remote import RemoteConn, S3Connection
 from .results import Progress
 

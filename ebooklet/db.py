@@ -142,6 +142,13 @@ class EBooklet(MutableMapping):
         yield from local_keys
         yield from lazy
 
+    def local_keys(self) -> Iterator[str]:
+        """The keys whose values are in the local file: readable offline, without a request."""
+        self._check()
+        with self._lock:
+            local_keys = list(self._local.keys())
+        yield from local_keys
+
     def items(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
         """(key, value) pairs; remote values are fetched in batches as they are reached.
 

@@ -61,6 +61,25 @@ def serializer_name(serializer: Any) -> str:
     return f"custom:{serializer.__module__}.{serializer.__qualname__}"
 
 
+def _serializers(db: Any) -> tuple[Any, Any]:
+    """The key and value serializer classes of an open booklet file.
+
+    booklet does not expose them publicly: this is the one place that reads its private
+    attributes, so that an upgrade of booklet that renames them breaks here only.
+    """
+    return db._key_serializer, db._value_serializer
+
+
+def _serializer_arg(serializer: Any) -> Any:
+    """What ``booklet.open`` takes to create a file with ``serializer``: the name of a built-in
+    serializer (booklet records the name, and refuses its own classes passed as custom), or
+    a custom class itself."""
+    for name, known in booklet.serializers.serial_dict.items():
+        if known is serializer:
+            return name
+    return serializer
+
+
 def check_serializer(value_serializer: Any) -> None:
     if isinstance(value_serializer, str) and value_serializer not in booklet.available_serializers:
         raise ValueError(
@@ -137,7 +156,7 @@ class LocalStore:
             flag = "w"  # a session that ended without syncing may have left repairs to make
         n_buckets = max(booklet.utils.init_n_buckets, int(expected_keys * 1.2))
         self._db = self._open_booklet(flag, value_serializer, timeout, n_buckets)
-        if self._db._key_serializer is not booklet.serializers.Str:
+        if _serializers(self._db)[0] is not booklet.serializers.Str:
             self._db.close()
             raise LocalFileError(
                 f"{self.path} is a booklet file whose keys are not str; ebooklet keys are str. "
@@ -236,7 +255,7 @@ class LocalStore:
     def _rebuild(self, timeout: float | None) -> None:
         """Copy every intact entry into a fresh data file; keep the damaged one aside."""
         old = self._db
-        value_serializer = old._value_serializer
+        value_serializer = _serializer_arg(_serializers(old)[1])
         tmp = self.path.with_name(self.path.name + ".rebuild")
         new = booklet.open(tmp, "n", key_serializer="str", value_serializer=value_serializer)
         try:
@@ -467,13 +486,9 @@ class LocalStore:
     # -- the data file ---------------------------------------------------------------------
 
     @property
-    def value_serializer(self) -> Any:
-        return self._db._value_serializer
-
-    @property
     def codec(self) -> Codec:
         """How this file's values are encoded, by the name the remote head records."""
-        serializer = self._db._value_serializer
+        serializer = _serializers(self._db)[1]
         return Codec(serializer_name(serializer), serializer.dumps, serializer.loads)
 
     def __len__(self) -> int:

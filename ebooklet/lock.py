@@ -57,10 +57,6 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
-def _when(us: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(us / 1e6))
-
-
 @dataclass(frozen=True)
 class LeaseInfo:
     """What the lease object says."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
+from ebooklet.remote import Remote, connect
 from ebooklet.remote.base import Blob, PutMode, Transport
 
 
@@ -53,11 +55,14 @@ class Gate:
                 raise TimeoutError("the test never released the gate")
 
 
-def inject(db, before_put: Callable[[str], None]) -> FaultyTransport:
-    """Route a database's remote requests through a FaultyTransport."""
-    faulty = FaultyTransport(db._remote.transport, before_put)
-    db._remote.transport = faulty
-    return faulty
+def faulty_remote(
+    conn: Any, before_put: Callable[[str], None] = lambda key: None
+) -> tuple[Remote, FaultyTransport]:
+    """A remote for ``conn`` whose requests go through a FaultyTransport (open the database
+    on it; ``remote.db_key`` is the head's key)."""
+    real = connect(conn)
+    faulty = FaultyTransport(real.transport, before_put)
+    return Remote(faulty, real.db_key, real.location), faulty
 
 
 class UnconditionalTransport(FaultyTransport):

@@ -150,7 +150,7 @@ def test_a_deleted_key_never_comes_back_after_pushes_and_pulls(clients):
 
 def test_a_pull_with_nothing_new_costs_one_conditional_request(clients):
     x, _, _ = clients
-    stats = x._remote.transport.stats
+    stats = x.stats
     before = stats.requests
     result = x.changes().pull()
     assert result.requests == 1 and stats.requests == before + 1
@@ -229,10 +229,23 @@ def test_a_writer_whose_lease_was_taken_over_cannot_commit(s3_remote, tmp_path):
     from ebooklet.lock import Lease
     from ebooklet.remote import connect
 
+    from .faults import Gate, faulty_remote
+
     conn = s3_remote.conn()
-    with ebooklet.open(conn, tmp_path / "a.blt", "c", remote_lock="session", lease_ttl=0.2) as slow:
+    stalled, transport = faulty_remote(conn)
+    with ebooklet.open(stalled, tmp_path / "a.blt", "c", remote_lock="session", lease_ttl=0.2) as slow:
         slow["k"] = b"slow"
-        slow._replica._session_lease._stop_renewing()  # it stalls: no renewals any more
+        # It stalls: its next renewal hangs on the network, holding the lease's lock, until the
+        # push is under way (its first upload); the push must then find the lease lost.
+        gate = Gate(stalled.prefix + "lease")
+
+        def stall(key: str) -> None:
+            if "/seg/" in key:
+                gate.release.set()
+            gate(key)
+
+        transport.before_put = stall
+        assert gate.reached.wait(timeout=60)
         remote = connect(conn)
         thief = Lease(remote, ttl=30, wait=10)
         thief.acquire()  # waits for the stalled lease to expire, then takes it over
@@ -253,15 +266,16 @@ def test_a_holder_killed_mid_push_leaves_the_remote_consistent_and_its_changes_p
     victim = tmp_path / "victim.blt"
     proc = python(f"""
         import sys, ebooklet
-        from tests.faults import inject
-        db = ebooklet.open({conn_code(conn)}, {str(victim)!r}, "w", lease_ttl=1.0)
+        from tests.faults import faulty_remote
+        remote, faulty = faulty_remote({conn_code(conn)})
+        db = ebooklet.open(remote, {str(victim)!r}, "w", lease_ttl=1.0)
         db["a"] = "victim"
         db["v"] = "victim"
         def stop_at_commit(key):
-            if key == db._remote.db_key:
+            if key == remote.db_key:
                 print("at-commit", flush=True)
                 sys.stdin.readline()
-        inject(db, stop_at_commit)
+        faulty.before_put = stop_at_commit
         db.changes().push()
     """)
     assert proc.stdout.readline().strip() == "at-commit", proc.stderr.read()

@@ -37,7 +37,7 @@ def test_a_fresh_open_lists_every_key_and_fetches_a_value_only_when_read(remote,
     with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
         assert "station-00007" in db and "nope" not in db
         assert len(list(db.keys())) == 300
-        stats = db._remote.transport.stats
+        stats = db.stats
         before = stats.requests
         assert db["station-00007"] == {"i": 7, "sq": 49}
         assert stats.requests == before + 1  # one ranged GET; the index part is already local
@@ -55,7 +55,7 @@ def test_get_items_fetches_many_values_with_coalesced_ranges(remote, tmp_path):
         db.changes().push()
     wanted = sorted(data)[::7]
     with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
-        stats = db._remote.transport.stats
+        stats = db.stats
         before = stats.requests
         got = dict(db.get_items(wanted))
         assert got == {k: data[k] for k in wanted}
@@ -76,7 +76,7 @@ def test_opening_and_local_reads_and_writes_make_no_request(remote, tmp_path):
         db["x"] = "1"
         db.changes().push()
     with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
-        stats = db._remote.transport.stats
+        stats = db.stats
         db["y"] = "2"
         assert db["x"] == "1" and db["y"] == "2"
         del db["x"]
@@ -175,7 +175,7 @@ def test_timestamps_are_kept_and_listed_without_fetching_values(remote, tmp_path
         db.set("b", b"2", timestamp="2024-01-02T03:04:05+00:00")
         db.changes().push()
     with ebooklet.open(conn, tmp_path / "b.blt", "r") as db:
-        stats = db._remote.transport.stats
+        stats = db.stats
         before = stats.requests
         assert dict(db.timestamps()) == {"a": 1_600_000_000_000_000, "b": 1_704_164_645_000_000}
         assert db.get_timestamp("a") == 1_600_000_000_000_000

@@ -6,8 +6,8 @@ import pytest
 
 import ebooklet
 from ebooklet import format as fmt
-from ebooklet.sync import commit as sync_commit
 from ebooklet.remote import connect
+from ebooklet.sync import commit as sync_commit
 
 
 def _objects(conn) -> set[str]:

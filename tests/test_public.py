@@ -109,12 +109,11 @@ class Public:
         if self.server is not None:
             server = self.server
             return db, lambda: len(server.log) - mark
-        transport = db._remote.transport
-        return db, lambda: transport.stats.requests
+        return db, lambda: db.stats.requests
 
     def received(self, db: ebooklet.EBooklet) -> int:
         """Bytes of bodies the reader's transport has received so far."""
-        return db._remote.transport.stats.bytes_received
+        return db.stats.bytes_received
 
 
 @contextlib.contextmanager
@@ -167,7 +166,7 @@ def cached_keys(path: pathlib.Path) -> dict[str, Any]:
 
 def cached_keys_while_open(db: ebooklet.EBooklet) -> set[str]:
     """Keys already in the local data file of an open database."""
-    return set(db._local.keys())
+    return set(db.local_keys())
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -204,7 +203,7 @@ def test_a_fresh_copy_lists_every_key_and_reads_values_lazily(public):
         assert requests() == before + 2
         if public.server is not None:
             # The library's own count agrees with what the server saw.
-            assert db._remote.transport.stats.requests == requests()
+            assert db.stats.requests == requests()
     assert cached_keys(public.copy) == VALUES
 
 

@@ -8,8 +8,8 @@ import threading
 import pytest
 
 import ebooklet
-from ebooklet.sync import commit as sync_commit
 from ebooklet.remote import connect
+from ebooklet.sync import commit as sync_commit
 
 from .subprocs import python
 

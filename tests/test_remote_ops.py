@@ -131,7 +131,9 @@ def test_a_reader_of_the_target_never_sees_half_a_copy(tmp_path):
             gate(key)
             return super().put(key, data, mode)
 
-    pausing = ebooklet.Remote(Pausing(target_remote.transport.root), target_remote.db_key, target_remote.location)
+    pausing = ebooklet.Remote(
+        Pausing(target_remote.transport.root), target_remote.db_key, target_remote.location
+    )
     try:
         copier = threading.Thread(target=lambda: db.copy_remote(pausing))
         copier.start()

@@ -11,7 +11,7 @@ import pytest
 
 import ebooklet
 
-from .faults import Gate, inject
+from .faults import Gate, faulty_remote
 from .subprocs import conn_code, python
 
 
@@ -25,12 +25,13 @@ def test_a_reader_during_a_push_sees_the_old_state_or_the_new_never_a_mix(remote
     conn = remote.conn()
     old = {f"k{i}": "old" for i in range(200)}
     _push(conn, tmp_path / "w.blt", old)
-    db = ebooklet.open(conn, tmp_path / "w.blt", "w")
+    faulty, transport = faulty_remote(conn)
+    db = ebooklet.open(faulty, tmp_path / "w.blt", "w")
     for i in range(0, 200, 2):
         db[f"k{i}"] = "new"
     db["added"] = "new"
-    gate = Gate(db._remote.db_key)
-    inject(db, gate)
+    gate = Gate(faulty.db_key)
+    transport.before_put = gate
     pusher = threading.Thread(target=lambda: db.changes().push())
     pusher.start()
     try:
@@ -54,14 +55,16 @@ def test_a_push_that_dies_before_its_commit_changes_nothing_and_can_be_retried(r
     conn = remote.conn()
     _push(conn, tmp_path / "w.blt", {"a": 1})
 
+    remote, faulty = faulty_remote(conn)
+
     def fail_at_head(key: str) -> None:
-        if key == db._remote.db_key:
+        if key == remote.db_key:
             raise ConnectionError("cut off before the commit")
 
-    with ebooklet.open(conn, tmp_path / "w.blt", "w") as db:
+    with ebooklet.open(remote, tmp_path / "w.blt", "w") as db:
         db["a"] = 2
         db["b"] = 3
-        faulty = inject(db, fail_at_head)
+        faulty.before_put = fail_at_head
         with pytest.raises(ConnectionError):
             db.changes().push()
         with ebooklet.open(conn, tmp_path / "r.blt", "r") as reader:
