@@ -37,11 +37,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     say("2. Bob opens the remote on a fresh local path. Keys are listed; values come lazily.")
     with open_db(remote, workdir / "bob.blt", "w") as bob:
-        stats = bob._remote.transport.stats
         say(f"   {len(bob)} keys, metadata {bob.get_metadata()}")
-        before = stats.requests
+        before = bob.stats.requests
         say(f"   station-0042 = {bob['station-0042']['lat']:.3f} (lat), fetched with "
-            f"{stats.requests - before} request(s)")
+            f"{bob.stats.requests - before} request(s)")
         bob["station-0042"] = {**bob["station-0042"], "rain_mm": [1.5] * 24}
         del bob["station-0999"]
         say(f"   Bob's changes: {[str(c) for c in bob.changes().iter_changes()]}")
