@@ -17,6 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+import booklet
 import pytest
 
 import ebooklet
@@ -329,8 +330,8 @@ def test_status_push_pull(folder: pathlib.Path) -> None:
     expected = {"station-1": {"rain_mm": [5.0]}, "station-2": "carol's text", "station-3": "new"}
     with ebooklet.open(folder, tmp / "bob.blt", "r") as db:
         assert dict(db.items()) == expected
-    with ebooklet.open(folder, tmp / "dan.blt", "r") as db:
-        assert {key: db._local.get(key) for key in expected} == expected  # loaded into the file
+    with booklet.open(tmp / "dan.blt", "r") as local:  # a plain booklet file
+        assert {key: local.get(key) for key in expected} == expected  # loaded into the file
 
 
 def test_push_and_pull_list_at_most_20_keys(tmp_path: pathlib.Path) -> None:
