@@ -17,10 +17,14 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+import booklet
 import pytest
 
 import ebooklet
 from ebooklet import cli
+from ebooklet.cli import read
+from ebooklet.cli.output import human_bytes
+from ebooklet.cli.progress import ProgressBar, progress_bar, render_progress
 from ebooklet.results import Progress
 
 from .servers import S3Server
@@ -326,8 +330,8 @@ def test_status_push_pull(folder: pathlib.Path) -> None:
     expected = {"station-1": {"rain_mm": [5.0]}, "station-2": "carol's text", "station-3": "new"}
     with ebooklet.open(folder, tmp / "bob.blt", "r") as db:
         assert dict(db.items()) == expected
-    with ebooklet.open(folder, tmp / "dan.blt", "r") as db:
-        assert {key: db._local.get(key) for key in expected} == expected  # loaded into the file
+    with booklet.open(tmp / "dan.blt", "r") as local:  # a plain booklet file
+        assert {key: local.get(key) for key in expected} == expected  # loaded into the file
 
 
 def test_push_and_pull_list_at_most_20_keys(tmp_path: pathlib.Path) -> None:
@@ -473,19 +477,19 @@ def test_unreachable_s3(tmp_path: pathlib.Path) -> None:
 
 def test_render_progress() -> None:
     mib = 1024 * 1024
-    line = cli.render_progress(Progress("upload", 0, 2000, 0, 10 * mib), 80)
+    line = render_progress(Progress("upload", 0, 2000, 0, 10 * mib), 80)
     assert line == "pushing   [....................]   0%         0 B /   10.0 MiB      0/2,000 keys"
-    half = cli.render_progress(Progress("download", 1000, 2000, 5 * mib, 10 * mib), 80)
+    half = render_progress(Progress("download", 1000, 2000, 5 * mib, 10 * mib), 80)
     assert half == "fetching  [##########..........]  50%     5.0 MiB /   10.0 MiB  1,000/2,000 keys"
     assert len(line) == len(half) <= 80
-    done = cli.render_progress(Progress("download", 2000, 2000, 10 * mib + 1, 10 * mib), 80)
+    done = render_progress(Progress("download", 2000, 2000, 10 * mib + 1, 10 * mib), 80)
     assert "[####################] 100%" in done  # clamped
     # Without bytes, keys give the fraction; with neither, it is done.
-    assert " 25%" in cli.render_progress(Progress("upload", 1, 4, 0, 0), 80)
-    assert "100%" in cli.render_progress(Progress("upload", 0, 0, 0, 0), 80)
-    narrow = cli.render_progress(Progress("upload", 1, 4, 512, 2048), 40)
+    assert " 25%" in render_progress(Progress("upload", 1, 4, 0, 0), 80)
+    assert "100%" in render_progress(Progress("upload", 0, 0, 0, 0), 80)
+    narrow = render_progress(Progress("upload", 1, 4, 512, 2048), 40)
     assert narrow == "pushing 25% 512 B / 2.0 KiB 1/4 keys"  # no room for the bar
-    assert [cli.human_bytes(n) for n in (0, 1023, 1024, 1536, 5 * mib, 3 << 40)] == [
+    assert [human_bytes(n) for n in (0, 1023, 1024, 1536, 5 * mib, 3 << 40)] == [
         "0 B", "1023 B", "1.0 KiB", "1.5 KiB", "5.0 MiB", "3.0 TiB"
     ]
 
@@ -500,7 +504,7 @@ class FakeClock:
 
 def test_progress_bar_throttles_and_ends_its_line() -> None:
     clock, out = FakeClock(), io.StringIO()
-    bar = cli.ProgressBar(out, width=80, interval=0.1, delay=0.5, clock=clock)
+    bar = ProgressBar(out, width=80, interval=0.1, delay=0.5, clock=clock)
     bar(Progress("upload", 0, 10, 0, 100))
     clock.now += 0.4
     bar(Progress("upload", 1, 10, 10, 100))
@@ -518,7 +522,7 @@ def test_progress_bar_throttles_and_ends_its_line() -> None:
     assert text.count("\r") == 3 and text.endswith("] 100%       100 B /      100 B  10/10 keys\n")
 
     out = io.StringIO()
-    quick = cli.ProgressBar(out, delay=0.5, clock=FakeClock())
+    quick = ProgressBar(out, delay=0.5, clock=FakeClock())
     quick(Progress("download", 1, 1, 5, 5))
     quick.close()
     assert out.getvalue() == ""  # a quick transfer leaves no trace
@@ -531,13 +535,13 @@ def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> Non
 
     args = cli.build_parser().parse_args(["push", "r", "l"])
     monkeypatch.setattr(sys, "stderr", io.StringIO())
-    with cli.progress_bar(args) as bar:
+    with progress_bar(args) as bar:
         assert bar is None
     monkeypatch.setattr(sys, "stderr", Tty())
-    with cli.progress_bar(args) as bar:
-        assert isinstance(bar, cli.ProgressBar)
+    with progress_bar(args) as bar:
+        assert isinstance(bar, ProgressBar)
     args = cli.build_parser().parse_args(["push", "r", "l", "--no-progress"])
-    with cli.progress_bar(args) as bar:
+    with progress_bar(args) as bar:
         assert bar is None
 
 
@@ -545,6 +549,6 @@ def test_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
     def interrupted(remote: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "remote_info", interrupted)
+    monkeypatch.setattr(read, "remote_info", interrupted)
     assert cli.main(["head", "somewhere/db"]) == 130
     assert capsys.readouterr().err == "ebooklet: interrupted\n"

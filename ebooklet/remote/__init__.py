@@ -1,7 +1,8 @@
 """Where a database lives: connection parameters and the transport that reaches them.
 
 :func:`connect` turns what a user passes to :func:`ebooklet.open` (an :class:`S3Connection`,
-a public ``http(s)://`` URL, a ``file://`` URL or a local folder path) into a :class:`Remote`.
+a public ``http(s)://`` URL, a ``file://`` URL or a local folder path) into a :class:`Remote`;
+strings are read by :func:`~ebooklet.remote.url.parse_remote`, which the command line shares.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from .base import Blob, PutMode, Stats, Transport, Update
 from .fs import FolderTransport
 from .http import HttpTransport
+from .url import parse_remote, remote_location
 
 __all__ = [
     "Blob",
@@ -177,46 +179,27 @@ def connect(remote_conn: RemoteConn) -> Remote:
     """Build the :class:`Remote` for what the user passed as ``remote_conn``.
 
     Accepts an :class:`S3Connection`, an ``http(s)://`` URL (read-only), a ``file://`` URL,
-    a local path (str or :class:`pathlib.Path`) naming the database in a folder, or a
-    :class:`Remote` built over a transport of the caller's own (returned as it is).
+    a local path (str or :class:`pathlib.Path`) naming the database in a folder (strings are
+    read by :func:`~ebooklet.remote.url.parse_remote`), or a :class:`Remote` built over a
+    transport of the caller's own (returned as it is).
     """
     if isinstance(remote_conn, Remote):
         return remote_conn
     if isinstance(remote_conn, S3Connection):
-        endpoint = remote_conn.endpoint_url or "aws"
         return Remote(
             remote_conn.transport(),
             remote_conn.db_key if remote_conn.has_credentials else _url_name(remote_conn.db_url or ""),
-            f"s3://{remote_conn.bucket}/{remote_conn.db_key} ({endpoint})",
+            remote_location(remote_conn),
         )
-    if isinstance(remote_conn, os.PathLike):
-        path = pathlib.Path(remote_conn).absolute()
-    elif isinstance(remote_conn, str):
-        scheme = urllib.parse.urlsplit(remote_conn).scheme
-        if scheme in ("http", "https"):
-            return Remote(HttpTransport(_url_parent(remote_conn)), _url_name(remote_conn), remote_conn)
-        if scheme == "file":
-            parts = urllib.parse.urlsplit(remote_conn)
-            if parts.netloc not in ("", "localhost"):
-                raise ValueError(f"file URL {remote_conn!r} must be local (file:///path)")
-            path = pathlib.Path(urllib.parse.unquote(parts.path))
-        elif scheme == "s3":
-            raise ValueError(
-                f"{remote_conn!r}: use ebooklet.S3Connection(...) for S3 remotes in Python "
-                "(s3:// URLs are for the command line)"
-            )
-        elif scheme and len(scheme) > 1:
-            raise ValueError(f"unsupported remote {remote_conn!r}: use an S3Connection, http(s)://, or file://")
-        else:
-            path = pathlib.Path(remote_conn).absolute()
-    else:
-        raise TypeError(
-            "remote_conn must be an ebooklet.S3Connection, an http(s):// or file:// URL, or a "
-            f"folder path, not {type(remote_conn).__name__}"
-        )
-    if not path.name:
-        raise ValueError(f"the remote path {str(path)!r} must name the database inside a folder")
-    return Remote(FolderTransport(path.parent), path.name, path.as_uri())
+    if isinstance(remote_conn, (str, os.PathLike)):
+        parsed = parse_remote(remote_conn)  # without S3 options: a folder path or a public URL
+        if isinstance(parsed, pathlib.Path):
+            return Remote(FolderTransport(parsed.parent), parsed.name, remote_location(parsed))
+        return Remote(HttpTransport(_url_parent(parsed)), _url_name(parsed), remote_location(parsed))
+    raise TypeError(
+        "remote_conn must be an ebooklet.S3Connection, an http(s):// or file:// URL, or a "
+        f"folder path, not {type(remote_conn).__name__}"
+    )
 
 
 def connection_params(remote_conn: RemoteConn) -> dict[str, Any]:

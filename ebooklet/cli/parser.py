@@ -1,0 +1,128 @@
+"""The argument parser: the top level, the options commands share, and the help layout.
+
+Commands are not listed here: each command module has a ``register(commands)`` function
+that adds its commands through :class:`Commands`, and :func:`ebooklet.cli.build_parser` calls
+them. To add a command, write its function and its ``commands.add(...)`` call in the module of
+its kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+
+from .. import __version__
+from .output import SHOWN_KEYS
+from .remote_arg import REMOTE_HELP
+
+#: A command: given the parsed arguments, does its work and returns the exit status.
+Command = Callable[[argparse.Namespace], int]
+
+CONFLICT_POLICIES = ("local", "remote", "newest")
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written; no ``COMMAND`` line above the list of commands."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=26)
+
+    def _format_action(self, action: argparse.Action) -> str:
+        text = super()._format_action(action)
+        if isinstance(action, argparse._SubParsersAction):
+            text = text.split("\n", 1)[1]
+        return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _shared_options() -> dict[str, argparse.ArgumentParser]:
+    """The options several commands take, by name, as argparse parents."""
+    s3 = argparse.ArgumentParser(add_help=False)
+    group = s3.add_argument_group("S3 options (for s3:// remotes)")
+    group.add_argument("--endpoint-url", metavar="URL",
+                       help="the S3 endpoint (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, or AWS)")
+    group.add_argument("--access-key-id", metavar="ID",
+                       help="the access key id (default: $AWS_ACCESS_KEY_ID); the secret is only read "
+                       "from $AWS_SECRET_ACCESS_KEY")
+    group.add_argument("--region",
+                       help="the signing region (default: $AWS_REGION, $AWS_DEFAULT_REGION or us-east-1)")
+    group.add_argument("--retries", type=_positive_int, default=3, metavar="N",
+                       help="attempts per request before giving up (default: 3)")
+    json_ = argparse.ArgumentParser(add_help=False)
+    json_.add_argument("--json", action="store_true", help="print JSON for programs instead of text")
+    progress = argparse.ArgumentParser(add_help=False)
+    progress.add_argument("--no-progress", action="store_true",
+                          help="never show the progress bar (shown on stderr when it is a terminal)")
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true",
+                         help=f"list every key (default: the first {SHOWN_KEYS})")
+    conflict = argparse.ArgumentParser(add_help=False)
+    conflict.add_argument("--on-conflict", choices=CONFLICT_POLICIES, metavar="{local,remote,newest}",
+                          help="for keys changed on both sides, keep the local side, the remote side, or "
+                          "the side changed last (default: stop with an error, changing nothing)")
+    local = argparse.ArgumentParser(add_help=False)
+    local.add_argument("--local", metavar="PATH",
+                       help="read through this local file (made if missing) instead of the cache; it is "
+                       "not pulled first, so it shows its own unpushed changes")
+    return {"s3": s3, "json": json_, "progress": progress, "verbose": verbose, "conflict": conflict,
+            "local": local}
+
+
+class Commands:
+    """Where a command module's ``register`` adds its commands."""
+
+    def __init__(self, subparsers: argparse._SubParsersAction) -> None:
+        self._subparsers = subparsers
+        self._options = _shared_options()
+
+    def add(
+        self,
+        name: str,
+        func: Command,
+        help: str,
+        description: str | None = None,
+        options: Sequence[str] = (),
+        remote: bool = True,
+        notes: str | None = None,
+    ) -> argparse.ArgumentParser:
+        """Add the command ``name``, run by ``func``; return its parser for its own arguments.
+
+        ``help`` is its line in ``ebooklet --help``; ``options`` names the shared options it
+        takes (``"s3"``, ``"json"``, ``"progress"``, ``"verbose"``, ``"conflict"``,
+        ``"local"``); ``remote`` gives it the REMOTE argument first, explained below its
+        options, above ``notes``.
+        """
+        epilog = REMOTE_HELP if remote else None
+        if notes:
+            epilog = f"{epilog}\n{notes}" if epilog else notes
+        parser = self._subparsers.add_parser(
+            name, help=help, description=description, epilog=epilog, formatter_class=Formatter,
+            parents=[self._options[option] for option in options], allow_abbrev=False,
+        )
+        if remote:
+            parser.add_argument("remote", metavar="REMOTE", help="where the database lives (see below)")
+        parser.set_defaults(func=func)
+        return parser
+
+
+def root_parser() -> tuple[argparse.ArgumentParser, Commands]:
+    """``ebooklet`` without its commands, and where to add them."""
+    parser = argparse.ArgumentParser(
+        prog="ebooklet",
+        description="A local-first key-value database that syncs with S3.",
+        epilog=REMOTE_HELP + "\nRun 'ebooklet COMMAND --help' for a command's options. Errors exit 1, "
+        "usage errors 2.",
+        formatter_class=Formatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"ebooklet {__version__}")
+    return parser, Commands(parser.add_subparsers(dest="command", metavar="COMMAND", title="commands"))

@@ -1,0 +1,110 @@
+"""The commands that read a database: keys, get, and head (which reads only the remote's head)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from ..errors import EbookletError
+from ..info import remote_info
+from .local import CACHE_HELP, reader
+from .output import CliError, bad_input, print_json, print_table, size
+from .parser import Commands
+from .remote_arg import no_database, remote_arg
+
+
+def register(commands: Commands) -> None:
+    keys = commands.add(
+        "keys", _keys, "list the keys of a database",
+        "List REMOTE's keys, sorted, one per line.",
+        ["local", "json", "s3"], notes=CACHE_HELP,
+    )
+    keys.add_argument("--prefix", default="", metavar="P", help="only the keys that start with P")
+
+    get = commands.add(
+        "get", _get, "print the value of one key",
+        "Print the value of KEY: bytes as they are, str as text, anything else as its\n"
+        "Python repr (or as JSON with --json). A missing key is an error.",
+        ["local", "json", "s3"], notes=CACHE_HELP,
+    )
+    get.add_argument("key", metavar="KEY", help="the key")
+
+    commands.add(
+        "head", _head, "describe a remote database",
+        "Read REMOTE's head object (one request) and describe the database: format\n"
+        "version, commit, keys, value bytes, index parts, segments, serializer, last\n"
+        "commit time and metadata. Exits 1 when there is no database at REMOTE.",
+        ["json", "s3"],
+    )
+
+
+def _keys(args: argparse.Namespace) -> int:
+    with reader(args) as db:
+        keys = sorted(k for k in db.keys() if k.startswith(args.prefix))
+    if args.json:
+        print_json(keys)
+    else:
+        for key in keys:
+            print(key)
+    return 0
+
+
+def _get(args: argparse.Namespace) -> int:
+    with reader(args) as db:
+        try:
+            value = db[args.key]
+        except KeyError:
+            raise CliError(f"no key {args.key!r} in {db.remote}") from None
+    if args.json:
+        try:
+            text = json.dumps(value, indent=2, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise CliError(
+                f"the value of {args.key!r} cannot be shown as JSON ({exc}); leave out --json"
+            ) from None
+        print(text)
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(bytes(value))
+        sys.stdout.buffer.flush()
+    elif isinstance(value, str):
+        print(value)
+    else:
+        print(repr(value))
+    return 0
+
+
+def _head(args: argparse.Namespace) -> int:
+    remote = remote_arg(args)
+    try:
+        info = remote_info(remote.conn)
+    except EbookletError:
+        raise
+    except (ValueError, TypeError, OSError) as exc:
+        raise bad_input(exc) from None
+    if info is None:
+        raise no_database(remote)
+    if args.json:
+        data = dataclasses.asdict(info)
+        data["committed_at"] = info.committed_at.isoformat()
+        print_json(data)
+        return 0
+    print_table(
+        [
+            ("location", info.location),
+            ("uuid", info.uuid),
+            ("format version", str(info.format_version)),
+            ("commit", str(info.commit)),
+            ("committed at", info.committed_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
+            ("keys", f"{info.n_keys:,}"),
+            ("value bytes", size(info.n_bytes)),
+            ("index parts", f"{info.n_index_parts:,}"),
+            ("segments", f"{info.n_segments:,}"),
+            ("segment bytes", size(info.segment_bytes)),
+            ("serializer", info.value_serializer or "none (raw bytes)"),
+            ("metadata", "none" if info.metadata is None else json.dumps(info.metadata, ensure_ascii=False)),
+        ]
+    )
+    return 0
