@@ -10,6 +10,7 @@ from .api import open  # noqa: E402
 from .db import Changes, EBooklet  # noqa: E402
 from .errors import (  # noqa: E402
     ClosedError,
+    CommitUnknownError,
     ConflictError,
     DamagedLocalFileError,
     EbookletError,
@@ -39,6 +40,7 @@ __all__ = [
     "Change",
     "Changes",
     "ClosedError",
+    "CommitUnknownError",
     "ConflictError",
     "DamagedLocalFileError",
     "EBooklet",

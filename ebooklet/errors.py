@@ -23,7 +23,8 @@ message of each error says what the caller can do about it::
     └── SyncError                              a push or pull could not be completed
         ├── ConflictError                      keys changed both locally and remotely
         ├── LeaseLostError                     the remote lock expired during a push
-        └── PushConflictError                  the remote kept moving while we pushed
+        ├── PushConflictError                  the remote kept moving while we pushed
+        └── CommitUnknownError (ConnectionError)  whether a commit landed is not known yet
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "ClosedError",
+    "CommitUnknownError",
     "ConflictError",
     "DamagedLocalFileError",
     "EbookletError",
@@ -169,3 +171,19 @@ class LeaseLostError(SyncError):
 
 class PushConflictError(SyncError):
     """Other writers kept committing while this push retried; nothing was committed."""
+
+
+class CommitUnknownError(SyncError, ConnectionError):
+    """A push could not learn whether its commit landed (the server stopped answering).
+
+    Nothing is lost either way: the local changes stay pending and the attempt is recorded, so
+    the next push, pull or ``changes()`` settles it first.
+    """
+
+    def __init__(self, location: str, commit: int) -> None:
+        super().__init__(
+            f"could not learn whether commit {commit} landed on {location}: the server stopped "
+            "answering. Nothing is lost: your changes stay pending, and the next push (or pull) "
+            "finds out and carries on from there. Push again once the remote answers."
+        )
+        self.commit = commit

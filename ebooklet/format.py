@@ -6,6 +6,7 @@ All objects but the head are immutable and named uniquely by the commit that wro
 ``{db_key}``                           the head: JSON, the single commit point
 ``{db_key}.ebooklet/seg/{commit}-{n}``  a segment: values packed back to back
 ``{db_key}.ebooklet/index/{bits}-{part}-{commit}``  one index part
+``{db_key}.ebooklet/log/{number}-{commit}``  the head of each commit, kept immutable
 
 A key belongs to index part ``blake2b(key)[:8] >> (64 - bits)``; there are ``2**bits`` parts.
 """
@@ -29,7 +30,10 @@ import msgpack
 from .errors import IntegrityError, RemoteFormatError, UnsupportedFormatError
 
 FORMAT_NAME = "ebooklet"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: How many recent commits a head names (number and id): a writer that lost the reply to its
+#: commit finds its commit among them, or walks back through the log objects they name.
+RECENT_COMMITS = 64
 
 #: Index parts are split further when their estimated size would pass this many bytes...
 PART_SPLIT_BYTES = 1024 * 1024
@@ -90,6 +94,11 @@ def segment_name(commit_id: str, n: int) -> str:
 def part_name(bits: int, part: int, commit_id: str) -> str:
     """An index part's name, relative to the database's object prefix."""
     return f"index/{bits}-{part}-{commit_id}"
+
+
+def log_name(commit: int, commit_id: str) -> str:
+    """The name of commit ``commit``'s immutable copy of its head, relative to the prefix."""
+    return f"log/{commit:012d}-{commit_id}"
 
 
 def _le_bytes(column: array) -> bytes:
@@ -247,12 +256,23 @@ class Head:
     metadata_timestamp: int | None = None
     #: Fencing token of the remote lock held by the writer of this commit (0: none).
     lease_token: int = 0
+    #: [number, commit id] of the latest commits, oldest first, this one last (format 2).
+    recent: list[list[Any]] = field(default_factory=list)
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
 
     @classmethod
     def new(cls, value_serializer: str | None) -> Head:
         return cls(uuid=uuid.uuid4().hex, value_serializer=value_serializer)
+
+    def known_commits(self) -> dict[int, str]:
+        """Commit number -> id of the commits this head names: its recent list (format 2),
+        or itself and its parent (format 1)."""
+        known = {int(n): str(c) for n, c in self.recent}
+        known[self.commit] = self.commit_id
+        if self.parent is not None and self.commit > 1:
+            known.setdefault(self.commit - 1, self.parent)
+        return known
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()

@@ -12,7 +12,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..format import SEGMENT_BYTES, Entry, Head, Part, bits_for, part_name, parts_of, segment_name
+from ..format import (
+    FORMAT_VERSION,
+    RECENT_COMMITS,
+    SEGMENT_BYTES,
+    Entry,
+    Head,
+    Part,
+    bits_for,
+    part_name,
+    parts_of,
+    segment_name,
+)
 from .diff import LocalChange
 from .index import EMPTY
 
@@ -111,10 +122,13 @@ def build_commit(
     else:
         assert current is not None
         head = Head(**asdict(current))
+    head.version = FORMAT_VERSION
     head.commit = current.commit + 1 if current is not None else 1
     head.commit_id = commit_id
     head.parent = current.commit_id if current is not None else None
     head.timestamp = stamp
+    earlier = sorted(current.known_commits().items()) if current is not None and not fresh else []
+    head.recent = [[n, c] for n, c in earlier + [(head.commit, commit_id)]][-RECENT_COMMITS:]
     if metadata is not None and (head.metadata_timestamp or 0) < metadata[1]:
         head.metadata, head.metadata_timestamp = metadata
 

@@ -74,8 +74,12 @@ class Resolution:
     merged: dict[str, LocalChange] = field(default_factory=dict)
 
 
-def resolve(changes: ChangeSet, policy: Policy, inputs: MergeInputs) -> Resolution:
-    """Settle every key that both sides changed, or raise ConflictError without a policy."""
+def resolve(changes: ChangeSet, policy: Policy, inputs: MergeInputs, remote_time: int = 0) -> Resolution:
+    """Settle every key that both sides changed, or raise ConflictError without a policy.
+
+    ``remote_time`` is the commit time of the remote head the changes lead to: ``"newest"``
+    dates a remote delete by it (a delete carries no timestamp of its own).
+    """
     out = Resolution()
     conflicts = []
     for key in changes.both:
@@ -90,7 +94,7 @@ def resolve(changes: ChangeSet, policy: Policy, inputs: MergeInputs) -> Resoluti
         if policy in ("local", "remote"):
             getattr(out, policy).add(key)  # type: ignore[arg-type]
         elif policy == "newest":
-            remote_ts = rc.timestamp if rc is not None else 0
+            remote_ts = rc.timestamp if rc is not None else remote_time
             local_ts = lc.timestamp if lc.timestamp is not None else now_us()
             (out.local if local_ts >= remote_ts else out.remote).add(key)
         else:

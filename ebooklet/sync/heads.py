@@ -1,36 +1,55 @@
 """The commit point: reading the head object and replacing it by compare-and-swap.
 
 Everything the sync protocol does to the head goes through :class:`HeadStore`: a read (one
-conditional GET when the caller knows the ETag it has), a commit (a PUT conditional on the ETag
-the commit was built on, or on the head not existing yet), the decision whether a commit whose
-reply was lost has landed, and the fencing check against a stale lease holder. SlateDB's
+conditional GET when the caller knows the ETag it has), a commit, the decision whether a commit
+whose reply was lost has landed, and the fencing check against a stale lease holder. SlateDB's
 transactional manifest store is the model.
+
+A commit is two writes. First the new head is stored as an immutable log object named by its
+commit number and id (``log/{number}-{id}``, uploaded with the commit's index parts); then the
+head object is replaced with a PUT
+conditional on the ETag the commit was built on (or on there being no head yet). Commit numbers
+follow each other along the chain of heads, so commit number N is either ours or another
+writer's; each head names its latest commits, and the log objects they point at name earlier
+ones. A writer that never saw the reply to its PUT (lost, reset, or killed before reading it)
+looks up which commit holds number N, however many commits followed.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from ..errors import LeaseLostError, PreconditionFailed, RemoteNotFoundError
-from ..format import Head
+from ..errors import (
+    CommitUnknownError,
+    LeaseLostError,
+    PreconditionFailed,
+    RemoteError,
+    RemoteNotFoundError,
+)
+from ..format import Head, log_name
 from ..lock import Lease
 from ..remote import Remote, Update
+from .objects import ObjectStore
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Committed:
     """A commit that landed, and the ETag of the head now (None when unknown: others have
-    committed on top of it since)."""
+    committed on top of it since, or the reply carrying it was lost)."""
 
     head: Head
     etag: str | None
 
 
 class HeadStore:
-    """The head object of one remote database."""
+    """The head object of one remote database, and the log of its commits."""
 
-    def __init__(self, remote: Remote) -> None:
+    def __init__(self, remote: Remote, objects: ObjectStore | None = None) -> None:
         self.remote = remote
+        self.objects = objects or ObjectStore(remote)
 
     def read(self, if_none_match: str | None = None) -> tuple[Head | None, str | None, bool]:
         """The head, its ETag, and whether it changed since ``if_none_match``.
@@ -52,28 +71,86 @@ class HeadStore:
         head, etag, _ = self.read()
         return head, etag
 
+    def read_log(self, commit: int, commit_id: str) -> Head | None:
+        """The head of an earlier commit, from its log object (None: not kept)."""
+        name = log_name(commit, commit_id)
+        try:
+            data = self.objects.get(name)
+        except RemoteNotFoundError:
+            return None
+        return Head.decode(data, where=f"{self.remote.location} ({name})")
+
     @staticmethod
     def check_fence(current: Head | None, lease: Lease | None) -> None:
         """A writer whose lease was taken over must not commit (fencing)."""
         if lease is not None and current is not None and current.lease_token > lease.token:
             raise LeaseLostError(lease.remote.location)
 
+    def commit_id_at(self, number: int, head: Head) -> str | None:
+        """The id of the commit numbered ``number`` in the chain that leads to ``head``, or
+        None when the log that would tell has not been kept."""
+        while True:
+            known = head.known_commits()
+            if number in known:
+                return known[number]
+            oldest = min(known)
+            if number > head.commit or oldest >= head.commit:
+                return None  # not reached yet, or a head that names nothing older (format 1)
+            older = self.read_log(oldest, known[oldest])
+            if older is None or older.commit != oldest:
+                return None
+            head = older
+
+    def landed(self, head: Head, latest: Head | None) -> bool | None:
+        """Whether ``head`` was committed, judging from the ``latest`` head; None when that
+        cannot be known (the log that would tell is gone)."""
+        if latest is None:
+            return False  # no database now: whatever happened, nothing references the commit
+        if latest.commit_id == head.commit_id:
+            return True
+        if latest.uuid != head.uuid or latest.commit < head.commit:
+            return False
+        found = self.commit_id_at(head.commit, latest)
+        return None if found is None else found == head.commit_id
+
+    @staticmethod
+    def log_entry(head: Head) -> tuple[str, bytes]:
+        """The log object of ``head`` (name and bytes): it must be stored before the commit."""
+        return log_name(head.commit, head.commit_id), head.encode()
+
     def commit(self, head: Head, current_etag: str | None) -> Committed | None:
         """Replace the head with ``head`` if it is still the version ``current_etag`` (or, when
-        None, if there is no head yet).
+        None, if there is no head yet). Its :meth:`log_entry` must be stored already.
 
-        Returns the commit when it landed, None when another writer committed first. A retried
-        request whose first attempt landed gets a 412 like a lost race: the head is read again
-        to tell the two apart.
+        Returns the commit when it landed, None when another writer committed first. Raises
+        :class:`~ebooklet.errors.CommitUnknownError` when neither can be known (the server
+        could not be asked); the caller then keeps everything the commit references.
         """
+        blob = head.encode()
         mode = Update(current_etag) if current_etag is not None else "create"
         try:
-            etag = self.remote.transport.put(self.remote.db_key, head.encode(), mode)
+            etag = self.remote.transport.put(self.remote.db_key, blob, mode)
         except PreconditionFailed:
-            winner, winner_etag = self.read_latest()
-            if winner is None or head.commit_id not in (winner.commit_id, winner.parent):
-                return None
-            # Committed (and maybe built on already): the ETag is known only if ours is still
-            # the head; otherwise the next read simply fetches the head in full.
-            return Committed(head, winner_etag if winner.commit_id == head.commit_id else None)
+            # Another writer won, or a retry of ours found our own first attempt applied.
+            return self._settle(head)
+        except RemoteError as exc:
+            # The request may or may not have been applied: ask the head.
+            logger.info("the commit's reply was lost (%s); reading the head to settle it", exc)
+            return self._settle(head, exc)
         return Committed(head, etag)
+
+    def _settle(self, head: Head, cause: BaseException | None = None) -> Committed | None:
+        try:
+            latest, etag = self.read_latest()
+            landed = self.landed(head, latest)
+        except RemoteError as exc:
+            raise CommitUnknownError(self.remote.location, head.commit) from (cause or exc)
+        if landed is None:
+            raise CommitUnknownError(self.remote.location, head.commit) from cause
+        if not landed:
+            if cause is not None:
+                raise cause  # the commit did not land: the failure stands, nothing changed
+            return None
+        # The ETag is known only if ours is still the head.
+        assert latest is not None
+        return Committed(head, etag if latest.commit_id == head.commit_id else None)

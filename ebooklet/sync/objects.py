@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal, NamedTuple, TypeVar
 
-from ..errors import RemoteNotFoundError
+from ..errors import PreconditionFailed, RemoteError, RemoteNotFoundError
 from ..remote import Remote
 from ..results import Progress, ProgressCallback
 
@@ -144,11 +144,31 @@ class ObjectStore:
         counts = keys or {}
 
         def put(obj: tuple[str, bytes]) -> None:
-            self.remote.transport.put(self.prefix + obj[0], obj[1], "create")
+            self.create(*obj)
             tracker.add(counts.get(obj[0], 0), len(obj[1]))
 
         for _ in parallel_map(put, objects):
             pass
+
+    def create(self, name: str, data: bytes) -> None:
+        """Create the object ``name``, which must not exist yet.
+
+        Names are unique to the commit that writes them, so an object already there with the
+        same bytes is this very write: a retried request whose first attempt was applied.
+        """
+        try:
+            self.remote.transport.put(self.prefix + name, data, "create")
+        except PreconditionFailed:
+            try:
+                there = self.get(name)
+            except RemoteNotFoundError:
+                there = None
+            if there != data:
+                raise RemoteError(
+                    f"{name} already exists on {self.remote.location} with other content; object "
+                    "names are unique to each push, so something else writes under this "
+                    "database's prefix. Push again."
+                ) from None
 
     def delete_quietly(self, names: Iterable[str]) -> None:
         """Delete unreferenced objects; a failure is logged (leftovers lose nothing)."""

@@ -19,10 +19,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from ..errors import (
+    CommitUnknownError,
     ConflictError,
     PreconditionFailed,
     PushConflictError,
     ReadOnlyError,
+    RemoteError,
     RemoteNotFoundError,
     SyncError,
 )
@@ -120,8 +122,8 @@ class Replica:
         self.remote_lock = remote_lock
         self._lease_args = (lease_ttl, lock_wait)
         self._session_lease: Lease | None = None
-        self.heads = HeadStore(remote)
         self.objects = ObjectStore(remote)
+        self.heads = HeadStore(remote, self.objects)
         self.index = BaseIndex(local, remote, self.objects)
         self.values = ValueReader(local, self.index, self.objects)
         if replace:
@@ -138,8 +140,47 @@ class Replica:
 
     def changes(self) -> list[Change]:
         """The three-way comparison of the local file, the base and the current remote."""
+        self._settle_inflight()
         head, _ = self.current()
         return three_way(self.index, head, local_changes(self.index).changes)
+
+    # -- a commit whose outcome was not known ----------------------------------------------
+
+    def _settle_inflight(self) -> None:
+        """Learn whether the last push's commit landed, if that push never found out (its
+        reply was lost, or the process was killed), and make the local state agree.
+
+        A commit that landed becomes the base: what it carried stops being a local change, so
+        it can never be pushed a second time over what others committed since.
+        """
+        intent = self.local.state.get("inflight")
+        if not intent:
+            return
+        head = Head(**intent["head"])
+        latest, _ = self.heads.read_latest()
+        landed = self.heads.landed(head, latest)
+        if landed is None:
+            logger.warning(
+                "could not tell whether commit %d on %s landed: the log of commits that would "
+                "tell is gone; its changes stay pending", head.commit, self.remote.location,
+            )
+        if not landed:
+            self._forget_inflight()
+            return
+        touched = set(self.local.touched)
+        # Keys written since are kept whatever the commit pulled in; the next sync compares them.
+        stale = set(intent["pulled"]) - touched
+        self.local.state.pop("inflight", None)
+        self.index.adopt(head, None, {}, stale, still_pending=touched)
+        settled = touched - set(local_changes(self.index).changes)
+        self.local.clear_touched(settled)
+        self.local.sync()
+        logger.info("commit %d on %s had landed; %d change(s) settled", head.commit,
+                    self.remote.location, len(settled))
+
+    def _forget_inflight(self) -> None:
+        if self.local.state.pop("inflight", None) is not None:
+            self.local.save_state()
 
     # -- the remote lock -------------------------------------------------------------------
 
@@ -192,6 +233,7 @@ class Replica:
                 f"cannot push to {self.remote.location}: it is read-only (a public URL or a "
                 "connection without credentials); push through an S3Connection with credentials"
             )
+        self._settle_inflight()
         diff = local_changes(self.index)
         metadata = self.local.get_metadata()
         base = self.index.base
@@ -226,7 +268,7 @@ class Replica:
         replacing = self.index.replacing
         remote = {} if replacing else remote_changes(self.index, self.index.base, current)
         try:
-            to_write, dropped = self._rebase(ChangeSet(diff.changes, remote), policy)
+            to_write, dropped = self._rebase(ChangeSet(diff.changes, remote), policy, current)
         except ConflictError:
             uploads.wait()
             self.objects.delete_quietly(uploads.segments)
@@ -259,19 +301,33 @@ class Replica:
             codec_name=self.local.codec.name, replacing=replacing, stamp=now_us(),
             load_parts=self.index.parts,
         )
-        tracker.bytes_total += sum(len(blob) for _, blob, _ in written.values())
-        self.objects.put_many([(name, blob) for name, blob, _ in written.values()], tracker)
+        if lease is not None:
+            HeadStore.check_fence(current, lease)
+            head.lease_token = lease.token
+        # The index parts and the head's log object go up together, after the values.
+        objects = [(name, blob) for name, blob, _ in written.values()] + [self.heads.log_entry(head)]
+        tracker.bytes_total += sum(len(blob) for _, blob in objects)
+        self.objects.put_many(objects, tracker)
         for upload in uploads.futures:
             upload.result()  # every value is up before the head may point at it
         if lease is not None:
-            HeadStore.check_fence(current, lease)
             # Nobody can take a lease over before it expires: one written within the last
             # third of its ttl is still ours (allowing for clock skew between writers).
             lease.renew(if_older_than=1 / 3)
-            head.lease_token = lease.token
-        committed = self.heads.commit(head, etag if current is not None else None)
+        # Recorded durably first: if the outcome is lost with the reply (or the process), the
+        # next operation settles it (see _settle_inflight).
+        self.local.state["inflight"] = {"head": asdict(head), "pulled": sorted(dropped)}
+        self.local.save_state()
+        try:
+            committed = self.heads.commit(head, etag if current is not None else None)
+        except CommitUnknownError:
+            raise  # the record stays; nothing the commit references is deleted
+        except RemoteError:
+            self._forget_inflight()  # known not to have landed
+            raise
         if committed is None:
-            self.objects.delete_quietly(name for name, _, _ in written.values())
+            self._forget_inflight()
+            self.objects.delete_quietly(name for name, _ in objects)
             return None
         result = PushResult(
             committed=True,
@@ -281,6 +337,7 @@ class Replica:
             deleted=sorted(k for k, c in to_write.items() if c.raw is None),
             pulled=sorted(dropped),
         )
+        self.local.state.pop("inflight", None)  # saved with the new base
         self.index.adopt(head, committed.etag, written, dropped, scanned=diff.scanned)
         if expired:
             # Retired over RETIRE_AFTER_S ago and now out of the head: no reader needs them.
@@ -303,13 +360,15 @@ class Replica:
                 f"but this local file uses {mine!r}; they cannot be mixed"
             )
 
-    def _rebase(self, changes: ChangeSet, policy: Policy) -> tuple[dict[str, LocalChange], set[str]]:
+    def _rebase(
+        self, changes: ChangeSet, policy: Policy, current: Head | None
+    ) -> tuple[dict[str, LocalChange], set[str]]:
         """What this push writes, and which cached keys it drops, given others' commits.
 
         A conflict function's result is written to the local file and replaces the local
         change it settled, so that whichever attempt commits carries it.
         """
-        resolution = resolve(changes, policy, _Inputs(self))
+        resolution = resolve(changes, policy, _Inputs(self), current.timestamp if current else 0)
         self._apply_merged(resolution)
         changes.local.update(resolution.merged)
         to_write = {
@@ -332,6 +391,7 @@ class Replica:
         check_policy(policy)
         start = self.remote.transport.stats.requests
         result = PullResult()
+        self._settle_inflight()
         head, etag = self.current()
         base = self.index.base
         if head is None:
@@ -349,7 +409,7 @@ class Replica:
             remote = remote_changes(self.index, base, head)
             # Edits made behind ebooklet's back are recorded before any part is re-stored.
             diff = local_changes(self.index) if remote or self.local.external_edits else LocalDiff()
-            resolution = resolve(ChangeSet(diff.changes, remote), policy, _Inputs(self))
+            resolution = resolve(ChangeSet(diff.changes, remote), policy, _Inputs(self), head.timestamp)
             self._apply_merged(resolution)
             kept = resolution.same | resolution.local | set(resolution.merged)
             dropped = set(remote) - kept
