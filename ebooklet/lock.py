@@ -11,9 +11,11 @@ does not depend on it: every commit is a conditional write of the head, so even 
 lost its lease cannot overwrite another's commit. A writer checks its lease just before
 committing and gives up (``LeaseLostError``) when it is gone.
 
-Stores that ignore conditional writes are detected once per endpoint; there the lease falls
-back to s3func's lock (listing-based), with a warning, because the head's conditional write
-cannot be trusted either.
+Whether a store honours conditional writes is its transport's to say
+(:meth:`~ebooklet.remote.Transport.supports_conditional_writes`; the S3 transport probes each
+bucket once and warns when it does not). Where it does not, the lease falls back to the
+transport's :meth:`~ebooklet.remote.Transport.fallback_lock` (s3func's listing-based lock on
+S3), because the head's conditional write cannot be trusted either.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import socket
 import threading
 import time
 import uuid
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +35,8 @@ from .errors import (
     LeaseHeldError,
     LeaseLostError,
     PreconditionFailed,
-    RemoteAccessError,
-    RemoteError,
     RemoteFormatError,
     RemoteNotFoundError,
-    RemoteUnavailableError,
 )
 from .remote import Remote, Update
 
@@ -48,9 +46,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_TTL = 60.0
 #: Seconds to wait for another writer's lease before giving up.
 DEFAULT_WAIT = 300.0
-
-_conditional_support: dict[str, bool] = {}
-_warned: set[str] = set()
 
 
 def _now_us() -> int:
@@ -79,30 +74,6 @@ class LeaseInfo:
             return cls(str(raw["owner"]), int(raw["expires"]), int(raw["token"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise RemoteFormatError(f"the lease object is not readable ({exc})") from None
-
-
-def supports_conditional_writes(remote: Remote) -> bool:
-    """Whether the store honours ``If-None-Match: *`` (probed once per store)."""
-    transport = remote.transport
-    known = getattr(transport, "conditional_writes", None)
-    if known is not None:
-        return bool(known)
-    where = transport.description
-    if where not in _conditional_support:
-        probe = f"{remote.prefix}probe-{uuid.uuid4().hex}"
-        try:
-            transport.put(probe, b"1", "create")
-            transport.put(probe, b"2", "create")
-            _conditional_support[where] = False
-        except PreconditionFailed:
-            _conditional_support[where] = True
-        except RemoteError as exc:
-            if isinstance(exc, (RemoteAccessError, RemoteNotFoundError, RemoteUnavailableError)):
-                raise
-            _conditional_support[where] = False  # the store refuses the conditional header
-        finally:
-            transport.delete([probe])
-    return _conditional_support[where]
 
 
 class Lease:
@@ -148,7 +119,7 @@ class Lease:
 
     def acquire(self) -> None:
         """Take the lease, waiting up to ``wait`` seconds for another holder."""
-        if not supports_conditional_writes(self.remote):
+        if not self.remote.transport.supports_conditional_writes(self.remote.prefix):
             self._acquire_fallback()
             return
         deadline = time.monotonic() + self.wait
@@ -248,20 +219,7 @@ class Lease:
         self.release()
 
     def _acquire_fallback(self) -> None:
-        where = self.remote.transport.description
-        if where not in _warned:
-            _warned.add(where)
-            warnings.warn(
-                f"{where} ignores conditional writes; ebooklet falls back to s3func's "
-                "listing-based lock, which is slower and relies on the store listing new "
-                "objects promptly",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-        make = getattr(self.remote.transport, "fallback_lock", None)
-        if make is None:
-            raise RemoteFormatError(f"{where} supports neither conditional writes nor a fallback lock")
-        lock = make(self.key)
+        lock = self.remote.transport.fallback_lock(self.key)
         if not lock.acquire(timeout=self.wait):
             raise LeaseHeldError("another writer (s3func lock)", 0, self.remote.location)
         self._fallback = lock

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 
-from ebooklet.remote.base import Blob, PutMode, Transport
+from ebooklet.remote.base import Blob, FallbackLock, PutMode, Transport
+from ebooklet.remote.s3 import S3Transport
 
 
 class FaultyTransport(Transport):
@@ -34,6 +35,12 @@ class FaultyTransport(Transport):
     def list(self, prefix: str) -> Iterator[str]:
         return self.inner.list(prefix)
 
+    def supports_conditional_writes(self, scratch_prefix: str) -> bool:
+        return self.inner.supports_conditional_writes(scratch_prefix)
+
+    def fallback_lock(self, key: str) -> FallbackLock:
+        return self.inner.fallback_lock(key)
+
     def close(self) -> None:
         self.inner.close()
 
@@ -60,15 +67,8 @@ def inject(db, before_put: Callable[[str], None]) -> FaultyTransport:
     return faulty
 
 
-class UnconditionalTransport(FaultyTransport):
-    """A store that ignores If-Match / If-None-Match: every put overwrites."""
-
-    def __init__(self, inner: Transport) -> None:
-        super().__init__(inner, lambda key: None)
-        self.description = inner.description + " (ignoring conditional writes)"
+class UnconditionalS3Transport(S3Transport):
+    """An S3 store that ignores If-Match / If-None-Match: every put overwrites."""
 
     def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
-        return self.inner.put(key, data, "overwrite")
-
-    def fallback_lock(self, key: str):
-        return self.inner.fallback_lock(key)
+        return super().put(key, data, "overwrite")

@@ -8,11 +8,13 @@ Tests marked :func:`write_contract` are replaced, for read-only transports, by
 
 The S3 and HTTP backends run against real servers on loopback (moto and SeaweedFS, see
 servers.py). Buckets are slow to create, so each server gets one per session and every
-test works under its own unique key prefix.
+test works under its own unique key prefix; tests of the one-time probe of conditional
+writes, which is remembered per bucket, make buckets of their own.
 """
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import socket
 import threading
@@ -30,7 +32,7 @@ from ebooklet.errors import (
     RemoteNotFoundError,
     RemoteUnavailableError,
 )
-from ebooklet.remote.base import Blob, Transport, Update
+from ebooklet.remote.base import Blob, PutMode, Transport, Update
 from ebooklet.remote.fs import FolderTransport
 from ebooklet.remote.http import HttpTransport, make_pool
 from ebooklet.remote.s3 import S3Transport
@@ -402,6 +404,24 @@ class TestFolderTransport(TransportTests):
 # --- S3 against moto and SeaweedFS ----------------------------------------------------------
 
 
+class RecordingS3Transport(S3Transport):
+    """An S3 transport that records its puts and can be told to fail its deletes."""
+
+    def __init__(self, *args, fail_deletes: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.puts: list[str] = []
+        self.fail_deletes = fail_deletes
+
+    def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
+        self.puts.append(key)
+        return super().put(key, data, mode)
+
+    def delete(self, keys: list[str]) -> None:
+        if self.fail_deletes:
+            raise RemoteUnavailableError(f"deleting {keys} failed (injected)")
+        super().delete(keys)
+
+
 class S3TransportTests(TransportTests):
     @pytest.fixture
     def server(self) -> S3Server:
@@ -424,13 +444,14 @@ class S3TransportTests(TransportTests):
             lambda t: t.get_range("k", 0, 1),
             lambda t: t.put("k", DATA),
             lambda t: t.put("k", DATA, "create"),
+            lambda t: t.delete(["k"]),
             lambda t: list(t.list("k/")),
         ],
-        ids=["get", "get_range", "put", "put-create", "list"],
+        ids=["get", "get_range", "put", "put-create", "delete", "list"],
     )
     def test_a_bucket_that_does_not_exist_raises_remote_not_found(self, server, operation):
         transport = s3_transport(server, f"ebk-missing-{uuid.uuid4().hex[:12]}")
-        with pytest.raises(RemoteNotFoundError):
+        with pytest.raises(RemoteNotFoundError, match="bucket does not exist|NoSuchBucket"):
             operation(transport)
 
     @pytest.mark.parametrize(
@@ -450,6 +471,42 @@ class S3TransportTests(TransportTests):
         with pytest.raises(RemoteUnavailableError):
             operation(transport)
         assert time.monotonic() - started < 5
+
+    # --- the probe of conditional writes --------------------------------------------------------
+
+    def test_conditional_writes_are_probed_once_per_endpoint_and_bucket(self, server, prefix):
+        bucket = server.make_bucket()  # never probed yet
+        first = RecordingS3Transport(server.access_key_id, server.access_key, bucket,
+                                     endpoint_url=server.endpoint_url)
+        assert first.supports_conditional_writes(prefix) is True
+        assert len(first.puts) == 2 and first.puts[0].startswith(prefix + "probe-")
+        assert list(first.list("")) == []  # the probe object was deleted
+        second = RecordingS3Transport(server.access_key_id, server.access_key, bucket,
+                                      endpoint_url=server.endpoint_url)
+        assert second.supports_conditional_writes("elsewhere/") is True
+        assert second.puts == []
+
+    def test_a_probe_whose_cleanup_fails_still_answers_and_logs(self, server, prefix, caplog):
+        bucket = server.make_bucket()
+        transport = RecordingS3Transport(server.access_key_id, server.access_key, bucket,
+                                         endpoint_url=server.endpoint_url, fail_deletes=True)
+        with caplog.at_level(logging.WARNING, logger="ebooklet.remote.s3"):
+            assert transport.supports_conditional_writes(prefix) is True
+        assert "could not delete the probe object" in caplog.text
+        assert "injected" in caplog.text
+        assert list(transport.list("")) == transport.puts[:1]  # left behind, and harmless
+
+    def test_a_probe_in_a_bucket_that_does_not_exist_says_so(self, server, prefix):
+        transport = RecordingS3Transport(server.access_key_id, server.access_key,
+                                         f"ebk-missing-{uuid.uuid4().hex[:12]}",
+                                         endpoint_url=server.endpoint_url, retries=0)
+        with pytest.raises(RemoteNotFoundError, match="the bucket does not exist") as info:
+            transport.supports_conditional_writes(prefix)
+        assert "delet" not in str(info.value)
+        assert len(transport.puts) == 1  # the first put was refused: nothing to clean up
+        # A failed probe is not remembered.
+        with pytest.raises(RemoteNotFoundError):
+            transport.supports_conditional_writes(prefix)
 
 
 class TestS3TransportOnMoto(S3TransportTests):
@@ -490,6 +547,19 @@ class TestS3TransportOnSeaweedFS(S3TransportTests):
         with pytest.raises(RemoteAccessError, match="refused"):
             wrong.delete([prefix + "k"])
         assert transport.get(prefix + "k").data == DATA
+
+    def test_a_probe_with_a_wrong_secret_key_says_the_credentials_were_refused(self, server, prefix):
+        bucket = server.make_bucket()  # never probed yet
+        wrong = RecordingS3Transport(server.access_key_id, "not-the-secret-key", bucket,
+                                     endpoint_url=server.endpoint_url, retries=0)
+        with pytest.raises(RemoteAccessError, match="Check the credentials") as info:
+            wrong.supports_conditional_writes(prefix)
+        assert "SignatureDoesNotMatch" in str(info.value)
+        assert "delet" not in str(info.value)
+        assert len(wrong.puts) == 1
+        right = s3_transport(server, bucket)
+        assert list(right.list("")) == []
+        assert right.supports_conditional_writes(prefix) is True  # the failure was not remembered
 
 
 # --- read-only HTTP over a public-read bucket -----------------------------------------------

@@ -30,9 +30,15 @@ def _etag(data: bytes) -> str:
 
 
 class FolderTransport(Transport):
-    """Objects stored as files under ``root``."""
+    """Objects stored as files under ``root``.
 
-    conditional_writes = True
+    Conditional writes are atomic between threads and processes of one machine.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The folder; it is created by the first write.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         super().__init__()

@@ -68,6 +68,10 @@ def check_status(resp: urllib3.BaseHTTPResponse, what: str, key: str) -> None:
         return
     detail = _error_detail(resp)
     if status == 404:
+        if "NoSuchBucket" in detail:
+            raise RemoteNotFoundError(
+                f"{what}: the bucket does not exist{detail}. Check the bucket name and the endpoint."
+            )
         raise RemoteNotFoundError(f"{what}: {key!r} does not exist{detail}")
     if status in (401, 403):
         raise RemoteAccessError(
@@ -133,7 +137,15 @@ def check_range(data: bytes, length: int, what: str, key: str) -> bytes:
 
 
 class HttpTransport(ReadOnlyTransport):
-    """Objects read by plain GETs under a public base URL."""
+    """Objects read by plain GETs under a public base URL.
+
+    Parameters
+    ----------
+    base_url : str
+        The URL that object keys are relative to.
+    pool : urllib3.PoolManager, optional
+        The connection pool (by default :func:`make_pool`'s).
+    """
 
     def __init__(self, base_url: str, pool: urllib3.PoolManager | None = None) -> None:
         super().__init__()
