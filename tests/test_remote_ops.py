@@ -126,7 +126,9 @@ def test_a_reader_of_the_target_never_sees_half_a_copy(tmp_path):
     target_remote = connect(target)
     gate = Gate(target_remote.db_key)
 
-    class Pausing(type(target_remote.transport)):
+    folder = target_remote.transport.inner
+
+    class Pausing(type(folder)):
         def put(self, key, data, mode="overwrite"):
             gate(key)
             return super().put(key, data, mode)
@@ -135,7 +137,7 @@ def test_a_reader_of_the_target_never_sees_half_a_copy(tmp_path):
 
     original = dbmod.connect
     dbmod.connect = lambda conn: (
-        dbmod.Remote(Pausing(target_remote.transport.root), target_remote.db_key, target_remote.location)
+        dbmod.Remote(Pausing(folder.root), target_remote.db_key, target_remote.location)
         if conn == target else original(conn)
     )
     try:

@@ -32,6 +32,7 @@ from ebooklet.errors import (
     RemoteNotFoundError,
     RemoteUnavailableError,
 )
+from ebooklet.remote import CountingTransport, Remote, connect
 from ebooklet.remote.base import Blob, PutMode, Transport, Update
 from ebooklet.remote.fs import FolderTransport
 from ebooklet.remote.http import HttpTransport, make_pool
@@ -171,15 +172,25 @@ class TransportTests:
         if transport.writable:
             assert list(transport.list(prefix)) == [key]
 
+    def test_get_range_of_zero_bytes_is_empty_and_makes_no_request(self, transport, writer, prefix):
+        writer.put(prefix + "obj", DATA)
+        counted = CountingTransport(transport)
+        assert counted.get_range(prefix + "obj", 3, 0) == b""
+        assert counted.get_range(prefix + "absent", 0, 0) == b""
+        assert counted.stats.snapshot() == (0, 0, 0)
+
     def test_reads_count_requests_and_bytes_received(self, transport, writer, prefix):
         etag = writer.put(prefix + "obj", DATA)
-        requests, sent, received = transport.stats.snapshot()
-        transport.get(prefix + "obj")
-        assert transport.stats.snapshot() == (requests + 1, sent, received + len(DATA))
-        transport.get_range(prefix + "obj", 2, 3)
-        assert transport.stats.snapshot() == (requests + 2, sent, received + len(DATA) + 3)
-        transport.get(prefix + "obj", if_none_match=etag)
-        assert transport.stats.snapshot() == (requests + 3, sent, received + len(DATA) + 3)
+        counted = CountingTransport(transport)
+        counted.get(prefix + "obj")
+        assert counted.stats.snapshot() == (1, 0, len(DATA))
+        counted.get_range(prefix + "obj", 2, 3)
+        assert counted.stats.snapshot() == (2, 0, len(DATA) + 3)
+        assert counted.get(prefix + "obj", if_none_match=etag) is None
+        assert counted.stats.snapshot() == (3, 0, len(DATA) + 3)  # a 304 moves no body
+        with pytest.raises(RemoteNotFoundError):
+            counted.get(prefix + "absent")
+        assert counted.stats.snapshot() == (4, 0, len(DATA) + 3)  # failed requests count too
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -330,17 +341,30 @@ class TransportTests:
 
     @write_contract
     def test_writes_count_requests_and_bytes_sent(self, transport, prefix):
-        requests, sent, received = transport.stats.snapshot()
-        transport.put(prefix + "obj", DATA)
-        assert transport.stats.snapshot() == (requests + 1, sent + len(DATA), received)
+        counted = CountingTransport(transport)
+        counted.put(prefix + "obj", DATA)
+        assert counted.stats.snapshot() == (1, len(DATA), 0)
         with pytest.raises(PreconditionFailed):
-            transport.put(prefix + "obj", b"abc", "create")
-        after_put = transport.stats.snapshot()
-        assert after_put[0] == requests + 2  # refused writes are requests too
-        list(transport.list(prefix))
-        transport.delete([prefix + "obj"])
-        assert transport.stats.requests >= after_put[0] + 2
-        assert transport.stats.bytes_received == received
+            counted.put(prefix + "obj", b"abc", "create")
+        assert counted.stats.snapshot() == (2, len(DATA) + 3, 0)  # refused writes are requests too
+        listing = counted.list(prefix)
+        assert counted.stats.requests == 2  # a listing counts once it is read
+        assert list(listing) == [prefix + "obj"]
+        assert counted.stats.requests == 3
+        keys = [prefix + "obj", *(f"{prefix}absent-{i}" for i in range(4))]
+        counted.delete(keys)
+        batches = -(-len(keys) // transport.delete_batch_size)
+        assert counted.stats.snapshot() == (3 + batches, len(DATA) + 3, 0)
+        counted.delete([])
+        assert counted.stats.requests == 3 + batches
+
+    @write_contract
+    def test_a_copy_inside_the_store_counts_one_request_on_the_target(self, transport, prefix):
+        transport.put(prefix + "src", DATA)
+        source, target = CountingTransport(transport), CountingTransport(transport)
+        done = source.copy(prefix + "src", target, prefix + "dst")
+        assert source.stats.snapshot() == (0, 0, 0)
+        assert target.stats.snapshot() == ((1, 0, 0) if done else (0, 0, 0))
 
 
 # --- the local folder -----------------------------------------------------------------------
@@ -399,6 +423,24 @@ class TestFolderTransport(TransportTests):
 
     def test_list_of_a_root_that_does_not_exist_yet_is_empty(self, tmp_path):
         assert list(FolderTransport(tmp_path / "not-yet").list("")) == []
+
+
+class TestCountingTransportOverAFolder(TransportTests):
+    """The counting wrapper is a transport too, and keeps every contract of what it wraps."""
+
+    @pytest.fixture
+    def transport(self, tmp_path: pathlib.Path) -> Iterator[Transport]:
+        transport = CountingTransport(FolderTransport(tmp_path / "remote"))
+        yield transport
+        transport.close()
+
+    def test_every_remote_counts_through_one_wrapper_of_its_own(self, tmp_path):
+        remote = connect(tmp_path / "remote" / "db")
+        assert isinstance(remote.transport, CountingTransport)
+        assert isinstance(remote.transport.inner, FolderTransport)
+        again = Remote(remote.transport, remote.db_key, remote.location)
+        assert again.transport is remote.transport  # not wrapped twice
+        assert connect(again) is again
 
 
 # --- S3 against moto and SeaweedFS ----------------------------------------------------------
@@ -608,9 +650,14 @@ class HttpTransportTests(TransportTests):
         assert transport.get(prefix + "obj") == Blob(DATA, etag)
 
     def test_a_refused_write_makes_no_request(self, transport, prefix):
+        counted = CountingTransport(transport)
         with pytest.raises(ReadOnlyError):
-            transport.put(prefix + "obj", DATA)
-        assert transport.stats.snapshot() == (0, 0, 0)
+            counted.put(prefix + "obj", DATA)
+        with pytest.raises(ReadOnlyError):
+            counted.delete([prefix + "obj"])
+        with pytest.raises(ReadOnlyError):
+            list(counted.list(prefix))
+        assert counted.stats.snapshot() == (0, 0, 0)
 
     def test_an_unreachable_url_raises_remote_unavailable_quickly(self):
         transport = HttpTransport(closed_port_url() + "/bucket/", pool=make_pool(retries=0))

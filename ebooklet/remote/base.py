@@ -8,15 +8,15 @@ those contracts against a backend. A transport translates its own failures into
 
 What a transport can do is declared on its class, not discovered by trying: ``writable``,
 ``delete_batch_size``, :meth:`Transport.supports_conditional_writes` and
-:meth:`Transport.fallback_lock`.
+:meth:`Transport.fallback_lock`. Transports do not count their requests: one wrapper,
+:class:`~ebooklet.remote.counting.CountingTransport`, counts every call made through it.
 """
 
 from __future__ import annotations
 
 import abc
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from ..errors import ReadOnlyError, RemoteError
@@ -40,25 +40,6 @@ class Blob:
 
     data: bytes
     etag: str
-
-
-@dataclass
-class Stats:
-    """Requests made and bytes moved through one transport."""
-
-    requests: int = 0
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, requests: int = 1, sent: int = 0, received: int = 0) -> None:
-        with self._lock:
-            self.requests += requests
-            self.bytes_sent += sent
-            self.bytes_received += received
-
-    def snapshot(self) -> tuple[int, int, int]:
-        return self.requests, self.bytes_sent, self.bytes_received
 
 
 class FallbackLock(Protocol):
@@ -87,17 +68,12 @@ class Transport(abc.ABC):
         :meth:`list` raise :class:`~ebooklet.errors.ReadOnlyError` without a request.
     delete_batch_size : int
         How many keys one request of :meth:`delete` removes at most: 1 when every key is a
-        request of its own.
-    stats : Stats
-        Requests made and bytes moved so far; every method counts what it does.
+        request of its own. Request counts are computed from it.
     """
 
     description: str = ""
     writable: bool = True
     delete_batch_size: int = 1
-
-    def __init__(self) -> None:
-        self.stats = Stats()
 
     @abc.abstractmethod
     def get(self, key: str, if_none_match: str | None = None) -> Blob | None:

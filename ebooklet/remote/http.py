@@ -148,7 +148,6 @@ class HttpTransport(ReadOnlyTransport):
     """
 
     def __init__(self, base_url: str, pool: urllib3.PoolManager | None = None) -> None:
-        super().__init__()
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.description = f"public URL {self.base_url}"
         self._pool = pool or make_pool()
@@ -159,13 +158,11 @@ class HttpTransport(ReadOnlyTransport):
     def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
         headers = {"If-None-Match": if_none_match} if if_none_match else {}
         what = f"GET {self._url(key)}"
-        self.stats.add()
         resp = send(lambda: self._pool.request("GET", self._url(key), headers=headers), what)
         if resp.status == 304:
             return None
         check_status(resp, what, key)
         data = read_body(resp, what)
-        self.stats.add(0, received=len(data))
         return Blob(data, resp.headers.get("ETag", ""))
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
@@ -173,12 +170,9 @@ class HttpTransport(ReadOnlyTransport):
             return b""
         what = f"GET {self._url(key)}"
         headers = {"Range": range_header(start, length)}
-        self.stats.add()
         resp = send(lambda: self._pool.request("GET", self._url(key), headers=headers), what)
         check_status(resp, what, key)
-        data = check_range(read_body(resp, what), length, what, key)
-        self.stats.add(0, received=len(data))
-        return data
+        return check_range(read_body(resp, what), length, what, key)
 
     def close(self) -> None:
         self._pool.clear()

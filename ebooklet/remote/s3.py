@@ -68,7 +68,6 @@ class S3Transport(Transport):
         retries: int = 3,
         timeout: float = 60.0,
     ) -> None:
-        super().__init__()
         self.bucket = bucket
         self.endpoint_url = endpoint_url
         where = endpoint_url or f"AWS {region}"
@@ -92,7 +91,6 @@ class S3Transport(Transport):
     ) -> urllib3.BaseHTTPResponse:
         url = self._session._object_url(key)
         what = f"{method} s3://{self.bucket}/{key}"
-        self.stats.add(sent=len(body) if body else 0)
         resp = send(
             lambda: self._session.request(
                 method, url, headers=dict(headers or {}), body=body, preload_content=True
@@ -101,8 +99,6 @@ class S3Transport(Transport):
         )
         if resp.status != 304:
             check_status(resp, what, key)
-        if method == "GET" and resp.status < 300:
-            self.stats.add(0, received=len(resp.data or b""))
         return resp
 
     def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
@@ -142,7 +138,6 @@ class S3Transport(Transport):
     def delete(self, keys: list[str]) -> None:
         for i in range(0, len(keys), self.delete_batch_size):
             batch = keys[i : i + self.delete_batch_size]
-            self.stats.add()
             try:
                 self._session.delete_objects(keys=batch, purge=False)
             except urllib3.exceptions.HTTPError as exc:
@@ -163,7 +158,6 @@ class S3Transport(Transport):
                 ) from exc
 
     def list(self, prefix: str) -> Iterator[str]:
-        self.stats.add()
         try:
             for record in self._session.list_objects(prefix=prefix).iter_objects():
                 yield record["key"]
