@@ -71,6 +71,7 @@ if str(ROOT) not in sys.path:
 import booklet  # noqa: E402
 
 import ebooklet  # noqa: E402
+from ebooklet.remote.counting import CountingTransport  # noqa: E402
 from ebooklet.remote.s3 import S3Transport  # noqa: E402
 from tests.servers import S3Server, start_moto, start_seaweedfs  # noqa: E402
 
@@ -174,9 +175,11 @@ class Env:
             endpoint_url=self.server.endpoint_url,
         )
 
-    def transport(self) -> S3Transport:
+    def transport(self) -> CountingTransport:
         s = self.server
-        return S3Transport(s.access_key_id, s.access_key, self.bucket, endpoint_url=s.endpoint_url)
+        return CountingTransport(
+            S3Transport(s.access_key_id, s.access_key, self.bucket, endpoint_url=s.endpoint_url)
+        )
 
     def path(self, label: str) -> pathlib.Path:
         return self.workdir / f"{label}-{next(self._n)}.blt"

@@ -11,9 +11,11 @@ does not depend on it: every commit is a conditional write of the head, so even 
 lost its lease cannot overwrite another's commit. A writer checks its lease just before
 committing and gives up (``LeaseLostError``) when it is gone.
 
-Stores that ignore conditional writes are detected once per endpoint; there the lease falls
-back to s3func's lock (listing-based), with a warning, because the head's conditional write
-cannot be trusted either.
+Whether a store honours conditional writes is its transport's to say
+(:meth:`~ebooklet.remote.Transport.supports_conditional_writes`; the S3 transport probes each
+bucket once and warns when it does not). Where it does not, the lease falls back to the
+transport's :meth:`~ebooklet.remote.Transport.fallback_lock` (s3func's listing-based lock on
+S3), because the head's conditional write cannot be trusted either.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import socket
 import threading
 import time
 import uuid
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +35,6 @@ from .errors import (
     LeaseHeldError,
     LeaseLostError,
     PreconditionFailed,
-    RemoteAccessError,
-    RemoteError,
     RemoteFormatError,
     RemoteNotFoundError,
     RemoteUnavailableError,
@@ -48,9 +47,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_TTL = 60.0
 #: Seconds to wait for another writer's lease before giving up.
 DEFAULT_WAIT = 300.0
-
-_conditional_support: dict[str, bool] = {}
-_warned: set[str] = set()
 
 
 def _now_us() -> int:
@@ -75,30 +71,6 @@ class LeaseInfo:
             return cls(str(raw["owner"]), int(raw["expires"]), int(raw["token"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise RemoteFormatError(f"the lease object is not readable ({exc})") from None
-
-
-def supports_conditional_writes(remote: Remote) -> bool:
-    """Whether the store honours ``If-None-Match: *`` (probed once per store)."""
-    transport = remote.transport
-    known = getattr(transport, "conditional_writes", None)
-    if known is not None:
-        return bool(known)
-    where = transport.description
-    if where not in _conditional_support:
-        probe = f"{remote.prefix}probe-{uuid.uuid4().hex}"
-        try:
-            transport.put(probe, b"1", "create")
-            transport.put(probe, b"2", "create")
-            _conditional_support[where] = False
-        except PreconditionFailed:
-            _conditional_support[where] = True
-        except RemoteError as exc:
-            if isinstance(exc, (RemoteAccessError, RemoteNotFoundError, RemoteUnavailableError)):
-                raise
-            _conditional_support[where] = False  # the store refuses the conditional header
-        finally:
-            transport.delete([probe])
-    return _conditional_support[where]
 
 
 class Lease:
@@ -144,7 +116,7 @@ class Lease:
 
     def acquire(self) -> None:
         """Take the lease, waiting up to ``wait`` seconds for another holder."""
-        if not supports_conditional_writes(self.remote):
+        if not self.remote.transport.supports_conditional_writes(self.remote.prefix):
             self._acquire_fallback()
             return
         deadline = time.monotonic() + self.wait
@@ -152,6 +124,10 @@ class Lease:
         while True:
             info, etag = self.read()
             now = _now_us()
+            if info is not None and info.owner == self.owner and info.expires > now:
+                # Ours: an earlier attempt of this loop was applied but its reply was lost.
+                self._adopt(info, etag)
+                return
             if info is None or info.expires <= now:
                 token = (info.token if info else 0) + 1
                 mine = LeaseInfo(self.owner, now + int(self.ttl * 1e6), token)
@@ -160,6 +136,10 @@ class Lease:
                     self._etag = self.remote.transport.put(self.key, mine.encode(), mode)
                 except PreconditionFailed:
                     continue  # someone else took it first; look again
+                except RemoteUnavailableError:
+                    if time.monotonic() > deadline:
+                        raise
+                    continue  # our write's reply may have been lost: look again
                 self.token = token
                 self._renewed_at = time.monotonic()
                 if info is not None and info.owner != "" and info.expires > 0:
@@ -174,6 +154,13 @@ class Lease:
             pause = min(delay, remaining, max(0.01, (info.expires - now) / 1e6))
             time.sleep(pause * (1 + random.random() / 4))
             delay = min(delay * 2, 2.0)
+
+    def _adopt(self, info: LeaseInfo, etag: str | None) -> None:
+        """Hold the stored lease ``info``, which a write of ours put there."""
+        self._etag = etag
+        self.token = info.token
+        written_ago = max(0.0, (_now_us() - (info.expires - int(self.ttl * 1e6))) / 1e6)
+        self._renewed_at = time.monotonic() - written_ago
 
     def renew(self, if_older_than: float = 0.0) -> None:
         """Extend the lease; raise LeaseLostError if it is no longer ours.
@@ -195,7 +182,15 @@ class Lease:
             try:
                 self._etag = self.remote.transport.put(self.key, mine.encode(), Update(self._etag))
                 self._renewed_at = time.monotonic()
-            except PreconditionFailed as exc:
+            except (PreconditionFailed, RemoteUnavailableError) as exc:
+                # A retried request whose first attempt was applied fails its condition: look
+                # at what is stored before deciding the lease is lost.
+                info, etag = self.read()
+                if info == mine:
+                    self._adopt(info, etag)
+                    return
+                if isinstance(exc, RemoteUnavailableError):
+                    raise
                 self._lost = exc
                 self._etag = None
                 raise LeaseLostError(self.remote.location) from exc
@@ -214,7 +209,15 @@ class Lease:
             try:
                 self.remote.transport.put(self.key, released.encode(), Update(self._etag))
             except Exception as exc:  # noqa: BLE001 - the lease expires by itself
-                logger.warning("could not release the lease on %s: %s", self.remote.location, exc)
+                try:
+                    done = self.read()[0] == released  # a retry whose first attempt was applied
+                except Exception:  # noqa: BLE001
+                    done = False
+                if not done:
+                    logger.warning(
+                        "could not release the lock on %s (%s); it frees itself within %.0f s",
+                        self.remote.location, exc, self.ttl,
+                    )
             self._etag = None
 
     def _renew_loop(self) -> None:
@@ -244,20 +247,7 @@ class Lease:
         self.release()
 
     def _acquire_fallback(self) -> None:
-        where = self.remote.transport.description
-        if where not in _warned:
-            _warned.add(where)
-            warnings.warn(
-                f"{where} ignores conditional writes; ebooklet falls back to s3func's "
-                "listing-based lock, which is slower and relies on the store listing new "
-                "objects promptly",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-        make = getattr(self.remote.transport, "fallback_lock", None)
-        if make is None:
-            raise RemoteFormatError(f"{where} supports neither conditional writes nor a fallback lock")
-        lock = make(self.key)
+        lock = self.remote.transport.fallback_lock(self.key)
         if not lock.acquire(timeout=self.wait):
             raise LeaseHeldError("another writer (s3func lock)", 0, self.remote.location)
         self._fallback = lock

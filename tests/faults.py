@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ebooklet.remote import Remote, connect
-from ebooklet.remote.base import Blob, PutMode, Transport
+from ebooklet.remote.base import Blob, FallbackLock, PutMode, Transport
+from ebooklet.remote.s3 import S3Transport
 
 
 class FaultyTransport(Transport):
@@ -35,6 +36,12 @@ class FaultyTransport(Transport):
 
     def list(self, prefix: str) -> Iterator[str]:
         return self.inner.list(prefix)
+
+    def supports_conditional_writes(self, scratch_prefix: str) -> bool:
+        return self.inner.supports_conditional_writes(scratch_prefix)
+
+    def fallback_lock(self, key: str) -> FallbackLock:
+        return self.inner.fallback_lock(key)
 
     def close(self) -> None:
         self.inner.close()
@@ -65,15 +72,8 @@ def faulty_remote(
     return Remote(faulty, real.db_key, real.location), faulty
 
 
-class UnconditionalTransport(FaultyTransport):
-    """A store that ignores If-Match / If-None-Match: every put overwrites."""
-
-    def __init__(self, inner: Transport) -> None:
-        super().__init__(inner, lambda key: None)
-        self.description = inner.description + " (ignoring conditional writes)"
+class UnconditionalS3Transport(S3Transport):
+    """An S3 store that ignores If-Match / If-None-Match: every put overwrites."""
 
     def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
-        return self.inner.put(key, data, "overwrite")
-
-    def fallback_lock(self, key: str):
-        return self.inner.fallback_lock(key)
+        return super().put(key, data, "overwrite")

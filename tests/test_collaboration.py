@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import warnings
 
 import booklet
 import pytest
@@ -326,21 +327,23 @@ def test_concurrent_pushes_from_four_processes_lose_nothing_and_apply_nothing_tw
 
 
 def test_a_store_without_conditional_writes_falls_back_to_s3funcs_lock_and_warns_once(moto_server, tmp_path):
-    from ebooklet import lock
-
-    from .faults import UnconditionalTransport
+    from .faults import UnconditionalS3Transport
 
     bucket = moto_server.make_bucket()
     conn = ebooklet.S3Connection(moto_server.access_key_id, moto_server.access_key, "dbs/fallback", bucket,
                                  endpoint_url=moto_server.endpoint_url)
-    with ebooklet.open(conn, tmp_path / "a.blt", "c") as db:
-        db._remote.transport = UnconditionalTransport(db._remote.transport)
+    ignoring = UnconditionalS3Transport(moto_server.access_key_id, moto_server.access_key, bucket,
+                                        endpoint_url=moto_server.endpoint_url)
+    remote = ebooklet.Remote(ignoring, conn.db_key, "a store that ignores conditional writes")
+    with ebooklet.open(remote, tmp_path / "a.blt", "c") as db:
         db["k"] = b"1"
         with pytest.warns(RuntimeWarning, match="ignores conditional writes"):
             assert db.changes().push().committed
         db["k2"] = b"2"
-        assert db.changes().push().committed  # the probe's answer is remembered: no second warning
-        assert lock._conditional_support[db._remote.transport.description] is False
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the probe's answer is remembered: no second warning
+            assert db.changes().push().committed
+        assert remote.transport.supports_conditional_writes(remote.prefix) is False
     with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
         assert dict(check.items()) == {"k": b"1", "k2": b"2"}
 

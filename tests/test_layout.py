@@ -72,7 +72,9 @@ def test_replaced_objects_are_kept_for_readers_then_deleted_once_retired_long_en
         db["c"] = b"3"
         db.changes().push()
     remaining = _objects(conn)
-    assert not (first - {"lease"}) & remaining, "the first head's objects are gone"
+    # Segments and index parts go; the first commit's log object is history, kept for now.
+    first -= {"lease"} | {name for name in first if name.startswith("log/")}
+    assert not first & remaining, "the first head's objects are gone"
     head = connect(conn).transport.get(connect(conn).db_key).data
     assert b'"retired":[' in head
     with ebooklet.open(conn, tmp_path / "reader.blt", "r") as reader:

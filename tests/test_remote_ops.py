@@ -126,14 +126,14 @@ def test_a_reader_of_the_target_never_sees_half_a_copy(tmp_path):
     target_remote = connect(target)
     gate = Gate(target_remote.db_key)
 
-    class Pausing(type(target_remote.transport)):
+    folder = target_remote.transport.inner
+
+    class Pausing(type(folder)):
         def put(self, key, data, mode="overwrite"):
             gate(key)
             return super().put(key, data, mode)
 
-    pausing = ebooklet.Remote(
-        Pausing(target_remote.transport.root), target_remote.db_key, target_remote.location
-    )
+    pausing = ebooklet.Remote(Pausing(folder.root), target_remote.db_key, target_remote.location)
     try:
         copier = threading.Thread(target=lambda: db.copy_remote(pausing))
         copier.start()

@@ -13,13 +13,15 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Blob, PutMode, Stats, Transport, Update
+from .base import Blob, PutMode, Transport, Update
+from .counting import CountingTransport, Stats
 from .fs import FolderTransport
 from .http import HttpTransport
 from .url import parse_remote, remote_location
 
 __all__ = [
     "Blob",
+    "CountingTransport",
     "PutMode",
     "Remote",
     "RemoteConn",
@@ -142,11 +144,36 @@ class S3Connection:
 
 @dataclass
 class Remote:
-    """A database's location: a transport and the key of its head object."""
+    """A database's location: a transport and the key of its head object.
+
+    Parameters
+    ----------
+    transport : Transport
+        How to reach the objects. It is wrapped in a :class:`CountingTransport` (unless it is
+        one already), so ``remote.transport.stats`` counts every request made through it.
+    db_key : str
+        The key of the database's head object.
+    location : str
+        Where the database lives, for messages; never contains credentials.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from ebooklet.remote.fs import FolderTransport
+    >>> remote = Remote(FolderTransport(tempfile.mkdtemp()), "db", "a folder")
+    >>> remote.transport.stats
+    Stats(requests=0, bytes_sent=0, bytes_received=0)
+    >>> remote.prefix
+    'db.ebooklet/'
+    """
 
     transport: Transport
     db_key: str
     location: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.transport, CountingTransport):
+            self.transport = CountingTransport(self.transport)
 
     @property
     def prefix(self) -> str:
@@ -155,6 +182,7 @@ class Remote:
 
     @property
     def writable(self) -> bool:
+        """False when the transport is read-only."""
         return self.transport.writable
 
 

@@ -2,18 +2,24 @@
 
 A transport stores immutable byte objects under string keys, plus the few mutable objects
 (the head, the lease) that are only ever replaced through a conditional write. Each method
-states its contract; a transport translates its own failures into :mod:`ebooklet.errors`.
+states its contract in its docstring, and :class:`ebooklet.testing.TransportTests` checks
+those contracts against a backend. A transport translates its own failures into
+:mod:`ebooklet.errors`.
+
+What a transport can do is declared on its class, not discovered by trying: ``writable``,
+``delete_batch_size``, :meth:`Transport.supports_conditional_writes` and
+:meth:`Transport.fallback_lock`. Transports do not count their requests: one wrapper,
+:class:`~ebooklet.remote.counting.CountingTransport`, counts every call made through it.
 """
 
 from __future__ import annotations
 
 import abc
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
-from ..errors import ReadOnlyError
+from ..errors import ReadOnlyError, RemoteError
 
 
 @dataclass(frozen=True)
@@ -36,86 +42,186 @@ class Blob:
     etag: str
 
 
-@dataclass
-class Stats:
-    """Requests made and bytes moved through one transport."""
+class FallbackLock(Protocol):
+    """A lock for stores without conditional writes (see :meth:`Transport.fallback_lock`)."""
 
-    requests: int = 0
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock, waiting up to ``timeout`` seconds; False if it was not taken."""
 
-    def add(self, requests: int = 1, sent: int = 0, received: int = 0) -> None:
-        with self._lock:
-            self.requests += requests
-            self.bytes_sent += sent
-            self.bytes_received += received
-
-    def snapshot(self) -> tuple[int, int, int]:
-        return self.requests, self.bytes_sent, self.bytes_received
+    def release(self) -> None:
+        """Give the lock up."""
 
 
 class Transport(abc.ABC):
     """Byte objects under string keys.
+
+    A new kind of store implements the five abstract methods and declares what it can do
+    with the class attributes and the two capability methods below; the defaults describe
+    a writable store whose conditional writes are atomic.
 
     Attributes
     ----------
     description : str
         Where the objects live, for messages; never contains credentials.
     writable : bool
-        False for read-only transports (public URLs); their write methods raise
-        :class:`~ebooklet.errors.ReadOnlyError`.
-    stats : Stats
-        Requests made and bytes moved so far; every method counts what it does.
+        False for read-only transports (public URLs): :meth:`put`, :meth:`delete` and
+        :meth:`list` raise :class:`~ebooklet.errors.ReadOnlyError` without a request.
+    delete_batch_size : int
+        How many keys one request of :meth:`delete` removes at most: 1 when every key is a
+        request of its own. Request counts are computed from it.
     """
 
     description: str = ""
     writable: bool = True
-
-    def __init__(self) -> None:
-        self.stats = Stats()
+    delete_batch_size: int = 1
 
     @abc.abstractmethod
     def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
-        """Return the whole object.
+        """Return the whole object and the ETag of that version.
 
-        With ``if_none_match`` set to an ETag, return None when the object still has that
-        ETag (one cheap conditional request). Raises RemoteNotFoundError if it is absent.
+        The ETag is an opaque string that changes whenever the content does, and is the one
+        :meth:`put` returned when it wrote that version.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+        if_none_match : str, optional
+            An ETag this transport returned earlier. When the object still has it, return
+            None instead of the body: one request that moves no body.
+
+        Returns
+        -------
+        Blob or None
+
+        Raises
+        ------
+        RemoteNotFoundError
+            The object does not exist (with or without ``if_none_match``).
         """
 
     @abc.abstractmethod
     def get_range(self, key: str, start: int, length: int) -> bytes:
-        """Return exactly ``length`` bytes of the object starting at byte ``start``.
+        """Return exactly ``length`` bytes of the object, starting at byte ``start``.
 
-        Raises RemoteNotFoundError if absent, RemoteFormatError if fewer bytes exist.
+        A ``length`` of 0 returns ``b""`` without a request, whether or not the object
+        exists.
+
+        Raises
+        ------
+        RemoteNotFoundError
+            The object does not exist.
+        RemoteFormatError
+            The object ends before ``start + length``: never a short read.
         """
 
     @abc.abstractmethod
     def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
-        """Store ``data`` under ``key`` atomically and return the new ETag.
+        """Store ``data`` under ``key`` atomically and return the new version's ETag.
 
-        Raises PreconditionFailed when ``mode`` is ``"create"`` and the object exists, or
-        ``Update(etag)`` and the object is absent or has another ETag.
+        A reader sees the old object or the new one, never a part. ``"create"`` and
+        ``Update(etag)`` are compare-and-swap operations: of several writers racing on one
+        key with the same condition exactly one succeeds (when
+        :meth:`supports_conditional_writes` is True).
+
+        Parameters
+        ----------
+        key : str
+        data : bytes
+            May be empty.
+        mode : PutMode
+            ``"overwrite"`` always writes; ``"create"`` writes only if the object is absent;
+            ``Update(etag)`` writes only if the object exists with that ETag.
+
+        Raises
+        ------
+        PreconditionFailed
+            The condition did not hold, and nothing was written. ``exists`` is True for a
+            ``"create"`` over an existing object, False for an ``Update`` of an absent one when
+            the store can tell, None otherwise.
+        ReadOnlyError
+            The transport is read-only.
         """
 
     @abc.abstractmethod
     def delete(self, keys: list[str]) -> None:
-        """Delete the objects; keys that do not exist are ignored."""
+        """Delete the objects.
+
+        Idempotent: keys that do not exist are ignored, and deleting nothing makes no request.
+
+        Raises
+        ------
+        ReadOnlyError
+            The transport is read-only.
+        """
 
     @abc.abstractmethod
     def list(self, prefix: str) -> Iterator[str]:
-        """Yield the keys that start with ``prefix``, in no particular order."""
+        """Yield the key of every object whose key starts with ``prefix``, in no given order.
+
+        ``prefix`` is a plain string prefix, not a folder: ``"a"`` matches ``"a/b"`` and
+        ``"ab"``. Objects being written (temporary files) are not listed.
+
+        Raises
+        ------
+        ReadOnlyError
+            The transport is read-only (it cannot list).
+        """
 
     def copy(self, key: str, target: Transport, target_key: str) -> bool:
-        """Copy an object to ``target`` inside the store, without downloading it.
+        """Copy an object to ``target_key`` in ``target`` inside the store, without downloading it.
 
-        Returns False when this store cannot copy to ``target`` directly (the caller then
-        downloads and uploads).
+        Returns
+        -------
+        bool
+            True when the copy is done: ``target_key`` holds the same bytes. False when this
+            store cannot copy to ``target`` directly; nothing was written, and the caller
+            downloads and uploads instead. The default declines.
+
+        Raises
+        ------
+        RemoteNotFoundError
+            The copy was attempted and the source object does not exist.
         """
         return False
 
+    def supports_conditional_writes(self, scratch_prefix: str) -> bool:
+        """Whether :meth:`put` honours ``"create"`` and ``Update(etag)`` atomically.
+
+        True unless the class says otherwise, since :meth:`put`'s contract requires it. A
+        store that may silently ignore the conditions (some S3-compatible servers do) finds
+        out by writing and deleting a test object under ``scratch_prefix``, once, and
+        remembers the answer. Read-only transports answer False.
+
+        Parameters
+        ----------
+        scratch_prefix : str
+            Where a probe may write: a prefix the caller may write to and that holds nothing
+            else of importance (ebooklet passes the database's own prefix).
+
+        Raises
+        ------
+        RemoteError
+            A probe was needed and failed for another reason than the conditions (for
+            instance the credentials were refused); nothing was cached.
+        """
+        return True
+
+    def fallback_lock(self, key: str) -> FallbackLock:
+        """A lock named ``key`` for serialising writers when conditional writes are not supported.
+
+        Raises
+        ------
+        RemoteError
+            The store offers no such lock (the default).
+        """
+        raise RemoteError(
+            f"{self.description} has no lock for stores without conditional writes; ebooklet "
+            "cannot push to it safely"
+        )
+
     def close(self) -> None:  # noqa: B027 - most transports hold nothing to release
-        """Release connections."""
+        """Release connections. The transport is not used afterwards."""
 
 
 class ReadOnlyTransport(Transport):
@@ -136,4 +242,10 @@ class ReadOnlyTransport(Transport):
         raise self._refuse()
 
     def list(self, prefix: str) -> Iterator[str]:
+        raise self._refuse()
+
+    def supports_conditional_writes(self, scratch_prefix: str) -> bool:
+        return False
+
+    def fallback_lock(self, key: str) -> FallbackLock:
         raise self._refuse()

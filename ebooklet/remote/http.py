@@ -68,6 +68,10 @@ def check_status(resp: urllib3.BaseHTTPResponse, what: str, key: str) -> None:
         return
     detail = _error_detail(resp)
     if status == 404:
+        if "NoSuchBucket" in detail:
+            raise RemoteNotFoundError(
+                f"{what}: the bucket does not exist{detail}. Check the bucket name and the endpoint."
+            )
         raise RemoteNotFoundError(f"{what}: {key!r} does not exist{detail}")
     if status in (401, 403):
         raise RemoteAccessError(
@@ -133,10 +137,17 @@ def check_range(data: bytes, length: int, what: str, key: str) -> bytes:
 
 
 class HttpTransport(ReadOnlyTransport):
-    """Objects read by plain GETs under a public base URL."""
+    """Objects read by plain GETs under a public base URL.
+
+    Parameters
+    ----------
+    base_url : str
+        The URL that object keys are relative to.
+    pool : urllib3.PoolManager, optional
+        The connection pool (by default :func:`make_pool`'s).
+    """
 
     def __init__(self, base_url: str, pool: urllib3.PoolManager | None = None) -> None:
-        super().__init__()
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.description = f"public URL {self.base_url}"
         self._pool = pool or make_pool()
@@ -147,13 +158,11 @@ class HttpTransport(ReadOnlyTransport):
     def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
         headers = {"If-None-Match": if_none_match} if if_none_match else {}
         what = f"GET {self._url(key)}"
-        self.stats.add()
         resp = send(lambda: self._pool.request("GET", self._url(key), headers=headers), what)
         if resp.status == 304:
             return None
         check_status(resp, what, key)
         data = read_body(resp, what)
-        self.stats.add(0, received=len(data))
         return Blob(data, resp.headers.get("ETag", ""))
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
@@ -161,12 +170,9 @@ class HttpTransport(ReadOnlyTransport):
             return b""
         what = f"GET {self._url(key)}"
         headers = {"Range": range_header(start, length)}
-        self.stats.add()
         resp = send(lambda: self._pool.request("GET", self._url(key), headers=headers), what)
         check_status(resp, what, key)
-        data = check_range(read_body(resp, what), length, what, key)
-        self.stats.add(0, received=len(data))
-        return data
+        return check_range(read_body(resp, what), length, what, key)
 
     def close(self) -> None:
         self._pool.clear()

@@ -2,12 +2,19 @@
 
 Requests are signed by s3func's ``S3Session.request``; conditional writes send ``If-Match`` /
 ``If-None-Match: *`` headers themselves because ``put_object`` has no parameters for them.
+Some S3-compatible stores ignore those headers, so whether a store honours them is probed
+once per endpoint and bucket (see :meth:`S3Transport.supports_conditional_writes`).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import urllib.parse
+import uuid
+import warnings
 from collections.abc import Iterator
+from typing import ClassVar
 
 import s3func
 import urllib3
@@ -23,12 +30,32 @@ from ..errors import (
 from .base import Blob, PutMode, Transport, Update
 from .http import check_range, check_status, range_header, read_body, send
 
-# DeleteObjects takes at most 1000 keys per request.
-_DELETE_BATCH = 1000
+logger = logging.getLogger(__name__)
 
 
 class S3Transport(Transport):
-    """Objects in one S3 bucket."""
+    """Objects in one S3 bucket.
+
+    Parameters
+    ----------
+    access_key_id, access_key : str
+        Credentials; kept for signing only, never shown.
+    bucket : str
+    endpoint_url : str, optional
+        The S3 endpoint of a store other than AWS.
+    region : str
+        The signing region.
+    max_connections, retries, timeout
+        Connection pool size, retries of transient failures, and the read timeout in seconds.
+    """
+
+    #: DeleteObjects takes at most 1000 keys per request.
+    delete_batch_size = 1000
+
+    #: Whether each store, by (endpoint_url, bucket), honours conditional writes: probed once
+    #: per process, because a store cannot be asked.
+    _conditional_writes: ClassVar[dict[tuple[str | None, str], bool]] = {}
+    _probing: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
         self,
@@ -41,7 +68,6 @@ class S3Transport(Transport):
         retries: int = 3,
         timeout: float = 60.0,
     ) -> None:
-        super().__init__()
         self.bucket = bucket
         self.endpoint_url = endpoint_url
         where = endpoint_url or f"AWS {region}"
@@ -65,7 +91,6 @@ class S3Transport(Transport):
     ) -> urllib3.BaseHTTPResponse:
         url = self._session._object_url(key)
         what = f"{method} s3://{self.bucket}/{key}"
-        self.stats.add(sent=len(body) if body else 0)
         resp = send(
             lambda: self._session.request(
                 method, url, headers=dict(headers or {}), body=body, preload_content=True
@@ -74,8 +99,6 @@ class S3Transport(Transport):
         )
         if resp.status != 304:
             check_status(resp, what, key)
-        if method == "GET" and resp.status < 300:
-            self.stats.add(0, received=len(resp.data or b""))
         return resp
 
     def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
@@ -113,17 +136,21 @@ class S3Transport(Transport):
         return etag
 
     def delete(self, keys: list[str]) -> None:
-        for i in range(0, len(keys), _DELETE_BATCH):
-            batch = keys[i : i + _DELETE_BATCH]
-            self.stats.add()
+        for i in range(0, len(keys), self.delete_batch_size):
+            batch = keys[i : i + self.delete_batch_size]
             try:
                 self._session.delete_objects(keys=batch, purge=False)
             except urllib3.exceptions.HTTPError as exc:
                 # s3func reports every failed delete alike; its message carries the S3 code.
+                if "NoSuchBucket" in str(exc):
+                    raise RemoteNotFoundError(
+                        f"deleting objects from s3://{self.bucket}: the bucket does not exist. "
+                        "Check the bucket name and the endpoint."
+                    ) from exc
                 if "AccessDenied" in str(exc) or "403" in str(exc):
                     raise RemoteAccessError(
-                        f"deleting objects from s3://{self.bucket} was refused ({exc}); the "
-                        "credentials need s3:DeleteObject on this database's keys"
+                        f"deleting objects from s3://{self.bucket} was refused ({exc}). Check the "
+                        "credentials, and that they allow s3:DeleteObject on this database's keys"
                     ) from exc
                 raise RemoteUnavailableError(
                     f"deleting {len(batch)} objects from s3://{self.bucket} failed: {exc}. "
@@ -131,14 +158,17 @@ class S3Transport(Transport):
                 ) from exc
 
     def list(self, prefix: str) -> Iterator[str]:
-        self.stats.add()
         try:
             for record in self._session.list_objects(prefix=prefix).iter_objects():
                 yield record["key"]
         except S3ListError as exc:
-            # A refused listing (bad credentials, no such bucket) gets the same error as a GET.
+            what = f"listing s3://{self.bucket}/{prefix}"
+            if exc.status == 404:  # a listing finds nothing to miss but the bucket
+                raise RemoteNotFoundError(
+                    f"{what}: the bucket does not exist. Check the bucket name and the endpoint."
+                ) from exc
+            # A refused listing (bad credentials) gets the same error as a GET.
             if exc.status is not None:
-                what = f"listing s3://{self.bucket}/{prefix}"
                 check_status(urllib3.HTTPResponse(status=exc.status, body=b""), what, prefix)
             raise RemoteUnavailableError(f"listing s3://{self.bucket}/{prefix} failed: {exc}") from exc
         except urllib3.exceptions.HTTPError as exc:
@@ -158,6 +188,66 @@ class S3Transport(Transport):
         if b"<Error>" in (resp.data or b""):
             raise RemoteError(f"copying s3://{source} failed: {resp.data[:500]!r}")
         return True
+
+    def supports_conditional_writes(self, scratch_prefix: str) -> bool:
+        """Whether the store honours ``If-None-Match: *`` and ``If-Match``.
+
+        Found out once per process for each endpoint and bucket, by creating the same test
+        object twice under ``scratch_prefix`` and deleting it. A store that ignores the
+        conditions is reported once with a RuntimeWarning, since pushes then fall back to
+        :meth:`fallback_lock`. A probe that fails (refused credentials, a missing bucket, a
+        server that cannot be reached) raises that error and is tried again next time.
+        """
+        store = (self.endpoint_url, self.bucket)
+        with self._probing:
+            supported = self._conditional_writes.get(store)
+            if supported is None:
+                supported = self._probe_conditional_writes(scratch_prefix)
+                self._conditional_writes[store] = supported
+                if not supported:
+                    warnings.warn(
+                        f"{self.description} ignores conditional writes; ebooklet falls back to "
+                        "s3func's listing-based lock, which is slower and relies on the store "
+                        "listing new objects promptly",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+        return supported
+
+    def _probe_conditional_writes(self, scratch_prefix: str) -> bool:
+        key = f"{scratch_prefix}probe-{uuid.uuid4().hex}"
+        written = False  # whether the probe object may exist, and so must be deleted
+        try:
+            try:
+                self.put(key, b"1", "create")
+            except RemoteUnavailableError:
+                written = True  # the write may have landed before the connection failed
+                raise
+            written = True
+            self.put(key, b"2", "create")
+            return False  # the second create overwrote the first
+        except PreconditionFailed:
+            return True
+        except RemoteError as exc:
+            if isinstance(exc, (RemoteAccessError, RemoteNotFoundError, RemoteUnavailableError)):
+                raise
+            return False  # the store rejects the conditional header itself
+        finally:
+            if written:
+                self._discard_probe(key)
+
+    def _discard_probe(self, key: str) -> None:
+        # Best effort: a failure here must neither fail the push nor hide the probe's own error.
+        try:
+            self.delete([key])
+        except Exception as exc:  # noqa: BLE001 - a leftover probe object is harmless
+            logger.warning(
+                "could not delete the probe object s3://%s/%s (%s); it is harmless and is "
+                "deleted with the database",
+                self.bucket,
+                key,
+                exc,
+            )
 
     def fallback_lock(self, key: str) -> s3func.S3Lock:
         """s3func's listing-based lock, for stores that ignore conditional writes."""
