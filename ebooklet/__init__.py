@@ -31,20 +31,23 @@ from .errors import (  # noqa: E402
 )
 from .groups import RemoteConnGroup  # noqa: E402
 from .info import RemoteInfo, remote_info  # noqa: E402
+from .maintenance import GcReport, VerifyReport, gc, verify  # noqa: E402
 from .remote import Remote, S3Connection, Stats  # noqa: E402
-from .results import Change, Progress, PullResult, PushResult  # noqa: E402
+from .results import Change, CommitInfo, Progress, PullResult, PushResult  # noqa: E402
 from .sync import DELETED  # noqa: E402
 
 __all__ = [
     "DELETED",
     "Change",
     "Changes",
+    "CommitInfo",
     "ClosedError",
     "CommitUnknownError",
     "ConflictError",
     "DamagedLocalFileError",
     "EBooklet",
     "EbookletError",
+    "GcReport",
     "IntegrityError",
     "LeaseHeldError",
     "LeaseLostError",
@@ -67,6 +70,9 @@ __all__ = [
     "Stats",
     "SyncError",
     "UnsupportedFormatError",
+    "VerifyReport",
+    "gc",
     "open",
     "remote_info",
+    "verify",
 ]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import pathlib
+from datetime import datetime
 from typing import Any
 
 from .db import EBooklet
-from .errors import ReadOnlyError, RemoteNotFoundError
+from .errors import ReadOnlyError, RemoteNotFoundError, SyncError
+from .format import Head
 from .groups import GROUP_SERIALIZER, RemoteConnGroup
 from .local import LocalStore, check_serializer, serializer_name
 from .lock import DEFAULT_TTL, DEFAULT_WAIT
 from .remote import Remote, RemoteConn, connect
-from .sync import RemoteLock, Replica
+from .sync import RemoteLock, Replica, history
 from .sync.heads import HeadStore
 
 __all__ = ["open"]
@@ -32,6 +34,7 @@ def open(
     remote_lock: RemoteLock = "push",
     lease_ttl: float = DEFAULT_TTL,
     lock_wait: float = DEFAULT_WAIT,
+    at: int | datetime | None = None,
 ) -> EBooklet:
     """Open a database: a local file synced with a remote.
 
@@ -65,6 +68,12 @@ def open(
         Seconds the remote lock lasts without renewal (it is renewed while held).
     lock_wait : float
         Seconds to wait for another writer's remote lock before ``LeaseHeldError``.
+    at : int or datetime, optional
+        Open the database as it was at a commit (its number, as :meth:`EBooklet.log` lists
+        them) or at a time (the last commit made at or before that timezone-aware datetime).
+        Needs ``flag="r"``; the database stays at that commit (``pull()`` does not move it).
+        Commits stay readable for the database's retention window. Use a local path of its
+        own for each commit you open.
 
     Returns
     -------
@@ -84,6 +93,8 @@ def open(
     """
     if flag not in FLAGS:
         raise ValueError(f"flag must be one of 'r', 'w', 'c', 'n' (as in dbm), not {flag!r}")
+    if at is not None and flag != "r":
+        raise ValueError(f"at= opens a past commit read-only: use flag='r', not {flag!r}")
     if remote_lock not in ("push", "session", "none"):
         raise ValueError(f"remote_lock must be 'push', 'session' or 'none', not {remote_lock!r}")
     if remote_conn_group:
@@ -101,6 +112,7 @@ def open(
     lock = {"remote_lock": remote_lock, "lease_ttl": lease_ttl, "lock_wait": lock_wait}
     local = None
     try:
+        pinned = _commit_at(remote, at) if at is not None else None
         if flag == "n":
             local = LocalStore(
                 path, create=True, new=True, value_serializer=value_serializer, timeout=timeout
@@ -108,9 +120,14 @@ def open(
             replica = Replica(local, remote, replace=True, **lock)  # type: ignore[arg-type]
         elif LocalStore.has_state(path):
             local = LocalStore(path, create=False, timeout=timeout, read_only=flag == "r")
-            replica = Replica(local, remote, **lock)  # type: ignore[arg-type]
+            replica = Replica(local, remote, pinned=pinned, **lock)  # type: ignore[arg-type]
+            if pinned is not None and local.state.get("pinned") != pinned.commit_id:
+                raise SyncError(
+                    f"{path} holds another state of {remote.location} than commit {pinned.commit}; "
+                    "open each past commit with a local path of its own"
+                )
         else:
-            local, replica = _first_open(remote, path, flag, value_serializer, timeout, lock)
+            local, replica = _first_open(remote, path, flag, value_serializer, timeout, lock, pinned)
         if flag != "r":
             replica.start_session()
     except BaseException:
@@ -123,6 +140,15 @@ def open(
     return EBooklet(local, remote, replica, flag)
 
 
+def _commit_at(remote: Remote, at: int | datetime) -> Head:
+    """The head of the commit ``at`` names (a number or a time)."""
+    heads = HeadStore(remote)
+    latest, _ = heads.read_latest()
+    if latest is None:
+        raise RemoteNotFoundError(f"there is no database at {remote.location}")
+    return history.find(heads, latest, at)
+
+
 def _first_open(
     remote: Remote,
     path: pathlib.Path,
@@ -130,9 +156,11 @@ def _first_open(
     value_serializer: Any,
     timeout: float | None,
     lock: dict[str, Any],
+    pinned: Head | None = None,
 ) -> tuple[LocalStore, Replica]:
-    """A local file that has never been synced: learn the remote head once."""
-    head, etag = HeadStore(remote).read_latest()
+    """A local file that has never been synced: learn the remote head once (or take the past
+    commit it is ``pinned`` to)."""
+    head, etag = (pinned, None) if pinned is not None else HeadStore(remote).read_latest()
     if head is None and flag in ("r", "w") and not path.exists():
         advice = "; use flag='c' to create it" if remote.writable else "; check the URL"
         raise RemoteNotFoundError(
@@ -165,8 +193,10 @@ def _first_open(
                 f"{local.codec.name!r} but the remote uses "
                 f"{head.value_serializer!r}; use another local path"
             )
-        replica = Replica(local, remote, **lock)
+        replica = Replica(local, remote, pinned=pinned, **lock)
         replica.index.set_base(head, etag)
+        if pinned is not None:
+            local.state["pinned"] = pinned.commit_id
         if len(local) > 0:
             local.external_edits = True  # an existing booklet file: compare all of it once
         local.sync()

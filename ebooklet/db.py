@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pathlib
 import threading
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
@@ -9,11 +10,12 @@ from datetime import datetime
 from typing import Any
 
 from .errors import ClosedError, ReadOnlyError
+from .format import DEFAULT_RETENTION
 from .info import RemoteInfo
 from .local import LocalStore
 from .remote import Remote, RemoteConn, Stats, connect
-from .results import Change, ProgressCallback, PullResult, PushResult
-from .sync import Policy, Replica
+from .results import Change, CommitInfo, ProgressCallback, PullResult, PushResult
+from .sync import Policy, Replica, history
 from .sync.diff import now_us
 
 __all__ = ["Changes", "EBooklet"]
@@ -314,6 +316,63 @@ class EBooklet(MutableMapping):
             return self._local.prune()
 
     # -- the whole remote database ---------------------------------------------------------
+
+    def log(self, limit: int | None = None) -> list[CommitInfo]:
+        """The commits of the remote database that its retention keeps readable, newest first.
+
+        Each :class:`~ebooklet.CommitInfo` gives the commit's number, time, how many keys it
+        wrote and deleted, and its author where known. Costs one request for the head, and one
+        more per 64 commits listed beyond the latest 64.
+        """
+        self._check()
+        with self._lock:
+            head, _ = self._replica.current()
+            if head is None:
+                return []
+            commits = history.iter_commits(self._replica.heads, head, now_us())
+            return list(itertools.islice(commits, limit))
+
+    def diff(self, old: int | datetime, new: int | datetime | None = None) -> list[Change]:
+        """What changed on the remote from commit ``old`` to commit ``new`` (default: the
+        latest): one :class:`~ebooklet.Change` per key added, modified or deleted, sorted by
+        key. Commits are given by number or time, as for :func:`ebooklet.open` ``at=``."""
+        self._check()
+        with self._lock:
+            return self._replica.diff(old, new)
+
+    def compact(self, progress: ProgressCallback | None = None) -> PushResult:
+        """Rewrite the remote's segments that hold dead bytes, or are small, into new ones.
+
+        Pushes do this on the way when it is cheap; call it after large deletes, or for a
+        database whose index has many parts. It is an ordinary commit (conditional, atomic,
+        safe against concurrent writers and readers) and also pushes any local change.
+        Replaced segments stay readable for the database's retention window, until
+        :func:`ebooklet.gc` removes them.
+        """
+        self._check_write("compact")
+        with self._lock:
+            return self._replica.push(None, progress, compact=True)
+
+    def set_retention(self, commits: int | None = None, days: float | None = None) -> None:
+        """Keep the latest ``commits`` commits, and every commit younger than ``days`` days,
+        readable (with :func:`ebooklet.open` ``at=``) and safe from :func:`ebooklet.gc`.
+
+        The setting belongs to the remote database; it is recorded with the next push.
+        """
+        self._check_write("set the retention")
+        base = self._index.base
+        current = dict(base.retention) if base is not None else dict(DEFAULT_RETENTION)
+        if commits is not None:
+            if not isinstance(commits, int) or isinstance(commits, bool) or commits < 1:
+                raise ValueError(f"commits must be a whole number of at least 1, not {commits!r}")
+            current["commits"] = commits
+        if days is not None:
+            if not isinstance(days, (int, float)) or isinstance(days, bool) or days < 0:
+                raise ValueError(f"days must be a number of days of at least 0, not {days!r}")
+            current["days"] = float(days)
+        with self._lock:
+            self._local.state["retention"] = current
+            self._local.save_state()
 
     def delete_remote(self) -> int:
         """Delete the remote database: its head first (readers see it gone at once), then

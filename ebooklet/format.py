@@ -34,6 +34,8 @@ FORMAT_VERSION = 2
 #: How many recent commits a head names (number and id): a writer that lost the reply to its
 #: commit finds its commit among them, or walks back through the log objects they name.
 RECENT_COMMITS = 64
+#: Commits kept readable (with every object they reference) unless the database says otherwise.
+DEFAULT_RETENTION = {"commits": 10, "days": 7.0}
 
 #: Index parts are split further when their estimated size would pass this many bytes...
 PART_SPLIT_BYTES = 1024 * 1024
@@ -94,6 +96,25 @@ def segment_name(commit_id: str, n: int) -> str:
 def part_name(bits: int, part: int, commit_id: str) -> str:
     """An index part's name, relative to the database's object prefix."""
     return f"index/{bits}-{part}-{commit_id}"
+
+
+def created_at(name: str) -> int | None:
+    """When an object of the format was created (microseconds), read from its name: every
+    segment, index part and log object is named after the commit id that wrote it, and a
+    commit id starts with its time. None for other names."""
+    base = name.rsplit("/", 1)[-1]
+    if name.startswith("seg/"):
+        stamp = base.split("-", 1)[0]
+    elif name.startswith("index/"):
+        stamp = base.split("-")[2] if base.count("-") >= 3 else ""
+    elif name.startswith("log/"):
+        stamp = base.split("-")[1] if base.count("-") >= 2 else ""
+    else:
+        return None
+    try:
+        return int(stamp, 16)
+    except ValueError:
+        return None
 
 
 def log_name(commit: int, commit_id: str) -> str:
@@ -249,15 +270,22 @@ class Head:
     parts: list[str | None] = field(default_factory=lambda: [None])
     #: segment name -> [size in bytes, bytes still referenced by the index]
     segments: dict[str, list[int]] = field(default_factory=dict)
-    #: [object name, retired at (microseconds)] of objects no longer referenced
-    retired: list[list[Any]] = field(default_factory=list)
     value_serializer: str | None = None
     metadata: Any = None
     metadata_timestamp: int | None = None
     #: Fencing token of the remote lock held by the writer of this commit (0: none).
     lease_token: int = 0
-    #: [number, commit id] of the latest commits, oldest first, this one last (format 2).
+    #: [number, commit id, time, keys written, keys deleted] of the latest commits, oldest
+    #: first, this one last (format 2).
     recent: list[list[Any]] = field(default_factory=list)
+    #: Keys this commit wrote and deleted (not counting values only moved by compaction).
+    written: int = 0
+    deleted: int = 0
+    #: Who made the commit, where known (``user@host``).
+    author: str | None = None
+    #: How long commits stay readable: the latest ``commits`` commits, and every commit
+    #: younger than ``days`` days (format 2).
+    retention: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RETENTION))
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
 
@@ -265,10 +293,21 @@ class Head:
     def new(cls, value_serializer: str | None) -> Head:
         return cls(uuid=uuid.uuid4().hex, value_serializer=value_serializer)
 
+    def recent_entries(self) -> list[list[Any]]:
+        """The recent list in its format-2 shape, [number, id, time, written, deleted] each;
+        a format-1 head names only itself (and its parent, with what it is known by)."""
+        if self.recent:
+            return [list(entry) + [None] * (5 - len(entry)) for entry in self.recent]
+        entries = []
+        if self.parent is not None and self.commit > 1:
+            entries.append([self.commit - 1, self.parent, None, None, None])
+        entries.append([self.commit, self.commit_id, self.timestamp, None, None])
+        return entries
+
     def known_commits(self) -> dict[int, str]:
         """Commit number -> id of the commits this head names: its recent list (format 2),
         or itself and its parent (format 1)."""
-        known = {int(n): str(c) for n, c in self.recent}
+        known = {int(entry[0]): str(entry[1]) for entry in self.recent}
         known[self.commit] = self.commit_id
         if self.parent is not None and self.commit > 1:
             known.setdefault(self.commit - 1, self.parent)

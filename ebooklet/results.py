@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
-__all__ = ["Change", "ChangeKind", "Progress", "ProgressCallback", "PullResult", "PushResult"]
+__all__ = ["Change", "ChangeKind", "CommitInfo", "Progress", "ProgressCallback", "PullResult", "PushResult"]
 
 ChangeKind = Literal["added", "modified", "deleted"]
 
@@ -80,6 +81,8 @@ class PushResult:
     requests: int = 0
     attempts: int = 0
     pulled: list[str] = field(default_factory=list)
+    #: Values moved into new segments by compaction (same keys, same bytes).
+    compacted: int = 0
 
     def __str__(self) -> str:
         if not self.committed:
@@ -101,3 +104,26 @@ class PullResult:
 
     def __str__(self) -> str:
         return f"{len(self.updated)} key(s) updated, {len(self.deleted)} deleted from the remote"
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """One commit of a remote database, as :meth:`EBooklet.log` lists it.
+
+    ``written`` and ``deleted`` are None for commits made by ebooklet 0.6 (format 1), which
+    did not record them.
+    """
+
+    number: int
+    commit_id: str
+    committed_at: datetime
+    written: int | None
+    deleted: int | None
+    author: str | None
+
+    def __str__(self) -> str:
+        counts = ""
+        if self.written is not None:
+            counts = f"  {self.written:,} written, {self.deleted or 0:,} deleted"
+        by = f"  by {self.author}" if self.author else ""
+        return f"commit {self.number:>6}  {self.committed_at:%Y-%m-%d %H:%M:%S} UTC{counts}{by}"

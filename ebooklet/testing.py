@@ -68,8 +68,8 @@ class _Elsewhere(Transport):
     def delete(self, keys: list[str]) -> None:
         self.inner.delete(keys)
 
-    def list(self, prefix: str) -> Iterator[str]:
-        return self.inner.list(prefix)
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        return self.inner.list_sizes(prefix)
 
 
 def _race(n: int, attempt: Callable[[bytes], str]) -> list[tuple[bytes, str | Exception]]:
@@ -353,6 +353,13 @@ class TransportTests:
         # A prefix is a plain string prefix, not a folder.
         assert sorted(transport.list(prefix + "data/a")) == sorted(inside + outside[:4])
         assert list(transport.list(prefix + "nothing-here/")) == []
+
+    @write_contract
+    def test_list_sizes_gives_each_objects_size(self, transport: Transport, prefix: str) -> None:
+        transport.put(prefix + "sized/a", b"12345", "create")
+        transport.put(prefix + "sized/b", b"", "create")
+        listed = sorted(transport.list_sizes(prefix + "sized/"))
+        assert listed == [(prefix + "sized/a", 5), (prefix + "sized/b", 0)]
 
     @write_contract
     def test_copy_inside_the_store_copies_the_bytes_or_declines_and_writes_nothing(self, transport, prefix):

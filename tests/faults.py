@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ebooklet.errors import RemoteUnavailableError
 from ebooklet.remote import Remote, connect
 from ebooklet.remote.base import Blob, FallbackLock, PutMode, Transport
 from ebooklet.remote.s3 import S3Transport
@@ -17,25 +18,38 @@ class FaultyTransport(Transport):
     def __init__(self, inner: Transport, before_put: Callable[[str], None]) -> None:
         self.inner = inner
         self.before_put = before_put
+        #: Runs after a put was applied (raise to lose its reply).
+        self.after_put: Callable[[str], None] | None = None
+        #: Every read fails, as from a server that stopped answering.
+        self.fail_gets = False
         self.description = inner.description
         self.writable = inner.writable
         self.stats = inner.stats
 
+    def _check_reads(self) -> None:
+        if self.fail_gets:
+            raise RemoteUnavailableError("the server stopped answering")
+
     def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
+        self._check_reads()
         return self.inner.get(key, if_none_match)
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
+        self._check_reads()
         return self.inner.get_range(key, start, length)
 
     def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
         self.before_put(key)
-        return self.inner.put(key, data, mode)
+        etag = self.inner.put(key, data, mode)
+        if self.after_put is not None:
+            self.after_put(key)
+        return etag
 
     def delete(self, keys: list[str]) -> None:
         self.inner.delete(keys)
 
-    def list(self, prefix: str) -> Iterator[str]:
-        return self.inner.list(prefix)
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        return self.inner.list_sizes(prefix)
 
     def supports_conditional_writes(self, scratch_prefix: str) -> bool:
         return self.inner.supports_conditional_writes(scratch_prefix)

@@ -154,7 +154,8 @@ def _head() -> Head:
     head.part_bits = 1
     head.parts = ["db.ebooklet/index/1-0-c7", None]
     head.segments = {"db.ebooklet/seg/c7-0": [300, 250]}
-    head.retired = [["db.ebooklet/seg/c6-0", 1_699_999_999_000_000]]
+    head.recent = [[6, head.parent, 1_699_999_999_000_000, 2, 0], [7, head.commit_id, head.timestamp, 1, 1]]
+    head.written, head.deleted, head.author = 1, 1, "ann@station"
     head.metadata = {"title": "Ünïcode", "tags": [1, 2.5, None]}
     head.metadata_timestamp = 1_700_000_000_000_001
     return head
@@ -165,6 +166,17 @@ def test_a_head_round_trips():
     decoded = Head.decode(head.encode())
     assert decoded == head
     assert decoded is not head
+
+
+def test_a_format_1_head_is_still_read_and_names_itself_and_its_parent():
+    v1 = json.loads(_head().encode())
+    for name in ("recent", "written", "deleted", "author", "retention"):
+        del v1[name]
+    v1["version"] = 1
+    v1["retired"] = [["seg/c6-0", 1_699_999_999_000_000]]
+    head = Head.decode(json.dumps(v1).encode())
+    assert head.version == 1 and head.commit == 7
+    assert head.known_commits() == {7: "18c2a-0123456789ab", 6: "18c29-ba9876543210"}
 
 
 def test_a_new_head_round_trips_and_is_unique():

@@ -52,31 +52,29 @@ def test_a_push_larger_than_a_segment_spreads_over_several(tmp_path, monkeypatch
         assert dict(db.items()) == data
 
 
-def test_replaced_objects_are_kept_for_readers_then_deleted_once_retired_long_enough(tmp_path, monkeypatch):
+def test_replaced_objects_stay_while_their_commit_is_retained_then_gc_removes_them(tmp_path):
     conn = tmp_path / "remote" / "db"
     with ebooklet.open(conn, tmp_path / "a.blt", "c") as db:
         db.update({"a": b"1", "b": b"2"})
         db.changes().push()
-    first = _objects(conn)
+    first = _objects(conn) - {"lease"}
     with ebooklet.open(conn, tmp_path / "reader.blt", "r") as reader:
         reader.load_items([])  # a reader that holds the first head
     with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
         db.update({"a": b"10", "b": b"20"})
         db.changes().push()
-    # Within the grace period everything the first head referenced is still there.
+    # While the first commit is retained, everything it references is still there.
+    assert ebooklet.gc(conn, min_age=0).removed == []
     assert first <= _objects(conn)
     with ebooklet.open(conn, tmp_path / "reader.blt", "r") as reader:
         assert reader["a"] == b"1"
-    monkeypatch.setattr(sync_commit, "RETIRE_AFTER_S", 0.0)
     with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
+        db.set_retention(commits=1, days=0)
         db["c"] = b"3"
         db.changes().push()
-    remaining = _objects(conn)
-    # Segments and index parts go; the first commit's log object is history, kept for now.
-    first -= {"lease"} | {name for name in first if name.startswith("log/")}
-    assert not first & remaining, "the first head's objects are gone"
-    head = connect(conn).transport.get(connect(conn).db_key).data
-    assert b'"retired":[' in head
+    report = ebooklet.gc(conn, min_age=0)
+    assert first <= set(report.removed) and report.bytes_removed > 0
+    assert not first & _objects(conn), "the first commit's objects are gone"
     with ebooklet.open(conn, tmp_path / "reader.blt", "r") as reader:
         with pytest.raises(ebooklet.RemoteNotFoundError, match="Pull, then try again"):
             reader["b"]

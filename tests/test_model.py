@@ -19,6 +19,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import ebooklet
 
+from .faults import faulty_remote
+
 KEYS = st.sampled_from(["a", "b", "c", "d"])
 VALUES = st.integers(0, 5)
 CLIENTS = st.sampled_from([0, 1])
@@ -60,7 +62,9 @@ class TwoClients(RuleBasedStateMachine):
         self.local = [dict(self.remote), dict(self.remote)]
         self.base = [dict(self.remote), dict(self.remote)]
         self.paths = [self.tmp / f"c{i}.blt" for i in range(2)]
-        self.dbs = [ebooklet.open(self.conn, path, "w") for path in self.paths]
+        # Each client talks to the remote through a transport that can lose replies.
+        self.remotes = [faulty_remote(self.conn) for _ in range(2)]
+        self.dbs = [ebooklet.open(self.remotes[c][0], path, "w") for c, path in enumerate(self.paths)]
         self.checks = 0
         self.fresh = 0
 
@@ -141,10 +145,75 @@ class TwoClients(RuleBasedStateMachine):
                 self.local[c][key] = value
         self.base[c] = dict(self.remote)
 
+    def _open(self, c: int) -> ebooklet.EBooklet:
+        return ebooklet.open(self.remotes[c][0], self.paths[c], "w")
+
     @rule(c=CLIENTS)
     def reopen(self, c: int) -> None:
         self.dbs[c].close()
-        self.dbs[c] = ebooklet.open(self.conn, self.paths[c], "w")
+        self.dbs[c] = self._open(c)
+
+    @precondition(lambda self: any(self.local[c] == self.base[c] for c in (0, 1)))
+    @rule(c=CLIENTS)
+    def compact(self, c: int) -> None:
+        if self.local[c] != self.base[c]:
+            return
+        self.dbs[c].compact()
+        self.local[c] = dict(self.remote)
+        self.base[c] = dict(self.remote)
+        self._check_remote()
+
+    @rule()
+    def collect_garbage(self) -> None:
+        # Every commit of a run is within the default retention: nothing any client can
+        # still read may go.
+        ebooklet.gc(self.conn, min_age=0)
+        self._check_remote()
+
+    @rule(c=CLIENTS, policy=POLICIES, unknown=st.booleans())
+    def push_whose_reply_is_lost(self, c: int, policy, unknown: bool) -> None:
+        """The head PUT is applied but its reply is lost; with ``unknown`` the server then
+        stops answering, so the push cannot learn the outcome until the next operation."""
+        lc, rc, conflicts = self._conflicts(c)
+        if not lc or (conflicts and policy is None):
+            return
+        _remote, transport = self.remotes[c]
+        head_key = _remote.db_key
+        state = {"lost": False}
+
+        def after_put(key: str) -> None:
+            if key == head_key and not state["lost"]:
+                state["lost"] = True
+                if unknown:
+                    transport.fail_gets = True
+                raise ebooklet.RemoteUnavailableError("the reply was lost")
+
+        transport.after_put = after_put
+        try:
+            if unknown:
+                try:
+                    self.dbs[c].changes().push(on_conflict=self._policy(policy))
+                except ebooklet.CommitUnknownError:
+                    pass
+                else:
+                    raise AssertionError("the outcome cannot have been known")
+            else:
+                self.dbs[c].changes().push(on_conflict=self._policy(policy))
+        finally:
+            transport.after_put = None
+            transport.fail_gets = False
+        if unknown:
+            self.dbs[c].changes().pull()  # settles the commit first
+        for key, value in lc.items():
+            if key in conflicts:
+                value = _model_resolve(policy, value, rc[key])
+            if value is GONE:
+                self.remote.pop(key, None)
+            else:
+                self.remote[key] = value
+        self.local[c] = dict(self.remote)
+        self.base[c] = dict(self.remote)
+        self._check_remote()
 
     @rule(c=CLIENTS, key=KEYS, value=VALUES)
     def offline_booklet_write(self, c: int, key: str, value: int) -> None:
@@ -152,7 +221,7 @@ class TwoClients(RuleBasedStateMachine):
         with booklet.open(self.paths[c], "w") as raw:
             raw[key] = value
         self.local[c][key] = value
-        self.dbs[c] = ebooklet.open(self.conn, self.paths[c], "w")
+        self.dbs[c] = self._open(c)
 
     @rule(c=CLIENTS, key=KEYS)
     def offline_booklet_delete(self, c: int, key: str) -> None:
@@ -162,7 +231,7 @@ class TwoClients(RuleBasedStateMachine):
             if key in raw:
                 del raw[key]
                 del self.local[c][key]
-        self.dbs[c] = ebooklet.open(self.conn, self.paths[c], "w")
+        self.dbs[c] = self._open(c)
 
     @precondition(lambda self: any(self.local[c] == self.base[c] for c in (0, 1)))
     @rule(c=CLIENTS)
@@ -172,7 +241,7 @@ class TwoClients(RuleBasedStateMachine):
         self.dbs[c].close()
         self.fresh += 1
         self.paths[c] = self.tmp / f"fresh{self.fresh}.blt"
-        self.dbs[c] = ebooklet.open(self.conn, self.paths[c], "w")
+        self.dbs[c] = self._open(c)
         self.local[c] = dict(self.remote)
         self.base[c] = dict(self.remote)
 

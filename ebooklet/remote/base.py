@@ -156,8 +156,10 @@ class Transport(abc.ABC):
         """
 
     @abc.abstractmethod
-    def list(self, prefix: str) -> Iterator[str]:
-        """Yield the key of every object whose key starts with ``prefix``, in no given order.
+    @abc.abstractmethod
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """Yield ``(key, size in bytes)`` of every object whose key starts with ``prefix``, in
+        no given order.
 
         ``prefix`` is a plain string prefix, not a folder: ``"a"`` matches ``"a/b"`` and
         ``"ab"``. Objects being written (temporary files) are not listed.
@@ -167,6 +169,11 @@ class Transport(abc.ABC):
         ReadOnlyError
             The transport is read-only (it cannot list).
         """
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """The keys of :meth:`list_sizes`."""
+        for key, _size in self.list_sizes(prefix):
+            yield key
 
     def copy(self, key: str, target: Transport, target_key: str) -> bool:
         """Copy an object to ``target_key`` in ``target`` inside the store, without downloading it.
@@ -241,7 +248,7 @@ class ReadOnlyTransport(Transport):
     def delete(self, keys: list[str]) -> None:
         raise self._refuse()
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         raise self._refuse()
 
     def supports_conditional_writes(self, scratch_prefix: str) -> bool:

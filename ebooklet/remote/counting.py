@@ -135,14 +135,14 @@ class CountingTransport(Transport):
             self.stats.add(-(-len(keys) // self.delete_batch_size))
         self.inner.delete(keys)
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         if not self.writable:
-            return self.inner.list(prefix)
-        return self._list(prefix)
+            return self.inner.list_sizes(prefix)
+        return self._list_sizes(prefix)
 
-    def _list(self, prefix: str) -> Iterator[str]:
+    def _list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         self.stats.add()
-        yield from self.inner.list(prefix)
+        yield from self.inner.list_sizes(prefix)
 
     def copy(self, key: str, target: Transport, target_key: str) -> bool:
         # The inner transport decides by the target's class, so it gets the target unwrapped;

@@ -157,7 +157,7 @@ class FolderTransport(Transport):
                 parent.rmdir()
                 parent = parent.parent
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         if not self.root.is_dir():
             return
         # Walk only the folder that holds the prefix, not the whole root (nor outside it).
@@ -169,6 +169,10 @@ class FolderTransport(Transport):
             for name in files:
                 if name == _LOCK_NAME or name.startswith(_TMP_PREFIX):
                     continue
-                key = pathlib.Path(dirpath, name).relative_to(self.root).as_posix()
+                path = pathlib.Path(dirpath, name)
+                key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
-                    yield key
+                    try:
+                        yield key, path.stat().st_size
+                    except FileNotFoundError:
+                        continue  # deleted while listing

@@ -157,10 +157,10 @@ class S3Transport(Transport):
                     "Run the operation again; deletes are idempotent."
                 ) from exc
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         try:
             for record in self._session.list_objects(prefix=prefix).iter_objects():
-                yield record["key"]
+                yield record["key"], int(record.get("content_length") or 0)
         except S3ListError as exc:
             what = f"listing s3://{self.bucket}/{prefix}"
             if exc.status == 404:  # a listing finds nothing to miss but the bucket

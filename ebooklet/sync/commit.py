@@ -20,6 +20,7 @@ from ..format import (
     Head,
     Part,
     bits_for,
+    log_name,
     part_name,
     parts_of,
     segment_name,
@@ -27,9 +28,11 @@ from ..format import (
 from .diff import LocalChange
 from .index import EMPTY
 
-#: Old objects are deleted this long after a commit stopped referencing them, so that
-#: readers holding an older head can finish their reads.
-RETIRE_AFTER_S = 3600.0
+#: Segments smaller than this are merged once there are COMPACT_SMALL of them...
+SMALL_SEGMENT = 4 * 1024 * 1024
+COMPACT_SMALL = 8
+#: ...and a segment is rewritten once less than this share of its bytes is still referenced.
+COMPACT_LIVE = 0.5
 
 #: Parts of a head by number: ``load_parts(head, part_numbers)``.
 PartLoader = Callable[[Head, Iterable[int]], dict[int, Part]]
@@ -84,10 +87,38 @@ def pack_segments(changes: dict[str, LocalChange], commit_id: str) -> Segments:
     return out
 
 
-def unreferenced(head: Head, retired: list[list[Any]]) -> list[list[Any]]:
-    """The retired entries that ``head`` does not reference (those may be deleted)."""
-    live = set(head.segments) | {n for n in head.parts if n}
-    return [r for r in retired if r[0] not in live]
+@dataclass(frozen=True)
+class Summary:
+    """What a commit says about itself: keys written and deleted, and by whom."""
+
+    written: int = 0
+    deleted: int = 0
+    author: str | None = None
+
+
+def references(head: Head) -> set[str]:
+    """Every object ``head`` needs, by name relative to the prefix (its log object included)."""
+    names = set(head.segments) | {n for n in head.parts if n}
+    if head.commit_id:
+        names.add(log_name(head.commit, head.commit_id))
+    return names
+
+
+def plan_compaction(head: Head, force: bool = False) -> list[str]:
+    """The segments of ``head`` worth rewriting into new ones.
+
+    Mostly-dead segments (less than ``COMPACT_LIVE`` of their bytes still referenced) always
+    qualify. Small segments (under ``SMALL_SEGMENT`` bytes) qualify together once there are
+    ``COMPACT_SMALL`` of them, so that one-key pushes cost one new segment each but a reader
+    never meets more than a few small ones. ``force`` (an explicit compaction) takes every
+    segment with dead bytes, and the small ones as soon as there are two.
+    """
+    dead = [n for n, (size, live) in head.segments.items() if live < size * (1.0 if force else COMPACT_LIVE)]
+    small = [n for n, (size, _) in head.segments.items() if size < SMALL_SEGMENT and n not in dead]
+    chosen = set(dead)
+    if len(small) >= (2 if force else COMPACT_SMALL):
+        chosen.update(small)
+    return sorted(chosen)
 
 
 def build_commit(
@@ -102,23 +133,23 @@ def build_commit(
     replacing: bool,
     stamp: int,
     load_parts: PartLoader,
-) -> tuple[Head, dict[int, tuple[str, bytes, Part]], list[str]]:
-    """The next head on top of ``current``, the index parts it needs, and the retired objects
-    old enough to delete once it is committed.
+    summary: Summary = Summary(),
+    retention: dict[str, float] | None = None,
+) -> tuple[Head, dict[int, tuple[str, bytes, Part]]]:
+    """The next head on top of ``current``, and the index parts it needs.
 
-    ``to_write`` are the changes this commit makes (deletes have ``raw`` None), ``uploaded``
-    where each written value lives, ``segments`` the size of every segment uploaded for it.
-    ``replacing`` starts a new database over ``current`` (flag 'n'); ``stamp`` is the commit
-    time in microseconds.
+    ``to_write`` are the changes this commit makes (deletes have ``raw`` None; values that
+    compaction moves are writes of the same bytes), ``uploaded`` where each written value
+    lives, ``segments`` the size of every segment uploaded for it. ``replacing`` starts a new
+    database over ``current`` (flag 'n'); ``stamp`` is the commit time in microseconds;
+    ``retention``, when given, replaces the database's retention setting. Objects the new head
+    no longer references are left to garbage collection, which keeps what retained commits use.
     """
     fresh = current is None or replacing
     if fresh:
         head = Head.new(codec_name)
         if current is not None:
-            # Replacing: everything the old database referenced is retired.
-            head.retired = [list(r) for r in current.retired]
-            head.retired += [[n, stamp] for n in current.parts if n]
-            head.retired += [[n, stamp] for n in current.segments]
+            head.retention = dict(current.retention)
     else:
         assert current is not None
         head = Head(**asdict(current))
@@ -127,8 +158,12 @@ def build_commit(
     head.commit_id = commit_id
     head.parent = current.commit_id if current is not None else None
     head.timestamp = stamp
-    earlier = sorted(current.known_commits().items()) if current is not None and not fresh else []
-    head.recent = [[n, c] for n, c in earlier + [(head.commit, commit_id)]][-RECENT_COMMITS:]
+    head.written, head.deleted, head.author = summary.written, summary.deleted, summary.author
+    if retention is not None:
+        head.retention = dict(retention)
+    earlier = current.recent_entries() if current is not None and not fresh else []
+    mine = [head.commit, commit_id, stamp, summary.written, summary.deleted]
+    head.recent = (earlier + [mine])[-RECENT_COMMITS:]
     if metadata is not None and (head.metadata_timestamp or 0) < metadata[1]:
         head.metadata, head.metadata_timestamp = metadata
 
@@ -142,7 +177,6 @@ def build_commit(
     if split:
         old_parts = load_parts(current, range(len(current.parts))) if not fresh else {}  # type: ignore[arg-type]
         before = {0: Part(kv for part in old_parts.values() for kv in part.items())}
-        head.retired += [[n, stamp] for n in head.parts if n]
         head.part_bits, head.parts = bits, [None] * (2**bits)
         groups = {0: to_write}
     elif bits == 0:
@@ -196,11 +230,8 @@ def build_commit(
     for name, (_size, used) in list(head.segments.items()):
         if used <= 0:
             del head.segments[name]
-            head.retired.append([name, stamp])
     written: dict[int, tuple[str, bytes, Part]] = {}
     for p, entries in merged.items():
-        if head.parts[p] is not None:
-            head.retired.append([head.parts[p], stamp])
         if not entries:
             head.parts[p] = None
             continue
@@ -208,9 +239,4 @@ def build_commit(
         name = part_name(head.part_bits, p, commit_id)
         written[p] = (name, part.encode(), part)
         head.parts[p] = name
-    # Objects retired long ago leave the list now and are deleted after the commit.
-    cutoff = stamp - int(RETIRE_AFTER_S * 1e6)
-    head.retired = unreferenced(head, head.retired)
-    expired = [r[0] for r in head.retired if r[1] <= cutoff]
-    head.retired = [r for r in head.retired if r[1] > cutoff]
-    return head, written, expired
+    return head, written

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import gc
+import gc as _gc_module
+import getpass
 import logging
+import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from ..errors import (
@@ -34,6 +37,7 @@ from ..lock import DEFAULT_TTL, DEFAULT_WAIT, Lease
 from ..remote import Remote, Update
 from ..results import Change, ProgressCallback, PullResult, PushResult
 from . import commit as build
+from . import gc, history
 from .conflicts import DELETED, Policy, Resolution, check_policy, resolve
 from .diff import ChangeSet, LocalChange, LocalDiff, local_changes, now_us, remote_changes, three_way
 from .heads import HeadStore
@@ -45,6 +49,18 @@ logger = logging.getLogger(__name__)
 
 #: How many times a push rebases over concurrent commits before giving up.
 PUSH_ATTEMPTS = 8
+#: A push compacts on the way only when the index has at most this many parts (it reads them all).
+CHEAP_PARTS = 4
+#: Every GC_EVERY-th commit collects garbage after committing.
+GC_EVERY = 64
+
+
+def _author() -> str | None:
+    """Who is committing, as ``user@host``, where the system knows."""
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:  # noqa: BLE001 - an unknown user is no reason to fail a push
+        return None
 
 RemoteLock = Literal["push", "session", "none"]
 
@@ -56,13 +72,13 @@ def _gc_paused() -> Iterator[None]:
     Bulk work allocates an object or more per key; without the pause the collector runs
     hundreds of times over them for nothing (they hold no cycles).
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
+    was_enabled = _gc_module.isenabled()
+    _gc_module.disable()
     try:
         yield
     finally:
         if was_enabled:
-            gc.enable()
+            _gc_module.enable()
 
 
 @dataclass
@@ -72,6 +88,7 @@ class _Uploads:
 
     background: concurrent.futures.Executor
     progress: ProgressCallback | None
+    started: int = field(default_factory=now_us)
     segments: dict[str, int] = field(default_factory=dict)
     entries: dict[str, Entry] = field(default_factory=dict)
     futures: list[concurrent.futures.Future[None]] = field(default_factory=list)
@@ -116,8 +133,11 @@ class Replica:
         remote_lock: RemoteLock = "push",
         lease_ttl: float = DEFAULT_TTL,
         lock_wait: float = DEFAULT_WAIT,
+        pinned: Head | None = None,
     ) -> None:
         self.local = local
+        #: A past commit this replica stays at (opened with ``at=``), or None to follow the remote.
+        self.pinned = pinned
         self.remote = remote
         self.remote_lock = remote_lock
         self._lease_args = (lease_ttl, lock_wait)
@@ -131,6 +151,8 @@ class Replica:
 
     def current(self) -> tuple[Head | None, str | None]:
         """The current remote head, asked for conditionally on the base, and its ETag."""
+        if self.pinned is not None:
+            return self.pinned, None
         head, etag, changed = self.heads.read(if_none_match=self.index.etag)
         if not changed:
             return self.index.synced_head, etag
@@ -143,6 +165,23 @@ class Replica:
         self._settle_inflight()
         head, _ = self.current()
         return three_way(self.index, head, local_changes(self.index).changes)
+
+    def diff(self, old: int | datetime, new: int | datetime | None = None) -> list[Change]:
+        """The keys that differ from commit ``old`` to commit ``new`` (default: the latest),
+        as :class:`Change` values seen from the remote side."""
+        latest, _ = self.current()
+        if latest is None:
+            raise RemoteNotFoundError(f"there is no database at {self.remote.location}")
+        before = history.find(self.heads, latest, old)
+        after = latest if new is None else history.find(self.heads, latest, new)
+        changed = remote_changes(self.index, before, after)
+        was = self.index.merged(before) if changed else None
+        out = []
+        for key in sorted(changed):
+            entry = changed[key]
+            kind: Any = "deleted" if entry is None else ("modified" if key in was else "added")  # type: ignore[operator]
+            out.append(Change(key, "remote", None, kind, None, entry.timestamp if entry else None))
+        return out
 
     # -- a commit whose outcome was not known ----------------------------------------------
 
@@ -198,8 +237,15 @@ class Replica:
 
     # -- push ------------------------------------------------------------------------------
 
-    def push(self, policy: Policy = None, progress: ProgressCallback | None = None) -> PushResult:
-        """Commit local changes, rebasing over what others committed meanwhile."""
+    def push(
+        self, policy: Policy = None, progress: ProgressCallback | None = None, compact: bool = False
+    ) -> PushResult:
+        """Commit local changes, rebasing over what others committed meanwhile.
+
+        Segments worth merging are rewritten on the way when that is cheap (a small index);
+        ``compact`` rewrites every segment with dead bytes, and commits even with no local
+        change.
+        """
         check_policy(policy)
         stats = self.remote.transport.stats
         start = stats.snapshot()
@@ -209,11 +255,11 @@ class Replica:
             self.end_session()  # the session's lease was lost: take a new one
             self.start_session()
         with _gc_paused():
-            if self.remote_lock == "push" and self.remote.writable and self._has_changes():
+            if self.remote_lock == "push" and self.remote.writable and (compact or self._has_changes()):
                 with Lease(self.remote, *self._lease_args) as lease:
-                    result = self._push(policy, lease, progress)
+                    result = self._push(policy, lease, progress, compact)
             else:
-                result = self._push(policy, self._session_lease, progress)
+                result = self._push(policy, self._session_lease, progress, compact)
         result.requests = stats.requests - start[0]
         result.bytes_sent = stats.bytes_sent - start[1]
         return result
@@ -225,9 +271,12 @@ class Replica:
         return bool(
             self.local.touched or self.local.external_edits or base is None
             or (meta is not None and meta[1] > (base.metadata_timestamp or 0))
+            or self.local.state.get("retention") is not None
         )
 
-    def _push(self, policy: Policy, lease: Lease | None, progress: ProgressCallback | None) -> PushResult:
+    def _push(
+        self, policy: Policy, lease: Lease | None, progress: ProgressCallback | None, compact: bool
+    ) -> PushResult:
         if not self.remote.writable:
             raise ReadOnlyError(
                 f"cannot push to {self.remote.location}: it is read-only (a public URL or a "
@@ -238,12 +287,13 @@ class Replica:
         metadata = self.local.get_metadata()
         base = self.index.base
         meta_changed = metadata is not None and (base is None or metadata[1] > (base.metadata_timestamp or 0))
-        if not diff.changes and not meta_changed and base is not None:
+        settings = self.local.state.get("retention")
+        if not diff.changes and not meta_changed and settings is None and base is not None and not compact:
             return PushResult()
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ebooklet-upload") as background:
             uploads = _Uploads(background, progress)
             for attempt in range(1, PUSH_ATTEMPTS + 1):
-                result = self._push_once(policy, lease, diff, metadata, uploads, attempt)
+                result = self._push_once(policy, lease, diff, metadata, uploads, attempt, compact)
                 if result is not None:
                     return result
                 logger.info("push: another writer committed first; rebasing (attempt %d)", attempt)
@@ -260,6 +310,7 @@ class Replica:
         metadata: tuple[Any, int] | None,
         uploads: _Uploads,
         attempt: int,
+        compact: bool = False,
     ) -> PushResult | None:
         """One attempt: rebase on the current head, upload, commit. Returns None when another
         writer committed first (the caller tries again)."""
@@ -276,16 +327,25 @@ class Replica:
         meta_new = metadata is not None and (
             current is None or metadata[1] > (current.metadata_timestamp or 0)
         )
-        if not to_write and not meta_new and not replacing and current is not None:
+        settings = self.local.state.get("retention")
+        moved = {} if current is None or replacing else self._compaction(current, to_write, compact)
+        nothing = not to_write and not meta_new and settings is None and not moved
+        if nothing and not replacing and current is not None:
             # Every local change was already made remotely (or lost to the remote side):
             # nothing to commit, only the remote to catch up with.
             uploads.wait()
             self.objects.delete_quietly(uploads.segments)
             self.index.adopt(current, etag, {}, dropped, scanned=diff.scanned)
             return PushResult(pulled=sorted(dropped))
+        summary = build.Summary(
+            written=sum(1 for c in to_write.values() if c.raw is not None),
+            deleted=sum(1 for c in to_write.values() if c.raw is None),
+            author=_author(),
+        )
+        writes = {**moved, **to_write}
         # Values go up once; a retry uploads only what its rebase newly decided to write.
         pending = {
-            k: c for k, c in to_write.items()
+            k: c for k, c in writes.items()
             if c.raw is not None and (k not in uploads.entries or uploads.entries[k].hash != c.hash)
         }
         # Segments upload in the background while the index is built.
@@ -296,10 +356,10 @@ class Replica:
         uploads.futures.append(
             uploads.background.submit(self.objects.put_many, packed.bodies, tracker, packed.counts)
         )
-        head, written, expired = build.build_commit(
-            current, to_write, uploads.entries, uploads.segments, new_commit_id(), metadata,
+        head, written = build.build_commit(
+            current, writes, uploads.entries, uploads.segments, new_commit_id(), metadata,
             codec_name=self.local.codec.name, replacing=replacing, stamp=now_us(),
-            load_parts=self.index.parts,
+            load_parts=self.index.parts, summary=summary, retention=settings,
         )
         if lease is not None:
             HeadStore.check_fence(current, lease)
@@ -314,6 +374,12 @@ class Replica:
             # Nobody can take a lease over before it expires: one written within the last
             # third of its ttl is still ours (allowing for clock skew between writers).
             lease.renew(if_older_than=1 / 3)
+        if now_us() - uploads.started > (gc.MIN_AGE_S - 600) * 1e6:
+            # Garbage collection may take uploads this old for leftovers: never commit them.
+            raise SyncError(
+                f"this push took longer than {gc.MIN_AGE_S / 3600:.0f} hours, so its uploads may "
+                "have been collected as garbage; nothing was committed. Push again."
+            )
         # Recorded durably first: if the outcome is lost with the reply (or the process), the
         # next operation settles it (see _settle_inflight).
         self.local.state["inflight"] = {"head": asdict(head), "pulled": sorted(dropped)}
@@ -338,11 +404,33 @@ class Replica:
             pulled=sorted(dropped),
         )
         self.local.state.pop("inflight", None)  # saved with the new base
+        self.local.state.pop("retention", None)
         self.index.adopt(head, committed.etag, written, dropped, scanned=diff.scanned)
-        if expired:
-            # Retired over RETIRE_AFTER_S ago and now out of the head: no reader needs them.
-            self.objects.delete_quietly(expired)
+        result.compacted = len(moved)
+        if head.commit % GC_EVERY == 0:
+            # Now and then a push collects what no retained commit needs any more.
+            try:
+                gc.collect(self.remote, self.heads, head)
+            except Exception as exc:  # noqa: BLE001 - garbage waits for the next collection
+                logger.warning("collecting garbage on %s failed: %s", self.remote.location, exc)
         return result
+
+    def _compaction(
+        self, current: Head, to_write: dict[str, LocalChange], force: bool
+    ) -> dict[str, LocalChange]:
+        """Values this commit moves out of segments worth rewriting (same bytes, same
+        timestamps), when that is cheap or asked for."""
+        names = set(build.plan_compaction(current, force))
+        if not names or (not force and sum(1 for p in current.parts if p) > CHEAP_PARTS):
+            return {}
+        entries = {
+            key: entry
+            for part in self.index.all_parts(current).values()
+            for key, entry in part.items()
+            if entry.segment in names and key not in to_write
+        }
+        values = self.values.read(entries)
+        return {key: LocalChange(values[key], e.timestamp, e.hash) for key, e in entries.items()}
 
     def _check_pushable(self, current: Head | None) -> None:
         if current is None and self.index.base is not None:
@@ -498,14 +586,11 @@ class Replica:
             pass
         copied = Head(**asdict(head))
         copied.uuid = Head.new(None).uuid
-        copied.retired = []
         copied.lease_token = 0
-        if old is not None:
-            stamp = now_us()
-            copied.retired = [list(r) for r in old.retired]
-            copied.retired += [[n, stamp] for n in old.parts if n] + [[n, stamp] for n in old.segments]
-            # A target that was an earlier copy shares object names with this one.
-            copied.retired = build.unreferenced(copied, copied.retired)
+        # The copy's history starts with itself: its log object is written before its head.
+        copied.recent = [[copied.commit, copied.commit_id, copied.timestamp, copied.written, copied.deleted]]
+        name, blob = HeadStore.log_entry(copied)
+        target.transport.put(target.prefix + name, blob, "overwrite")
         mode: Any = Update(old_etag) if old_etag is not None else "create"
         try:
             target.transport.put(target.db_key, copied.encode(), mode)

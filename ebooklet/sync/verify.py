@@ -1,0 +1,150 @@
+"""Verification: does every object the retained commits reference exist, whole?
+
+A shallow check lists the database's objects once and compares each referenced segment's size
+with the size its head records, and reads and checks every index part and log object of the
+retained commits (they carry checksums). A deep check also reads every value of the latest
+commit and checks its content hash.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..errors import EbookletError
+from ..format import Entry, Head, Part, log_name, value_hash
+from ..remote import Remote
+from .heads import HeadStore
+from .history import retained_heads
+from .objects import ObjectStore, coalesce, parallel_map
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`ebooklet.verify` checked and found."""
+
+    location: str
+    commits_checked: int = 0
+    objects_checked: int = 0
+    values_checked: int = 0
+    deep: bool = False
+    #: One line per problem, naming the object (and key) and what is wrong.
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        what = f"{self.commits_checked:,} commit(s), {self.objects_checked:,} object(s)"
+        if self.deep:
+            what += f", {self.values_checked:,} value(s)"
+        if self.ok:
+            return f"{self.location}: OK ({what} checked)"
+        lines = [f"{self.location}: {len(self.problems):,} problem(s) in {what}"]
+        return "\n".join(lines + [f"  {p}" for p in self.problems])
+
+
+def check(remote: Remote, heads: HeadStore, objects: ObjectStore, *, deep: bool = False) -> VerifyReport:
+    report = VerifyReport(remote.location, deep=deep)
+    head, _ = heads.read_latest()
+    if head is None:
+        report.problems.append("there is no database here (no head object)")
+        return report
+    kept = retained_heads(heads, head, time.time_ns() // 1000)
+    report.commits_checked = len(kept)
+    segments: dict[str, int] = {}
+    parts: set[str] = set()
+    logs: set[str] = set()
+    for h in kept:
+        segments.update({name: size for name, (size, _live) in h.segments.items()})
+        parts.update(n for n in h.parts if n)
+        if h.version >= 2:
+            logs.add(log_name(h.commit, h.commit_id))
+    report.objects_checked = len(segments) + len(parts) + len(logs)
+    size_of = _sizes(remote, objects, segments, parts | logs)
+    for name, size in sorted(segments.items()):
+        if name not in size_of:
+            report.problems.append(f"{name}: missing or cut short (a segment the index uses)")
+        elif size_of[name] != size:
+            report.problems.append(f"{name}: {size_of[name]:,} bytes, the head records {size:,}")
+    decoded: dict[str, Part] = {}
+
+    def read(name: str) -> tuple[str, bytes | None, str | None]:
+        if name not in size_of:
+            return name, None, "missing"
+        try:
+            return name, objects.get(name), None
+        except EbookletError as exc:
+            return name, None, str(exc)
+
+    for name, data, error in parallel_map(read, sorted(parts | logs)):
+        if error is not None:
+            report.problems.append(f"{name}: {error}")
+            continue
+        assert data is not None
+        try:
+            if name.startswith("log/"):
+                Head.decode(data, where=name)
+            else:
+                decoded[name] = Part.decode(data, name)
+        except EbookletError as exc:
+            report.problems.append(f"{name}: {exc}")
+    if deep:
+        _check_values(head, decoded, objects, size_of, report)
+    return report
+
+
+def _sizes(
+    remote: Remote, objects: ObjectStore, segments: dict[str, int], others: set[str]
+) -> dict[str, int]:
+    """The size of every object under the prefix: one listing, or (on a read-only remote,
+    which cannot list) each segment probed at its last byte, and the rest assumed present
+    until read."""
+    if remote.writable:
+        return {key[len(remote.prefix):]: size for key, size in remote.transport.list_sizes(remote.prefix)}
+
+    def probe(item: tuple[str, int]) -> tuple[str, int | None]:
+        name, size = item
+        try:
+            if size:
+                remote.transport.get_range(remote.prefix + name, size - 1, 1)
+            return name, size
+        except EbookletError:
+            return name, None
+
+    found = {name: size for name, size in parallel_map(probe, sorted(segments.items())) if size is not None}
+    return {**found, **dict.fromkeys(others, 0)}
+
+
+def _check_values(
+    head: Head, decoded: dict[str, Part], objects: ObjectStore, size_of: dict[str, int], report: VerifyReport
+) -> None:
+    entries: dict[str, Entry] = {}
+    for name in head.parts:
+        if name is not None and name in decoded:
+            entries.update(decoded[name].items())
+    by_segment: dict[str, list[tuple[int, int, str]]] = {}
+    for key, e in entries.items():
+        if e.segment not in size_of:
+            continue  # reported above
+        by_segment.setdefault(e.segment, []).append((e.offset, e.length, key))
+
+    def fetch(req):  # type: ignore[no-untyped-def]
+        try:
+            return req, next(iter(objects.get_ranges([req])))[1], None
+        except EbookletError as exc:
+            return req, None, str(exc)
+
+    for req, data, error in parallel_map(fetch, coalesce(by_segment)):
+        if error is not None:
+            report.problems.append(f"{req.name}: {error}")
+            continue
+        for offset, n, key in req.members:
+            report.values_checked += 1
+            raw = data[offset - req.start : offset - req.start + n]
+            if value_hash(raw) != entries[key].hash:
+                report.problems.append(f"{req.name}: the value of {key!r} does not match its content hash")
