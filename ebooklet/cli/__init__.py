@@ -30,14 +30,14 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import ConflictError, EbookletError
-from . import demo, read, sync
+from . import demo, lifecycle, read, sync
 from .output import CliError, print_error
 from .parser import root_parser
 
 __all__ = ["build_parser", "main"]
 
 #: The modules whose commands ``ebooklet`` has, in the order ``ebooklet --help`` lists them.
-COMMAND_MODULES = (sync, read, demo)
+COMMAND_MODULES = (sync, read, lifecycle, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,167 @@
+"""The commands that look after a remote database over time: log, diff, compact, gc, verify."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from datetime import datetime
+
+from ..errors import EbookletError
+from ..maintenance import gc, verify
+from ..sync.gc import MIN_AGE_S
+from .local import CACHE_HELP, existing_local, open_database, reader
+from .output import bad_input, print_json, show_key
+from .parser import Commands
+from .progress import progress_bar
+from .remote_arg import remote_arg
+
+COMMIT_HELP = "a commit number (as `ebooklet log` lists them) or an ISO 8601 time with a timezone"
+
+
+def register(commands: Commands) -> None:
+    log = commands.add(
+        "log", _log, "list the commits of a database",
+        "List the commits REMOTE keeps readable (its retention window), newest first:\n"
+        "number, time, keys written and deleted, and the author where known.",
+        ["local", "json", "s3"], notes=CACHE_HELP,
+    )
+    log.add_argument("-n", "--limit", type=_positive, metavar="N", help="at most N commits")
+
+    diff = commands.add(
+        "diff", _diff, "show what changed between two commits",
+        "List the keys added, modified or deleted from commit OLD to commit NEW (the\n"
+        "latest when left out).",
+        ["local", "json", "s3"], notes=CACHE_HELP,
+    )
+    diff.add_argument("old", metavar="OLD", type=_commit, help=COMMIT_HELP)
+    diff.add_argument("new", metavar="NEW", type=_commit, nargs="?", help=COMMIT_HELP)
+
+    compact = commands.add(
+        "compact", _compact, "rewrite segments that hold dead or scattered values",
+        "Rewrite REMOTE's segments that are mostly dead or small into new ones, in one\n"
+        "atomic commit made from LOCAL (which also pushes LOCAL's changes). Pushes\n"
+        "compact on the way when the index is small; this does it for any size.",
+        ["progress", "json", "s3"],
+    )
+    compact.add_argument("local", metavar="LOCAL", help="the local database file")
+
+    collect = commands.add(
+        "gc", _gc, "remove objects no retained commit uses",
+        "Remove the objects under REMOTE that no commit within the retention window\n"
+        "uses: objects replaced by later commits, leftovers of failed or interrupted\n"
+        "pushes, and the log of commits past retention. Objects younger than\n"
+        "--min-age are kept, since a push may still be uploading them. Nothing a\n"
+        "retained commit needs is ever removed, so gc runs for real unless --dry-run.",
+        ["json", "s3"],
+    )
+    collect.add_argument("--dry-run", action="store_true", help="report what would go; remove nothing")
+    collect.add_argument("--min-age", type=float, default=MIN_AGE_S, metavar="SECONDS",
+                         help=f"keep unreferenced objects younger than this (default {MIN_AGE_S:.0f})")
+
+    check = commands.add(
+        "verify", _verify, "check that a database is whole",
+        "Check that every object the retained commits of REMOTE use exists with the\n"
+        "right size and checksum; with --deep, also read every value and check its\n"
+        "content hash. Exits 0 when all is well, 1 when something is damaged.",
+        ["json", "s3"],
+    )
+    check.add_argument("--deep", action="store_true", help="also read and check every value")
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return n
+
+
+def _commit(text: str) -> int | datetime:
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a commit number nor an ISO 8601 time"
+        ) from None
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a timezone, e.g. {text}+00:00")
+    return when
+
+
+def _log(args: argparse.Namespace) -> int:
+    with reader(args) as db:
+        commits = db.log(args.limit)
+    if args.json:
+        print_json([{**dataclasses.asdict(c), "committed_at": c.committed_at.isoformat()} for c in commits])
+    else:
+        for commit in commits:
+            print(commit)
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    with reader(args) as db:
+        changes = db.diff(args.old, args.new)
+    if args.json:
+        print_json([{"key": c.key, "change": c.remote} for c in changes])
+        return 0
+    for change in changes:
+        print(f"{change.remote:<8}  {show_key(change.key)}")
+    counts = {kind: sum(c.remote == kind for c in changes) for kind in ("added", "modified", "deleted")}
+    print(f"{len(changes):,} key(s): {counts['added']:,} added, {counts['modified']:,} modified, "
+          f"{counts['deleted']:,} deleted")
+    return 0
+
+
+def _compact(args: argparse.Namespace) -> int:
+    remote = remote_arg(args)
+    local = existing_local(args.local, f"'ebooklet pull {args.remote} {args.local}' makes one")
+    with open_database(remote, local, "w") as db, progress_bar(args) as bar:
+        result = db.compact(progress=bar)
+    if args.json:
+        print_json({"commit": result.commit, "compacted": result.compacted, "keys": len(result.keys),
+                    "deleted": len(result.deleted)})
+    elif result.committed:
+        print(f"commit {result.commit}: {result.compacted:,} value(s) moved into new segments"
+              + (f", {len(result.keys):,} key(s) written" if result.keys else ""))
+    else:
+        print("nothing to compact")
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    remote = remote_arg(args)
+    try:
+        report = gc(remote.conn, min_age=args.min_age, dry_run=args.dry_run)
+    except EbookletError:
+        raise
+    except (ValueError, TypeError, OSError) as exc:
+        raise bad_input(exc) from None
+    if args.json:
+        print_json(dataclasses.asdict(report))
+    else:
+        print(report)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    remote = remote_arg(args)
+    try:
+        report = verify(remote.conn, deep=args.deep)
+    except EbookletError:
+        raise
+    except (ValueError, TypeError, OSError) as exc:
+        raise bad_input(exc) from None
+    if args.json:
+        print_json({**dataclasses.asdict(report), "ok": report.ok})
+    else:
+        print(report)
+    if not report.ok:
+        raise SystemExit(1)
+    return 0
+
+
