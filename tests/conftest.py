@@ -101,20 +101,6 @@ def _bucket(request: pytest.FixtureRequest, kind: str) -> tuple[S3Server, str]:
     return server, _buckets[kind]
 
 
-@pytest.fixture
-def moto_proxy(moto_server: S3Server) -> Iterator[FaultProxy]:
-    """A FaultProxy (tests/faultproxy.py) in front of the session's moto server."""
-    with FaultProxy(moto_server.endpoint_url) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def seaweedfs_proxy(seaweedfs_server: S3Server) -> Iterator[FaultProxy]:
-    """A FaultProxy in front of the session's SeaweedFS server (which checks signatures)."""
-    with FaultProxy(seaweedfs_server.endpoint_url) as proxy:
-        yield proxy
-
-
 @dataclass
 class Proxied:
     """A real S3 server with a FaultProxy in front of it, and ways to look at the bucket.
@@ -171,9 +157,25 @@ class Proxied:
         return self.kind
 
 
+def _proxied(request: pytest.FixtureRequest, kind: str, tmp_path: pathlib.Path) -> Iterator[Proxied]:
+    server, bucket = _bucket(request, kind)
+    with FaultProxy(server.endpoint_url) as proxy:
+        yield Proxied(kind, server, bucket, proxy, tmp_path)
+
+
+@pytest.fixture
+def moto_proxied(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Proxied]:
+    """The session's moto server behind a fresh FaultProxy (tests/faultproxy.py)."""
+    yield from _proxied(request, "moto", tmp_path)
+
+
+@pytest.fixture
+def seaweedfs_proxied(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Proxied]:
+    """The session's SeaweedFS server (which checks signatures) behind a fresh FaultProxy."""
+    yield from _proxied(request, "seaweedfs", tmp_path)
+
+
 @pytest.fixture(params=["moto", "seaweedfs"])
 def proxied(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Proxied]:
     """Each real S3 server in turn, behind a fresh FaultProxy."""
-    server, bucket = _bucket(request, request.param)
-    with FaultProxy(server.endpoint_url) as proxy:
-        yield Proxied(request.param, server, bucket, proxy, tmp_path)
+    yield from _proxied(request, request.param, tmp_path)

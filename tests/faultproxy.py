@@ -14,7 +14,7 @@ Per request, the proxy can inject one fault (``FAULTS``):
 ``"reset"``           reset the connection (TCP RST) without forwarding;
 ``"truncate"``        forward (the server applies the request), then send the status line,
                       the headers and half of the body under the full ``Content-Length``, and
-                      close (a response with no body is cut in its headers);
+                      close (a response with no body is cut in its status line);
 ``"delay"``           wait ``delay`` seconds, then forward normally;
 ``"lost_reply"``      forward (the server applies the request), then reset the connection
                       instead of answering: the client cannot tell whether it happened.
@@ -35,7 +35,8 @@ Two ways to drive it:
   RNG (decisions are taken in the order requests arrive). ``calm()`` turns it off.
 
 Counters (``stats``): requests, bytes from the clients and to them, and faults by kind.
-``log`` records every request (method, target, status or None, fault). Any problem of the
+``log`` records every request (method, target, status or None, fault), before its answer is
+sent: a client that got an answer always finds it logged. Any problem of the
 proxy itself (the server unreachable, a hold never released) is recorded in ``errors``, and
 the connection is reset.
 
@@ -465,8 +466,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 f"Content-Length: {len(body)}\r\n"
                 f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
             ).encode()
-            self.sock.sendall(head + body)
             proxy._record(req, status, fault, len(head) + len(body))
+            self.sock.sendall(head + body)
             return keep_alive
         if fault == "reset":
             proxy._record(req, None, fault, 0)
@@ -498,13 +499,14 @@ class _Handler(socketserver.BaseRequestHandler):
         if no_body:
             body = b""
         if fault == "truncate":
-            # Half the body under the full Content-Length; with no body, half the headers.
-            cut = head + body[: len(body) // 2] if body else head[: len(head) // 2]
-            self.sock.sendall(cut)
+            # Half the body under the full Content-Length; with no body, half the status line
+            # (cut headers alone would still parse: http.client takes EOF as their end).
+            cut = head + body[: len(body) // 2] if body else head[: len(lines[0]) // 2]
             proxy._record(req, status if body else None, fault, len(cut))
+            self.sock.sendall(cut)
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_WR)
             raise _Dropped
-        self.sock.sendall(head + body)
         proxy._record(req, status, fault, len(head) + len(body))
+        self.sock.sendall(head + body)
         return keep_alive
