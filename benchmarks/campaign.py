@@ -81,6 +81,9 @@ OPEN_ATTEMPTS = 20
 LEASE_TTL = 10.0
 LOCK_WAIT = 30.0
 POLICIES = ("none", "local", "remote", "newest", "merge")
+#: Seconds after a push was given up (or its writer killed) during which a request it had sent
+#: may still reach the server (the proxy's delay fault holds a request 0.2 s by default).
+LANDING_MARGIN = 2.0
 
 
 def log(msg: str) -> None:
@@ -475,32 +478,46 @@ def read_journals(workdir: pathlib.Path, writers: list[Writer], events: list[dic
     return pushes, ops, excs, pulls, gave_up
 
 
-def check(args, workdir, server, bucket, direct, writers, events) -> dict:
-    keys = key_names(args.keys)
-    pushes, ops, excs, pulls, gave_up = read_journals(workdir, writers, events)
-    defects: list[str] = []
+@dataclass
+class Verdict:
+    lost: list[str] = field(default_factory=list)
+    resurrected: list[str] = field(default_factory=list)
+    #: Final values that only a push reported as "nothing committed" can explain: its commit
+    #: landed unrecognised (issue 8, defect 1).
+    unrecognised: list[str] = field(default_factory=list)
+    ambiguous: int = 0  # final values explained only by a push that was never acknowledged
+    twice: dict[int, list[str]] = field(default_factory=dict)  # commit numbers acked twice
 
-    # -- acknowledged commits, by key ---------------------------------------------------
+
+def judge(keys: list[str], pushes: dict[str, Push], ops: dict[str, list[dict]],
+          final: dict[str, str | None], skip: set[str] = frozenset()) -> Verdict:  # type: ignore[assignment]
+    """Each key's final value against what the journals say was acknowledged.
+
+    The final value must be an outcome of the last acknowledged commit that touched the key
+    (by commit number), or of a push that was tried, never acknowledged and ended after that
+    commit's push began (it may have landed later). And it must not be a value that an
+    acknowledged write or delete knowingly replaced: values are unique, so such a value can
+    only come back through a stale change committed again.
+    """
+    verdict = Verdict()
     acked = [p for p in pushes.values() if p.ack and p.ack["committed"]]
     by_commit = collections.defaultdict(list)
     for p in acked:
         by_commit[p.ack["commit"]].append(p.pid)
-    twice = {c: pids for c, pids in by_commit.items() if len(pids) > 1}
-    for c, pids in sorted(twice.items()):
-        defects.append(f"commit {c} acknowledged to more than one push: {pids}")
+    verdict.twice = {c: pids for c, pids in by_commit.items() if len(pids) > 1}
     last: dict[str, Push] = {}
     for p in sorted(acked, key=lambda p: p.ack["commit"]):
         for key in p.ack["keys"] + p.ack["deleted"]:
             last[key] = p
     # Tried but never acknowledged (failed, or cut by a kill): each may have landed, and later.
     unacked = [p for p in pushes.values() if p.ack is None]
+    # Acknowledged as "nothing committed": if one of these explains a value, its report was wrong.
+    noop = [p for p in pushes.values() if p.ack is not None and not p.ack["committed"]]
 
-    # Values knowingly replaced by an acknowledged write or delete: never right as final values.
+    # Values knowingly replaced by an acknowledged write or delete.
     superseded: dict[tuple[str, str], tuple[str, str]] = {}
     for p in acked:
-        if p.writer == "seed":
-            continue
-        writer_ops = [o for o in ops[p.writer] if o["t"] < p.t0]
+        writer_ops = [o for o in ops.get(p.writer, []) if o["t"] < p.t0]
         for key in p.ack["keys"] + p.ack["deleted"]:
             if key in p.merges:
                 continue
@@ -511,6 +528,44 @@ def check(args, workdir, server, bucket, direct, writers, events) -> dict:
                         how = "deleted" if committed is ABSENT else "overwritten"
                         superseded.setdefault((key, o["had"]), (p.pid, how))
                     break
+
+    for key in keys:
+        if key in skip:
+            continue
+        got = final.get(key)
+        p = last.get(key)
+        expected = p.outcomes(key, committed=True) if p else {ABSENT}
+        allowed = set(expected)
+        since = p.t0 if p else 0.0
+        for u in unacked:
+            if u.t1 is not None and u.t1 + LANDING_MARGIN > since:
+                allowed |= u.outcomes(key)
+        stale = got is not None and (key, got) in superseded
+        if got in allowed and not stale:
+            verdict.ambiguous += got not in expected
+            continue
+        where = f"last acknowledged commit: {p.pid} (commit {p.ack['commit']})" if p else "no commit"
+        detail = f"{key!r} is {got!r}; expected {sorted(map(str, expected))} ({where})"
+        claimed = [u.pid for u in noop if u.t1 is not None and u.t1 + LANDING_MARGIN > since
+                   and got in u.outcomes(key)]
+        if claimed and not stale:
+            verdict.unrecognised.append(f"{detail}; it is what push {claimed[-1]} carried, which "
+                                        "reported that it committed nothing")
+        elif stale:
+            by, how = superseded[(key, got)]
+            detail += f"; {got!r} had been {how} knowingly by acknowledged push {by}"
+            (verdict.resurrected if how == "deleted" else verdict.lost).append(detail)
+        elif got is not None and expected == {ABSENT}:
+            verdict.resurrected.append(detail)
+        else:
+            verdict.lost.append(detail)
+    return verdict
+
+
+def check(args, workdir, server, bucket, direct, writers, events) -> dict:
+    keys = key_names(args.keys)
+    pushes, ops, excs, pulls, gave_up = read_journals(workdir, writers, events)
+    defects: list[str] = []
 
     # -- the remote as a fresh reader sees it ---------------------------------------------
     head = json.loads(server.admin_client.get_object(Bucket=bucket, Key=DB_KEY)["Body"].read())
@@ -543,33 +598,12 @@ def check(args, workdir, server, bucket, direct, writers, events) -> dict:
         defects.append(f"the remote holds a key no writer wrote: {key!r}")
 
     # -- every key against the journals ---------------------------------------------------
-    lost, resurrected, ambiguous = [], [], 0
-    for key in keys:
-        if key in read_errors:
-            continue
-        got = final.get(key)
-        p = last.get(key)
-        expected = p.outcomes(key, committed=True) if p else {ABSENT}
-        allowed = set(expected)
-        since = p.t0 if p else 0.0
-        for u in unacked:
-            if u.t1 is not None and u.t1 > since:
-                allowed |= u.outcomes(key)
-        stale = got is not None and (key, got) in superseded
-        if got in allowed and not stale:
-            ambiguous += got not in expected
-            continue
-        where = f"last acknowledged commit: {p.pid} (commit {p.ack['commit']})" if p else "no commit"
-        detail = f"{key!r} is {got!r}; expected {sorted(map(str, expected))} ({where})"
-        if stale:
-            by, how = superseded[(key, got)]
-            detail += f"; {got!r} had been {how} knowingly by acknowledged push {by}"
-            (resurrected if how == "deleted" else lost).append(detail)
-        elif got is not None and expected == {ABSENT}:
-            resurrected.append(detail)
-        else:
-            lost.append(detail)
+    verdict = judge(keys, pushes, ops, final, skip=set(read_errors))
+    lost, resurrected, ambiguous = verdict.lost, verdict.resurrected, verdict.ambiguous
+    for c, pids in sorted(verdict.twice.items()):
+        defects.append(f"commit {c} acknowledged to more than one push: {pids}")
     defects += [f"lost: {d}" for d in lost] + [f"resurrected: {d}" for d in resurrected]
+    defects += [f"landed unrecognised: {d}" for d in verdict.unrecognised]
 
     # -- each writer's file after a last pull --------------------------------------------
     diverged: dict[str, list[str]] = {}
@@ -617,6 +651,7 @@ def check(args, workdir, server, bucket, direct, writers, events) -> dict:
         "head_commit": head["commit"],
         "keys_checked": len(keys), "lost": len(lost), "resurrected": len(resurrected),
         "ambiguous_ok": ambiguous, "read_errors": len(read_errors),
+        "unrecognised_commits": len(verdict.unrecognised),
         "objects_referenced": len(referenced), "objects_missing": len(missing),
         "objects_retired": len(retired), "objects_leaked": len(leaked),
         "diverged_keys": sum(len(v) for v in diverged.values()),
@@ -625,10 +660,11 @@ def check(args, workdir, server, bucket, direct, writers, events) -> dict:
         "non_ebooklet_exceptions": len(foreign),
         "non_ebooklet_types": dict(collections.Counter(e["type"] for e in foreign).most_common()),
         "internal_errors": len(internal),
-        "duplicate_commits": len(twice),
+        "duplicate_commits": len(verdict.twice),
         "writers_gave_up": len(gave_up),
         "defects": defects,
         "examples": {"lost": lost[:10], "resurrected": resurrected[:10],
+                     "unrecognised": verdict.unrecognised[:10],
                      "non_ebooklet": [f"{e['type']}: {e['msg'][:300]}\n{e.get('tb', '')[-1500:]}"
                                       for e in foreign[:3]]},
     }
@@ -656,6 +692,8 @@ def report(s: dict) -> str:
         f"  leaked objects              {s['objects_leaked']}",
         f"  keys checked                {s['keys_checked']}: lost {s['lost']}, resurrected "
         f"{s['resurrected']}, unreadable {s['read_errors']}, ambiguous but allowed {s['ambiguous_ok']}",
+        f"  landed unrecognised         {s['unrecognised_commits']} key(s) hold what a push reported "
+        "as not committed",
         f"  writers' files vs remote    {s['diverged_keys']} diverged key(s); pending at end "
         f"{s['pending_at_end']}",
         f"  duplicate commit numbers    {s['duplicate_commits']}",
