@@ -53,10 +53,12 @@ import collections
 import contextlib
 import datetime as _dt
 import json
+import logging
 import os
 import pathlib
 import platform
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -120,6 +122,9 @@ class Journal:
 
 def writer_main(args: argparse.Namespace) -> int:
     wid, gen = args.writer, args.gen
+    # ebooklet's warnings (lease takeovers, failed releases) go to this writer's stderr file,
+    # with the process id, so the check can tell a writer taking over its own lease.
+    logging.basicConfig(level=logging.WARNING, format="pid=%(process)d %(levelname)s %(name)s: %(message)s")
     rng = random.Random(f"{args.seed}/{wid}/{gen}")
     journal = Journal(pathlib.Path(args.journal), gen=gen)
     journal.log("start", pid=os.getpid())
@@ -628,6 +633,19 @@ def check(args, workdir, server, bucket, direct, writers, events) -> dict:
     for name in gave_up:
         defects.append(f"writer {name} gave up: it could not open its local file {OPEN_ATTEMPTS} times")
 
+    # -- the lease, from the writers' warnings ------------------------------------------
+    self_takeovers = release_failures = 0
+    for w in writers:
+        err = workdir / f"writer{w.wid}.stderr"
+        text = err.read_text(errors="replace") if err.exists() else ""
+        for m in re.finditer(r"^pid=(\d+) WARNING ebooklet\.lock: took over the expired lease of "
+                             r"[^:\s]*:(\d+):", text, re.M):
+            self_takeovers += m.group(1) == m.group(2)
+        release_failures += len(re.findall(r"could not release the lease", text))
+    if self_takeovers:
+        defects.append(f"{self_takeovers} time(s) a writer waited for its own lease to expire and "
+                       "took it over (a lost reply to its lease write)")
+
     # -- exceptions -----------------------------------------------------------------------
     ours = collections.Counter(e["type"] for e in excs if e["ebooklet"])
     foreign = [e for e in excs if not e["ebooklet"]]
@@ -661,6 +679,8 @@ def check(args, workdir, server, bucket, direct, writers, events) -> dict:
         "non_ebooklet_types": dict(collections.Counter(e["type"] for e in foreign).most_common()),
         "internal_errors": len(internal),
         "duplicate_commits": len(verdict.twice),
+        "lease_self_takeovers": self_takeovers,
+        "lease_release_failures": release_failures,
         "writers_gave_up": len(gave_up),
         "defects": defects,
         "examples": {"lost": lost[:10], "resurrected": resurrected[:10],
@@ -697,6 +717,8 @@ def report(s: dict) -> str:
         f"  writers' files vs remote    {s['diverged_keys']} diverged key(s); pending at end "
         f"{s['pending_at_end']}",
         f"  duplicate commit numbers    {s['duplicate_commits']}",
+        f"  lease                       {s['lease_self_takeovers']} takeover(s) of a writer's own lease, "
+        f"{s['lease_release_failures']} 'could not release the lease' warning(s)",
         f"DEFECTS: {len(s['defects'])}" if s["defects"] else "no defects found",
     ]
     lines += [f"  - {d}" for d in s["defects"][:40]]
