@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.parse
 import uuid
+from dataclasses import dataclass
 
 import pytest
 import s3func
@@ -19,22 +21,31 @@ import ebooklet
 from .faultproxy import FAULTS, FaultProxy
 
 
-def _session(proxied, attempts: int = 0) -> s3func.S3Session:
-    """A signed S3 client through the proxy; ``attempts`` retries (0: one attempt only)."""
-    server = proxied.server
-    return s3func.S3Session(
-        server.access_key_id, server.access_key, proxied.bucket, endpoint_url=proxied.proxy.url,
-        max_attempts=attempts, read_timeout=30, stream=False,
-    )
+@dataclass
+class Client:
+    """A signed S3 client through the proxy (s3func's S3Session, as ebooklet uses)."""
+
+    s3: s3func.S3Session
+    base: str  # the proxy's URL and the bucket
+
+    @classmethod
+    def make(cls, proxied, attempts: int = 0, secret: str | None = None, url: str | None = None) -> Client:
+        """``attempts`` retries by urllib3 (0: one attempt only)."""
+        server, url = proxied.server, url or proxied.proxy.url
+        s3 = s3func.S3Session(server.access_key_id, secret or server.access_key, proxied.bucket,
+                              endpoint_url=url, max_attempts=attempts, read_timeout=30, stream=False)
+        return cls(s3, f"{url}/{proxied.bucket}/")
+
+    def put(self, key: str, body: bytes):
+        return self.s3.request("PUT", self.base + urllib.parse.quote(key),
+                               headers={"Content-Length": str(len(body))}, body=body, preload_content=True)
+
+    def get(self, key: str):
+        return self.s3.request("GET", self.base + urllib.parse.quote(key), preload_content=True)
 
 
-def _put(session, key: str, body: bytes):
-    return session.request("PUT", session._object_url(key), headers={"Content-Length": str(len(body))},
-                           body=body, preload_content=True)
-
-
-def _get(session, key: str):
-    return session.request("GET", session._object_url(key), preload_content=True)
+def _session(proxied, attempts: int = 0) -> Client:
+    return Client.make(proxied, attempts)
 
 
 def _stored(proxied, key: str) -> bytes | None:
@@ -76,13 +87,11 @@ def test_a_push_and_a_pull_pass_through_the_proxy_unchanged(proxied, tmp_path):
 
 def test_signatures_made_for_the_proxy_verify_on_the_server_and_bad_ones_still_fail(proxied, tmp_path):
     key = _key()
-    assert _put(_session(proxied), key, b"signed").status == 200
+    assert _session(proxied).put(key, b"signed").status == 200
     assert _stored(proxied, key) == b"signed"
     if proxied.kind == "seaweedfs":  # moto accepts any credentials
-        server = proxied.server
-        forged = s3func.S3Session(server.access_key_id, "not-the-secret", proxied.bucket,
-                                  endpoint_url=proxied.proxy.url, max_attempts=0, stream=False)
-        assert _put(forged, key, b"forged").status == 403
+        forged = Client.make(proxied, secret="not-the-secret")
+        assert forged.put(key, b"forged").status == 403
         assert _stored(proxied, key) == b"signed"
 
 
@@ -95,7 +104,7 @@ def test_an_error_status_is_answered_by_the_proxy_and_the_server_never_sees_the_
 ):
     proxy, key = moto_proxied.proxy, _key()
     rule = proxy.add_rule(lambda r: r.method == "PUT" and r.key == key, str(status))
-    resp = _put(_session(moto_proxied), key, b"x")
+    resp = _session(moto_proxied).put(key, b"x")
     assert resp.status == status
     assert b"<Error>" in resp.data
     assert _stored(moto_proxied, key) is None
@@ -107,7 +116,7 @@ def test_a_reset_drops_the_connection_before_forwarding(moto_proxied):
     proxy, key = moto_proxied.proxy, _key()
     proxy.add_rule(lambda r: r.method == "PUT" and r.key == key, "reset")
     with pytest.raises(urllib3.exceptions.HTTPError) as err:
-        _put(_session(moto_proxied), key, b"x")
+        _session(moto_proxied).put(key, b"x")
     assert "reset" in repr(err.value).lower() or "aborted" in repr(err.value).lower()
     assert _stored(moto_proxied, key) is None
     assert proxy.stats.faults["reset"] == 1 and proxy.log[-1].status is None
@@ -117,7 +126,7 @@ def test_a_lost_reply_is_applied_by_the_server_but_the_client_sees_a_reset(moto_
     proxy, key = moto_proxied.proxy, _key()
     proxy.add_rule(lambda r: r.method == "PUT" and r.key == key, "lost_reply")
     with pytest.raises(urllib3.exceptions.HTTPError):
-        _put(_session(moto_proxied), key, b"landed")
+        _session(moto_proxied).put(key, b"landed")
     assert _stored(moto_proxied, key) == b"landed"
     assert proxy.stats.faults["lost_reply"] == 1
 
@@ -125,10 +134,10 @@ def test_a_lost_reply_is_applied_by_the_server_but_the_client_sees_a_reset(moto_
 def test_a_truncated_body_arrives_short_of_its_content_length(moto_proxied):
     proxy, key = moto_proxied.proxy, _key()
     body = bytes(range(256)) * 8
-    assert _put(_session(moto_proxied), key, body).status == 200
+    assert _session(moto_proxied).put(key, body).status == 200
     proxy.add_rule(lambda r: r.method == "GET" and r.key == key, "truncate")
     with pytest.raises(urllib3.exceptions.HTTPError) as err:
-        _get(_session(moto_proxied), key)
+        _session(moto_proxied).get(key)
     assert "IncompleteRead" in repr(err.value) or "incomplete" in repr(err.value).lower()
     assert proxy.log[-1].fault == "truncate" and proxy.stats.bytes_out < len(body) + 2000
 
@@ -139,7 +148,7 @@ def test_a_truncated_answer_without_a_body_is_cut_in_its_status_line_after_the_s
     proxy, key = moto_proxied.proxy, _key()
     proxy.add_rule(lambda r: r.method == "PUT" and r.key == key, "truncate")
     with pytest.raises(urllib3.exceptions.HTTPError):
-        _put(_session(moto_proxied), key, b"applied")
+        _session(moto_proxied).put(key, b"applied")
     assert _stored(moto_proxied, key) == b"applied"
 
 
@@ -147,7 +156,7 @@ def test_a_delay_holds_the_request_for_the_given_time_then_forwards_it(moto_prox
     proxy, key = moto_proxied.proxy, _key()
     proxy.add_rule(lambda r: r.method == "PUT" and r.key == key, "delay", delay=0.3)
     start = time.monotonic()
-    assert _put(_session(moto_proxied), key, b"late").status == 200
+    assert _session(moto_proxied).put(key, b"late").status == 200
     assert time.monotonic() - start >= 0.3
     assert _stored(moto_proxied, key) == b"late"
 
@@ -155,7 +164,7 @@ def test_a_delay_holds_the_request_for_the_given_time_then_forwards_it(moto_prox
 def test_urllib3_retries_a_failed_put_itself_so_a_rule_for_one_attempt_is_invisible(moto_proxied):
     proxy, key = moto_proxied.proxy, _key()
     rule = proxy.add_rule(lambda r: r.method == "PUT" and r.key == key, "503", times=1)
-    assert _put(_session(moto_proxied, attempts=1), key, b"second try").status == 200
+    assert _session(moto_proxied, attempts=1).put(key, b"second try").status == 200
     assert rule.hits == 1
     assert [e.status for e in proxy.log if e.target.endswith(key)] == [503, 200]
 
@@ -164,7 +173,7 @@ def test_the_delete_objects_post_is_not_retried_by_urllib3(moto_proxied):
     proxy = moto_proxied.proxy
     rule = proxy.add_rule(lambda r: r.method == "POST" and "delete" in r.query, "503", times=1)
     with pytest.raises(urllib3.exceptions.HTTPError):
-        _session(moto_proxied, attempts=3).delete_objects(keys=[_key()], purge=False)
+        _session(moto_proxied, attempts=3).s3.delete_objects(keys=[_key()], purge=False)
     assert rule.hits == 1
     assert [e.status for e in proxy.log if e.method == "POST"] == [503]
 
@@ -178,7 +187,7 @@ def test_a_gate_holds_a_request_until_released(moto_proxied, where):
     gate = proxy.hold(lambda r: r.method == "PUT" and r.key == key, where=where)
     session = _session(moto_proxied)
     result: list = []
-    thread = threading.Thread(target=lambda: result.append(_put(session, key, b"gated").status))
+    thread = threading.Thread(target=lambda: result.append(session.put(key, b"gated").status))
     thread.start()
     try:
         assert gate.reached.wait(30)
@@ -199,7 +208,7 @@ def test_a_held_lost_reply_lets_a_test_act_between_the_servers_apply_and_the_res
 
     def put() -> None:
         try:
-            _put(_session(moto_proxied), key, b"applied")
+            _session(moto_proxied).put(key, b"applied")
         except urllib3.exceptions.HTTPError as exc:
             errors.append(exc)
 
@@ -217,10 +226,10 @@ def test_rules_match_in_order_and_run_out(moto_proxied):
     first = proxy.add_rule(lambda r: r.key == key, "500", times=2)
     second = proxy.add_rule(lambda r: r.key == key, "503", times=None)
     session = _session(moto_proxied)
-    assert [_get(session, key).status for _ in range(4)] == [500, 500, 503, 503]
+    assert [session.get(key).status for _ in range(4)] == [500, 500, 503, 503]
     assert (first.hits, second.hits) == (2, 2)
     proxy.remove_rule(second)
-    assert _get(session, key).status == 404
+    assert session.get(key).status == 404
 
 
 # -- random faults ---------------------------------------------------------------------------
@@ -229,11 +238,9 @@ def test_rules_match_in_order_and_run_out(moto_proxied):
 def _random_run(upstream: str, proxied, seed: int) -> list:
     with FaultProxy(upstream) as proxy:
         proxy.randomize(0.5, seed=seed, kinds=("500", "503", "delay"), delay=0.001)
-        server = proxied.server
-        session = s3func.S3Session(server.access_key_id, server.access_key, proxied.bucket,
-                                   endpoint_url=proxy.url, max_attempts=0, stream=False)
+        session = Client.make(proxied, url=proxy.url)
         for _ in range(40):
-            _get(session, "proxytest/absent")
+            session.get("proxytest/absent")
         return [e.fault for e in proxy.log]
 
 
@@ -252,12 +259,12 @@ def test_every_fault_kind_is_counted_and_calm_turns_random_faults_off(moto_proxi
     session = _session(moto_proxied)
     for _ in range(60):
         try:
-            _get(session, "proxytest/absent")
+            session.get("proxytest/absent")
         except urllib3.exceptions.HTTPError:
             pass
     assert set(proxy.stats.faults) == set(FAULTS)
     assert sum(proxy.stats.faults.values()) == proxy.stats.requests == 60
     proxy.calm()
-    assert _get(session, "proxytest/absent").status == 404
+    assert session.get("proxytest/absent").status == 404
     assert proxy.log[-1].fault is None
     assert not proxy.errors
