@@ -7,15 +7,18 @@ connection to a new, empty database location each call.
 from __future__ import annotations
 
 import itertools
+import json
 import pathlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 import ebooklet
 
+from .faultproxy import FaultProxy
 from .servers import S3Server, start_moto, start_seaweedfs
 
 REMOTES = ["folder", "moto", "seaweedfs"]
@@ -86,3 +89,93 @@ def s3_remote(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> RemoteK
     if request.param not in _buckets:
         _buckets[request.param] = server.make_bucket()
     return RemoteKind(request.param, tmp_path, server, _buckets[request.param])
+
+
+# -- the fault-injecting proxy ---------------------------------------------------------------
+
+
+def _bucket(request: pytest.FixtureRequest, kind: str) -> tuple[S3Server, str]:
+    server: S3Server = request.getfixturevalue(f"{kind}_server")
+    if kind not in _buckets:
+        _buckets[kind] = server.make_bucket()
+    return server, _buckets[kind]
+
+
+@dataclass
+class Proxied:
+    """A real S3 server with a FaultProxy in front of it, and ways to look at the bucket.
+
+    ``conn()`` goes through the proxy; ``conn(direct=True)`` talks to the server itself (for
+    the "other writers" of a scenario, which the proxy's rules must not touch). ``client`` is
+    a boto3 client straight to the server, for inspecting or editing objects.
+    """
+
+    kind: str
+    server: S3Server
+    bucket: str
+    proxy: FaultProxy
+    root: pathlib.Path
+
+    def __post_init__(self) -> None:
+        self._names = itertools.count()
+
+    def conn(
+        self, name: str | None = None, *, direct: bool = False, retries: int = 1
+    ) -> ebooklet.S3Connection:
+        name = name or f"db-{next(self._names)}-{uuid.uuid4().hex[:8]}"
+        return ebooklet.S3Connection(
+            self.server.access_key_id,
+            self.server.access_key,
+            name if name.startswith("dbs/") else f"dbs/{name}",
+            self.bucket,
+            endpoint_url=self.server.endpoint_url if direct else self.proxy.url,
+            retries=retries,
+        )
+
+    def direct(self, conn: ebooklet.S3Connection, retries: int = 1) -> ebooklet.S3Connection:
+        """The same database, reached without the proxy."""
+        return self.conn(conn.db_key, direct=True, retries=retries)
+
+    @property
+    def client(self) -> Any:
+        return self.server.admin_client
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every object key under ``prefix``, straight from the server."""
+        out = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            out += [obj["Key"] for obj in page.get("Contents", [])]
+        return out
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def put_json(self, key: str, value: Any) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(value).encode())
+
+    def __str__(self) -> str:
+        return self.kind
+
+
+def _proxied(request: pytest.FixtureRequest, kind: str, tmp_path: pathlib.Path) -> Iterator[Proxied]:
+    server, bucket = _bucket(request, kind)
+    with FaultProxy(server.endpoint_url) as proxy:
+        yield Proxied(kind, server, bucket, proxy, tmp_path)
+
+
+@pytest.fixture
+def moto_proxied(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Proxied]:
+    """The session's moto server behind a fresh FaultProxy (tests/faultproxy.py)."""
+    yield from _proxied(request, "moto", tmp_path)
+
+
+@pytest.fixture
+def seaweedfs_proxied(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Proxied]:
+    """The session's SeaweedFS server (which checks signatures) behind a fresh FaultProxy."""
+    yield from _proxied(request, "seaweedfs", tmp_path)
+
+
+@pytest.fixture(params=["moto", "seaweedfs"])
+def proxied(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Proxied]:
+    """Each real S3 server in turn, behind a fresh FaultProxy."""
+    yield from _proxied(request, request.param, tmp_path)
