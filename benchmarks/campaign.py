@@ -36,9 +36,10 @@ At the end the faults are turned off and, straight to the server (no proxy):
   **resurrected** key when the last acknowledged commit deleted it. A value that an
   acknowledged write or delete knowingly replaced (the writer read it just before) must never
   be the final value either: that is a stale value committed again (issue 8, defect 2);
-* every object the head references must exist (the bucket is listed with boto3); objects
-  under the prefix that the head neither references nor lists as retired are *leaked*
-  (leftovers of failed pushes: space, not a defect);
+* every object the head references must exist (the bucket is listed with boto3), and
+  ``ebooklet.verify(deep=True)`` must find every object of the retained commits whole and
+  every value matching its hash; objects no retained commit references are *leaked*
+  (leftovers of failed pushes, collected by ``ebooklet.gc``: space, not a defect);
 * every writer's file, after a last pull, must hold the remote's value for every key it has
   no pending change to (a *diverged* key is a defect).
 
@@ -579,11 +580,15 @@ def check(args, workdir, server, bucket, direct, writers, events) -> dict:
     for page in server.admin_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         listed.update(o["Key"][len(prefix):] for o in page.get("Contents", []))
     referenced = {n for n in head["parts"] if n} | set(head["segments"])
-    retired = {r[0] for r in head["retired"]}
     missing = sorted(referenced - listed)
-    leaked = sorted(listed - referenced - retired - {"lease"})
     for name in missing:
         defects.append(f"the head references {name}, which does not exist")
+    # Objects no retained commit references: what gc would collect (leftovers of failed
+    # pushes, objects replaced by commits past retention).
+    garbage = ebooklet.gc(direct, min_age=0, dry_run=True)
+    leaked, leaked_bytes = garbage.removed, garbage.bytes_removed
+    report = ebooklet.verify(direct, deep=True)
+    defects += [f"verify: {problem}" for problem in report.problems]
 
     final: dict[str, str | None] = {}
     read_errors: dict[str, str] = {}
@@ -671,7 +676,7 @@ def check(args, workdir, server, bucket, direct, writers, events) -> dict:
         "ambiguous_ok": ambiguous, "read_errors": len(read_errors),
         "unrecognised_commits": len(verdict.unrecognised),
         "objects_referenced": len(referenced), "objects_missing": len(missing),
-        "objects_retired": len(retired), "objects_leaked": len(leaked),
+        "objects_leaked": len(leaked), "leaked_bytes": leaked_bytes,
         "diverged_keys": sum(len(v) for v in diverged.values()),
         "pending_at_end": pending_at_end,
         "ebooklet_exceptions": dict(ours.most_common()),
@@ -708,8 +713,8 @@ def report(s: dict) -> str:
         f"  non-ebooklet exceptions     {s['non_ebooklet_exceptions']} ({foreign})",
         f"  internal errors escaped     {s['internal_errors']} (ebooklet errors it does not export)",
         f"  head                        commit {s['head_commit']}; {s['objects_referenced']} objects "
-        f"referenced, {s['objects_missing']} missing, {s['objects_retired']} retired",
-        f"  leaked objects              {s['objects_leaked']}",
+        f"referenced, {s['objects_missing']} missing",
+        f"  leaked objects              {s['objects_leaked']} ({s['leaked_bytes']:,} bytes, for gc)",
         f"  keys checked                {s['keys_checked']}: lost {s['lost']}, resurrected "
         f"{s['resurrected']}, unreadable {s['read_errors']}, ambiguous but allowed {s['ambiguous_ok']}",
         f"  landed unrecognised         {s['unrecognised_commits']} key(s) hold what a push reported "

@@ -93,12 +93,6 @@ def test_the_judge_reports_a_commit_number_acknowledged_twice():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 8 defect 1: a commit whose reply was lost can go unrecognised (its push "
-    "reports nothing committed) and its segments get deleted (keys unreadable); defect 2 can "
-    "resurrect a delete. Whether a 45 s campaign hits them depends on timing.",
-)
 def test_a_short_fault_campaign_loses_and_resurrects_nothing(tmp_path):
     summary_path = tmp_path / "summary.json"
     proc = subprocess.run(

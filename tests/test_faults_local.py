@@ -54,12 +54,6 @@ def kill_when_ready(code: str) -> None:
 # -- crashes and damaged files ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, raises=ebooklet.DamagedLocalFileError,
-    reason="issue 8 defect 8: the rebuild after a crash passes booklet the serializer class "
-    "instead of its name; the open after the rebuild fails ('How did you mess up "
-    "value_serializer so bad?!')",
-)
 def test_the_open_after_a_crash_rebuild_works_and_keeps_acknowledged_writes(tmp_path):
     conn, path = tmp_path / "remote" / "db", tmp_path / "a.blt"
     seed(conn, path, {f"s{i}": f"seed {i}" for i in range(10)}, value_serializer="pickle")

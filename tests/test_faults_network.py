@@ -2,8 +2,7 @@
 
 One test per reliability defect of issue 8 that a network fault (or a race the proxy's gates
 set up) can show, plus the promises no other test exercises. Each asserts the behaviour the
-issue asks for; tests that fail on today's engine are marked ``xfail(strict=True)`` with the
-defect's number, so the marker must go when the defect is fixed.
+issue asks for, and failed on the engine before the fix.
 
 Writers under test reach the server through the proxy (``proxied.conn()``, urllib3 retries
 set per test); the "other writers" of a scenario talk to the server directly
@@ -101,11 +100,6 @@ def in_background(fn: Callable[[], Any]) -> concurrent.futures.Future:
 # -- commits ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, raises=ebooklet.RemoteNotFoundError,
-    reason="issue 8 defect 1: a commit is recognised only as the head or its parent; the writer "
-    "rebases, finds nothing to write and deletes segments the live head references",
-)
 def test_a_commit_whose_reply_was_lost_is_recognised_after_two_later_commits(proxied, tmp_path):
     conn = proxied.conn()
     seed(conn, tmp_path / "seed.blt", {"a": "a0", "b": "b0", "c": "c0"})
@@ -124,11 +118,6 @@ def test_a_commit_whose_reply_was_lost_is_recognised_after_two_later_commits(pro
         assert pending(a) == []
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="issue 8 defect 2: a push whose head PUT landed but whose replies were all lost keeps "
-    "its changes pending; the next push re-commits them over a later delete",
-)
 def test_a_push_whose_replies_were_all_lost_does_not_undo_a_later_delete(proxied, tmp_path):
     conn = proxied.conn()
     seed(conn, tmp_path / "seed.blt", {"k": "k0", "other": "o0"})
@@ -146,10 +135,6 @@ def test_a_push_whose_replies_were_all_lost_does_not_undo_a_later_delete(proxied
     assert remote_items(conn, tmp_path / "r.blt") == {"other": "o0"}
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="issue 8 defect 2: a push whose head PUT may have landed says 'nothing was changed'",
-)
 def test_a_push_that_may_have_landed_never_says_nothing_was_changed(proxied, tmp_path):
     conn = proxied.conn()
     seed(conn, tmp_path / "seed.blt", {"k": "k0"})
@@ -164,10 +149,6 @@ def test_a_push_that_may_have_landed_never_says_nothing_was_changed(proxied, tmp
             assert result.committed  # it found out that its commit landed: also right
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="issue 8 defect 3: 'newest' dates a remote delete as timestamp 0",
-)
 def test_newest_lets_a_later_remote_delete_beat_an_earlier_local_write(proxied, tmp_path):
     conn = proxied.conn()
     seed(conn, tmp_path / "seed.blt", {"k": "k0", "other": "o0"})
@@ -179,11 +160,6 @@ def test_newest_lets_a_later_remote_delete_beat_an_earlier_local_write(proxied, 
     assert remote_items(conn, tmp_path / "r.blt") == {"other": "o0"}
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="issue 8 defect 4: the merged value is written locally in the attempt that loses "
-    "the head race; the retry commits the original local value",
-)
 def test_a_conflict_functions_merged_value_is_what_gets_committed_after_a_lost_race(proxied, tmp_path):
     conn = proxied.conn()
     seed(conn, tmp_path / "seed.blt", {"k": "base", "x": "x0"})
@@ -207,11 +183,6 @@ def test_a_conflict_functions_merged_value_is_what_gets_committed_after_a_lost_r
     assert (local, remote["k"]) == ("merged(mine,theirs)", "merged(mine,theirs)")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8 defect 5: urllib3's retry of an applied create-only PUT gets 412 and the "
-    "internal PreconditionFailed escapes push()",
-)
 @pytest.mark.parametrize("kind", ["seg", "index"])
 def test_a_lost_reply_to_a_create_only_put_is_recognised_as_the_writers_own(proxied, tmp_path, kind):
     conn = proxied.conn()
@@ -231,11 +202,6 @@ def test_a_lost_reply_to_a_create_only_put_is_recognised_as_the_writers_own(prox
 # -- the lease and the probe -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, raises=ebooklet.LeaseHeldError,
-    reason="issue 8 defect 6: after a lost reply to its lease write, the writer waits for its "
-    "own lease to expire",
-)
 @pytest.mark.parametrize("lease", ["created", "taken over after a release"])
 def test_a_writer_whose_lease_reply_was_lost_recognises_the_lease_as_its_own(proxied, tmp_path, lease):
     conn = proxied.conn()
@@ -250,11 +216,6 @@ def test_a_writer_whose_lease_reply_was_lost_recognises_the_lease_as_its_own(pro
     assert remote_items(conn, tmp_path / "r.blt") == {"k": "k1"}
 
 
-@pytest.mark.xfail(
-    strict=True, raises=ebooklet.LeaseLostError,
-    reason="issue 8 defect 6: a lost reply to a lease renewal makes the writer believe its lease "
-    "was taken over",
-)
 def test_a_lost_reply_to_a_lease_renewal_keeps_the_lease(proxied, tmp_path, caplog):
     conn = proxied.conn()
     seed(conn, tmp_path / "seed.blt", {"k": "k0"})
@@ -275,11 +236,6 @@ def test_a_lost_reply_to_a_lease_renewal_keeps_the_lease(proxied, tmp_path, capl
     assert remote_items(conn, tmp_path / "r.blt") == {"k": "k1"}
 
 
-@pytest.mark.xfail(
-    strict=True, raises=ebooklet.RemoteUnavailableError,
-    reason="issue 8 defect 7: the conditional-write probe cleans up with a DeleteObjects POST "
-    "that is not retried, and its failure fails the push",
-)
 def test_a_fault_in_the_probes_cleanup_does_not_fail_the_first_push(proxied, tmp_path):
     # A bucket of its own: the probe's answer is remembered per bucket and endpoint.
     bucket = proxied.server.make_bucket()
@@ -292,11 +248,6 @@ def test_a_fault_in_the_probes_cleanup_does_not_fail_the_first_push(proxied, tmp
     assert remote_items(conn, tmp_path / "r.blt") == {"k": "k1"}
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="issue 8 defect 7: the probe's cleanup replaces the real error (a missing bucket) "
-    "with 'deleting objects ... failed'",
-)
 def test_a_push_to_a_missing_bucket_reports_the_missing_bucket(proxied, tmp_path):
     conn = proxied.conn()
     conn.bucket = f"ebk-missing-{time.time_ns()}"
@@ -309,11 +260,6 @@ def test_a_push_to_a_missing_bucket_reports_the_missing_bucket(proxied, tmp_path
     assert "delet" not in message.lower(), message
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="issue 8 defect 7: the probe's cleanup replaces the real error (a wrong secret) "
-    "with an error about deleting objects",
-)
 def test_a_push_with_a_wrong_secret_reports_refused_credentials(seaweedfs_proxied, tmp_path):
     conn = seaweedfs_proxied.conn()
     conn.access_key = "not-the-secret"
