@@ -13,6 +13,7 @@ from ..errors import RemoteNotFoundError
 from ..format import Head
 from ..results import CommitInfo
 from .heads import HeadStore
+from .objects import parallel_map
 
 
 def commit_info(head: Head) -> CommitInfo:
@@ -39,15 +40,32 @@ def iter_heads(heads: HeadStore, head: Head) -> Iterator[Head]:
 
 
 def retained_heads(heads: HeadStore, head: Head, now_us: int) -> list[Head]:
-    """The heads of every commit the retention of ``head`` keeps, newest first."""
+    """The heads of every commit the retention of ``head`` keeps, newest first.
+
+    The log objects are fetched in parallel, a head's worth of recent commits at a time.
+    """
     keep_commits = max(1, int(head.retention.get("commits", 0)))
     cutoff = now_us - int(float(head.retention.get("days", 0.0)) * 86_400e6)
-    out = []
-    for i, h in enumerate(iter_heads(heads, head)):
-        if i >= keep_commits and h.timestamp < cutoff:
-            break
-        out.append(h)
-    return out
+
+    def kept(i: int, stamp: int | None) -> bool:
+        return i < keep_commits or (stamp is not None and stamp >= cutoff)
+
+    out = [head]
+    newest = head
+    while True:
+        wanted = [
+            (n, c) for n, c, stamp, _w, _d in sorted(newest.recent_entries(), key=lambda e: -e[0])
+            if n < out[-1].commit and kept(len(out) + (out[-1].commit - 1 - n), stamp)
+        ]
+        if not wanted:
+            return out
+        found = dict(zip(wanted, parallel_map(lambda nc: heads.read_log(*nc), wanted), strict=True))
+        for nc in wanted:
+            older = found[nc]
+            if older is None or older.commit != out[-1].commit - 1 or not kept(len(out), older.timestamp):
+                return out
+            out.append(older)
+        newest = out[-1]
 
 
 def find(heads: HeadStore, head: Head, at: int | datetime) -> Head:
