@@ -414,3 +414,42 @@ def test_the_sync_state_of_ebooklet_0_6_0_is_read_and_upgraded(tmp_path):
         assert _local_changes(db) == PENDING
         db.changes().push()
     assert _remote_items(remote, tmp_path) == expected
+
+
+# -- the second line of defence: max_delete ------------------------------------------------
+
+
+def test_a_push_that_would_delete_most_of_the_remote_unasked_stops_and_says_how(tmp_path):
+    keys = [f"k{i}" for i in range(10)]
+    remote = _seed(tmp_path, keys, "a.blt")
+    local = tmp_path / "a.blt"
+    with booklet.open(local, "w") as raw:  # missing keys, as a damage no check caught would leave
+        for key in keys[:6]:
+            del raw[key]
+    with ebooklet.open(remote, local, "w") as db:
+        with pytest.raises(ebooklet.MassDeleteError, match="would delete 6 of the remote's 10 keys") as err:
+            db.changes().push()
+        assert isinstance(err.value, ebooklet.SyncError)
+        assert err.value.keys == keys[:6] and "max_delete=100" in str(err.value)
+        assert len(_remote_items(remote, tmp_path)) == 10, "nothing was committed"
+        db.changes().discard(err.value.keys[:3])  # keep these: they come back from the remote
+        assert db["k0"] == _value("k0")
+        assert db.changes().push(max_delete=30).deleted == keys[3:6]
+    assert sorted(_remote_items(remote, tmp_path)) == ["k0", "k1", "k2"] + keys[6:]
+
+
+def test_max_delete_counts_only_deletes_nobody_asked_for(tmp_path):
+    keys = [f"k{i}" for i in range(10)]
+    remote = _seed(tmp_path, keys, "a.blt")
+    local = tmp_path / "a.blt"
+    with ebooklet.open(remote, local, "w") as db:
+        for key in keys[:8]:
+            del db[key]
+        assert db.changes().push().deleted == keys[:8]  # 80%, all asked for
+    with booklet.open(local, "w") as raw:
+        for key in keys[8:]:
+            del raw[key]
+    with ebooklet.open(remote, local, "w") as db:
+        with pytest.raises(ebooklet.MassDeleteError, match="would delete 2 of the remote's 2 keys"):
+            db.changes().push()
+        assert db.changes().push(max_delete=None).deleted == keys[8:]

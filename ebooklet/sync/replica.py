@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from ..errors import (
     ConflictError,
+    MassDeleteError,
     PreconditionFailed,
     PushConflictError,
     ReadOnlyError,
@@ -43,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 #: How many times a push rebases over concurrent commits before giving up.
 PUSH_ATTEMPTS = 8
+#: The share (percent) of the remote's keys a push may delete without asking, counting only
+#: deletes inferred from keys missing in the local file (rclone bisync's --max-delete).
+MAX_DELETE = 50
 
 RemoteLock = Literal["push", "session", "none"]
 
@@ -157,9 +161,16 @@ class Replica:
 
     # -- push ------------------------------------------------------------------------------
 
-    def push(self, policy: Policy = None, progress: ProgressCallback | None = None) -> PushResult:
+    def push(
+        self,
+        policy: Policy = None,
+        progress: ProgressCallback | None = None,
+        max_delete: float | None = MAX_DELETE,
+    ) -> PushResult:
         """Commit local changes, rebasing over what others committed meanwhile."""
         check_policy(policy)
+        if max_delete is not None and not 0 <= max_delete <= 100:
+            raise ValueError(f"max_delete is a percentage from 0 to 100 (or None), not {max_delete!r}")
         stats = self.remote.transport.stats
         start = stats.snapshot()
         # Whatever happens to this push, the local changes it carries are durable first.
@@ -170,9 +181,9 @@ class Replica:
         with _gc_paused():
             if self.remote_lock == "push" and self.remote.writable and self._has_changes():
                 with Lease(self.remote, *self._lease_args) as lease:
-                    result = self._push(policy, lease, progress)
+                    result = self._push(policy, lease, progress, max_delete)
             else:
-                result = self._push(policy, self._session_lease, progress)
+                result = self._push(policy, self._session_lease, progress, max_delete)
         result.requests = stats.requests - start[0]
         result.bytes_sent = stats.bytes_sent - start[1]
         return result
@@ -186,7 +197,9 @@ class Replica:
             or (meta is not None and meta[1] > (base.metadata_timestamp or 0))
         )
 
-    def _push(self, policy: Policy, lease: Lease | None, progress: ProgressCallback | None) -> PushResult:
+    def _push(
+        self, policy: Policy, lease: Lease | None, progress: ProgressCallback | None, max_delete: float | None
+    ) -> PushResult:
         if not self.remote.writable:
             raise ReadOnlyError(
                 f"cannot push to {self.remote.location}: it is read-only (a public URL or a "
@@ -201,7 +214,7 @@ class Replica:
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ebooklet-upload") as background:
             uploads = _Uploads(background, progress)
             for attempt in range(1, PUSH_ATTEMPTS + 1):
-                result = self._push_once(policy, lease, diff, metadata, uploads, attempt)
+                result = self._push_once(policy, lease, diff, metadata, uploads, attempt, max_delete)
                 if result is not None:
                     return result
                 logger.info("push: another writer committed first; rebasing (attempt %d)", attempt)
@@ -218,6 +231,7 @@ class Replica:
         metadata: tuple[Any, int] | None,
         uploads: _Uploads,
         attempt: int,
+        max_delete: float | None = None,
     ) -> PushResult | None:
         """One attempt: rebase on the current head, upload, commit. Returns None when another
         writer committed first (the caller tries again)."""
@@ -227,7 +241,8 @@ class Replica:
         remote = {} if replacing else remote_changes(self.index, self.index.base, current)
         try:
             to_write, dropped = self._rebase(ChangeSet(diff.changes, remote), policy)
-        except ConflictError:
+            self._check_deletes(to_write, current, max_delete)
+        except (ConflictError, MassDeleteError):
             uploads.wait()
             self.objects.delete_quietly(uploads.segments)
             raise
@@ -286,6 +301,18 @@ class Replica:
             # Retired over RETIRE_AFTER_S ago and now out of the head: no reader needs them.
             self.objects.delete_quietly(expired)
         return result
+
+    def _check_deletes(
+        self, to_write: dict[str, LocalChange], current: Head | None, max_delete: float | None
+    ) -> None:
+        """The second line of defence against reading damage as deletes: stop a push that
+        would delete more than ``max_delete`` percent of the remote's keys when nobody asked
+        for those deletes (keys found missing from the local file, not ``del``-eted)."""
+        if max_delete is None or current is None or self.index.replacing or not current.n_keys:
+            return
+        inferred = [k for k, c in to_write.items() if c.raw is None and self.local.inferred_delete(k)]
+        if len(inferred) * 100 > max_delete * current.n_keys:
+            raise MassDeleteError(inferred, current.n_keys, max_delete, str(self.local.path))
 
     def _check_pushable(self, current: Head | None) -> None:
         if current is None and self.index.base is not None:
