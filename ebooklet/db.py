@@ -454,7 +454,12 @@ class Changes:
             changes = db._replica.changes()
         yield from changes
 
-    def push(self, on_conflict: Policy = None, progress: ProgressCallback | None = None) -> PushResult:
+    def push(
+        self,
+        on_conflict: Policy = None,
+        progress: ProgressCallback | None = None,
+        max_delete: float | None = 50,
+    ) -> PushResult:
         """Commit local changes to the remote, atomically.
 
         If others committed meanwhile, their changes to other keys are merged (and pulled
@@ -462,11 +467,14 @@ class Changes:
         unless ``on_conflict`` is ``"local"``, ``"remote"``, ``"newest"`` or a function
         ``(key, local, remote, base) -> value`` (return ``ebooklet.DELETED`` to delete).
         ``progress`` is called with an :class:`ebooklet.Progress` as values go up.
+        ``max_delete`` (percent, None for no limit) stops a push that would delete more than
+        that share of the remote's keys found missing from the local file rather than deleted
+        through ebooklet, with :class:`~ebooklet.MassDeleteError`.
         """
         db = self._db
         db._check_write("push")
         with db._lock:
-            return db._replica.push(on_conflict, progress)
+            return db._replica.push(on_conflict, progress, max_delete=max_delete)
 
     def discard(self, keys: Iterable[str] | None = None) -> list[str]:
         """Throw away local changes (all, or those to ``keys``), back to the last sync.

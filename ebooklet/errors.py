@@ -187,3 +187,25 @@ class CommitUnknownError(SyncError, ConnectionError):
             "finds out and carries on from there. Push again once the remote answers."
         )
         self.commit = commit
+
+
+class MassDeleteError(SyncError):
+    """A push would delete more than ``max_delete`` percent of the remote's keys that were
+    not deleted through ebooklet (found missing from the local file); nothing was committed.
+
+    ``keys`` lists them (sorted), ``total`` is how many keys the remote holds. The model is
+    rclone bisync's ``--max-delete``.
+    """
+
+    def __init__(self, keys: Iterable[str], total: int, max_delete: float, path: str) -> None:
+        self.keys = sorted(keys)
+        self.total = total
+        shown = ", ".join(repr(k) for k in self.keys[:10])
+        more = f" and {len(self.keys) - 10} more" if len(self.keys) > 10 else ""
+        super().__init__(
+            f"this push would delete {len(self.keys)} of the remote's {total} keys, more than "
+            f"max_delete={max_delete:g}%, that were not deleted through ebooklet: they are missing "
+            f"from {path} (deleted with plain booklet, or lost): {shown}{more}. Nothing was "
+            "committed. To delete them, push again with push(max_delete=100); to keep them, "
+            "call changes().discard(error.keys) and they are read from the remote again."
+        )

@@ -3,44 +3,68 @@
 This is the only module that imports booklet. For a data file ``big.blt`` the sync state lives
 in the folder ``big.blt.ebooklet/``:
 
-``state.json``       the remote head at the last sync (the *base*), the file's fingerprint
-                     at the last sync, and whether a session ended without syncing
-``touched.log``      every key written or deleted through ebooklet since the last push
-                     (appended and fsynced by :meth:`LocalStore.sync`)
+``state.json``       the remote head at the last sync (the *base*), the data file's
+                     fingerprint at the last sync, the journal's acknowledged length, and
+                     whether a session ended without syncing; with a checksum
+``journal.log``      every key written or deleted through ebooklet since the last push, with
+                     each written value, in checksummed records (:mod:`ebooklet.journal`)
+``mirror.log``       a second copy of the base and of the pending deletes: what the data
+                     file cannot tell again if the journal is lost
 ``parts/N``          base index part N exactly as downloaded; ``parts/N.bits`` marks which of
                      its keys have been present in the data file (see docs/sync.rst)
 
 Values are stored in the data file already serialized by booklet's value serializer, so a
 user can open it with plain ``booklet.open`` while offline; :meth:`LocalStore.fingerprint`
 lets the sync layer notice such edits.
+
+The data file is checked, not trusted. Whenever it may have changed behind ebooklet's back
+(a session that ended without syncing, a fingerprint that differs, damage noticed during a
+session), opening it walks booklet's layout (:func:`_inspect`): every entry must lie within
+the file, every key must match the hash booklet stored with it, the hash index must reach
+every live entry and only those, and the header's key count must agree. A file that fails is
+rebuilt from its intact entries plus the journal, the original kept beside it. Values have no
+checksum in booklet's layout; those of pending changes are checked against the journal, and
+cached ones against the base's content hashes by the sync layer's scan.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import mmap
 import os
 import pathlib
 import shutil
 import struct
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import booklet
 import booklet.serializers
 import booklet.utils
+import portalocker
 
 from .codec import Codec
 from .errors import DamagedLocalFileError, LocalFileBusyError, LocalFileError
+from .format import value_hash
+from .journal import INFERRED, Journal, Pending, read_legacy_touched
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
-#: The deletion-time field of a touched.log record that marks a write (not a delete).
-_WRITTEN = 0xFFFFFFFFFFFFFFFF
+#: Version 2: journal.log and mirror.log (checksummed records) replace touched.log, and
+#: state.json carries a checksum. Version 1 (ebooklet 0.6.0) is still read, and upgraded.
+STATE_VERSION = 2
+#: What state.json shares with the journal's base record: enough to rebuild the state.
+_BASE_FIELDS = ("head", "etag", "remote_uuid", "location", "replace", "codec")
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
 
 
 def serializer_name(serializer: Any) -> str:
@@ -105,6 +129,179 @@ def _fsync_path(path: pathlib.Path) -> None:
         os.close(fd)
 
 
+def _aside(path: pathlib.Path, what: str) -> pathlib.Path:
+    """A free name beside ``path`` for keeping a damaged original: ``<name>.<what>-<time>``."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{path.name}.{what}-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.{what}-{stamp}-{n}")
+    return aside
+
+
+# -- state.json ------------------------------------------------------------------------------
+
+
+def _encode_state(state: dict[str, Any]) -> bytes:
+    """JSON, then a line with its blake2b-128 checksum."""
+    body = json.dumps(state).encode()
+    return body + b"\n" + hashlib.blake2b(body, digest_size=16).hexdigest().encode() + b"\n"
+
+
+def _decode_state(data: bytes) -> dict[str, Any]:
+    """The state in ``data``; ValueError when it fails its checksum or does not parse."""
+    body, _, checksum = data.partition(b"\n")
+    if checksum.strip():
+        if hashlib.blake2b(body, digest_size=16).hexdigest().encode() != checksum.strip():
+            raise ValueError("its checksum does not match its content")
+        state = json.loads(body)
+    else:
+        state = json.loads(data)
+        # Version-1 files (ebooklet 0.6.0) were written without a checksum; this version's
+        # never are (a newer version's are refused by the caller, whatever their form).
+        if isinstance(state, dict) and 1 < state.get("version", 1) <= STATE_VERSION:
+            raise ValueError("its checksum line is missing")
+    if not isinstance(state, dict) or not isinstance(state.get("parts", {}), dict):
+        raise ValueError("it is not a sync state")
+    return state
+
+
+# -- checking the data file ------------------------------------------------------------------
+
+
+class _Entry(NamedTuple):
+    """An intact live entry of a booklet file: where it is, its key, timestamp and value."""
+
+    pos: int
+    key: bytes
+    timestamp: int
+    value_at: int
+    value_len: int
+
+
+@dataclass
+class _Inspection:
+    """What walking a booklet file found."""
+
+    problems: list[str] = field(default_factory=list)
+    header_ok: bool = True
+    n_buckets: int = booklet.utils.init_n_buckets
+    value_serializer: Any = None  # the class, or None when unknown (custom or unreadable)
+    entries: list[_Entry] = field(default_factory=list)
+    reserved: dict[bytes, _Entry] = field(default_factory=dict)
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < 5:
+            self.problems.append(text)
+        elif len(self.problems) == 5:
+            self.problems.append("and more")
+
+
+def _inspect(path: pathlib.Path) -> _Inspection:
+    """Walk the booklet file at ``path`` (format version 5, variable-length values) and check
+    its structure. Reads the whole file once; used only when the file is in doubt."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return _Inspection(["the file is empty"], header_ok=False)
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        return _inspect_map(mm)
+    finally:
+        mm.close()
+
+
+def _inspect_map(mm: Any) -> _Inspection:
+    u = booklet.utils
+    out = _Inspection()
+    size = len(mm)
+    hdr = u.sub_index_init_pos
+    num = int.from_bytes
+    if size < hdr or mm[:16] != u.uuid_variable_blt:
+        return _Inspection(["its header is missing or damaged"], header_ok=False)
+    version = num(mm[16:18], "little")
+    nf, nk, nv = mm[18], mm[19], mm[20]
+    n_buckets = num(mm[21:25], "little")
+    widths = (u.n_bytes_file, u.n_bytes_key, u.n_bytes_value)
+    if version not in (4, 5) or (nf, nk, nv) != widths or not n_buckets:
+        return _Inspection(["its header is damaged"], header_ok=False)
+    out.n_buckets = n_buckets
+    out.value_serializer = booklet.serializers.serial_int_dict.get(num(mm[29:31], "little"))
+    n_keys = num(mm[u.n_keys_pos : u.n_keys_pos + 4], "little")
+    ts_len = u.timestamp_bytes_len if mm[41] else 0
+    raw_index = num(mm[u.index_offset_pos : u.index_offset_pos + nf], "little")
+    raw_first = num(mm[u.first_data_block_pos_pos : u.first_data_block_pos_pos + nf], "little")
+    unset = (0, 52983525027888)  # as booklet reads them
+    index_at = hdr if raw_index in unset else raw_index
+    first = hdr + n_buckets * nf if raw_first in unset else raw_first
+    index_end = index_at + n_buckets * nf
+    if index_end > size:
+        out.problem(f"it is cut short: its hash index ends at byte {index_end}, the file at {size}")
+    regions = [(first, index_at), (index_end, size)] if index_at != hdr else [(first, size)]
+    kh = u.key_hash_len
+    block = kh + nf + nk + nv
+    reserved_keys = u.reserved_key_bytes
+    blake2s = hashlib.blake2s
+    live: dict[int, tuple[int, int]] = {}  # position -> (bucket, next pointer)
+    for start, end in regions:
+        end = min(end, size)
+        pos = start
+        while pos < end:
+            if pos + block > end:
+                out.problem(f"the entry at byte {pos} is cut short")
+                break
+            nxt = num(mm[pos + kh : pos + kh + nf], "little")
+            klen = num(mm[pos + kh + nf : pos + kh + nf + nk], "little")
+            vlen = num(mm[pos + kh + nf + nk : pos + block], "little")
+            total = block + ts_len + klen + vlen
+            if pos + total > end:
+                out.problem(f"the entry at byte {pos} runs past the end of the file (torn or cut short)")
+                break
+            if nxt:
+                at = pos + block + ts_len
+                key = mm[at : at + klen]
+                key_hash = mm[pos : pos + kh]
+                if blake2s(key, digest_size=kh).digest() != key_hash:
+                    out.problem(f"the key of the entry at byte {pos} is damaged")
+                else:
+                    entry = _Entry(pos, key, num(mm[pos + block : at], "little"), at + klen, vlen)
+                    live[pos] = (num(key_hash, "little") % n_buckets, nxt)
+                    if key in reserved_keys:
+                        out.reserved[key] = entry
+                    else:
+                        try:
+                            key.decode("utf-8")
+                        except UnicodeDecodeError:
+                            out.problem(f"the key of the entry at byte {pos} is not text")
+                        else:
+                            out.entries.append(entry)
+            pos += total
+    if index_end <= size:
+        index = mm[index_at:index_end]
+        empty = (1).to_bytes(nf, "little")
+        reached: set[int] = set()
+        for bucket in range(n_buckets):
+            head = index[bucket * nf : bucket * nf + nf]
+            if head == empty:
+                continue
+            pos = num(head, "little")
+            while pos > 1:
+                info = live.get(pos)
+                if info is None:
+                    out.problem(f"the hash index points at byte {pos}, where no intact entry is")
+                    break
+                if info[0] != bucket or pos in reached:
+                    out.problem(f"the hash index is damaged around the entry at byte {pos}")
+                    break
+                reached.add(pos)
+                pos = info[1]
+        if len(reached) < len(live):
+            out.problem(f"{len(live) - len(reached)} entries cannot be reached through the hash index")
+    if n_keys != u.n_keys_crash and n_keys != len(out.entries):
+        out.problem(f"its header counts {n_keys} keys but it holds {len(out.entries)}")
+    return out
+
+
 class LocalStore:
     """A booklet data file and its sync state, opened for one session.
 
@@ -126,6 +323,9 @@ class LocalStore:
     read_only : bool
         Open the data file for reading (memory-mapped, shared with other readers) and switch
         to writing only when something must be written, such as a fetched value to cache.
+
+    Opening checks what may have been damaged and repairs it (see the module docstring);
+    :attr:`repairs` lists what was found, one sentence each, and each is logged as a warning.
     """
 
     def __init__(
@@ -142,81 +342,111 @@ class LocalStore:
         self.path = pathlib.Path(path).absolute()
         self.state_dir = self.path.with_name(self.path.name + ".ebooklet")
         self._parts_dir = self.state_dir / "parts"
-        self._log_path = self.state_dir / "touched.log"
         self._state_path = self.state_dir / "state.json"
         exists = self.path.exists()
         if not exists and not (create or new):
             raise FileNotFoundError(f"the local file {self.path} does not exist")
         self.created = new or not exists
-        if self.created:
-            flag = "n"
-        elif read_only and not self._peek_state().get("unsynced"):
-            flag = "r"
-        else:
-            flag = "w"  # a session that ended without syncing may have left repairs to make
-        n_buckets = max(booklet.utils.init_n_buckets, int(expected_keys * 1.2))
-        self._db = self._open_booklet(flag, value_serializer, timeout, n_buckets)
-        if _serializers(self._db)[0] is not booklet.serializers.Str:
-            self._db.close()
-            raise LocalFileError(
-                f"{self.path} is a booklet file whose keys are not str; ebooklet keys are str. "
-                "Use another local path."
-            )
-        if self.created and self.state_dir.exists():
-            # Sync state left by an earlier file at this path (now held locked by us): it
-            # describes data that is gone, so none of it may be reused.
-            shutil.rmtree(self.state_dir)
-        self.state_dir.mkdir(exist_ok=True)
-        self._parts_dir.mkdir(exist_ok=True)
-        self.state = self._load_state()
-        self.touched: dict[str, int | None] = self._read_touched()
-        self._log_buffer: list[tuple[str, int | None]] = []
+        self._timeout = timeout
+        self._db: Any = None
+        self._journal = Journal(self.state_dir / "journal.log")
+        self._mirror = Journal(self.state_dir / "mirror.log")
+        self._journal_base = ""
+        self.state: dict[str, Any] = {}
+        self.touched: dict[str, int | None] = {}
         self._bits: dict[int, bytearray] = {}
         self._dirty_bits: set[int] = set()
         self._unsynced = False
+        self._legacy: dict[str, int | None] | None = None
+        self._adopting = False
         self.recovered_from_crash = False
-        if self.state.get("unsynced"):
-            self._check_after_crash(timeout)
-        if not self.created and (
-            self.recovered_from_crash or self.fingerprint() != self.state.get("fingerprint")
-        ):
-            self.external_edits = True
+        #: What opening found damaged and repaired, one sentence each.
+        self.repairs: list[str] = []
+        try:
+            if self.created:
+                self._create(value_serializer, expected_keys)
+            else:
+                self._open_existing(read_only)
+        except BaseException:
+            self.abandon()
+            raise
         self._saved_state = json.dumps(self.state)
-
-    def _peek_state(self) -> dict[str, Any]:
-        try:
-            return json.loads(self._state_path.read_bytes())
-        except (OSError, ValueError):
-            return {}
-
-    def _need_write(self) -> None:
-        """Switch a read-only data file to writing (waits for other readers to close it)."""
-        if self._db.writable:
-            return
-        try:
-            self._db.reopen("w")
-        except booklet.LockTimeoutError as exc:
-            self._db.reopen("r")  # keep reading what we have
-            raise LocalFileBusyError(
-                f"{self.path} must be written (to cache a value or record sync state) but other "
-                "processes have it open; close them, or open with a longer timeout"
-            ) from exc
 
     @staticmethod
     def has_state(path: str | os.PathLike[str]) -> bool:
         """Whether ``path`` has been opened through ebooklet before."""
         p = pathlib.Path(path).absolute()
-        return p.exists() and (p.with_name(p.name + ".ebooklet") / "state.json").exists()
+        folder = p.with_name(p.name + ".ebooklet")
+        names = ("state.json", "journal.log", "mirror.log", "touched.log")
+        return p.exists() and any((folder / name).exists() for name in names)
 
-    # -- opening and crash recovery ------------------------------------------------------
+    # -- opening ---------------------------------------------------------------------------
 
-    def _open_booklet(
-        self, flag: str, value_serializer: Any, timeout: float | None, n_buckets: int = 12007
-    ) -> Any:
+    def _create(self, value_serializer: Any, expected_keys: int) -> None:
+        n_buckets = max(booklet.utils.init_n_buckets, int(expected_keys * 1.2))
+        self._bind(self._open_booklet("n", value_serializer, n_buckets))
+        if self.state_dir.exists():
+            # Sync state left by an earlier file at this path (now held locked by us): it
+            # describes data that is gone, so none of it may be reused.
+            shutil.rmtree(self.state_dir)
+        self._make_dirs()
+        self.state = {"version": STATE_VERSION, "parts": {}, "codec": self.codec.name}
+        self.save_state()
+
+    def _make_dirs(self) -> None:
+        self.state_dir.mkdir(exist_ok=True)
+        self._parts_dir.mkdir(exist_ok=True)
+
+    def _open_existing(self, read_only: bool) -> None:
+        self._make_dirs()
+        peek, _ = self._read_state()
+        calm = peek is not None and not (peek.get("unsynced") or peek.get("damaged"))
+        lock = None
+        unreadable = None
+        try:
+            try:
+                self._bind(self._open_booklet("r" if read_only and calm else "w"))
+            except DamagedLocalFileError as exc:
+                if read_only and calm:
+                    # e.g. booklet's mark of a file closed without close(): reading needs 'w'
+                    with contextlib.suppress(DamagedLocalFileError):
+                        self._bind(self._open_booklet("w"))
+                if self._db is None:
+                    unreadable = exc
+                    lock = self._lock_unreadable()
+            self._load_sync_state()
+            if unreadable is not None:
+                self._refuse_if_unmanaged(str(unreadable.__cause__ or unreadable))
+                found = _inspect(self.path)  # booklet could not open it: what is still intact?
+                reason = "; ".join([str(unreadable.__cause__ or unreadable), *found.problems])
+                self._rebuild(found, reason, lock)
+                lock = None
+            else:
+                self.state["codec"] = self.codec.name
+                self._check_data_file()
+        finally:
+            if lock is not None:
+                lock.close()
+        if self._legacy is not None and self._db.writable:
+            self._migrate()
+        if self.repairs or (self._db.writable and not self._journal_base):
+            self.save_state()
+
+    def _bind(self, db: Any) -> None:
+        self._db = db
+        key_serializer, value_serializer = _serializers(db)
+        if key_serializer is not booklet.serializers.Str:
+            raise LocalFileError(
+                f"{self.path} is a booklet file whose keys are not str; ebooklet keys are str. "
+                "Use another local path."
+            )
+        self._dumps = value_serializer.dumps
+
+    def _open_booklet(self, flag: str, value_serializer: Any = None, n_buckets: int = 12007) -> Any:
         try:
             return booklet.open(
                 self.path, flag, key_serializer="str", value_serializer=value_serializer,
-                n_buckets=n_buckets, timeout=timeout,
+                n_buckets=n_buckets, timeout=self._timeout,
             )
         except booklet.LockTimeoutError as exc:
             raise LocalFileBusyError(
@@ -226,88 +456,400 @@ class LocalStore:
         except (TypeError, ValueError, OSError, struct.error, IndexError, KeyError) as exc:
             if isinstance(exc, (FileNotFoundError, PermissionError)):
                 raise
-            raise DamagedLocalFileError(
-                f"{self.path} is not a readable booklet file ({exc}). If it was damaged, move it "
-                "aside and open again: ebooklet then fetches a fresh copy from the remote (changes "
-                "that were never pushed are in the moved file only)."
-            ) from exc
+            # booklet's frames in the traceback hold its file, and with it the file lock.
+            exc.__traceback__ = None
+            raise DamagedLocalFileError(f"{self.path} is not a readable booklet file ({exc})") from exc
 
-    def _check_after_crash(self, timeout: float | None) -> None:
-        """The last session ended without syncing: make sure the data file is intact."""
-        self.recovered_from_crash = True
-        if self._is_consistent():
+    def _lock_unreadable(self) -> Any:
+        """Hold the OS lock of a data file booklet cannot open, while it is rebuilt."""
+        handle = open(self.path, "rb")  # noqa: SIM115 (closed by the caller)
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        while True:
+            try:
+                portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
+                return handle
+            except portalocker.exceptions.LockException:
+                if deadline is not None and time.monotonic() >= deadline:
+                    handle.close()
+                    raise LocalFileBusyError(
+                        f"{self.path} is open in another process (or another open database "
+                        "here); close it there, or open with a longer timeout"
+                    ) from None
+                time.sleep(0.05)  # polling an OS lock, as booklet does
+
+    def _note(self, text: str) -> None:
+        logger.warning("%s: %s", self.path, text)
+        self.repairs.append(text)
+
+    # -- the sync state and the journal, read and checked ---------------------------------
+
+    def _read_state(self) -> tuple[dict[str, Any] | None, str | None]:
+        """The saved state, or None and what is wrong with it (None: there is none)."""
+        try:
+            data = self._state_path.read_bytes()
+        except FileNotFoundError:
+            return None, None
+        except OSError as exc:
+            return None, str(exc)
+        try:
+            return _decode_state(data), None
+        except ValueError as exc:
+            return None, str(exc)
+
+    @staticmethod
+    def _acknowledged(state: dict[str, Any] | None, name: str) -> tuple[str, int] | None:
+        value = state.get(name) if state else None
+        if isinstance(value, list) and len(value) == 2:
+            return str(value[0]), int(value[1])
+        return None
+
+    def _load_sync_state(self) -> None:
+        """Read state.json and the journals (under the data file's lock), rebuilding what
+        is missing or damaged from the others."""
+        state, problem = self._read_state()
+        if state is not None and state.get("version", 1) > STATE_VERSION:
+            raise LocalFileError(f"{self.state_dir} was written by a newer ebooklet; upgrade ebooklet")
+        journal, mirror = self._journal, self._mirror
+        journal.load(self._acknowledged(state, "journal"))
+        mirror.load(self._acknowledged(state, "mirror"))
+        rebuilt = False
+        self._adopting = state is None and problem is None and journal.missing and mirror.missing
+        if state is None:
+            if self._adopting:
+                state = {"version": STATE_VERSION, "parts": {}}  # a plain booklet file, adopted
+            else:
+                state = self._state_from_journal(problem)
+                rebuilt = True
+        self.state = state
+        if state.get("version", 1) < 2:
+            self._legacy, complete = read_legacy_touched(self.state_dir / "touched.log")
+            self.touched = dict(self._legacy)
+            if not complete:
+                self._note(
+                    f"{self.state_dir / 'touched.log'} is damaged; the changes it listed are found "
+                    "again by comparing the data file with the remote"
+                )
+                self.external_edits = True
             return
-        logger.warning("%s was left damaged by an interrupted session; rebuilding it", self.path)
-        self._rebuild(timeout)
+        problems = []
+        if journal.missing and "journal" in state:
+            problems.append("is missing")
+        if journal.damage:
+            problems.append(f"has {sum(d.end - d.start for d in journal.damage)} damaged bytes")
+        if problems or rebuilt:
+            # Deletes the journal lost are in the mirror; writes are in the data file, which
+            # the next comparison with the remote scans in full.
+            for key, entry in mirror.entries.items():
+                if entry.deleted and key not in journal.entries:
+                    journal.delete(key, entry.timestamp, entry.flags)
+            self.external_edits = True
+        if problems:
+            where = ""
+            if journal.damage:
+                aside = _aside(journal.path, "damaged")
+                os.replace(journal.path, aside)
+                where = f" (kept as {aside})"
+            self._note(
+                f"the journal {journal.path} {' and '.join(problems)}{where}; pending deletes were "
+                f"recovered from {mirror.path}, and pending writes are found again by comparing "
+                "the data file with the remote"
+            )
+        elif mirror.damage or (mirror.missing and not journal.missing):
+            self._note(f"{mirror.path} was missing or damaged; rewritten from the journal")
+        if journal.base is not None:
+            self._journal_base = self._base_text(journal.base)
+        self.touched = {k: (e.timestamp if e.deleted else None) for k, e in journal.entries.items()}
+        if problems or rebuilt or mirror.damage or mirror.missing:
+            self._journal_base = ""  # rewrite both at the next save
 
-    def _is_consistent(self) -> bool:
-        db = self._db
-        try:
-            count = 0
-            for key, ts in db.timestamps():
-                count += 1
-                if db.get_timestamp(key) != ts:
-                    return False
-            return count == len(db)
-        except Exception:  # any failure to walk the file means it is damaged
+    def _state_from_journal(self, problem: str | None) -> dict[str, Any]:
+        """A sync state rebuilt from the base the journal (or its mirror) records."""
+        what = f"the sync state {self._state_path} is " + (
+            "missing" if problem is None else f"damaged ({problem})"
+        )
+        base = self._journal.base or self._mirror.base
+        if base is None:
+            raise DamagedLocalFileError(
+                f"{what}, and the journal that could rebuild it ({self._journal.path}) is damaged "
+                f"too. Move the folder {self.state_dir} aside and open again: the data file is then "
+                "compared with the remote as it is now and every difference becomes a local change "
+                "(check changes() before pushing). Deletes made since the last push cannot be "
+                "recovered that way; they are listed in mirror.log of the moved folder if it is "
+                "intact."
+            )
+        state: dict[str, Any] = {"version": STATE_VERSION, "parts": {}}
+        for name in _BASE_FIELDS:
+            if base.get(name) is not None:
+                state[name] = base[name]
+        head = state.get("head") or {}
+        for p, name in enumerate(head.get("parts") or []):
+            if name and self._part_file(name).exists() and self._part_file(name, ".bits").exists():
+                state["parts"][str(p)] = name
+        if problem is not None:
+            aside = _aside(self._state_path, "damaged")
+            os.replace(self._state_path, aside)
+            what += f" (kept as {aside})"
+        source = self._journal.path if self._journal.base else self._mirror.path
+        self._note(f"{what}; rebuilt it from {source}")
+        return state
+
+    def _migrate(self) -> None:
+        """Turn the touched.log of a version-1 state into a journal."""
+        legacy, self._legacy = self._legacy or {}, None
+        for key, deleted_at in legacy.items():
+            if key in self._journal.entries:
+                continue
+            if deleted_at is None:
+                got = self.get_raw(key)
+                if got is not None:
+                    self._journal.write(key, got[0], got[1])
+            else:
+                self._journal.delete(key, deleted_at)
+                self._mirror.delete(key, deleted_at)
+        self.state["version"] = STATE_VERSION
+        self._journal_base = ""
+        self.save_state()
+        (self.state_dir / "touched.log").unlink(missing_ok=True)
+
+    # -- the data file, checked ------------------------------------------------------------
+
+    def _check_data_file(self) -> None:
+        """Check the data file if it may have changed behind ebooklet's back; repair it."""
+        state = self.state
+        crashed = bool(state.get("unsynced"))
+        if not (crashed or state.get("damaged")) and self.fingerprint() == state.get("fingerprint"):
+            return
+        self.recovered_from_crash = crashed
+        self.external_edits = True
+        found = _inspect(self.path)
+        if found.problems:
+            self._refuse_if_unmanaged("; ".join(found.problems))
+            what = "; ".join(found.problems)
+            if crashed:
+                what = f"left inconsistent by an interrupted session: {what}"
+            self._rebuild(found, what)
+            return
+        restored = []
+        for key, entry in list(self._journal.entries.items()):
+            got = self._db.get_timestamp(key, include_value=True, decode_value=False)
+            if self._restore_if_needed(key, entry, got, crashed):
+                restored.append(key)
+        dropped = [k for k in state.pop("damaged_keys", []) if k not in self._journal.entries]
+        for key in dropped:
+            if key in self._db:
+                self._before_write()
+                del self._db[key]
+                restored.append(key)
+        if dropped:
+            self._zero_bits()
+        state.pop("damaged", None)
+        if restored:
+            shown = ", ".join(repr(k) for k in restored[:10])
+            self._note(
+                f"{len(restored)} value(s) did not match what was written ({shown}); pending ones "
+                "were restored from the journal, cached ones are fetched again"
+            )
+
+    def _refuse_if_unmanaged(self, reason: str) -> None:
+        """A damaged booklet file that ebooklet never synced is the user's to deal with."""
+        if self._adopting:
+            raise DamagedLocalFileError(
+                f"{self.path} is not a readable booklet file ({reason}). If it was damaged, move "
+                "it aside and open again: ebooklet then fetches a fresh copy from the remote "
+                "(changes that were never pushed are in the moved file only)."
+            )
+
+    def _restore_if_needed(
+        self, key: str, entry: Pending, got: tuple[int, bytes] | None, crashed: bool
+    ) -> bool:
+        """Bring the data file in line with the journal's record of ``key`` where the file
+        lost it (``got`` is what the file holds). Later edits with plain booklet stay."""
+        if entry.deleted:
+            if crashed and got is not None and got[0] <= entry.timestamp:
+                self._before_write()
+                del self._db[key]
+                return True
             return False
+        if got is None:
+            if not crashed:
+                return False  # deleted with plain booklet since
+        elif not self._disagrees(entry, got[0], value_hash(got[1])):
+            return False
+        return self._restore(key)
 
-    def _rebuild(self, timeout: float | None) -> None:
-        """Copy every intact entry into a fresh data file; keep the damaged one aside."""
-        old = self._db
-        value_serializer = _serializer_arg(_serializers(old)[1])
+    @staticmethod
+    def _disagrees(entry: Pending, timestamp: int, h: bytes) -> bool:
+        """Whether a value the data file holds (its timestamp and hash) for a pending write is
+        not the one written: older, or other bytes under the same timestamp. A newer one is a
+        later edit made with plain booklet."""
+        if timestamp != entry.timestamp:
+            return timestamp < entry.timestamp
+        return h != entry.hash
+
+    def _restore(self, key: str) -> bool:
+        got = self._journal.value(key)
+        if got is None:
+            self._note(f"the pending value of {key!r} is damaged in the journal too; it is lost")
+            return False
+        self._before_write()
+        self._db.set(key, got[1], timestamp=got[0], encode_value=False)
+        return True
+
+    def _rebuild(self, found: _Inspection | None, reason: str, lock: Any = None) -> None:
+        """Replace the data file by its intact entries plus the journal's pending changes;
+        keep the damaged original beside it."""
+        header = found is not None and found.header_ok
+        serializer = found.value_serializer if header else None  # type: ignore[union-attr]
+        if serializer is not None:
+            arg = _serializer_arg(serializer)
+        else:
+            name = self.state.get("codec") or (self.state.get("head") or {}).get("value_serializer")
+            if name == "bytes":
+                arg = None
+            elif name in booklet.serializers.serial_dict:
+                arg = name
+            else:
+                raise DamagedLocalFileError(
+                    f"{self.path} is damaged ({reason}) and cannot be rebuilt here: its value "
+                    f"serializer ({name or 'unknown'}) is not one of booklet's. Move it aside and "
+                    f"open again to fetch a fresh copy; its pending changes stay in {self.state_dir}."
+                )
+        n_buckets = found.n_buckets if header else booklet.utils.init_n_buckets  # type: ignore[union-attr]
         tmp = self.path.with_name(self.path.name + ".rebuild")
-        new = booklet.open(tmp, "n", key_serializer="str", value_serializer=value_serializer)
+        new = booklet.open(tmp, "n", key_serializer="str", value_serializer=arg, n_buckets=n_buckets)
         try:
-            for key, ts, raw in old.timestamps(include_value=True, decode_value=False):
-                if not isinstance(key, str):
-                    break
-                new.set(key, raw, timestamp=ts, encode_value=False)
-        except Exception:  # the entries after the damage are unreadable; keep what came before
-            logger.warning("%s: entries after the damaged point were dropped", self.path)
-        metadata = None
-        try:
-            metadata = old.get_metadata(include_timestamp=True)
-        except Exception:
-            logger.warning("%s: the local metadata was unreadable and was dropped", self.path)
-        if metadata is not None:
-            new.set_metadata(metadata[0], timestamp=metadata[1])
-        new.close()
-        old.close()
-        aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+            if header:
+                self._copy_intact(found, new)  # type: ignore[arg-type]
+            self._replay_journal(new)
+        finally:
+            new.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if lock is not None:
+            lock.close()
+        aside = _aside(self.path, "damaged")
         os.replace(self.path, aside)
         os.replace(tmp, self.path)
-        logger.warning("%s was rebuilt; the damaged original is kept as %s", self.path, aside)
-        self._db = self._open_booklet("w", value_serializer, timeout)
+        self._bind(self._open_booklet("w"))
+        self._zero_bits()
+        self.external_edits = True
+        self.state.pop("damaged", None)
+        self.state.pop("damaged_keys", None)
+        self._mark_unsynced()
+        self._note(
+            f"the data file was damaged ({reason}); it was rebuilt from its intact entries and the "
+            f"journal of pending changes (keys it lost are fetched again from the remote); the "
+            f"original is kept as {aside}"
+        )
+
+    def _copy_intact(self, found: _Inspection, new: Any) -> None:
+        slots = {key: slot for slot, key in booklet.utils.reserved_slot_key_bytes.items()}
+        with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            for e in found.entries:
+                new.set(e.key.decode(), mm[e.value_at : e.value_at + e.value_len], e.timestamp, False)
+            for key, e in found.reserved.items():
+                value = mm[e.value_at : e.value_at + e.value_len]
+                if key in slots:
+                    new.set_reserved(slots[key], value, e.timestamp)
+                    continue
+                try:
+                    new.set_metadata(json.loads(value), e.timestamp)
+                except ValueError:
+                    self._note("the local metadata was damaged and was dropped")
+
+    def _replay_journal(self, new: Any) -> None:
+        lost = []
+        for key, entry in self._journal.entries.items():
+            got = new.get_timestamp(key, include_value=not entry.deleted, decode_value=False)
+            if entry.deleted:
+                if got is not None and got <= entry.timestamp:
+                    del new[key]
+                continue
+            if got is not None and not self._disagrees(entry, got[0], value_hash(got[1])):
+                continue
+            value = self._journal.value(key)
+            if value is None:
+                lost.append(key)
+                continue
+            new.set(key, value[1], value[0], False)
+        meta = self._journal.metadata()
+        if meta is not None:
+            mine = new.get_metadata(include_timestamp=True)
+            if mine is None or mine[1] < meta[1]:
+                new.set_metadata(meta[0], meta[1])
+        if lost:
+            self._note(
+                f"the pending values of {len(lost)} key(s) were damaged in both the data file and "
+                f"the journal and are lost: {', '.join(repr(k) for k in lost[:10])}"
+            )
+
+    def _zero_bits(self) -> None:
+        """Forget which keys were seen in the data file: after a repair, a key missing from it
+        may have been lost, not deleted. The next scan sets the bits of the keys present."""
+        for p, name in self.stored_parts().items():
+            bits = self._part_file(name, ".bits")
+            with contextlib.suppress(FileNotFoundError):
+                _write_atomic(bits, bytes(bits.stat().st_size))
+            self._bits.pop(p, None)
+            self._dirty_bits.discard(p)
+        self.state["presence_reset"] = True
+
+    def refuse_if_damaged(self) -> None:
+        """Refuse to compare a file found damaged in this session: reopening repairs it."""
+        if self.state.get("damaged"):
+            raise DamagedLocalFileError(
+                f"{self.path} was found damaged in this session; close the database and open it "
+                "again to repair it before comparing it with the remote"
+            )
+
+    def _found_damaged(self, exc: BaseException, key: str | None = None) -> DamagedLocalFileError:
+        """Record damage noticed during a session (checked and repaired at the next open)."""
+        self.state["damaged"] = True
+        if key is not None:
+            self.state.setdefault("damaged_keys", []).append(key)
+        with contextlib.suppress(Exception):
+            self.save_state()
+        return DamagedLocalFileError(
+            f"{self.path} is damaged ({type(exc).__name__}: {exc}). Close the database and open it "
+            "again: opening checks the file and rebuilds it from its intact entries, the journal "
+            "of your pending changes, and the remote."
+        )
 
     # -- sync state ------------------------------------------------------------------------
 
-    def _load_state(self) -> dict[str, Any]:
-        if self.created or not self._state_path.exists():
-            return {"version": STATE_VERSION, "parts": {}}
-        try:
-            state = json.loads(self._state_path.read_bytes())
-        except ValueError as exc:
-            raise DamagedLocalFileError(
-                f"the sync state {self._state_path} is unreadable ({exc}); remove the folder "
-                f"{self.state_dir} and open again to re-adopt the local file"
-            ) from exc
-        if state.get("version", 0) > STATE_VERSION:
-            raise LocalFileError(f"{self.state_dir} was written by a newer ebooklet; upgrade ebooklet")
-        return state
+    @staticmethod
+    def _base_text(base: dict[str, Any]) -> str:
+        return json.dumps({name: base.get(name) for name in _BASE_FIELDS}, sort_keys=True)
 
     def save_state(self) -> None:
         self._need_write()
+        if self._legacy is not None:
+            self._migrate()
+            return
+        if self._base_text(self.state) != self._journal_base:
+            self._rewrite_journal()
+        self.state["journal"] = [self._journal.id, self._journal.durable]
+        self.state["mirror"] = [self._mirror.id, self._mirror.durable]
         text = json.dumps(self.state)
-        _write_atomic(self._state_path, text.encode())
+        _write_atomic(self._state_path, _encode_state(self.state))
         self._saved_state = text
+
+    def _rewrite_journal(self) -> None:
+        """Write the journal and its mirror anew: the base, then what is still pending."""
+        base = {name: self.state.get(name) for name in _BASE_FIELDS}
+        journal = self._journal
+        journal.rewrite(base, list(journal.entries))
+        deletes = [k for k, e in journal.entries.items() if e.deleted]
+        self._mirror.rewrite(base, deletes, source=journal)
+        self._journal_base = self._base_text(base)
 
     @property
     def external_edits(self) -> bool:
         """True while the data file may hold changes that ``touched`` does not list.
 
-        Set when the file changed behind ebooklet's back (plain booklet, a crash) and kept,
-        across sessions, until a full comparison has recorded what changed.
+        Set when the file changed behind ebooklet's back (plain booklet, a crash, a repair)
+        and kept, across sessions, until a full comparison has recorded what changed.
         """
         # "rescan" is the key's name in state files of ebooklet 0.6.0.
         return bool(self.state.get("external_edits", self.state.get("rescan")))
@@ -316,6 +858,15 @@ class LocalStore:
     def external_edits(self, value: bool) -> None:
         self.state.pop("rescan", None)
         self.state["external_edits"] = value
+
+    @property
+    def presence_reset(self) -> bool:
+        """True after a repair forgot the presence bits (see :meth:`_zero_bits`), until the
+        next full scan has set them again for the keys in the data file."""
+        return bool(self.state.get("presence_reset"))
+
+    def presence_restored(self) -> None:
+        self.state.pop("presence_reset", None)
 
     def fingerprint(self) -> list[int]:
         """What changes whenever anything writes to the data file."""
@@ -333,44 +884,66 @@ class LocalStore:
         self.state["unsynced"] = True
         self.save_state()
 
-    def _read_touched(self) -> dict[str, int | None]:
-        touched: dict[str, int | None] = {}
-        if self.created or not self._log_path.exists():
-            return touched
-        data = self._log_path.read_bytes()
-        pos = 0
-        # A torn record at the end belongs to a sync that never returned: ignore it.
-        while pos + 12 <= len(data):
-            ts, n = struct.unpack_from("<QI", data, pos)
-            if pos + 12 + n > len(data):
-                break
-            key = data[pos + 12 : pos + 12 + n].decode("utf-8")
-            touched[key] = None if ts == _WRITTEN else ts
-            pos += 12 + n
-        return touched
+    def _need_write(self) -> None:
+        """Switch a read-only data file to writing (waits for other readers to close it)."""
+        if self._db.writable:
+            return
+        try:
+            self._db.reopen("w")
+        except booklet.LockTimeoutError as exc:
+            self._db.reopen("r")  # keep reading what we have
+            raise LocalFileBusyError(
+                f"{self.path} must be written (to cache a value or record sync state) but other "
+                "processes have it open; close them, or open with a longer timeout"
+            ) from exc
 
-    def touch(self, key: str, deleted_at: int | None = None) -> None:
-        """Record that ``key`` was written (or deleted at ``deleted_at``) through ebooklet."""
-        self._before_write()
+    # -- the journal of pending changes ----------------------------------------------------
+
+    def pending(self, key: str) -> Pending | None:
+        """The journal's record of a pending change to ``key``."""
+        return self._journal.entries.get(key)
+
+    def inferred_delete(self, key: str) -> bool:
+        """Whether ``key`` is pending as a delete that no one asked ebooklet for: the key was
+        found missing from the data file (deleted with plain booklet, or lost)."""
+        entry = self._journal.entries.get(key)
+        return entry is not None and entry.deleted and entry.inferred
+
+    def disagrees(self, key: str, timestamp: int, h: bytes) -> bool:
+        """Whether the data file's value of a pending write (its timestamp and content hash)
+        is damaged: not the bytes the journal recorded, nor a later edit."""
+        entry = self._journal.entries.get(key)
+        return entry is not None and not entry.deleted and self._disagrees(entry, timestamp, h)
+
+    def restore(self, key: str) -> tuple[int, bytes] | None:
+        """Put the journal's value of a pending write back into the data file; return its
+        (timestamp, value), or None when the journal's copy is damaged too."""
+        if not self._restore(key):
+            return None
+        logger.warning("%s: the value of %r was damaged; restored it from the journal", self.path, key)
+        return self._journal.value(key)
+
+    def record_write(self, key: str, timestamp: int, raw: bytes) -> None:
+        """Record a change found in the data file (an edit made behind ebooklet's back)."""
+        self._need_write()
+        self._journal.write(key, timestamp, raw)
+        self.touched[key] = None
+
+    def record_delete(self, key: str, deleted_at: int) -> None:
+        """Record a key found missing from the data file: an inferred delete."""
+        self._need_write()
+        self._journal.delete(key, deleted_at, INFERRED)
+        self._mirror.delete(key, deleted_at, INFERRED)
         self.touched[key] = deleted_at
-        self._log_buffer.append((key, deleted_at))
 
-    def clear_touched(self, keys: set[str] | None = None) -> None:
+    def clear_touched(self, keys: Iterable[str] | None = None) -> None:
         """Forget touched keys (all, or those given) once they are pushed or discarded."""
         self._need_write()
-        if keys is None:
-            self.touched.clear()
-        else:
-            for key in keys:
-                self.touched.pop(key, None)
-        self._log_buffer.clear()
-        records = b"".join(self._encode_touched(k, v) for k, v in self.touched.items())
-        _write_atomic(self._log_path, records)
-
-    @staticmethod
-    def _encode_touched(key: str, deleted_at: int | None) -> bytes:
-        raw = key.encode("utf-8")
-        return struct.pack("<QI", _WRITTEN if deleted_at is None else deleted_at, len(raw)) + raw
+        chosen = list(self.touched) if keys is None else list(keys)
+        for key in chosen:
+            self.touched.pop(key, None)
+        self._journal.forget(chosen)
+        self._rewrite_journal()
 
     # -- base index parts ------------------------------------------------------------------
 
@@ -499,18 +1072,37 @@ class LocalStore:
     def __contains__(self, key: str) -> bool:
         return key in self._db
 
+    def _checked(self, items: Iterator[Any]) -> Iterator[Any]:
+        """booklet's iteration, with what damage makes it raise turned into an ebooklet error."""
+        try:
+            yield from items
+        except (ValueError, IndexError, OverflowError, struct.error) as exc:  # UnicodeDecodeError too
+            raise self._found_damaged(exc) from exc
+
     def keys(self) -> Iterator[str]:
-        return self._db.keys()
+        return self._checked(self._db.keys())
 
     def timestamps(self) -> Iterator[tuple[str, int]]:
-        return self._db.timestamps()
+        return self._checked(self._db.timestamps())
 
     def raw_items(self) -> Iterator[tuple[str, int, bytes]]:
         """(key, timestamp, serialized value) of every key in the data file."""
-        return self._db.timestamps(include_value=True, decode_value=False)
+        return self._checked(self._db.timestamps(include_value=True, decode_value=False))
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self._db.get(key, default)
+        try:
+            return self._db.get(key, default)
+        except (KeyError, UnicodeEncodeError):
+            raise
+        except Exception as exc:
+            # The stored bytes did not decode: check them against the journal when the key
+            # is pending (and restore them); otherwise they are damaged or foreign.
+            got = self.get_raw(key)
+            if got is not None and self.disagrees(key, got[0], value_hash(got[1])) and self.restore(key):
+                return self._db.get(key, default)
+            if got is not None and key in self._journal.entries:
+                raise  # the bytes are the ones written: the serializer's own failure
+            raise self._found_damaged(exc, key) from exc
 
     def get_timestamp(self, key: str) -> int | None:
         return self._db.get_timestamp(key)
@@ -518,25 +1110,42 @@ class LocalStore:
     def get_raw(self, key: str) -> tuple[int, bytes] | None:
         return self._db.get_timestamp(key, include_value=True, decode_value=False)
 
+    def _encode(self, value: Any) -> bytes:
+        raw = self._dumps(value)
+        if type(raw) is not bytes and isinstance(raw, (bytearray, memoryview)):
+            raw = bytes(raw)
+        return raw  # type: ignore[no-any-return]
+
     def set(self, key: str, value: Any, timestamp: int | None = None) -> None:
         """A user write."""
-        self._db.set(key, value, timestamp)
-        self.touch(key)
+        self._write(key, self._encode(value), now_us() if timestamp is None else timestamp)
 
     def set_raw(self, key: str, raw: bytes, timestamp: int) -> None:
         """A user write of an already serialized value (e.g. a merged conflict)."""
-        self._db.set(key, raw, timestamp=timestamp, encode_value=False)
-        self.touch(key)
+        self._write(key, raw, timestamp)
+
+    def _write(self, key: str, raw: bytes, timestamp: int) -> None:
+        self._before_write()
+        self._db.set(key, raw, timestamp, False)
+        self._journal.write(key, timestamp, raw)
+        self.touched[key] = None
 
     def set_timestamp(self, key: str, timestamp: int) -> None:
+        self._before_write()
         self._db.set_timestamp(key, timestamp)
-        self.touch(key)
+        got = self.get_raw(key)
+        if got is not None:
+            self._journal.write(key, timestamp, got[1])
+            self.touched[key] = None
 
     def delete(self, key: str, deleted_at: int) -> None:
         """A user delete of a key that may or may not be in the data file."""
+        self._before_write()
         with contextlib.suppress(KeyError):
             del self._db[key]
-        self.touch(key, deleted_at)
+        self._journal.delete(key, deleted_at)
+        self._mirror.delete(key, deleted_at)
+        self.touched[key] = deleted_at
 
     def put_raw(self, key: str, raw: bytes, timestamp: int) -> None:
         """Store a value that came from the remote (not a user change)."""
@@ -554,7 +1163,10 @@ class LocalStore:
 
     def set_metadata(self, data: Any, timestamp: int | None = None) -> None:
         self._before_write()
+        timestamp = now_us() if timestamp is None else timestamp
         self._db.set_metadata(data, timestamp)
+        stored = self._db.get_metadata()  # as booklet encoded it: plain JSON
+        self._journal.set_metadata(stored, timestamp)
 
     def prune(self) -> int:
         self._before_write()
@@ -565,18 +1177,16 @@ class LocalStore:
     def sync(self) -> None:
         """Make every change so far durable, and record the state that goes with it."""
         if not self._db.writable:
-            clean = not (self._log_buffer or self._dirty_bits or self._unsynced)
+            clean = not (self._journal.dirty or self._mirror.dirty or self._dirty_bits or self._unsynced)
             if clean and json.dumps(self.state) == self._saved_state:
                 return  # a reader that changed nothing writes nothing
             self._need_write()
         self._db.sync()
         _fsync_path(self.path)
-        if self._log_buffer:
-            with open(self._log_path, "ab") as f:
-                f.write(b"".join(self._encode_touched(k, v) for k, v in self._log_buffer))
-                f.flush()
-                os.fsync(f.fileno())
-            self._log_buffer.clear()
+        self._journal.flush()
+        self._mirror.flush()
+        if self._journal.wasteful:
+            self._rewrite_journal()
         self.flush_bits()
         self.state["fingerprint"] = self.fingerprint()
         self.state["unsynced"] = False
@@ -588,8 +1198,13 @@ class LocalStore:
         try:
             self.sync()
         finally:
-            self._db.close()
+            self.abandon()
 
     def abandon(self) -> None:
         """Close without syncing (used when opening failed half way)."""
-        self._db.close()
+        try:
+            if self._db is not None:
+                self._db.close()
+        finally:
+            self._journal.close()
+            self._mirror.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 
@@ -213,19 +212,19 @@ def test_a_local_file_torn_by_a_kill_mid_write_is_rebuilt_keeping_every_synced_c
         assert all(check[f"synced{i}"] == i for i in range(500))
 
 
-def test_a_local_file_with_a_destroyed_header_is_refused_with_recovery_advice(tmp_path):
+def test_a_local_file_with_a_destroyed_header_is_rebuilt_from_the_remote_and_the_journal(tmp_path):
     remote = tmp_path / "remote" / "db"
     local = tmp_path / "a.blt"
     with ebooklet.open(remote, local, "c") as db:
         db["k"] = b"v"
         db.changes().push()
+        db["pending"] = b"p"
     with open(local, "r+b") as f:
         f.write(b"\0" * 64)
-    with pytest.raises(ebooklet.DamagedLocalFileError, match="move it aside"):
-        ebooklet.open(remote, local, "w")
-    os.replace(local, tmp_path / "aside.blt")
     with ebooklet.open(remote, local, "w") as db:
-        assert db["k"] == b"v"
+        assert db["k"] == b"v"  # fetched again
+        assert [(c.key, c.local) for c in db.changes().iter_changes()] == [("pending", "added")]
+    assert list(tmp_path.glob("a.blt.damaged-*")), "the damaged original is kept aside"
 
 
 def test_readers_share_a_local_copy_and_a_fetch_waits_for_the_others(tmp_path):

@@ -9,6 +9,7 @@ back, so that the next comparison needs no scan.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -16,6 +17,8 @@ from typing import NamedTuple
 from ..format import HASH_LEN, Entry, Head, part_of, value_hash
 from ..results import Change, ChangeKind
 from .index import EMPTY, SCAN_FRACTION, BaseIndex
+
+logger = logging.getLogger(__name__)
 
 
 def now_us() -> int:
@@ -61,8 +64,15 @@ def same(lc: LocalChange, rc: Entry | None) -> bool:
 
 
 def local_changes(index: BaseIndex) -> LocalDiff:
-    """Keys whose local state differs from the base."""
+    """Keys whose local state differs from the base.
+
+    The data file is checked on the way: a pending write whose bytes are not the ones the
+    journal recorded is restored from the journal, and, after edits behind ebooklet's back, a
+    cached value whose bytes differ from the base's under the base's own timestamp is damage
+    (booklet stamps every write), so it is dropped and fetched again instead of pushed.
+    """
     local = index.local
+    local.refuse_if_damaged()
     base = index.base
     external = local.external_edits
     # Something wrote to the file behind ebooklet's back (plain booklet, or a session that
@@ -71,6 +81,8 @@ def local_changes(index: BaseIndex) -> LocalDiff:
     scan = external or len(local.touched) * SCAN_FRACTION > len(local)
     diff = LocalDiff()
     changes = diff.changes
+    damaged: list[str] = []  # cached values that are not the base's bytes
+    suspect: list[str] = []  # pending writes that are not the journal's bytes
     if scan:
         # One pass: read, compare with the base, hash what may have changed.
         parts = index.all_parts(base) if base is not None else {}
@@ -84,50 +96,100 @@ def local_changes(index: BaseIndex) -> LocalDiff:
             if wanted is not None and key not in wanted:
                 continue
             entry = parts[part_of(key, bits)].get(key) if parts else None
-            if entry is not None and ts == entry.timestamp and key not in touched:
+            mine = key in touched
+            if entry is not None and ts == entry.timestamp and not mine:
+                if external and blake2b(raw, digest_size=HASH_LEN).digest() != entry.hash:
+                    damaged.append(key)
                 continue
             h = blake2b(raw, digest_size=HASH_LEN).digest()  # value_hash, inlined
-            if entry is None or h != entry.hash:
+            if mine and touched[key] is None and local.disagrees(key, ts, h):
+                suspect.append(key)
+            elif entry is None or h != entry.hash:
                 changes[key] = new(raw, ts, h)
         diff.scanned = set(scanned)
         rest = [key for key in touched if key not in diff.scanned]
     else:
         rest = list(local.touched)
+    if damaged:
+        _drop_damaged(index, damaged)
+        diff.scanned -= set(damaged)  # type: ignore[operator]
     # Touched keys the scan did not see (deleted ones), or all of them without a scan.
     by_part: dict[int, list[str]] = {}
-    for key in rest:
+    for key in rest + suspect:
         by_part.setdefault(part_of(key, base.part_bits) if base else 0, []).append(key)
     parts = index.parts(base, by_part) if base else {}
+    checked = set(suspect)
     for p, keys in by_part.items():
         part = parts.get(p, EMPTY)
         for key in keys:
-            got = None if scan else local.get_raw(key)
-            change = _compare(index, key, got, part.get(key))
+            got = None if scan and key not in checked else local.get_raw(key)
+            change = _compare(index, key, got, part.get(key), external)
             if change is not None:
                 changes[key] = change
     if external and base is not None:
-        # Keys deleted with plain booklet: seen in the data file once, absent now.
         assert diff.scanned is not None
+        reset = local.presence_reset
         for p in local.stored_parts():
-            if not any(local.bits(p)):
+            if not reset and not any(local.bits(p)):
                 continue
             for row, key in enumerate(index.part(base, p).keys):
-                if index.present(p, row) and key not in diff.scanned and key not in local.touched:
+                if reset:
+                    # After a repair, a key missing from the data file may have been lost:
+                    # only the keys present now count as seen.
+                    if key in diff.scanned:
+                        local.mark_present(p, row)
+                elif index.present(p, row) and key not in diff.scanned and key not in local.touched:
+                    # Deleted with plain booklet: seen in the data file once, absent now.
                     changes[key] = LocalChange(None, None, None)
+        if reset:
+            local.presence_restored()
     if external:
-        # Record what the scan found, so the next sync needs no scan to know it.
+        # Record what the scan found, so the next sync needs no scan to know it. Deletes
+        # found this way are marked as inferred (the push's max_delete guard counts them).
         for key, change in changes.items():
-            if key not in local.touched:
-                local.touch(key, None if change.raw is not None else now_us())
+            pending = local.pending(key)
+            if change.raw is None:
+                if pending is None or not pending.deleted:
+                    local.record_delete(key, now_us())
+            elif pending is None or pending.deleted or pending.hash != change.hash:
+                local.record_write(key, change.timestamp, change.raw)  # type: ignore[arg-type]
         local.external_edits = False
         local.sync()
     return diff
 
 
+def _drop_damaged(index: BaseIndex, keys: list[str]) -> None:
+    """Drop cached values whose bytes are not the base's: they read as not fetched again
+    (their presence bits go first, durably, so that they never look deleted)."""
+    local = index.local
+    logger.warning(
+        "%s: %d cached value(s) were damaged (%s); they are fetched again from the remote",
+        local.path, len(keys), ", ".join(repr(k) for k in keys[:10]),
+    )
+    index.forget_present(keys)
+    local.flush_bits()
+    for key in keys:
+        local.drop(key)
+
+
 def _compare(
-    index: BaseIndex, key: str, got: tuple[int, bytes] | None, entry: Entry | None
+    index: BaseIndex, key: str, got: tuple[int, bytes] | None, entry: Entry | None, external: bool = False
 ) -> LocalChange | None:
-    touched = index.local.touched
+    local = index.local
+    touched = local.touched
+    h = None
+    if key in touched and touched[key] is None:
+        # A pending write: the data file must hold what the journal says was written. Missing
+        # without edits behind ebooklet's back, or other bytes, it was damaged: restore it.
+        if got is None:
+            if not external:
+                got = local.restore(key)
+        else:
+            h = value_hash(got[1])
+            if local.disagrees(key, got[0], h):
+                got, h = local.restore(key), None
+                if got is None:
+                    return None  # lost in the journal too (logged): never push damage
     if got is None:
         if entry is not None and key in touched:
             return LocalChange(None, touched[key], None)
@@ -135,7 +197,8 @@ def _compare(
     ts, raw = got
     if entry is not None and ts == entry.timestamp and key not in touched:
         return None
-    h = value_hash(raw)
+    if h is None:
+        h = value_hash(raw)
     if entry is not None and h == entry.hash:
         return None
     return LocalChange(raw, ts, h)

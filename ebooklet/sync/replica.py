@@ -24,6 +24,7 @@ from typing import Any, Literal
 from ..errors import (
     CommitUnknownError,
     ConflictError,
+    MassDeleteError,
     PreconditionFailed,
     PushConflictError,
     ReadOnlyError,
@@ -49,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 #: How many times a push rebases over concurrent commits before giving up.
 PUSH_ATTEMPTS = 8
+#: The share (percent) of the remote's keys a push may delete without asking, counting only
+#: deletes inferred from keys missing in the local file (rclone bisync's --max-delete).
+MAX_DELETE = 50
 #: A push compacts on the way only when the index has at most this many parts (it reads them all).
 CHEAP_PARTS = 4
 #: Every GC_EVERY-th commit collects garbage after committing.
@@ -238,15 +242,22 @@ class Replica:
     # -- push ------------------------------------------------------------------------------
 
     def push(
-        self, policy: Policy = None, progress: ProgressCallback | None = None, compact: bool = False
+        self,
+        policy: Policy = None,
+        progress: ProgressCallback | None = None,
+        compact: bool = False,
+        max_delete: float | None = MAX_DELETE,
     ) -> PushResult:
         """Commit local changes, rebasing over what others committed meanwhile.
 
         Segments worth merging are rewritten on the way when that is cheap (a small index);
         ``compact`` rewrites every segment with dead bytes, and commits even with no local
-        change.
+        change. ``max_delete`` (a percentage, None for no limit) stops a push that would delete
+        more of the remote's keys than that without anyone asking (see MassDeleteError).
         """
         check_policy(policy)
+        if max_delete is not None and not 0 <= max_delete <= 100:
+            raise ValueError(f"max_delete is a percentage from 0 to 100 (or None), not {max_delete!r}")
         stats = self.remote.transport.stats
         start = stats.snapshot()
         # Whatever happens to this push, the local changes it carries are durable first.
@@ -257,9 +268,9 @@ class Replica:
         with _gc_paused():
             if self.remote_lock == "push" and self.remote.writable and (compact or self._has_changes()):
                 with Lease(self.remote, *self._lease_args) as lease:
-                    result = self._push(policy, lease, progress, compact)
+                    result = self._push(policy, lease, progress, compact, max_delete)
             else:
-                result = self._push(policy, self._session_lease, progress, compact)
+                result = self._push(policy, self._session_lease, progress, compact, max_delete)
         result.requests = stats.requests - start[0]
         result.bytes_sent = stats.bytes_sent - start[1]
         return result
@@ -275,7 +286,12 @@ class Replica:
         )
 
     def _push(
-        self, policy: Policy, lease: Lease | None, progress: ProgressCallback | None, compact: bool
+        self,
+        policy: Policy,
+        lease: Lease | None,
+        progress: ProgressCallback | None,
+        compact: bool,
+        max_delete: float | None,
     ) -> PushResult:
         if not self.remote.writable:
             raise ReadOnlyError(
@@ -293,7 +309,9 @@ class Replica:
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ebooklet-upload") as background:
             uploads = _Uploads(background, progress)
             for attempt in range(1, PUSH_ATTEMPTS + 1):
-                result = self._push_once(policy, lease, diff, metadata, uploads, attempt, compact)
+                result = self._push_once(
+                    policy, lease, diff, metadata, uploads, attempt, compact, max_delete
+                )
                 if result is not None:
                     return result
                 logger.info("push: another writer committed first; rebasing (attempt %d)", attempt)
@@ -311,6 +329,7 @@ class Replica:
         uploads: _Uploads,
         attempt: int,
         compact: bool = False,
+        max_delete: float | None = None,
     ) -> PushResult | None:
         """One attempt: rebase on the current head, upload, commit. Returns None when another
         writer committed first (the caller tries again)."""
@@ -320,7 +339,8 @@ class Replica:
         remote = {} if replacing else remote_changes(self.index, self.index.base, current)
         try:
             to_write, dropped = self._rebase(ChangeSet(diff.changes, remote), policy, current)
-        except ConflictError:
+            self._check_deletes(to_write, current, max_delete)
+        except (ConflictError, MassDeleteError):
             uploads.wait()
             self.objects.delete_quietly(uploads.segments)
             raise
@@ -431,6 +451,18 @@ class Replica:
         }
         values = self.values.read(entries)
         return {key: LocalChange(values[key], e.timestamp, e.hash) for key, e in entries.items()}
+
+    def _check_deletes(
+        self, to_write: dict[str, LocalChange], current: Head | None, max_delete: float | None
+    ) -> None:
+        """The second line of defence against reading damage as deletes: stop a push that
+        would delete more than ``max_delete`` percent of the remote's keys when nobody asked
+        for those deletes (keys found missing from the local file, not ``del``-eted)."""
+        if max_delete is None or current is None or self.index.replacing or not current.n_keys:
+            return
+        inferred = [k for k, c in to_write.items() if c.raw is None and self.local.inferred_delete(k)]
+        if len(inferred) * 100 > max_delete * current.n_keys:
+            raise MassDeleteError(inferred, current.n_keys, max_delete, str(self.local.path))
 
     def _check_pushable(self, current: Head | None) -> None:
         if current is None and self.index.base is not None:
