@@ -151,7 +151,10 @@ class BaseIndex:
         else:
             self._parts.move_to_end(name)
         if is_base and not stored:
-            self.local.store_part(p, name, blob or self._fresh.get(name) or part.encode(), part.keys)
+            # An empty data file (a fresh copy) holds none of the keys: no lookup per key.
+            present = set() if len(self.local) == 0 else None
+            blob = blob or self._fresh.get(name) or part.encode()
+            self.local.store_part(p, name, blob, part.keys, present)
             self._fresh.pop(name, None)
         return part
 

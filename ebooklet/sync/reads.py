@@ -91,15 +91,22 @@ class BulkRead:
         self._off = array("Q")
         self._len = array("I")
         by_segment: dict[str, list[int]] = {}
+        add_key, add_ts, add_part = self.keys.append, self._ts.append, self._part.append
+        add_row, add_off, add_len = self._row.append, self._off.append, self._len.append
+        hashes = self._hash
         for i, (key, entry, p, row) in enumerate(rows):
-            self.keys.append(key)
-            self._ts.append(entry.timestamp)
-            self._hash += entry.hash
-            self._part.append(p)
-            self._row.append(row)
-            self._off.append(entry.offset)
-            self._len.append(entry.length)
-            by_segment.setdefault(entry.segment, []).append(i)
+            ts, h, segment, offset, length = entry
+            add_key(key)
+            add_ts(ts)
+            hashes += h
+            add_part(p)
+            add_row(row)
+            add_off(offset)
+            add_len(length)
+            members = by_segment.get(segment)
+            if members is None:
+                members = by_segment[segment] = []
+            members.append(i)
         self.requests: list[RangeRequest] = []
         size = request_size(sum(self._len))
         for name, members in sorted(by_segment.items()):
@@ -136,16 +143,19 @@ class BulkRead:
                 "collect the keys first (list(db.keys())) to write while iterating"
             )
         out = []
+        start, keys, offs, lens, ts, parts, rows = (
+            req.start, self.keys, self._off, self._len, self._ts, self._part, self._row
+        )
+        hashes, present, put_raw, mark_present = self._hash, index.present, local.put_raw, local.mark_present
         for i in req.members:
-            at = self._off[i] - req.start
-            raw = data[at : at + self._len[i]]
-            key = self.keys[i]
-            if value_hash(raw) != self._hash[i * HASH_LEN : (i + 1) * HASH_LEN]:
-                raise reader.corrupt(key, req.name)
-            p, row = self._part[i], self._row[i]
-            if not index.present(p, row):  # not cached meanwhile by another reader
-                local.put_raw(key, raw, self._ts[i])
-                local.mark_present(p, row)
+            at = offs[i] - start
+            raw = data[at : at + lens[i]]
+            if value_hash(raw) != hashes[i * HASH_LEN : (i + 1) * HASH_LEN]:
+                raise reader.corrupt(keys[i], req.name)
+            key, p, row = keys[i], parts[i], rows[i]
+            if not present(p, row):  # not cached meanwhile by another reader
+                put_raw(key, raw, ts[i])
+                mark_present(p, row)
             out.append((key, raw))
         if self._tracker is not None:
             self._tracker.add(len(req.members), req.length)
