@@ -39,6 +39,11 @@ from .errors import DamagedLocalFileError, LocalFileBusyError, LocalFileError
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+#: Hash buckets of a new data file when nothing says how many keys it will hold: enough for
+#: 300,000 keys (a 2 MB table, about 50 ms to create). booklet grows a table only when the
+#: file is synced, so keys written past its size first lengthen every bucket's chain, then
+#: are rewired one by one; measured in benchmarks/bench_local_write.py.
+DEFAULT_N_BUCKETS = 360_007
 #: The deletion-time field of a touched.log record that marks a write (not a delete).
 _WRITTEN = 0xFFFFFFFFFFFFFFFF
 
@@ -123,6 +128,11 @@ class LocalStore:
     expected_keys : int
         How many keys a new data file will likely hold, to size booklet's hash index (a file
         sized too small slows down as it grows and re-indexes).
+    n_buckets : int or None
+        Hash buckets of a new data file (None: 1.2 times ``expected_keys``, or
+        DEFAULT_N_BUCKETS when nothing is expected).
+    buffer_size : int or None
+        booklet's write buffer, in bytes (None: booklet's default).
     read_only : bool
         Open the data file for reading (memory-mapped, shared with other readers) and switch
         to writing only when something must be written, such as a fetched value to cache.
@@ -138,6 +148,8 @@ class LocalStore:
         timeout: float | None = None,
         read_only: bool = False,
         expected_keys: int = 0,
+        n_buckets: int | None = None,
+        buffer_size: int | None = None,
     ) -> None:
         self.path = pathlib.Path(path).absolute()
         self.state_dir = self.path.with_name(self.path.name + ".ebooklet")
@@ -154,8 +166,10 @@ class LocalStore:
             flag = "r"
         else:
             flag = "w"  # a session that ended without syncing may have left repairs to make
-        n_buckets = max(booklet.utils.init_n_buckets, int(expected_keys * 1.2))
-        self._db = self._open_booklet(flag, value_serializer, timeout, n_buckets)
+        if n_buckets is None and expected_keys:
+            n_buckets = max(booklet.utils.init_n_buckets, int(expected_keys * 1.2))
+        self._buffer = {} if buffer_size is None else {"buffer_size": buffer_size}
+        self._db = self._open_booklet(flag, value_serializer, timeout, n_buckets or DEFAULT_N_BUCKETS)
         if _serializers(self._db)[0] is not booklet.serializers.Str:
             self._db.close()
             raise LocalFileError(
@@ -216,7 +230,7 @@ class LocalStore:
         try:
             return booklet.open(
                 self.path, flag, key_serializer="str", value_serializer=value_serializer,
-                n_buckets=n_buckets, timeout=timeout,
+                n_buckets=n_buckets, timeout=timeout, **self._buffer,
             )
         except booklet.LockTimeoutError as exc:
             raise LocalFileBusyError(

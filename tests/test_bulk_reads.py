@@ -249,3 +249,43 @@ def test_a_corrupt_value_stops_a_bulk_read_and_is_not_cached(tmp_path):
             db.load_items()
     with booklet.open(tmp_path / "r.blt") as local:
         assert bad not in local
+
+
+# -- large new databases: the local file's hash table ----------------------------------------
+
+
+def _buckets(path: pathlib.Path) -> int:
+    """About how many hash buckets an empty booklet file has (6 bytes each after its header)."""
+    return path.stat().st_size // 6
+
+
+def test_a_new_database_has_a_table_for_300_000_keys(tmp_path):
+    with ebooklet.open(tmp_path / "remote" / "db", tmp_path / "a.blt", "n"):
+        pass
+    assert 300_000 <= _buckets(tmp_path / "a.blt") < 500_000
+
+
+def test_n_buckets_sizes_a_new_local_file(tmp_path):
+    with ebooklet.open(tmp_path / "remote" / "db", tmp_path / "a.blt", "n", n_buckets=1_000_003):
+        pass
+    assert _buckets(tmp_path / "a.blt") == pytest.approx(1_000_003, rel=0.01)
+
+
+def test_a_copy_of_a_remote_is_sized_for_its_keys(many, tmp_path):
+    conn, data, _ = many
+    with ebooklet.open(conn, tmp_path / "r.blt", "r"):
+        pass
+    assert len(data) <= _buckets(tmp_path / "r.blt") <= 1.3 * len(data)
+
+
+def test_buffer_size_sets_how_much_booklet_holds_before_writing(tmp_path):
+    values = _values(200, 1000)
+    sizes = {}
+    for buffer_size in (None, 4096):
+        path = tmp_path / f"{buffer_size}.blt"
+        with ebooklet.open(tmp_path / "remote" / f"{buffer_size}", path, "n", buffer_size=buffer_size) as db:
+            empty = path.stat().st_size
+            db.update(values)
+            sizes[buffer_size] = path.stat().st_size - empty
+    assert sizes[None] == 0  # 200 KB fit in booklet's default 4 MiB buffer
+    assert sizes[4096] >= 190_000
