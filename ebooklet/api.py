@@ -29,6 +29,8 @@ def open(
     file_path: str | os.PathLike[str],
     flag: str = "r",
     value_serializer: Any = None,
+    n_buckets: int | None = None,
+    buffer_size: int | None = None,
     remote_conn_group: bool = False,
     timeout: float | None = DEFAULT_TIMEOUT,
     remote_lock: RemoteLock = "push",
@@ -54,6 +56,14 @@ def open(
         How values become bytes: a name from ``booklet.available_serializers`` (e.g.
         ``"pickle"``, ``"orjson"``, ``"str"``), a class with ``dumps``/``loads``, or None for
         raw bytes. Taken from the remote or the local file when they exist.
+    n_buckets : int or None
+        Hash buckets of the local booklet file, used only when it is created: about the
+        number of keys it will hold. A file that outgrows its table slows down until it is
+        synced, when booklet rewires every key into a larger one. None: 1.2 times the remote
+        database's key count, or a table for about 300,000 keys for a new database.
+    buffer_size : int or None
+        Bytes of writes booklet buffers in memory before writing them to the file (None:
+        booklet's default, 4 MiB).
     remote_conn_group : bool
         Open a remote connection group (:class:`ebooklet.RemoteConnGroup`): a database whose
         ``add(remote_conn)`` records how to reach other databases (never their credentials).
@@ -110,16 +120,18 @@ def open(
         )
     path = pathlib.Path(file_path)
     lock = {"remote_lock": remote_lock, "lease_ttl": lease_ttl, "lock_wait": lock_wait}
+    sizing = {"n_buckets": n_buckets, "buffer_size": buffer_size}
     local = None
     try:
         pinned = _commit_at(remote, at) if at is not None else None
         if flag == "n":
             local = LocalStore(
-                path, create=True, new=True, value_serializer=value_serializer, timeout=timeout
+                path, create=True, new=True, value_serializer=value_serializer, timeout=timeout,
+                **sizing,
             )
             replica = Replica(local, remote, replace=True, **lock)  # type: ignore[arg-type]
         elif LocalStore.has_state(path):
-            local = LocalStore(path, create=False, timeout=timeout, read_only=flag == "r")
+            local = LocalStore(path, create=False, timeout=timeout, read_only=flag == "r", **sizing)
             replica = Replica(local, remote, pinned=pinned, **lock)  # type: ignore[arg-type]
             if pinned is not None and local.state.get("pinned") != pinned.commit_id:
                 raise SyncError(
@@ -127,7 +139,7 @@ def open(
                     "open each past commit with a local path of its own"
                 )
         else:
-            local, replica = _first_open(remote, path, flag, value_serializer, timeout, lock, pinned)
+            local, replica = _first_open(remote, path, flag, value_serializer, timeout, lock, sizing, pinned)
         if flag != "r":
             replica.start_session()
     except BaseException:
@@ -156,6 +168,7 @@ def _first_open(
     value_serializer: Any,
     timeout: float | None,
     lock: dict[str, Any],
+    sizing: dict[str, int | None],
     pinned: Head | None = None,
 ) -> tuple[LocalStore, Replica]:
     """A local file that has never been synced: learn the remote head once (or take the past
@@ -184,7 +197,7 @@ def _first_open(
             value_serializer = remote_name
     local = LocalStore(
         path, create=True, value_serializer=value_serializer, timeout=timeout,
-        expected_keys=head.n_keys if head is not None else 0,
+        expected_keys=head.n_keys if head is not None else 0, **sizing,
     )
     try:
         if head is not None and local.codec.name != head.value_serializer:

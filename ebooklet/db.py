@@ -152,23 +152,28 @@ class EBooklet(MutableMapping):
         yield from local_keys
 
     def items(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
-        """(key, value) pairs; remote values are fetched in batches as they are reached.
+        """(key, value) pairs: local ones, then remote ones not fetched yet.
 
-        As with booklet, writing to the local file while iterating (from this thread or
-        another, a lazy read included) raises RuntimeError; ``keys()`` is a snapshot.
+        Remote values are downloaded in the order they are stored on the remote, several
+        requests at a time, and cached in the local file as they arrive; memory holds a few
+        requests' worth of them, however large the database. The keys are a snapshot taken
+        when iteration starts. As with booklet, writing to the database while
+        iterating (from this thread or another) raises RuntimeError; ``keys()`` is a
+        snapshot to iterate over instead.
         """
         self._check()
-        yield from self._local_items()
         with self._lock:
-            lazy = [key for key, _ in self._index.lazy_keys()]
+            # Planned before the local keys are listed: a key another thread fetches in
+            # between is then still read once (a write that moves it raises RuntimeError).
+            bulk = self._replica.values.plan()
+        yield from self._local_items()
         decode = self._codec.decode
-        for i in range(0, len(lazy), 1000):
-            batch = lazy[i : i + 1000]
+        for fetched in bulk.fetch():
             with self._lock:
-                fetched = self._replica.load(batch)
-            for key in batch:
-                if key in fetched:
-                    yield key, decode(fetched[key])
+                self._check()
+                pairs = bulk.store(*fetched)
+            for key, raw in pairs:
+                yield key, decode(raw)
 
     def _local_items(self) -> Iterator[tuple[str, Any]]:
         decode = self._codec.decode
@@ -194,11 +199,10 @@ class EBooklet(MutableMapping):
             return n
 
     def get_items(self, keys: Iterable[str], default: Any = None) -> Iterator[tuple[str, Any]]:
-        """(key, value) for each key, fetching all missing remote values in one batch."""
+        """(key, value) for each key, fetching all missing remote values first (as
+        :meth:`load_items` does)."""
         self._check()
         keys = list(keys)
-        for key in keys:
-            self._check_key(key)
         self.load_items(keys)
         for key in keys:
             yield key, self._local.get(key, default)
@@ -206,20 +210,23 @@ class EBooklet(MutableMapping):
     def load_items(self, keys: Iterable[str] | None = None, progress: ProgressCallback | None = None) -> int:
         """Fetch remote values into the local file (all when ``keys`` is None).
 
-        Values are downloaded with coalesced ranged GETs over a thread pool; ``progress`` is
-        called with an :class:`ebooklet.Progress` as they arrive. Returns how many values
-        were downloaded.
+        Values are downloaded in the order they are stored on the remote, with coalesced
+        ranged GETs (never fetching much more than was asked for) over a thread pool, and
+        written to the local file as they arrive. ``progress`` is called with an
+        :class:`ebooklet.Progress` as they do. Returns how many values were downloaded.
         """
         self._check()
+        if keys is not None:
+            keys = list(keys)
+            for key in keys:
+                self._check_key(key)
         with self._lock:
-            if keys is None:
-                wanted = [key for key, _ in self._index.lazy_keys()]
-            else:
-                keys = list(keys)
-                for key in keys:
-                    self._check_key(key)
-                wanted = self._lazy(keys)
-            return len(self._replica.load(wanted, progress)) if wanted else 0
+            bulk = self._replica.values.plan(keys)
+            if not bulk:
+                return 0
+            for fetched in bulk.fetch(progress):
+                bulk.store(*fetched)
+            return len(bulk)
 
     def get_timestamp(self, key: str, include_value: bool = False, default: Any = None) -> Any:
         """The key's timestamp (microseconds since the epoch); with the value if asked."""

@@ -65,6 +65,11 @@ _BASE_FIELDS = ("head", "etag", "remote_uuid", "location", "replace", "codec")
 
 def now_us() -> int:
     return time.time_ns() // 1000
+#: Hash buckets of a new data file when nothing says how many keys it will hold: enough for
+#: 300,000 keys (a 2 MB table, about 50 ms to create). booklet grows a table only when the
+#: file is synced, so keys written past its size first lengthen every bucket's chain, then
+#: are rewired one by one; measured in benchmarks/bench_local_write.py.
+DEFAULT_N_BUCKETS = 360_007
 
 
 def serializer_name(serializer: Any) -> str:
@@ -320,6 +325,11 @@ class LocalStore:
     expected_keys : int
         How many keys a new data file will likely hold, to size booklet's hash index (a file
         sized too small slows down as it grows and re-indexes).
+    n_buckets : int or None
+        Hash buckets of a new data file (None: 1.2 times ``expected_keys``, or
+        DEFAULT_N_BUCKETS when nothing is expected).
+    buffer_size : int or None
+        booklet's write buffer, in bytes (None: booklet's default).
     read_only : bool
         Open the data file for reading (memory-mapped, shared with other readers) and switch
         to writing only when something must be written, such as a fetched value to cache.
@@ -338,6 +348,8 @@ class LocalStore:
         timeout: float | None = None,
         read_only: bool = False,
         expected_keys: int = 0,
+        n_buckets: int | None = None,
+        buffer_size: int | None = None,
     ) -> None:
         self.path = pathlib.Path(path).absolute()
         self.state_dir = self.path.with_name(self.path.name + ".ebooklet")
@@ -354,6 +366,8 @@ class LocalStore:
         self._journal_base = ""
         self.state: dict[str, Any] = {}
         self.touched: dict[str, int | None] = {}
+        self._n_buckets = n_buckets
+        self._buffer = {} if buffer_size is None else {"buffer_size": buffer_size}
         self._bits: dict[int, bytearray] = {}
         self._dirty_bits: set[int] = set()
         self._unsynced = False
@@ -383,7 +397,12 @@ class LocalStore:
     # -- opening ---------------------------------------------------------------------------
 
     def _create(self, value_serializer: Any, expected_keys: int) -> None:
-        n_buckets = max(booklet.utils.init_n_buckets, int(expected_keys * 1.2))
+        n_buckets = self._n_buckets
+        if n_buckets is None:
+            n_buckets = (
+                max(booklet.utils.init_n_buckets, int(expected_keys * 1.2)) if expected_keys
+                else DEFAULT_N_BUCKETS
+            )
         self._bind(self._open_booklet("n", value_serializer, n_buckets))
         if self.state_dir.exists():
             # Sync state left by an earlier file at this path (now held locked by us): it
@@ -446,7 +465,7 @@ class LocalStore:
         try:
             return booklet.open(
                 self.path, flag, key_serializer="str", value_serializer=value_serializer,
-                n_buckets=n_buckets, timeout=self._timeout,
+                n_buckets=n_buckets, timeout=self._timeout, **self._buffer,
             )
         except booklet.LockTimeoutError as exc:
             raise LocalFileBusyError(

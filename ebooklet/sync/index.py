@@ -151,7 +151,10 @@ class BaseIndex:
         else:
             self._parts.move_to_end(name)
         if is_base and not stored:
-            self.local.store_part(p, name, blob or self._fresh.get(name) or part.encode(), part.keys)
+            # An empty data file (a fresh copy) holds none of the keys: no lookup per key.
+            present = set() if len(self.local) == 0 else None
+            blob = blob or self._fresh.get(name) or part.encode()
+            self.local.store_part(p, name, blob, part.keys, present)
             self._fresh.pop(name, None)
         return part
 
@@ -211,14 +214,42 @@ class BaseIndex:
 
     def lazy_keys(self) -> Iterator[tuple[str, Entry]]:
         """Every lazy key of the base, with its entry."""
+        for key, entry, _p, _row in self.lazy_rows():
+            yield key, entry
+
+    def lazy_rows(self, keys: Iterable[str] | None = None) -> Iterator[tuple[str, Entry, int, int]]:
+        """The lazy keys of the base (all, or those among ``keys``) with their entry, part and
+        row: the rule of :meth:`lazy_entry`, for many keys at once."""
         base = self.base
         if base is None:
             return
-        touched = self.local.touched
-        for p, part in self.all_parts(base).items():
-            for row, (key, entry) in enumerate(part.items()):
-                if key not in touched and not self.present(p, row) and key not in self.local:
-                    yield key, entry
+        if keys is None:
+            rows: Iterable[tuple[str, Entry, int, int]] = (
+                (key, entry, p, row)
+                for p, part in self.all_parts(base).items()
+                for row, (key, entry) in enumerate(part.items())
+            )
+            n = base.n_keys
+        else:
+            found = self.locate(keys)
+            rows = ((key, entry, p, row) for key, (entry, p, row) in found.items())
+            n = len(found)
+        local, touched = self.local, self.local.touched
+        # Keys neither touched nor marked present are in the data file only after edits
+        # behind ebooklet's back; one pass over a smaller file beats a lookup per key.
+        small_file = len(local) <= n
+        file_keys: set[str] | None = None
+        for key, entry, p, row in rows:
+            if key in touched or self.present(p, row):
+                continue
+            if small_file:
+                if file_keys is None:
+                    file_keys = set(local.keys())
+                if key in file_keys:
+                    continue
+            elif key in local:
+                continue
+            yield key, entry, p, row
 
     def locate(self, keys: Iterable[str]) -> dict[str, tuple[Entry, int, int]]:
         """The base entry, part and row of each key that the base holds."""

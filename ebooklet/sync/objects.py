@@ -8,7 +8,9 @@ and checking their hashes, is left to the callers.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,12 +22,22 @@ from ..results import Progress, ProgressCallback
 
 logger = logging.getLogger(__name__)
 
-#: Ranges closer than this are fetched with one request.
-COALESCE_GAP = 64 * 1024
-#: ...as long as the merged request stays under this size.
-COALESCE_MAX = 8 * 1024 * 1024
 #: Parallel requests for uploads and ranged reads.
 THREADS = 8
+#: A request may carry bytes nobody asked for (the gaps between wanted ranges) up to this
+#: share of its length...
+WASTE_FRACTION = 0.25
+#: ...or up to this many bytes, whichever is more: a request costs a round trip, which is
+#: worth more than a few KiB of transfer, and this keeps scattered small values together.
+WASTE_ALLOWANCE = 64 * 1024
+#: A coalesced request grows up to this size; one value longer than that gets a request of
+#: its own.
+MAX_REQUEST = 8 * 1024 * 1024
+#: Large reads are cut into requests of at least this size (so that they are not all
+#: round trip) and of at most MAX_REQUEST, about THREADS of them per read.
+MIN_REQUEST = 1024 * 1024
+#: At most this many bytes of ranged reads are in flight or waiting to be used at once.
+READ_AHEAD = 64 * 1024 * 1024
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -71,31 +83,48 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
 
 class RangeRequest(NamedTuple):
     """One coalesced request: bytes ``start`` to ``start + length`` of object ``name``, which
-    hold each caller's ``(offset, length, tag)`` in ``members``."""
+    hold the ranges of ``members`` (whatever the caller attached to them, in offset order)."""
 
     name: str
     start: int
     length: int
-    members: list[tuple[int, int, str]]
+    members: Sequence
 
 
-def coalesce(ranges: dict[str, list[tuple[int, int, str]]]) -> list[RangeRequest]:
-    """Group the wanted ``(offset, length, tag)`` ranges of each object into requests."""
-    requests: list[RangeRequest] = []
-    for name, wanted in ranges.items():
-        wanted.sort()
-        group = [wanted[0]]
-        start, end = wanted[0][0], wanted[0][0] + wanted[0][1]
-        for r in wanted[1:]:
-            r_end = r[0] + r[1]
-            if r[0] - end <= COALESCE_GAP and max(end, r_end) - start <= COALESCE_MAX:
-                end = max(end, r_end)
-                group.append(r)
-            else:
-                requests.append(RangeRequest(name, start, end - start, group))
-                group, start, end = [r], r[0], r_end
-        requests.append(RangeRequest(name, start, end - start, group))
-    return requests
+def request_size(total: int) -> int:
+    """The size to cut a read of ``total`` wanted bytes into: about one request per thread,
+    within MIN_REQUEST and MAX_REQUEST."""
+    return max(MIN_REQUEST, min(MAX_REQUEST, total // THREADS + 1))
+
+
+def coalesce(
+    offsets: Sequence[int], lengths: Sequence[int], max_request: int = MAX_REQUEST
+) -> Iterator[tuple[int, int, int, int]]:
+    """Group ranges of one object, sorted by offset, into requests with bounded waste.
+
+    Yields ``(start, length, lo, hi)``: one request that covers ranges ``lo`` to ``hi - 1``.
+    A range joins the request before it while the request stays within ``max_request`` and
+    the gaps it carries stay within WASTE_FRACTION of its length (or WASTE_ALLOWANCE bytes).
+    Overlapping ranges cost nothing.
+    """
+    n = len(offsets)
+    if n == 0:
+        return
+    lo, start, end, waste = 0, offsets[0], offsets[0] + lengths[0], 0
+    for i in range(1, n):
+        o = offsets[i]
+        e = o + lengths[i]
+        gap = o - end
+        merged = max(end, e) - start
+        if merged <= max_request and (
+            gap <= 0 or waste + gap <= max(WASTE_FRACTION * merged, WASTE_ALLOWANCE)
+        ):
+            waste += max(gap, 0)
+            end = max(end, e)
+            continue
+        yield start, end - start, lo, i
+        lo, start, end, waste = i, o, e, 0
+    yield start, end - start, lo, n
 
 
 class ObjectStore:
@@ -124,18 +153,49 @@ class ObjectStore:
         """Several whole objects, fetched in parallel."""
         return dict(zip(names, parallel_map(self.get, names), strict=True))
 
-    def get_ranges(
-        self, requests: Sequence[RangeRequest]
-    ) -> Iterator[tuple[RangeRequest, bytes]]:
-        """The bytes of each request (see :func:`coalesce`), fetched in parallel, in order."""
+    def get_range(self, req: RangeRequest) -> bytes:
+        """The bytes of one request."""
+        try:
+            return self.remote.transport.get_range(self.prefix + req.name, req.start, req.length)
+        except RemoteNotFoundError:
+            raise self.gone(req.name) from None
 
-        def fetch(req: RangeRequest) -> tuple[RangeRequest, bytes]:
-            try:
-                return req, self.remote.transport.get_range(self.prefix + req.name, req.start, req.length)
-            except RemoteNotFoundError:
-                raise self.gone(req.name) from None
+    def get_ranges(self, requests: Iterable[RangeRequest]) -> Iterator[tuple[RangeRequest, bytes]]:
+        """The bytes of each request, fetched in parallel and yielded in order.
 
-        return parallel_map(fetch, requests)
+        ``requests`` is consumed as the fetching goes: at most THREADS requests run at once and
+        at most READ_AHEAD bytes are in flight or waiting to be taken, so a read of any size
+        holds a bounded amount of it in memory. Closing the iterator early cancels what has
+        not started.
+        """
+        requests = iter(requests)
+        first = next(requests, None)
+        if first is None:
+            return
+        second = next(requests, None)
+        if second is None:
+            yield first, self.get_range(first)  # one request: no thread
+            return
+        pool = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="ebooklet-read")
+        pending: collections.deque[tuple[RangeRequest, concurrent.futures.Future[bytes]]]
+        pending = collections.deque()
+        queued = itertools.chain((first, second), requests)
+        in_flight = 0
+        try:
+            while True:
+                for req in queued:
+                    pending.append((req, pool.submit(self.get_range, req)))
+                    in_flight += req.length
+                    if in_flight >= READ_AHEAD or len(pending) >= 2 * THREADS:
+                        break
+                if not pending:
+                    return
+                req, future = pending.popleft()
+                data = future.result()
+                in_flight -= req.length
+                yield req, data
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def put_many(
         self, objects: Sequence[tuple[str, bytes]], tracker: Tracker, keys: dict[str, int] | None = None

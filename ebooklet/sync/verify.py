@@ -16,7 +16,8 @@ from ..format import Entry, Head, Part, log_name, value_hash
 from ..remote import Remote
 from .heads import HeadStore
 from .history import retained_heads
-from .objects import ObjectStore, coalesce, parallel_map
+from .objects import ObjectStore, RangeRequest, parallel_map
+from .reads import plan_ranges
 
 
 @dataclass
@@ -127,24 +128,20 @@ def _check_values(
     for name in head.parts:
         if name is not None and name in decoded:
             entries.update(decoded[name].items())
-    by_segment: dict[str, list[tuple[int, int, str]]] = {}
-    for key, e in entries.items():
-        if e.segment not in size_of:
-            continue  # reported above
-        by_segment.setdefault(e.segment, []).append((e.offset, e.length, key))
+    present = {key: e for key, e in entries.items() if e.segment in size_of}  # missing: reported
 
-    def fetch(req):  # type: ignore[no-untyped-def]
+    def fetch(req: RangeRequest) -> tuple[RangeRequest, bytes | None, str | None]:
         try:
-            return req, next(iter(objects.get_ranges([req])))[1], None
+            return req, objects.get_range(req), None
         except EbookletError as exc:
             return req, None, str(exc)
 
-    for req, data, error in parallel_map(fetch, coalesce(by_segment)):
+    for req, data, error in parallel_map(fetch, plan_ranges(present)):
         if error is not None:
             report.problems.append(f"{req.name}: {error}")
             continue
         for offset, n, key in req.members:
             report.values_checked += 1
-            raw = data[offset - req.start : offset - req.start + n]
+            raw = data[offset - req.start : offset - req.start + n]  # type: ignore[index]
             if value_hash(raw) != entries[key].hash:
                 report.problems.append(f"{req.name}: the value of {key!r} does not match its content hash")
