@@ -48,7 +48,9 @@ class Run:
 
 def _environ(cwd: pathlib.Path, env: dict[str, str] | None) -> dict[str, str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "XDG_", "PYTHONPATH"))}
-    environ.update(PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(cwd / "cache"), HOME=str(cwd / "home"))
+    # No instance-metadata lookup by botocore's credential chain: nothing leaves loopback.
+    environ.update(PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(cwd / "cache"), HOME=str(cwd / "home"),
+                   AWS_EC2_METADATA_DISABLED="true")
     environ.update(env or {})
     return environ
 
@@ -145,9 +147,13 @@ def test_bad_options_exit_2(args: list[str], message: str, capsys: pytest.Captur
     [
         (["head", "ftp://host/db"], {}, "unsupported remote 'ftp://host/db'"),
         (["head", "s3://bucket"], {}, "'s3://bucket' must name a bucket and an object key"),
-        (["keys", "s3://bucket/db"], {}, "no credentials for s3://bucket/db: set AWS_ACCESS_KEY_ID (or "
-         "--access-key-id) and AWS_SECRET_ACCESS_KEY in the environment"),
-        (["head", "s3://b/db"], {"AWS_ACCESS_KEY_ID": "id"}, "set AWS_SECRET_ACCESS_KEY in the environment"),
+        (["keys", "s3://bucket/db"], {}, "no credentials for s3://bucket/db: none in the arguments, in "
+         "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or in "),
+        (["head", "s3://b/db"], {"AWS_ACCESS_KEY_ID": "id"}, "s3://b/db: AWS_ACCESS_KEY_ID is set but "
+         "AWS_SECRET_ACCESS_KEY is not. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the key id may "
+         "be --access-key-id), or name a profile with --profile or AWS_PROFILE; to read a public "
+         "database without credentials, give its https:// URL instead"),
+        (["head", "s3://b/db", "--profile", "nope"], {}, "s3://b/db: the AWS profile 'nope' is in neither"),
         (["head", "s3://b/db", "--endpoint-url", "ftp://x"],
          {"AWS_ACCESS_KEY_ID": "i", "AWS_SECRET_ACCESS_KEY": "s"},
          "the endpoint 'ftp://x' must be an http:// or https:// URL"),
@@ -158,10 +164,12 @@ def test_bad_options_exit_2(args: list[str], message: str, capsys: pytest.Captur
 )
 def test_bad_remotes_are_one_line_errors(
     args: list[str], env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path,
 ) -> None:
     for name in [k for k in os.environ if k.startswith("AWS_")]:
         monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("HOME", str(tmp_path))
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert cli.main(args) == 1

@@ -49,12 +49,17 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
     s3 = argparse.ArgumentParser(add_help=False)
     group = s3.add_argument_group("S3 options (for s3:// remotes)")
     group.add_argument("--endpoint-url", metavar="URL",
-                       help="the S3 endpoint (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, or AWS)")
+                       help="the S3 endpoint (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, the "
+                       "profile's endpoint_url, or AWS)")
+    group.add_argument("--profile", metavar="NAME",
+                       help="take credentials, region and endpoint from this AWS profile (default: "
+                       "$AWS_PROFILE or default) instead of the environment")
     group.add_argument("--access-key-id", metavar="ID",
-                       help="the access key id (default: $AWS_ACCESS_KEY_ID); the secret is only read "
-                       "from $AWS_SECRET_ACCESS_KEY")
+                       help="the access key id (default: the AWS chain); the secret is only read from "
+                       "$AWS_SECRET_ACCESS_KEY, never from an option")
     group.add_argument("--region",
-                       help="the signing region (default: $AWS_REGION, $AWS_DEFAULT_REGION or us-east-1)")
+                       help="the signing region (default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's "
+                       "region, or us-east-1)")
     group.add_argument("--retries", type=_positive_int, default=3, metavar="N",
                        help="attempts per request before giving up (default: 3)")
     json_ = argparse.ArgumentParser(add_help=False)

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import pathlib
 import urllib.parse
 
 from ..remote import RemoteConn, S3Connection
+from ..remote.credentials import NoCredentialsError
 from ..remote.url import S3Options, parse_remote, remote_location
 from .output import CliError
 
 REMOTE_HELP = """\
 REMOTE is where the database lives:
-  s3://BUCKET/KEY     an S3 object. The endpoint comes from --endpoint-url,
-                      $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL (default: AWS),
-                      the credentials from $AWS_ACCESS_KEY_ID (or
-                      --access-key-id) and $AWS_SECRET_ACCESS_KEY
+  s3://BUCKET/KEY     an S3 object. Credentials, region and endpoint come from
+                      the options below, else the AWS environment variables
+                      ($AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY,
+                      $AWS_SESSION_TOKEN, $AWS_PROFILE, $AWS_REGION,
+                      $AWS_ENDPOINT_URL_S3, ...), else ~/.aws/credentials and
+                      ~/.aws/config (default: AWS itself)
   https://HOST/PATH   a public URL of the database (read-only)
   file:///PATH, PATH  a database named inside a local folder (no server needed)
 """
@@ -48,8 +50,9 @@ def remote_arg(args: argparse.Namespace) -> RemoteArg:
     options = S3Options(
         access_key_id=args.access_key_id,
         endpoint_url=args.endpoint_url,
-        region=args.region or os.environ.get("AWS_REGION"),
+        region=args.region,
         retries=args.retries,
+        profile=args.profile,
     )
     try:
         conn = parse_remote(args.remote, s3=options)
@@ -66,16 +69,17 @@ def remote_arg(args: argparse.Namespace) -> RemoteArg:
 
 
 def _check_s3(text: str, conn: S3Connection) -> None:
-    if not conn.has_credentials:
-        needed = (
-            ("AWS_ACCESS_KEY_ID (or --access-key-id)", conn.access_key_id),
-            ("AWS_SECRET_ACCESS_KEY", conn.access_key),
-        )
-        missing = " and ".join(name for name, value in needed if not value)
+    try:
+        _ = conn.credentials
+    except NoCredentialsError as exc:
         raise CliError(
-            f"no credentials for {text}: set {missing} in the environment; to read a public "
-            "database without credentials, give its https:// URL instead"
-        )
+            f"no credentials for {text}: {exc}. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(the key id may be --access-key-id), or name a profile with --profile or "
+            "AWS_PROFILE; to read a public database without credentials, give its https:// URL "
+            "instead"
+        ) from None
+    except ValueError as exc:
+        raise CliError(f"{text}: {exc}") from None
     endpoint = conn.endpoint_url
     if endpoint and urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
         raise CliError(f"the endpoint {endpoint!r} must be an http:// or https:// URL")
