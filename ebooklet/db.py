@@ -90,6 +90,12 @@ class EBooklet(MutableMapping):
         return self._local.path
 
     @property
+    def value_serializer(self) -> str:
+        """How values are stored: a booklet serializer name (``"pickle"``, ``"orjson"``,
+        ``"str"``, ...), ``"bytes"`` for raw bytes, or ``"custom:module.Class"``."""
+        return self._codec.name
+
+    @property
     def stats(self) -> Stats:
         """Requests made and bytes moved to and from the remote since the database was opened."""
         return self._remote.transport.stats
