@@ -55,26 +55,29 @@ def _environ(cwd: pathlib.Path, env: dict[str, str] | None) -> dict[str, str]:
     return environ
 
 
-def ebk_all(cwd: pathlib.Path, *commands: list[str], env: dict[str, str] | None = None) -> list[Run]:
-    """``python -m ebooklet ARGS`` for each command, side by side, in ``cwd``."""
+def ebk_all(
+    cwd: pathlib.Path, *commands: list[str], env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> list[Run]:
+    """``python -m ebooklet ARGS`` for each command, side by side, in ``cwd``; standard input is
+    ``stdin``, or empty (never a terminal)."""
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "ebooklet", *args], cwd=cwd, env=_environ(cwd, env),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         for args in commands
     ]
     runs = []
     for proc in procs:
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(stdin or b"", timeout=60)
         assert "Traceback" not in err.decode(), err.decode()
         runs.append(Run(proc.returncode, out, err.decode()))
     return runs
 
 
-def ebk(cwd: pathlib.Path, *args: str, env: dict[str, str] | None = None) -> Run:
+def ebk(cwd: pathlib.Path, *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None) -> Run:
     """``python -m ebooklet ARGS`` in ``cwd``, with a clean environment."""
-    return ebk_all(cwd, list(args), env=env)[0]
+    return ebk_all(cwd, list(args), env=env, stdin=stdin)[0]
 
 
 def error_line(run: Run) -> str:

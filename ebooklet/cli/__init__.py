@@ -77,13 +77,21 @@ def _conflict_message(exc: ConflictError, command: str) -> str:
     )
 
 
-def _verbose_logging() -> None:
-    """``--verbose``: what ebooklet logs (waits, retries, take-overs) goes to stderr."""
+class _Prefixed(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        kind = "warning: " if record.levelno >= logging.WARNING else ""
+        return f"ebooklet: {kind}{record.getMessage()}"
+
+
+def _log_to_stderr(args: argparse.Namespace) -> None:
+    """What ebooklet logs goes to stderr as ``ebooklet: ...`` lines: warnings (a lease taken
+    over, a file rebuilt, leftovers not deleted), with ``--verbose`` what it does too, with
+    ``--quiet`` nothing."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("ebooklet: %(message)s"))
+    handler.setFormatter(_Prefixed())
     logger = logging.getLogger("ebooklet")
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.ERROR + 1 if args.quiet else logging.INFO if args.verbose else logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -94,8 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    if args.verbose:
-        _verbose_logging()
+    _log_to_stderr(args)
     as_json = args.json
     try:
         return int(args.func(args))

@@ -16,9 +16,10 @@ landed is for the next push, pull or status to find out.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -35,6 +36,7 @@ class Stopped(EbookletError):
 
 
 _stop = threading.Event()
+_on_stop: list[Callable[[], bool]] = []
 
 
 def stop_requested() -> bool:
@@ -42,12 +44,26 @@ def stop_requested() -> bool:
     return _stop.is_set()
 
 
+def when_stopped(hook: Callable[[], bool]) -> Callable[[], None]:
+    """Call ``hook`` at the first Ctrl-C, from the signal handler, before anything unwinds: it
+    must not take locks or write to a stream, and returns True when it leaves a line of the
+    terminal unfinished. Returns the function that unregisters it."""
+    _on_stop.append(hook)
+    return lambda: _on_stop.remove(hook) if hook in _on_stop else None
+
+
 @contextlib.contextmanager
 def handling_interrupts() -> Iterator[None]:
-    """Ctrl-C sets :func:`stop_requested` and raises KeyboardInterrupt in the main thread, as
-    Python does by default; a second Ctrl-C does the same, so it can cut a slow clean-up short."""
+    """Ctrl-C sets :func:`stop_requested`, says at once that the command is stopping, and
+    raises KeyboardInterrupt in the main thread, as Python does by default; a second Ctrl-C
+    does the same, so it can cut a slow clean-up short."""
     def interrupted(signum: int, frame: FrameType | None) -> None:
-        _stop.set()
+        if not _stop.is_set():
+            _stop.set()
+            open_line = any([hook() for hook in list(_on_stop)])
+            # A raw write: the main thread may be in the middle of writing to sys.stderr.
+            with contextlib.suppress(OSError):
+                os.write(2, b"\n" * open_line + b"ebooklet: stopping (Ctrl-C again to stop at once)\n")
         raise KeyboardInterrupt
 
     _stop.clear()

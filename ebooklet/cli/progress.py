@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import IO
 
 from ..results import Progress
+from .interrupt import when_stopped
 from .output import human_bytes
 
 #: Seconds between two redraws of the progress bar, and before the first one.
@@ -111,14 +112,22 @@ class ProgressBar:
             self._pending = None
 
     def tick(self) -> None:
-        """Before any progress: say what the command is doing, with the seconds so far."""
+        """Called by a timer: draw progress that arrived and was not drawn yet, or, before any
+        progress, what the command is doing, with the seconds so far."""
         with self._lock:
             now = self.clock()
-            if self._closed or self._progressed or now - self._start < self._delay:
+            if self._closed or now - self._start < self._delay:
+                return
+            if self._pending is not None:
+                if self._last_draw is None or now - self._last_draw >= self.interval:
+                    self._draw(render_progress(self._pending, self.width), now)
+                    self._pending = None
+                return
+            if self._progressed:
                 return
             verb = "pushing" if self.phase == "upload" else "fetching"
             doing = self.waiting_for() or PREPARING.get(self.phase, "working")
-            line = f"{verb:<8}  {doing} ({int(now - self._start)} s)"
+            line = f"{verb:<8}  {int(now - self._start):>3} s  {doing}"
             self._draw(line[: self.width], now)
 
     def _draw(self, line: str, now: float) -> None:
@@ -149,6 +158,13 @@ class ProgressBar:
             if not self._closed and self._last_draw is not None:
                 self._write("\n")
             self._closed = True
+
+    def freeze(self) -> bool:
+        """Draw nothing more, now; True if a line was left unfinished. Safe in a signal
+        handler: no lock, no writing (the caller ends the line)."""
+        drawn = not self._closed and self._last_draw is not None
+        self._closed = True
+        return drawn
 
 
 def _ticking(bar: ProgressBar) -> tuple[threading.Event, threading.Thread]:
@@ -202,6 +218,7 @@ def progress_bar(
     bar = ProgressBar(sys.stderr, phase=phase)
     bar.waiting_for = waiting
     done, thread = _ticking(bar)
+    forget = when_stopped(bar.freeze)  # at Ctrl-C the bar stops where it is, at once
     try:
         yield bar
     except BaseException:
@@ -209,6 +226,7 @@ def progress_bar(
         bar.abandon()
         raise
     finally:
+        forget()
         done.set()
         thread.join()
         bar.close()

@@ -166,8 +166,9 @@ def _typed(location: str) -> tuple[str, str | None]:
 def remote_for_local(args: argparse.Namespace, local: pathlib.Path) -> RemoteArg:
     """The REMOTE of a command that works on LOCAL: as given, or the one LOCAL remembers.
 
-    A REMOTE given for a LOCAL that was synced elsewhere is refused unless it holds the same
-    database (the same uuid: a folder that moved, an endpoint written another way).
+    A REMOTE given for a LOCAL that was synced with a database elsewhere is refused unless it
+    holds the same database (the same uuid: a folder that moved, an endpoint written another
+    way).
     """
     synced = synced_with(local) if local.exists() else None
     if args.remote is None:
@@ -179,10 +180,10 @@ def remote_for_local(args: argparse.Namespace, local: pathlib.Path) -> RemoteArg
         text, endpoint = _typed(synced.location)
         return remote_arg(args, text, endpoint)
     remote = remote_arg(args)
-    if synced is None or synced.location.rstrip("/") == remote.location.rstrip("/"):
-        return remote
+    if synced is None or synced.uuid is None or synced.location.rstrip("/") == remote.location.rstrip("/"):
+        return remote  # never synced with a database (or with this one): any REMOTE will do
     info = remote_info(remote.remote())
-    if info is not None and synced.uuid is not None and info.uuid == synced.uuid:
+    if info is not None and info.uuid == synced.uuid:
         return remote  # the same database, reached another way
     what = "another database" if info is not None else "no database"
     raise CliError(

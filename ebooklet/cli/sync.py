@@ -11,7 +11,7 @@ import pathlib
 from typing import Any
 
 from ..db import EBooklet
-from ..errors import RemoteNotFoundError, SyncError
+from ..errors import LeaseHeldError, RemoteNotFoundError, SyncError
 from ..info import remote_info
 from ..results import Change, PushResult
 from .interrupt import handling_interrupts, stop_requested
@@ -184,12 +184,13 @@ def push_changes(
         if not stop_requested():
             raise
         raise _interrupted_push(remote, local) from None
+    except LeaseHeldError as exc:
+        raise CliError(f"{exc} To wait longer, give --lock-wait SECONDS (now {args.lock_wait:g}).") from None
     except (SyncError, RemoteNotFoundError) as exc:
         raise _gone(remote, local) or exc from None
 
 
 def _interrupted_push(remote: RemoteArg, local: pathlib.Path) -> CliError:
-    again = f"'ebooklet push {local}'"
     stoppable = remote.transport
     try:
         discarded = stoppable.discard_uploads() if stoppable is not None else 0
@@ -201,11 +202,11 @@ def _interrupted_push(remote: RemoteArg, local: pathlib.Path) -> CliError:
             return CliError(
                 f"interrupted while committing: whether the commit landed on {remote.location} is "
                 f"not known yet. Nothing is lost: {local} keeps its changes, and the next push, pull "
-                f"or status finds out. Run {again} again.", status=130, interrupted=True,
+                "or status finds out. Run the push again.", status=130, interrupted=True,
             )
         cleaned = f" The {count(discarded, 'object')} it had uploaded were deleted." if discarded else ""
     return CliError(
-        f"interrupted: nothing was committed.{cleaned} {local} keeps its changes: run {again} again "
+        f"interrupted: nothing was committed.{cleaned} {local} keeps its changes: run the push again "
         "to push them.", status=130, interrupted=True,
     )
 
@@ -306,8 +307,8 @@ def _pull(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             if not stop_requested():
                 raise
-            raise CliError(f"interrupted: the pull did not complete. Run 'ebooklet pull {local}' again.",
-                           status=130, interrupted=True) from None
+            raise CliError("interrupted: the pull did not complete. Run it again.", status=130,
+                           interrupted=True) from None
         except (SyncError, RemoteNotFoundError) as exc:
             raise _gone(remote, local) or exc from None
         n_keys = len(db)
@@ -326,8 +327,8 @@ def _load(args: argparse.Namespace, db: EBooklet, local: pathlib.Path, commit: i
             raise
         raise CliError(
             f"interrupted while fetching values: {local} is up to date with commit {commit or 0:,}, and "
-            f"values not fetched yet are fetched when first read. Run 'ebooklet pull --load {local}' "
-            "to fetch them all now.", status=130, interrupted=True,
+            "values not fetched yet are fetched when first read. Run the pull --load again to fetch "
+            "them all now.", status=130, interrupted=True,
         ) from None
 
 
