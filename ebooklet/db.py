@@ -5,7 +5,15 @@ from __future__ import annotations
 import itertools
 import pathlib
 import threading
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import (
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    MutableMapping,
+    ValuesView,
+)
 from datetime import datetime
 from typing import Any
 
@@ -137,10 +145,24 @@ class EBooklet(MutableMapping):
             return self._index.lazy_entry(key) is not None  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[str]:
-        return self.keys()  # type: ignore[return-value]
+        return self._iter_keys()
 
-    def keys(self) -> Iterator[str]:  # type: ignore[override]
-        """Every key: local ones, then remote ones not fetched yet."""
+    def keys(self) -> KeysView[str]:
+        """Every key, as a view (``len``, ``in``, iteration): local ones, then remote ones not
+        fetched yet. Each iteration is a snapshot."""
+        return _Keys(self)
+
+    def values(self) -> ValuesView[Any]:
+        """Every value, as a view; remote values are fetched in batches as they are reached."""
+        return _Values(self)
+
+    def items(self) -> ItemsView[str, Any]:
+        """(key, value) pairs, as a view; remote values are fetched in batches as they are
+        reached. As with booklet, writing to the local file while iterating (from this thread
+        or another, a lazy read included) raises RuntimeError; ``keys()`` is a snapshot."""
+        return _Items(self)
+
+    def _iter_keys(self) -> Iterator[str]:
         self._check()
         # One snapshot of both sides: another thread's lazy read moves a key from one to the
         # other, and must not make it vanish from (or appear twice in) the listing.
@@ -157,12 +179,7 @@ class EBooklet(MutableMapping):
             local_keys = list(self._local.keys())
         yield from local_keys
 
-    def items(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
-        """(key, value) pairs; remote values are fetched in batches as they are reached.
-
-        As with booklet, writing to the local file while iterating (from this thread or
-        another, a lazy read included) raises RuntimeError; ``keys()`` is a snapshot.
-        """
+    def _iter_items(self) -> Iterator[tuple[str, Any]]:
         self._check()
         yield from self._local_items()
         with self._lock:
@@ -181,8 +198,8 @@ class EBooklet(MutableMapping):
         for key, _ts, raw in self._local.raw_items():
             yield key, decode(raw)
 
-    def values(self) -> Iterator[Any]:  # type: ignore[override]
-        for _key, value in self.items():
+    def _iter_values(self) -> Iterator[Any]:
+        for _key, value in self._iter_items():
             yield value
 
     def __len__(self) -> int:
@@ -438,6 +455,21 @@ class EBooklet(MutableMapping):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Keys(KeysView):  # type: ignore[type-arg]
+    def __iter__(self) -> Iterator[str]:
+        return self._mapping._iter_keys()  # type: ignore[attr-defined,no-any-return]
+
+
+class _Values(ValuesView):  # type: ignore[type-arg]
+    def __iter__(self) -> Iterator[Any]:
+        return self._mapping._iter_values()  # type: ignore[attr-defined,no-any-return]
+
+
+class _Items(ItemsView):  # type: ignore[type-arg]
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        return self._mapping._iter_items()  # type: ignore[attr-defined,no-any-return]
 
 
 class Changes:
