@@ -292,7 +292,12 @@ class EBooklet(MutableMapping):
 
     def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
         self._check_write("write")
-        items = other.items() if isinstance(other, Mapping) else other
+        if isinstance(other, Mapping):
+            items = other.items()
+        elif hasattr(other, "keys"):  # as dict.update: a dbm object, say, has keys() but no items()
+            items = ((key, other[key]) for key in other.keys())
+        else:
+            items = other
         with self._lock:
             for key, value in items:
                 self._check_key(key)
