@@ -75,6 +75,12 @@ class EBooklet(MutableMapping):
     def _check_write(self, what: str) -> None:
         self._check()
         if not self._writable:
+            if not self._remote.writable:
+                raise ReadOnlyError(
+                    f"cannot {what}: {self._remote.location} is read-only (a public URL or a "
+                    "connection without credentials); to write, open the database through an "
+                    "S3Connection with credentials, or a folder remote"
+                )
             raise ReadOnlyError(f"cannot {what}: the database was opened with flag='r'; open it with 'w'")
 
     @staticmethod
