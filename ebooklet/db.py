@@ -336,12 +336,15 @@ class EBooklet(MutableMapping):
             self._local.set_metadata(data, _timestamp(timestamp) or now_us())
 
     def clear(self) -> None:
-        """Delete every key (locally; the deletes are pushed like any other change)."""
+        """Delete every key and the metadata, as booklet and ebooklet 0.5 do (locally; the
+        deletes are pushed like any other change)."""
         self._check_write("clear")
         with self._lock:
             stamp = now_us()
             for key in list(self.keys()):
                 self._local.delete(key, stamp)
+            if self._index.metadata() is not None:
+                self._local.set_metadata(None, stamp)
 
     def prune(self) -> int:
         """Reclaim the space of overwritten and deleted values in the local file."""
