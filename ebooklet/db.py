@@ -24,7 +24,7 @@ from .local import LocalStore
 from .remote import Remote, RemoteConn, Stats, connect
 from .results import Change, CommitInfo, ProgressCallback, PullResult, PushResult
 from .sync import Policy, Replica, history
-from .sync.diff import now_us
+from .sync.diff import local_changes, now_us
 
 __all__ = ["Changes", "EBooklet"]
 
@@ -346,11 +346,37 @@ class EBooklet(MutableMapping):
             if self._index.metadata() is not None:
                 self._local.set_metadata(None, stamp)
 
-    def prune(self) -> int:
-        """Reclaim the space of overwritten and deleted values in the local file."""
+    def prune(self, timestamp: int | str | datetime | None = None, reindex: bool = False) -> int:
+        """Reclaim the space of overwritten and deleted values in the local file.
+
+        With ``timestamp``, also drop the local copies of values older than it that are
+        unchanged since the last sync: they stay on the remote and are fetched again when read
+        (local changes are never dropped). ``reindex`` is accepted for compatibility with
+        ebooklet 0.5: booklet now resizes its index by itself. Returns how many entries were
+        removed from the file.
+        """
         self._check_write("prune")
+        stamp = _timestamp(timestamp)
         with self._lock:
-            return self._local.prune()
+            dropped = 0 if stamp is None else self._drop_cached_before(stamp)
+            return self._local.prune() + dropped
+
+    def _drop_cached_before(self, stamp: int) -> int:
+        if self._index.base is None:
+            return 0
+        changed = set(local_changes(self._index).changes)
+        old = [
+            key for key, ts in self._local.timestamps()
+            if ts < stamp and key not in changed and self._index.entry(key) is not None
+        ]
+        # Presence bits are cleared, durably, before the values go: a key absent with its bit set
+        # would read as deleted.
+        self._index.forget_present(old)
+        self._local.flush_bits()
+        for key in old:
+            self._local.drop(key)
+        self._local.sync()
+        return len(old)
 
     # -- the whole remote database ---------------------------------------------------------
 
