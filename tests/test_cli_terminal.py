@@ -30,6 +30,7 @@ from ebooklet.remote import connect
 from ebooklet.sync.objects import THREADS
 
 from .servers import S3Server
+from .test_cli import ebk
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: How long a test waits for the terminal to show something before it fails.
@@ -317,3 +318,28 @@ def test_pull_load_says_what_it_does_before_its_bar(
     proxy.release()
     assert pull.wait() == 0, pull.text
     assert pull.text.replace("\r\n", "\n").rstrip().endswith("fetched 300 values")
+
+
+def test_a_store_is_probed_once_not_by_every_command(
+    tmp_path: pathlib.Path, moto_server: S3Server, proxy: GatedProxy
+) -> None:
+    bucket = moto_server.make_bucket()
+    with ebooklet.open(tmp_path / "folder" / "db", tmp_path / "a.blt", "c", value_serializer="str") as db:
+        db["k"] = "v"
+    remote = [f"s3://{bucket}/db", "a.blt", "--endpoint-url", proxy.url]
+
+    def push() -> list[tuple[str, str]]:
+        mark = len(proxy.log)
+        run = ebk(tmp_path, "push", *remote, env=s3_env(moto_server, proxy))
+        assert run.code == 0, run.err
+        return proxy.log[mark:]
+
+    first = push()
+    assert len([r for r in first if "/probe-" in r[1]]) == 2  # two conditional creates, then a delete
+    edit = ebk(tmp_path, "put", "a.blt", "k", "w", env=s3_env(moto_server, proxy))
+    assert edit.code == 0, edit.err
+    second = push()
+    assert not [r for r in second if "probe" in r[1]]
+    # What docs/operations.rst counts: lease read and take, head read, one segment, one index
+    # part, the head's log object, head write, lease release.
+    assert len(second) == 8, second

@@ -46,7 +46,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import ConflictError, EbookletError
-from . import completion, databases, demo, edit, lifecycle, read, sync
+from . import completion, databases, demo, edit, lifecycle, read, stores, sync
 from .output import CliError, print_error
 from .parser import Parser, root_parser
 
@@ -94,6 +94,13 @@ def _log_to_stderr(args: argparse.Namespace) -> None:
     logger.setLevel(logging.ERROR + 1 if args.quiet else logging.INFO if args.verbose else logging.WARNING)
 
 
+def _run(args: argparse.Namespace) -> int:
+    try:
+        return int(args.func(args))
+    finally:
+        stores.keep()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     Parser.json_errors = "--json" in argv
@@ -105,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _log_to_stderr(args)
     as_json = args.json
     try:
-        return int(args.func(args))
+        return _run(args)
     except ConflictError as exc:
         return print_error(_conflict_message(exc, args.command), as_json, "ConflictError", keys=exc.keys)
     except CliError as exc:

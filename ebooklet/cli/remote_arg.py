@@ -20,6 +20,7 @@ from ..info import remote_info
 from ..remote import CountingTransport, Remote, RemoteConn, S3Connection, connect
 from ..remote.credentials import NoCredentialsError
 from ..remote.url import S3Options, parse_remote, remote_location
+from . import stores
 from .interrupt import StoppableTransport
 from .output import CliError
 
@@ -57,6 +58,8 @@ class RemoteArg:
 
     def remote(self) -> Remote:
         """A new :class:`ebooklet.Remote` for this database, whose requests stop at Ctrl-C."""
+        if isinstance(self.conn, S3Connection) and self.conn.writable:
+            stores.recall()
         base = connect(self.conn)
         inner = base.transport.inner if isinstance(base.transport, CountingTransport) else base.transport
         self.transport = StoppableTransport(inner, base.db_key)

@@ -267,6 +267,23 @@ class S3Transport(Transport):
                     )
         return supported
 
+    @classmethod
+    def known_stores(cls) -> dict[tuple[str | None, str], bool]:
+        """What this process knows of stores' conditional writes, by (endpoint_url, bucket):
+        probed, or told by :meth:`remember_store`."""
+        with cls._probing:
+            return dict(cls._conditional_writes)
+
+    @classmethod
+    def remember_store(cls, endpoint_url: str | None, bucket: str, conditional_writes: bool) -> None:
+        """Take the answer of an earlier probe of a store, so that it is not probed again.
+
+        For a caller that keeps answers between processes (the command line keeps them in its
+        cache folder, so a push costs the same requests in every process).
+        """
+        with cls._probing:
+            cls._conditional_writes.setdefault((endpoint_url, bucket), conditional_writes)
+
     def _probe_conditional_writes(self, scratch_prefix: str) -> bool:
         key = f"{scratch_prefix}probe-{uuid.uuid4().hex}"
         written = False  # whether the probe object may exist, and so must be deleted
