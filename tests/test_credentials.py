@@ -362,3 +362,44 @@ def test_temporary_credentials_are_never_written_or_logged(
             assert not any(secret in path.read_bytes() for secret in secrets), path
     shown = repr(conn) + repr(conn.credentials) + str(conn.to_dict()) + caplog.text
     assert not any(secret.decode() in shown for secret in secrets)
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def test_the_command_line_takes_the_same_chain(
+    seaweedfs_server: S3Server, bucket: str, temporary: dict[str, str], tmp_path: pathlib.Path,
+    clean_environment: pathlib.Path,
+) -> None:
+    from .test_cli import ebk
+
+    url = f"s3://{bucket}/creds/cli"
+    (tmp_path / "home" / ".aws" / "credentials").write_text(
+        f"[temporary]\naws_access_key_id = {temporary['AccessKeyId']}\n"
+        f"aws_secret_access_key = {temporary['SecretAccessKey']}\n"
+        f"aws_session_token = {temporary['SessionToken']}\n"
+    )
+    (tmp_path / "home" / ".aws" / "config").write_text(
+        f"[profile temporary]\nendpoint_url = {seaweedfs_server.endpoint_url}\n"
+    )
+    with ebooklet.open(tmp_path / "folder" / "db", tmp_path / "a.blt", "c", value_serializer="str") as db:
+        db["k"] = "from the shell"
+    session = {
+        "AWS_ACCESS_KEY_ID": temporary["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": temporary["SecretAccessKey"],
+        "AWS_SESSION_TOKEN": temporary["SessionToken"], "AWS_ENDPOINT_URL": seaweedfs_server.endpoint_url,
+    }
+    push = ebk(tmp_path, "push", url, "a.blt", env=session)
+    assert push.code == 0 and push.out.startswith("commit 1: 1 key written"), push.err
+    # A profile from ~/.aws (HOME is the test's folder), with its endpoint; a stale key pair in
+    # the environment does not get in the way of an explicit --profile.
+    stale = {"AWS_ACCESS_KEY_ID": "AKIDSTALE", "AWS_SECRET_ACCESS_KEY": "stale"}
+    get = ebk(tmp_path, "get", url, "k", "--profile", "temporary", env=stale)
+    assert get.out == "from the shell\n", get.err
+    profile_env = ebk(tmp_path, "head", url, "--json", env={"AWS_PROFILE": "temporary"})
+    assert profile_env.json()["n_keys"] == 1  # type: ignore[index]
+    without_token = {k: v for k, v in session.items() if k != "AWS_SESSION_TOKEN"}
+    refused = ebk(tmp_path, "head", url, env=without_token)
+    assert refused.code == 1 and "access denied" in refused.err.lower()
+    for run in (push, get, profile_env, refused):
+        assert temporary["SecretAccessKey"] not in run.out + run.err
+        assert temporary["SessionToken"] not in run.out + run.err
