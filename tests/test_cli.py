@@ -372,8 +372,7 @@ def test_conflicts(folder: pathlib.Path) -> None:
     with ebooklet.open(folder, tmp / "alice.blt", "w") as db:
         db["station-1"] = "alice"
 
-    status, push, pull = ebk_all(tmp, ["status", remote, "alice.blt"], ["push", remote, "alice.blt"],
-                                 ["pull", remote, "alice.blt"])
+    status, push, pull = (ebk(tmp, command, remote, "alice.blt") for command in ("status", "push", "pull"))
     assert status.code == 0 and status.out.splitlines() == [
         "side  local     remote    key",
         "both  modified  modified  station-1  CONFLICT",

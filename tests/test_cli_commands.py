@@ -89,7 +89,7 @@ def test_a_deleted_remote_gets_a_command_to_create_it_again(alice: pathlib.Path)
     assert ebk(alice, "pull", REMOTE, "bob.blt").code == 0
     assert ebk(alice, "rm", REMOTE, "--yes").code == 0
     edit(alice, "alice.blt", **{"station-1": {"rain_mm": [9.9]}})
-    pull, push = ebk_all(alice, ["pull", "alice.blt"], ["push", "alice.blt"])
+    pull, push = ebk(alice, "pull", "alice.blt"), ebk(alice, "push", "alice.blt")
     for run in (pull, push):
         assert error_line(run) == (
             f"ebooklet: error: there is no database at {(alice / REMOTE).as_uri()} any more: it was "

@@ -146,9 +146,10 @@ def _push(args: argparse.Namespace) -> int:
             f"cannot push to {remote.location}: a public URL is read-only; push to "
             "s3://BUCKET/KEY (with credentials) or to a folder"
         )
-    with handling_interrupts(), open_database(remote, local, "w", args) as db:
-        if args.dry_run:
+    if args.dry_run:  # a reader: it changes nothing, and waits for no writer of LOCAL
+        with handling_interrupts(), open_database(remote, local, "r", args) as db:
             return _dry_run(args, db, remote, local)
+    with handling_interrupts(), open_database(remote, local, "w", args) as db:
         if args.recreate:
             _recreate(db, remote, local)
         result = push_changes(args, db, remote, local)
