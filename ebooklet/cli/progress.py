@@ -40,7 +40,7 @@ def render_progress(p: Progress, width: int = 80) -> str:
     redraws do not jitter.
 
     >>> render_progress(Progress("upload", 250, 1000, 512 * 1024, 2 * 1024 * 1024), 80)
-    'pushing   [#####...............]  25%   512.0 KiB sent       250/1,000 keys'
+    'pushing   [#####...............]  25%   512.0 KiB sent        250/1,000 keys'
     """
     verb = "pushing" if p.phase == "upload" else "fetching"
     moved = "sent" if p.phase == "upload" else "received"
