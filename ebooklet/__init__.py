@@ -8,6 +8,9 @@ __version__ = "0.6.0"
 
 from .api import open  # noqa: E402
 from .db import Changes, EBooklet  # noqa: E402
+
+#: The name of the database class in ebooklet 0.5.
+EVariableLengthValue = EBooklet
 from .errors import (  # noqa: E402
     ClosedError,
     CommitUnknownError,
@@ -47,6 +50,7 @@ __all__ = [
     "ConflictError",
     "DamagedLocalFileError",
     "EBooklet",
+    "EVariableLengthValue",
     "EbookletError",
     "GcReport",
     "IntegrityError",

@@ -26,7 +26,7 @@ DEFAULT_TIMEOUT = 60.0
 
 def open(
     remote_conn: RemoteConn,
-    file_path: str | os.PathLike[str],
+    file_path: str | bytes | os.PathLike[str] | os.PathLike[bytes],
     flag: str = "r",
     value_serializer: Any = None,
     n_buckets: int | None = None,
@@ -46,7 +46,7 @@ def open(
         The remote: an :class:`ebooklet.S3Connection`, a public ``http(s)://`` URL of the
         database (read-only), a ``file://`` URL or a local path naming the database inside
         a folder (a "folder remote", which needs no server).
-    file_path : str or path
+    file_path : str, bytes or path
         The local file. Its sync state is kept beside it in ``<file_path>.ebooklet/``.
     flag : {"r", "w", "c", "n"}
         As in :mod:`dbm`: ``r`` read-only (the database must exist locally or remotely),
@@ -118,7 +118,7 @@ def open(
             f"{remote.location} is read-only (a public URL or no credentials); open it with "
             "flag='r', or use an S3Connection with credentials to write"
         )
-    path = pathlib.Path(file_path)
+    path = pathlib.Path(os.fsdecode(file_path))  # bytes too, as dbm accepts
     lock = {"remote_lock": remote_lock, "lease_ttl": lease_ttl, "lock_wait": lock_wait}
     sizing = {"n_buckets": n_buckets, "buffer_size": buffer_size}
     local = None

@@ -5,7 +5,15 @@ from __future__ import annotations
 import itertools
 import pathlib
 import threading
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import (
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    MutableMapping,
+    ValuesView,
+)
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +24,7 @@ from .local import LocalStore
 from .remote import Remote, RemoteConn, Stats, connect
 from .results import Change, CommitInfo, ProgressCallback, PullResult, PushResult
 from .sync import Policy, Replica, history
-from .sync.diff import now_us
+from .sync.diff import local_changes, now_us
 
 __all__ = ["Changes", "EBooklet"]
 
@@ -67,6 +75,12 @@ class EBooklet(MutableMapping):
     def _check_write(self, what: str) -> None:
         self._check()
         if not self._writable:
+            if not self._remote.writable:
+                raise ReadOnlyError(
+                    f"cannot {what}: {self._remote.location} is read-only (a public URL or a "
+                    "connection without credentials); to write, open the database through an "
+                    "S3Connection with credentials, or a folder remote"
+                )
             raise ReadOnlyError(f"cannot {what}: the database was opened with flag='r'; open it with 'w'")
 
     @staticmethod
@@ -88,6 +102,12 @@ class EBooklet(MutableMapping):
     def path(self) -> pathlib.Path:
         """The local data file."""
         return self._local.path
+
+    @property
+    def value_serializer(self) -> str:
+        """How values are stored: a booklet serializer name (``"pickle"``, ``"orjson"``,
+        ``"str"``, ...), ``"bytes"`` for raw bytes, or ``"custom:module.Class"``."""
+        return self._codec.name
 
     @property
     def stats(self) -> Stats:
@@ -131,10 +151,25 @@ class EBooklet(MutableMapping):
             return self._index.lazy_entry(key) is not None  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[str]:
-        return self.keys()  # type: ignore[return-value]
+        return self._iter_keys()
 
-    def keys(self) -> Iterator[str]:  # type: ignore[override]
-        """Every key: local ones, then remote ones not fetched yet."""
+    def keys(self) -> KeysView[str]:
+        """Every key, as a view (``len``, ``in``, iteration): local ones, then remote ones not
+        fetched yet. Each iteration is a snapshot."""
+        return _Keys(self)
+
+    def values(self) -> ValuesView[Any]:
+        """Every value, as a view; remote values are fetched as for :meth:`items`."""
+        return _Values(self)
+
+    def items(self) -> ItemsView[str, Any]:
+        """(key, value) pairs, as a view. Remote values not fetched yet are downloaded in the
+        order they are stored on the remote, several requests at a time, and cached as they
+        arrive. As with booklet, writing to the local file while iterating (from this thread
+        or another, a lazy read included) raises RuntimeError; ``keys()`` is a snapshot."""
+        return _Items(self)
+
+    def _iter_keys(self) -> Iterator[str]:
         self._check()
         # One snapshot of both sides: another thread's lazy read moves a key from one to the
         # other, and must not make it vanish from (or appear twice in) the listing.
@@ -151,7 +186,7 @@ class EBooklet(MutableMapping):
             local_keys = list(self._local.keys())
         yield from local_keys
 
-    def items(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
+    def _iter_items(self) -> Iterator[tuple[str, Any]]:
         """(key, value) pairs: local ones, then remote ones not fetched yet.
 
         Remote values are downloaded in the order they are stored on the remote, several
@@ -180,8 +215,8 @@ class EBooklet(MutableMapping):
         for key, _ts, raw in self._local.raw_items():
             yield key, decode(raw)
 
-    def values(self) -> Iterator[Any]:  # type: ignore[override]
-        for _key, value in self.items():
+    def _iter_values(self) -> Iterator[Any]:
+        for _key, value in self._iter_items():
             yield value
 
     def __len__(self) -> int:
@@ -276,7 +311,12 @@ class EBooklet(MutableMapping):
 
     def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
         self._check_write("write")
-        items = other.items() if isinstance(other, Mapping) else other
+        if isinstance(other, Mapping):
+            items = other.items()
+        elif hasattr(other, "keys"):  # as dict.update: a dbm object, say, has keys() but no items()
+            items = ((key, other[key]) for key in other.keys())
+        else:
+            items = other
         with self._lock:
             for key, value in items:
                 self._check_key(key)
@@ -309,18 +349,47 @@ class EBooklet(MutableMapping):
             self._local.set_metadata(data, _timestamp(timestamp) or now_us())
 
     def clear(self) -> None:
-        """Delete every key (locally; the deletes are pushed like any other change)."""
+        """Delete every key and the metadata, as booklet and ebooklet 0.5 do (locally; the
+        deletes are pushed like any other change)."""
         self._check_write("clear")
         with self._lock:
             stamp = now_us()
             for key in list(self.keys()):
                 self._local.delete(key, stamp)
+            if self._index.metadata() is not None:
+                self._local.set_metadata(None, stamp)
 
-    def prune(self) -> int:
-        """Reclaim the space of overwritten and deleted values in the local file."""
+    def prune(self, timestamp: int | str | datetime | None = None, reindex: bool = False) -> int:
+        """Reclaim the space of overwritten and deleted values in the local file.
+
+        With ``timestamp``, also drop the local copies of values older than it that are
+        unchanged since the last sync: they stay on the remote and are fetched again when read
+        (local changes are never dropped). ``reindex`` is accepted for compatibility with
+        ebooklet 0.5: booklet now resizes its index by itself. Returns how many entries were
+        removed from the file.
+        """
         self._check_write("prune")
+        stamp = _timestamp(timestamp)
         with self._lock:
-            return self._local.prune()
+            dropped = 0 if stamp is None else self._drop_cached_before(stamp)
+            return self._local.prune() + dropped
+
+    def _drop_cached_before(self, stamp: int) -> int:
+        if self._index.base is None:
+            return 0
+        changed = set(local_changes(self._index).changes)
+        old = [
+            key for key, ts in self._local.timestamps()
+            if ts < stamp and key not in changed and self._index.entry(key) is not None
+        ]
+        # Presence bits are cleared, durably, before the values go: a key absent with its bit set
+        # would read as deleted.
+        self._index.forget_present(old)
+        self._local.flush_bits()
+        for key in old:
+            self._local.drop(key)
+        self._local.sync()
+        return len(old)
 
     # -- the whole remote database ---------------------------------------------------------
 
@@ -439,6 +508,21 @@ class EBooklet(MutableMapping):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Keys(KeysView):  # type: ignore[type-arg]
+    def __iter__(self) -> Iterator[str]:
+        return self._mapping._iter_keys()  # type: ignore[attr-defined,no-any-return]
+
+
+class _Values(ValuesView):  # type: ignore[type-arg]
+    def __iter__(self) -> Iterator[Any]:
+        return self._mapping._iter_values()  # type: ignore[attr-defined,no-any-return]
+
+
+class _Items(ItemsView):  # type: ignore[type-arg]
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        return self._mapping._iter_items()  # type: ignore[attr-defined,no-any-return]
 
 
 class Changes:

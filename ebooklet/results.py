@@ -71,7 +71,7 @@ ProgressCallback = Callable[[Progress], None]
 
 @dataclass
 class PushResult:
-    """What a push did."""
+    """What a push did. False when nothing was committed (as ``push()`` returned in 0.5)."""
 
     committed: bool = False
     commit: int | None = None
@@ -84,12 +84,15 @@ class PushResult:
     #: Values moved into new segments by compaction (same keys, same bytes).
     compacted: int = 0
 
+    def __bool__(self) -> bool:
+        return self.committed
+
     def __str__(self) -> str:
         if not self.committed:
             return "nothing to push"
         return (
-            f"commit {self.commit}: {len(self.keys)} key(s) written, {len(self.deleted)} deleted, "
-            f"{self.bytes_sent} bytes in {self.requests} requests"
+            f"commit {self.commit:,}: {len(self.keys):,} key(s) written, {len(self.deleted):,} deleted, "
+            f"{self.bytes_sent:,} bytes in {self.requests:,} requests"
         )
 
 
@@ -103,7 +106,7 @@ class PullResult:
     commit: int | None = None
 
     def __str__(self) -> str:
-        return f"{len(self.updated)} key(s) updated, {len(self.deleted)} deleted from the remote"
+        return f"{len(self.updated):,} key(s) updated, {len(self.deleted):,} deleted from the remote"
 
 
 @dataclass(frozen=True)

@@ -188,7 +188,7 @@ def test_items_caches_values_as_they_arrive_with_bounded_read_ahead(tmp_path, mo
     _push(conn, tmp_path / "w.blt", data)
     _, index_bytes = _index_cost(conn, tmp_path / "i.blt")
     with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
-        items = db.items()
+        items = iter(db.items())
         key, value = next(items)
         assert data[key] == value
         # Only a request or two ahead of the consumer, and its values are in the file.
@@ -202,7 +202,7 @@ def test_writing_while_items_reads_remote_values_raises(many, tmp_path, monkeypa
     monkeypatch.setattr(objects, "MIN_REQUEST", 16 * 1024)
     conn, data, _ = many
     with ebooklet.open(conn, tmp_path / "r.blt", "w") as db:
-        items = db.items()
+        items = iter(db.items())
         next(items)
         db["new"] = b"x"
         with pytest.raises(RuntimeError, match="written"):
@@ -213,7 +213,7 @@ def test_a_key_read_by_another_thread_during_items_is_still_yielded_once(many, t
     monkeypatch.setattr(objects, "MIN_REQUEST", 16 * 1024)
     conn, data, _ = many
     with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
-        items = db.items()
+        items = iter(db.items())
         first = next(items)
         later = max(data)
         reader = threading.Thread(target=lambda: db[later])

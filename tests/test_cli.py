@@ -48,31 +48,36 @@ class Run:
 
 def _environ(cwd: pathlib.Path, env: dict[str, str] | None) -> dict[str, str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "XDG_", "PYTHONPATH"))}
-    environ.update(PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(cwd / "cache"), HOME=str(cwd / "home"))
+    # No instance-metadata lookup by botocore's credential chain: nothing leaves loopback.
+    environ.update(PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(cwd / "cache"), HOME=str(cwd / "home"),
+                   AWS_EC2_METADATA_DISABLED="true")
     environ.update(env or {})
     return environ
 
 
-def ebk_all(cwd: pathlib.Path, *commands: list[str], env: dict[str, str] | None = None) -> list[Run]:
-    """``python -m ebooklet ARGS`` for each command, side by side, in ``cwd``."""
+def ebk_all(
+    cwd: pathlib.Path, *commands: list[str], env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> list[Run]:
+    """``python -m ebooklet ARGS`` for each command, side by side, in ``cwd``; standard input is
+    ``stdin``, or empty (never a terminal)."""
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "ebooklet", *args], cwd=cwd, env=_environ(cwd, env),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         for args in commands
     ]
     runs = []
     for proc in procs:
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(stdin or b"", timeout=60)
         assert "Traceback" not in err.decode(), err.decode()
         runs.append(Run(proc.returncode, out, err.decode()))
     return runs
 
 
-def ebk(cwd: pathlib.Path, *args: str, env: dict[str, str] | None = None) -> Run:
+def ebk(cwd: pathlib.Path, *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None) -> Run:
     """``python -m ebooklet ARGS`` in ``cwd``, with a clean environment."""
-    return ebk_all(cwd, list(args), env=env)[0]
+    return ebk_all(cwd, list(args), env=env, stdin=stdin)[0]
 
 
 def error_line(run: Run) -> str:
@@ -103,8 +108,9 @@ def test_help_describes_every_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "80")
     parser = cli.build_parser()
     text = parser.format_help()
-    for command in ("status", "push", "pull", "keys", "get", "head", "demo"):
-        assert f"\n    {command} " in text
+    for command in ("status", "push", "pull", "discard", "put", "del", "keys", "get", "head", "ls", "cp",
+                    "rm", "demo", "completion"):
+        assert f"\n    {command} " in text or f"\n    {command}\n" in text
     assert "s3://BUCKET/KEY" in text and "AWS_SECRET_ACCESS_KEY" in text
     sub = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     for name in ("keys", "get"):
@@ -119,7 +125,7 @@ def test_help_describes_every_command(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_usage_errors_exit_2(tmp_path: pathlib.Path) -> None:
-    none, unknown, missing = ebk_all(tmp_path, [], ["frobnicate"], ["push", "bucket/db"])
+    none, unknown, missing = ebk_all(tmp_path, [], ["frobnicate"], ["push"])
     assert none.code == 2 and "usage: ebooklet" in none.err
     assert unknown.code == 2 and "invalid choice: 'frobnicate'" in unknown.err
     assert missing.code == 2 and "required: LOCAL" in missing.err and "usage: ebooklet push" in missing.err
@@ -145,25 +151,33 @@ def test_bad_options_exit_2(args: list[str], message: str, capsys: pytest.Captur
     [
         (["head", "ftp://host/db"], {}, "unsupported remote 'ftp://host/db'"),
         (["head", "s3://bucket"], {}, "'s3://bucket' must name a bucket and an object key"),
-        (["keys", "s3://bucket/db"], {}, "no credentials for s3://bucket/db: set AWS_ACCESS_KEY_ID (or "
-         "--access-key-id) and AWS_SECRET_ACCESS_KEY in the environment"),
-        (["head", "s3://b/db"], {"AWS_ACCESS_KEY_ID": "id"}, "set AWS_SECRET_ACCESS_KEY in the environment"),
+        (["keys", "s3://bucket/db"], {}, "no credentials for s3://bucket/db: none in the arguments, in "
+         "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or in "),
+        (["head", "s3://b/db"], {"AWS_ACCESS_KEY_ID": "id"}, "s3://b/db: AWS_ACCESS_KEY_ID is set but "
+         "AWS_SECRET_ACCESS_KEY is not. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the key id may "
+         "be --access-key-id), or name a profile with --profile or AWS_PROFILE; to read a public "
+         "database without credentials, give its https:// URL instead"),
+        (["head", "s3://b/db", "--profile", "nope"], {}, "s3://b/db: the AWS profile 'nope' is in neither"),
         (["head", "s3://b/db", "--endpoint-url", "ftp://x"],
          {"AWS_ACCESS_KEY_ID": "i", "AWS_SECRET_ACCESS_KEY": "s"},
          "the endpoint 'ftp://x' must be an http:// or https:// URL"),
         (["keys", "https://example.invalid/"], {}, "must be the URL of the database object"),
-        (["push", "https://example.invalid/db", "x.blt"], {}, "cannot push to https://example.invalid/db: a "
-         "public URL is read-only"),
+        (["push", "https://example.invalid/db", "alice.blt"], {},
+         "cannot push to https://example.invalid/db: a public URL is read-only"),
     ],
 )
 def test_bad_remotes_are_one_line_errors(
     args: list[str], env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path,
 ) -> None:
     for name in [k for k in os.environ if k.startswith("AWS_")]:
         monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("HOME", str(tmp_path))
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    pathlib.Path("alice.blt").touch()
     assert cli.main(args) == 1
     err = capsys.readouterr().err
     assert err.startswith("ebooklet: error: ") and err.count("\n") == 1 and message in err, err
@@ -263,7 +277,7 @@ def test_status_push_pull(folder: pathlib.Path) -> None:
     status, copy = ebk_all(tmp, ["status", remote, "alice.blt"], ["pull", remote, "bob.blt"])
     assert status.code == 0 and status.out == f"no changes: alice.blt is in sync with {folder.as_uri()}\n"
     assert copy.code == 0 and copy.out.splitlines() == [
-        f"created bob.blt from {folder.as_uri()}: 3 key(s) at commit 1",
+        f"created bob.blt from {folder.as_uri()}: 3 keys at commit 1",
         "values are fetched when first read (pull --load fetches them all now)",
     ]
 
@@ -283,7 +297,7 @@ def test_status_push_pull(folder: pathlib.Path) -> None:
         "local   modified  -         station-1",
         "remote  -         modified  station-2",
         "local   added     -         station-3",
-        "4 change(s): 3 local, 1 remote, 0 both",
+        "4 changes: 3 local, 1 remote, 0 both",
     ]
     data = as_json.json()
     assert data["summary"] == {"changes": 4, "local": 3, "remote": 1, "both": 0, "conflicts": 0}  # type: ignore[index]
@@ -296,9 +310,9 @@ def test_status_push_pull(folder: pathlib.Path) -> None:
     push = ebk(tmp, "push", remote, "alice.blt")
     assert push.code == 0 and push.err == ""  # no progress bar: stderr is not a terminal
     lines = push.out.splitlines()
-    assert re.fullmatch(r"commit 3: 2 key\(s\) written, 1 deleted, \d+ bytes in \d+ requests", lines[0])
+    assert re.fullmatch(r"commit 3: 2 keys written, 1 deleted, [\d,]+ bytes in \d+ requests", lines[0])
     assert lines[1:] == [
-        "pulled in 1 key(s) others changed meanwhile",
+        "pulled in 1 key others changed meanwhile",
         "  written  station-1",
         "  written  station-3",
         "  deleted  blob",
@@ -313,7 +327,7 @@ def test_status_push_pull(folder: pathlib.Path) -> None:
         ["pull", remote, "erin.blt", "--load", "--json"],
     )
     assert pull.code == 0 and pull.err == "" and pull.out.splitlines() == [
-        "3 key(s) updated, 1 deleted from the remote",
+        "3 keys updated, 1 deleted from the remote (now at commit 3)",
         "  updated  station-1",
         "  updated  station-2",
         "  updated  station-3",
@@ -322,8 +336,8 @@ def test_status_push_pull(folder: pathlib.Path) -> None:
     assert again.out == "nothing to push: no local changes in alice.blt\n"
     assert fresh.code == 0 and fresh.err == ""
     assert fresh.out.splitlines() == [
-        f"created dan.blt from {folder.as_uri()}: 3 key(s) at commit 3",
-        "fetched 3 value(s)",
+        f"created dan.blt from {folder.as_uri()}: 3 keys at commit 3",
+        "fetched 3 values",
     ]
     data = as_json.json()
     assert data["created"] is True and data["loaded"] == 3 and data["commit"] == 3  # type: ignore[index]
@@ -334,16 +348,19 @@ def test_status_push_pull(folder: pathlib.Path) -> None:
         assert {key: local.get(key) for key in expected} == expected  # loaded into the file
 
 
-def test_push_and_pull_list_at_most_20_keys(tmp_path: pathlib.Path) -> None:
+def test_push_and_pull_list_keys_only_when_there_are_few(tmp_path: pathlib.Path) -> None:
     with ebooklet.open(tmp_path / "bucket" / "db", tmp_path / "a.blt", "c", value_serializer="str") as db:
-        db.update({f"k{i:02d}": "v" for i in range(25)})
+        db.update({f"k{i:04d}": "v" for i in range(1_500)})
     run = ebk(tmp_path, "push", "bucket/db", "a.blt")
-    assert len(run.out.splitlines()) == 22
-    assert run.out.splitlines()[-2:] == ["  written  k19", "  ... and 5 more (--verbose lists them all)"]
+    assert run.out.splitlines()[1:] == ["  (1,500 keys; --verbose lists them)"]
+    assert re.fullmatch(r"commit 1: 1,500 keys written, 0 deleted, \d{1,3}(,\d{3})+ bytes in \d+ requests",
+                        run.out.splitlines()[0])
     with ebooklet.open(tmp_path / "bucket" / "db", tmp_path / "a.blt", "w") as db:
-        db.update({f"k{i:02d}": "w" for i in range(25)})
+        db.update({f"k{i:04d}": "w" for i in range(25)})
     run = ebk(tmp_path, "push", "bucket/db", "a.blt", "-v")
-    assert len(run.out.splitlines()) == 26 and run.out.splitlines()[-1] == "  written  k24"
+    again = ebk(tmp_path, "pull", "bucket/db", "b.blt")
+    assert len(run.out.splitlines()) == 26 and run.out.splitlines()[-1] == "  written  k0024"
+    assert again.out.splitlines()[0].endswith(": 1,500 keys at commit 2")
 
 
 def test_conflicts(folder: pathlib.Path) -> None:
@@ -355,21 +372,20 @@ def test_conflicts(folder: pathlib.Path) -> None:
     with ebooklet.open(folder, tmp / "alice.blt", "w") as db:
         db["station-1"] = "alice"
 
-    status, push, pull = ebk_all(tmp, ["status", remote, "alice.blt"], ["push", remote, "alice.blt"],
-                                 ["pull", remote, "alice.blt"])
+    status, push, pull = (ebk(tmp, command, remote, "alice.blt") for command in ("status", "push", "pull"))
     assert status.code == 0 and status.out.splitlines() == [
         "side  local     remote    key",
         "both  modified  modified  station-1  CONFLICT",
-        "1 change(s): 0 local, 0 remote, 1 both (1 conflict(s); resolve with --on-conflict)",
+        "1 change: 0 local, 0 remote, 1 both (1 conflict; resolve with push --on-conflict)",
     ]
     assert error_line(push) == (
-        "ebooklet: error: 1 key(s) changed both locally and on the remote: 'station-1'. Nothing was "
+        "ebooklet: error: 1 key changed both locally and on the remote: 'station-1'. Nothing was "
         "committed; choose the side to keep with push --on-conflict local|remote|newest\n"
     )
     assert "'station-1'" in error_line(pull) and "pull --on-conflict local|remote|newest" in pull.err
 
     run = ebk(tmp, "push", remote, "alice.blt", "--on-conflict", "local")
-    assert run.code == 0 and run.out.startswith("commit 3: 1 key(s) written")
+    assert run.code == 0 and run.out.startswith("commit 3: 1 key written")
     with ebooklet.open(folder, tmp / "check.blt", "r") as db:
         assert db["station-1"] == "alice"
 
@@ -387,7 +403,7 @@ def test_local_file_errors(folder: pathlib.Path) -> None:
         ["status", remote, "not-a-db.blt"],
     )
     assert error_line(status) == (
-        "ebooklet: error: the local file missing.blt does not exist; 'ebooklet pull bucket/stations.blt "
+        "ebooklet: error: the local file missing.blt does not exist; 'ebooklet pull REMOTE "
         "missing.blt' makes a copy there\n"
     )
     assert "missing.blt does not exist; there is nothing to push" in error_line(push)
@@ -424,7 +440,7 @@ def test_s3(tmp_path: pathlib.Path, moto_server: S3Server) -> None:
         "side   local  remote  key",
         "local  added  -       x",
         "local  added  -       y",
-        "2 change(s): 2 local, 0 remote, 0 both",
+        "2 changes: 2 local, 0 remote, 0 both",
     ]
     data = ebk(tmp_path, "push", url, "a.blt", "--json", *endpoint, env=creds).json()
     assert data["committed"] and data["commit"] == 1 and data["keys"] == ["x", "y"]  # type: ignore[index]
@@ -449,7 +465,7 @@ def test_s3(tmp_path: pathlib.Path, moto_server: S3Server) -> None:
         db.changes().push()
     pull = ebk(tmp_path, "pull", url, "a.blt", *endpoint, env=creds)
     assert pull.out.splitlines() == [
-        "1 key(s) updated, 1 deleted from the remote", "  updated  x", "  deleted  y"
+        "1 key updated, 1 deleted from the remote (now at commit 2)", "  updated  x", "  deleted  y"
     ]
     status, get = ebk_all(
         tmp_path, ["status", url, "a.blt", *endpoint], ["get", url, "x", *endpoint], env=creds
@@ -478,17 +494,20 @@ def test_unreachable_s3(tmp_path: pathlib.Path) -> None:
 def test_render_progress() -> None:
     mib = 1024 * 1024
     line = render_progress(Progress("upload", 0, 2000, 0, 10 * mib), 80)
-    assert line == "pushing   [....................]   0%         0 B /   10.0 MiB      0/2,000 keys"
+    assert line == "pushing   [....................]   0%         0 B sent          0/2,000 keys"
     half = render_progress(Progress("download", 1000, 2000, 5 * mib, 10 * mib), 80)
-    assert half == "fetching  [##########..........]  50%     5.0 MiB /   10.0 MiB  1,000/2,000 keys"
+    assert half == "fetching  [##########..........]  50%     5.0 MiB received  1,000/2,000 keys"
     assert len(line) == len(half) <= 80
-    done = render_progress(Progress("download", 2000, 2000, 10 * mib + 1, 10 * mib), 80)
+    # The fraction counts keys, whose total is fixed: a byte total that grows does not move it.
+    grown = render_progress(Progress("upload", 1000, 2000, 5 * mib, 12 * mib), 80)
+    assert " 50%" in grown and "12.0 MiB" not in grown
+    done = render_progress(Progress("download", 2001, 2000, 10 * mib + 1, 10 * mib), 80)
     assert "[####################] 100%" in done  # clamped
-    # Without bytes, keys give the fraction; with neither, it is done.
-    assert " 25%" in render_progress(Progress("upload", 1, 4, 0, 0), 80)
+    # Without keys, bytes give the fraction; with neither, it is done.
+    assert " 25%" in render_progress(Progress("upload", 0, 0, 1, 4), 80)
     assert "100%" in render_progress(Progress("upload", 0, 0, 0, 0), 80)
     narrow = render_progress(Progress("upload", 1, 4, 512, 2048), 40)
-    assert narrow == "pushing 25% 512 B / 2.0 KiB 1/4 keys"  # no room for the bar
+    assert narrow == "pushing 25% 512 B sent 1/4 keys"  # no room for the bar
     assert [human_bytes(n) for n in (0, 1023, 1024, 1536, 5 * mib, 3 << 40)] == [
         "0 B", "1023 B", "1.0 KiB", "1.5 KiB", "5.0 MiB", "3.0 TiB"
     ]
@@ -519,7 +538,7 @@ def test_progress_bar_throttles_and_ends_its_line() -> None:
     bar(Progress("upload", 10, 10, 100, 100))
     bar.close()
     text = out.getvalue()
-    assert text.count("\r") == 3 and text.endswith("] 100%       100 B /      100 B  10/10 keys\n")
+    assert text.count("\r") == 3 and text.endswith("] 100%       100 B sent      10/10 keys\n")
 
     out = io.StringIO()
     quick = ProgressBar(out, delay=0.5, clock=FakeClock())
@@ -545,10 +564,15 @@ def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> Non
         assert bar is None
 
 
-def test_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_interrupt_exits_130(
+    folder: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def interrupted(remote: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(read, "remote_info", interrupted)
-    assert cli.main(["head", "somewhere/db"]) == 130
+    assert cli.main(["head", str(folder)]) == 130
     assert capsys.readouterr().err == "ebooklet: interrupted\n"
+    assert cli.main(["head", str(folder), "--json"]) == 130
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"error": {"message": "interrupted", "type": "Interrupted", "exit_status": 130}}

@@ -2,42 +2,58 @@
 
 ::
 
-    ebooklet status REMOTE LOCAL     what differs between a local file and its remote
-    ebooklet push REMOTE LOCAL       commit the local changes to the remote
-    ebooklet pull REMOTE LOCAL       bring in what others pushed
+    ebooklet status [REMOTE] LOCAL   what differs between a local file and its remote
+    ebooklet push [REMOTE] LOCAL     commit the local changes to the remote
+    ebooklet pull [REMOTE] LOCAL     bring in what others pushed
+    ebooklet discard [REMOTE] LOCAL  throw away local changes
+    ebooklet put LOCAL KEY [VALUE]   set a key in a local file
+    ebooklet del LOCAL KEY...        delete keys in a local file
     ebooklet keys REMOTE             list the keys
     ebooklet get REMOTE KEY          print one value
     ebooklet head REMOTE             describe the remote database
+    ebooklet log REMOTE              list the commits of a database
+    ebooklet diff REMOTE OLD [NEW]   what changed between two commits
+    ebooklet compact REMOTE LOCAL    rewrite segments that hold dead or scattered values
+    ebooklet gc REMOTE               remove objects no retained commit uses
+    ebooklet verify REMOTE           check that a database is whole
+    ebooklet ls PREFIX               list the databases under a prefix
+    ebooklet cp REMOTE TARGET        copy a remote database
+    ebooklet rm REMOTE               delete a remote database
     ebooklet demo                    the full cycle on a local folder remote
+    ebooklet completion SHELL        shell completion
 
 Expected failures (every :class:`ebooklet.EbookletError`, bad arguments given to
-:func:`ebooklet.open`) print one line ``ebooklet: error: <message>`` and exit 1; usage errors
-exit 2 and an interrupt exits 130. See docs/cli.rst.
+:func:`ebooklet.open`) print one line ``ebooklet: error: <message>`` and exit 1 (with
+``--json``, the error as JSON on stdout too); usage errors exit 2 and an interrupt exits 130.
+See docs/cli.rst.
 
 This module owns :func:`main`, which runs a command and turns what it raises into that one
 line and an exit status. The commands live in one module per kind (:mod:`.sync`,
-:mod:`.read`, :mod:`.demo`), each adding them to the parser of :mod:`.parser` in its
-``register``; :mod:`.remote_arg` reads REMOTE, :mod:`.local` opens the local copy,
-:mod:`.output` and :mod:`.progress` print.
+:mod:`.edit`, :mod:`.read`, :mod:`.lifecycle`, :mod:`.databases`, :mod:`.demo`,
+:mod:`.completion`), each adding
+them to the parser of :mod:`.parser` in its ``register``; :mod:`.remote_arg` reads REMOTE,
+:mod:`.local` opens the local copy, :mod:`.interrupt` handles Ctrl-C, :mod:`.output` and
+:mod:`.progress` print.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from ..errors import ConflictError, EbookletError
-from . import demo, lifecycle, read, sync
+from . import completion, databases, demo, edit, lifecycle, read, stores, sync
 from .output import CliError, print_error
-from .parser import root_parser
+from .parser import Parser, root_parser
 
 __all__ = ["build_parser", "main"]
 
 #: The modules whose commands ``ebooklet`` has, in the order ``ebooklet --help`` lists them.
-COMMAND_MODULES = (sync, read, lifecycle, demo)
+COMMAND_MODULES = (sync, edit, read, lifecycle, databases, demo, completion)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,29 +67,61 @@ def build_parser() -> argparse.ArgumentParser:
 def _conflict_message(exc: ConflictError, command: str) -> str:
     keys = exc.keys
     shown = ", ".join(repr(k) for k in keys[:10])
-    more = f" and {len(keys) - 10} more" if len(keys) > 10 else ""
-    done = "committed" if command == "push" else "changed"
+    more = f" and {len(keys) - 10:,} more" if len(keys) > 10 else ""
+    done = "committed" if command in ("push", "put", "del") else "changed"
+    policy = "pull" if command == "pull" else "push"
     return (
-        f"{len(keys)} key(s) changed both locally and on the remote: {shown}{more}. Nothing was "
-        f"{done}; choose the side to keep with {command} --on-conflict local|remote|newest"
+        f"{len(keys):,} key{'s' if len(keys) != 1 else ''} changed both locally and on the remote: "
+        f"{shown}{more}. Nothing was {done}; choose the side to keep with {policy} --on-conflict "
+        "local|remote|newest"
     )
 
 
+class _Prefixed(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        kind = "warning: " if record.levelno >= logging.WARNING else ""
+        return f"ebooklet: {kind}{record.getMessage()}"
+
+
+def _log_to_stderr(args: argparse.Namespace) -> None:
+    """What ebooklet logs goes to stderr as ``ebooklet: ...`` lines: warnings (a lease taken
+    over, a file rebuilt, leftovers not deleted), with ``--verbose`` what it does too, with
+    ``--quiet`` nothing."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Prefixed())
+    logger = logging.getLogger("ebooklet")
+    logger.addHandler(handler)
+    logger.setLevel(logging.ERROR + 1 if args.quiet else logging.INFO if args.verbose else logging.WARNING)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        return int(args.func(args))
+    finally:
+        stores.keep()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    Parser.json_errors = "--json" in argv
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    _log_to_stderr(args)
+    as_json = args.json
     try:
-        return int(args.func(args))
+        return _run(args)
     except ConflictError as exc:
-        return print_error(_conflict_message(exc, args.command))
-    except (CliError, EbookletError) as exc:
-        return print_error(str(exc))
+        return print_error(_conflict_message(exc, args.command), as_json, "ConflictError", keys=exc.keys)
+    except CliError as exc:
+        return print_error(str(exc), as_json, "Interrupted" if exc.status == 130 else "Error", exc.status,
+                           **exc.details)
+    except EbookletError as exc:
+        return print_error(str(exc), as_json, type(exc).__name__)
     except KeyboardInterrupt:
-        print("ebooklet: interrupted", file=sys.stderr)
-        return 130
+        return print_error("interrupted", as_json, "Interrupted", 130)
     except BrokenPipeError:
         # The reader went away (e.g. '| head'): stop quietly, like a process killed by SIGPIPE.
         with contextlib.suppress(OSError):
@@ -82,5 +130,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         # The local disk said no (permissions, a full disk, ...).
         if exc.strerror and exc.filename:
-            return print_error(f"{exc.filename}: {exc.strerror}")
-        return print_error(str(exc) or type(exc).__name__)
+            return print_error(f"{exc.filename}: {exc.strerror}", as_json, type(exc).__name__)
+        return print_error(str(exc) or type(exc).__name__, as_json, type(exc).__name__)

@@ -9,17 +9,26 @@ import tempfile
 from .. import __version__
 from ..api import open as open_db
 from ..errors import ConflictError
+from .output import CliError
 from .parser import Commands
 
 
 def register(commands: Commands) -> None:
     demo = commands.add("demo", _demo, "run the full cycle on a local folder remote", remote=False)
-    demo.add_argument("--dir", help="where to put the demo's files (default: a new temporary folder)")
+    demo.add_argument("--dir", help="a new or empty folder for the demo's files (default: a new temporary "
+                      "folder)")
 
 
 def _demo(args: argparse.Namespace) -> int:
     """The full cycle on a local folder remote: push, lazy read, merge, pull, conflict."""
     workdir = pathlib.Path(args.dir) if args.dir else pathlib.Path(tempfile.mkdtemp(prefix="ebooklet-demo-"))
+    if workdir.is_dir() and any(workdir.iterdir()):
+        raise CliError(
+            f"{workdir} is not empty: the demo starts from nothing, in a new or empty folder. Give "
+            "another --dir, or leave it out for a new temporary folder."
+        )
+    if workdir.exists() and not workdir.is_dir():
+        raise CliError(f"{workdir} is a file: --dir names a folder for the demo's files")
     workdir.mkdir(parents=True, exist_ok=True)
     remote = workdir / "remote" / "stations.blt"
     say = print

@@ -1,6 +1,7 @@
 """The local copy a command works on: the LOCAL file it was given, or the read cache.
 
-:func:`open_database` opens one (bad input becomes a :class:`CliError`); :func:`existing_local`
+:func:`open_database` opens one (waiting, with a message, for another process to close it;
+bad input becomes a :class:`CliError` with advice for the shell); :func:`existing_local`
 checks a LOCAL argument; :func:`reader` gives the read commands their database, through
 ``--local`` or through a cache file per remote, pulled before each read.
 """
@@ -10,18 +11,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import logging
 import os
 import pathlib
 import shutil
+import sys
 from collections.abc import Iterator
 
 import portalocker
 
+from ..api import DEFAULT_TIMEOUT
 from ..api import open as open_db
 from ..db import EBooklet
-from ..errors import EbookletError, RemoteNotFoundError, SyncError
+from ..errors import DamagedLocalFileError, EbookletError, LocalFileBusyError, RemoteNotFoundError, SyncError
+from ..lock import DEFAULT_WAIT
 from .output import CliError, bad_input
-from .remote_arg import RemoteArg, no_database, remote_arg
+from .remote_arg import RemoteArg, no_database, remote_arg, synced_with
 
 CACHE_HELP = """\
 Without --local, the database is read through a cache file in
@@ -30,17 +35,82 @@ the remote's location. It is brought up to date with the remote first (one
 small request when nothing changed), and values fetched once are reused.
 """
 
+# booklet warns through logging when it waits for a file lock, naming "this process" as a
+# possible holder; the command line says it itself, in its own words.
+logging.getLogger("booklet").setLevel(logging.ERROR)
 
-def open_database(remote: RemoteArg, local: pathlib.Path, flag: str) -> EBooklet:
-    """:func:`ebooklet.open`, with bad input turned into :class:`CliError`."""
+
+def state_dir(local: pathlib.Path) -> pathlib.Path:
+    """Where ebooklet keeps LOCAL's sync state."""
+    return local.with_name(local.name + ".ebooklet")
+
+
+def _local_advice(local: pathlib.Path, remote: RemoteArg, exc: DamagedLocalFileError) -> CliError:
+    """Advice for a local file that ebooklet cannot read, depending on whether it was ever synced."""
+    reason = str(exc).split(" (", 1)[1].split(")", 1)[0] if " (" in str(exc) else str(exc)
+    if synced_with(local) is None:
+        return CliError(
+            f"{local} is not a database file ({reason}): LOCAL must be a file made by ebooklet "
+            "or booklet. Check the path (the arguments are REMOTE, then LOCAL)."
+        )
+    return CliError(
+        f"{local} is damaged ({reason}). Move it aside (changes never pushed are in it only), "
+        f"then run 'ebooklet pull {remote.text} {local}' to fetch a fresh copy from the remote."
+    )
+
+
+def open_database(
+    remote: RemoteArg, local: pathlib.Path, flag: str, args: argparse.Namespace | None = None,
+    **options: object,
+) -> EBooklet:
+    """:func:`ebooklet.open` for a command: waits (saying so) for another process to close
+    LOCAL, up to ``--timeout``; bad input becomes a :class:`CliError`."""
+    timeout = getattr(args, "timeout", DEFAULT_TIMEOUT)
+    lock_wait = getattr(args, "lock_wait", DEFAULT_WAIT)
+
+    def attempt(wait: float) -> EBooklet:
+        try:
+            return open_db(remote.remote(), local, flag, timeout=wait, lock_wait=lock_wait, **options)  # type: ignore[arg-type]
+        except DamagedLocalFileError:
+            # A file a writer left open (a script that never closed it) is marked so that only a
+            # writer may open it, and a writer's open repairs it.
+            if flag != "r" or not remote.writable or not os.access(local, os.W_OK):
+                raise
+        # Outside the handler: the failed open's file handle (and its lock) went with the error.
+        return open_db(remote.remote(), local, "w", timeout=wait, lock_wait=lock_wait, **options)  # type: ignore[arg-type]
+
     try:
-        return open_db(remote.conn, local, flag)
+        try:
+            return attempt(0)
+        except LocalFileBusyError:
+            if not timeout:
+                raise
+            if not getattr(args, "quiet", False):
+                print(
+                    f"ebooklet: waiting for {local}: another process has it open (up to "
+                    f"{timeout:g} s; --timeout SECONDS changes this)", file=sys.stderr, flush=True,
+                )
+            return attempt(timeout)
+    except LocalFileBusyError:
+        raise CliError(
+            f"{local} is still open in another process (another ebooklet command or a Python "
+            f"session) after {timeout:g} s: close it there, or wait longer with --timeout SECONDS"
+        ) from None
+    except DamagedLocalFileError as exc:
+        raise _local_advice(local, remote, exc) from None
     except RemoteNotFoundError:
         if not local.exists():  # neither side has a database
             raise no_database(remote) from None
         raise
     except EbookletError:
         raise
+    except PermissionError as exc:
+        where = exc.filename or local
+        raise CliError(
+            f"cannot write {where}: permission denied. ebooklet keeps LOCAL's sync state beside "
+            f"it (in {state_dir(local).name}/), so LOCAL's folder must be writable: copy the file "
+            "to a folder you can write to, or fix the permissions"
+        ) from None
     except (ValueError, TypeError, OSError) as exc:
         raise bad_input(exc) from None
 
@@ -70,7 +140,7 @@ def cache_path(remote: RemoteArg) -> pathlib.Path:
 
 def _drop_cache(path: pathlib.Path) -> None:
     path.unlink(missing_ok=True)
-    shutil.rmtree(path.with_name(path.name + ".ebooklet"), ignore_errors=True)
+    shutil.rmtree(state_dir(path), ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -78,7 +148,7 @@ def reader(args: argparse.Namespace) -> Iterator[EBooklet]:
     """The database for a read command: through ``--local``, or the cache (pulled first)."""
     remote = remote_arg(args)
     if args.local:
-        with open_database(remote, pathlib.Path(args.local), "r") as db:
+        with open_database(remote, pathlib.Path(args.local), "r", args) as db:
             yield db
         return
     path = cache_path(remote)
@@ -90,20 +160,20 @@ def reader(args: argparse.Namespace) -> Iterator[EBooklet]:
     # One command at a time per cache file: two could otherwise both create it.
     with lock:
         portalocker.lock(lock, portalocker.LOCK_EX)
-        with _cached(remote, path) as db:
+        with _cached(remote, path, args) as db:
             yield db
 
 
 @contextlib.contextmanager
-def _cached(remote: RemoteArg, path: pathlib.Path) -> Iterator[EBooklet]:
-    db = open_database(remote, path, "r")
+def _cached(remote: RemoteArg, path: pathlib.Path, args: argparse.Namespace) -> Iterator[EBooklet]:
+    db = open_database(remote, path, "r", args)
     try:
         db.changes().pull()
     except (SyncError, RemoteNotFoundError):
         # The database was deleted or replaced since the cache was filled: start afresh.
         db.close()
         _drop_cache(path)
-        db = open_database(remote, path, "r")
+        db = open_database(remote, path, "r", args)
     except BaseException:
         db.close()
         raise

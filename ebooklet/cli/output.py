@@ -1,7 +1,8 @@
 """What commands print: sizes, key lists, tables, JSON, and the one-line error.
 
 Text goes to stdout for people to read and for ``--json`` programs to parse; an expected
-failure is a :class:`CliError`, printed by :func:`print_error` as ``ebooklet: error: ...``.
+failure is a :class:`CliError`, printed by :func:`print_error` as ``ebooklet: error: ...`` on
+stderr and, with ``--json``, as a JSON object ``{"error": {...}}`` on stdout as well.
 """
 
 from __future__ import annotations
@@ -10,12 +11,34 @@ import json
 import sys
 from typing import Any
 
-#: How many keys ``push`` and ``pull`` list before summing up the rest (``--verbose``: all).
+#: How many keys ``push`` and ``pull`` list (``--verbose``: all). A longer list is summed up.
 SHOWN_KEYS = 20
 
 
 class CliError(Exception):
-    """An expected failure: printed as ``ebooklet: error: <message>``, exit status 1."""
+    """An expected failure: printed as ``ebooklet: error: <message>``, exit status 1.
+
+    ``details`` go into the JSON form of the error (``--json``).
+    """
+
+    def __init__(self, message: str, status: int = 1, **details: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.details = details
+
+
+def confirm(what: str, command: str) -> None:
+    """Ask on a terminal before doing ``what``, which cannot be undone; elsewhere (a script,
+    a pipe) refuse, since ``--yes`` was not given."""
+    if not sys.stdin.isatty():
+        raise CliError(
+            f"{command} would {what}, which cannot be undone: add --yes to confirm (standard input "
+            "is not a terminal, so there is nobody to ask)"
+        )
+    print(f"ebooklet {command}: {what}? This cannot be undone. [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CliError(f"{command} cancelled: nothing was changed")
 
 
 def one_line(message: str) -> str:
@@ -27,10 +50,26 @@ def bad_input(exc: Exception) -> CliError:
     return CliError(one_line(str(exc)) or type(exc).__name__)
 
 
-def print_error(message: str) -> int:
-    """Print ``ebooklet: error: <message>`` on one line of stderr; return the exit status 1."""
-    print(f"ebooklet: error: {one_line(message)}", file=sys.stderr)
-    return 1
+def print_error(
+    message: str, as_json: bool = False, kind: str = "Error", status: int = 1, **details: Any
+) -> int:
+    """Print ``ebooklet: error: <message>`` on one line of stderr (and, ``as_json``, the error
+    as JSON on stdout); return the exit status."""
+    message = one_line(message)
+    if as_json:
+        print_json({"error": {"message": message, "type": kind, "exit_status": status, **details}})
+    # An interrupt is the user's doing, not an error.
+    print(f"ebooklet: {message}" if status == 130 else f"ebooklet: error: {message}", file=sys.stderr)
+    return status
+
+
+def count(n: int, noun: str) -> str:
+    """``1 key``, ``1,024 keys``: a number with thousands separators and its noun.
+
+    >>> count(1, "key"), count(20_000, "key"), count(2, "value")
+    ('1 key', '20,000 keys', '2 values')
+    """
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def human_bytes(n: int) -> str:
@@ -60,17 +99,16 @@ def print_json(obj: Any) -> None:
 
 
 def print_keys(rows: list[tuple[str, list[str]]], verbose: bool) -> None:
-    """``  label  key`` lines, at most SHOWN_KEYS of them unless verbose."""
+    """``  label  key`` lines: all of them when there are at most SHOWN_KEYS (or verbose),
+    else one line saying how to list them."""
     width = max((len(label) for label, keys in rows if keys), default=0)
-    shown = 0
     total = sum(len(keys) for _, keys in rows)
+    if total > SHOWN_KEYS and not verbose:
+        print(f"  ({total:,} keys; --verbose lists them)")
+        return
     for label, keys in rows:
         for key in keys:
-            if not verbose and shown == SHOWN_KEYS:
-                print(f"  ... and {total - shown:,} more (--verbose lists them all)")
-                return
             print(f"  {label:<{width}}  {show_key(key)}")
-            shown += 1
 
 
 def print_table(rows: list[tuple[str, str]]) -> None:

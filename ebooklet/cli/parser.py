@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from typing import Literal, NoReturn
 
 from .. import __version__
-from .output import SHOWN_KEYS
+from ..api import DEFAULT_TIMEOUT
+from ..lock import DEFAULT_WAIT
+from .output import SHOWN_KEYS, print_json
 from .remote_arg import REMOTE_HELP
 
 #: A command: given the parsed arguments, does its work and returns the exit status.
@@ -34,6 +37,16 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, not {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -49,22 +62,31 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
     s3 = argparse.ArgumentParser(add_help=False)
     group = s3.add_argument_group("S3 options (for s3:// remotes)")
     group.add_argument("--endpoint-url", metavar="URL",
-                       help="the S3 endpoint (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, or AWS)")
+                       help="the S3 endpoint (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, the "
+                       "profile's endpoint_url, or AWS)")
+    group.add_argument("--profile", metavar="NAME",
+                       help="take credentials, region and endpoint from this AWS profile (default: "
+                       "$AWS_PROFILE or default) instead of the environment")
     group.add_argument("--access-key-id", metavar="ID",
-                       help="the access key id (default: $AWS_ACCESS_KEY_ID); the secret is only read "
-                       "from $AWS_SECRET_ACCESS_KEY")
+                       help="the access key id (default: the AWS chain); the secret is only read from "
+                       "$AWS_SECRET_ACCESS_KEY, never from an option")
     group.add_argument("--region",
-                       help="the signing region (default: $AWS_REGION, $AWS_DEFAULT_REGION or us-east-1)")
+                       help="the signing region (default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's "
+                       "region, or us-east-1)")
     group.add_argument("--retries", type=_positive_int, default=3, metavar="N",
                        help="attempts per request before giving up (default: 3)")
     json_ = argparse.ArgumentParser(add_help=False)
-    json_.add_argument("--json", action="store_true", help="print JSON for programs instead of text")
+    json_.add_argument("--json", action="store_true",
+                       help="print JSON for programs instead of text (errors too)")
     progress = argparse.ArgumentParser(add_help=False)
     progress.add_argument("--no-progress", action="store_true",
                           help="never show the progress bar (shown on stderr when it is a terminal)")
-    verbose = argparse.ArgumentParser(add_help=False)
-    verbose.add_argument("-v", "--verbose", action="store_true",
-                         help=f"list every key (default: the first {SHOWN_KEYS})")
+    talk = argparse.ArgumentParser(add_help=False)
+    talk.add_argument("-q", "--quiet", action="store_true",
+                      help="print nothing but errors (and the data asked for)")
+    talk.add_argument("-v", "--verbose", action="store_true",
+                      help=f"list every key (default: up to {SHOWN_KEYS}) and say on stderr what "
+                      "ebooklet does while it waits")
     conflict = argparse.ArgumentParser(add_help=False)
     conflict.add_argument("--on-conflict", choices=CONFLICT_POLICIES, metavar="{local,remote,newest}",
                           help="for keys changed on both sides, keep the local side, the remote side, or "
@@ -73,8 +95,28 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
     local.add_argument("--local", metavar="PATH",
                        help="read through this local file (made if missing) instead of the cache; it is "
                        "not pulled first, so it shows its own unpushed changes")
-    return {"s3": s3, "json": json_, "progress": progress, "verbose": verbose, "conflict": conflict,
-            "local": local}
+    timeout = argparse.ArgumentParser(add_help=False)
+    timeout.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                         help="how long to wait for another process to close the local file "
+                         f"(default: {DEFAULT_TIMEOUT:g})")
+    lock = argparse.ArgumentParser(add_help=False)
+    lock.add_argument("--lock-wait", type=_seconds, default=DEFAULT_WAIT, metavar="SECONDS",
+                      help="how long to wait for another writer's lock on the remote "
+                      f"(default: {DEFAULT_WAIT:g})")
+    return {"s3": s3, "json": json_, "progress": progress, "talk": talk, "conflict": conflict,
+            "local": local, "timeout": timeout, "lock": lock}
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are JSON too when ``--json`` was asked for."""
+
+    #: Set by :func:`ebooklet.cli.main` when ``--json`` is among the arguments.
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if self.json_errors:
+            print_json({"error": {"message": message, "type": "UsageError", "exit_status": 2}})
+        super().error(message)
 
 
 class Commands:
@@ -83,6 +125,7 @@ class Commands:
     def __init__(self, subparsers: argparse._SubParsersAction) -> None:
         self._subparsers = subparsers
         self._options = _shared_options()
+        self.names: list[str] = []
 
     def add(
         self,
@@ -91,15 +134,16 @@ class Commands:
         help: str,
         description: str | None = None,
         options: Sequence[str] = (),
-        remote: bool = True,
+        remote: bool | Literal["optional"] = True,
         notes: str | None = None,
     ) -> argparse.ArgumentParser:
         """Add the command ``name``, run by ``func``; return its parser for its own arguments.
 
         ``help`` is its line in ``ebooklet --help``; ``options`` names the shared options it
-        takes (``"s3"``, ``"json"``, ``"progress"``, ``"verbose"``, ``"conflict"``,
-        ``"local"``); ``remote`` gives it the REMOTE argument first, explained below its
-        options, above ``notes``.
+        takes (``"s3"``, ``"json"``, ``"progress"``, ``"talk"`` for ``--quiet`` and
+        ``--verbose``, ``"conflict"``, ``"local"``, ``"timeout"``, ``"lock"``); ``remote`` gives
+        it the REMOTE argument first (``"optional"``: ``[REMOTE]``, for commands whose LOCAL
+        file remembers its remote), explained below its options, above ``notes``.
         """
         epilog = REMOTE_HELP if remote else None
         if notes:
@@ -108,19 +152,24 @@ class Commands:
             name, help=help, description=description, epilog=epilog, formatter_class=Formatter,
             parents=[self._options[option] for option in options], allow_abbrev=False,
         )
-        if remote:
+        if remote == "optional":
+            parser.add_argument("remote", metavar="REMOTE", nargs="?",
+                                help="where the database lives (see below); default: the remote LOCAL "
+                                "was last synced with")
+        elif remote:
             parser.add_argument("remote", metavar="REMOTE", help="where the database lives (see below)")
-        parser.set_defaults(func=func)
+        parser.set_defaults(func=func, json=False, quiet=False, verbose=False)
+        self.names.append(name)
         return parser
 
 
 def root_parser() -> tuple[argparse.ArgumentParser, Commands]:
     """``ebooklet`` without its commands, and where to add them."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ebooklet",
         description="A local-first key-value database that syncs with S3.",
         epilog=REMOTE_HELP + "\nRun 'ebooklet COMMAND --help' for a command's options. Errors exit 1, "
-        "usage errors 2.",
+        "usage errors 2, an interrupt 130.",
         formatter_class=Formatter,
         allow_abbrev=False,
     )

@@ -1,8 +1,10 @@
-"""The progress bar that ``push`` and ``pull --load`` draw on stderr.
+"""What ``push`` and ``pull --load`` show on stderr while they work.
 
 :func:`render_progress` lays out one line; :class:`ProgressBar` is the ``progress=`` callback
-that redraws it, throttled; :func:`progress_bar` gives a command its bar, or None when stderr
-is not a terminal or ``--no-progress`` was given.
+that redraws it, throttled, and until the first progress arrives it says what the command is
+waiting for (reading the index, another writer's lock), with the seconds so far, so that a
+long wait is never silent. :func:`progress_bar` gives a command its bar when stderr is a
+terminal; elsewhere a wait that lasts is reported once, as a line of its own.
 """
 
 from __future__ import annotations
@@ -17,32 +19,41 @@ from collections.abc import Callable, Iterator
 from typing import IO
 
 from ..results import Progress
+from .interrupt import when_stopped
 from .output import human_bytes
 
 #: Seconds between two redraws of the progress bar, and before the first one.
 PROGRESS_INTERVAL = 0.1
 PROGRESS_DELAY = 0.5
+#: Seconds of a wait before it is reported on a stderr that is not a terminal.
+NOTICE_AFTER = 2.0
+
+#: What a command does before its first progress report, by phase.
+PREPARING = {"upload": "reading the remote and packing the changes", "download": "reading the index"}
 
 
 def render_progress(p: Progress, width: int = 80) -> str:
     """One line describing a transfer, at most ``width`` characters.
 
-    The layout does not shift as the numbers grow, so redraws do not jitter.
+    The fraction counts keys, whose total is known from the start (the byte total of a push
+    grows once its index is built); the layout does not shift as the numbers grow, so
+    redraws do not jitter.
 
     >>> render_progress(Progress("upload", 250, 1000, 512 * 1024, 2 * 1024 * 1024), 80)
-    'pushing   [#####...............]  25%   512.0 KiB /    2.0 MiB    250/1,000 keys'
+    'pushing   [#####...............]  25%   512.0 KiB sent        250/1,000 keys'
     """
     verb = "pushing" if p.phase == "upload" else "fetching"
-    if p.bytes_total > 0:
-        fraction = p.bytes_done / p.bytes_total
-    elif p.keys_total > 0:
+    moved = "sent" if p.phase == "upload" else "received"
+    if p.keys_total > 0:
         fraction = p.keys_done / p.keys_total
+    elif p.bytes_total > 0:
+        fraction = p.bytes_done / p.bytes_total
     else:
         fraction = 1.0
     fraction = min(max(fraction, 0.0), 1.0)
     total_keys = f"{p.keys_total:,}"
     stats = (
-        f"{int(fraction * 100):3d}%  {human_bytes(p.bytes_done):>10} / {human_bytes(p.bytes_total):>10}  "
+        f"{int(fraction * 100):3d}%  {human_bytes(p.bytes_done):>10} {moved:<8}  "
         f"{p.keys_done:>{len(total_keys)},}/{total_keys} keys"
     )
     bar_width = min(20, width - len("fetching") - len(stats) - 5)
@@ -57,7 +68,9 @@ class ProgressBar:
 
     Thread-safe (callbacks come from ebooklet's transfer threads). Nothing is drawn during
     the first ``delay`` seconds, so quick transfers leave no trace; then at most one redraw
-    per ``interval``. :meth:`close` draws the last state and ends the line.
+    per ``interval``. Until the first progress arrives, :meth:`tick` (called by a timer)
+    draws what the command is waiting for. :meth:`close` draws the last state and ends the
+    line; :meth:`abandon` ends it as it is (an interrupt).
     """
 
     def __init__(
@@ -67,35 +80,60 @@ class ProgressBar:
         interval: float = PROGRESS_INTERVAL,
         delay: float = PROGRESS_DELAY,
         clock: Callable[[], float] = time.monotonic,
+        phase: str = "upload",
     ) -> None:
         self.stream = stream
         self.width = width or max(20, shutil.get_terminal_size((80, 24)).columns - 1)
         self.interval = interval
         self.clock = clock
+        self.phase = phase
+        self.waiting_for: Callable[[], str | None] = lambda: None
         self._start = clock()
         self._delay = delay
         self._lock = threading.Lock()
         self._last_draw: float | None = None
         self._last_len = 0
         self._pending: Progress | None = None
+        self._progressed = False
+        self._closed = False
 
     def __call__(self, progress: Progress) -> None:
         with self._lock:
+            if self._closed:
+                return
             now = self.clock()
             self._pending = progress
+            self._progressed = True
             if now - self._start < self._delay:
                 return
             if self._last_draw is not None and now - self._last_draw < self.interval:
                 return
-            self._draw(now)
+            self._draw(render_progress(progress, self.width), now)
+            self._pending = None
 
-    def _draw(self, now: float) -> None:
-        assert self._pending is not None
-        line = render_progress(self._pending, self.width)
+    def tick(self) -> None:
+        """Called by a timer: draw progress that arrived and was not drawn yet, or, before any
+        progress, what the command is doing, with the seconds so far."""
+        with self._lock:
+            now = self.clock()
+            if self._closed or now - self._start < self._delay:
+                return
+            if self._pending is not None:
+                if self._last_draw is None or now - self._last_draw >= self.interval:
+                    self._draw(render_progress(self._pending, self.width), now)
+                    self._pending = None
+                return
+            if self._progressed:
+                return
+            verb = "pushing" if self.phase == "upload" else "fetching"
+            doing = self.waiting_for() or PREPARING.get(self.phase, "working")
+            line = f"{verb:<8}  {int(now - self._start):>3} s  {doing}"
+            self._draw(line[: self.width], now)
+
+    def _draw(self, line: str, now: float) -> None:
         self._write("\r" + line + " " * max(0, self._last_len - len(line)))
         self._last_len = len(line)
         self._last_draw = now
-        self._pending = None
 
     def _write(self, text: str) -> None:
         # A closed or broken terminal must not fail the transfer the bar reports on.
@@ -105,22 +143,90 @@ class ProgressBar:
 
     def close(self) -> None:
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             if self._last_draw is None:
                 return  # never shown: leave no trace
             if self._pending is not None:
-                self._draw(self.clock())
+                self._draw(render_progress(self._pending, self.width), self.clock())
             self._write("\n")
-            self._last_draw = None
+
+    def abandon(self) -> None:
+        """End the line as it stands, drawing nothing more (the command was interrupted)."""
+        with self._lock:
+            if not self._closed and self._last_draw is not None:
+                self._write("\n")
+            self._closed = True
+
+    def freeze(self) -> bool:
+        """Draw nothing more, now; True if a line was left unfinished. Safe in a signal
+        handler: no lock, no writing (the caller ends the line)."""
+        drawn = not self._closed and self._last_draw is not None
+        self._closed = True
+        return drawn
+
+
+def _ticking(bar: ProgressBar) -> tuple[threading.Event, threading.Thread]:
+    done = threading.Event()
+
+    def run() -> None:
+        while not done.wait(bar.interval * 2.5):
+            bar.tick()
+
+    thread = threading.Thread(target=run, name="ebooklet-progress", daemon=True)
+    thread.start()
+    return done, thread
 
 
 @contextlib.contextmanager
-def progress_bar(args: argparse.Namespace) -> Iterator[ProgressBar | None]:
-    """A bar on stderr when it is a terminal and ``--no-progress`` was not given."""
-    if args.no_progress or not sys.stderr.isatty():
-        yield None
+def notice_when_waiting(
+    args: argparse.Namespace, waiting_for: Callable[[], str | None], after: float = NOTICE_AFTER
+) -> Iterator[None]:
+    """On a stderr that is not a terminal: report once a wait that lasts ``after`` seconds."""
+    if args.quiet or args.json and not args.verbose:
+        yield
         return
-    bar = ProgressBar(sys.stderr)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(after):
+            what = waiting_for()
+            if what:
+                print(f"ebooklet: {what}", file=sys.stderr, flush=True)
+                return
+
+    thread = threading.Thread(target=watch, name="ebooklet-notice", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+@contextlib.contextmanager
+def progress_bar(
+    args: argparse.Namespace, phase: str = "upload", waiting_for: Callable[[], str | None] | None = None
+) -> Iterator[ProgressBar | None]:
+    """A bar on stderr when it is a terminal (and neither ``--no-progress`` nor ``--quiet``
+    was given); otherwise None, and a lasting wait for ``waiting_for`` is reported once."""
+    waiting = waiting_for or (lambda: None)
+    if args.no_progress or args.quiet or not sys.stderr.isatty():
+        with notice_when_waiting(args, waiting):
+            yield None
+        return
+    bar = ProgressBar(sys.stderr, phase=phase)
+    bar.waiting_for = waiting
+    done, thread = _ticking(bar)
+    forget = when_stopped(bar.freeze)  # at Ctrl-C the bar stops where it is, at once
     try:
         yield bar
+    except BaseException:
+        done.set()
+        bar.abandon()
+        raise
     finally:
+        forget()
+        done.set()
+        thread.join()
         bar.close()

@@ -7,19 +7,24 @@ import dataclasses
 import json
 import sys
 
-from ..errors import EbookletError
+from ..errors import EbookletError, RemoteFormatError, RemoteNotFoundError
 from ..info import remote_info
+from .interrupt import handling_interrupts
 from .local import CACHE_HELP, reader
 from .output import CliError, bad_input, print_json, print_table, size
 from .parser import Commands
-from .remote_arg import no_database, remote_arg
+from .remote_arg import RemoteArg, no_database, remote_arg
+
+#: An object at least this large is not a head (a head is a few hundred bytes plus about 60
+#: per index part and segment): ``head`` refuses it rather than download it.
+HEAD_LIMIT = 64 * 1024 * 1024
 
 
 def register(commands: Commands) -> None:
     keys = commands.add(
         "keys", _keys, "list the keys of a database",
         "List REMOTE's keys, sorted, one per line.",
-        ["local", "json", "s3"], notes=CACHE_HELP,
+        ["local", "json", "timeout", "s3"], notes=CACHE_HELP,
     )
     keys.add_argument("--prefix", default="", metavar="P", help="only the keys that start with P")
 
@@ -27,21 +32,22 @@ def register(commands: Commands) -> None:
         "get", _get, "print the value of one key",
         "Print the value of KEY: bytes as they are, str as text, anything else as its\n"
         "Python repr (or as JSON with --json). A missing key is an error.",
-        ["local", "json", "s3"], notes=CACHE_HELP,
+        ["local", "json", "timeout", "s3"], notes=CACHE_HELP,
     )
     get.add_argument("key", metavar="KEY", help="the key")
 
     commands.add(
         "head", _head, "describe a remote database",
-        "Read REMOTE's head object (one request) and describe the database: format\n"
-        "version, commit, keys, value bytes, index parts, segments, serializer, last\n"
-        "commit time and metadata. Exits 1 when there is no database at REMOTE.",
+        "Read REMOTE's head object and describe the database: format version,\n"
+        "commit, keys, value bytes, index parts, segments, serializer, last commit\n"
+        "time and metadata (two small requests: an object too large to be a head is\n"
+        "refused without downloading it). Exits 1 when there is no database at REMOTE.",
         ["json", "s3"],
     )
 
 
 def _keys(args: argparse.Namespace) -> int:
-    with reader(args) as db:
+    with handling_interrupts(), reader(args) as db:
         keys = sorted(k for k in db.keys() if k.startswith(args.prefix))
     if args.json:
         print_json(keys)
@@ -52,7 +58,7 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _get(args: argparse.Namespace) -> int:
-    with reader(args) as db:
+    with handling_interrupts(), reader(args) as db:
         try:
             value = db[args.key]
         except KeyError:
@@ -76,10 +82,28 @@ def _get(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_head_size(remote: RemoteArg) -> None:
+    """Refuse an object too large to be a head, with one ranged request, before reading it whole."""
+    target = remote.remote()
+    try:
+        target.transport.get_range(target.db_key, HEAD_LIMIT, 1)
+    except RemoteFormatError:
+        return  # shorter than the limit: read it
+    except RemoteNotFoundError:
+        raise no_database(remote) from None
+    finally:
+        target.transport.close()
+    raise CliError(
+        f"{remote.location} is not an ebooklet database: the object there is larger than any "
+        f"database head ({size(HEAD_LIMIT)} or more). Check the key or URL."
+    )
+
+
 def _head(args: argparse.Namespace) -> int:
     remote = remote_arg(args)
+    _check_head_size(remote)
     try:
-        info = remote_info(remote.conn)
+        info = remote_info(remote.remote())
     except EbookletError:
         raise
     except (ValueError, TypeError, OSError) as exc:

@@ -1,31 +1,42 @@
 """The REMOTE argument: which database a command works on.
 
 The string is read by :func:`ebooklet.remote.url.parse_remote`, the parser the Python API
-uses too; this module adds what only the command line has: the S3 options and credentials
-from its flags and the environment, and the hints its messages give.
+uses too; this module adds what only the command line has: the S3 options from its flags,
+the remote a LOCAL file remembers (so ``ebooklet push big.blt`` is enough), the check that a
+REMOTE given with a LOCAL is the database that file is synced with, and the hints its
+messages give.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
+import json
 import pathlib
+import re
 import urllib.parse
 
-from ..remote import RemoteConn, S3Connection
+from ..info import remote_info
+from ..remote import CountingTransport, Remote, RemoteConn, S3Connection, connect
+from ..remote.credentials import NoCredentialsError
 from ..remote.url import S3Options, parse_remote, remote_location
+from . import stores
+from .interrupt import StoppableTransport
 from .output import CliError
 
 REMOTE_HELP = """\
 REMOTE is where the database lives:
-  s3://BUCKET/KEY     an S3 object. The endpoint comes from --endpoint-url,
-                      $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL (default: AWS),
-                      the credentials from $AWS_ACCESS_KEY_ID (or
-                      --access-key-id) and $AWS_SECRET_ACCESS_KEY
+  s3://BUCKET/KEY     an S3 object. Credentials, region and endpoint come from
+                      the options below, else the AWS environment variables
+                      ($AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY,
+                      $AWS_SESSION_TOKEN, $AWS_PROFILE, $AWS_REGION,
+                      $AWS_ENDPOINT_URL_S3, ...), else ~/.aws/credentials and
+                      ~/.aws/config (default: AWS itself)
   https://HOST/PATH   a public URL of the database (read-only)
   file:///PATH, PATH  a database named inside a local folder (no server needed)
 """
+
+_S3_LOCATION = re.compile(r"^(s3://\S+) \((.*)\)$")
 
 
 @dataclasses.dataclass
@@ -33,6 +44,8 @@ class RemoteArg:
     """A REMOTE argument, resolved."""
 
     conn: RemoteConn
+    #: REMOTE as it can be typed again, for advice in messages.
+    text: str
     #: Shown in messages (never includes credentials).
     location: str
     #: Identifies the database for the read cache.
@@ -40,45 +53,147 @@ class RemoteArg:
     writable: bool
     #: A folder path given as REMOTE (for hints when it names a folder, not a database).
     path: pathlib.Path | None = None
+    #: The transport of the last :meth:`remote`, for Ctrl-C (see :mod:`.interrupt`).
+    transport: StoppableTransport | None = None
+
+    def remote(self) -> Remote:
+        """A new :class:`ebooklet.Remote` for this database, whose requests stop at Ctrl-C."""
+        if isinstance(self.conn, S3Connection) and self.conn.writable:
+            stores.recall()
+        base = connect(self.conn)
+        inner = base.transport.inner if isinstance(base.transport, CountingTransport) else base.transport
+        self.transport = StoppableTransport(inner, base.db_key)
+        return Remote(self.transport, base.db_key, base.location)
 
 
-def remote_arg(args: argparse.Namespace) -> RemoteArg:
-    """``args.remote`` (``s3://``, ``http(s)://``, ``file://`` or a folder path), resolved."""
-    # The secret has no flag: it would show in `ps` and in the shell's history.
-    options = S3Options(
-        access_key_id=args.access_key_id,
-        endpoint_url=args.endpoint_url,
-        region=args.region or os.environ.get("AWS_REGION"),
-        retries=args.retries,
-    )
+@dataclasses.dataclass(frozen=True)
+class Synced:
+    """What a LOCAL file's sync state says about its remote."""
+
+    location: str
+    uuid: str | None
+
+
+def synced_with(local: pathlib.Path) -> Synced | None:
+    """The remote LOCAL was last synced with, or None when it never was.
+
+    ebooklet records the remote's location (as shown in messages, never with credentials)
+    and uuid in the sync state beside the file, ``LOCAL.ebooklet/state.json``, at every sync.
+    """
     try:
-        conn = parse_remote(args.remote, s3=options)
+        state = json.loads((local.with_name(local.name + ".ebooklet") / "state.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    location = state.get("location") if isinstance(state, dict) else None
+    if not isinstance(location, str) or not location:
+        return None
+    uuid = state.get("remote_uuid")
+    return Synced(location, uuid if isinstance(uuid, str) else None)
+
+
+def s3_options(args: argparse.Namespace, endpoint_url: str | None = None) -> S3Options:
+    """The S3 options of the command line; ``endpoint_url`` unless ``--endpoint-url`` is given."""
+    # The secret has no flag: it would show in `ps` and in the shell's history.
+    return S3Options(
+        access_key_id=getattr(args, "access_key_id", None),
+        endpoint_url=getattr(args, "endpoint_url", None) or endpoint_url,
+        region=getattr(args, "region", None),
+        retries=getattr(args, "retries", 3),
+        profile=getattr(args, "profile", None),
+    )
+
+
+def remote_arg(
+    args: argparse.Namespace, text: str | None = None, endpoint_url: str | None = None
+) -> RemoteArg:
+    """``args.remote`` (or ``text``: ``s3://``, ``http(s)://``, ``file://`` or a folder path),
+    resolved; ``endpoint_url`` is the S3 endpoint unless ``--endpoint-url`` says otherwise."""
+    text = text if text is not None else args.remote
+    try:
+        conn = parse_remote(text, s3=s3_options(args, endpoint_url))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     location = remote_location(conn)
     if isinstance(conn, pathlib.Path):
-        return RemoteArg(conn, location, location, writable=True, path=conn)
+        _refuse_local_file(args, conn)
+        return RemoteArg(conn, text, location, location, writable=True, path=conn)
     if isinstance(conn, str):
-        return RemoteArg(conn, location, location, writable=False)
-    _check_s3(args.remote, conn)
+        return RemoteArg(conn, text, location, location, writable=False)
+    check_credentials(text, conn)
     cache_key = f"s3://{conn.bucket}/{conn.db_key}@{conn.endpoint_url or 'aws'}"
-    return RemoteArg(conn, location, cache_key, writable=True)
+    return RemoteArg(conn, text, location, cache_key, writable=True)
 
 
-def _check_s3(text: str, conn: S3Connection) -> None:
-    if not conn.has_credentials:
-        needed = (
-            ("AWS_ACCESS_KEY_ID (or --access-key-id)", conn.access_key_id),
-            ("AWS_SECRET_ACCESS_KEY", conn.access_key),
-        )
-        missing = " and ".join(name for name, value in needed if not value)
+def _refuse_local_file(args: argparse.Namespace, path: pathlib.Path) -> None:
+    """A REMOTE that is a synced local file: the arguments are probably the wrong way round."""
+    synced = synced_with(path)
+    if synced is None or not path.is_file():
+        return
+    local = getattr(args, "local", None)
+    hint = ""
+    if isinstance(local, str) and synced_with(pathlib.Path(local)) is None:
+        hint = f": did you mean 'ebooklet {args.command} {local} {args.remote}'"
+    raise CliError(
+        f"{args.remote} is a local database file (its sync state is in {path.name}.ebooklet/), not a "
+        f"remote. The arguments are REMOTE, then LOCAL{hint}? {args.remote} was last synced with "
+        f"{synced.location}."
+    )
+
+
+def check_credentials(text: str, conn: S3Connection) -> None:
+    """Refuse an S3 remote without credentials, or with a bad endpoint, before any request."""
+    try:
+        _ = conn.credentials
+    except NoCredentialsError as exc:
         raise CliError(
-            f"no credentials for {text}: set {missing} in the environment; to read a public "
-            "database without credentials, give its https:// URL instead"
-        )
+            f"no credentials for {text}: {exc}. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(the key id may be --access-key-id), or name a profile with --profile or "
+            "AWS_PROFILE; to read a public database without credentials, give its https:// URL "
+            "instead"
+        ) from None
+    except ValueError as exc:
+        raise CliError(f"{text}: {exc}") from None
     endpoint = conn.endpoint_url
     if endpoint and urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
         raise CliError(f"the endpoint {endpoint!r} must be an http:// or https:// URL")
+
+
+def _typed(location: str) -> tuple[str, str | None]:
+    """A remembered location as REMOTE text, and the S3 endpoint it names (if any)."""
+    s3 = _S3_LOCATION.match(location)
+    if s3:
+        return s3[1], None if s3[2] == "aws" else s3[2]
+    return location, None
+
+
+def remote_for_local(args: argparse.Namespace, local: pathlib.Path) -> RemoteArg:
+    """The REMOTE of a command that works on LOCAL: as given, or the one LOCAL remembers.
+
+    A REMOTE given for a LOCAL that was synced with a database elsewhere is refused unless it
+    holds the same database (the same uuid: a folder that moved, an endpoint written another
+    way).
+    """
+    synced = synced_with(local) if local.exists() else None
+    if args.remote is None:
+        if synced is None:
+            raise CliError(
+                f"{local} has never been synced, so there is no remote to remember: give it, as in "
+                f"'ebooklet {args.command} REMOTE {local}'"
+            )
+        text, endpoint = _typed(synced.location)
+        return remote_arg(args, text, endpoint)
+    remote = remote_arg(args)
+    if synced is None or synced.uuid is None or synced.location.rstrip("/") == remote.location.rstrip("/"):
+        return remote  # never synced with a database (or with this one): any REMOTE will do
+    info = remote_info(remote.remote())
+    if info is not None and info.uuid == synced.uuid:
+        return remote  # the same database, reached another way
+    what = "another database" if info is not None else "no database"
+    raise CliError(
+        f"{local} is synced with {synced.location}, and {remote.location} holds {what}. Leave "
+        f"REMOTE out to use the remote {local} remembers ('ebooklet {args.command} {local}'), or "
+        f"pull {args.remote} into another file ('ebooklet pull {args.remote} OTHER.blt')."
+    )
 
 
 def no_database(remote: RemoteArg) -> CliError:

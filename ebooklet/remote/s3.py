@@ -4,6 +4,11 @@ Requests are signed by s3func's ``S3Session.request``; conditional writes send `
 ``If-None-Match: *`` headers themselves because ``put_object`` has no parameters for them.
 Some S3-compatible stores ignore those headers, so whether a store honours them is probed
 once per endpoint and bucket (see :meth:`S3Transport.supports_conditional_writes`).
+
+s3func signs with one fixed key pair and knows nothing of session tokens. Temporary
+credentials (a session token, or credentials that botocore refreshes) are signed by
+:func:`signed_session`; it and :meth:`S3Transport.fallback_lock` are the only code that
+reaches into s3func's internals.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ import urllib.parse
 import uuid
 import warnings
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import s3func
+import s3func.locking as s3func_locking
 import urllib3
 from s3func.response import S3ListError
+from s3func.signer import SigV4Auth
 
 from ..errors import (
     PreconditionFailed,
@@ -28,9 +35,50 @@ from ..errors import (
     RemoteUnavailableError,
 )
 from .base import Blob, PutMode, Transport, Update
+from .credentials import Credentials
 from .http import check_range, check_status, range_header, read_body, send
 
 logger = logging.getLogger(__name__)
+
+
+class _Signer:
+    """Signs each request with the credentials as they are at that moment, session token
+    included: the token goes in as ``X-Amz-Security-Token`` before signing, so SigV4 covers it
+    (every ``x-amz-*`` header is signed)."""
+
+    def __init__(self, credentials: Credentials, region: str) -> None:
+        self._credentials = credentials
+        self._region = region
+
+    def add_auth(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | str | None = None
+    ) -> None:
+        now = self._credentials.current()
+        headers.pop("X-Amz-Security-Token", None)
+        if now.session_token:
+            headers["X-Amz-Security-Token"] = now.session_token
+        SigV4Auth(now.access_key_id, now.secret_access_key, self._region).add_auth(method, url, headers, body)
+
+
+def signed_session(credentials: Credentials, bucket: str, region: str, **options: Any) -> s3func.S3Session:
+    """An s3func session whose every request is signed with ``credentials``.
+
+    Static credentials without a token use s3func's own signer. Otherwise the session's
+    signer (s3func's private ``_signer`` attribute, called by ``S3Session.request`` for every
+    request) is replaced by one that adds the session token and asks for refreshed
+    credentials each time. This is the only place that depends on that attribute: an s3func
+    that renames it fails here, loudly, on the first request with temporary credentials.
+    ``options`` are passed to ``S3Session``.
+    """
+    session = s3func.S3Session(
+        credentials.access_key_id, credentials.secret_access_key, bucket, region=region, **options
+    )
+    if credentials.session_token or credentials.refresh is not None:
+        if not hasattr(session, "_signer"):
+            raise RuntimeError("this s3func version signs requests differently; ebooklet cannot add the "
+                               "session token of temporary credentials: pin s3func to a tested version")
+        session._signer = _Signer(credentials, region)
+    return session
 
 
 class S3Transport(Transport):
@@ -47,6 +95,11 @@ class S3Transport(Transport):
         The signing region.
     max_connections, retries, timeout
         Connection pool size, retries of transient failures, and the read timeout in seconds.
+    session_token : str, optional
+        The session token of temporary credentials, signed into every request.
+    credentials : Credentials, optional
+        Credentials as :func:`~ebooklet.remote.credentials.resolve_credentials` found them
+        (refreshed before each request when they expire); they replace the three above.
     """
 
     #: DeleteObjects takes at most 1000 keys per request.
@@ -67,23 +120,23 @@ class S3Transport(Transport):
         max_connections: int = 10,
         retries: int = 3,
         timeout: float = 60.0,
+        *,
+        session_token: str | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.bucket = bucket
         self.endpoint_url = endpoint_url
+        self.region = region
         where = endpoint_url or f"AWS {region}"
         self.description = f"s3://{bucket} at {where}"
+        self._signing = credentials or Credentials(access_key_id, access_key, session_token)
         # Compared (never shown) to decide whether a server-side copy is possible.
-        self._credentials = (access_key_id, access_key, region)
-        self._session = s3func.S3Session(
-            access_key_id,
-            access_key,
-            bucket,
-            endpoint_url=endpoint_url,
-            region=region,
-            max_pool_connections=max_connections,
-            max_attempts=retries,
-            read_timeout=int(timeout),
-            stream=False,
+        self._credentials = (self._signing.access_key_id, region)
+        self._options: dict[str, Any] = {
+            "endpoint_url": endpoint_url, "max_attempts": retries, "read_timeout": int(timeout)
+        }
+        self._session = signed_session(
+            self._signing, bucket, region, max_pool_connections=max_connections, stream=False, **self._options
         )
 
     def _request(
@@ -214,6 +267,23 @@ class S3Transport(Transport):
                     )
         return supported
 
+    @classmethod
+    def known_stores(cls) -> dict[tuple[str | None, str], bool]:
+        """What this process knows of stores' conditional writes, by (endpoint_url, bucket):
+        probed, or told by :meth:`remember_store`."""
+        with cls._probing:
+            return dict(cls._conditional_writes)
+
+    @classmethod
+    def remember_store(cls, endpoint_url: str | None, bucket: str, conditional_writes: bool) -> None:
+        """Take the answer of an earlier probe of a store, so that it is not probed again.
+
+        For a caller that keeps answers between processes (the command line keeps them in its
+        cache folder, so a push costs the same requests in every process).
+        """
+        with cls._probing:
+            cls._conditional_writes.setdefault((endpoint_url, bucket), conditional_writes)
+
     def _probe_conditional_writes(self, scratch_prefix: str) -> bool:
         key = f"{scratch_prefix}probe-{uuid.uuid4().hex}"
         written = False  # whether the probe object may exist, and so must be deleted
@@ -250,8 +320,23 @@ class S3Transport(Transport):
             )
 
     def fallback_lock(self, key: str) -> s3func.S3Lock:
-        """s3func's listing-based lock, for stores that ignore conditional writes."""
-        return self._session.lock(key)
+        """s3func's listing-based lock, for stores that ignore conditional writes.
+
+        Its requests are signed like every other (the lock makes its own sessions, through
+        the factory given to it, which s3func's locking module accepts in place of a service
+        name).
+        """
+        lock = s3func.S3Lock.__new__(s3func.S3Lock)
+        signing, bucket, region = self._signing, self.bucket, self.region
+
+        def session(**kwargs: Any) -> s3func.S3Session:
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("access_key_id", "access_key", "bucket")}
+            return signed_session(signing, bucket, region, **kwargs)
+
+        s3func_locking.init_lock(
+            lock, session, signing.access_key_id, signing.secret_access_key, bucket, key, None, self._options
+        )
+        return lock
 
     def close(self) -> None:
         self._session._session.clear()

@@ -40,6 +40,7 @@ class S3Options:
     region: str | None = None
     db_url: str | None = None
     retries: int = 3
+    profile: str | None = None
 
 
 def parse_remote(text: str | os.PathLike[str], *, s3: S3Options | None = None) -> ParsedRemote:
@@ -136,4 +137,5 @@ def _s3(text: str, options: S3Options | None) -> S3Connection:
         db_url=options.db_url,
         region=options.region,
         retries=options.retries,
+        profile=options.profile,
     )
