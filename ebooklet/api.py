@@ -7,7 +7,13 @@ import pathlib
 from typing import Any
 
 from .db import EBooklet
-from .errors import ReadOnlyError, RemoteNotFoundError
+from .errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    ReadOnlyError,
+    RemoteNotFoundError,
+    SerializerMismatchError,
+)
 from .groups import GROUP_SERIALIZER, RemoteConnGroup
 from .local import LocalStore, check_serializer, serializer_name
 from .lock import DEFAULT_TTL, DEFAULT_WAIT
@@ -83,21 +89,21 @@ def open(
     {'lat': -41.2}
     """
     if flag not in FLAGS:
-        raise ValueError(f"flag must be one of 'r', 'w', 'c', 'n' (as in dbm), not {flag!r}")
+        raise InvalidArgumentError(f"flag must be one of 'r', 'w', 'c', 'n' (as in dbm), not {flag!r}")
     if remote_lock not in ("push", "session", "none"):
-        raise ValueError(f"remote_lock must be 'push', 'session' or 'none', not {remote_lock!r}")
+        raise InvalidArgumentError(f"remote_lock must be 'push', 'session' or 'none', not {remote_lock!r}")
     if remote_conn_group:
         if value_serializer not in (None, GROUP_SERIALIZER):
-            raise ValueError("a remote connection group stores JSON; do not pass value_serializer")
+            raise InvalidArgumentError("a remote connection group stores JSON; do not pass value_serializer")
         value_serializer = GROUP_SERIALIZER
-    check_serializer(value_serializer)
+    _check_serializer_arg(value_serializer)
+    path = _local_path(file_path)
     remote = connect(remote_conn)
     if flag != "r" and not remote.writable:
         raise ReadOnlyError(
             f"{remote.location} is read-only (a public URL or no credentials); open it with "
             "flag='r', or use an S3Connection with credentials to write"
         )
-    path = pathlib.Path(file_path)
     lock = {"remote_lock": remote_lock, "lease_ttl": lease_ttl, "lock_wait": lock_wait}
     local = None
     try:
@@ -123,6 +129,32 @@ def open(
     return EBooklet(local, remote, replica, flag)
 
 
+def _check_serializer_arg(value_serializer: Any) -> None:
+    if value_serializer is None:
+        return
+    if isinstance(value_serializer, str):
+        try:
+            check_serializer(value_serializer)
+        except ValueError as exc:
+            raise InvalidArgumentError(str(exc)) from None
+        return
+    if not all(callable(getattr(value_serializer, f, None)) for f in ("dumps", "loads")):
+        raise ArgumentTypeError(
+            "value_serializer must be a serializer name (e.g. 'pickle', 'orjson'), a class with "
+            f"dumps/loads functions, or None for raw bytes; not {value_serializer!r}"
+        )
+
+
+def _local_path(file_path: Any) -> pathlib.Path:
+    try:
+        return pathlib.Path(os.fsdecode(file_path))
+    except TypeError:
+        raise ArgumentTypeError(
+            f"file_path must be a str, bytes or os.PathLike naming the local file, not "
+            f"{type(file_path).__name__}"
+        ) from None
+
+
 def _first_open(
     remote: Remote,
     path: pathlib.Path,
@@ -142,13 +174,13 @@ def _first_open(
     if head is not None:
         remote_name = head.value_serializer
         if value_serializer is not None and serializer_name(value_serializer) != remote_name:
-            raise ValueError(
+            raise SerializerMismatchError(
                 f"the remote database stores values with serializer {remote_name!r}, not "
                 f"{serializer_name(value_serializer)!r}; open it without value_serializer"
             )
         if remote_name is not None and remote_name.startswith("custom:"):
             if value_serializer is None:
-                raise ValueError(
+                raise SerializerMismatchError(
                     f"the remote database uses a custom value serializer ({remote_name[7:]}); "
                     "pass that class as value_serializer"
                 )
@@ -160,7 +192,7 @@ def _first_open(
     )
     try:
         if head is not None and local.codec.name != head.value_serializer:
-            raise ValueError(
+            raise SerializerMismatchError(
                 f"the local file {path} stores values with serializer "
                 f"{local.codec.name!r} but the remote uses "
                 f"{head.value_serializer!r}; use another local path"
