@@ -26,6 +26,9 @@ __all__ = ["open"]
 FLAGS = ("r", "w", "c", "n")
 #: Seconds to wait for another process to release the local file.
 DEFAULT_TIMEOUT = 60.0
+#: The local hash table of a new file is sized for the remote's key count up to this many
+#: keys (booklet grows it later as needed): a head cannot make a reader allocate more.
+MAX_PRESIZED_KEYS = 10_000_000
 
 
 def open(
@@ -188,7 +191,7 @@ def _first_open(
             value_serializer = remote_name
     local = LocalStore(
         path, create=True, value_serializer=value_serializer, timeout=timeout,
-        expected_keys=head.n_keys if head is not None else 0,
+        expected_keys=min(head.n_keys, MAX_PRESIZED_KEYS) if head is not None else 0,
     )
     try:
         if head is not None and local.codec.name != head.value_serializer:
