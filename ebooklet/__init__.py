@@ -34,6 +34,7 @@ from .errors import (  # noqa: E402
     SerializationError,
     SerializerMismatchError,
     SyncError,
+    UnsafeSerializerError,
     UnsupportedFormatError,
 )
 from .groups import RemoteConnGroup  # noqa: E402
@@ -80,6 +81,7 @@ __all__ = [
     "SerializerMismatchError",
     "Stats",
     "SyncError",
+    "UnsafeSerializerError",
     "UnsupportedFormatError",
     "open",
     "remote_info",

@@ -6,13 +6,16 @@ import os
 import pathlib
 from typing import Any
 
+from .codec import runs_code
 from .db import EBooklet
 from .errors import (
     ArgumentTypeError,
     InvalidArgumentError,
     ReadOnlyError,
+    RemoteFormatError,
     RemoteNotFoundError,
     SerializerMismatchError,
+    UnsafeSerializerError,
 )
 from .groups import GROUP_SERIALIZER, RemoteConnGroup
 from .local import LocalStore, check_serializer, serializer_name
@@ -41,6 +44,7 @@ def open(
     remote_lock: RemoteLock = "push",
     lease_ttl: float = DEFAULT_TTL,
     lock_wait: float = DEFAULT_WAIT,
+    allow_pickle: bool = False,
 ) -> EBooklet:
     """Open a database: a local file synced with a remote.
 
@@ -59,7 +63,9 @@ def open(
     value_serializer : str, class or None
         How values become bytes: a name from ``booklet.available_serializers`` (e.g.
         ``"pickle"``, ``"orjson"``, ``"str"``), a class with ``dumps``/``loads``, or None for
-        raw bytes. Taken from the remote or the local file when they exist.
+        raw bytes. Taken from the remote or the local file when they exist; naming it when
+        reading a remote states which serializer you expect (and, for ``"pickle"``, that
+        you trust the remote: see ``allow_pickle``).
     remote_conn_group : bool
         Open a remote connection group (:class:`ebooklet.RemoteConnGroup`): a database whose
         ``add(remote_conn)`` records how to reach other databases (never their credentials).
@@ -74,6 +80,13 @@ def open(
         Seconds the remote lock lasts without renewal (it is renewed while held).
     lock_wait : float
         Seconds to wait for another writer's remote lock before ``LeaseHeldError``.
+    allow_pickle : bool
+        Read a remote database whose values are pickled (``"pickle"``, ``"pickle_zstd"`` or
+        another serializer that can run code while decoding) without naming its serializer.
+        Unpickling runs code chosen by whoever can write to the remote, so the first open
+        of a local file on such a remote raises :class:`~ebooklet.UnsafeSerializerError`
+        unless you pass ``value_serializer="pickle"`` or ``allow_pickle=True``. The local
+        file then records the serializer, and reopening it needs neither.
 
     Returns
     -------
@@ -87,7 +100,7 @@ def open(
     ...     db["station-1"] = {"lat": -41.2}
     ...     db.changes().push().keys
     ['station-1']
-    >>> with ebooklet.open(tmp / "remote" / "db", tmp / "copy.blt", "r") as db:
+    >>> with ebooklet.open(tmp / "remote" / "db", tmp / "copy.blt", "r", "pickle") as db:
     ...     db["station-1"]
     {'lat': -41.2}
     """
@@ -95,6 +108,8 @@ def open(
         raise InvalidArgumentError(f"flag must be one of 'r', 'w', 'c', 'n' (as in dbm), not {flag!r}")
     if remote_lock not in ("push", "session", "none"):
         raise InvalidArgumentError(f"remote_lock must be 'push', 'session' or 'none', not {remote_lock!r}")
+    if not isinstance(allow_pickle, bool):
+        raise ArgumentTypeError(f"allow_pickle must be True or False, not {allow_pickle!r}")
     if remote_conn_group:
         if value_serializer not in (None, GROUP_SERIALIZER):
             raise InvalidArgumentError("a remote connection group stores JSON; do not pass value_serializer")
@@ -119,7 +134,7 @@ def open(
             local = LocalStore(path, create=False, timeout=timeout, read_only=flag == "r")
             replica = Replica(local, remote, **lock)  # type: ignore[arg-type]
         else:
-            local, replica = _first_open(remote, path, flag, value_serializer, timeout, lock)
+            local, replica = _first_open(remote, path, flag, value_serializer, allow_pickle, timeout, lock)
         if flag != "r":
             replica.start_session()
     except BaseException:
@@ -158,11 +173,46 @@ def _local_path(file_path: Any) -> pathlib.Path:
         ) from None
 
 
+def _remote_serializer(remote: Remote, name: str | None, asked: Any, allow_pickle: bool) -> Any:
+    """The serializer of a new local file for a remote whose head names ``name``, given what
+    the caller asked for: refuse a mismatch, and a serializer that runs code without consent."""
+    if asked is not None:
+        if serializer_name(asked) != name:
+            raise SerializerMismatchError(
+                f"{remote.location} stores values with serializer {name!r}, not "
+                f"{serializer_name(asked)!r}; open it without value_serializer, or with "
+                f"value_serializer={name!r}"
+            )
+        return asked
+    if name is not None and name.startswith("custom:"):
+        raise SerializerMismatchError(
+            f"{remote.location} uses a custom value serializer ({name[7:]}); pass that class "
+            "as value_serializer"
+        )
+    if runs_code(name) and not allow_pickle:
+        raise UnsafeSerializerError(
+            f"{remote.location} stores values with serializer {name!r}, and decoding them runs "
+            "code chosen by whoever can write to that remote (a pickle can call any function). "
+            f"If you trust it, open it with value_serializer={name!r} or allow_pickle=True"
+        )
+    if name is not None and name != "bytes":
+        try:
+            check_serializer(name)
+        except ValueError:
+            raise RemoteFormatError(
+                f"{remote.location} stores values with serializer {name!r}, which this "
+                "installation of booklet does not have; upgrade booklet (and install what that "
+                "serializer needs)"
+            ) from None
+    return name
+
+
 def _first_open(
     remote: Remote,
     path: pathlib.Path,
     flag: str,
     value_serializer: Any,
+    allow_pickle: bool,
     timeout: float | None,
     lock: dict[str, Any],
 ) -> tuple[LocalStore, Replica]:
@@ -175,20 +225,7 @@ def _first_open(
             f"the remote {remote.location} exists{advice}"
         )
     if head is not None:
-        remote_name = head.value_serializer
-        if value_serializer is not None and serializer_name(value_serializer) != remote_name:
-            raise SerializerMismatchError(
-                f"the remote database stores values with serializer {remote_name!r}, not "
-                f"{serializer_name(value_serializer)!r}; open it without value_serializer"
-            )
-        if remote_name is not None and remote_name.startswith("custom:"):
-            if value_serializer is None:
-                raise SerializerMismatchError(
-                    f"the remote database uses a custom value serializer ({remote_name[7:]}); "
-                    "pass that class as value_serializer"
-                )
-        else:
-            value_serializer = remote_name
+        value_serializer = _remote_serializer(remote, head.value_serializer, value_serializer, allow_pickle)
     local = LocalStore(
         path, create=True, value_serializer=value_serializer, timeout=timeout,
         expected_keys=min(head.n_keys, MAX_PRESIZED_KEYS) if head is not None else 0,

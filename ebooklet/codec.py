@@ -5,6 +5,10 @@ that plain ``booklet.open`` reads them); :mod:`ebooklet.local` builds the :class
 file from them. Everything above the local layer encodes and decodes through a codec, and the
 remote head records its :attr:`Codec.name`. A serializer's own errors are translated here,
 naming the key and the serializer.
+
+Some serializers run code chosen by the data while decoding it (``pickle`` does: a pickle
+names functions to call). A remote's head names its serializer, so reading a remote must not
+mean trusting it: :func:`runs_code` tells which names need the reader's consent.
 """
 
 from __future__ import annotations
@@ -15,7 +19,26 @@ from typing import Any
 
 from .errors import DeserializationError, SerializationError
 
-__all__ = ["Codec"]
+__all__ = ["SAFE_SERIALIZERS", "Codec", "runs_code"]
+
+#: booklet serializers that decode data without running code the data chooses. Any other
+#: name (pickle, pickle_zstd, and whatever a later booklet adds) needs the reader's consent
+#: before values from a remote are decoded with it.
+SAFE_SERIALIZERS = frozenset(
+    {
+        "bytes", "str", "json", "orjson", "orjson_zstd", "msgpack", "msgpack_zstd", "zstd",
+        "uint1", "int1", "uint2", "int2", "uint4", "int4", "uint5", "int5", "uint8", "int8",
+        "numpy_int1", "numpy_int2", "numpy_int4", "numpy_int8", "numpy_int2_zstd",
+        "numpy_int4_zstd", "numpy_int8_zstd", "pd_zstd", "gpd_zstd", "wkb", "wkb_zstd",
+    }
+)
+
+
+def runs_code(name: str | None) -> bool:
+    """Whether decoding with the serializer ``name`` (as a head records it) may run code
+    chosen by whoever wrote the data. Custom serializers are the caller's own class: the
+    caller passes it, which is consent enough."""
+    return name is not None and not name.startswith("custom:") and name not in SAFE_SERIALIZERS
 
 
 def _describe(name: str) -> str:

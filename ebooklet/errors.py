@@ -12,8 +12,10 @@ message of each error says what the caller can do about it::
     │   │   │                                  or not encodable as UTF-8
     │   │   └── KeyTypeError (TypeError)       a key that is not a str
     │   ├── SerializationError (TypeError)     the value serializer cannot encode a value
-    │   └── SerializerMismatchError            value_serializer (or the local file's) is not
-    │                                          the remote database's
+    │   ├── SerializerMismatchError            value_serializer (or the local file's) is not
+    │   │                                      the remote database's
+    │   └── UnsafeSerializerError              the remote's serializer can run code (pickle):
+    │                                          reading it needs value_serializer or allow_pickle
     ├── DeserializationError (ValueError)      stored bytes the value serializer cannot decode
     ├── NotSupportedError (TypeError)          this kind of database does not do that (e.g.
     │                                          set() on a remote connection group)
@@ -69,6 +71,7 @@ __all__ = [
     "SerializationError",
     "SerializerMismatchError",
     "SyncError",
+    "UnsafeSerializerError",
     "UnsupportedFormatError",
 ]
 
@@ -114,6 +117,11 @@ class SerializationError(InvalidArgumentError, TypeError):
 
 class SerializerMismatchError(InvalidArgumentError):
     """The value serializer asked for (or the local file's) is not the remote database's."""
+
+
+class UnsafeSerializerError(InvalidArgumentError):
+    """The remote database's serializer can run code while decoding (pickle), and the caller
+    did not consent to it with ``value_serializer`` or ``allow_pickle=True``."""
 
 
 class DeserializationError(EbookletError, ValueError):

@@ -260,10 +260,11 @@ def test_the_edges_of_the_timestamp_range_are_kept_exactly(tmp_path):
          "unknown value_serializer"),
         ({"value_serializer": 42}, ebooklet.ArgumentTypeError, TypeError, "value_serializer must .* not 42"),
         ({"value_serializer": object}, ebooklet.ArgumentTypeError, TypeError, "dumps/loads"),
+        ({"allow_pickle": "yes"}, ebooklet.ArgumentTypeError, TypeError, "allow_pickle must be True or"),
         ({"remote_conn_group": True, "value_serializer": "pickle"}, ebooklet.InvalidArgumentError, ValueError,
          "stores JSON"),
     ],
-    ids=["flag", "remote-lock", "unknown-serializer", "serializer-type", "serializer-class",
+    ids=["flag", "remote-lock", "unknown-serializer", "serializer-type", "serializer-class", "allow-pickle",
          "group-serializer"],
 )  # fmt: skip
 def test_a_bad_argument_to_open_is_an_ebooklet_error_and_the_matching_builtin(

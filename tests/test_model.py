@@ -60,7 +60,7 @@ class TwoClients(RuleBasedStateMachine):
         self.local = [dict(self.remote), dict(self.remote)]
         self.base = [dict(self.remote), dict(self.remote)]
         self.paths = [self.tmp / f"c{i}.blt" for i in range(2)]
-        self.dbs = [ebooklet.open(self.conn, path, "w") for path in self.paths]
+        self.dbs = [ebooklet.open(self.conn, path, "w", allow_pickle=True) for path in self.paths]
         self.checks = 0
         self.fresh = 0
 
@@ -172,13 +172,13 @@ class TwoClients(RuleBasedStateMachine):
         self.dbs[c].close()
         self.fresh += 1
         self.paths[c] = self.tmp / f"fresh{self.fresh}.blt"
-        self.dbs[c] = ebooklet.open(self.conn, self.paths[c], "w")
+        self.dbs[c] = ebooklet.open(self.conn, self.paths[c], "w", allow_pickle=True)
         self.local[c] = dict(self.remote)
         self.base[c] = dict(self.remote)
 
     def _check_remote(self) -> None:
         self.checks += 1
-        with ebooklet.open(self.conn, self.tmp / f"check{self.checks}.blt", "r") as reader:
+        with ebooklet.open(self.conn, self.tmp / f"check{self.checks}.blt", "r", allow_pickle=True) as reader:
             assert dict(reader.items()) == self.remote
 
     @invariant()

@@ -2,7 +2,7 @@
 
 A head and its index parts come from whoever can write to the bucket (or from a damaged
 object): every field is checked before anything is read, written, allocated or deleted
-through it.
+through it, and a reader decides whether values are unpickled, not the remote.
 
 Heads and parts are damaged here with plain file writes on the folder remote and boto3 on the
 S3 servers, as an attacker or a bad copy would.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import pickle
 import zlib
 from typing import Any
 
@@ -20,10 +21,11 @@ import msgpack
 import pytest
 
 import ebooklet
-from ebooklet import api, format
+from ebooklet import api, codec, format
 from ebooklet.format import Entry, Head, Part, value_hash
 
 from .conftest import RemoteKind
+from .test_cli import ebk, ebk_all, error_line
 
 # -- writing a remote's objects directly -----------------------------------------------------
 
@@ -272,6 +274,117 @@ def test_an_index_part_that_inflates_without_limit_is_refused():
     blob = b"EBKI" + value_hash(body) + body
     with pytest.raises(ebooklet.RemoteFormatError, match="inflates to more than"):
         Part.decode(blob, "index/0-0-x")
+
+
+# -- a remote does not decide that its readers unpickle --------------------------------------
+
+
+class _Touch:
+    """A pickle that, when loaded, creates a file: the harmless stand-in for os.system."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (pathlib.Path.touch, (self.path,))
+
+
+def test_every_booklet_serializer_is_classed_as_safe_or_needing_consent():
+    names = {s for s in booklet.available_serializers if s}
+    assert codec.SAFE_SERIALIZERS <= names
+    assert {n for n in names if codec.runs_code(n)} == {"pickle", "pickle_zstd"}
+    assert codec.runs_code("dill") and not codec.runs_code("custom:my.Serializer")
+
+
+@pytest.mark.parametrize("flag", ["r", "w", "c"])
+def test_a_fresh_reader_of_a_pickle_remote_must_consent(remote, tmp_path, flag):
+    conn = remote.conn()
+    with ebooklet.open(conn, tmp_path / "writer.blt", "c", value_serializer="pickle") as db:
+        db["k"] = {"any": "object"}
+        db.changes().push()
+    with pytest.raises(ebooklet.UnsafeSerializerError) as info:
+        ebooklet.open(conn, tmp_path / "reader.blt", flag)
+    message = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert "'pickle'" in message and "runs code chosen by whoever can write to that remote" in message
+    assert "value_serializer='pickle' or allow_pickle=True" in message
+    assert not (tmp_path / "reader.blt").exists()
+
+    for name, consent in [("a.blt", {"value_serializer": "pickle"}), ("b.blt", {"allow_pickle": True})]:
+        with ebooklet.open(conn, tmp_path / name, flag, **consent) as db:
+            assert db["k"] == {"any": "object"}
+        with ebooklet.open(conn, tmp_path / name, flag) as db:  # the local file records the consent
+            assert db["k"] == {"any": "object"}
+
+
+@pytest.mark.parametrize("serializer", ["pickle", "pickle_zstd"])
+def test_a_head_edited_to_say_pickle_cannot_make_a_fresh_reader_run_code(remote, tmp_path, serializer):
+    conn = remote.conn()
+    marker = tmp_path / "code-ran"
+    payload = pickle.dumps(_Touch(marker))  # for pickle_zstd, it would be compressed too
+    _bytes_db(conn, tmp_path / "writer.blt", {"x": payload})
+    edit_head(remote, conn, value_serializer=serializer)
+    with pytest.raises(ebooklet.UnsafeSerializerError, match=f"serializer '{serializer}'"):
+        ebooklet.open(conn, tmp_path / "reader.blt", "r")
+    # A file synced before the edit keeps its own serializer: the bytes stay bytes.
+    with ebooklet.open(conn, tmp_path / "writer.blt", "r") as db:
+        assert db["x"] == payload
+    assert not marker.exists()
+    if serializer == "pickle":
+        with ebooklet.open(conn, tmp_path / "consented.blt", "r", allow_pickle=True) as db:
+            db["x"]
+        assert marker.exists()  # consent is what it takes
+
+
+def test_an_unknown_serializer_needs_consent_and_then_says_it_is_not_installed(tmp_path):
+    conn = tmp_path / "remote" / "db"
+    _bytes_db(conn, tmp_path / "writer.blt", {"x": b"v"})
+    edit_head(RemoteKind("folder", tmp_path), conn, value_serializer="dill")
+    with pytest.raises(ebooklet.UnsafeSerializerError):
+        ebooklet.open(conn, tmp_path / "reader.blt", "r")
+    with pytest.raises(ebooklet.RemoteFormatError, match="serializer 'dill', which this installation"):
+        ebooklet.open(conn, tmp_path / "reader.blt", "r", allow_pickle=True)
+    assert not (tmp_path / "reader.blt").exists()
+
+
+def test_a_serializer_that_only_parses_needs_no_consent_and_a_wrong_one_is_a_mismatch(tmp_path):
+    conn = tmp_path / "remote" / "db"
+    with ebooklet.open(conn, tmp_path / "writer.blt", "c", value_serializer="orjson") as db:
+        db["k"] = {"a": [1]}
+        db.changes().push()
+    with ebooklet.open(conn, tmp_path / "reader.blt", "r") as db:
+        assert db["k"] == {"a": [1]}
+    with pytest.raises(ebooklet.SerializerMismatchError, match="with serializer 'orjson', not 'pickle'"):
+        ebooklet.open(conn, tmp_path / "other.blt", "r", value_serializer="pickle")
+
+
+def test_the_command_line_asks_for_allow_pickle_and_reads_other_databases_without_it(tmp_path):
+    pickled, plain = tmp_path / "bucket" / "pickled.blt", tmp_path / "bucket" / "plain.blt"
+    with ebooklet.open(pickled, tmp_path / "p.blt", "c", value_serializer="pickle") as db:
+        db["k"] = {"a": 1}
+        db.changes().push()
+    with ebooklet.open(plain, tmp_path / "s.blt", "c", value_serializer="str") as db:
+        db["k"] = "text"
+        db.changes().push()
+    get, keys, pull, head, plain_get, plain_keys = ebk_all(
+        tmp_path,
+        ["get", "bucket/pickled.blt", "k"],
+        ["keys", "bucket/pickled.blt", "--local", "mine.blt"],
+        ["pull", "bucket/pickled.blt", "copy.blt"],
+        ["head", "bucket/pickled.blt"],
+        ["get", "bucket/plain.blt", "k"],
+        ["keys", "bucket/plain.blt"],
+    )
+    for refused in (get, keys, pull):
+        assert "stores pickled values: reading them runs code chosen by whoever can write to it. If you " \
+               "trust it, run the command again with --allow-pickle" in error_line(refused)
+    assert not (tmp_path / "mine.blt").exists() and not (tmp_path / "copy.blt").exists()
+    assert head.code == 0 and "pickle" in head.out
+    assert plain_get.out == "text\n" and plain_keys.out == "k\n"
+
+    assert ebk(tmp_path, "get", "bucket/pickled.blt", "k", "--allow-pickle").out == "{'a': 1}\n"
+    # The cache file consented to once is the user's own copy: reading it again needs no flag.
+    assert ebk(tmp_path, "get", "bucket/pickled.blt", "k").out == "{'a': 1}\n"
 
 
 def _part_blob(payload: dict[str, Any]) -> bytes:

@@ -19,7 +19,7 @@ import portalocker
 
 from ..api import open as open_db
 from ..db import EBooklet
-from ..errors import EbookletError, RemoteNotFoundError, SyncError
+from ..errors import EbookletError, RemoteNotFoundError, SyncError, UnsafeSerializerError
 from .output import CliError, bad_input
 from .remote_arg import RemoteArg, no_database, remote_arg
 
@@ -31,10 +31,15 @@ small request when nothing changed), and values fetched once are reused.
 """
 
 
-def open_database(remote: RemoteArg, local: pathlib.Path, flag: str) -> EBooklet:
+def open_database(remote: RemoteArg, local: pathlib.Path, flag: str, allow_pickle: bool = False) -> EBooklet:
     """:func:`ebooklet.open`, with bad input turned into :class:`CliError`."""
     try:
-        return open_db(remote.conn, local, flag)
+        return open_db(remote.conn, local, flag, allow_pickle=allow_pickle)
+    except UnsafeSerializerError:
+        raise CliError(
+            f"{remote.location} stores pickled values: reading them runs code chosen by whoever "
+            "can write to it. If you trust it, run the command again with --allow-pickle"
+        ) from None
     except RemoteNotFoundError:
         if not local.exists():  # neither side has a database
             raise no_database(remote) from None
@@ -78,7 +83,7 @@ def reader(args: argparse.Namespace) -> Iterator[EBooklet]:
     """The database for a read command: through ``--local``, or the cache (pulled first)."""
     remote = remote_arg(args)
     if args.local:
-        with open_database(remote, pathlib.Path(args.local), "r") as db:
+        with open_database(remote, pathlib.Path(args.local), "r", args.allow_pickle) as db:
             yield db
         return
     path = cache_path(remote)
@@ -90,20 +95,20 @@ def reader(args: argparse.Namespace) -> Iterator[EBooklet]:
     # One command at a time per cache file: two could otherwise both create it.
     with lock:
         portalocker.lock(lock, portalocker.LOCK_EX)
-        with _cached(remote, path) as db:
+        with _cached(remote, path, args.allow_pickle) as db:
             yield db
 
 
 @contextlib.contextmanager
-def _cached(remote: RemoteArg, path: pathlib.Path) -> Iterator[EBooklet]:
-    db = open_database(remote, path, "r")
+def _cached(remote: RemoteArg, path: pathlib.Path, allow_pickle: bool) -> Iterator[EBooklet]:
+    db = open_database(remote, path, "r", allow_pickle)
     try:
         db.changes().pull()
     except (SyncError, RemoteNotFoundError):
         # The database was deleted or replaced since the cache was filled: start afresh.
         db.close()
         _drop_cache(path)
-        db = open_database(remote, path, "r")
+        db = open_database(remote, path, "r", allow_pickle)
     except BaseException:
         db.close()
         raise

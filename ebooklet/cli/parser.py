@@ -69,12 +69,16 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
     conflict.add_argument("--on-conflict", choices=CONFLICT_POLICIES, metavar="{local,remote,newest}",
                           help="for keys changed on both sides, keep the local side, the remote side, or "
                           "the side changed last (default: stop with an error, changing nothing)")
+    pickle = argparse.ArgumentParser(add_help=False)
+    pickle.add_argument("--allow-pickle", action="store_true",
+                        help="read a database whose values are pickled; unpickling runs code chosen by "
+                        "whoever can write to REMOTE, so use it only for remotes you trust")
     local = argparse.ArgumentParser(add_help=False)
     local.add_argument("--local", metavar="PATH",
                        help="read through this local file (made if missing) instead of the cache; it is "
                        "not pulled first, so it shows its own unpushed changes")
     return {"s3": s3, "json": json_, "progress": progress, "verbose": verbose, "conflict": conflict,
-            "local": local}
+            "pickle": pickle, "local": local}
 
 
 class Commands:
@@ -98,7 +102,7 @@ class Commands:
 
         ``help`` is its line in ``ebooklet --help``; ``options`` names the shared options it
         takes (``"s3"``, ``"json"``, ``"progress"``, ``"verbose"``, ``"conflict"``,
-        ``"local"``); ``remote`` gives it the REMOTE argument first, explained below its
+        ``"pickle"``, ``"local"``); ``remote`` gives it the REMOTE argument first, explained below its
         options, above ``notes``.
         """
         epilog = REMOTE_HELP if remote else None

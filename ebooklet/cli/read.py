@@ -19,7 +19,7 @@ def register(commands: Commands) -> None:
     keys = commands.add(
         "keys", _keys, "list the keys of a database",
         "List REMOTE's keys, sorted, one per line.",
-        ["local", "json", "s3"], notes=CACHE_HELP,
+        ["local", "pickle", "json", "s3"], notes=CACHE_HELP,
     )
     keys.add_argument("--prefix", default="", metavar="P", help="only the keys that start with P")
 
@@ -27,7 +27,7 @@ def register(commands: Commands) -> None:
         "get", _get, "print the value of one key",
         "Print the value of KEY: bytes as they are, str as text, anything else as its\n"
         "Python repr (or as JSON with --json). A missing key is an error.",
-        ["local", "json", "s3"], notes=CACHE_HELP,
+        ["local", "pickle", "json", "s3"], notes=CACHE_HELP,
     )
     get.add_argument("key", metavar="KEY", help="the key")
 

@@ -20,7 +20,7 @@ def register(commands: Commands) -> None:
         "synced: one line per key with the side that changed it (local, remote or\n"
         "both) and how (added, modified, deleted), then a summary. Keys changed on\n"
         "both sides to different values are CONFLICTs.",
-        ["json", "s3"],
+        ["pickle", "json", "s3"],
     )
     status.add_argument("local", metavar="LOCAL", help="the local database file")
 
@@ -30,7 +30,7 @@ def register(commands: Commands) -> None:
         "database if there is none). Changes others pushed meanwhile to other keys\n"
         "are merged in; keys changed on both sides stop the push, unless\n"
         "--on-conflict says which side wins.",
-        ["conflict", "verbose", "progress", "json", "s3"],
+        ["conflict", "verbose", "progress", "pickle", "json", "s3"],
     )
     push.add_argument("local", metavar="LOCAL",
                       help="the local database file (an ebooklet or plain booklet file)")
@@ -41,7 +41,7 @@ def register(commands: Commands) -> None:
         "fetched again when read, deleted keys disappear, new keys appear. Unpushed\n"
         "local changes to other keys are kept. When LOCAL does not exist it becomes a\n"
         "copy of the remote.",
-        ["conflict", "verbose", "progress", "json", "s3"],
+        ["conflict", "verbose", "progress", "pickle", "json", "s3"],
     )
     pull.add_argument("local", metavar="LOCAL", help="the local database file (made if missing)")
     pull.add_argument("--load", action="store_true",
@@ -51,7 +51,7 @@ def register(commands: Commands) -> None:
 def _status(args: argparse.Namespace) -> int:
     remote = remote_arg(args)
     local = existing_local(args.local, f"'ebooklet pull {args.remote} {args.local}' makes a copy there")
-    with open_database(remote, local, "r") as db:
+    with open_database(remote, local, "r", args.allow_pickle) as db:
         changes = list(db.changes().iter_changes())
     sides = {side: sum(c.side == side for c in changes) for side in ("local", "remote", "both")}
     conflicts = sum(c.conflict for c in changes)
@@ -93,7 +93,7 @@ def _push(args: argparse.Namespace) -> int:
             "s3://BUCKET/KEY (with credentials) or to a folder"
         )
     local = existing_local(args.local, "there is nothing to push")
-    with open_database(remote, local, "w") as db:
+    with open_database(remote, local, "w", args.allow_pickle) as db:
         with progress_bar(args) as bar:
             result = db.changes().push(args.on_conflict, progress=bar)
     if args.json:
@@ -124,7 +124,7 @@ def _pull(args: argparse.Namespace) -> int:
             "pushed: use --on-conflict remote"
         )
     loaded = None
-    with open_database(remote, local, "w" if remote.writable else "r") as db:
+    with open_database(remote, local, "w" if remote.writable else "r", args.allow_pickle) as db:
         result = db.changes().pull(args.on_conflict)
         n_keys = len(db)
         if args.load:
