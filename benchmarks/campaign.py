@@ -646,7 +646,7 @@ def check(args, workdir, server, bucket, direct, writers, events) -> dict:
         for m in re.finditer(r"^pid=(\d+) WARNING ebooklet\.lock: took over the expired lease of "
                              r"[^:\s]*:(\d+):", text, re.M):
             self_takeovers += m.group(1) == m.group(2)
-        release_failures += len(re.findall(r"could not release the lease", text))
+        release_failures += len(re.findall(r"could not release the lock", text))
     if self_takeovers:
         defects.append(f"{self_takeovers} time(s) a writer waited for its own lease to expire and "
                        "took it over (a lost reply to its lease write)")
@@ -723,7 +723,7 @@ def report(s: dict) -> str:
         f"{s['pending_at_end']}",
         f"  duplicate commit numbers    {s['duplicate_commits']}",
         f"  lease                       {s['lease_self_takeovers']} takeover(s) of a writer's own lease, "
-        f"{s['lease_release_failures']} 'could not release the lease' warning(s)",
+        f"{s['lease_release_failures']} 'could not release the lock' warning(s)",
         f"DEFECTS: {len(s['defects'])}" if s["defects"] else "no defects found",
     ]
     lines += [f"  - {d}" for d in s["defects"][:40]]

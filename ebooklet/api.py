@@ -7,8 +7,18 @@ import pathlib
 from datetime import datetime
 from typing import Any
 
+from .codec import runs_code
 from .db import EBooklet
-from .errors import ReadOnlyError, RemoteNotFoundError, SyncError
+from .errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    ReadOnlyError,
+    RemoteFormatError,
+    RemoteNotFoundError,
+    SerializerMismatchError,
+    SyncError,
+    UnsafeSerializerError,
+)
 from .format import Head
 from .groups import GROUP_SERIALIZER, RemoteConnGroup
 from .local import LocalStore, check_serializer, serializer_name
@@ -22,6 +32,9 @@ __all__ = ["open"]
 FLAGS = ("r", "w", "c", "n")
 #: Seconds to wait for another process to release the local file.
 DEFAULT_TIMEOUT = 60.0
+#: The local hash table of a new file is sized for the remote's key count up to this many
+#: keys (booklet grows it later as needed): a head cannot make a reader allocate more.
+MAX_PRESIZED_KEYS = 10_000_000
 
 
 def open(
@@ -36,6 +49,7 @@ def open(
     remote_lock: RemoteLock = "push",
     lease_ttl: float = DEFAULT_TTL,
     lock_wait: float = DEFAULT_WAIT,
+    allow_pickle: bool = False,
     at: int | datetime | None = None,
 ) -> EBooklet:
     """Open a database: a local file synced with a remote.
@@ -55,7 +69,9 @@ def open(
     value_serializer : str, class or None
         How values become bytes: a name from ``booklet.available_serializers`` (e.g.
         ``"pickle"``, ``"orjson"``, ``"str"``), a class with ``dumps``/``loads``, or None for
-        raw bytes. Taken from the remote or the local file when they exist.
+        raw bytes. Taken from the remote or the local file when they exist; naming it when
+        reading a remote states which serializer you expect (and, for ``"pickle"``, that
+        you trust the remote: see ``allow_pickle``).
     n_buckets : int or None
         Hash buckets of the local booklet file, used only when it is created: about the
         number of keys it will hold. A file that outgrows its table slows down until it is
@@ -78,6 +94,13 @@ def open(
         Seconds the remote lock lasts without renewal (it is renewed while held).
     lock_wait : float
         Seconds to wait for another writer's remote lock before ``LeaseHeldError``.
+    allow_pickle : bool
+        Read a remote database whose values are pickled (``"pickle"``, ``"pickle_zstd"`` or
+        another serializer that can run code while decoding) without naming its serializer.
+        Unpickling runs code chosen by whoever can write to the remote, so the first open
+        of a local file on such a remote raises :class:`~ebooklet.UnsafeSerializerError`
+        unless you pass ``value_serializer="pickle"`` or ``allow_pickle=True``. The local
+        file then records the serializer, and reopening it needs neither.
     at : int or datetime, optional
         Open the database as it was at a commit (its number, as :meth:`EBooklet.log` lists
         them) or at a time (the last commit made at or before that timezone-aware datetime).
@@ -97,28 +120,30 @@ def open(
     ...     db["station-1"] = {"lat": -41.2}
     ...     db.changes().push().keys
     ['station-1']
-    >>> with ebooklet.open(tmp / "remote" / "db", tmp / "copy.blt", "r") as db:
+    >>> with ebooklet.open(tmp / "remote" / "db", tmp / "copy.blt", "r", "pickle") as db:
     ...     db["station-1"]
     {'lat': -41.2}
     """
     if flag not in FLAGS:
-        raise ValueError(f"flag must be one of 'r', 'w', 'c', 'n' (as in dbm), not {flag!r}")
+        raise InvalidArgumentError(f"flag must be one of 'r', 'w', 'c', 'n' (as in dbm), not {flag!r}")
     if at is not None and flag != "r":
-        raise ValueError(f"at= opens a past commit read-only: use flag='r', not {flag!r}")
+        raise InvalidArgumentError(f"at= opens a past commit read-only: use flag='r', not {flag!r}")
     if remote_lock not in ("push", "session", "none"):
-        raise ValueError(f"remote_lock must be 'push', 'session' or 'none', not {remote_lock!r}")
+        raise InvalidArgumentError(f"remote_lock must be 'push', 'session' or 'none', not {remote_lock!r}")
+    if not isinstance(allow_pickle, bool):
+        raise ArgumentTypeError(f"allow_pickle must be True or False, not {allow_pickle!r}")
     if remote_conn_group:
         if value_serializer not in (None, GROUP_SERIALIZER):
-            raise ValueError("a remote connection group stores JSON; do not pass value_serializer")
+            raise InvalidArgumentError("a remote connection group stores JSON; do not pass value_serializer")
         value_serializer = GROUP_SERIALIZER
-    check_serializer(value_serializer)
+    _check_serializer_arg(value_serializer)
+    path = _local_path(file_path)
     remote = connect(remote_conn)
     if flag != "r" and not remote.writable:
         raise ReadOnlyError(
             f"{remote.location} is read-only (a public URL or no credentials); open it with "
             "flag='r', or use an S3Connection with credentials to write"
         )
-    path = pathlib.Path(os.fsdecode(file_path))  # bytes too, as dbm accepts
     lock = {"remote_lock": remote_lock, "lease_ttl": lease_ttl, "lock_wait": lock_wait}
     sizing = {"n_buckets": n_buckets, "buffer_size": buffer_size}
     local = None
@@ -139,7 +164,9 @@ def open(
                     "open each past commit with a local path of its own"
                 )
         else:
-            local, replica = _first_open(remote, path, flag, value_serializer, timeout, lock, sizing, pinned)
+            local, replica = _first_open(
+                remote, path, flag, value_serializer, allow_pickle, timeout, lock, sizing, pinned
+            )
         if flag != "r":
             replica.start_session()
     except BaseException:
@@ -161,11 +188,72 @@ def _commit_at(remote: Remote, at: int | datetime) -> Head:
     return history.find(heads, latest, at)
 
 
+def _check_serializer_arg(value_serializer: Any) -> None:
+    if value_serializer is None:
+        return
+    if isinstance(value_serializer, str):
+        try:
+            check_serializer(value_serializer)
+        except ValueError as exc:
+            raise InvalidArgumentError(str(exc)) from None
+        return
+    if not all(callable(getattr(value_serializer, f, None)) for f in ("dumps", "loads")):
+        raise ArgumentTypeError(
+            "value_serializer must be a serializer name (e.g. 'pickle', 'orjson'), a class with "
+            f"dumps/loads functions, or None for raw bytes; not {value_serializer!r}"
+        )
+
+
+def _local_path(file_path: Any) -> pathlib.Path:
+    try:
+        return pathlib.Path(os.fsdecode(file_path))
+    except TypeError:
+        raise ArgumentTypeError(
+            f"file_path must be a str, bytes or os.PathLike naming the local file, not "
+            f"{type(file_path).__name__}"
+        ) from None
+
+
+def _remote_serializer(remote: Remote, name: str | None, asked: Any, allow_pickle: bool) -> Any:
+    """The serializer of a new local file for a remote whose head names ``name``, given what
+    the caller asked for: refuse a mismatch, and a serializer that runs code without consent."""
+    if asked is not None:
+        if serializer_name(asked) != name:
+            raise SerializerMismatchError(
+                f"{remote.location} stores values with serializer {name!r}, not "
+                f"{serializer_name(asked)!r}; open it without value_serializer, or with "
+                f"value_serializer={name!r}"
+            )
+        return asked
+    if name is not None and name.startswith("custom:"):
+        raise SerializerMismatchError(
+            f"{remote.location} uses a custom value serializer ({name[7:]}); pass that class "
+            "as value_serializer"
+        )
+    if runs_code(name) and not allow_pickle:
+        raise UnsafeSerializerError(
+            f"{remote.location} stores values with serializer {name!r}, and decoding them runs "
+            "code chosen by whoever can write to that remote (a pickle can call any function). "
+            f"If you trust it, open it with value_serializer={name!r} or allow_pickle=True"
+        )
+    if name is not None and name != "bytes":
+        try:
+            check_serializer(name)
+        except ValueError:
+            raise RemoteFormatError(
+                f"{remote.location} stores values with serializer {name!r}, which this "
+                "installation of booklet does not have; upgrade booklet (and install what that "
+                "serializer needs)"
+            ) from None
+    return name
+
+
 def _first_open(
     remote: Remote,
     path: pathlib.Path,
     flag: str,
     value_serializer: Any,
+    allow_pickle: bool,
     timeout: float | None,
     lock: dict[str, Any],
     sizing: dict[str, int | None],
@@ -181,27 +269,14 @@ def _first_open(
             f"the remote {remote.location} exists{advice}"
         )
     if head is not None:
-        remote_name = head.value_serializer
-        if value_serializer is not None and serializer_name(value_serializer) != remote_name:
-            raise ValueError(
-                f"the remote database stores values with serializer {remote_name!r}, not "
-                f"{serializer_name(value_serializer)!r}; open it without value_serializer"
-            )
-        if remote_name is not None and remote_name.startswith("custom:"):
-            if value_serializer is None:
-                raise ValueError(
-                    f"the remote database uses a custom value serializer ({remote_name[7:]}); "
-                    "pass that class as value_serializer"
-                )
-        else:
-            value_serializer = remote_name
+        value_serializer = _remote_serializer(remote, head.value_serializer, value_serializer, allow_pickle)
     local = LocalStore(
         path, create=True, value_serializer=value_serializer, timeout=timeout,
-        expected_keys=head.n_keys if head is not None else 0, **sizing,
+        expected_keys=min(head.n_keys, MAX_PRESIZED_KEYS) if head is not None else 0, **sizing,
     )
     try:
         if head is not None and local.codec.name != head.value_serializer:
-            raise ValueError(
+            raise SerializerMismatchError(
                 f"the local file {path} stores values with serializer "
                 f"{local.codec.name!r} but the remote uses "
                 f"{head.value_serializer!r}; use another local path"

@@ -3,7 +3,12 @@
 The serializers themselves are booklet's (the local file stores values already encoded, so
 that plain ``booklet.open`` reads them); :mod:`ebooklet.local` builds the :class:`Codec` of a
 file from them. Everything above the local layer encodes and decodes through a codec, and the
-remote head records its :attr:`Codec.name`.
+remote head records its :attr:`Codec.name`. A serializer's own errors are translated here,
+naming the key and the serializer.
+
+Some serializers run code chosen by the data while decoding it (``pickle`` does: a pickle
+names functions to call). A remote's head names its serializer, so reading a remote must not
+mean trusting it: :func:`runs_code` tells which names need the reader's consent.
 """
 
 from __future__ import annotations
@@ -12,7 +17,34 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Codec"]
+from .errors import DeserializationError, SerializationError
+
+__all__ = ["SAFE_SERIALIZERS", "Codec", "runs_code"]
+
+#: booklet serializers that decode data without running code the data chooses. Any other
+#: name (pickle, pickle_zstd, and whatever a later booklet adds) needs the reader's consent
+#: before values from a remote are decoded with it.
+SAFE_SERIALIZERS = frozenset(
+    {
+        "bytes", "str", "json", "orjson", "orjson_zstd", "msgpack", "msgpack_zstd", "zstd",
+        "uint1", "int1", "uint2", "int2", "uint4", "int4", "uint5", "int5", "uint8", "int8",
+        "numpy_int1", "numpy_int2", "numpy_int4", "numpy_int8", "numpy_int2_zstd",
+        "numpy_int4_zstd", "numpy_int8_zstd", "pd_zstd", "gpd_zstd", "wkb", "wkb_zstd",
+    }
+)
+
+
+def runs_code(name: str | None) -> bool:
+    """Whether decoding with the serializer ``name`` (as a head records it) may run code
+    chosen by whoever wrote the data. Custom serializers are the caller's own class: the
+    caller passes it, which is consent enough."""
+    return name is not None and not name.startswith("custom:") and name not in SAFE_SERIALIZERS
+
+
+def _describe(name: str) -> str:
+    if name == "bytes":
+        return "no value serializer (raw bytes: value_serializer=None)"
+    return f"the value serializer {name!r}"
 
 
 @dataclass(frozen=True)
@@ -43,8 +75,50 @@ class Codec:
         """A class of the user's own, which every reader must be given."""
         return self.name.startswith("custom:")
 
-    def encode(self, value: Any) -> bytes:
-        return self.dumps(value)
+    def encode(self, value: Any, key: str | None = None) -> bytes:
+        """``value`` as bytes; :class:`~ebooklet.SerializationError` names ``key`` when the
+        serializer cannot encode it."""
+        try:
+            raw = self.dumps(value)
+        except Exception as exc:  # a serializer may raise anything for a value it cannot take
+            raise self._encode_error(value, key, f"{type(exc).__name__}: {exc}") from exc
+        if type(raw) is bytes:
+            return raw
+        if isinstance(raw, (bytes, bytearray, memoryview)):
+            return bytes(raw)
+        # booklet's raw-bytes serializer hands back whatever it was given.
+        raise self._encode_error(value, key, "it is not bytes")
 
-    def decode(self, raw: bytes) -> Any:
-        return self.loads(raw)
+    def _encode_error(self, value: Any, key: str | None, why: str) -> SerializationError:
+        of = f" of {key!r}" if key is not None else ""
+        if self.name == "bytes":
+            advice = (
+                "This database stores raw bytes: encode the value yourself (e.g. str.encode), "
+                "or keep such values in a database created with a value_serializer such as "
+                "'pickle' or 'orjson' (the serializer is fixed when a database is created)"
+            )
+        else:
+            advice = (
+                "Convert the value to a type that serializer takes, or keep such values in a "
+                "database created with another value_serializer (the serializer is fixed when "
+                "a database is created)"
+            )
+        return SerializationError(
+            f"the value{of} ({type(value).__name__}) cannot be stored with "
+            f"{_describe(self.name)}: {why}. {advice}.",
+            key,
+        )
+
+    def decode(self, raw: bytes, key: str | None = None) -> Any:
+        """The value stored as ``raw``; :class:`~ebooklet.DeserializationError` names ``key``
+        when the serializer cannot decode it."""
+        try:
+            return self.loads(raw)
+        except Exception as exc:  # a serializer may raise anything for bytes it cannot read
+            of = f" of {key!r}" if key is not None else ""
+            raise DeserializationError(
+                f"the stored value{of} ({len(raw):,} bytes) cannot be decoded with "
+                f"{_describe(self.name)} ({type(exc).__name__}: {exc}); it was probably written "
+                "with another serializer (e.g. through plain booklet). Overwrite or delete the key",
+                key,
+            ) from exc

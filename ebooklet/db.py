@@ -17,9 +17,17 @@ from collections.abc import (
 from datetime import datetime
 from typing import Any
 
-from .errors import ClosedError, ReadOnlyError
+from .errors import (
+    ArgumentTypeError,
+    ClosedError,
+    EbookletError,
+    InvalidArgumentError,
+    ReadOnlyError,
+    SerializationError,
+)
 from .format import DEFAULT_RETENTION
 from .info import RemoteInfo
+from .limits import check_key, check_timestamp, check_value_size
 from .local import LocalStore
 from .remote import Remote, RemoteConn, Stats, connect
 from .results import Change, CommitInfo, ProgressCallback, PullResult, PushResult
@@ -28,23 +36,31 @@ from .sync.diff import local_changes, now_us
 
 __all__ = ["Changes", "EBooklet"]
 
-_MISSING = object()
-
 
 def _timestamp(value: int | str | datetime | None) -> int | None:
     """Microseconds since the epoch from what booklet accepts as a timestamp."""
-    if value is None or isinstance(value, int) and not isinstance(value, bool):
-        return value
+    if value is None:
+        return None
     if isinstance(value, str):
-        value = datetime.fromisoformat(value)
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"the timestamp {value!r} is not an ISO 8601 date and time, e.g. "
+                "'2024-05-01T12:00:00+00:00'"
+            ) from None
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            raise ValueError("a datetime timestamp needs a timezone, e.g. datetime.now(timezone.utc)")
-        return int(value.timestamp() * 1_000_000)
-    raise TypeError(
-        "a timestamp is an int of microseconds since the epoch, an ISO 8601 string with a "
-        f"timezone, or a timezone-aware datetime, not {type(value).__name__}"
-    )
+            raise InvalidArgumentError(
+                "a datetime timestamp needs a timezone, e.g. datetime.now(timezone.utc)"
+            )
+        value = int(value.timestamp() * 1_000_000)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ArgumentTypeError(
+            "a timestamp is an int of microseconds since the epoch, an ISO 8601 string with a "
+            f"timezone, or a timezone-aware datetime, not {type(value).__name__}"
+        )
+    return check_timestamp(value)
 
 
 class EBooklet(MutableMapping):
@@ -83,10 +99,7 @@ class EBooklet(MutableMapping):
                 )
             raise ReadOnlyError(f"cannot {what}: the database was opened with flag='r'; open it with 'w'")
 
-    @staticmethod
-    def _check_key(key: Any) -> None:
-        if not isinstance(key, str):
-            raise TypeError(f"ebooklet keys must be str, not {type(key).__name__} ({key!r})")
+    _check_key = staticmethod(check_key)
 
     @property
     def writable(self) -> bool:
@@ -123,14 +136,14 @@ class EBooklet(MutableMapping):
     def __getitem__(self, key: str) -> Any:
         self._check()
         self._check_key(key)
-        value = self._local.get(key, _MISSING)
-        if value is not _MISSING:
-            return value
+        found = self._local.get_raw(key)
+        if found is not None:
+            return self._codec.decode(found[1], key)
         with self._lock:
             raw = self._replica.load(self._lazy([key])).get(key)
         if raw is None:
             raise KeyError(key)
-        return self._codec.decode(raw)
+        return self._codec.decode(raw, key)
 
     def _lazy(self, keys: Iterable[str]) -> list[str]:
         """The keys among ``keys`` that are on the remote and not fetched yet (under the lock)."""
@@ -208,12 +221,12 @@ class EBooklet(MutableMapping):
                 self._check()
                 pairs = bulk.store(*fetched)
             for key, raw in pairs:
-                yield key, decode(raw)
+                yield key, decode(raw, key)
 
     def _local_items(self) -> Iterator[tuple[str, Any]]:
         decode = self._codec.decode
         for key, _ts, raw in self._local.raw_items():
-            yield key, decode(raw)
+            yield key, decode(raw, key)
 
     def _iter_values(self) -> Iterator[Any]:
         for _key, value in self._iter_items():
@@ -240,7 +253,8 @@ class EBooklet(MutableMapping):
         keys = list(keys)
         self.load_items(keys)
         for key in keys:
-            yield key, self._local.get(key, default)
+            found = self._local.get_raw(key)
+            yield key, default if found is None else self._codec.decode(found[1], key)
 
     def load_items(self, keys: Iterable[str] | None = None, progress: ProgressCallback | None = None) -> int:
         """Fetch remote values into the local file (all when ``keys`` is None).
@@ -304,10 +318,17 @@ class EBooklet(MutableMapping):
     def set(self, key: str, value: Any, timestamp: int | str | datetime | None = None) -> None:
         """Set ``key`` to ``value``, stamped with ``timestamp`` (default: now)."""
         self._check_write("write")
-        self._check_key(key)
         ts = _timestamp(timestamp)
         with self._lock:
-            self._local.set(key, value, ts)
+            self._store(key, value, ts)
+
+    def _store(self, key: str, value: Any, timestamp: int | None = None) -> None:
+        """Every write of a value: the key checked, the value encoded here (so that what the
+        file cannot hold is refused naming the key) and stored as it will be pushed."""
+        self._check_key(key)
+        raw = self._codec.encode(value, key)
+        check_value_size(key, len(raw))
+        self._local.set_raw(key, raw, now_us() if timestamp is None else timestamp)
 
     def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
         self._check_write("write")
@@ -319,10 +340,9 @@ class EBooklet(MutableMapping):
             items = other
         with self._lock:
             for key, value in items:
-                self._check_key(key)
-                self._local.set(key, value)
+                self._store(key, value)
             for key, value in kwargs.items():
-                self._local.set(key, value)
+                self._store(key, value)
 
     def __delitem__(self, key: str) -> None:
         self._check_write("delete")
@@ -345,8 +365,17 @@ class EBooklet(MutableMapping):
     def set_metadata(self, data: Any, timestamp: int | str | datetime | None = None) -> None:
         """Set the database's metadata; it is pushed with the next push."""
         self._check_write("set metadata")
+        ts = _timestamp(timestamp)
         with self._lock:
-            self._local.set_metadata(data, _timestamp(timestamp) or now_us())
+            try:
+                self._local.set_metadata(data, now_us() if ts is None else ts)
+            except EbookletError:
+                raise
+            except (TypeError, ValueError) as exc:  # booklet encodes metadata as JSON (orjson)
+                raise SerializationError(
+                    f"the metadata ({type(data).__name__}) cannot be stored: it must be JSON "
+                    f"(dicts with str keys, lists, str, numbers, bool, None); {exc}"
+                ) from exc
 
     def clear(self) -> None:
         """Delete every key and the metadata, as booklet and ebooklet 0.5 do (locally; the

@@ -5,6 +5,20 @@ class inherits it too, so ``except KeyError`` or ``except PermissionError`` keep
 message of each error says what the caller can do about it::
 
     EbookletError
+    ├── InvalidArgumentError (ValueError)      an argument ebooklet cannot use (flag, timestamp,
+    │   │                                      on_conflict, a value too large, ...)
+    │   ├── ArgumentTypeError (TypeError)      an argument of a type ebooklet cannot use
+    │   ├── InvalidKeyError                    a key that cannot be stored: reserved, too long,
+    │   │   │                                  or not encodable as UTF-8
+    │   │   └── KeyTypeError (TypeError)       a key that is not a str
+    │   ├── SerializationError (TypeError)     the value serializer cannot encode a value
+    │   ├── SerializerMismatchError            value_serializer (or the local file's) is not
+    │   │                                      the remote database's
+    │   └── UnsafeSerializerError              the remote's serializer can run code (pickle):
+    │                                          reading it needs value_serializer or allow_pickle
+    ├── DeserializationError (ValueError)      stored bytes the value serializer cannot decode
+    ├── NotSupportedError (TypeError)          this kind of database does not do that (e.g.
+    │                                          set() on a remote connection group)
     ├── ReadOnlyError (PermissionError)        the database or remote was opened read-only
     ├── ClosedError (ValueError)               the database was used after close()
     ├── LocalFileError                         the local file cannot be used as it is
@@ -32,16 +46,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
+    "ArgumentTypeError",
     "ClosedError",
     "CommitUnknownError",
     "ConflictError",
     "DamagedLocalFileError",
+    "DeserializationError",
     "EbookletError",
     "IntegrityError",
+    "InvalidArgumentError",
+    "InvalidKeyError",
+    "KeyTypeError",
     "LeaseHeldError",
     "LeaseLostError",
     "LocalFileBusyError",
     "LocalFileError",
+    "NotSupportedError",
     "PreconditionFailed",
     "PushConflictError",
     "ReadOnlyError",
@@ -50,13 +70,72 @@ __all__ = [
     "RemoteFormatError",
     "RemoteNotFoundError",
     "RemoteUnavailableError",
+    "SerializationError",
+    "SerializerMismatchError",
     "SyncError",
+    "UnsafeSerializerError",
     "UnsupportedFormatError",
 ]
 
 
 class EbookletError(Exception):
     """Base class of every error raised by ebooklet."""
+
+
+class InvalidArgumentError(EbookletError, ValueError):
+    """An argument has a value ebooklet cannot use; the message names it and what it accepts."""
+
+
+class ArgumentTypeError(InvalidArgumentError, TypeError):
+    """An argument has a type ebooklet cannot use."""
+
+
+class InvalidKeyError(InvalidArgumentError):
+    """A key that cannot be stored: a reserved name, too long, or not encodable as UTF-8.
+
+    ``key`` is the key (a str, or whatever was given in its place).
+    """
+
+    def __init__(self, message: str, key: object = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class KeyTypeError(InvalidKeyError, TypeError):
+    """A key that is not a str."""
+
+
+class SerializationError(InvalidArgumentError, TypeError):
+    """The database's value serializer cannot encode a value (``key`` names it).
+
+    It is a TypeError (what serializers raise for an object they cannot encode) and a
+    ValueError (a value the database cannot hold).
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class SerializerMismatchError(InvalidArgumentError):
+    """The value serializer asked for (or the local file's) is not the remote database's."""
+
+
+class UnsafeSerializerError(InvalidArgumentError):
+    """The remote database's serializer can run code while decoding (pickle), and the caller
+    did not consent to it with ``value_serializer`` or ``allow_pickle=True``."""
+
+
+class DeserializationError(EbookletError, ValueError):
+    """Stored bytes that the database's value serializer cannot decode (``key`` names them)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class NotSupportedError(EbookletError, TypeError):
+    """This kind of database does not support the operation; the message names what does."""
 
 
 class ReadOnlyError(EbookletError, PermissionError):

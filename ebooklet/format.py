@@ -16,18 +16,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import sys
 import time
 import uuid
 import zlib
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 import msgpack
 
 from .errors import IntegrityError, RemoteFormatError, UnsupportedFormatError
+from .limits import MAX_KEY_BYTES, MAX_TIMESTAMP, RESERVED_KEYS, key_problem
 
 FORMAT_NAME = "ebooklet"
 FORMAT_VERSION = 2
@@ -51,6 +53,24 @@ SEGMENT_BYTES = 64 * 1024 * 1024
 _PART_MAGIC = b"EBKI"
 #: Bytes of the blake2b content hash of every value.
 HASH_LEN = 16
+#: Index parts decompress to at most this many bytes (a legitimate part stays near
+#: PART_SPLIT_BYTES); a crafted one cannot make a reader inflate it without limit.
+MAX_PART_BYTES = 64 * PART_SPLIT_BYTES
+#: The most index parts a head may have (2**20 parts hold tens of billions of keys).
+MAX_PART_BITS = 20
+#: A head's key count may exceed what its index parts can hold at their split size by this
+#: factor at most: it sizes local tables, so a crafted head must not make it arbitrary.
+N_KEYS_SLACK = 4
+
+#: A commit id as :func:`new_commit_id` makes it.
+_COMMIT_ID = r"[0-9a-f]{1,16}-[0-9a-f]{12}"
+COMMIT_ID_RE = re.compile(_COMMIT_ID)
+#: The names :func:`segment_name` and :func:`part_name` make (numbers without leading zeros).
+SEGMENT_NAME_RE = re.compile(rf"seg/({_COMMIT_ID})-(0|[1-9][0-9]{{0,8}})")
+PART_NAME_RE = re.compile(rf"index/(0|[1-9][0-9]?)-(0|[1-9][0-9]{{0,9}})-({_COMMIT_ID})")
+#: Every kind of object a head may name. A name is always relative to the database's prefix,
+#: and these patterns keep it there: no '..', no '/' at the start, no other prefix.
+OBJECT_NAME_RES = (SEGMENT_NAME_RE, PART_NAME_RE)
 
 
 def value_hash(data: bytes) -> bytes:
@@ -120,6 +140,11 @@ def created_at(name: str) -> int | None:
 def log_name(commit: int, commit_id: str) -> str:
     """The name of commit ``commit``'s immutable copy of its head, relative to the prefix."""
     return f"log/{commit:012d}-{commit_id}"
+
+
+def is_object_name(name: Any) -> bool:
+    """Whether ``name`` is the name of an object of the format (a segment or index part)."""
+    return isinstance(name, str) and any(r.fullmatch(name) for r in OBJECT_NAME_RES)
 
 
 def _le_bytes(column: array) -> bytes:
@@ -221,13 +246,21 @@ class Part:
 
     @classmethod
     def decode(cls, data: bytes, name: str = "index part") -> Part:
+        """An index part from its bytes, checked as untrusted input: every key must be one the
+        local file can hold and every segment name one of the format's."""
         if data[:4] != _PART_MAGIC:
             raise RemoteFormatError(f"{name} is not an ebooklet index part")
         body = data[4 + HASH_LEN :]
         if value_hash(body) != data[4 : 4 + HASH_LEN]:
             raise IntegrityError(f"{name} is corrupt: its checksum does not match its content")
         try:
-            raw = msgpack.unpackb(zlib.decompress(body), raw=False)
+            inflate = zlib.decompressobj()
+            payload = inflate.decompress(body, MAX_PART_BYTES)
+            if inflate.unconsumed_tail:
+                raise ValueError(f"it inflates to more than {MAX_PART_BYTES:,} bytes")
+            # Strings in a part are keys and segment names: msgpack refuses longer ones (and
+            # invalid UTF-8) itself, so every key fits the local file's key length.
+            raw = msgpack.unpackb(payload, raw=False, max_str_len=MAX_KEY_BYTES)
         except (ValueError, zlib.error, msgpack.UnpackException) as exc:
             raise RemoteFormatError(f"{name} cannot be decoded: {exc}") from exc
         version = raw.get("v", 0) if isinstance(raw, dict) else None
@@ -244,14 +277,46 @@ class Part:
             part._seg = _le_array("I", raw["seg"])
             part._off = _le_array("Q", raw["off"])
             part._len = _le_array("I", raw["len"])
-            n = len(part.keys)
-            lengths = {len(part._ts), len(part._seg), len(part._off), len(part._len), n}
-            if lengths != {n} or len(part._hash) != n * HASH_LEN:
-                raise ValueError(f"its columns do not all hold {n} entries")
+            problem = _part_problem(part, raw["ts"])
+            if problem:
+                raise ValueError(problem)
+            part._rows = {k: i for i, k in enumerate(part.keys)}
+            if len(part._rows) != len(part.keys):
+                raise ValueError("a key appears twice")
         except (KeyError, TypeError, ValueError) as exc:
-            raise RemoteFormatError(f"{name} has a malformed index: {exc!r}") from None
-        part._rows = {k: i for i, k in enumerate(part.keys)}
+            raise RemoteFormatError(
+                f"{name} has a malformed index: {exc}. The remote database is damaged or was not "
+                "written by ebooklet; ask whoever writes it"
+            ) from None
         return part
+
+
+def _part_problem(part: Part, ts_bytes: bytes) -> str | None:
+    """What is wrong with a decoded index part, or None (each check is one pass in C: this
+    runs for every part a reader downloads)."""
+    keys, n = part.keys, len(part.keys) if isinstance(part.keys, list) else -1
+    try:
+        "".join(keys)
+    except TypeError:
+        n = -1
+    if n < 0:
+        return "its keys are not a list of str"
+    lengths = {len(part._ts), len(part._seg), len(part._off), len(part._len), n}
+    if lengths != {n} or not isinstance(part._hash, bytes) or len(part._hash) != n * HASH_LEN:
+        return f"its columns do not all hold {n} entries"
+    if not RESERVED_KEYS.isdisjoint(keys):
+        reserved = sorted(RESERVED_KEYS.intersection(keys))[0]
+        return f"it holds a key that cannot be stored locally: {key_problem(reserved)}"
+    segs = part._segs
+    named = isinstance(segs, list) and all(isinstance(s, str) and SEGMENT_NAME_RE.fullmatch(s) for s in segs)
+    if not named:
+        return "its segment names are not the format's (seg/<commit id>-<n>)"
+    if n and max(part._seg) >= len(segs):
+        return "an entry refers to a segment it does not name"
+    # 0 <= ts <= MAX_TIMESTAMP (2**56 - 1) exactly when the top byte of each 8 is zero.
+    if ts_bytes[7::8].strip(b"\0"):
+        return f"a timestamp is outside 0..{MAX_TIMESTAMP}"
+    return None
 
 
 @dataclass
@@ -336,6 +401,177 @@ class Head:
             )
         known = {f for f in cls.__dataclass_fields__}
         try:
-            return cls(**{k: v for k, v in raw.items() if k in known})
+            head = cls(**{k: v for k, v in raw.items() if k in known})
         except TypeError as exc:
             raise RemoteFormatError(f"{where} has a malformed head: {exc}") from None
+        check_head(head, where)
+        return head
+
+
+# -- checking a head as untrusted input ---------------------------------------------------
+#
+# A head comes from whoever can write to the bucket (or from a damaged object). Each field has
+# a rule here: a function of the field's value and the whole head that returns what is wrong,
+# or None. A new field of Head needs a rule (tests/test_trust.py checks that every field has
+# one).
+
+HeadRule = Callable[[Any, "Head"], "str | None"]
+
+
+def _int_in(lo: int, hi: int) -> HeadRule:
+    def rule(value: Any, head: Head) -> str | None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"is {type(value).__name__}, not an int"
+        if not lo <= value <= hi:
+            return f"is {value}, outside {lo}..{hi}"
+        return None
+
+    return rule
+
+
+def _optional(rule: HeadRule) -> HeadRule:
+    return lambda value, head: None if value is None else rule(value, head)
+
+
+def _matches(pattern: re.Pattern[str], what: str) -> HeadRule:
+    def rule(value: Any, head: Head) -> str | None:
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            return f"is {_shown(value)}, not {what}"
+        return None
+
+    return rule
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + "..."
+
+
+_I64 = 2**63 - 1
+_UUID_RE = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_SERIALIZER_RE = re.compile(r"[a-z0-9_]{1,40}|custom:[A-Za-z_][A-Za-z0-9_.]{0,200}")
+_commit_id = _matches(COMMIT_ID_RE, "a commit id")
+_timestamp = _int_in(0, MAX_TIMESTAMP)
+
+
+def _commit_id_or_empty(value: Any, head: Head) -> str | None:
+    return None if value == "" else _commit_id(value, head)
+
+
+def _parts(value: Any, head: Head) -> str | None:
+    if not isinstance(value, list):
+        return f"is {type(value).__name__}, not a list"
+    bits = head.part_bits
+    if len(value) != 2**bits:
+        return f"holds {len(value)} entries, not 2**part_bits = {2**bits}"
+    for p, name in enumerate(value):
+        if name is None:
+            continue
+        match = PART_NAME_RE.fullmatch(name) if isinstance(name, str) else None
+        if match is None or (int(match[1]), int(match[2])) != (bits, p):
+            return f"entry {p} is {_shown(name)}, not None or index/{bits}-{p}-<commit id>"
+    return None
+
+
+def _n_keys(value: Any, head: Head) -> str | None:
+    # Index parts split at PART_SPLIT_BYTES and an empty part is None, so a real head's key
+    # count is bounded by its number of named parts; the count sizes local tables, so a
+    # crafted one must not be arbitrary.
+    named = sum(name is not None for name in head.parts)
+    return _int_in(0, N_KEYS_SLACK * named * (PART_SPLIT_BYTES // ENTRY_OVERHEAD))(value, head)
+
+
+def _segments(value: Any, head: Head) -> str | None:
+    if not isinstance(value, dict):
+        return f"is {type(value).__name__}, not a mapping of segment names to [size, live]"
+    for name, sizes in value.items():
+        if not SEGMENT_NAME_RE.fullmatch(name):
+            return f"names {_shown(name)}, not seg/<commit id>-<n>"
+        if (
+            not isinstance(sizes, list)
+            or len(sizes) != 2
+            or any(_int_in(0, _I64)(n, head) for n in sizes)
+        ):
+            return f"gives {_shown(sizes)} for {name}, not [size, live bytes]"
+    return None
+
+
+def _recent(value: Any, head: Head) -> str | None:
+    if not isinstance(value, list) or len(value) > RECENT_COMMITS:
+        return f"is {_shown(value)}, not a list of at most {RECENT_COMMITS} commits"
+    for entry in value:
+        if (
+            not isinstance(entry, list)
+            or not 2 <= len(entry) <= 5
+            or _int_in(0, _I64)(entry[0], head)
+            or _commit_id(entry[1], head)
+            or any(x is not None and _int_in(0, _I64)(x, head) for x in entry[2:])
+        ):
+            return f"holds {_shown(entry)}, not [number, commit id, time, written, deleted]"
+    return None
+
+
+def _retention(value: Any, head: Head) -> str | None:
+    if not isinstance(value, dict) or set(value) - {"commits", "days"}:
+        return f"is {_shown(value)}, not {{'commits': N, 'days': D}}"
+    commits, days = value.get("commits", 1), value.get("days", 0)
+    if _int_in(1, _I64)(commits, head) or not isinstance(days, (int, float)) or isinstance(days, bool):
+        return f"is {_shown(value)}, not {{'commits': N >= 1, 'days': D >= 0}}"
+    if not 0 <= days <= 1e6:
+        return f"gives {days!r} days, outside 0..1000000"
+    return None
+
+
+def _author(value: Any, head: Head) -> str | None:
+    if value is None or isinstance(value, str) and len(value) <= 256:
+        return None
+    return f"is {_shown(value)}, not a name of at most 256 characters"
+
+
+def _any(value: Any, head: Head) -> str | None:
+    return None  # the metadata is the user's JSON, whatever it is
+
+
+def _format(value: Any, head: Head) -> str | None:
+    return None if value == FORMAT_NAME else f"is {_shown(value)}, not {FORMAT_NAME!r}"
+
+
+#: The rule of each field of :class:`Head`, in the order they are checked (``parts`` relies
+#: on ``part_bits``, ``n_keys`` on ``parts``).
+HEAD_RULES: dict[str, HeadRule] = {
+    "format": _format,
+    "version": _int_in(0, FORMAT_VERSION),
+    "uuid": _matches(_UUID_RE, "a database uuid"),
+    "commit": _int_in(0, _I64),
+    "commit_id": _commit_id_or_empty,
+    "parent": _optional(_commit_id),
+    "timestamp": _timestamp,
+    "part_bits": _int_in(0, MAX_PART_BITS),
+    "parts": _parts,
+    "n_keys": _n_keys,
+    "n_bytes": _int_in(0, _I64),
+    "key_bytes": _int_in(0, _I64),
+    "segments": _segments,
+    "value_serializer": _optional(_matches(_SERIALIZER_RE, "a serializer name")),
+    "metadata": _any,
+    "metadata_timestamp": _optional(_timestamp),
+    "lease_token": _int_in(0, _I64),
+    "recent": _recent,
+    "written": _int_in(0, _I64),
+    "deleted": _int_in(0, _I64),
+    "author": _author,
+    "retention": _retention,
+}
+
+
+def check_head(head: Head, where: str = "remote") -> None:
+    """Raise :class:`~ebooklet.RemoteFormatError`, naming ``where`` and the field, unless
+    every field of ``head`` follows its rule in :data:`HEAD_RULES`."""
+    for name, rule in HEAD_RULES.items():
+        problem = rule(getattr(head, name), head)
+        if problem:
+            raise RemoteFormatError(
+                f"{where} has a malformed head: its field {name!r} {problem}. It was not written "
+                "by ebooklet, or was damaged; check the db_key or URL, or ask whoever writes "
+                "this database"
+            )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .db import EBooklet
-from .errors import RemoteNotFoundError
+from .errors import NotSupportedError, RemoteNotFoundError
 from .info import remote_info
 from .remote import RemoteConn, connection_from_params, connection_params
 
@@ -44,14 +44,14 @@ class RemoteConnGroup(EBooklet):
             "value_serializer": info.value_serializer,
         }
         with self._lock:
-            self._local.set(info.uuid, entry)
+            self._store(info.uuid, entry)
         return info.uuid
 
     def set(self, key: str, value: Any, timestamp: Any = None) -> None:
-        raise TypeError("a remote connection group is changed with add(remote_conn), not set()")
+        raise NotSupportedError("a remote connection group is changed with add(remote_conn), not set()")
 
     def update(self, other: Any = (), /, **kwargs: Any) -> None:
-        raise TypeError("a remote connection group is changed with add(remote_conn), not update()")
+        raise NotSupportedError("a remote connection group is changed with add(remote_conn), not update()")
 
     def connection(
         self, uuid: str, access_key_id: str | None = None, access_key: str | None = None

@@ -210,7 +210,9 @@ class Lease:
                 self.remote.transport.put(self.key, released.encode(), Update(self._etag))
             except Exception as exc:  # noqa: BLE001 - the lease expires by itself
                 try:
-                    done = self.read()[0] == released  # a retry whose first attempt was applied
+                    stored = self.read()[0]
+                    # Released by a retry whose first attempt was applied, or no longer ours.
+                    done = stored is None or stored == released or stored.owner != self.owner
                 except Exception:  # noqa: BLE001
                     done = False
                 if not done:

@@ -226,13 +226,13 @@ def test_keys_and_get(folder: pathlib.Path) -> None:
     remote = "bucket/stations.blt"
     keys, prefixed, as_repr, as_json, as_str, as_bytes, missing = ebk_all(
         tmp,
-        ["keys", remote],
-        ["keys", remote, "--prefix", "station-", "--json"],
-        ["get", remote, "station-1", "--local", "g1.blt"],
-        ["get", remote, "station-1", "--json", "--local", "g2.blt"],
-        ["get", remote, "station-2", "--local", "g3.blt"],
-        ["get", remote, "blob", "--local", "g4.blt"],
-        ["get", remote, "station-9"],
+        ["keys", remote, "--allow-pickle"],
+        ["keys", remote, "--prefix", "station-", "--json", "--allow-pickle"],
+        ["get", remote, "station-1", "--local", "g1.blt", "--allow-pickle"],
+        ["get", remote, "station-1", "--json", "--local", "g2.blt", "--allow-pickle"],
+        ["get", remote, "station-2", "--local", "g3.blt", "--allow-pickle"],
+        ["get", remote, "blob", "--local", "g4.blt", "--allow-pickle"],
+        ["get", remote, "station-9", "--allow-pickle"],
     )
     assert keys.code == 0 and keys.out == "blob\nstation-1\nstation-2\n"
     assert prefixed.json() == ["station-1", "station-2"]
@@ -254,7 +254,7 @@ def test_keys_and_get(folder: pathlib.Path) -> None:
 
 def test_reads_reuse_the_cache(folder: pathlib.Path) -> None:
     tmp = folder.parent.parent
-    assert ebk(tmp, "get", "bucket/stations.blt", "station-2").out == "plain text\n"
+    assert ebk(tmp, "get", "bucket/stations.blt", "station-2", "--allow-pickle").out == "plain text\n"
     cached = list((tmp / "cache" / "ebooklet").glob("*.blt"))
     assert len(cached) == 1 and len(cached[0].stem) == 32
     # With the remote's values gone, the cached one is still there; the others are not.
@@ -274,7 +274,9 @@ def test_reads_reuse_the_cache(folder: pathlib.Path) -> None:
 def test_status_push_pull(folder: pathlib.Path) -> None:
     tmp = folder.parent.parent
     remote = "bucket/stations.blt"
-    status, copy = ebk_all(tmp, ["status", remote, "alice.blt"], ["pull", remote, "bob.blt"])
+    status, copy = ebk_all(
+        tmp, ["status", remote, "alice.blt"], ["pull", remote, "bob.blt", "--allow-pickle"]
+    )
     assert status.code == 0 and status.out == f"no changes: alice.blt is in sync with {folder.as_uri()}\n"
     assert copy.code == 0 and copy.out.splitlines() == [
         f"created bob.blt from {folder.as_uri()}: 3 keys at commit 1",
@@ -285,7 +287,7 @@ def test_status_push_pull(folder: pathlib.Path) -> None:
         db["station-1"] = {"rain_mm": [5.0]}
         db["station-3"] = "new"
         del db["blob"]
-    with ebooklet.open(folder, tmp / "carol.blt", "w") as db:
+    with ebooklet.open(folder, tmp / "carol.blt", "w", allow_pickle=True) as db:
         db["station-2"] = "carol's text"
         db.changes().push()
 
@@ -323,8 +325,8 @@ def test_status_push_pull(folder: pathlib.Path) -> None:
         tmp,
         ["pull", remote, "bob.blt"],
         ["push", remote, "alice.blt"],
-        ["pull", remote, "dan.blt", "--load"],
-        ["pull", remote, "erin.blt", "--load", "--json"],
+        ["pull", remote, "dan.blt", "--load", "--allow-pickle"],
+        ["pull", remote, "erin.blt", "--load", "--json", "--allow-pickle"],
     )
     assert pull.code == 0 and pull.err == "" and pull.out.splitlines() == [
         "3 keys updated, 1 deleted from the remote (now at commit 3)",
@@ -366,7 +368,7 @@ def test_push_and_pull_list_keys_only_when_there_are_few(tmp_path: pathlib.Path)
 def test_conflicts(folder: pathlib.Path) -> None:
     tmp = folder.parent.parent
     remote = "bucket/stations.blt"
-    with ebooklet.open(folder, tmp / "bob.blt", "w") as db:
+    with ebooklet.open(folder, tmp / "bob.blt", "w", allow_pickle=True) as db:
         db["station-1"] = "bob"
         db.changes().push()
     with ebooklet.open(folder, tmp / "alice.blt", "w") as db:
@@ -386,7 +388,7 @@ def test_conflicts(folder: pathlib.Path) -> None:
 
     run = ebk(tmp, "push", remote, "alice.blt", "--on-conflict", "local")
     assert run.code == 0 and run.out.startswith("commit 3: 1 key written")
-    with ebooklet.open(folder, tmp / "check.blt", "r") as db:
+    with ebooklet.open(folder, tmp / "check.blt", "r", allow_pickle=True) as db:
         assert db["station-1"] == "alice"
 
 

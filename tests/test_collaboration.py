@@ -20,7 +20,7 @@ def clients(s3_remote, tmp_path):
     with ebooklet.open(conn, tmp_path / "seed.blt", "c", value_serializer="pickle") as seed:
         seed.update({"a": 1, "b": 2, "c": 3})
         seed.changes().push()
-    dbs = [ebooklet.open(conn, tmp_path / f"client{i}.blt", "w") for i in range(3)]
+    dbs = [ebooklet.open(conn, tmp_path / f"client{i}.blt", "w", allow_pickle=True) for i in range(3)]
     yield dbs
     for db in dbs:
         db.close()
@@ -186,7 +186,7 @@ def test_edits_made_with_plain_booklet_offline_are_found_and_pushed(s3_remote, t
             "add": "added", "drop": "deleted", "edit": "modified"
         }
         db.changes().push()
-    with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+    with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as check:
         assert dict(check.items()) == {"keep": 1, "edit": 20, "add": 4}
 
 
@@ -196,7 +196,7 @@ def test_a_booklet_delete_of_a_fetched_key_is_a_delete_not_an_unfetched_key(s3_r
         db.update({"fetched": 1, "lazy": 2})
         db.changes().push()
     path = tmp_path / "r.blt"
-    with ebooklet.open(conn, path, "w") as db:
+    with ebooklet.open(conn, path, "w", allow_pickle=True) as db:
         assert db["fetched"] == 1
     with booklet.open(path, "w") as raw:
         del raw["fetched"]
@@ -269,7 +269,7 @@ def test_a_holder_killed_mid_push_leaves_the_remote_consistent_and_its_changes_p
         import sys, ebooklet
         from tests.faults import faulty_remote
         remote, faulty = faulty_remote({conn_code(conn)})
-        db = ebooklet.open(remote, {str(victim)!r}, "w", lease_ttl=1.0)
+        db = ebooklet.open(remote, {str(victim)!r}, "w", lease_ttl=1.0, allow_pickle=True)
         db["a"] = "victim"
         db["v"] = "victim"
         def stop_at_commit(key):
@@ -282,15 +282,15 @@ def test_a_holder_killed_mid_push_leaves_the_remote_consistent_and_its_changes_p
     assert proc.stdout.readline().strip() == "at-commit", proc.stderr.read()
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
-    with ebooklet.open(conn, tmp_path / "reader.blt", "r") as reader:
+    with ebooklet.open(conn, tmp_path / "reader.blt", "r", allow_pickle=True) as reader:
         assert dict(reader.items()) == {"a": 1}
-    with ebooklet.open(conn, tmp_path / "next.blt", "w", lock_wait=30) as other:
+    with ebooklet.open(conn, tmp_path / "next.blt", "w", lock_wait=30, allow_pickle=True) as other:
         other["b"] = "other"
         assert other.changes().push().committed  # took the lease over once it expired
     with ebooklet.open(conn, victim, "w", lock_wait=30) as db:
         assert {c.key for c in db.changes().iter_changes() if c.local} == {"a", "v"}
         assert db.changes().push().keys == ["a", "v"]
-    with ebooklet.open(conn, tmp_path / "final.blt", "r") as reader:
+    with ebooklet.open(conn, tmp_path / "final.blt", "r", allow_pickle=True) as reader:
         assert dict(reader.items()) == {"a": "victim", "b": "other", "v": "victim"}
 
 
@@ -306,7 +306,7 @@ def test_concurrent_pushes_from_four_processes_lose_nothing_and_apply_nothing_tw
                 # Keep every entry either side added since the base, once.
                 return remote + [e for e in local if e not in base and e not in remote]
             with ebooklet.open({conn_code(conn)}, {str(tmp_path / f"p{p}.blt")!r}, "w",
-                               lock_wait=120) as db:
+                               lock_wait=120, allow_pickle=True) as db:
                 for i in range(25):
                     db[f"p{p}-{{i}}"] = i
                     db["log"] = db["log"] + [({p}, i)]
@@ -319,7 +319,7 @@ def test_concurrent_pushes_from_four_processes_lose_nothing_and_apply_nothing_tw
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
         assert out.count("pushed") == 25
-    with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+    with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as check:
         data = dict(check.items())
     expected = {f"p{p}-{i}": i for p in range(4) for i in range(25)}
     assert {k: v for k, v in data.items() if k != "log"} == expected

@@ -22,7 +22,7 @@ def test_round_trip_of_10000_keys_through_a_fresh_local_path(remote, tmp_path):
         result = db.changes().push()
     assert result.committed and len(result.keys) == 10_000
     assert result.requests < 20, result
-    with ebooklet.open(conn, tmp_path / "reader.blt", "r") as db:
+    with ebooklet.open(conn, tmp_path / "reader.blt", "r", allow_pickle=True) as db:
         assert len(db) == 10_000
         assert sorted(db.keys()) == sorted(data)
         assert dict(db.items()) == data
@@ -34,7 +34,7 @@ def test_a_fresh_open_lists_every_key_and_fetches_a_value_only_when_read(remote,
     with ebooklet.open(conn, tmp_path / "w.blt", "c", value_serializer="pickle") as db:
         db.update(_keys(300))
         db.changes().push()
-    with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
+    with ebooklet.open(conn, tmp_path / "r.blt", "r", allow_pickle=True) as db:
         assert "station-00007" in db and "nope" not in db
         assert len(list(db.keys())) == 300
         stats = db.stats
@@ -54,7 +54,7 @@ def test_get_items_fetches_many_values_with_coalesced_ranges(remote, tmp_path):
         db.update(data)
         db.changes().push()
     wanted = sorted(data)[::7]
-    with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
+    with ebooklet.open(conn, tmp_path / "r.blt", "r", allow_pickle=True) as db:
         stats = db.stats
         before = stats.requests
         got = dict(db.get_items(wanted))
@@ -91,7 +91,7 @@ def test_local_deletes_survive_closing_and_reopening_before_push(remote, tmp_pat
         db.update(_keys(10))
         db.changes().push()
     # A fresh local copy deletes a key it never fetched, and one it did.
-    with ebooklet.open(conn, tmp_path / "b.blt", "w") as db:
+    with ebooklet.open(conn, tmp_path / "b.blt", "w", allow_pickle=True) as db:
         assert db["station-00001"]["i"] == 1
         del db["station-00001"]
         del db["station-00002"]
@@ -104,7 +104,7 @@ def test_local_deletes_survive_closing_and_reopening_before_push(remote, tmp_pat
             "station-00002": "deleted",
         }
         assert db.changes().push().deleted == ["station-00001", "station-00002"]
-    with ebooklet.open(conn, tmp_path / "c.blt", "r") as db:
+    with ebooklet.open(conn, tmp_path / "c.blt", "r", allow_pickle=True) as db:
         assert len(db) == 8 and "station-00002" not in db
 
 
@@ -192,7 +192,7 @@ def test_any_booklet_serializer_round_trips(tmp_path):
         with ebooklet.open(remote, tmp_path / f"w{i}.blt", "c", value_serializer=serializer) as db:
             db["k"] = value
             db.changes().push()
-        with ebooklet.open(remote, tmp_path / f"r{i}.blt", "r") as db:
+        with ebooklet.open(remote, tmp_path / f"r{i}.blt", "r", allow_pickle=True) as db:
             assert db["k"] == value, serializer
 
 
@@ -269,5 +269,5 @@ def test_a_plain_booklet_file_is_adopted_and_pushed_whole(remote, tmp_path):
     with ebooklet.open(conn, path, "w") as db:
         assert len(db) == 50
         assert db.changes().push().keys == sorted(f"k{i}" for i in range(50))
-    with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+    with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as check:
         assert dict(check.items()) == {f"k{i}": i for i in range(50)}

@@ -28,7 +28,7 @@ from ebooklet.format import (
 # --- index parts ----------------------------------------------------------------------------
 
 
-def _entry(i: int, segment: str = "db.ebooklet/seg/c1-0") -> Entry:
+def _entry(i: int, segment: str = "seg/18c21-0123456789ab-0") -> Entry:
     return Entry(
         timestamp=1_700_000_000_000_000 + i,
         hash=value_hash(f"value {i}".encode()),
@@ -40,10 +40,10 @@ def _entry(i: int, segment: str = "db.ebooklet/seg/c1-0") -> Entry:
 
 ENTRIES = {
     "station-00001": _entry(1),
-    "ключ": _entry(2, "db.ebooklet/seg/c2-0"),
+    "ключ": _entry(2, "seg/18c22-0123456789ab-0"),
     "🔑 key with spaces": _entry(3),
-    "": _entry(4, "db.ebooklet/seg/c2-1"),
-    "big": Entry(-1, value_hash(b"big"), "db.ebooklet/seg/c3-0", 2**40 + 7, 2**32 - 1),
+    "": _entry(4, "seg/18c22-0123456789ab-1"),
+    "big": Entry(2**56 - 1, value_hash(b"big"), "seg/18c23-0123456789ab-0", 2**40 + 7, 2**32 - 1),
 }
 
 
@@ -76,10 +76,10 @@ def test_an_empty_part_round_trips():
 def test_a_decoded_part_counts_the_bytes_it_references_per_segment():
     part = Part.decode(Part(ENTRIES.items()).encode())
     assert part.segment_bytes() == {
-        "db.ebooklet/seg/c1-0": 101 + 103,
-        "db.ebooklet/seg/c2-0": 102,
-        "db.ebooklet/seg/c2-1": 104,
-        "db.ebooklet/seg/c3-0": 2**32 - 1,
+        "seg/18c21-0123456789ab-0": 101 + 103,
+        "seg/18c22-0123456789ab-0": 102,
+        "seg/18c22-0123456789ab-1": 104,
+        "seg/18c23-0123456789ab-0": 2**32 - 1,
     }
 
 
@@ -152,8 +152,8 @@ def _head() -> Head:
     head.timestamp = 1_700_000_000_000_000
     head.n_keys, head.n_bytes, head.key_bytes = 3, 300, 30
     head.part_bits = 1
-    head.parts = ["db.ebooklet/index/1-0-c7", None]
-    head.segments = {"db.ebooklet/seg/c7-0": [300, 250]}
+    head.parts = ["index/1-0-18c2a-0123456789ab", None]
+    head.segments = {"seg/18c2a-0123456789ab-0": [300, 250]}
     head.recent = [[6, head.parent, 1_699_999_999_000_000, 2, 0], [7, head.commit_id, head.timestamp, 1, 1]]
     head.written, head.deleted, head.author = 1, 1, "ann@station"
     head.metadata = {"title": "Ünïcode", "tags": [1, 2.5, None]}

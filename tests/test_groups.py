@@ -32,7 +32,7 @@ def test_a_group_round_trip_add_push_open_elsewhere_open_each_member(s3_remote, 
             assert entry["n_keys"] == 1
             assert "access_key" not in str(entry) and members[name].access_key not in str(entry)
             conn = group.connection(uuid, members[name].access_key_id, members[name].access_key)
-            with ebooklet.open(conn, tmp_path / f"{name}-again.blt", "r") as member:
+            with ebooklet.open(conn, tmp_path / f"{name}-again.blt", "r", allow_pickle=True) as member:
                 assert member[f"{name}-1"] == 1.5
 
 
@@ -54,5 +54,5 @@ def test_a_folder_member_round_trips_through_its_entry(tmp_path):
     group_conn = tmp_path / "remote" / "group"
     with ebooklet.open(group_conn, tmp_path / "g.blt", "c", remote_conn_group=True) as group:
         uuid = group.add(member)
-        with ebooklet.open(group.connection(uuid), tmp_path / "m2.blt", "r") as db:
+        with ebooklet.open(group.connection(uuid), tmp_path / "m2.blt", "r", allow_pickle=True) as db:
             assert db["k"] == 1

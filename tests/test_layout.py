@@ -22,7 +22,7 @@ def test_an_index_that_outgrows_its_parts_is_split_and_clients_follow(remote, tm
     with ebooklet.open(conn, tmp_path / "a.blt", "c", value_serializer="pickle") as db:
         db.update({f"k{i:04d}": i for i in range(20)})
         db.changes().push()
-    with ebooklet.open(conn, tmp_path / "old-base.blt", "r") as reader:
+    with ebooklet.open(conn, tmp_path / "old-base.blt", "r", allow_pickle=True) as reader:
         assert reader["k0003"] == 3  # synced while the index is one part
     assert ebooklet.remote_info(conn).n_index_parts == 1
     with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
@@ -32,7 +32,7 @@ def test_an_index_that_outgrows_its_parts_is_split_and_clients_follow(remote, tm
     info = ebooklet.remote_info(conn)
     assert info.n_index_parts > 8 and info.n_keys == 999
     expected = {f"k{i:04d}": i for i in range(1000) if i != 7}
-    with ebooklet.open(conn, tmp_path / "fresh.blt", "r") as fresh:
+    with ebooklet.open(conn, tmp_path / "fresh.blt", "r", allow_pickle=True) as fresh:
         assert dict(fresh.items()) == expected
     with ebooklet.open(conn, tmp_path / "old-base.blt", "r") as reader:
         result = reader.changes().pull()

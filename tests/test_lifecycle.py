@@ -39,7 +39,7 @@ def test_one_key_pushes_keep_the_head_small_and_the_segments_few(tmp_path):
     assert sizes[150] <= max(2 * sizes[10], 16 * 1024), sizes
     assert head.n_segments <= COMPACT_SMALL + 1, head.n_segments
     # A fresh reader pays for the live data, not for the number of pushes.
-    with ebooklet.open(conn, tmp_path / "fresh.blt", "r") as fresh:
+    with ebooklet.open(conn, tmp_path / "fresh.blt", "r", allow_pickle=True) as fresh:
         assert fresh.load_items() == 2000
         assert fresh.stats.requests <= 2 + 1 + head.n_segments
         assert fresh["k00150"] == -150 and fresh["k01999"] == 1999
@@ -53,10 +53,11 @@ def test_compact_rewrites_dead_segments_and_readers_of_older_commits_keep_readin
         for i in range(0, 300, 3):
             del db[f"k{i}"]
         db.changes().push()
-    old_reader = ebooklet.open(conn, tmp_path / "old.blt", "r")  # holds the pre-compaction head
+    # A reader that holds the pre-compaction head.
+    old_reader = ebooklet.open(conn, tmp_path / "old.blt", "r", allow_pickle=True)
     try:
         before = ebooklet.remote_info(conn)
-        with ebooklet.open(conn, tmp_path / "w.blt", "w") as db:
+        with ebooklet.open(conn, tmp_path / "w.blt", "w", allow_pickle=True) as db:
             result = db.compact()
         assert result.committed and result.compacted == 200 and result.keys == []
         after = ebooklet.remote_info(conn)
@@ -66,7 +67,7 @@ def test_compact_rewrites_dead_segments_and_readers_of_older_commits_keep_readin
         assert dict(old_reader.items()) == expected
     finally:
         old_reader.close()
-    with ebooklet.open(conn, tmp_path / "new.blt", "r") as reader:
+    with ebooklet.open(conn, tmp_path / "new.blt", "r", allow_pickle=True) as reader:
         assert dict(reader.items()) == expected
     assert ebooklet.verify(conn, deep=True)
 
@@ -82,13 +83,15 @@ def test_compaction_and_a_concurrent_writer_both_commit_and_nothing_is_lost(s3_r
     compactor_remote, compactor_transport = faulty_remote(conn)
     gate = Gate(compactor_remote.db_key)
     compactor_transport.before_put = gate
-    compactor = ebooklet.open(compactor_remote, tmp_path / "c.blt", "w", remote_lock="none")
+    compactor = ebooklet.open(
+        compactor_remote, tmp_path / "c.blt", "w", remote_lock="none", allow_pickle=True
+    )
     outcome: dict[str, object] = {}
     thread = threading.Thread(target=lambda: outcome.setdefault("result", compactor.compact()))
     thread.start()
     try:
         assert gate.reached.wait(timeout=60)  # its new segments are up; its head is not
-        with ebooklet.open(conn, tmp_path / "b.blt", "w", remote_lock="none") as other:
+        with ebooklet.open(conn, tmp_path / "b.blt", "w", remote_lock="none", allow_pickle=True) as other:
             other["k150"] = "other"
             del other["k199"]
             assert other.changes().push().committed
@@ -99,7 +102,7 @@ def test_compaction_and_a_concurrent_writer_both_commit_and_nothing_is_lost(s3_r
     assert outcome["result"].committed and outcome["result"].attempts == 2
     expected = {f"k{i}": (-i if i < 100 else i) for i in range(199)}
     expected["k150"] = "other"
-    with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+    with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as check:
         assert dict(check.items()) == expected
     assert ebooklet.verify(conn, deep=True)
 
@@ -112,7 +115,7 @@ def test_gc_never_removes_what_a_push_in_flight_has_uploaded(tmp_path):
     slow, transport = faulty_remote(conn)
     gate = Gate(slow.db_key)
     transport.before_put = gate
-    db = ebooklet.open(slow, tmp_path / "a.blt", "w")
+    db = ebooklet.open(slow, tmp_path / "a.blt", "w", allow_pickle=True)
     db.update({f"k{i}": b"x" * 100 for i in range(100)})
     pusher = threading.Thread(target=lambda: db.changes().push())
     pusher.start()
@@ -126,7 +129,7 @@ def test_gc_never_removes_what_a_push_in_flight_has_uploaded(tmp_path):
         gate.release.set()
         pusher.join()
         db.close()
-    with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+    with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as check:
         assert len(check) == 101
     assert ebooklet.verify(conn, deep=True)
 
@@ -143,7 +146,7 @@ def test_gc_removes_the_leftovers_of_a_failed_push_and_never_what_commits_use(re
             raise ebooklet.RemoteUnavailableError("cut off before the commit")
 
     transport.before_put = cut_off
-    with ebooklet.open(failing, tmp_path / "a.blt", "w") as db:
+    with ebooklet.open(failing, tmp_path / "a.blt", "w", allow_pickle=True) as db:
         db["c"] = b"3" * 1000
         with pytest.raises(ebooklet.RemoteUnavailableError):
             db.changes().push()
@@ -152,7 +155,7 @@ def test_gc_removes_the_leftovers_of_a_failed_push_and_never_what_commits_use(re
     assert report.removed and report.bytes_removed >= 1000
     assert {name.split("/")[0] for name in report.removed} <= {"seg", "index", "log"}
     assert ebooklet.gc(conn, min_age=0).removed == []
-    with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+    with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as check:
         assert dict(check.items()) == {"a": b"1", "b": b"2"}
     assert ebooklet.verify(conn, deep=True)
 
@@ -224,16 +227,16 @@ def test_history_opens_each_retained_commit_with_exactly_its_values(remote, tmp_
             ("always", "modified"), ("k0", "deleted"), ("k2", "added")
         ]
     for n, expected in enumerate(snapshots, start=1):
-        with ebooklet.open(conn, tmp_path / f"at{n}.blt", "r", at=n) as old:
+        with ebooklet.open(conn, tmp_path / f"at{n}.blt", "r", at=n, allow_pickle=True) as old:
             assert dict(old.items()) == expected
             assert old.changes().pull().commit == n  # a past commit stays where it is
     when = log[2].committed_at + timedelta(microseconds=1)
-    with ebooklet.open(conn, tmp_path / "at-time.blt", "r", at=when) as old:
+    with ebooklet.open(conn, tmp_path / "at-time.blt", "r", at=when, allow_pickle=True) as old:
         assert dict(old.items()) == snapshots[2]
     with pytest.raises(ebooklet.RemoteNotFoundError, match="not kept"):
         ebooklet.open(conn, tmp_path / "before.blt", "r", at=datetime(2000, 1, 1, tzinfo=timezone.utc))
     with pytest.raises(ValueError, match="flag='r'"):
-        ebooklet.open(conn, tmp_path / "w2.blt", "w", at=1)
+        ebooklet.open(conn, tmp_path / "w2.blt", "w", at=1, allow_pickle=True)
 
 
 def test_retention_decides_which_commits_stay_readable(tmp_path):
@@ -245,11 +248,11 @@ def test_retention_decides_which_commits_stay_readable(tmp_path):
             db.changes().push()
     report = ebooklet.gc(conn, min_age=0)
     assert report.commits_kept == 2
-    with ebooklet.open(conn, tmp_path / "check.blt", "r") as db:
+    with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as db:
         assert [c.number for c in db.log()] == [5, 4]
     for n in (4, 5):
-        with ebooklet.open(conn, tmp_path / f"at{n}.blt", "r", at=n) as old:
+        with ebooklet.open(conn, tmp_path / f"at{n}.blt", "r", at=n, allow_pickle=True) as old:
             assert old["k"] == bytes([n - 1])
     with pytest.raises(ebooklet.RemoteNotFoundError, match="not kept"):
-        ebooklet.open(conn, tmp_path / "at3.blt", "r", at=3)
+        ebooklet.open(conn, tmp_path / "at3.blt", "r", at=3, allow_pickle=True)
     assert ebooklet.verify(conn, deep=True)

@@ -67,7 +67,7 @@ class TwoClients(RuleBasedStateMachine):
         self.paths = [self.tmp / f"c{i}.blt" for i in range(2)]
         # Each client talks to the remote through a transport that can lose replies.
         self.remotes = [faulty_remote(self.conn) for _ in range(2)]
-        self.dbs = [ebooklet.open(self.remotes[c][0], path, "w") for c, path in enumerate(self.paths)]
+        self.dbs = [self._open(c) for c in range(2)]
         self.checks = 0
         self.fresh = 0
 
@@ -149,7 +149,7 @@ class TwoClients(RuleBasedStateMachine):
         self.base[c] = dict(self.remote)
 
     def _open(self, c: int) -> ebooklet.EBooklet:
-        return ebooklet.open(self.remotes[c][0], self.paths[c], "w")
+        return ebooklet.open(self.remotes[c][0], self.paths[c], "w", allow_pickle=True)
 
     @rule(c=CLIENTS)
     def reopen(self, c: int) -> None:
@@ -250,7 +250,7 @@ class TwoClients(RuleBasedStateMachine):
 
     def _check_remote(self) -> None:
         self.checks += 1
-        with ebooklet.open(self.conn, self.tmp / f"check{self.checks}.blt", "r") as reader:
+        with ebooklet.open(self.conn, self.tmp / f"check{self.checks}.blt", "r", allow_pickle=True) as reader:
             assert dict(reader.items()) == self.remote
 
     @invariant()

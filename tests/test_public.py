@@ -105,7 +105,7 @@ class Public:
     def open(self, flag: str = "r") -> tuple[ebooklet.EBooklet, Callable[[], int]]:
         """Open the public URL on the reader's file; also return a count of requests since."""
         mark = len(self.server.log) if self.server is not None else 0
-        db = ebooklet.open(self.url, self.copy, flag)
+        db = ebooklet.open(self.url, self.copy, flag, allow_pickle=True)
         if self.server is not None:
             server = self.server
             return db, lambda: len(server.log) - mark
@@ -359,7 +359,7 @@ def test_a_forbidden_head_is_an_access_error_and_creates_nothing(http):
 def test_a_server_error_on_the_head_is_retried_up_to_the_budget(http):
     http.write(VALUES)
     http.server.fault("500", HEAD_PATH, times=3)  # urllib3 retries 3 times: the 4th try answers
-    with ebooklet.open(http.url, http.copy, "r") as db:
+    with ebooklet.open(http.url, http.copy, "r", allow_pickle=True) as db:
         assert sorted(db.keys()) == sorted(VALUES)
     assert [r.status for r in http.server.log if r.path == HEAD_PATH] == [500, 500, 500, 200]
 

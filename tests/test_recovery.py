@@ -23,7 +23,7 @@ def test_a_kill_between_dropping_cached_values_and_saving_the_new_base_deletes_n
     conn = tmp_path / "remote" / "db"
     _make(conn, tmp_path / "w.blt", {"a": 1, "b": 2})
     reader = tmp_path / "r.blt"
-    with ebooklet.open(conn, reader, "w") as db:
+    with ebooklet.open(conn, reader, "w", allow_pickle=True) as db:
         assert db["a"] == 1  # cached
     with ebooklet.open(conn, tmp_path / "w.blt", "w") as db:
         db["a"] = 10
@@ -56,12 +56,12 @@ def test_copying_twice_over_the_same_target_keeps_every_object_the_target_uses(t
     with ebooklet.open(source, tmp_path / "a.blt", "w") as db:
         db.copy_remote(target)
         db.copy_remote(target, overwrite=True)
-    with ebooklet.open(target, tmp_path / "t.blt", "w") as db:
+    with ebooklet.open(target, tmp_path / "t.blt", "w", allow_pickle=True) as db:
         db.set_retention(commits=1, days=0)
         db["k3"] = 3
         db.changes().push()
     ebooklet.gc(target, min_age=0)  # collects whatever the copies left behind
-    with ebooklet.open(target, tmp_path / "check.blt", "r") as check:
+    with ebooklet.open(target, tmp_path / "check.blt", "r", allow_pickle=True) as check:
         assert dict(check.items()) == {"k1": 1, "k2": 2, "k3": 3}
 
 
@@ -85,12 +85,12 @@ def test_a_recreated_data_file_does_not_inherit_the_old_files_pending_changes(tm
     with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
         db["x"] = 99  # pending, never pushed
     (tmp_path / "a.blt").rename(tmp_path / "aside.blt")  # the data file only, not its state
-    with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
+    with ebooklet.open(conn, tmp_path / "a.blt", "w", allow_pickle=True) as db:
         db["z"] = 3
     with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
         assert [(c.key, c.local) for c in db.changes().iter_changes()] == [("z", "added")]
         db.changes().push()
-    with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+    with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as check:
         assert dict(check.items()) == {"x": 1, "y": 2, "z": 3}
 
 
@@ -104,7 +104,7 @@ def test_threads_listing_keys_while_another_reads_lazily(tmp_path, monkeypatch):
     _make(conn, tmp_path / "w.blt", data)
     assert ebooklet.remote_info(conn).n_index_parts > 16
     errors: list[BaseException] = []
-    with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
+    with ebooklet.open(conn, tmp_path / "r.blt", "r", allow_pickle=True) as db:
         start = threading.Barrier(3)
 
         def list_keys() -> None:
@@ -147,8 +147,8 @@ def test_a_plain_booklet_delete_survives_later_pushes_and_pulls(tmp_path):
     conn = tmp_path / "remote" / "db"
     _make(conn, tmp_path / "seed.blt", {"a": 0})
     one_path, two_path = tmp_path / "one.blt", tmp_path / "two.blt"
-    one = ebooklet.open(conn, one_path, "w")
-    two = ebooklet.open(conn, two_path, "w")
+    one = ebooklet.open(conn, one_path, "w", allow_pickle=True)
+    two = ebooklet.open(conn, two_path, "w", allow_pickle=True)
     try:
         assert one["a"] == 0  # cached, so plain booklet can delete it
         one = _offline(one, conn, one_path, lambda raw: raw.__delitem__("a"))
@@ -168,8 +168,8 @@ def test_a_plain_booklet_delete_survives_later_pushes_and_pulls(tmp_path):
 def test_a_push_whose_changes_the_remote_already_has_commits_nothing(tmp_path):
     conn = tmp_path / "remote" / "db"
     _make(conn, tmp_path / "seed.blt", {"a": 0})
-    with ebooklet.open(conn, tmp_path / "one.blt", "w") as one, \
-            ebooklet.open(conn, tmp_path / "two.blt", "w") as two:
+    with ebooklet.open(conn, tmp_path / "one.blt", "w", allow_pickle=True) as one, \
+            ebooklet.open(conn, tmp_path / "two.blt", "w", allow_pickle=True) as two:
         one["a"] = 5
         two["a"] = 5
         one.changes().push()

@@ -40,7 +40,7 @@ def test_delete_remote_removes_exactly_this_databases_objects(remote, tmp_path):
     assert _objects(a) == []
     assert ebooklet.remote_info(a) is None
     assert _objects(ab) == before_ab
-    with ebooklet.open(ab, tmp_path / "check.blt", "r") as check:
+    with ebooklet.open(ab, tmp_path / "check.blt", "r", allow_pickle=True) as check:
         assert check["y"] == 2
 
 
@@ -51,14 +51,14 @@ def test_after_delete_remote_a_push_creates_the_database_again_from_the_local_fi
         db.delete_remote()
         result = db.changes().push()
         assert result.keys == ["x", "y"]
-    with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+    with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as check:
         assert dict(check.items()) == {"x": 1, "y": 2}
 
 
 def test_a_reader_synced_before_delete_remote_is_told_the_database_is_gone(tmp_path):
     conn = tmp_path / "remote" / "db"
     _make(conn, tmp_path / "a.blt", {"x": 1})
-    with ebooklet.open(conn, tmp_path / "reader.blt", "r") as reader:
+    with ebooklet.open(conn, tmp_path / "reader.blt", "r", allow_pickle=True) as reader:
         assert "x" in reader
     with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
         db.delete_remote()
@@ -70,7 +70,7 @@ def test_a_reader_synced_before_delete_remote_is_told_the_database_is_gone(tmp_p
 def test_delete_remote_on_a_read_only_database_is_refused(tmp_path):
     conn = tmp_path / "remote" / "db"
     _make(conn, tmp_path / "a.blt", {"x": 1})
-    with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
+    with ebooklet.open(conn, tmp_path / "r.blt", "r", allow_pickle=True) as db:
         with pytest.raises(ebooklet.ReadOnlyError):
             db.delete_remote()
     assert ebooklet.remote_info(conn) is not None
@@ -83,7 +83,7 @@ def test_copy_remote_within_one_store_copies_every_value(remote, tmp_path):
     with ebooklet.open(source, tmp_path / "a.blt", "w") as db:
         info = db.copy_remote(target)
     assert info.n_keys == 500 and info.uuid != ebooklet.remote_info(source).uuid
-    with ebooklet.open(target, tmp_path / "copy.blt", "r") as copy:
+    with ebooklet.open(target, tmp_path / "copy.blt", "r", allow_pickle=True) as copy:
         assert dict(copy.items()) == data
 
 
@@ -103,7 +103,7 @@ def test_copy_remote_between_moto_and_seaweedfs_streams_the_objects(request, tmp
     _make(source, tmp_path / "a.blt", data)
     with ebooklet.open(source, tmp_path / "a.blt", "w") as db:
         db.copy_remote(target)
-    with ebooklet.open(target, tmp_path / "copy.blt", "r") as copy:
+    with ebooklet.open(target, tmp_path / "copy.blt", "r", allow_pickle=True) as copy:
         assert dict(copy.items()) == data
 
 
@@ -115,7 +115,7 @@ def test_copy_remote_refuses_to_replace_an_existing_database_unless_asked(tmp_pa
         with pytest.raises(ebooklet.SyncError, match="overwrite=True"):
             db.copy_remote(target)
         db.copy_remote(target, overwrite=True)
-    with ebooklet.open(target, tmp_path / "check.blt", "r") as check:
+    with ebooklet.open(target, tmp_path / "check.blt", "r", allow_pickle=True) as check:
         assert dict(check.items()) == {"new": 1}
 
 
@@ -145,14 +145,14 @@ def test_a_reader_of_the_target_never_sees_half_a_copy(tmp_path):
         copier.join()
     finally:
         db.close()
-    with ebooklet.open(target, tmp_path / "late.blt", "r") as copy:
+    with ebooklet.open(target, tmp_path / "late.blt", "r", allow_pickle=True) as copy:
         assert len(copy) == 100
 
 
 def test_after_someone_else_deleted_the_remote_the_advice_recreates_it_from_local_data(tmp_path):
     conn = tmp_path / "remote" / "db"
     _make(conn, tmp_path / "a.blt", {"x": 1})
-    with ebooklet.open(conn, tmp_path / "other.blt", "w") as other:
+    with ebooklet.open(conn, tmp_path / "other.blt", "w", allow_pickle=True) as other:
         other.delete_remote()
     with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
         db["y"] = 2

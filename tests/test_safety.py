@@ -36,7 +36,7 @@ def test_a_reader_during_a_push_sees_the_old_state_or_the_new_never_a_mix(remote
     try:
         assert gate.reached.wait(timeout=60)
         # Segments and index parts are uploaded; the head is not replaced yet.
-        with ebooklet.open(conn, tmp_path / "during.blt", "r") as reader:
+        with ebooklet.open(conn, tmp_path / "during.blt", "r", allow_pickle=True) as reader:
             assert dict(reader.items()) == old
     finally:
         gate.release.set()
@@ -46,7 +46,7 @@ def test_a_reader_during_a_push_sees_the_old_state_or_the_new_never_a_mix(remote
         reader.changes().pull()
         expected = {**old, **{f"k{i}": "new" for i in range(0, 200, 2)}, "added": "new"}
         assert dict(reader.items()) == expected
-    with ebooklet.open(conn, tmp_path / "after.blt", "r") as reader:
+    with ebooklet.open(conn, tmp_path / "after.blt", "r", allow_pickle=True) as reader:
         assert dict(reader.items()) == expected
 
 
@@ -66,20 +66,20 @@ def test_a_push_that_dies_before_its_commit_changes_nothing_and_can_be_retried(r
         faulty.before_put = fail_at_head
         with pytest.raises(ConnectionError):
             db.changes().push()
-        with ebooklet.open(conn, tmp_path / "r.blt", "r") as reader:
+        with ebooklet.open(conn, tmp_path / "r.blt", "r", allow_pickle=True) as reader:
             assert dict(reader.items()) == {"a": 1}
         faulty.before_put = lambda key: None
         assert {c.key for c in db.changes().iter_changes()} == {"a", "b"}
         assert db.changes().push().keys == ["a", "b"]
-    with ebooklet.open(conn, tmp_path / "r2.blt", "r") as reader:
+    with ebooklet.open(conn, tmp_path / "r2.blt", "r", allow_pickle=True) as reader:
         assert dict(reader.items()) == {"a": 2, "b": 3}
 
 
 def test_two_clients_pushing_the_same_key_from_one_base_the_second_is_refused(remote, tmp_path):
     conn = remote.conn()
     _push(conn, tmp_path / "seed.blt", {"shared": 0, "other": 0})
-    a = ebooklet.open(conn, tmp_path / "a.blt", "w")
-    b = ebooklet.open(conn, tmp_path / "b.blt", "w")
+    a = ebooklet.open(conn, tmp_path / "a.blt", "w", allow_pickle=True)
+    b = ebooklet.open(conn, tmp_path / "b.blt", "w", allow_pickle=True)
     try:
         a["shared"] = "from a"
         b["shared"] = "from b"
@@ -88,7 +88,7 @@ def test_two_clients_pushing_the_same_key_from_one_base_the_second_is_refused(re
             b.changes().push()
         assert err.value.keys == ["shared"]
         assert "shared" in str(err.value) and "on_conflict" in str(err.value)
-        with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+        with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as check:
             assert check["shared"] == "from a"
         assert b["shared"] == "from b"  # the refused change is still pending locally
     finally:
@@ -99,7 +99,8 @@ def test_two_clients_pushing_the_same_key_from_one_base_the_second_is_refused(re
 def test_two_clients_pushing_different_keys_from_one_base_both_land(remote, tmp_path):
     conn = remote.conn()
     _push(conn, tmp_path / "seed.blt", {"x": 0, "y": 0})
-    with ebooklet.open(conn, tmp_path / "a.blt", "w") as a, ebooklet.open(conn, tmp_path / "b.blt", "w") as b:
+    with ebooklet.open(conn, tmp_path / "a.blt", "w", allow_pickle=True) as a, \
+            ebooklet.open(conn, tmp_path / "b.blt", "w", allow_pickle=True) as b:
         a["x"] = "a"
         b["y"] = "b"
         b["z"] = "b"
@@ -107,7 +108,7 @@ def test_two_clients_pushing_different_keys_from_one_base_both_land(remote, tmp_
         result = b.changes().push()
         assert result.committed and result.pulled == ["x"]
         assert a["x"] == "a" and b["x"] == "a"
-    with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+    with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as check:
         assert dict(check.items()) == {"x": "a", "y": "b", "z": "b"}
 
 
@@ -125,7 +126,7 @@ def test_writes_from_four_threads_all_land(remote, tmp_path):
             th.join()
         assert len(db) == 2000
         assert db.changes().push().keys.__len__() == 2000
-    with ebooklet.open(conn, tmp_path / "b.blt", "r") as db:
+    with ebooklet.open(conn, tmp_path / "b.blt", "r", allow_pickle=True) as db:
         assert dict(db.items()) == {f"t{t}-{i}": (t, i) for t in range(4) for i in range(500)}
 
 
@@ -173,7 +174,7 @@ def test_a_process_killed_after_sync_loses_none_of_the_synced_changes(remote, tm
         assert {c.local for c in changes} == {"added", "deleted"}
         result = db.changes().push()
         assert len(result.keys) == 1000 and result.deleted == ["pushed"]
-    with ebooklet.open(conn, tmp_path / "check.blt", "r") as check:
+    with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as check:
         assert len(check) == 1000
 
 
@@ -208,7 +209,7 @@ def test_a_local_file_torn_by_a_kill_mid_write_is_rebuilt_keeping_every_synced_c
             assert db[f"synced{i}"] == i
         assert db.changes().push().committed
     assert list(tmp_path.glob("a.blt.damaged-*")), "the damaged original is kept aside"
-    with ebooklet.open(remote, tmp_path / "check.blt", "r") as check:
+    with ebooklet.open(remote, tmp_path / "check.blt", "r", allow_pickle=True) as check:
         assert all(check[f"synced{i}"] == i for i in range(500))
 
 

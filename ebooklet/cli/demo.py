@@ -45,7 +45,8 @@ def _demo(args: argparse.Namespace) -> int:
         say(f"   push: {result}\n")
 
     say("2. Bob opens the remote on a fresh local path. Keys are listed; values come lazily.")
-    with open_db(remote, workdir / "bob.blt", "w") as bob:
+    # Naming the serializer is Bob's consent to unpickle what the remote holds.
+    with open_db(remote, workdir / "bob.blt", "w", value_serializer="pickle") as bob:
         say(f"   {len(bob)} keys, metadata {bob.get_metadata()}")
         before = bob.stats.requests
         say(f"   station-0042 = {bob['station-0042']['lat']:.3f} (lat), fetched with "
@@ -79,7 +80,7 @@ def _demo(args: argparse.Namespace) -> int:
         say(f"   station-0007 rain is now {alice['station-0007']['rain_mm'][0]}\n")
 
     say("5. A reader with only the remote's location, on a fresh path, sees the final state.")
-    with open_db(remote, workdir / "reader.blt", "r") as reader:
+    with open_db(remote, workdir / "reader.blt", "r", value_serializer="pickle") as reader:
         reader.load_items()
         rain = {k: v["rain_mm"][0] for k, v in reader.items() if v["rain_mm"][0]}
         say(f"   {len(reader)} stations; those with rain: {rain}")

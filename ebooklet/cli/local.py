@@ -23,7 +23,14 @@ import portalocker
 from ..api import DEFAULT_TIMEOUT
 from ..api import open as open_db
 from ..db import EBooklet
-from ..errors import DamagedLocalFileError, EbookletError, LocalFileBusyError, RemoteNotFoundError, SyncError
+from ..errors import (
+    DamagedLocalFileError,
+    EbookletError,
+    LocalFileBusyError,
+    RemoteNotFoundError,
+    SyncError,
+    UnsafeSerializerError,
+)
 from ..lock import DEFAULT_WAIT
 from .output import CliError, bad_input
 from .remote_arg import RemoteArg, no_database, remote_arg, synced_with
@@ -67,6 +74,7 @@ def open_database(
     LOCAL, up to ``--timeout``; bad input becomes a :class:`CliError`."""
     timeout = getattr(args, "timeout", DEFAULT_TIMEOUT)
     lock_wait = getattr(args, "lock_wait", DEFAULT_WAIT)
+    options.setdefault("allow_pickle", bool(getattr(args, "allow_pickle", False)))
 
     def attempt(wait: float) -> EBooklet:
         try:
@@ -98,6 +106,11 @@ def open_database(
         ) from None
     except DamagedLocalFileError as exc:
         raise _local_advice(local, remote, exc) from None
+    except UnsafeSerializerError:
+        raise CliError(
+            f"{remote.location} stores pickled values: reading them runs code chosen by whoever "
+            "can write to it. If you trust it, run the command again with --allow-pickle"
+        ) from None
     except RemoteNotFoundError:
         if not local.exists():  # neither side has a database
             raise no_database(remote) from None

@@ -91,6 +91,10 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
     conflict.add_argument("--on-conflict", choices=CONFLICT_POLICIES, metavar="{local,remote,newest}",
                           help="for keys changed on both sides, keep the local side, the remote side, or "
                           "the side changed last (default: stop with an error, changing nothing)")
+    pickle = argparse.ArgumentParser(add_help=False)
+    pickle.add_argument("--allow-pickle", action="store_true",
+                        help="read a database whose values are pickled; unpickling runs code chosen by "
+                        "whoever can write to REMOTE, so use it only for remotes you trust")
     local = argparse.ArgumentParser(add_help=False)
     local.add_argument("--local", metavar="PATH",
                        help="read through this local file (made if missing) instead of the cache; it is "
@@ -104,7 +108,7 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
                       help="how long to wait for another writer's lock on the remote "
                       f"(default: {DEFAULT_WAIT:g})")
     return {"s3": s3, "json": json_, "progress": progress, "talk": talk, "conflict": conflict,
-            "local": local, "timeout": timeout, "lock": lock}
+            "pickle": pickle, "local": local, "timeout": timeout, "lock": lock}
 
 
 class Parser(argparse.ArgumentParser):
@@ -141,9 +145,10 @@ class Commands:
 
         ``help`` is its line in ``ebooklet --help``; ``options`` names the shared options it
         takes (``"s3"``, ``"json"``, ``"progress"``, ``"talk"`` for ``--quiet`` and
-        ``--verbose``, ``"conflict"``, ``"local"``, ``"timeout"``, ``"lock"``); ``remote`` gives
-        it the REMOTE argument first (``"optional"``: ``[REMOTE]``, for commands whose LOCAL
-        file remembers its remote), explained below its options, above ``notes``.
+        ``--verbose``, ``"conflict"``, ``"pickle"`` for ``--allow-pickle``, ``"local"``,
+        ``"timeout"``, ``"lock"``); ``remote`` gives it the REMOTE argument first
+        (``"optional"``: ``[REMOTE]``, for commands whose LOCAL file remembers its remote),
+        explained below its options, above ``notes``.
         """
         epilog = REMOTE_HELP if remote else None
         if notes:

@@ -24,7 +24,7 @@ def register(commands: Commands) -> None:
     keys = commands.add(
         "keys", _keys, "list the keys of a database",
         "List REMOTE's keys, sorted, one per line.",
-        ["local", "json", "timeout", "s3"], notes=CACHE_HELP,
+        ["local", "pickle", "json", "timeout", "s3"], notes=CACHE_HELP,
     )
     keys.add_argument("--prefix", default="", metavar="P", help="only the keys that start with P")
 
@@ -32,7 +32,7 @@ def register(commands: Commands) -> None:
         "get", _get, "print the value of one key",
         "Print the value of KEY: bytes as they are, str as text, anything else as its\n"
         "Python repr (or as JSON with --json). A missing key is an error.",
-        ["local", "json", "timeout", "s3"], notes=CACHE_HELP,
+        ["local", "pickle", "json", "timeout", "s3"], notes=CACHE_HELP,
     )
     get.add_argument("key", metavar="KEY", help="the key")
 

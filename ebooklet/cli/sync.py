@@ -39,7 +39,7 @@ def register(commands: Commands) -> None:
         "synced: one line per key with the side that changed it (local, remote or\n"
         "both) and how (added, modified, deleted), then a summary. Keys changed on\n"
         "both sides to different values are CONFLICTs.",
-        ["talk", "json", "timeout", "s3"], remote="optional",
+        ["talk", "pickle", "json", "timeout", "s3"], remote="optional",
         notes=REMEMBERED + f"\nWith --exit-code the status is {CHANGES_STATUS} when something differs and "
         f"{CONFLICTS_STATUS} when\nsome keys conflict (0: in sync).",
     )
@@ -54,7 +54,7 @@ def register(commands: Commands) -> None:
         "are merged in; keys changed on both sides stop the push, unless\n"
         "--on-conflict says which side wins. Ctrl-C stops it: nothing is committed\n"
         "and it can simply be run again.",
-        ["conflict", "talk", "progress", "json", "timeout", "lock", "s3"], remote="optional",
+        ["conflict", "talk", "progress", "pickle", "json", "timeout", "lock", "s3"], remote="optional",
         notes=REMEMBERED,
     )
     push.add_argument("local", metavar="LOCAL",
@@ -70,7 +70,8 @@ def register(commands: Commands) -> None:
         "fetched again when read, deleted keys disappear, new keys appear. Unpushed\n"
         "local changes to other keys are kept. When LOCAL does not exist it becomes a\n"
         "copy of the remote.",
-        ["conflict", "talk", "progress", "json", "timeout", "s3"], remote="optional", notes=REMEMBERED,
+        ["conflict", "talk", "progress", "pickle", "json", "timeout", "s3"], remote="optional",
+        notes=REMEMBERED,
     )
     pull.add_argument("local", metavar="LOCAL", help="the local database file (made if missing)")
     pull.add_argument("--load", action="store_true",

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from ..errors import ConflictError
+from ..errors import ConflictError, InvalidArgumentError
 from ..format import Entry, value_hash
 from .diff import ChangeSet, LocalChange, now_us, same
 
@@ -41,7 +41,7 @@ Policy = Literal["local", "remote", "newest"] | Resolver | None
 def check_policy(policy: Policy) -> None:
     if policy is None or policy in ("local", "remote", "newest") or callable(policy):
         return
-    raise ValueError(
+    raise InvalidArgumentError(
         f"on_conflict must be 'local', 'remote', 'newest', a function (key, local, remote, base) "
         f"-> value or ebooklet.DELETED, or None; not {policy!r}"
     )
