@@ -98,18 +98,19 @@ class TwoClients(RuleBasedStateMachine):
 
     @rule(c=CLIENTS, policy=POLICIES)
     def push(self, c: int, policy) -> None:
+        # The model's plain-booklet deletes are meant: no max_delete guard (tested on its own).
         lc, rc, conflicts = self._conflicts(c)
         if not lc:
-            self.dbs[c].changes().push(on_conflict=self._policy(policy))
+            self.dbs[c].changes().push(on_conflict=self._policy(policy), max_delete=None)
             return
         if conflicts and policy is None:
             try:
-                self.dbs[c].changes().push()
+                self.dbs[c].changes().push(max_delete=None)
             except ebooklet.ConflictError as exc:
                 assert set(exc.keys) == conflicts
                 return
             raise AssertionError(f"push should have raised ConflictError for {conflicts}")
-        self.dbs[c].changes().push(on_conflict=self._policy(policy))
+        self.dbs[c].changes().push(on_conflict=self._policy(policy), max_delete=None)
         for key, value in lc.items():
             if key in conflicts:
                 value = _model_resolve(policy, value, rc[key])
