@@ -351,6 +351,7 @@ class LocalStore:
         self._journal = Journal(self.state_dir / "journal.log")
         self._mirror = Journal(self.state_dir / "mirror.log")
         self._journal_base = ""
+        self._journal_aside: pathlib.Path | None = None
         self.state: dict[str, Any] = {}
         self.touched: dict[str, int | None] = {}
         self._bits: dict[int, bytearray] = {}
@@ -546,9 +547,9 @@ class LocalStore:
         if problems:
             where = ""
             if journal.damage:
-                aside = _aside(journal.path, "damaged")
-                os.replace(journal.path, aside)
-                where = f" (kept as {aside})"
+                # Moved aside when the journal is rewritten (at the end of this open).
+                self._journal_aside = _aside(journal.path, "damaged")
+                where = f" (kept as {self._journal_aside})"
             self._note(
                 f"the journal {journal.path} {' and '.join(problems)}{where}; pending deletes were "
                 f"recovered from {mirror.path}, and pending writes are found again by comparing "
@@ -843,6 +844,11 @@ class LocalStore:
         """Write the journal and its mirror anew: the base, then what is still pending."""
         base = {name: self.state.get(name) for name in _BASE_FIELDS}
         journal = self._journal
+        if self._journal_aside is not None:
+            # The damaged journal is kept; rewriting reads its intact records through the
+            # descriptor it still holds.
+            os.replace(journal.path, self._journal_aside)
+            self._journal_aside = None
         journal.rewrite(base, list(journal.where))
         deletes = [k for k in journal.where if self.touched.get(k) is not None]
         self._mirror.rewrite(base, deletes, source=journal)
