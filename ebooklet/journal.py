@@ -1,12 +1,11 @@
 """The journal of pending changes, kept beside a local data file.
 
-Every key written or deleted through ebooklet since the last push is appended here, with the
-serialized value of each write, in records that each carry their own checksum. The journal
-is what makes a change acknowledged by ``sync()``/``close()`` survive damage to the data file:
-the data file is a plain booklet file (no checksums, updated in place), the journal is
-append-only and checked record by record when read.
+Every key written or deleted through ebooklet since the last push is recorded here, with the
+serialized value of each write. The journal is what makes a change acknowledged by
+``sync()``/``close()`` survive damage to the data file: the data file is a plain booklet file
+(no checksums, updated in place), the journal is append-only and checked when read.
 
-A record::
+The file is a sequence of records::
 
     magic b"\\xebJ" | kind u8 | flags u8 | payload length u32 | payload | checksum (8 bytes)
 
@@ -14,21 +13,22 @@ A record::
 
 ``B`` base      JSON: the remote head at the last sync and what goes with it (so that the
                 sync state can be rebuilt if ``state.json`` is lost), and the journal's id.
-                The first record of a journal; written again only when the journal is
-                rewritten.
-``W`` write     timestamp u64 | blake2b-128 content hash | key length u32 | key | value
-``D`` delete    deletion time u64 | key length u32 | key  (flag 1: inferred by a scan of
-                the data file, not a ``del`` through ebooklet)
-``M`` metadata  timestamp u64 | JSON
+                The first record; written again only when the journal is rewritten.
+``C`` changes   msgpack: a list of ``[key, timestamp, value, flags]``, one per write or
+                delete (value nil), in the order they were made. Flag 1 marks a delete
+                *inferred* from a key missing in the data file, not asked for with ``del``.
+                One record per ``sync()`` (and per MiB of changes between syncs): a
+                checksum per batch costs a fraction of one per change.
+``M`` metadata  JSON: ``[metadata, timestamp]``.
 
-Reading stops trusting a record when its checksum fails. A bad record past the length
-acknowledged by the last ``sync()`` (recorded in the sync state) is a *torn tail*: a write
-that was never acknowledged; it is dropped. A bad record within the acknowledged length is
-*damage*: reading resumes at the next intact record, and the caller is told.
+The last change of a key is its pending change. Reading checks every record: a bad one past
+the length acknowledged by the last ``sync()`` (kept in the sync state) is a *torn tail*,
+changes that were never acknowledged, and is dropped. A bad one within the acknowledged
+length is *damage*: reading resumes at the next intact record and the caller is told.
 
-The journal is rewritten (atomically: temporary file, fsync, rename) when the base changes
-(after a push or pull) with only what is still pending, and compacted when overwritten
-records make up most of it.
+The journal is rewritten (atomically: temporary file, fsync, rename) when the base changes,
+after a push or pull, with only what is still pending, and compacted when overwritten
+changes make up most of it.
 """
 
 from __future__ import annotations
@@ -40,49 +40,49 @@ import os
 import pathlib
 import struct
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from .format import HASH_LEN, value_hash
+import msgpack
 
 MAGIC = b"\xebJ"
 _HEAD = struct.Struct("<2sBBI")
 _SUM_LEN = 8
 _OVERHEAD = _HEAD.size + _SUM_LEN
-_WRITE = struct.Struct(f"<Q{HASH_LEN}sI")
-_DELETE = struct.Struct("<QI")
-_META = struct.Struct("<Q")
 
-BASE, WRITE, DELETE, META = (ord(c) for c in "BWDM")
-#: Flag of a delete record: the delete was inferred from the data file, not asked for.
+BASE, CHANGES, META = (ord(c) for c in "BCM")
+#: Flag of a delete: inferred from the data file, not asked for.
 INFERRED = 1
-#: Appended records are written to the file once this many bytes are buffered.
-_BUFFER = 1 << 20
+#: A batch of changes is sealed into a record once its values reach this many bytes.
+_BATCH_BYTES = 1 << 20
+#: Unpacked batches kept in memory for reading values back.
+_CACHE_BYTES = 16 << 20
+
+_blake2b = hashlib.blake2b
 
 
 def _checksum(head: bytes, payload: bytes | memoryview) -> bytes:
-    h = hashlib.blake2b(head, digest_size=_SUM_LEN)
+    h = _blake2b(head, digest_size=_SUM_LEN)
     h.update(payload)
     return h.digest()
 
 
-def _record(kind: int, flags: int, payload: bytes) -> bytes:
-    head = _HEAD.pack(MAGIC, kind, flags, len(payload))
+def _record(kind: int, payload: bytes) -> bytes:
+    head = _HEAD.pack(MAGIC, kind, 0, len(payload))
     return head + payload + _checksum(head, payload)
 
 
 class Pending(NamedTuple):
-    """The last record of a key: a write (``hash`` set) or a delete (``hash`` None)."""
+    """A key's pending change: a write (``value`` set) or a delete (``value`` None)."""
 
     timestamp: int
-    hash: bytes | None
+    value: bytes | None
     flags: int
-    offset: int  # of the record in the journal
-    size: int
 
     @property
     def deleted(self) -> bool:
-        return self.hash is None
+        return self.value is None
 
     @property
     def inferred(self) -> bool:
@@ -97,40 +97,42 @@ class Damage(NamedTuple):
 
 
 class Journal:
-    """One journal file (or its mirror): its records indexed by key, and appends to it."""
+    """One journal file (or its mirror): the pending change of each key, and appends."""
 
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path
         self.base: dict[str, Any] | None = None
-        self.entries: dict[str, Pending] = {}
-        self.meta: Pending | None = None
+        self.meta: tuple[Any, int] | None = None
         self.damage: list[Damage] = []
         self.missing = False
         self.torn = 0  # bytes of an unacknowledged torn tail that were dropped
+        #: key -> where its last change is: batch number << 32 | index in the batch.
+        self.where: dict[str, int] = {}
+        self._batches: list[int] = []  # record offset of each sealed batch
+        self._batch: list[tuple[str, int, bytes | None, int]] = []  # the open batch
+        self._batch_bytes = 0
+        self._cache: OrderedDict[int, list[Any]] = OrderedDict()
+        self._cache_bytes = 0
+        self._changes = 0  # changes recorded, overwritten ones included
         self._fd: int | None = None
         self._file_len = 0
         self._buf = bytearray()
-        self._live = 0
         #: Bytes known to be on disk (fsynced, or found there when read).
         self.durable = 0
-
-    # -- reading ---------------------------------------------------------------------------
 
     @property
     def id(self) -> str | None:
         return self.base.get("id") if self.base else None
 
     @property
-    def size(self) -> int:
-        return self._file_len + len(self._buf)
-
-    @property
     def dirty(self) -> bool:
-        return bool(self._buf)
+        return bool(self._batch or self._buf)
+
+    # -- reading ---------------------------------------------------------------------------
 
     def load(self, acknowledged: tuple[str, int] | None) -> None:
         """Read and check every record. ``acknowledged`` is (journal id, length) as recorded
-        at the last sync: records within it must be intact."""
+        at the last sync: the records within it must be intact."""
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
         except FileNotFoundError:
@@ -145,18 +147,18 @@ class Journal:
         while pos < end:
             rec = _parse(data, pos)
             if rec is not None:
-                self._apply(data, pos, *rec)
+                self._apply(pos, rec[0], rec[2], len(rec[1]))
                 if pos == 0 and acknowledged is not None and acknowledged[0] == self.id:
                     ack = acknowledged[1]
-                pos += _OVERHEAD + rec[2]
+                pos += _OVERHEAD + len(rec[1])
                 continue
             if pos >= ack >= 0:
-                torn = True  # records that were never acknowledged: a torn tail
+                torn = True  # changes that were never acknowledged: a torn tail
                 break
             resume = _resync(data, pos + 1)
             if resume is None:
                 if pos < ack or (pos == 0 and acknowledged is not None):
-                    self.damage.append(Damage(pos, end))  # acknowledged records are lost
+                    self.damage.append(Damage(pos, end))  # acknowledged changes are lost
                 else:
                     torn = True  # nothing says these bytes were ever acknowledged
                 break
@@ -172,97 +174,100 @@ class Journal:
                 end = pos
         self._file_len = self.durable = end
 
-    def _apply(self, data: memoryview, pos: int, kind: int, flags: int, n: int) -> None:
-        body = pos + _HEAD.size
-        size = _OVERHEAD + n
+    def _apply(self, pos: int, kind: int, value: Any, size: int) -> None:
         if kind == BASE:
-            self.base = json.loads(bytes(data[body : body + n]))
-            self._live = size + sum(e.size for e in self.entries.values())
-        elif kind == WRITE:
-            ts, h, klen = _WRITE.unpack_from(data, body)
-            key = bytes(data[body + _WRITE.size : body + _WRITE.size + klen]).decode("utf-8")
-            self._set(key, Pending(ts, h, flags, pos, size))
-        elif kind == DELETE:
-            ts, klen = _DELETE.unpack_from(data, body)
-            key = bytes(data[body + _DELETE.size : body + _DELETE.size + klen]).decode("utf-8")
-            self._set(key, Pending(ts, None, flags, pos, size))
+            self.base = value
         elif kind == META:
-            (ts,) = _META.unpack_from(data, body)
-            if self.meta is not None:
-                self._live -= self.meta.size
-            self.meta = Pending(ts, None, flags, pos, size)
-            self._live += size
+            self.meta = (value[0], value[1])
+        elif kind == CHANGES:
+            bno = len(self._batches)
+            self._batches.append(pos)
+            first = bno << 32
+            for i, item in enumerate(value):
+                self.where[item[0]] = first | i
+            self._changes += len(value)
+            self._remember(bno, value, size)
 
-    def _set(self, key: str, entry: Pending) -> None:
-        old = self.entries.get(key)
-        if old is not None:
-            self._live -= old.size
-        self.entries[key] = entry
-        self._live += entry.size
+    def _remember(self, bno: int, items: Any, size: int) -> None:
+        self._cache[bno] = (items, size)
+        self._cache_bytes += size
+        while self._cache_bytes > _CACHE_BYTES and len(self._cache) > 1:
+            _, (_, old) = self._cache.popitem(last=False)
+            self._cache_bytes -= old
 
-    def forget(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            entry = self.entries.pop(key, None)
-            if entry is not None:
-                self._live -= entry.size
+    def _items(self, bno: int) -> Any:
+        if bno == len(self._batches):
+            return self._batch
+        cached = self._cache.get(bno)
+        if cached is not None:
+            return cached[0]
+        rec = self._read_record(self._batches[bno])
+        if rec is None:
+            return None  # damaged since it was read
+        self._remember(bno, rec[2], len(rec[1]))
+        return rec[2]
 
-    def record(self, entry: Pending) -> bytes:
-        """The bytes of a record of this journal."""
-        start = entry.offset
-        if start >= self._file_len:
-            return bytes(self._buf[start - self._file_len : start - self._file_len + entry.size])
-        assert self._fd is not None
-        return os.pread(self._fd, entry.size, start)
+    def _read_record(self, offset: int) -> tuple[int, memoryview, Any] | None:
+        if offset >= self._file_len:
+            data = memoryview(bytes(self._buf[offset - self._file_len :]))
+        else:
+            assert self._fd is not None
+            head = os.pread(self._fd, _HEAD.size, offset)
+            if len(head) < _HEAD.size:
+                return None
+            n = _HEAD.unpack(head)[3]
+            data = memoryview(os.pread(self._fd, _OVERHEAD + n, offset))
+        return _parse(data, 0)
 
-    def value(self, key: str) -> tuple[int, bytes] | None:
-        """(timestamp, serialized value) of the pending write of ``key``, checked."""
-        entry = self.entries.get(key)
-        if entry is None or entry.deleted:
+    def get(self, key: str) -> Pending | None:
+        """The pending change of ``key``, checked (None: none, or unreadable since)."""
+        at = self.where.get(key)
+        if at is None:
             return None
-        rec = self.record(entry)
-        parsed = _parse(memoryview(rec), 0)
-        if parsed is None:
-            return None  # damaged since it was read: the caller treats the value as lost
-        klen = _WRITE.unpack_from(rec, _HEAD.size)[2]
-        raw = rec[_HEAD.size + _WRITE.size + klen : _HEAD.size + parsed[2]]
-        return entry.timestamp, raw
-
-    def metadata(self) -> tuple[Any, int] | None:
-        if self.meta is None:
+        items = self._items(at >> 32)
+        if items is None:
             return None
-        rec = self.record(self.meta)
-        parsed = _parse(memoryview(rec), 0)
-        if parsed is None:
-            return None
-        return json.loads(rec[_HEAD.size + _META.size : _HEAD.size + parsed[2]]), self.meta.timestamp
+        _, ts, value, flags = items[at & 0xFFFFFFFF]
+        return Pending(ts, value, flags)
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _append(self, kind: int, flags: int, payload: bytes) -> Pending:
-        rec = _record(kind, flags, payload)
-        offset = self.size
-        self._buf += rec
-        if len(self._buf) >= _BUFFER:
-            self._write_buffer()
-        return Pending(0, None, flags, offset, len(rec))
-
     def write(self, key: str, timestamp: int, raw: bytes, flags: int = 0) -> None:
-        k = key.encode("utf-8")
-        h = value_hash(raw)
-        at = self._append(WRITE, flags, _WRITE.pack(timestamp, h, len(k)) + k + raw)
-        self._set(key, at._replace(timestamp=timestamp, hash=h))
+        batch = self._batch
+        self.where[key] = len(self._batches) << 32 | len(batch)
+        batch.append((key, timestamp, raw, flags))
+        self._batch_bytes += len(raw)
+        if self._batch_bytes >= _BATCH_BYTES:
+            self._seal()
 
     def delete(self, key: str, deleted_at: int, flags: int = 0) -> None:
-        k = key.encode("utf-8")
-        at = self._append(DELETE, flags, _DELETE.pack(deleted_at, len(k)) + k)
-        self._set(key, at._replace(timestamp=deleted_at))
+        batch = self._batch
+        self.where[key] = len(self._batches) << 32 | len(batch)
+        batch.append((key, deleted_at, None, flags))
 
     def set_metadata(self, data: Any, timestamp: int) -> None:
-        at = self._append(META, 0, _META.pack(timestamp) + json.dumps(data).encode())
-        if self.meta is not None:
-            self._live -= self.meta.size
-        self.meta = at._replace(timestamp=timestamp)
-        self._live += at.size
+        self._seal()
+        self._buf += _record(META, json.dumps([data, timestamp]).encode())
+        self.meta = (data, timestamp)
+
+    def forget(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.where.pop(key, None)
+
+    def _seal(self) -> None:
+        """Close the open batch into a record (written to the file, not yet fsynced)."""
+        batch = self._batch
+        if not batch:
+            return
+        payload = msgpack.packb(batch, use_bin_type=True)
+        offset = self._file_len + len(self._buf)
+        self._buf += _record(CHANGES, payload)
+        self._batches.append(offset)
+        self._changes += len(batch)
+        self._batch = []
+        self._batch_bytes = 0
+        if len(self._buf) >= _BATCH_BYTES:
+            self._write_buffer()
 
     def _write_buffer(self) -> None:
         if not self._buf:
@@ -278,7 +283,8 @@ class Journal:
         self._buf.clear()
 
     def flush(self) -> None:
-        """Make every appended record durable."""
+        """Make every change recorded so far durable."""
+        self._seal()
         if self._buf:
             self._write_buffer()
             assert self._fd is not None
@@ -287,44 +293,58 @@ class Journal:
 
     @property
     def wasteful(self) -> bool:
-        """Whether overwritten records make up most of the journal."""
-        return self.size > 2 * self._live + (8 << 20)
+        """Whether overwritten changes make up most of the journal."""
+        return self._changes > 2 * len(self.where) + 10_000
 
     def rewrite(self, base: dict[str, Any], keys: Iterable[str], source: Journal | None = None) -> None:
-        """Replace the journal with a new one, atomically: ``base``, then the records of
-        ``keys`` (taken from ``source``, this journal by default) and this journal's metadata."""
+        """Replace the journal with a new one, atomically: ``base``, then the pending
+        changes of ``keys`` (taken from ``source``, this journal by default) in batches, and
+        this journal's metadata."""
         src = source or self
         base = {**base, "id": uuid.uuid4().hex}
         tmp = self.path.with_name(self.path.name + ".tmp")
-        entries: dict[str, Pending] = {}
-        meta = None
+        where: dict[str, int] = {}
+        batches: list[int] = []
+        batch: list[tuple[str, int, bytes | None, int]] = []
+        size = 0
         with open(tmp, "wb") as f:
-            first = _record(BASE, 0, json.dumps(base).encode())
-            f.write(first)
-            pos = len(first)
-            kept = [(key, src.entries[key]) for key in keys if key in src.entries]
+            pos = f.write(_record(BASE, json.dumps(base).encode()))
+
+            def seal() -> None:
+                nonlocal pos, batch, size
+                if batch:
+                    batches.append(pos)
+                    pos += f.write(_record(CHANGES, msgpack.packb(batch, use_bin_type=True)))
+                    batch, size = [], 0
+
+            for key in keys:
+                change = src.get(key)
+                if change is None:
+                    continue  # unreadable since it was read: the caller's scan finds it again
+                where[key] = len(batches) << 32 | len(batch)
+                batch.append((key, change.timestamp, change.value, change.flags))
+                size += len(change.value or b"")
+                if size >= _BATCH_BYTES:
+                    seal()
+            seal()
             if source is None and self.meta is not None:
-                kept.append(("", self.meta))
-            for key, entry in kept:
-                rec = src.record(entry)
-                if _parse(memoryview(rec), 0) is None:
-                    continue  # damaged since it was read: the caller's scan finds the change again
-                f.write(rec)
-                if key:
-                    entries[key] = entry._replace(offset=pos)
-                else:
-                    meta = entry._replace(offset=pos)
-                pos += len(rec)
+                pos += f.write(_record(META, json.dumps(list(self.meta)).encode()))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         self.close()
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
         self.base = base
-        self.entries = entries
-        self.meta = meta
+        self.meta = self.meta if source is None else None
+        self.where = where
+        self._batches = batches
+        self._batch = []
+        self._batch_bytes = 0
+        self._cache.clear()
+        self._cache_bytes = 0
+        self._changes = len(where)
         self._buf.clear()
-        self._file_len = self._live = self.durable = pos
+        self._file_len = self.durable = pos
         self.damage = []
         self.missing = False
         self.torn = 0
@@ -348,29 +368,38 @@ def _read_all(fd: int) -> memoryview:
     return memoryview(b"".join(chunks))
 
 
-def _parse(data: memoryview, pos: int) -> tuple[int, int, int] | None:
-    """(kind, flags, payload length) of an intact record at ``pos``, or None."""
+def _parse(data: memoryview, pos: int) -> tuple[int, memoryview, Any] | None:
+    """(kind, payload, decoded payload) of an intact record at ``pos``, or None."""
     if pos + _OVERHEAD > len(data):
         return None
-    magic, kind, flags, n = _HEAD.unpack_from(data, pos)
-    if magic != MAGIC or kind not in (BASE, WRITE, DELETE, META):
+    magic, kind, _flags, n = _HEAD.unpack_from(data, pos)
+    if magic != MAGIC or kind not in (BASE, CHANGES, META):
         return None
     end = pos + _HEAD.size + n
     if end + _SUM_LEN > len(data):
         return None
     head = bytes(data[pos : pos + _HEAD.size])
-    if _checksum(head, data[pos + _HEAD.size : end]) != data[end : end + _SUM_LEN]:
+    payload = data[pos + _HEAD.size : end]
+    if _checksum(head, payload) != data[end : end + _SUM_LEN]:
         return None
     try:
-        if kind == WRITE:
-            klen = _WRITE.unpack_from(data, pos + _HEAD.size)[2]
-            bytes(data[pos + _HEAD.size + _WRITE.size : pos + _HEAD.size + _WRITE.size + klen]).decode()
-        elif kind == DELETE:
-            klen = _DELETE.unpack_from(data, pos + _HEAD.size)[1]
-            bytes(data[pos + _HEAD.size + _DELETE.size : pos + _HEAD.size + _DELETE.size + klen]).decode()
-    except (struct.error, UnicodeDecodeError):
+        if kind == CHANGES:
+            value = msgpack.unpackb(payload, raw=False, use_list=False)
+            ok = isinstance(value, tuple) and all(_is_change(it) for it in value)
+        else:
+            value = json.loads(bytes(payload))
+            ok = isinstance(value, dict) if kind == BASE else isinstance(value, list) and len(value) == 2
+    except (ValueError, msgpack.UnpackException):
         return None
-    return kind, flags, n
+    return (kind, payload, value) if ok else None
+
+
+def _is_change(item: Any) -> bool:
+    return (
+        isinstance(item, tuple) and len(item) == 4 and isinstance(item[0], str)
+        and isinstance(item[1], int) and isinstance(item[2], (bytes, type(None)))
+        and isinstance(item[3], int)
+    )
 
 
 def _resync(data: memoryview, start: int) -> int | None:

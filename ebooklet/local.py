@@ -51,7 +51,6 @@ import portalocker
 
 from .codec import Codec
 from .errors import DamagedLocalFileError, LocalFileBusyError, LocalFileError
-from .format import value_hash
 from .journal import INFERRED, Journal, Pending, read_legacy_touched
 
 logger = logging.getLogger(__name__)
@@ -364,6 +363,7 @@ class LocalStore:
         self._journal = Journal(self.state_dir / "journal.log")
         self._mirror = Journal(self.state_dir / "mirror.log")
         self._journal_base = ""
+        self._journal_aside: pathlib.Path | None = None
         self.state: dict[str, Any] = {}
         self.touched: dict[str, int | None] = {}
         self._n_buckets = n_buckets
@@ -558,16 +558,17 @@ class LocalStore:
         if problems or rebuilt:
             # Deletes the journal lost are in the mirror; writes are in the data file, which
             # the next comparison with the remote scans in full.
-            for key, entry in mirror.entries.items():
-                if entry.deleted and key not in journal.entries:
+            for key in list(mirror.where):
+                entry = mirror.get(key)
+                if entry is not None and entry.deleted and key not in journal.where:
                     journal.delete(key, entry.timestamp, entry.flags)
             self.external_edits = True
         if problems:
             where = ""
             if journal.damage:
-                aside = _aside(journal.path, "damaged")
-                os.replace(journal.path, aside)
-                where = f" (kept as {aside})"
+                # Moved aside when the journal is rewritten (at the end of this open).
+                self._journal_aside = _aside(journal.path, "damaged")
+                where = f" (kept as {self._journal_aside})"
             self._note(
                 f"the journal {journal.path} {' and '.join(problems)}{where}; pending deletes were "
                 f"recovered from {mirror.path}, and pending writes are found again by comparing "
@@ -577,7 +578,11 @@ class LocalStore:
             self._note(f"{mirror.path} was missing or damaged; rewritten from the journal")
         if journal.base is not None:
             self._journal_base = self._base_text(journal.base)
-        self.touched = {k: (e.timestamp if e.deleted else None) for k, e in journal.entries.items()}
+        self.touched = {}
+        for key in list(journal.where):
+            entry = journal.get(key)
+            if entry is not None:
+                self.touched[key] = entry.timestamp if entry.deleted else None
         if problems or rebuilt or mirror.damage or mirror.missing:
             self._journal_base = ""  # rewrite both at the next save
 
@@ -616,7 +621,7 @@ class LocalStore:
         """Turn the touched.log of a version-1 state into a journal."""
         legacy, self._legacy = self._legacy or {}, None
         for key, deleted_at in legacy.items():
-            if key in self._journal.entries:
+            if key in self._journal.where:
                 continue
             if deleted_at is None:
                 got = self.get_raw(key)
@@ -649,11 +654,12 @@ class LocalStore:
             self._rebuild(found, what)
             return
         restored = []
-        for key, entry in list(self._journal.entries.items()):
+        for key in list(self._journal.where):
+            entry = self._journal.get(key)
             got = self._db.get_timestamp(key, include_value=True, decode_value=False)
-            if self._restore_if_needed(key, entry, got, crashed):
+            if entry is not None and self._restore_if_needed(key, entry, got, crashed):
                 restored.append(key)
-        dropped = [k for k in state.pop("damaged_keys", []) if k not in self._journal.entries]
+        dropped = [k for k in state.pop("damaged_keys", []) if k not in self._journal.where]
         for key in dropped:
             if key in self._db:
                 self._before_write()
@@ -692,26 +698,26 @@ class LocalStore:
         if got is None:
             if not crashed:
                 return False  # deleted with plain booklet since
-        elif not self._disagrees(entry, got[0], value_hash(got[1])):
+        elif not self._disagrees(entry, *got):
             return False
         return self._restore(key)
 
     @staticmethod
-    def _disagrees(entry: Pending, timestamp: int, h: bytes) -> bool:
-        """Whether a value the data file holds (its timestamp and hash) for a pending write is
-        not the one written: older, or other bytes under the same timestamp. A newer one is a
-        later edit made with plain booklet."""
+    def _disagrees(entry: Pending, timestamp: int, raw: bytes) -> bool:
+        """Whether a value the data file holds for a pending write is not the one written:
+        older, or other bytes under the same timestamp. A newer one is a later edit made with
+        plain booklet."""
         if timestamp != entry.timestamp:
             return timestamp < entry.timestamp
-        return h != entry.hash
+        return raw != entry.value
 
     def _restore(self, key: str) -> bool:
-        got = self._journal.value(key)
-        if got is None:
+        got = self._journal.get(key)
+        if got is None or got.value is None:
             self._note(f"the pending value of {key!r} is damaged in the journal too; it is lost")
             return False
         self._before_write()
-        self._db.set(key, got[1], timestamp=got[0], encode_value=False)
+        self._db.set(key, got.value, timestamp=got.timestamp, encode_value=False)
         return True
 
     def _rebuild(self, found: _Inspection | None, reason: str, lock: Any = None) -> None:
@@ -779,20 +785,19 @@ class LocalStore:
 
     def _replay_journal(self, new: Any) -> None:
         lost = []
-        for key, entry in self._journal.entries.items():
+        for key in self._journal.where:
+            entry = self._journal.get(key)
+            if entry is None:
+                lost.append(key)
+                continue
             got = new.get_timestamp(key, include_value=not entry.deleted, decode_value=False)
             if entry.deleted:
                 if got is not None and got <= entry.timestamp:
                     del new[key]
                 continue
-            if got is not None and not self._disagrees(entry, got[0], value_hash(got[1])):
-                continue
-            value = self._journal.value(key)
-            if value is None:
-                lost.append(key)
-                continue
-            new.set(key, value[1], value[0], False)
-        meta = self._journal.metadata()
+            if got is None or self._disagrees(entry, *got):
+                new.set(key, entry.value, entry.timestamp, False)
+        meta = self._journal.meta
         if meta is not None:
             mine = new.get_metadata(include_timestamp=True)
             if mine is None or mine[1] < meta[1]:
@@ -858,8 +863,13 @@ class LocalStore:
         """Write the journal and its mirror anew: the base, then what is still pending."""
         base = {name: self.state.get(name) for name in _BASE_FIELDS}
         journal = self._journal
-        journal.rewrite(base, list(journal.entries))
-        deletes = [k for k, e in journal.entries.items() if e.deleted]
+        if self._journal_aside is not None:
+            # The damaged journal is kept; rewriting reads its intact records through the
+            # descriptor it still holds.
+            os.replace(journal.path, self._journal_aside)
+            self._journal_aside = None
+        journal.rewrite(base, list(journal.where))
+        deletes = [k for k in journal.where if self.touched.get(k) is not None]
         self._mirror.rewrite(base, deletes, source=journal)
         self._journal_base = self._base_text(base)
 
@@ -920,19 +930,21 @@ class LocalStore:
 
     def pending(self, key: str) -> Pending | None:
         """The journal's record of a pending change to ``key``."""
-        return self._journal.entries.get(key)
+        return self._journal.get(key)
 
     def inferred_delete(self, key: str) -> bool:
         """Whether ``key`` is pending as a delete that no one asked ebooklet for: the key was
         found missing from the data file (deleted with plain booklet, or lost)."""
-        entry = self._journal.entries.get(key)
+        entry = self._journal.get(key) if self.touched.get(key) is not None else None
         return entry is not None and entry.deleted and entry.inferred
 
-    def disagrees(self, key: str, timestamp: int, h: bytes) -> bool:
-        """Whether the data file's value of a pending write (its timestamp and content hash)
-        is damaged: not the bytes the journal recorded, nor a later edit."""
-        entry = self._journal.entries.get(key)
-        return entry is not None and not entry.deleted and self._disagrees(entry, timestamp, h)
+    def disagrees(self, key: str, timestamp: int, raw: bytes) -> bool:
+        """Whether the data file's value of a pending write is damaged: not the bytes the
+        journal recorded, nor a later edit."""
+        if key not in self.touched or self.touched[key] is not None:
+            return False
+        entry = self._journal.get(key)
+        return entry is not None and not entry.deleted and self._disagrees(entry, timestamp, raw)
 
     def restore(self, key: str) -> tuple[int, bytes] | None:
         """Put the journal's value of a pending write back into the data file; return its
@@ -940,7 +952,8 @@ class LocalStore:
         if not self._restore(key):
             return None
         logger.warning("%s: the value of %r was damaged; restored it from the journal", self.path, key)
-        return self._journal.value(key)
+        entry = self._journal.get(key)
+        return (entry.timestamp, entry.value) if entry is not None and entry.value is not None else None
 
     def record_write(self, key: str, timestamp: int, raw: bytes) -> None:
         """Record a change found in the data file (an edit made behind ebooklet's back)."""
@@ -1117,9 +1130,9 @@ class LocalStore:
             # The stored bytes did not decode: check them against the journal when the key
             # is pending (and restore them); otherwise they are damaged or foreign.
             got = self.get_raw(key)
-            if got is not None and self.disagrees(key, got[0], value_hash(got[1])) and self.restore(key):
+            if got is not None and self.disagrees(key, *got) and self.restore(key):
                 return self._db.get(key, default)
-            if got is not None and key in self._journal.entries:
+            if got is not None and key in self._journal.where:
                 raise  # the bytes are the ones written: the serializer's own failure
             raise self._found_damaged(exc, key) from exc
 
@@ -1129,21 +1142,22 @@ class LocalStore:
     def get_raw(self, key: str) -> tuple[int, bytes] | None:
         return self._db.get_timestamp(key, include_value=True, decode_value=False)
 
-    def _encode(self, value: Any) -> bytes:
+    def set(self, key: str, value: Any, timestamp: int | None = None) -> None:
+        """A user write."""
+        # The hot path of local writes: kept to what each write must do.
         raw = self._dumps(value)
         if type(raw) is not bytes and isinstance(raw, (bytearray, memoryview)):
             raw = bytes(raw)
-        return raw  # type: ignore[no-any-return]
-
-    def set(self, key: str, value: Any, timestamp: int | None = None) -> None:
-        """A user write."""
-        self._write(key, self._encode(value), now_us() if timestamp is None else timestamp)
+        if timestamp is None:
+            timestamp = time.time_ns() // 1000
+        if not self._unsynced or not self._db.writable:
+            self._before_write()
+        self._db.set(key, raw, timestamp, False)
+        self._journal.write(key, timestamp, raw)
+        self.touched[key] = None
 
     def set_raw(self, key: str, raw: bytes, timestamp: int) -> None:
         """A user write of an already serialized value (e.g. a merged conflict)."""
-        self._write(key, raw, timestamp)
-
-    def _write(self, key: str, raw: bytes, timestamp: int) -> None:
         self._before_write()
         self._db.set(key, raw, timestamp, False)
         self._journal.write(key, timestamp, raw)

@@ -390,6 +390,37 @@ def test_a_torn_tail_of_the_journal_is_a_write_never_acknowledged(tmp_path, capl
     assert caplog.text == ""
 
 
+def test_pending_changes_spread_over_many_journal_batches_are_all_replayed(tmp_path):
+    remote = _seed(tmp_path, ["a"], "a.blt")
+    local = tmp_path / "a.blt"
+    data = {f"big{i}": f"{i:06d}" * 200 for i in range(3000)}  # 3.6 MB: several batches
+    with ebooklet.open(remote, local, "w") as db:
+        db.update(data)
+    with open(local, "r+b") as f:
+        f.truncate(local.stat().st_size // 3)
+    with ebooklet.open(remote, local, "w") as db:
+        assert all(db[k] == v for k, v in data.items())
+        assert len(db.changes().push().keys) == 3000
+    assert _remote_items(remote, tmp_path) == {"a": _value("a"), **data}
+
+
+def test_a_journal_of_many_overwrites_is_compacted_and_keeps_the_last_value(tmp_path):
+    remote = _seed(tmp_path, ["a"], "a.blt")
+    local = tmp_path / "a.blt"
+    journal = tmp_path / "a.blt.ebooklet" / "journal.log"
+    with ebooklet.open(remote, local, "w") as db:
+        for i in range(15_000):
+            db["hot"] = f"v{i}"
+        db.sync()
+        assert journal.stat().st_size < 4096, "compacted at sync"
+        db["hot"] = "last"
+    with open(local, "r+b") as f:  # only the journal can tell the last value now
+        f.truncate(local.stat().st_size - 3)
+    with ebooklet.open(remote, local, "w") as db:
+        assert db["hot"] == "last"
+        assert db.changes().push().keys == ["hot"]
+
+
 def test_the_sync_state_of_ebooklet_0_6_0_is_read_and_upgraded(tmp_path):
     remote, local, folder, expected = _pending_write_and_deletes(tmp_path)
     # Rewrite the folder as ebooklet 0.6.0 left it: state.json without checksum, touched.log.

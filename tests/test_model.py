@@ -105,6 +105,7 @@ class TwoClients(RuleBasedStateMachine):
 
     @rule(c=CLIENTS, policy=POLICIES)
     def push(self, c: int, policy) -> None:
+        # The model's plain-booklet deletes are meant: no max_delete guard (tested on its own).
         lc, rc, conflicts = self._conflicts(c)
         if not lc:
             self.dbs[c].changes().push(on_conflict=self._policy(policy), max_delete=None)

@@ -101,10 +101,11 @@ def local_changes(index: BaseIndex) -> LocalDiff:
                 if external and blake2b(raw, digest_size=HASH_LEN).digest() != entry.hash:
                     damaged.append(key)
                 continue
-            h = blake2b(raw, digest_size=HASH_LEN).digest()  # value_hash, inlined
-            if mine and touched[key] is None and local.disagrees(key, ts, h):
+            if mine and touched[key] is None and local.disagrees(key, ts, raw):
                 suspect.append(key)
-            elif entry is None or h != entry.hash:
+                continue
+            h = blake2b(raw, digest_size=HASH_LEN).digest()  # value_hash, inlined
+            if entry is None or h != entry.hash:
                 changes[key] = new(raw, ts, h)
         diff.scanned = set(scanned)
         rest = [key for key in touched if key not in diff.scanned]
@@ -151,7 +152,7 @@ def local_changes(index: BaseIndex) -> LocalDiff:
             if change.raw is None:
                 if pending is None or not pending.deleted:
                     local.record_delete(key, now_us())
-            elif pending is None or pending.deleted or pending.hash != change.hash:
+            elif pending is None or (pending.timestamp, pending.value) != (change.timestamp, change.raw):
                 local.record_write(key, change.timestamp, change.raw)  # type: ignore[arg-type]
         local.external_edits = False
         local.sync()
@@ -177,19 +178,16 @@ def _compare(
 ) -> LocalChange | None:
     local = index.local
     touched = local.touched
-    h = None
     if key in touched and touched[key] is None:
         # A pending write: the data file must hold what the journal says was written. Missing
         # without edits behind ebooklet's back, or other bytes, it was damaged: restore it.
         if got is None:
             if not external:
                 got = local.restore(key)
-        else:
-            h = value_hash(got[1])
-            if local.disagrees(key, got[0], h):
-                got, h = local.restore(key), None
-                if got is None:
-                    return None  # lost in the journal too (logged): never push damage
+        elif local.disagrees(key, *got):
+            got = local.restore(key)
+            if got is None:
+                return None  # lost in the journal too (logged): never push damage
     if got is None:
         if entry is not None and key in touched:
             return LocalChange(None, touched[key], None)
@@ -197,8 +195,7 @@ def _compare(
     ts, raw = got
     if entry is not None and ts == entry.timestamp and key not in touched:
         return None
-    if h is None:
-        h = value_hash(raw)
+    h = value_hash(raw)
     if entry is not None and h == entry.hash:
         return None
     return LocalChange(raw, ts, h)
