@@ -38,6 +38,7 @@ message of each error says what the caller can do about it::
         ├── ConflictError                      keys changed both locally and remotely
         ├── LeaseLostError                     the remote lock expired during a push
         ├── PushConflictError                  the remote kept moving while we pushed
+        ├── MassDeleteError                    a push would delete most of the remote unasked
         └── CommitUnknownError (ConnectionError)  whether a commit landed is not known yet
 """
 
@@ -61,6 +62,7 @@ __all__ = [
     "LeaseLostError",
     "LocalFileBusyError",
     "LocalFileError",
+    "MassDeleteError",
     "NotSupportedError",
     "PreconditionFailed",
     "PushConflictError",

@@ -578,3 +578,21 @@ def test_interrupt_exits_130(
     assert cli.main(["head", str(folder), "--json"]) == 130
     out, err = capsys.readouterr()
     assert json.loads(out) == {"error": {"message": "interrupted", "type": "Interrupted", "exit_status": 130}}
+
+
+def test_push_stops_before_deleting_most_of_the_remote_unasked(tmp_path: pathlib.Path) -> None:
+    import booklet
+
+    with ebooklet.open(tmp_path / "bucket" / "db", tmp_path / "a.blt", "c", value_serializer="str") as db:
+        db.update({f"k{i}": "v" for i in range(4)})
+        db.changes().push()
+    with booklet.open(tmp_path / "a.blt", "w") as raw:  # deleted offline, behind ebooklet's back
+        for i in range(3):
+            del raw[f"k{i}"]
+    run = ebk(tmp_path, "push", "bucket/db", "a.blt")
+    assert run.code == 1 and "would delete 3 of the remote's 4 keys" in run.err
+    assert "--max-delete 100" in run.err and "Nothing was committed" in run.err
+    assert ebooklet.remote_info(tmp_path / "bucket" / "db").n_keys == 4
+    run = ebk(tmp_path, "push", "bucket/db", "a.blt", "--max-delete", "100")
+    assert run.code == 0, run.err
+    assert ebooklet.remote_info(tmp_path / "bucket" / "db").n_keys == 1

@@ -11,7 +11,7 @@ import pathlib
 from typing import Any
 
 from ..db import EBooklet
-from ..errors import LeaseHeldError, RemoteNotFoundError, SyncError
+from ..errors import LeaseHeldError, MassDeleteError, RemoteNotFoundError, SyncError
 from ..info import remote_info
 from ..results import Change, PushResult
 from .interrupt import handling_interrupts, stop_requested
@@ -61,6 +61,10 @@ def register(commands: Commands) -> None:
                       help="the local database file (an ebooklet or plain booklet file)")
     push.add_argument("-n", "--dry-run", action="store_true",
                       help="say what a push would do, and do nothing (one request)")
+    push.add_argument("--max-delete", type=_percent, default=50, metavar="PERCENT",
+                      help="stop when the push would delete more than PERCENT of the remote's keys "
+                      "that were not deleted through ebooklet (missing from LOCAL); default 50, "
+                      "100 to allow any")
     push.add_argument("--recreate", action="store_true",
                       help="when the remote database was deleted, create it again from LOCAL")
 
@@ -167,6 +171,16 @@ def _recreate(db: EBooklet, remote: RemoteArg, local: pathlib.Path) -> None:
     db.delete_remote()  # forgets the old database (and removes what it left behind)
 
 
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage from 0 to 100")
+    return value
+
+
 def push_changes(
     args: argparse.Namespace, db: EBooklet, remote: RemoteArg, local: pathlib.Path
 ) -> PushResult:
@@ -181,11 +195,19 @@ def push_changes(
 
     try:
         with progress_bar(args, "upload", waiting_for) as bar:
-            return db.changes().push(args.on_conflict, progress=bar)
+            return db.changes().push(args.on_conflict, progress=bar, max_delete=args.max_delete)
     except KeyboardInterrupt:
         if not stop_requested():
             raise
         raise _interrupted_push(remote, local) from None
+    except MassDeleteError as exc:
+        raise CliError(
+            f"this push would delete {len(exc.keys):,} of the remote's {exc.total:,} keys that were "
+            f"not deleted through ebooklet: they are missing from {local}, e.g. "
+            f"{', '.join(repr(k) for k in exc.keys[:5])}. Nothing was committed. If you meant to "
+            f"delete them, push again with --max-delete 100; to keep them, run 'ebooklet discard "
+            f"{local} --key KEY' for each (they are read from the remote again)"
+        ) from None
     except LeaseHeldError as exc:
         raise CliError(f"{exc} To wait longer, give --lock-wait SECONDS (now {args.lock_wait:g}).") from None
     except (SyncError, RemoteNotFoundError) as exc:
