@@ -469,11 +469,11 @@ class EBooklet(MutableMapping):
         current = dict(base.retention) if base is not None else dict(DEFAULT_RETENTION)
         if commits is not None:
             if not isinstance(commits, int) or isinstance(commits, bool) or commits < 1:
-                raise ValueError(f"commits must be a whole number of at least 1, not {commits!r}")
+                raise InvalidArgumentError(f"commits must be a whole number of at least 1, not {commits!r}")
             current["commits"] = commits
         if days is not None:
             if not isinstance(days, (int, float)) or isinstance(days, bool) or days < 0:
-                raise ValueError(f"days must be a number of days of at least 0, not {days!r}")
+                raise InvalidArgumentError(f"days must be a number of days of at least 0, not {days!r}")
             current["days"] = float(days)
         with self._lock:
             self._local.state["retention"] = current

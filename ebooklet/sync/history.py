@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
-from ..errors import RemoteNotFoundError
+from ..errors import ArgumentTypeError, RemoteNotFoundError
 from ..format import Head
 from ..results import CommitInfo
 from .heads import HeadStore
@@ -81,7 +81,9 @@ def find(heads: HeadStore, head: Head, at: int | datetime) -> Head:
             if h.timestamp <= at.timestamp() * 1e6:
                 return h
         else:
-            raise TypeError(f"at must be a commit number (int) or a timezone-aware datetime, not {at!r}")
+            raise ArgumentTypeError(
+                f"at must be a commit number (int) or a timezone-aware datetime, not {at!r}"
+            )
     raise RemoteNotFoundError(
         f"commit {at} of {heads.remote.location} is not kept (commits stay readable for the "
         "database's retention window); list the kept ones with db.log() or `ebooklet log`"

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from ..errors import (
     CommitUnknownError,
     ConflictError,
+    InvalidArgumentError,
     MassDeleteError,
     PreconditionFailed,
     PushConflictError,
@@ -257,7 +258,7 @@ class Replica:
         """
         check_policy(policy)
         if max_delete is not None and not 0 <= max_delete <= 100:
-            raise ValueError(f"max_delete is a percentage from 0 to 100 (or None), not {max_delete!r}")
+            raise InvalidArgumentError(f"max_delete is a percentage from 0 to 100 (or None), not {max_delete!r}")
         stats = self.remote.transport.stats
         start = stats.snapshot()
         # Whatever happens to this push, the local changes it carries are durable first.
