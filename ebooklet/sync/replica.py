@@ -258,7 +258,9 @@ class Replica:
         """
         check_policy(policy)
         if max_delete is not None and not 0 <= max_delete <= 100:
-            raise InvalidArgumentError(f"max_delete is a percentage from 0 to 100 (or None), not {max_delete!r}")
+            raise InvalidArgumentError(
+                f"max_delete is a percentage from 0 to 100 (or None), not {max_delete!r}"
+            )
         stats = self.remote.transport.stats
         start = stats.snapshot()
         # Whatever happens to this push, the local changes it carries are durable first.
