@@ -85,6 +85,19 @@ class TwoClients(RuleBasedStateMachine):
         rc = self._changes(self.base[c], self.remote)
         return lc, rc, {k for k in set(lc) & set(rc) if lc[k] != rc[k]}
 
+    def _pushed(self, c: int, lc: dict, rc: dict, conflicts: set, policy) -> None:
+        """The model after client ``c`` pushed its changes ``lc`` over the remote's ``rc``."""
+        for key, value in lc.items():
+            if key in conflicts:
+                value = _model_resolve(policy, value, rc[key])
+            if value is GONE:
+                self.remote.pop(key, None)
+            else:
+                self.remote[key] = value
+        self.local[c] = dict(self.remote)
+        self.base[c] = dict(self.remote)
+        self._check_remote()
+
     @staticmethod
     def _policy(policy):
         return _merge if policy == "merge" else policy
@@ -118,16 +131,7 @@ class TwoClients(RuleBasedStateMachine):
                 return
             raise AssertionError(f"push should have raised ConflictError for {conflicts}")
         self.dbs[c].changes().push(on_conflict=self._policy(policy), max_delete=None)
-        for key, value in lc.items():
-            if key in conflicts:
-                value = _model_resolve(policy, value, rc[key])
-            if value is GONE:
-                self.remote.pop(key, None)
-            else:
-                self.remote[key] = value
-        self.local[c] = dict(self.remote)
-        self.base[c] = dict(self.remote)
-        self._check_remote()
+        self._pushed(c, lc, rc, conflicts, policy)
 
     @rule(c=CLIENTS, policy=POLICIES)
     def pull(self, c: int, policy) -> None:
@@ -208,16 +212,7 @@ class TwoClients(RuleBasedStateMachine):
             transport.fail_gets = False
         if unknown:
             self.dbs[c].changes().pull()  # settles the commit first
-        for key, value in lc.items():
-            if key in conflicts:
-                value = _model_resolve(policy, value, rc[key])
-            if value is GONE:
-                self.remote.pop(key, None)
-            else:
-                self.remote[key] = value
-        self.local[c] = dict(self.remote)
-        self.base[c] = dict(self.remote)
-        self._check_remote()
+        self._pushed(c, lc, rc, conflicts, policy)
 
     @rule(c=CLIENTS, key=KEYS, value=VALUES)
     def offline_booklet_write(self, c: int, key: str, value: int) -> None:

@@ -11,7 +11,7 @@ from ..maintenance import gc, verify
 from ..sync.gc import MIN_AGE_S
 from .local import CACHE_HELP, existing_local, open_database, reader
 from .output import bad_input, print_json, show_key
-from .parser import Commands
+from .parser import Commands, positive_int
 from .progress import progress_bar
 from .remote_arg import remote_arg
 
@@ -25,7 +25,7 @@ def register(commands: Commands) -> None:
         "number, time, keys written and deleted, and the author where known.",
         ["local", "json", "s3"], notes=CACHE_HELP,
     )
-    log.add_argument("-n", "--limit", type=_positive, metavar="N", help="at most N commits")
+    log.add_argument("-n", "--limit", type=positive_int, metavar="N", help="at most N commits")
 
     diff = commands.add(
         "diff", _diff, "show what changed between two commits",
@@ -66,16 +66,6 @@ def register(commands: Commands) -> None:
         ["json", "s3"],
     )
     check.add_argument("--deep", action="store_true", help="also read and check every value")
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return n
 
 
 def _commit(text: str) -> int | datetime:

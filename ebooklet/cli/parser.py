@@ -47,7 +47,8 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
     try:
         value = int(text)
     except ValueError:
@@ -73,7 +74,7 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
     group.add_argument("--region",
                        help="the signing region (default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's "
                        "region, or us-east-1)")
-    group.add_argument("--retries", type=_positive_int, default=3, metavar="N",
+    group.add_argument("--retries", type=positive_int, default=3, metavar="N",
                        help="attempts per request before giving up (default: 3)")
     json_ = argparse.ArgumentParser(add_help=False)
     json_.add_argument("--json", action="store_true",
