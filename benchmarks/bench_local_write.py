@@ -116,8 +116,9 @@ def main() -> None:
     print(f"{'case':<20} {'default':>9} {'wall':>8} {'ratio':>6} {'cpu':>8} {'ratio':>6} {'file':>9}")
     for (case, _d), r in best.items():
         keys = case != "ebooklet empty"
+        default = "-" if case in ("booklet sized", "ebooklet n_buckets") else r["default"]
         print(
-            f"{case:<20} {r['default'] if case != 'booklet sized' else '-':>9} "
+            f"{case:<20} {default:>9} "
             f"{r['seconds']:>7.2f}s {r['seconds'] / base['seconds'] if keys else 0:>5.2f}x "
             f"{r['cpu']:>7.2f}s {r['cpu'] / base['cpu'] if keys else 0:>5.2f}x "
             f"{r['size'] / 1e6:>7.1f}MB"

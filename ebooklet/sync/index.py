@@ -234,14 +234,17 @@ class BaseIndex:
             found = self.locate(keys)
             rows = ((key, entry, p, row) for key, (entry, p, row) in found.items())
             n = len(found)
-        local, touched = self.local, self.local.touched
+        local, touched, bits_of = self.local, self.local.touched, self.local.bits
         # Keys neither touched nor marked present are in the data file only after edits
         # behind ebooklet's back; one pass over a smaller file beats a lookup per key.
         small_file = len(local) <= n
         file_keys: set[str] | None = None
+        bits_p, bits = -1, bytearray()
         for key, entry, p, row in rows:
-            if key in touched or self.present(p, row):
-                continue
+            if p != bits_p:
+                bits_p, bits = p, bits_of(p)
+            if key in touched or (row >> 3) < len(bits) and bits[row >> 3] & (1 << (row & 7)):
+                continue  # written or deleted here, or present (see present())
             if small_file:
                 if file_keys is None:
                     file_keys = set(local.keys())

@@ -1,9 +1,11 @@
 """The immutable objects of a remote database (segments and index parts), over its transport.
 
 :class:`ObjectStore` reads whole objects and byte ranges, creates objects, and deletes them.
-It owns how requests are shaped: neighbouring ranges are coalesced into one request and
-requests run in parallel (zarr v3's ``Store.get_ranges`` is the model). What the bytes mean,
-and checking their hashes, is left to the callers.
+It owns how requests are shaped: neighbouring ranges are coalesced into one request while
+the bytes nobody asked for stay a small share of it, large reads are cut into requests that
+run in parallel, and a bounded amount is read ahead of the caller (zarr v3's
+``Store.get_ranges`` is the model). What the bytes mean, and checking their hashes, is left
+to the callers.
 """
 
 from __future__ import annotations

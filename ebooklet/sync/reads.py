@@ -153,16 +153,17 @@ class BulkRead:
         start, keys, offs, lens, ts, parts, rows = (
             req.start, self.keys, self._off, self._len, self._ts, self._part, self._row
         )
-        hashes, present, put_raw, mark_present = self._hash, index.present, local.put_raw, local.mark_present
+        hashes, put_raw, mark_present = self._hash, local.put_raw, local.mark_present
+        # A key another thread has read (and cached) since the plan is cached again: the same
+        # bytes, rarely, rather than a presence lookup for every key.
         for i in req.members:
             at = offs[i] - start
             raw = data[at : at + lens[i]]
+            key = keys[i]
             if value_hash(raw) != hashes[i * HASH_LEN : (i + 1) * HASH_LEN]:
-                raise reader.corrupt(keys[i], req.name)
-            key, p, row = keys[i], parts[i], rows[i]
-            if not present(p, row):  # not cached meanwhile by another reader
-                put_raw(key, raw, ts[i])
-                mark_present(p, row)
+                raise reader.corrupt(key, req.name)
+            put_raw(key, raw, ts[i])
+            mark_present(parts[i], rows[i])
             out.append((key, raw))
         if self._tracker is not None:
             self._tracker.add(len(req.members), req.length)
