@@ -137,9 +137,9 @@ class StoppableTransport(Transport):
     def delete(self, keys: list[str]) -> None:
         self.inner.delete(keys)
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         self._check()
-        return self.inner.list(prefix)
+        return self.inner.list_sizes(prefix)
 
     def copy(self, key: str, target: Transport, target_key: str) -> bool:
         self._check()
