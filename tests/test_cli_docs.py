@@ -34,6 +34,7 @@ _VOLATILE = [
     (re.compile(r"\b\d{16}\b"), "<microseconds>"),
     (re.compile(r"\b\d{1,3}(,\d{3})* bytes"), "<n> bytes"),
     (re.compile(r"\(\d+(\.\d)? [KMG]iB\)"), "(<size>)"),
+    (re.compile(r"  by \S+"), "  by <author>"),
 ]
 
 

@@ -9,11 +9,13 @@ from datetime import datetime
 from ..errors import EbookletError
 from ..maintenance import gc, verify
 from ..sync.gc import MIN_AGE_S
+from .interrupt import handling_interrupts
 from .local import CACHE_HELP, existing_local, open_database, reader
-from .output import bad_input, print_json, show_key
+from .output import bad_input, count, print_json, show_key
 from .parser import Commands, positive_int
 from .progress import progress_bar
-from .remote_arg import remote_arg
+from .remote_arg import remote_arg, remote_for_local
+from .sync import REMEMBERED
 
 COMMIT_HELP = "a commit number (as `ebooklet log` lists them) or an ISO 8601 time with a timezone"
 
@@ -23,7 +25,7 @@ def register(commands: Commands) -> None:
         "log", _log, "list the commits of a database",
         "List the commits REMOTE keeps readable (its retention window), newest first:\n"
         "number, time, keys written and deleted, and the author where known.",
-        ["local", "json", "s3"], notes=CACHE_HELP,
+        ["local", "json", "timeout", "s3"], notes=CACHE_HELP,
     )
     log.add_argument("-n", "--limit", type=positive_int, metavar="N", help="at most N commits")
 
@@ -31,7 +33,7 @@ def register(commands: Commands) -> None:
         "diff", _diff, "show what changed between two commits",
         "List the keys added, modified or deleted from commit OLD to commit NEW (the\n"
         "latest when left out).",
-        ["local", "json", "s3"], notes=CACHE_HELP,
+        ["local", "json", "timeout", "s3"], notes=CACHE_HELP,
     )
     diff.add_argument("old", metavar="OLD", type=_commit, help=COMMIT_HELP)
     diff.add_argument("new", metavar="NEW", type=_commit, nargs="?", help=COMMIT_HELP)
@@ -41,7 +43,7 @@ def register(commands: Commands) -> None:
         "Rewrite REMOTE's segments that are mostly dead or small into new ones, in one\n"
         "atomic commit made from LOCAL (which also pushes LOCAL's changes). Pushes\n"
         "compact on the way when the index is small; this does it for any size.",
-        ["progress", "json", "s3"],
+        ["talk", "progress", "json", "timeout", "lock", "s3"], remote="optional", notes=REMEMBERED,
     )
     compact.add_argument("local", metavar="LOCAL", help="the local database file")
 
@@ -83,7 +85,7 @@ def _commit(text: str) -> int | datetime:
 
 
 def _log(args: argparse.Namespace) -> int:
-    with reader(args) as db:
+    with handling_interrupts(), reader(args) as db:
         commits = db.log(args.limit)
     if args.json:
         print_json([{**dataclasses.asdict(c), "committed_at": c.committed_at.isoformat()} for c in commits])
@@ -94,7 +96,7 @@ def _log(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    with reader(args) as db:
+    with handling_interrupts(), reader(args) as db:
         changes = db.diff(args.old, args.new)
     if args.json:
         print_json([{"key": c.key, "change": c.remote} for c in changes])
@@ -102,22 +104,24 @@ def _diff(args: argparse.Namespace) -> int:
     for change in changes:
         print(f"{change.remote:<8}  {show_key(change.key)}")
     counts = {kind: sum(c.remote == kind for c in changes) for kind in ("added", "modified", "deleted")}
-    print(f"{len(changes):,} key(s): {counts['added']:,} added, {counts['modified']:,} modified, "
+    print(f"{count(len(changes), 'key')}: {counts['added']:,} added, {counts['modified']:,} modified, "
           f"{counts['deleted']:,} deleted")
     return 0
 
 
 def _compact(args: argparse.Namespace) -> int:
-    remote = remote_arg(args)
-    local = existing_local(args.local, f"'ebooklet pull {args.remote} {args.local}' makes one")
-    with open_database(remote, local, "w") as db, progress_bar(args) as bar:
+    local = existing_local(args.local, f"'ebooklet pull REMOTE {args.local}' makes one")
+    remote = remote_for_local(args, local)
+    with handling_interrupts(), open_database(remote, local, "w", args) as db, progress_bar(args) as bar:
         result = db.compact(progress=bar)
     if args.json:
         print_json({"commit": result.commit, "compacted": result.compacted, "keys": len(result.keys),
                     "deleted": len(result.deleted)})
+    elif args.quiet:
+        pass
     elif result.committed:
-        print(f"commit {result.commit}: {result.compacted:,} value(s) moved into new segments"
-              + (f", {len(result.keys):,} key(s) written" if result.keys else ""))
+        print(f"commit {result.commit:,}: {count(result.compacted, 'value')} moved into new segments"
+              + (f", {count(len(result.keys), 'key')} written" if result.keys else ""))
     else:
         print("nothing to compact")
     return 0
@@ -126,7 +130,8 @@ def _compact(args: argparse.Namespace) -> int:
 def _gc(args: argparse.Namespace) -> int:
     remote = remote_arg(args)
     try:
-        report = gc(remote.conn, min_age=args.min_age, dry_run=args.dry_run)
+        with handling_interrupts():
+            report = gc(remote.conn, min_age=args.min_age, dry_run=args.dry_run)
     except EbookletError:
         raise
     except (ValueError, TypeError, OSError) as exc:
@@ -141,7 +146,8 @@ def _gc(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     remote = remote_arg(args)
     try:
-        report = verify(remote.conn, deep=args.deep)
+        with handling_interrupts():
+            report = verify(remote.conn, deep=args.deep)
     except EbookletError:
         raise
     except (ValueError, TypeError, OSError) as exc:

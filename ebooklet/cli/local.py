@@ -77,15 +77,7 @@ def open_database(
     options.setdefault("allow_pickle", bool(getattr(args, "allow_pickle", False)))
 
     def attempt(wait: float) -> EBooklet:
-        try:
-            return open_db(remote.remote(), local, flag, timeout=wait, lock_wait=lock_wait, **options)  # type: ignore[arg-type]
-        except DamagedLocalFileError:
-            # A file a writer left open (a script that never closed it) is marked so that only a
-            # writer may open it, and a writer's open repairs it.
-            if flag != "r" or not remote.writable or not os.access(local, os.W_OK):
-                raise
-        # Outside the handler: the failed open's file handle (and its lock) went with the error.
-        return open_db(remote.remote(), local, "w", timeout=wait, lock_wait=lock_wait, **options)  # type: ignore[arg-type]
+        return open_db(remote.remote(), local, flag, timeout=wait, lock_wait=lock_wait, **options)  # type: ignore[arg-type]
 
     try:
         try:

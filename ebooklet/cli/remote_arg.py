@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import pathlib
 import re
@@ -78,11 +79,20 @@ def synced_with(local: pathlib.Path) -> Synced | None:
     """The remote LOCAL was last synced with, or None when it never was.
 
     ebooklet records the remote's location (as shown in messages, never with credentials)
-    and uuid in the sync state beside the file, ``LOCAL.ebooklet/state.json``, at every sync.
+    and uuid in the sync state beside the file, ``LOCAL.ebooklet/state.json`` (JSON, then a
+    line with its blake2b checksum; see docs/sync.rst), at every sync. A state that fails its
+    checksum is ignored here: opening the file finds out what is wrong with it.
     """
     try:
-        state = json.loads((local.with_name(local.name + ".ebooklet") / "state.json").read_bytes())
-    except (OSError, ValueError):
+        data = (local.with_name(local.name + ".ebooklet") / "state.json").read_bytes()
+    except OSError:
+        return None
+    body, _, checksum = data.partition(b"\n")
+    if checksum.strip() and hashlib.blake2b(body, digest_size=16).hexdigest().encode() != checksum.strip():
+        return None
+    try:
+        state = json.loads(body)
+    except ValueError:
         return None
     location = state.get("location") if isinstance(state, dict) else None
     if not isinstance(location, str) or not location:
