@@ -256,3 +256,32 @@ def test_retention_decides_which_commits_stay_readable(tmp_path):
     with pytest.raises(ebooklet.RemoteNotFoundError, match="not kept"):
         ebooklet.open(conn, tmp_path / "at3.blt", "r", at=3, allow_pickle=True)
     assert ebooklet.verify(conn, deep=True)
+
+
+def test_the_command_line_lists_diffs_compacts_collects_and_verifies(tmp_path):
+    from .test_cli import ebk
+
+    remote = tmp_path / "bucket" / "db"
+    with ebooklet.open(remote, tmp_path / "a.blt", "c", value_serializer="str") as db:
+        db.set_retention(commits=1, days=0)
+        db.update({f"k{i}": "v" for i in range(20)})
+        db.changes().push()
+        for i in range(3):
+            db[f"k{i}"] = "w"
+            del db[f"k{19 - i}"]
+            db.changes().push()
+    log = ebk(tmp_path, "log", "bucket/db", "--json")
+    assert log.code == 0 and [c["number"] for c in log.json()] == [4]  # retention: one commit
+    diff = ebk(tmp_path, "diff", "bucket/db", "4", "--json")
+    assert diff.code == 0 and diff.json() == []
+    dry = ebk(tmp_path, "gc", "bucket/db", "--min-age", "0", "--dry-run", "--json")
+    assert dry.code == 0 and dry.json()["removed"] and dry.json()["dry_run"]
+    collected = ebk(tmp_path, "gc", "bucket/db", "--min-age", "0", "--json")
+    assert collected.code == 0 and collected.json()["removed"] == dry.json()["removed"]
+    assert ebk(tmp_path, "verify", "bucket/db", "--deep").code == 0
+    compacted = ebk(tmp_path, "compact", "bucket/db", "a.blt", "--json")
+    assert compacted.code == 0 and compacted.json()["compacted"] > 0
+    assert ebk(tmp_path, "gc", "bucket/db", "--min-age", "0").code == 0  # only what is used is left
+    _damage(remote, "deleted segment")
+    broken = ebk(tmp_path, "verify", "bucket/db", "--json")
+    assert broken.code == 1 and not broken.json()["ok"] and broken.json()["problems"]
