@@ -20,6 +20,8 @@ from typing import Any
 from .errors import (
     ArgumentTypeError,
     ClosedError,
+    DamagedLocalFileError,
+    DeserializationError,
     EbookletError,
     InvalidArgumentError,
     ReadOnlyError,
@@ -138,7 +140,17 @@ class EBooklet(MutableMapping):
         self._check_key(key)
         found = self._local.get_raw(key)
         if found is not None:
-            return self._codec.decode(found[1], key)
+            try:
+                return self._codec.decode(found[1], key)
+            except DeserializationError as exc:
+                # A pending value is restored from the journal when its bytes were damaged; a
+                # cached one that does not decode is damage (DamagedLocalFileError).
+                try:
+                    return self._local.get(key)
+                except DamagedLocalFileError:
+                    raise
+                except Exception:  # noqa: BLE001 - the serializer's own failure: say so
+                    raise exc from None
         with self._lock:
             raw = self._replica.load(self._lazy([key])).get(key)
         if raw is None:

@@ -261,8 +261,9 @@ def test_a_push_to_a_missing_bucket_reports_the_missing_bucket(proxied, tmp_path
 
 
 def test_a_push_with_a_wrong_secret_reports_refused_credentials(seaweedfs_proxied, tmp_path):
-    conn = seaweedfs_proxied.conn()
-    conn.access_key = "not-the-secret"
+    good = seaweedfs_proxied.conn()
+    conn = ebooklet.S3Connection(good.access_key_id, "not-the-secret", good.db_key, good.bucket,
+                                 endpoint_url=good.endpoint_url, retries=1)
     with ebooklet.open(conn, tmp_path / "a.blt", "n", value_serializer="str") as a:
         a["k"] = "k1"
         with pytest.raises(ebooklet.RemoteError) as err:

@@ -40,7 +40,7 @@ def _remote_items(remote, tmp_path):
     check = tmp_path / "check.blt"
     for p in tmp_path.glob("check.blt*"):
         shutil.rmtree(p) if p.is_dir() else p.unlink()
-    with ebooklet.open(remote, check, "r") as db:
+    with ebooklet.open(remote, check, "r", allow_pickle=True) as db:
         return dict(db.items())
 
 

@@ -195,7 +195,9 @@ def push_changes(
 
     try:
         with progress_bar(args, "upload", waiting_for) as bar:
-            return db.changes().push(args.on_conflict, progress=bar, max_delete=args.max_delete)
+            return db.changes().push(
+                args.on_conflict, progress=bar, max_delete=getattr(args, "max_delete", 50)
+            )
     except KeyboardInterrupt:
         if not stop_requested():
             raise
