@@ -251,7 +251,7 @@ def bench_push(env: Env, n: int) -> dict[str, Any]:
         for k, v in zip(keys, values, strict=True):
             db[k] = v
         db.sync()
-        stats = db._remote.transport.stats
+        stats = db.stats
         before = stats.snapshot()
         log(f"push {rep + 1}/{env.repeat}: pushing")
         seconds, result = timed(lambda db=db: db.changes().push())
@@ -338,7 +338,7 @@ def bench_cold_read(env: Env, n: int) -> dict[str, Any]:
             return cold, cold[key]
 
         seconds, (cold, value) = timed(open_and_read)
-        stats = cold._remote.transport.stats
+        stats = cold.stats
         snap = stats.snapshot()
         cold.close()
         assert value == values[int(key[4:])], key

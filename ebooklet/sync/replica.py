@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import gc as _gc_module
+import gc
 import getpass
 import logging
 import socket
@@ -38,11 +38,12 @@ from ..local import LocalStore
 from ..lock import DEFAULT_TTL, DEFAULT_WAIT, Lease
 from ..remote import Remote, Update
 from ..results import Change, ProgressCallback, PullResult, PushResult
-from . import commit as build
-from . import gc, history
+from .commit import Summary, build_commit, pack_segments, plan_compaction
 from .conflicts import DELETED, Policy, Resolution, check_policy, resolve
 from .diff import ChangeSet, LocalChange, LocalDiff, local_changes, now_us, remote_changes, three_way
+from .gc import MIN_AGE_S, collect
 from .heads import HeadStore
+from .history import find
 from .index import BaseIndex
 from .objects import ObjectStore, Tracker, parallel_map
 from .reads import ValueReader
@@ -77,13 +78,13 @@ def _gc_paused() -> Iterator[None]:
     Bulk work allocates an object or more per key; without the pause the collector runs
     hundreds of times over them for nothing (they hold no cycles).
     """
-    was_enabled = _gc_module.isenabled()
-    _gc_module.disable()
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
         yield
     finally:
         if was_enabled:
-            _gc_module.enable()
+            gc.enable()
 
 
 @dataclass
@@ -177,8 +178,8 @@ class Replica:
         latest, _ = self.current()
         if latest is None:
             raise RemoteNotFoundError(f"there is no database at {self.remote.location}")
-        before = history.find(self.heads, latest, old)
-        after = latest if new is None else history.find(self.heads, latest, new)
+        before = find(self.heads, latest, old)
+        after = latest if new is None else find(self.heads, latest, new)
         changed = remote_changes(self.index, before, after)
         was = self.index.merged(before) if changed else None
         out = []
@@ -360,7 +361,7 @@ class Replica:
             self.objects.delete_quietly(uploads.segments)
             self.index.adopt(current, etag, {}, dropped, scanned=diff.scanned)
             return PushResult(pulled=sorted(dropped))
-        summary = build.Summary(
+        summary = Summary(
             written=sum(1 for c in to_write.values() if c.raw is not None),
             deleted=sum(1 for c in to_write.values() if c.raw is None),
             author=_author(),
@@ -372,14 +373,14 @@ class Replica:
             if c.raw is not None and (k not in uploads.entries or uploads.entries[k].hash != c.hash)
         }
         # Segments upload in the background while the index is built.
-        packed = build.pack_segments(pending, new_commit_id())
+        packed = pack_segments(pending, new_commit_id())
         tracker = Tracker(uploads.progress, "upload", len(packed.entries), sum(packed.sizes.values()))
         uploads.segments.update(packed.sizes)
         uploads.entries.update(packed.entries)
         uploads.futures.append(
             uploads.background.submit(self.objects.put_many, packed.bodies, tracker, packed.counts)
         )
-        head, written = build.build_commit(
+        head, written = build_commit(
             current, writes, uploads.entries, uploads.segments, new_commit_id(), metadata,
             codec_name=self.local.codec.name, replacing=replacing, stamp=now_us(),
             load_parts=self.index.parts, summary=summary, retention=settings,
@@ -397,10 +398,10 @@ class Replica:
             # Nobody can take a lease over before it expires: one written within the last
             # third of its ttl is still ours (allowing for clock skew between writers).
             lease.renew(if_older_than=1 / 3)
-        if now_us() - uploads.started > (gc.MIN_AGE_S - 600) * 1e6:
+        if now_us() - uploads.started > (MIN_AGE_S - 600) * 1e6:
             # Garbage collection may take uploads this old for leftovers: never commit them.
             raise SyncError(
-                f"this push took longer than {gc.MIN_AGE_S / 3600:.0f} hours, so its uploads may "
+                f"this push took longer than {MIN_AGE_S / 3600:.0f} hours, so its uploads may "
                 "have been collected as garbage; nothing was committed. Push again."
             )
         # Recorded durably first: if the outcome is lost with the reply (or the process), the
@@ -433,7 +434,7 @@ class Replica:
         if head.commit % GC_EVERY == 0:
             # Now and then a push collects what no retained commit needs any more.
             try:
-                gc.collect(self.remote, self.heads, head)
+                collect(self.remote, self.heads, head)
             except Exception as exc:  # noqa: BLE001 - garbage waits for the next collection
                 logger.warning("collecting garbage on %s failed: %s", self.remote.location, exc)
         return result
@@ -443,7 +444,7 @@ class Replica:
     ) -> dict[str, LocalChange]:
         """Values this commit moves out of segments worth rewriting (same bytes, same
         timestamps), when that is cheap or asked for."""
-        names = set(build.plan_compaction(current, force))
+        names = set(plan_compaction(current, force))
         if not names or (not force and sum(1 for p in current.parts if p) > CHEAP_PARTS):
             return {}
         entries = {
