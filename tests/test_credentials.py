@@ -403,3 +403,17 @@ def test_the_command_line_takes_the_same_chain(
     for run in (push, get, profile_env, refused):
         assert temporary["SecretAccessKey"] not in run.out + run.err
         assert temporary["SessionToken"] not in run.out + run.err
+
+
+def test_the_credentials_of_a_connection_can_be_replaced(
+    seaweedfs_server: S3Server, bucket: str, temporary: dict[str, str], tmp_path: pathlib.Path
+) -> None:
+    conn = conn_for(seaweedfs_server, bucket, "replaced", access_key_id=temporary["AccessKeyId"],
+                    access_key="wrong", session_token=temporary["SessionToken"])
+    assert conn.access_key == "wrong"
+    conn.access_key = temporary["SecretAccessKey"]  # as an attribute, as in 0.5
+    assert conn.credentials.secret_access_key == temporary["SecretAccessKey"]
+    roundtrip(conn, tmp_path, "replaced")
+    conn.session_token = None
+    with pytest.raises(ebooklet.RemoteAccessError):
+        ebooklet.open(conn, tmp_path / "no-token.blt", "c")

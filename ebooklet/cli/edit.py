@@ -36,7 +36,8 @@ def register(commands: Commands) -> None:
     put = commands.add(
         "put", _put, "set a key in a local file",
         "Set KEY to a value in LOCAL (offline; --push pushes it right after).",
-        ["conflict", "talk", "progress", "json", "timeout", "lock", "s3"], remote=False, notes=VALUES,
+        ["conflict", "talk", "progress", "pickle", "json", "timeout", "lock", "s3"], remote=False,
+        notes=VALUES,
     )
     put.add_argument("local", metavar="LOCAL", help="the local database file")
     put.add_argument("key", metavar="KEY", help="the key")
@@ -49,7 +50,7 @@ def register(commands: Commands) -> None:
         "del", _del, "delete keys in a local file",
         "Delete KEYs from LOCAL (offline; --push pushes the deletes right after).\n"
         "A key that does not exist is an error, and then nothing is deleted.",
-        ["conflict", "talk", "progress", "json", "timeout", "lock", "s3"], remote=False,
+        ["conflict", "talk", "progress", "pickle", "json", "timeout", "lock", "s3"], remote=False,
     )
     delete.add_argument("local", metavar="LOCAL", help="the local database file")
     delete.add_argument("keys", metavar="KEY", nargs="+", help="the keys")

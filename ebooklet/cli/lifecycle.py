@@ -43,7 +43,7 @@ def register(commands: Commands) -> None:
         "Rewrite REMOTE's segments that are mostly dead or small into new ones, in one\n"
         "atomic commit made from LOCAL (which also pushes LOCAL's changes). Pushes\n"
         "compact on the way when the index is small; this does it for any size.",
-        ["talk", "progress", "json", "timeout", "lock", "s3"], remote="optional", notes=REMEMBERED,
+        ["talk", "progress", "pickle", "json", "timeout", "lock", "s3"], remote="optional", notes=REMEMBERED,
     )
     compact.add_argument("local", metavar="LOCAL", help="the local database file")
 

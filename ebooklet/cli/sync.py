@@ -21,6 +21,9 @@ from .parser import Commands
 from .progress import progress_bar
 from .remote_arg import RemoteArg, remote_for_local, synced_with
 
+#: ``push --max-delete``: the percentage of the remote's keys a push may delete that were not
+#: deleted through ebooklet.
+MAX_DELETE = 50.0
 #: ``status --exit-code``: the statuses for "there are changes" and "some keys conflict".
 CHANGES_STATUS = 3
 CONFLICTS_STATUS = 4
@@ -61,7 +64,7 @@ def register(commands: Commands) -> None:
                       help="the local database file (an ebooklet or plain booklet file)")
     push.add_argument("-n", "--dry-run", action="store_true",
                       help="say what a push would do, and do nothing (one request)")
-    push.add_argument("--max-delete", type=_percent, default=50, metavar="PERCENT",
+    push.add_argument("--max-delete", type=_percent, default=MAX_DELETE, metavar="PERCENT",
                       help="stop when the push would delete more than PERCENT of the remote's keys "
                       "that were not deleted through ebooklet (missing from LOCAL); default 50, "
                       "100 to allow any")
@@ -86,7 +89,7 @@ def register(commands: Commands) -> None:
         "Throw away LOCAL's unpushed changes (all, or those to the keys given with\n"
         "--key): they read again as the remote had them at the last sync. This cannot\n"
         "be undone; on a terminal it asks first, elsewhere it needs --yes.",
-        ["talk", "json", "timeout", "s3"], remote="optional", notes=REMEMBERED,
+        ["talk", "pickle", "json", "timeout", "s3"], remote="optional", notes=REMEMBERED,
     )
     discard.add_argument("local", metavar="LOCAL", help="the local database file")
     discard.add_argument("--key", action="append", metavar="KEY", dest="keys",
@@ -195,9 +198,9 @@ def push_changes(
 
     try:
         with progress_bar(args, "upload", waiting_for) as bar:
-            return db.changes().push(
-                args.on_conflict, progress=bar, max_delete=getattr(args, "max_delete", 50)
-            )
+            # put --push and del --push have no --max-delete: the advice below is to push again.
+            max_delete = getattr(args, "max_delete", MAX_DELETE)
+            return db.changes().push(args.on_conflict, progress=bar, max_delete=max_delete)
     except KeyboardInterrupt:
         if not stop_requested():
             raise

@@ -172,15 +172,37 @@ class S3Connection:
 
     @property
     def access_key_id(self) -> str | None:
+        """The key id in use (set it to replace the one given; the chain is then asked again)."""
         return self.credentials.access_key_id if self.has_credentials else None
+
+    @access_key_id.setter
+    def access_key_id(self, value: str | None) -> None:
+        self._give(0, value)
 
     @property
     def access_key(self) -> str | None:
+        """The secret in use (set it to replace the one given)."""
         return self.credentials.secret_access_key if self.has_credentials else None
+
+    @access_key.setter
+    def access_key(self, value: str | None) -> None:
+        self._give(1, value)
 
     @property
     def session_token(self) -> str | None:
+        """The session token in use (set it to replace the one given)."""
         return self.credentials.session_token if self.has_credentials else None
+
+    @session_token.setter
+    def session_token(self, value: str | None) -> None:
+        self._give(2, value)
+
+    def _give(self, field: int, value: str | None) -> None:
+        with self._resolving:
+            given = list(self._given)
+            given[field] = value
+            self._given = (given[0], given[1], given[2])
+            self._credentials = self._credentials_error = None
 
     @property
     def has_credentials(self) -> bool:
