@@ -143,6 +143,8 @@ class EBooklet(MutableMapping):
             try:
                 return self._codec.decode(found[1], key)
             except DeserializationError as exc:
+                if key not in self._local.touched and self._index.entry(key) is None:
+                    raise  # neither pending nor from the remote: written around the serializer
                 # A pending value is restored from the journal when its bytes were damaged; a
                 # cached one that does not decode is damage (DamagedLocalFileError).
                 try:
