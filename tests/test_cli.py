@@ -596,3 +596,14 @@ def test_push_stops_before_deleting_most_of_the_remote_unasked(tmp_path: pathlib
     run = ebk(tmp_path, "push", "bucket/db", "a.blt", "--max-delete", "100")
     assert run.code == 0, run.err
     assert ebooklet.remote_info(tmp_path / "bucket" / "db").n_keys == 1
+
+
+def test_main_leaves_logging_as_it_found_it(folder: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    logger = logging.getLogger("ebooklet")
+    handlers, level = list(logger.handlers), logger.level
+    assert cli.main(["head", str(folder)]) == 0
+    assert cli.main(["status", "nowhere.blt", "--verbose"]) == 1
+    assert logger.handlers == handlers and logger.level == level
+    assert logging.getLogger("booklet").level == logging.NOTSET

@@ -43,7 +43,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from ..errors import ConflictError, EbookletError
 from . import completion, databases, demo, edit, lifecycle, read, stores, sync
@@ -83,15 +83,27 @@ class _Prefixed(logging.Formatter):
         return f"ebooklet: {kind}{record.getMessage()}"
 
 
-def _log_to_stderr(args: argparse.Namespace) -> None:
-    """What ebooklet logs goes to stderr as ``ebooklet: ...`` lines: warnings (a lease taken
-    over, a file rebuilt, leftovers not deleted), with ``--verbose`` what it does too, with
-    ``--quiet`` nothing."""
+@contextlib.contextmanager
+def _logging_to_stderr(args: argparse.Namespace) -> Iterator[None]:
+    """While a command runs, what ebooklet logs goes to stderr as ``ebooklet: ...`` lines:
+    warnings (a lease taken over, a file rebuilt, leftovers not deleted), with ``--verbose``
+    what it does too, with ``--quiet`` nothing. booklet's own warning about waiting for a file
+    lock (which names "this process" as a possible holder) is left out: the command line says
+    it itself, in its own words. Everything is as it was afterwards (main may be called from
+    Python)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Prefixed())
-    logger = logging.getLogger("ebooklet")
+    logger, booklet_logger = logging.getLogger("ebooklet"), logging.getLogger("booklet")
+    levels = logger.level, booklet_logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.ERROR + 1 if args.quiet else logging.INFO if args.verbose else logging.WARNING)
+    booklet_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(levels[0])
+        booklet_logger.setLevel(levels[1])
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -109,10 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    _log_to_stderr(args)
     as_json = args.json
     try:
-        return _run(args)
+        with _logging_to_stderr(args):
+            return _run(args)
     except ConflictError as exc:
         return print_error(_conflict_message(exc, args.command), as_json, "ConflictError", keys=exc.keys)
     except CliError as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import logging
 import os
 import pathlib
 import shutil
@@ -41,10 +40,6 @@ $XDG_CACHE_HOME/ebooklet/ (default ~/.cache/ebooklet/) named from a hash of
 the remote's location. It is brought up to date with the remote first (one
 small request when nothing changed), and values fetched once are reused.
 """
-
-# booklet warns through logging when it waits for a file lock, naming "this process" as a
-# possible holder; the command line says it itself, in its own words.
-logging.getLogger("booklet").setLevel(logging.ERROR)
 
 
 def state_dir(local: pathlib.Path) -> pathlib.Path:
