@@ -68,9 +68,9 @@ COMMIT_ID_RE = re.compile(_COMMIT_ID)
 #: The names :func:`segment_name` and :func:`part_name` make (numbers without leading zeros).
 SEGMENT_NAME_RE = re.compile(rf"seg/({_COMMIT_ID})-(0|[1-9][0-9]{{0,8}})")
 PART_NAME_RE = re.compile(rf"index/(0|[1-9][0-9]?)-(0|[1-9][0-9]{{0,9}})-({_COMMIT_ID})")
-#: Every kind of object a head may name. A name is always relative to the database's prefix,
-#: and these patterns keep it there: no '..', no '/' at the start, no other prefix.
-OBJECT_NAME_RES = (SEGMENT_NAME_RE, PART_NAME_RE)
+#: A name is always relative to the database's prefix, and these patterns keep it there: no
+#: '..', no '/' at the start, no other prefix. Log objects are named from a commit number and
+#: a commit id (``log_name``), which the head's rules check.
 
 
 def value_hash(data: bytes) -> bytes:
@@ -140,11 +140,6 @@ def created_at(name: str) -> int | None:
 def log_name(commit: int, commit_id: str) -> str:
     """The name of commit ``commit``'s immutable copy of its head, relative to the prefix."""
     return f"log/{commit:012d}-{commit_id}"
-
-
-def is_object_name(name: Any) -> bool:
-    """Whether ``name`` is the name of an object of the format (a segment or index part)."""
-    return isinstance(name, str) and any(r.fullmatch(name) for r in OBJECT_NAME_RES)
 
 
 def _le_bytes(column: array) -> bytes:
@@ -523,9 +518,10 @@ def _retention(value: Any, head: Head) -> str | None:
 
 
 def _author(value: Any, head: Head) -> str | None:
-    if value is None or isinstance(value, str) and len(value) <= 256:
+    # The command line prints it as it is: no control characters (terminal escapes).
+    if value is None or isinstance(value, str) and len(value) <= 256 and value.isprintable():
         return None
-    return f"is {_shown(value)}, not a name of at most 256 characters"
+    return f"is {_shown(value)}, not a printable name of at most 256 characters"
 
 
 def _any(value: Any, head: Head) -> str | None:

@@ -99,6 +99,10 @@ MALFORMED = [
     ("commit_id", "../x", "'commit_id' is '../x', not a commit id"),
     ("timestamp", -5, "'timestamp' is -5"),
     ("recent", [["x"]], r"'recent' holds \['x'\]"),
+    ("recent", [[1, CID]] * 65, "'recent' is .*not a list of at most 64 commits"),
+    ("written", -1, "'written' is -1"),
+    ("author", "\x1b]0;owned\x07", "'author' is .*not a printable name"),
+    ("retention", {"days": 1e300}, r"'retention' gives 1e\+300 days"),
     ("retention", {"commits": 0}, "'retention' is"),
     ("metadata_timestamp", "now", "'metadata_timestamp' is str"),
     ("lease_token", True, "'lease_token' is bool"),
@@ -159,6 +163,8 @@ ESCAPES = [
     ("segments", {f"seg/{CID}-0/../../x": [1, 1]}),
     ("recent", [[1, "../victim"]]),
     ("recent", [[1, f"{CID}/../../victim"]]),
+    ("commit_id", f"{CID}\n"),
+    ("parent", "/etc/passwd"),
 ]
 
 
