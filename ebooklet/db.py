@@ -140,24 +140,28 @@ class EBooklet(MutableMapping):
         self._check_key(key)
         found = self._local.get_raw(key)
         if found is not None:
-            try:
-                return self._codec.decode(found[1], key)
-            except DeserializationError as exc:
-                if key not in self._local.touched and self._index.entry(key) is None:
-                    raise  # neither pending nor from the remote: written around the serializer
-                # A pending value is restored from the journal when its bytes were damaged; a
-                # cached one that does not decode is damage (DamagedLocalFileError).
-                try:
-                    return self._local.get(key)
-                except DamagedLocalFileError:
-                    raise
-                except Exception:  # noqa: BLE001 - the serializer's own failure: say so
-                    raise exc from None
+            return self._decode_local(key, found[1])
         with self._lock:
             raw = self._replica.load(self._lazy([key])).get(key)
         if raw is None:
             raise KeyError(key)
         return self._codec.decode(raw, key)
+
+    def _decode_local(self, key: str, raw: bytes) -> Any:
+        """A value of the local file, however it is read (one key, many, or all)."""
+        try:
+            return self._codec.decode(raw, key)
+        except DeserializationError as exc:
+            if key not in self._local.touched and self._index.entry(key) is None:
+                raise  # neither pending nor from the remote: written around the serializer
+            # A pending value is restored from the journal when its bytes were damaged; a
+            # cached one that does not decode is damage (DamagedLocalFileError).
+            try:
+                return self._local.get(key)
+            except DamagedLocalFileError:
+                raise
+            except Exception:  # noqa: BLE001 - the serializer's own failure: say so
+                raise exc from None
 
     def _lazy(self, keys: Iterable[str]) -> list[str]:
         """The keys among ``keys`` that are on the remote and not fetched yet (under the lock)."""
@@ -238,9 +242,8 @@ class EBooklet(MutableMapping):
                 yield key, decode(raw, key)
 
     def _local_items(self) -> Iterator[tuple[str, Any]]:
-        decode = self._codec.decode
         for key, _ts, raw in self._local.raw_items():
-            yield key, decode(raw, key)
+            yield key, self._decode_local(key, raw)
 
     def _iter_values(self) -> Iterator[Any]:
         for _key, value in self._iter_items():
@@ -268,7 +271,7 @@ class EBooklet(MutableMapping):
         self.load_items(keys)
         for key in keys:
             found = self._local.get_raw(key)
-            yield key, default if found is None else self._codec.decode(found[1], key)
+            yield key, default if found is None else self._decode_local(key, found[1])
 
     def load_items(self, keys: Iterable[str] | None = None, progress: ProgressCallback | None = None) -> int:
         """Fetch remote values into the local file (all when ``keys`` is None).

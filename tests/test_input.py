@@ -9,6 +9,7 @@ booklet keeps for itself cannot be used as keys.
 from __future__ import annotations
 
 import datetime
+import os
 import pathlib
 from datetime import timezone
 
@@ -302,3 +303,30 @@ def test_a_group_refuses_set_with_an_ebooklet_error_that_is_a_type_error(tmp_pat
             with pytest.raises(ebooklet.NotSupportedError, match="add") as info:
                 call()
             assert isinstance(info.value, TypeError)
+
+
+@pytest.mark.parametrize(
+    "read",
+    [lambda db: db["a"], lambda db: dict(db.get_items(["a"])), lambda db: dict(db.items()),
+     lambda db: list(db.values())],
+    ids=["getitem", "get_items", "items", "values"],
+)
+def test_every_read_of_a_damaged_cached_value_reports_damage_not_a_serializer_error(tmp_path, read):
+    remote = tmp_path / "remote" / "db"
+    with ebooklet.open(remote, tmp_path / "w.blt", "c", value_serializer="str") as db:
+        db["a"] = "text of a"
+        db.changes().push()
+    local = tmp_path / "a.blt"
+    with ebooklet.open(remote, local, "r") as db:
+        db.load_items()
+    data = bytearray(local.read_bytes())
+    data[data.index(b"text of a") + 2] ^= 0x80  # no longer UTF-8, as a bad disk would leave it
+    stat = local.stat()
+    local.write_bytes(bytes(data))
+    os.utime(local, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    db = ebooklet.open(remote, local, "w")
+    with pytest.raises(ebooklet.DamagedLocalFileError, match="open it again"):
+        read(db)
+    db.close()
+    with ebooklet.open(remote, local, "w") as db:
+        assert read(db) in ("text of a", {"a": "text of a"}, ["text of a"])
