@@ -41,7 +41,7 @@ import pathlib
 import struct
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import msgpack
@@ -207,7 +207,7 @@ class Journal:
         self._remember(bno, rec[2], len(rec[1]))
         return rec[2]
 
-    def _read_record(self, offset: int) -> tuple[int, memoryview, Any] | None:
+    def _read_record(self, offset: int, check_items: bool = True) -> tuple[int, memoryview, Any] | None:
         if offset >= self._file_len:
             data = memoryview(bytes(self._buf[offset - self._file_len :]))
         else:
@@ -217,7 +217,7 @@ class Journal:
                 return None
             n = _HEAD.unpack(head)[3]
             data = memoryview(os.pread(self._fd, _OVERHEAD + n, offset))
-        return _parse(data, 0)
+        return _parse(data, 0, check_items)
 
     def get(self, key: str) -> Pending | None:
         """The pending change of ``key``, checked (None: none, or unreadable since)."""
@@ -229,6 +229,32 @@ class Journal:
             return None
         _, ts, value, flags = items[at & 0xFFFFFFFF]
         return Pending(ts, value, flags)
+
+    def pending_batches(self) -> Iterator[list[tuple[str, int, bytes | None, int]]]:
+        """Every key's pending change as ``(key, timestamp, value, flags)``, in the order they
+        were made, a batch at a time, reading the file once from start to end (this is how a
+        push streams the changes it sends; one batch is in memory at a time). A batch damaged
+        since it was read is skipped: its keys are missing from the result."""
+        where = self.where
+        for bno in range(len(self._batches) + 1):
+            if bno == len(self._batches):
+                items: Any = self._batch
+            else:
+                cached = self._cache.get(bno)
+                if cached is not None:
+                    items = cached[0]
+                else:
+                    # Checked when the journal was read (or written by this process): the
+                    # checksum is what tells the batch is still the one it was.
+                    rec = self._read_record(self._batches[bno], check_items=False)
+                    if rec is None:
+                        continue
+                    items = rec[2]
+            first = bno << 32
+            get = where.get
+            out = [item for i, item in enumerate(items) if get(item[0]) == first | i]
+            if out:
+                yield out
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -250,7 +276,11 @@ class Journal:
         self._buf += _record(META, json.dumps([data, timestamp]).encode())
         self.meta = (data, timestamp)
 
-    def forget(self, keys: Iterable[str]) -> None:
+    def forget(self, keys: Iterable[str] | None) -> None:
+        """Stop listing the pending changes of ``keys`` (None: all)."""
+        if keys is None:
+            self.where.clear()
+            return
         for key in keys:
             self.where.pop(key, None)
 
@@ -368,7 +398,7 @@ def _read_all(fd: int) -> memoryview:
     return memoryview(b"".join(chunks))
 
 
-def _parse(data: memoryview, pos: int) -> tuple[int, memoryview, Any] | None:
+def _parse(data: memoryview, pos: int, check_items: bool = True) -> tuple[int, memoryview, Any] | None:
     """(kind, payload, decoded payload) of an intact record at ``pos``, or None."""
     if pos + _OVERHEAD > len(data):
         return None
@@ -385,7 +415,7 @@ def _parse(data: memoryview, pos: int) -> tuple[int, memoryview, Any] | None:
     try:
         if kind == CHANGES:
             value = msgpack.unpackb(payload, raw=False, use_list=False)
-            ok = isinstance(value, tuple) and all(_is_change(it) for it in value)
+            ok = isinstance(value, tuple) and (not check_items or all(_is_change(it) for it in value))
         else:
             value = json.loads(bytes(payload))
             ok = isinstance(value, dict) if kind == BASE else isinstance(value, list) and len(value) == 2

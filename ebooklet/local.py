@@ -932,6 +932,17 @@ class LocalStore:
         """The journal's record of a pending change to ``key``."""
         return self._journal.get(key)
 
+    def pending_batches(self) -> Iterator[list[tuple[str, int, bytes | None, int]]]:
+        """Every pending change as ``(key, timestamp, value, flags)`` (value None for a
+        delete; flag INFERRED for a delete found rather than asked for), streamed from the
+        journal in one sequential read, a batch at a time. The journal is the record of what
+        was acknowledged; the data file holds the same bytes unless it was damaged or edited
+        behind ebooklet's back, which a full comparison settles first (see
+        sync.diff.local_changes)."""
+        touched = self.touched
+        for batch in self._journal.pending_batches():
+            yield [item for item in batch if item[0] in touched]
+
     def inferred_delete(self, key: str) -> bool:
         """Whether ``key`` is pending as a delete that no one asked ebooklet for: the key was
         found missing from the data file (deleted with plain booklet, or lost)."""
@@ -971,10 +982,14 @@ class LocalStore:
     def clear_touched(self, keys: Iterable[str] | None = None) -> None:
         """Forget touched keys (all, or those given) once they are pushed or discarded."""
         self._need_write()
-        chosen = list(self.touched) if keys is None else list(keys)
-        for key in chosen:
-            self.touched.pop(key, None)
-        self._journal.forget(chosen)
+        if keys is None:
+            self.touched.clear()
+            self._journal.forget(None)
+        else:
+            chosen = list(keys)
+            for key in chosen:
+                self.touched.pop(key, None)
+            self._journal.forget(chosen)
         self._rewrite_journal()
 
     # -- base index parts ------------------------------------------------------------------
@@ -1030,6 +1045,25 @@ class LocalStore:
         self._bits[part] = bits
         self._dirty_bits.discard(part)
         self.state["parts"][str(part)] = name
+
+    def stage_part(self, name: str, blob: bytes, bits: bytes) -> None:
+        """Write the files of a part a push is building, before its commit: they are used
+        only once :meth:`use_staged_part` names them (and swept at the next sync if the
+        commit never happens)."""
+        self._need_write()
+        tmp = self._part_file(name, f".tmp-{os.getpid()}-{threading.get_ident()}")
+        tmp.write_bytes(blob)
+        os.replace(tmp, self._part_file(name))
+        _write_atomic(self._part_file(name, ".bits"), bits)
+
+    def use_staged_part(self, part: int, name: str, bits: bytes) -> bool:
+        """Make a staged part base part ``part`` (False if its files are gone since)."""
+        if not (self._part_file(name).exists() and self._part_file(name, ".bits").exists()):
+            return False
+        self._bits[part] = bytearray(bits)
+        self._dirty_bits.discard(part)
+        self.state["parts"][str(part)] = name
+        return True
 
     def stored_parts(self) -> dict[int, str]:
         """Base parts kept locally: part number -> object name."""

@@ -1,91 +1,56 @@
-"""Building a commit: pure functions from the current head and the changes to write, to the
-segments, index parts and head of the next commit.
+"""Building a commit: from the current head and a stream of changes, to the segments, index
+parts and head of the next commit, in memory that does not grow with the database.
 
-Nothing here talks to the remote; index parts of the current head come through a function the
-caller passes (``load_parts``), so each step can be tested alone.
+A push streams its changes once: each value goes into the segment being filled
+(:class:`SegmentWriter`, which hands full segments to an uploader) and a compact record of
+where it went goes to the spool (:class:`Spool`), grouped by index part and spilled to a
+temporary file past a bound. :func:`build_head` then takes the parts one at a time: the
+current part, merged with the spooled records of its keys, becomes the new part, which is
+handed to the caller (to upload and keep) and dropped. Only one part's entries, one
+segment's values and the spool's bounded buffer are in memory at once.
+
+Nothing here talks to the remote: current parts come through a function the caller passes,
+new segments and parts leave through others, so each step can be tested alone.
 """
 
 from __future__ import annotations
 
 import itertools
+import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import msgpack
 
 from ..format import (
     FORMAT_VERSION,
     RECENT_COMMITS,
-    SEGMENT_BYTES,
     Entry,
     Head,
     Part,
-    bits_for,
     log_name,
     part_name,
+    part_of,
     parts_of,
     segment_name,
 )
-from .diff import LocalChange
-from .index import EMPTY
+
+#: A push cuts its values into segments of about this size (a bigger value gets one of its
+#: own). Small enough that a few segments in flight bound a push's memory; large enough
+#: that a request carries far more bytes than round trip.
+SEGMENT_BYTES = 8 * 1024 * 1024
+#: Spooled records kept in memory before they are spilled to a temporary file.
+SPOOL_RECORDS = 32_768
+#: Flags of a spooled record.
+INFERRED = 1  # a delete found rather than asked for (max_delete counts these)
+MOVED = 2  # a value compaction moves: same bytes, new place; not a change
 
 #: Segments smaller than this are merged once there are COMPACT_SMALL of them...
 SMALL_SEGMENT = 4 * 1024 * 1024
 COMPACT_SMALL = 8
 #: ...and a segment is rewritten once less than this share of its bytes is still referenced.
 COMPACT_LIVE = 0.5
-
-#: Parts of a head by number: ``load_parts(head, part_numbers)``.
-PartLoader = Callable[[Head, Iterable[int]], dict[int, Part]]
-
-
-@dataclass
-class Segments:
-    """New values packed into segment objects, ready to upload."""
-
-    #: (name, body) of each segment.
-    bodies: list[tuple[str, bytes]]
-    #: Where each value landed.
-    entries: dict[str, Entry]
-    #: How many values each segment holds.
-    counts: dict[str, int]
-
-    @property
-    def sizes(self) -> dict[str, int]:
-        return {name: len(body) for name, body in self.bodies}
-
-
-def pack_segments(changes: dict[str, LocalChange], commit_id: str) -> Segments:
-    """Pack the values of ``changes`` into segments, in key order, each at most
-    ``SEGMENT_BYTES`` (a bigger value gets one of its own)."""
-    keys = sorted(k for k, c in changes.items() if c.raw is not None)
-    picked = [changes[k] for k in keys]
-    raws = [c.raw for c in picked]
-    lengths = list(map(len, raws))  # type: ignore[arg-type]
-    cuts, size = [0], 0
-    for i, n in enumerate(lengths):
-        if size and size + n > SEGMENT_BYTES:
-            cuts.append(i)
-            size = 0
-        size += n
-    cuts.append(len(keys))
-    out = Segments([], {}, {})
-    for n, (lo, hi) in enumerate(itertools.pairwise(cuts)):
-        if lo == hi:
-            continue
-        name = segment_name(commit_id, n)
-        offsets = itertools.accumulate(lengths[lo:hi - 1], initial=0)
-        out.entries.update(zip(keys[lo:hi], map(
-            Entry,
-            [c.timestamp for c in picked[lo:hi]],
-            [c.hash for c in picked[lo:hi]],
-            itertools.repeat(name),
-            offsets,
-            lengths[lo:hi],
-        ), strict=True))
-        out.bodies.append((name, b"".join(raws[lo:hi])))  # type: ignore[arg-type]
-        out.counts[name] = hi - lo
-    return out
-
 
 @dataclass(frozen=True)
 class Summary:
@@ -121,31 +86,172 @@ def plan_compaction(head: Head, force: bool = False) -> list[str]:
     return sorted(chosen)
 
 
-def build_commit(
-    current: Head | None,
-    to_write: dict[str, LocalChange],
-    uploaded: dict[str, Entry],
-    segments: dict[str, int],
-    commit_id: str,
-    metadata: tuple[Any, int] | None,
-    *,
-    codec_name: str,
-    replacing: bool,
-    stamp: int,
-    load_parts: PartLoader,
-    summary: Summary = Summary(),
-    retention: dict[str, float] | None = None,
-) -> tuple[Head, dict[int, tuple[str, bytes, Part]]]:
-    """The next head on top of ``current``, and the index parts it needs.
 
-    ``to_write`` are the changes this commit makes (deletes have ``raw`` None; values that
-    compaction moves are writes of the same bytes), ``uploaded`` where each written value
-    lives, ``segments`` the size of every segment uploaded for it. ``replacing`` starts a new
-    database over ``current`` (flag 'n'); ``stamp`` is the commit time in microseconds;
-    ``retention``, when given, replaces the database's retention setting. Objects the new head
-    no longer references are left to garbage collection, which keeps what retained commits use.
-    """
-    fresh = current is None or replacing
+
+class SegmentWriter:
+    """Packs values into segments in the order they come, handing each full segment to
+    ``put(name, body, n_values)``. Segment numbers count on across the attempts of a push:
+    ``names`` is shared, and a record's segment is its index in it."""
+
+    def __init__(self, commit_id: str, names: list[str], sizes: dict[str, int],
+                 put: Callable[[str, bytes, int], None]) -> None:
+        self.commit_id = commit_id
+        self.names = names
+        self.sizes = sizes
+        self.put = put
+        self.values = 0  # values written, all segments
+        self.bytes = 0
+        self._buf: list[bytes] = []
+        self._size = 0
+
+    def add(self, raw: bytes) -> tuple[int, int]:
+        """Append one value; returns (segment index, offset)."""
+        n = len(raw)
+        if self._size and self._size + n > SEGMENT_BYTES:
+            self.flush()
+        at = self._size
+        self._buf.append(raw)
+        self._size += n
+        self.values += 1
+        self.bytes += n
+        return len(self.names), at
+
+    def add_many(self, raws: list[bytes]) -> tuple[list[int], list[int]]:
+        """Append values; returns their segment indexes and offsets."""
+        lengths = list(map(len, raws))
+        total = sum(lengths)
+        if self._size + total <= SEGMENT_BYTES or not self._size and len(raws) == 1:
+            # The common case: the whole batch fits in the segment being filled.
+            offsets = list(itertools.accumulate(lengths[:-1], initial=self._size))
+            self._buf.extend(raws)
+            self._size += total
+            self.values += len(raws)
+            self.bytes += total
+            return [len(self.names)] * len(raws), offsets
+        segs, offsets = [], []
+        for raw in raws:
+            seg, off = self.add(raw)
+            segs.append(seg)
+            offsets.append(off)
+        return segs, offsets
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        name = segment_name(self.commit_id, len(self.names))
+        body = b"".join(self._buf)
+        self.names.append(name)
+        self.sizes[name] = len(body)
+        count = len(self._buf)
+        self._buf, self._size = [], 0
+        self.put(name, body, count)
+
+
+#: A spooled record: (key, timestamp, hash or None for a delete, segment, offset, length, flags).
+Record = tuple[str, int, "bytes | None", int, int, int, int]
+
+
+class Spool:
+    """The records of a push, grouped by index part (``2**bits`` groups), kept as lists until
+    SPOOL_RECORDS are held, then packed with msgpack into a temporary file; read back group
+    by group."""
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+        self.lists: dict[int, list[Record]] = {}
+        self.records = 0  # all records added
+        self._held = 0
+        self._chunks: dict[int, list[tuple[int, int]]] = {}
+        self._file: Any = None
+
+    def add(self, key: str, ts: int, h: bytes | None, seg: int, off: int, length: int, flags: int) -> None:
+        self.extend([part_of(key, self.bits)], [(key, ts, h, seg, off, length, flags)])
+
+    def extend(self, parts: Iterable[int], records: Iterable[Record]) -> None:
+        """Add records, each to the group of its part number."""
+        lists = self.lists
+        n = 0
+        for p, rec in zip(parts, records, strict=True):
+            group = lists.get(p)
+            if group is None:
+                group = lists[p] = []
+            group.append(rec)
+            n += 1
+        self.records += n
+        self._held += n
+        if self._held >= SPOOL_RECORDS:
+            self._spill()
+
+    def _spill(self) -> None:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="ebooklet-push-")
+        f = self._file
+        f.seek(0, 2)
+        for p, group in self.lists.items():
+            data = msgpack.packb(group, use_bin_type=True)
+            self._chunks.setdefault(p, []).append((f.tell(), len(data)))
+            f.write(data)
+        self.lists.clear()
+        self._held = 0
+
+    def group(self, p: int) -> list[Record]:
+        """The records of group ``p``, in the order they were added."""
+        out: list[Record] = []
+        for offset, length in self._chunks.get(p, ()):
+            self._file.seek(offset)
+            out.extend(msgpack.unpackb(self._file.read(length), raw=False, use_list=False))
+        out.extend(self.lists.get(p, ()))
+        return out
+
+    def groups(self) -> set[int]:
+        return set(self.lists) | set(self._chunks)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.lists.clear()
+        self._chunks.clear()
+
+
+def regrouped(fetch: Callable[[int], list[tuple[str, Any]]], coarse: int, fine: int) -> Callable[[int], list]:
+    """``fetch(q)`` lists the items of group q of ``2**coarse`` (keyed by their first field);
+    the result lists those of group p of ``2**fine`` (fine >= coarse), fetching each coarse
+    group once when asked for the fine groups in order."""
+    if fine == coarse:
+        return fetch
+    shift = fine - coarse
+    cache: dict[str, Any] = {"q": None, "split": {}}
+
+    def get(p: int) -> list:
+        q = p >> shift
+        if cache["q"] != q:
+            items = fetch(q)
+            split: dict[int, list] = {}
+            for item, child in zip(items, parts_of([it[0] for it in items], fine), strict=True):
+                split.setdefault(child, []).append(item)
+            cache["q"], cache["split"] = q, split
+        return cache["split"].get(p, [])
+
+    return get
+
+
+@dataclass
+class Built:
+    """What :func:`build_head` found while building: the keys it wrote and deleted (inferred
+    deletes apart), and the parts it rewrote."""
+
+    written: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    inferred: list[str] = field(default_factory=list)
+    moved: int = 0
+    parts: dict[int, str] = field(default_factory=dict)
+
+
+def next_head(current: Head | None, fresh: bool, commit_id: str, stamp: int, bits: int,
+              metadata: tuple[Any, int] | None, codec_name: str,
+              retention: dict[str, float] | None) -> Head:
+    """The next head's fields other than its index and counts (see :func:`build_head`)."""
     if fresh:
         head = Head.new(codec_name)
         if current is not None:
@@ -153,90 +259,151 @@ def build_commit(
     else:
         assert current is not None
         head = Head(**asdict(current))
+        head.segments = {name: list(v) for name, v in current.segments.items()}
+        head.parts = list(current.parts)
     head.version = FORMAT_VERSION
     head.commit = current.commit + 1 if current is not None else 1
     head.commit_id = commit_id
     head.parent = current.commit_id if current is not None else None
     head.timestamp = stamp
-    head.written, head.deleted, head.author = summary.written, summary.deleted, summary.author
     if retention is not None:
         head.retention = dict(retention)
-    earlier = current.recent_entries() if current is not None and not fresh else []
-    mine = [head.commit, commit_id, stamp, summary.written, summary.deleted]
-    head.recent = (earlier + [mine])[-RECENT_COMMITS:]
     if metadata is not None and (head.metadata_timestamp or 0) < metadata[1]:
         head.metadata, head.metadata_timestamp = metadata
-
-    # Choose the index layout first (an upper bound on the growth), so that a push that
-    # splits the index groups its keys once.
-    adds = [k for k, c in to_write.items() if c.raw is not None]
-    bits = bits_for(
-        head.n_keys + len(adds), head.key_bytes + sum(len(k.encode()) for k in adds), head.part_bits
-    )
-    split = bits != head.part_bits
-    if split:
-        old_parts = load_parts(current, range(len(current.parts))) if not fresh else {}  # type: ignore[arg-type]
-        before = {0: Part(kv for part in old_parts.values() for kv in part.items())}
+    if bits != head.part_bits:
         head.part_bits, head.parts = bits, [None] * (2**bits)
-        groups = {0: to_write}
-    elif bits == 0:
-        groups = {0: to_write}
-        before = load_parts(current, groups) if not fresh else {0: EMPTY}  # type: ignore[arg-type]
-    else:
-        groups = {}
-        for (key, change), p in zip(to_write.items(), parts_of(list(to_write), bits), strict=True):
-            groups.setdefault(p, {})[key] = change
-        before = load_parts(current, groups) if not fresh else {p: EMPTY for p in groups}  # type: ignore[arg-type]
-    merged: dict[int, dict[str, Entry]] = {}
-    removed: list[tuple[str, Entry]] = []
-    added: list[tuple[str, Entry]] = []
-    for p, writes in groups.items():
-        if not len(before[p]):
-            # Nothing to replace (e.g. a first push): the new entries are the part.
-            entries = {k: uploaded[k] for k, c in writes.items() if c.raw is not None}
-            added.extend(entries.items())
-            merged[p] = entries
+    return head
+
+
+def build_head(
+    current: Head | None,
+    head: Head,
+    spool: Spool,
+    segments: list[str],
+    sizes: dict[str, int],
+    keep_remote: set[str],
+    old_part: Callable[[int], list[tuple[str, Entry]]],
+    emit: Callable[[int, str, Part, set[str]], None],
+    fresh: bool,
+    author: str | None = None,
+) -> Built:
+    """Fill in ``head`` (from :func:`next_head`): its index parts, counts and segments.
+
+    Each part with spooled records (every part, when the layout changed) is the current one
+    (``old_part(q)``, the entries of current part q) with the records applied, the last
+    record of a key winning. A write replaces the entry unless the bytes are the same; a
+    delete removes it; a MOVED record relocates an entry whose bytes it still matches. Keys in
+    ``keep_remote`` keep the current entry (the remote's side of a settled conflict).
+    Each new part goes to ``emit(p, name, part, local)`` (``local``: its keys whose value is
+    now in the local file, for presence bits) and is dropped; ``segments``/``sizes`` name the
+    segments records point to (their index in ``segments``) and their sizes.
+    """
+    bits = head.part_bits
+    cur_bits = current.part_bits if current is not None and not fresh else bits
+    split = not fresh and current is not None and cur_bits != bits
+    old_of = (lambda q: []) if fresh or current is None else regrouped(old_part, cur_bits, bits)
+    records_of = regrouped(spool.group, spool.bits, bits)
+    wanted = {g for s in spool.groups() for g in _children(s, spool.bits, bits)}
+    out = Built()
+    live: dict[str, int] = {}
+    n_keys = n_bytes = key_bytes = 0
+    for p in range(2**bits):
+        if not (fresh or split or p in wanted):
             continue
-        entries = dict(before[p].items())
-        for key, change in writes.items():
-            old = entries.pop(key, None)
-            if old is not None:
-                removed.append((key, old))
-            if change.raw is not None:
-                new = entries[key] = uploaded[key]
-                added.append((key, new))
-        merged[p] = entries
-    if split:
-        regrouped: dict[int, dict[str, Entry]] = {}
-        everything = merged[0]
-        for key, p in zip(everything, parts_of(list(everything), bits), strict=True):
-            regrouped.setdefault(p, {})[key] = everything[key]
-        # Every part is rewritten, the ones left empty too.
-        merged = {p: regrouped.get(p, {}) for p in range(2**bits)}
-    # The head's counters, in bulk.
-    head.n_keys += len(added) - len(removed)
-    head.n_bytes += sum(e.length for _, e in added) - sum(e.length for _, e in removed)
-    head.key_bytes += sum(len(k.encode()) for k, _ in added) - sum(len(k.encode()) for k, _ in removed)
-    live: dict[str, int] = dict.fromkeys(segments, 0)
-    for _, e in added:
-        live[e.segment] += e.length
-    for _, e in removed:
-        live[e.segment] = live.get(e.segment, 0) - e.length
+        before = old_of(p)
+        latest: dict[str, Record] = {rec[0]: rec for rec in records_of(p)}
+        if not before and not keep_remote and all(r[2] is not None and not r[6] for r in latest.values()):
+            # New keys only (a first push, a new part): each last record is an entry, in bulk.
+            keys = list(latest)
+            recs = list(latest.values())
+            made = [Entry(r[1], r[2], segments[r[3]], r[4], r[5]) for r in recs]
+            entries = dict(zip(keys, made, strict=True))
+            out.written.extend(keys)
+            n_keys += len(keys)
+            key_bytes += sum(map(len, map(str.encode, keys)))
+            for r in recs:
+                live[segments[r[3]]] = live.get(segments[r[3]], 0) + r[5]
+                n_bytes += r[5]
+            local = set(keys)
+            latest = {}  # applied
+        else:
+            entries = dict(before)
+            local = set()
+        for key, rec in latest.items():
+            if key in keep_remote:
+                continue
+            _, ts, h, seg, off, length, flags = rec
+            was = entries.get(key)
+            if flags & MOVED:
+                if was is None or was.hash != h:
+                    continue  # changed since compaction chose it: the change stands
+                out.moved += 1
+            elif h is None:
+                if was is None:
+                    continue  # deleting what is not there
+                del entries[key]
+                (out.inferred if flags & INFERRED else out.deleted).append(key)
+                n_keys -= 1
+                n_bytes -= was.length
+                key_bytes -= len(key.encode())
+                live[was.segment] = live.get(was.segment, 0) - was.length
+                continue
+            else:
+                local.add(key)
+                if was is not None and was.hash == h:
+                    continue  # the same bytes: not a change
+                out.written.append(key)
+            new = entries[key] = Entry(ts, h, segments[seg], off, length)
+            live[new.segment] = live.get(new.segment, 0) + length
+            if was is None:
+                n_keys += 1
+                key_bytes += len(key.encode())
+                n_bytes += length
+            else:
+                n_bytes += length - was.length
+                live[was.segment] = live.get(was.segment, 0) - was.length
+        if not entries:
+            head.parts[p] = None
+            continue
+        if not (split or fresh) and not _changed(entries, before, latest, keep_remote):
+            continue  # nothing applied: the current part stays
+        part = Part(entries)
+        name = part_name(bits, p, head.commit_id)
+        head.parts[p] = name
+        out.parts[p] = name
+        emit(p, name, part, local)
+    head.n_keys = (0 if fresh else head.n_keys) + n_keys
+    head.n_bytes = (0 if fresh else head.n_bytes) + n_bytes
+    head.key_bytes = (0 if fresh else head.key_bytes) + key_bytes
+    if fresh:
+        head.segments = {}
     for name, delta in live.items():
-        if name in segments:
-            head.segments.setdefault(name, [segments[name], 0])
+        if name in sizes and name not in head.segments:
+            head.segments[name] = [sizes[name], 0]
         if name in head.segments:
             head.segments[name][1] += delta
     for name, (_size, used) in list(head.segments.items()):
         if used <= 0:
             del head.segments[name]
-    written: dict[int, tuple[str, bytes, Part]] = {}
-    for p, entries in merged.items():
-        if not entries:
-            head.parts[p] = None
-            continue
-        part = Part(entries)
-        name = part_name(head.part_bits, p, commit_id)
-        written[p] = (name, part.encode(), part)
-        head.parts[p] = name
-    return head, written
+    written, deleted = len(out.written), len(out.deleted) + len(out.inferred)
+    head.written, head.deleted, head.author = written, deleted, author
+    earlier = current.recent_entries() if current is not None and not fresh else []
+    mine = [head.commit, head.commit_id, head.timestamp, written, deleted]
+    head.recent = (earlier + [mine])[-RECENT_COMMITS:]
+    out.written.sort()
+    out.deleted = sorted(out.deleted + out.inferred)
+    return out
+
+
+def _children(group: int, coarse: int, fine: int) -> range:
+    shift = fine - coarse
+    return range(group << shift, (group + 1) << shift)
+
+
+def _changed(entries: dict[str, Entry], before: list[tuple[str, Entry]], latest: dict[str, Record],
+             keep_remote: set[str]) -> bool:
+    """Whether applying the records changed the part (cheap: only the records' keys)."""
+    if len(entries) != len(before):
+        return True
+    old = dict(before)
+    return any(k not in keep_remote and entries.get(k) != old.get(k) for k in latest)

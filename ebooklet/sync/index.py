@@ -9,6 +9,7 @@ user deleted with plain booklet: a key whose bit is set has been in the data fil
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
@@ -158,6 +159,23 @@ class BaseIndex:
             self._fresh.pop(name, None)
         return part
 
+    def peek_part(self, head: Head, p: int) -> Part:
+        """Index part ``p`` of ``head`` without keeping it (neither in memory nor stored): for
+        one pass over many parts, in bounded memory."""
+        name = head.parts[p]
+        if name is None:
+            return EMPTY
+        part = self._parts.get(name)
+        if part is not None:
+            return part
+        if self._is_base(head):
+            blob = self.local.part_blob(p, name)
+            if blob is not None:
+                with contextlib.suppress(IntegrityError, RemoteFormatError):
+                    return Part.decode(blob, name)
+        blob = self._fresh.get(name)
+        return Part.decode(blob if blob is not None else self.objects.get(name), name)
+
     def parts(self, head: Head, indexes: Iterable[int]) -> dict[int, Part]:
         """Several parts of ``head``, downloading the missing ones in parallel."""
         indexes = list(indexes)
@@ -292,13 +310,17 @@ class BaseIndex:
         dropped: set[str],
         still_pending: set[str] = frozenset(),  # type: ignore[assignment]
         scanned: set[str] | None = None,
+        staged: dict[int, tuple[str, bytes]] | None = None,
     ) -> None:
         """Make ``head`` the base: drop stale cached values, keep its parts and presence bits.
 
-        ``written`` are the parts a push just built; ``dropped`` the cached keys that are stale;
-        ``still_pending`` the touched keys that remain local changes against ``head``;
-        ``scanned`` every key of the data file, when a full scan has just listed them.
+        ``written`` are the parts a push just built; ``staged`` those it built and already
+        wrote locally with their presence bits (part -> (name, bits), see
+        LocalStore.stage_part); ``dropped`` the cached keys that are stale; ``still_pending``
+        the touched keys that remain local changes against ``head``; ``scanned`` every key of
+        the data file, when a full scan has just listed them.
         """
+        staged = staged or {}
         local = self.local
         base = self.base
         if dropped and base is not None:
@@ -318,8 +340,12 @@ class BaseIndex:
         # Keys seen in the data file stay seen when their part is replaced: recomputing that
         # from the file alone would forget keys deleted since (and bring them back).
         carried: set[str] = set()
-        if base is not None:
+        # (A part a push staged carries its bits already; after a change of layout, every
+        # part is one.)
+        if base is not None and not (staged and len(head.parts) != len(base.parts)):
             for p, name in stored.items():
+                if p in staged:
+                    continue
                 if p >= len(head.parts) or head.parts[p] != name:
                     rows = enumerate(self.part(base, p).keys)
                     carried.update(key for row, key in rows if self.present(p, row))
@@ -331,9 +357,12 @@ class BaseIndex:
         # Stored parts that this head replaced are kept up to date (with their presence
         # bits) when their new version was downloaded on the way; otherwise forgotten.
         renewed: dict[int, tuple[str, bytes, Part]] = dict(written)
+        for p, (name, bits) in staged.items():
+            if not local.use_staged_part(p, name, bits):
+                local.forget_part(p)
         for p, name in stored.items():
             new_name = head.parts[p]
-            if p in written or new_name == name:
+            if p in written or p in staged or new_name == name:
                 continue
             blob = self._fresh.get(new_name) if new_name else None
             if blob is None:
@@ -351,5 +380,5 @@ class BaseIndex:
             local.store_part(p, name, blob, part.keys, present, carried)
             self._parts[name] = part
         self._fresh.clear()
-        local.clear_touched(set(local.touched) - still_pending)
+        local.clear_touched(set(local.touched) - still_pending if still_pending else None)
         local.sync()

@@ -239,3 +239,47 @@ class ObjectStore:
             self.remote.transport.delete([self.prefix + name for name in names])
         except Exception as exc:  # noqa: BLE001 - leftovers are unreferenced; nothing is lost
             logger.warning("could not delete %d unreferenced objects: %s", len(names), exc)
+
+
+class Uploader:
+    """Creates objects in parallel while the caller goes on producing them, with at most
+    ``max_bytes`` of them waiting or in flight (the caller blocks past that). ``names`` lists
+    every object submitted, for cleaning up after a push that does not commit; the first
+    failure is raised by the next :meth:`submit` or by :meth:`wait`."""
+
+    def __init__(self, store: ObjectStore, tracker: Tracker, max_bytes: int = 16 * 1024 * 1024) -> None:
+        self.store = store
+        self.tracker = tracker
+        self.max_bytes = max_bytes
+        self.names: list[str] = []
+        self._pool = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="ebooklet-upload")
+        self._pending: collections.deque[tuple[concurrent.futures.Future[None], int]] = collections.deque()
+        self._bytes = 0
+
+    def _put(self, name: str, data: bytes, keys: int) -> None:
+        self.store.create(name, data)
+        self.tracker.add(keys, len(data))
+
+    def submit(self, name: str, data: bytes, keys: int = 0) -> None:
+        self._reap(len(data))
+        self.names.append(name)
+        self._pending.append((self._pool.submit(self._put, name, data, keys), len(data)))
+        self._bytes += len(data)
+
+    def _reap(self, need: int) -> None:
+        pending = self._pending
+        while pending and (pending[0][0].done() or self._bytes + need > self.max_bytes):
+            future, n = pending.popleft()
+            self._bytes -= n
+            future.result()
+
+    def wait(self) -> None:
+        """Return once every object submitted is stored (raising the first failure)."""
+        while self._pending:
+            future, n = self._pending.popleft()
+            self._bytes -= n
+            future.result()
+
+    def close(self) -> None:
+        self._pending.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -14,16 +14,17 @@ import concurrent.futures
 import contextlib
 import gc
 import getpass
+import hashlib
+import itertools
 import logging
 import socket
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Literal
 
 from ..errors import (
     CommitUnknownError,
-    ConflictError,
     InvalidArgumentError,
     MassDeleteError,
     PreconditionFailed,
@@ -33,19 +34,19 @@ from ..errors import (
     RemoteNotFoundError,
     SyncError,
 )
-from ..format import Entry, Head, new_commit_id
+from ..format import HASH_LEN, Entry, Head, Part, bits_for, new_commit_id, parts_of, value_hash
 from ..local import LocalStore
 from ..lock import DEFAULT_TTL, DEFAULT_WAIT, Lease
 from ..remote import Remote, Update
 from ..results import Change, ProgressCallback, PullResult, PushResult
-from .commit import Summary, build_commit, pack_segments, plan_compaction
+from .commit import INFERRED, MOVED, SegmentWriter, Spool, build_head, next_head, plan_compaction
 from .conflicts import DELETED, Policy, Resolution, check_policy, resolve
-from .diff import ChangeSet, LocalChange, LocalDiff, local_changes, now_us, remote_changes, three_way
+from .diff import ChangeSet, LocalChange, LocalDiff, local_changes, now_us, remote_changes, same, three_way
 from .gc import MIN_AGE_S, collect
 from .heads import HeadStore
 from .history import find
 from .index import BaseIndex
-from .objects import ObjectStore, Tracker, parallel_map
+from .objects import ObjectStore, Tracker, Uploader, parallel_map
 from .reads import ValueReader
 
 logger = logging.getLogger(__name__)
@@ -87,20 +88,110 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-@dataclass
-class _Uploads:
-    """Values uploaded by the attempts of one push: each goes up once, whichever attempt
-    commits."""
+class _PushState:
+    """What the attempts of one push share: the changes are streamed (values uploaded,
+    records spooled) once, whichever attempt commits."""
 
-    background: concurrent.futures.Executor
-    progress: ProgressCallback | None
-    started: int = field(default_factory=now_us)
-    segments: dict[str, int] = field(default_factory=dict)
-    entries: dict[str, Entry] = field(default_factory=dict)
-    futures: list[concurrent.futures.Future[None]] = field(default_factory=list)
+    def __init__(self, objects: ObjectStore, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self.uploader = Uploader(objects, tracker)
+        self.started = now_us()
+        self.segments: list[str] = []  # segment names, by the index records use
+        self.sizes: dict[str, int] = {}
+        self.writer = SegmentWriter(new_commit_id(), self.segments, self.sizes, self.put)
+        self.spool: Spool | None = None
+        self.adds = 0  # keys written (an upper bound on the keys a commit adds)
+        self.add_key_bytes = 0
+        self.sent = False  # a commit request went out: its objects may be referenced
 
-    def wait(self) -> None:
-        concurrent.futures.wait(self.futures)
+    def put(self, name: str, data: bytes, keys: int = 0) -> None:
+        """Upload an object in the background (the progress total grows with it)."""
+        self.tracker.bytes_total += len(data)
+        self.uploader.submit(name, data, keys)
+
+    def close(self) -> None:
+        self.uploader.close()
+        if self.spool is not None:
+            self.spool.close()
+
+
+class _Prefetch:
+    """Parts of a head, read one at a time in order, with the next few fetched ahead in
+    parallel (a push over a large index reads them all, but holds only a few)."""
+
+    AHEAD = 8
+
+    def __init__(self, index: BaseIndex, head: Head) -> None:
+        self.index = index
+        self.head = head
+        self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="ebooklet-parts")
+        self._futures: dict[int, concurrent.futures.Future[Part]] = {}
+
+    def __call__(self, q: int) -> list[tuple[str, Entry]]:
+        n = len(self.head.parts)
+        for ahead in range(q, min(n, q + self.AHEAD)):
+            if ahead not in self._futures and self.head.parts[ahead] is not None:
+                self._futures[ahead] = self._pool.submit(self.index.peek_part, self.head, ahead)
+        future = self._futures.pop(q, None)
+        return [] if future is None else list(future.result().items())
+
+    def close(self) -> None:
+        self._futures.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Presence:
+    """Presence bits of the parts a push writes: a key is present when its value is in the
+    local file now (written here), or when it was marked present in the base and this push
+    does not drop it; for a base part never stored locally, the data file is asked."""
+
+    def __init__(self, index: BaseIndex, dropped: set[str], bits: int) -> None:
+        self.index = index
+        self.dropped = dropped
+        self.bits_ = bits
+        base = index.base
+        self.base = base if base is not None and base.part_bits <= bits else None
+        self._q: int | None = None
+        self._present: set[str] | None = None
+
+    def _base_present(self, p: int) -> set[str] | None:
+        base = self.base
+        if base is None:
+            return None
+        q = p >> (self.bits_ - base.part_bits)
+        if q != self._q:
+            self._q = q
+            name = base.parts[q]
+            local = self.index.local
+            if name is None:
+                self._present = set()
+            elif not local.has_part(q, name):
+                self._present = None
+            else:
+                part = self.index.peek_part(base, q)
+                bits = local.bits(q)
+                self._present = {
+                    key for row, key in enumerate(part.keys)
+                    if (row >> 3) < len(bits) and bits[row >> 3] & (1 << (row & 7))
+                }
+        return self._present
+
+    def bits(self, p: int, part: Part, local_keys: set[str]) -> bytes:
+        out = bytearray((len(part) + 7) // 8)
+        carried = self._base_present(p)
+        dropped, local = self.dropped, self.index.local
+        for row, key in enumerate(part.keys):
+            if key in local_keys:
+                pass
+            elif key in dropped:
+                continue
+            elif carried is not None:
+                if key not in carried:
+                    continue
+            elif key not in local:
+                continue
+            out[row >> 3] |= 1 << (row & 7)
+        return bytes(out)
 
 
 class _Inputs:
@@ -303,22 +394,36 @@ class Replica:
                 "connection without credentials); push through an S3Connection with credentials"
             )
         self._settle_inflight()
-        diff = local_changes(self.index)
-        metadata = self.local.get_metadata()
+        local = self.local
+        local.refuse_if_damaged()
+        if local.external_edits:
+            # Something wrote to the file behind ebooklet's back: a full comparison records
+            # what changed in the journal first, which is then what the push reads.
+            local_changes(self.index)
+        metadata = local.get_metadata()
         base = self.index.base
         meta_changed = metadata is not None and (base is None or metadata[1] > (base.metadata_timestamp or 0))
-        settings = self.local.state.get("retention")
-        if not diff.changes and not meta_changed and settings is None and base is not None and not compact:
+        settings = local.state.get("retention")
+        if not local.touched and not meta_changed and settings is None and base is not None and not compact:
             return PushResult()
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ebooklet-upload") as background:
-            uploads = _Uploads(background, progress)
+        writes = list(local.touched.values()).count(None)
+        state = _PushState(self.objects, Tracker(progress, "upload", writes, 0))
+        try:
             for attempt in range(1, PUSH_ATTEMPTS + 1):
-                result = self._push_once(
-                    policy, lease, diff, metadata, uploads, attempt, compact, max_delete
-                )
+                result = self._push_once(policy, lease, state, metadata, attempt, compact, max_delete)
                 if result is not None:
                     return result
                 logger.info("push: another writer committed first; rebasing (attempt %d)", attempt)
+        except BaseException as exc:
+            state.uploader.close()
+            if not state.sent and not isinstance(exc, RemoteError):
+                # Nothing was committed, and the store answers: take back what was uploaded
+                # (after a network failure, garbage collection takes it later).
+                self.objects.delete_quietly(state.uploader.names)
+            raise
+        finally:
+            state.close()
+        self.objects.delete_quietly(state.uploader.names)
         raise PushConflictError(
             f"{self.remote.location} kept changing while pushing ({PUSH_ATTEMPTS} attempts); "
             "nothing was committed. Push again."
@@ -328,9 +433,8 @@ class Replica:
         self,
         policy: Policy,
         lease: Lease | None,
-        diff: LocalDiff,
+        state: _PushState,
         metadata: tuple[Any, int] | None,
-        uploads: _Uploads,
         attempt: int,
         compact: bool = False,
         max_delete: float | None = None,
@@ -340,65 +444,69 @@ class Replica:
         current, etag = self.current()
         self._check_pushable(current)
         replacing = self.index.replacing
+        fresh = current is None or replacing
         remote = {} if replacing else remote_changes(self.index, self.index.base, current)
-        try:
-            to_write, dropped = self._rebase(ChangeSet(diff.changes, remote), policy, current)
-            self._check_deletes(to_write, current, max_delete)
-        except (ConflictError, MassDeleteError):
-            uploads.wait()
-            self.objects.delete_quietly(uploads.segments)
-            raise
+        keep_remote, dropped = self._rebase(remote, policy, current, state)
+        if state.spool is None:
+            self._stream(state, current, fresh)
+            if not fresh and attempt == 1:
+                self._compaction(current, state, compact)
         meta_new = metadata is not None and (
             current is None or metadata[1] > (current.metadata_timestamp or 0)
         )
         settings = self.local.state.get("retention")
-        moved = {} if current is None or replacing else self._compaction(current, to_write, compact)
-        nothing = not to_write and not meta_new and settings is None and not moved
+        assert state.spool is not None
+        bits = max(state.spool.bits, bits_for(
+            (0 if fresh else current.n_keys) + state.adds,  # type: ignore[union-attr]
+            (0 if fresh else current.key_bytes) + state.add_key_bytes,  # type: ignore[union-attr]
+            0 if fresh else current.part_bits,  # type: ignore[union-attr]
+        ))
+        head = next_head(current, fresh, new_commit_id(), now_us(), bits, metadata,
+                         self.local.codec.name, settings)
+        staged: dict[int, tuple[str, bytes]] = {}
+        mine: list[str] = []  # this attempt's parts and log object
+        presence = _Presence(self.index, dropped, bits)
+
+        def emit(p: int, name: str, part: Part, local_keys: set[str]) -> None:
+            blob = part.encode()
+            bits_ = presence.bits(p, part, local_keys)
+            self.local.stage_part(name, blob, bits_)
+            staged[p] = (name, bits_)
+            mine.append(name)
+            state.put(name, blob)
+
+        old_parts = _Prefetch(self.index, current) if current is not None and not fresh else None
+        try:
+            built = build_head(
+                current, head, state.spool, state.segments, state.sizes, keep_remote,
+                old_parts, emit, fresh, _author(),  # type: ignore[arg-type]
+            )
+        finally:
+            if old_parts is not None:
+                old_parts.close()
+        self._check_deletes(built.inferred, current, max_delete)
+        nothing = not (built.written or built.deleted or built.moved or meta_new or settings is not None)
         if nothing and not replacing and current is not None:
             # Every local change was already made remotely (or lost to the remote side):
             # nothing to commit, only the remote to catch up with.
-            uploads.wait()
-            self.objects.delete_quietly(uploads.segments)
-            self.index.adopt(current, etag, {}, dropped, scanned=diff.scanned)
+            state.uploader.wait()
+            self.objects.delete_quietly(state.uploader.names)
+            state.uploader.names.clear()
+            self.index.adopt(current, etag, {}, dropped)
             return PushResult(pulled=sorted(dropped))
-        summary = Summary(
-            written=sum(1 for c in to_write.values() if c.raw is not None),
-            deleted=sum(1 for c in to_write.values() if c.raw is None),
-            author=_author(),
-        )
-        writes = {**moved, **to_write}
-        # Values go up once; a retry uploads only what its rebase newly decided to write.
-        pending = {
-            k: c for k, c in writes.items()
-            if c.raw is not None and (k not in uploads.entries or uploads.entries[k].hash != c.hash)
-        }
-        # Segments upload in the background while the index is built.
-        packed = pack_segments(pending, new_commit_id())
-        tracker = Tracker(uploads.progress, "upload", len(packed.entries), sum(packed.sizes.values()))
-        uploads.segments.update(packed.sizes)
-        uploads.entries.update(packed.entries)
-        uploads.futures.append(
-            uploads.background.submit(self.objects.put_many, packed.bodies, tracker, packed.counts)
-        )
-        head, written = build_commit(
-            current, writes, uploads.entries, uploads.segments, new_commit_id(), metadata,
-            codec_name=self.local.codec.name, replacing=replacing, stamp=now_us(),
-            load_parts=self.index.parts, summary=summary, retention=settings,
-        )
         if lease is not None:
             HeadStore.check_fence(current, lease)
             head.lease_token = lease.token
-        # The index parts and the head's log object go up together, after the values.
-        objects = [(name, blob) for name, blob, _ in written.values()] + [self.heads.log_entry(head)]
-        tracker.bytes_total += sum(len(blob) for _, blob in objects)
-        self.objects.put_many(objects, tracker)
-        for upload in uploads.futures:
-            upload.result()  # every value is up before the head may point at it
+        # The head's log object goes up with the index parts, after the values.
+        log = self.heads.log_entry(head)
+        mine.append(log[0])
+        state.put(*log)
+        state.uploader.wait()  # every value is up before the head may point at it
         if lease is not None:
             # Nobody can take a lease over before it expires: one written within the last
             # third of its ttl is still ours (allowing for clock skew between writers).
             lease.renew(if_older_than=1 / 3)
-        if now_us() - uploads.started > (MIN_AGE_S - 600) * 1e6:
+        if now_us() - state.started > (MIN_AGE_S - 600) * 1e6:
             # Garbage collection may take uploads this old for leftovers: never commit them.
             raise SyncError(
                 f"this push took longer than {MIN_AGE_S / 3600:.0f} hours, so its uploads may "
@@ -408,29 +516,36 @@ class Replica:
         # next operation settles it (see _settle_inflight).
         self.local.state["inflight"] = {"head": asdict(head), "pulled": sorted(dropped)}
         self.local.save_state()
+        state.sent = True
         try:
             committed = self.heads.commit(head, etag if current is not None else None)
         except CommitUnknownError:
             raise  # the record stays; nothing the commit references is deleted
         except RemoteError:
             self._forget_inflight()  # known not to have landed
+            state.sent = False
             raise
         if committed is None:
+            state.sent = False
             self._forget_inflight()
-            self.objects.delete_quietly(name for name, _ in objects)
+            self.objects.delete_quietly(mine)
+            state.uploader.names[:] = [n for n in state.uploader.names if n not in set(mine)]
             return None
         result = PushResult(
             committed=True,
             commit=head.commit,
             attempts=attempt,
-            keys=sorted(k for k, c in to_write.items() if c.raw is not None),
-            deleted=sorted(k for k, c in to_write.items() if c.raw is None),
+            keys=built.written,
+            deleted=built.deleted,
             pulled=sorted(dropped),
         )
         self.local.state.pop("inflight", None)  # saved with the new base
         self.local.state.pop("retention", None)
-        self.index.adopt(head, committed.etag, written, dropped, scanned=diff.scanned)
-        result.compacted = len(moved)
+        self.index.adopt(head, committed.etag, {}, dropped, staged=staged)
+        result.compacted = built.moved
+        unused = [name for name in state.sizes if name not in head.segments]
+        if unused:
+            self.objects.delete_quietly(unused)  # values that turned out not to be changes
         if head.commit % GC_EVERY == 0:
             # Now and then a push collects what no retained commit needs any more.
             try:
@@ -439,34 +554,84 @@ class Replica:
                 logger.warning("collecting garbage on %s failed: %s", self.remote.location, exc)
         return result
 
-    def _compaction(
-        self, current: Head, to_write: dict[str, LocalChange], force: bool
-    ) -> dict[str, LocalChange]:
-        """Values this commit moves out of segments worth rewriting (same bytes, same
-        timestamps), when that is cheap or asked for."""
+    def _stream(self, state: _PushState, current: Head | None, fresh: bool) -> None:
+        """Read every pending change once, from the journal: values into segments (uploading
+        as they fill), records of where they went into the spool, grouped by index part."""
+        local = self.local
+        touched = local.touched
+        # Upper bounds of what the commit adds, to choose the index layout once (characters
+        # for bytes: the layout needs an estimate, the head's counts are exact).
+        state.adds = list(touched.values()).count(None)
+        state.add_key_bytes = sum(map(len, touched))
+        state.spool = spool = Spool(bits_for(
+            (0 if fresh else current.n_keys) + state.adds,  # type: ignore[union-attr]
+            (0 if fresh else current.key_bytes) + state.add_key_bytes,  # type: ignore[union-attr]
+            0 if fresh else current.part_bits,  # type: ignore[union-attr]
+        ))
+        writer, bits = state.writer, spool.bits
+        blake2b = hashlib.blake2b
+        seen = 0
+        for batch in local.pending_batches():
+            seen += len(batch)
+            keys = [item[0] for item in batch]
+            raws = [item[2] for item in batch]
+            if None in raws:
+                # Deletes among the writes: one at a time.
+                records = []
+                for key, ts, raw, flags in batch:
+                    if raw is None:
+                        records.append((key, ts, None, 0, 0, 0, flags & INFERRED))
+                    else:
+                        seg, off = writer.add(raw)
+                        h = blake2b(raw, digest_size=HASH_LEN).digest()
+                        records.append((key, ts, h, seg, off, len(raw), 0))
+            else:
+                segs, offsets = writer.add_many(raws)  # type: ignore[arg-type]
+                hashes = [blake2b(raw, digest_size=HASH_LEN).digest() for raw in raws]  # type: ignore[arg-type]
+                records = list(zip(
+                    keys, [item[1] for item in batch], hashes, segs, offsets,
+                    map(len, raws), itertools.repeat(0), strict=False,  # type: ignore[arg-type]
+                ))
+            spool.extend(parts_of(keys, bits), records)
+        writer.flush()
+        if seen != len(touched):
+            # A batch of the journal could not be read back since it was opened.
+            local.external_edits = True
+            local.save_state()
+            raise SyncError(
+                f"the journal of {local.path} was damaged while this push read it; nothing was "
+                "committed. Push again: the next push compares the data file with the remote."
+            )
+
+    def _compaction(self, current: Head, state: _PushState, force: bool) -> None:
+        """Move values out of segments worth rewriting (same bytes, same timestamps), when
+        that is cheap (a small index) or asked for."""
         names = set(plan_compaction(current, force))
         if not names or (not force and sum(1 for p in current.parts if p) > CHEAP_PARTS):
-            return {}
+            return
+        touched = self.local.touched
         entries = {
             key: entry
             for part in self.index.all_parts(current).values()
             for key, entry in part.items()
-            if entry.segment in names and key not in to_write
+            if entry.segment in names and key not in touched
         }
         values = self.values.read(entries)
-        return {key: LocalChange(values[key], e.timestamp, e.hash) for key, e in entries.items()}
+        assert state.spool is not None
+        state.tracker.keys_total += len(entries)
+        for key, e in entries.items():
+            seg, off = state.writer.add(values[key])
+            state.spool.add(key, e.timestamp, e.hash, seg, off, e.length, MOVED)
+        state.writer.flush()
 
-    def _check_deletes(
-        self, to_write: dict[str, LocalChange], current: Head | None, max_delete: float | None
-    ) -> None:
+    def _check_deletes(self, inferred: list[str], current: Head | None, max_delete: float | None) -> None:
         """The second line of defence against reading damage as deletes: stop a push that
         would delete more than ``max_delete`` percent of the remote's keys when nobody asked
         for those deletes (keys found missing from the local file, not ``del``-eted)."""
         if max_delete is None or current is None or self.index.replacing or not current.n_keys:
             return
-        inferred = [k for k, c in to_write.items() if c.raw is None and self.local.inferred_delete(k)]
         if len(inferred) * 100 > max_delete * current.n_keys:
-            raise MassDeleteError(inferred, current.n_keys, max_delete, str(self.local.path))
+            raise MassDeleteError(sorted(inferred), current.n_keys, max_delete, str(self.local.path))
 
     def _check_pushable(self, current: Head | None) -> None:
         if current is None and self.index.base is not None:
@@ -485,21 +650,44 @@ class Replica:
             )
 
     def _rebase(
-        self, changes: ChangeSet, policy: Policy, current: Head | None
-    ) -> tuple[dict[str, LocalChange], set[str]]:
-        """What this push writes, and which cached keys it drops, given others' commits.
+        self, remote: dict[str, Entry | None], policy: Policy, current: Head | None, state: _PushState
+    ) -> tuple[set[str], set[str]]:
+        """Settle the keys both sides changed: which keep the remote's entry, and which cached
+        keys this push drops.
 
-        A conflict function's result is written to the local file and replaces the local
-        change it settled, so that whichever attempt commits carries it.
+        A conflict function's result is written to the local file (and, once the changes are
+        streamed, to the spool), so that whichever attempt commits carries it.
         """
-        resolution = resolve(changes, policy, _Inputs(self), current.timestamp if current else 0)
+        touched = self.local.touched
+        mine: dict[str, LocalChange] = {}
+        for key in remote:
+            if key not in touched:
+                continue
+            pending = self.local.pending(key)
+            if pending is None:
+                continue
+            raw = pending.value
+            change = LocalChange(raw, pending.timestamp, None if raw is None else value_hash(raw))
+            found = self.index.entry(key)
+            if not same(change, found[0] if found else None):
+                mine[key] = change  # a change against the base: in conflict or the same change
+        resolution = resolve(
+            ChangeSet(mine, remote), policy, _Inputs(self), current.timestamp if current else 0
+        )
         self._apply_merged(resolution)
-        changes.local.update(resolution.merged)
-        to_write = {
-            k: c for k, c in changes.local.items() if k not in resolution.same and k not in resolution.remote
-        }
-        dropped = set(changes.remote) - resolution.local - set(resolution.merged)
-        return to_write, dropped
+        if state.spool is not None and resolution.merged:
+            for key, change in resolution.merged.items():
+                if change.raw is None:
+                    state.spool.add(key, change.timestamp, None, 0, 0, 0, 0)  # type: ignore[arg-type]
+                else:
+                    state.tracker.keys_total += 1
+                    seg, off = state.writer.add(change.raw)
+                    state.spool.add(key, change.timestamp, change.hash, seg, off, len(change.raw), 0)  # type: ignore[arg-type]
+            state.writer.flush()
+        settled = resolution.local | set(resolution.merged)
+        keep_remote = {key for key in remote if key in touched} - settled
+        dropped = set(remote) - settled
+        return keep_remote, dropped
 
     def _apply_merged(self, resolution: Resolution) -> None:
         for key, change in resolution.merged.items():
