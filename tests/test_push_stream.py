@@ -1,0 +1,131 @@
+"""A push streams its changes: values into segments as they come, records of where they went
+spooled to disk past a bound, index parts built one at a time. These tests shrink the bounds
+so that small pushes cross them, and check what a user sees: the data, the memory a push
+holds, and what an interrupted push leaves behind."""
+
+from __future__ import annotations
+
+import random
+import tracemalloc
+
+import pytest
+
+import ebooklet
+from ebooklet import format as fmt
+from ebooklet.remote import connect
+from ebooklet.sync import commit as sync_commit
+
+
+def _objects(conn) -> set[str]:
+    remote = connect(conn)
+    return {k[len(remote.prefix):] for k in remote.transport.list(remote.prefix)}
+
+
+@pytest.fixture
+def small_bounds(monkeypatch):
+    """Segments of 2 KB, a spool of 7 records, index parts of a few keys."""
+    monkeypatch.setattr(sync_commit, "SEGMENT_BYTES", 2000)
+    monkeypatch.setattr(sync_commit, "SPOOL_RECORDS", 7)
+    monkeypatch.setattr(fmt, "PART_SPLIT_BYTES", 2048)
+    monkeypatch.setattr(fmt, "PART_TARGET_BYTES", 1024)
+
+
+def test_pushes_that_cross_every_bound_keep_every_write_and_delete(remote, tmp_path, small_bounds):
+    conn = remote.conn()
+    rng = random.Random(7)
+    model: dict[str, bytes] = {}
+    path = tmp_path / "a.blt"
+    for round_ in range(4):
+        with ebooklet.open(conn, path, "c") as db:
+            for _ in range(150):
+                key = f"k{rng.randrange(400):04d}"
+                if model and rng.random() < 0.25:
+                    gone = rng.choice(sorted(model))
+                    del db[gone]
+                    del model[gone]
+                else:
+                    model[key] = db[key] = rng.randbytes(rng.randrange(1, 120))
+            db[f"overwritten-{round_}"] = b"first"
+            db[f"overwritten-{round_}"] = model[f"overwritten-{round_}"] = b"second"
+            result = db.changes().push()
+            assert result.committed
+        info = ebooklet.remote_info(conn)
+        assert info.n_keys == len(model)
+        with ebooklet.open(conn, tmp_path / f"fresh-{round_}.blt", "r") as fresh:
+            assert dict(fresh.items()) == model
+    assert info.n_index_parts > 4  # the index was split on the way
+    assert sum(name.startswith("seg/") for name in _objects(conn)) > 10
+
+
+def test_a_retried_push_reuses_its_spooled_changes(tmp_path, small_bounds):
+    conn = tmp_path / "remote" / "db"
+    with ebooklet.open(conn, tmp_path / "a.blt", "c") as a:
+        a.update({f"a{i:03d}": b"A" * 50 for i in range(60)})
+        a.changes().push()
+    # No remote lock: the two writers race, and the compare-and-swap decides.
+    with ebooklet.open(conn, tmp_path / "b.blt", "c", remote_lock="none") as b:
+        b.update({f"b{i:03d}": b"B" * 50 for i in range(60)})
+        calls = []
+
+        def commit_first(progress):
+            # Another writer commits while b uploads: b's first commit attempt loses.
+            if not calls and progress.keys_done:
+                calls.append(progress)
+                with ebooklet.open(conn, tmp_path / "a.blt", "w", remote_lock="none") as a:
+                    a["a000"] = b"changed by a"
+                    del a["a001"]
+                    a.changes().push()
+
+        result = b.changes().push(progress=commit_first)
+        assert result.committed and result.attempts == 2
+        assert result.keys == sorted(f"b{i:03d}" for i in range(60))
+    expected = {f"a{i:03d}": b"A" * 50 for i in range(60)} | {f"b{i:03d}": b"B" * 50 for i in range(60)}
+    expected["a000"] = b"changed by a"
+    del expected["a001"]
+    with ebooklet.open(conn, tmp_path / "fresh.blt", "r") as fresh:
+        assert dict(fresh.items()) == expected
+
+
+def test_a_push_does_not_hold_all_its_values_in_memory(tmp_path):
+    conn = tmp_path / "remote" / "db"
+    value = bytes(range(256)) * 16  # 4 KiB
+    n = 24_000  # 94 MiB of values, pushed at once
+    with ebooklet.open(conn, tmp_path / "a.blt", "n") as db:
+        for i in range(n):
+            db[f"k{i:06d}"] = value
+        db.sync()
+        tracemalloc.start()
+        try:
+            result = db.changes().push()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert len(result.keys) == n
+    values = n * len(value)
+    # A segment being filled and the uploads in flight, not the whole push.
+    assert peak < values * 0.5, f"the push held {peak:,} bytes for {values:,} bytes of values"
+    with ebooklet.open(conn, tmp_path / "b.blt", "r") as fresh:
+        assert len(fresh) == n and fresh[f"k{n - 1:06d}"] == value
+
+
+def test_an_interrupted_push_takes_back_its_uploads_and_can_run_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(sync_commit, "SEGMENT_BYTES", 4000)
+    conn = tmp_path / "remote" / "db"
+    with ebooklet.open(conn, tmp_path / "a.blt", "c") as db:
+        db["first"] = b"1"
+        db.changes().push()
+    before = _objects(conn)
+    with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
+        db.update({f"k{i:04d}": bytes(100) for i in range(300)})
+
+        def interrupt(progress):
+            if progress.keys_done > 50:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            db.changes().push(progress=interrupt)
+        assert _objects(conn) - {"lease"} == before - {"lease"}
+        assert len(list(db.changes().iter_changes())) == 300  # nothing was committed: every change is still pending
+        assert db.changes().push().keys == [f"k{i:04d}" for i in range(300)]
+    with ebooklet.open(conn, tmp_path / "b.blt", "r") as fresh:
+        assert len(fresh) == 301
