@@ -22,7 +22,7 @@ import time
 import uuid
 import zlib
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
@@ -187,6 +187,32 @@ class Part:
         self._off = array("Q", offs)
         self._len = array("I", lens)
         self._rows = dict(zip(self.keys, range(len(self.keys)), strict=True))
+
+    @classmethod
+    def from_columns(
+        cls,
+        keys: list[str],
+        ts: Sequence[int],
+        hashes: Sequence[bytes],
+        seg_ids: Sequence[int],
+        seg_names: Sequence[str],
+        offs: Sequence[int],
+        lens: Sequence[int],
+    ) -> Part:
+        """A part from columns already sorted by key (unique), each entry's segment given as
+        an index into ``seg_names``: no Entry per key."""
+        part = cls.__new__(cls)
+        part.keys = keys
+        used = sorted(set(seg_ids), key=seg_names.__getitem__)
+        part._segs = [seg_names[i] for i in used]
+        position = {i: n for n, i in enumerate(used)}
+        part._ts = array("q", ts)
+        part._hash = b"".join(hashes)
+        part._seg = array("I", map(position.__getitem__, seg_ids))
+        part._off = array("Q", offs)
+        part._len = array("I", lens)
+        part._rows = dict(zip(keys, range(len(keys)), strict=True))
+        return part
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -939,9 +939,8 @@ class LocalStore:
         was acknowledged; the data file holds the same bytes unless it was damaged or edited
         behind ebooklet's back, which a full comparison settles first (see
         sync.diff.local_changes)."""
-        touched = self.touched
-        for batch in self._journal.pending_batches():
-            yield [item for item in batch if item[0] in touched]
+        # The journal lists exactly the touched keys (they are recorded and forgotten together).
+        return self._journal.pending_batches()
 
     def inferred_delete(self, key: str) -> bool:
         """Whether ``key`` is pending as a delete that no one asked ebooklet for: the key was

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -188,7 +189,12 @@ class Spool:
         f = self._file
         f.seek(0, 2)
         for p, group in self.lists.items():
-            data = msgpack.packb(group, use_bin_type=True)
+            # Column by column (C loops): keys and hashes as lists, numbers as arrays.
+            keys, ts, hashes, segs, offs, lens, flags = zip(*group, strict=True)
+            data = msgpack.packb([
+                keys, array("q", ts).tobytes(), hashes, array("Q", segs).tobytes(),
+                array("Q", offs).tobytes(), array("Q", lens).tobytes(), bytes(flags),
+            ], use_bin_type=True)
             self._chunks.setdefault(p, []).append((f.tell(), len(data)))
             f.write(data)
         self.lists.clear()
@@ -199,7 +205,11 @@ class Spool:
         out: list[Record] = []
         for offset, length in self._chunks.get(p, ()):
             self._file.seek(offset)
-            out.extend(msgpack.unpackb(self._file.read(length), raw=False, use_list=False))
+            keys, ts, hashes, segs, offs, lens, flags = msgpack.unpackb(
+                self._file.read(length), raw=False, use_list=False
+            )
+            out.extend(zip(keys, _array("q", ts), hashes, _array("Q", segs), _array("Q", offs),
+                           _array("Q", lens), flags, strict=True))
         out.extend(self.lists.get(p, ()))
         return out
 
@@ -212,6 +222,12 @@ class Spool:
             self._file = None
         self.lists.clear()
         self._chunks.clear()
+
+
+def _array(kind: str, data: bytes) -> array:
+    out = array(kind)
+    out.frombytes(data)
+    return out
 
 
 def regrouped(fetch: Callable[[int], list[tuple[str, Any]]], coarse: int, fine: int) -> Callable[[int], list]:
@@ -283,7 +299,7 @@ def build_head(
     sizes: dict[str, int],
     keep_remote: set[str],
     old_part: Callable[[int], list[tuple[str, Entry]]],
-    emit: Callable[[int, str, Part, set[str]], None],
+    emit: Callable[[int, str, Part, set[str] | None], None],
     fresh: bool,
     author: str | None = None,
 ) -> Built:
@@ -295,8 +311,9 @@ def build_head(
     delete removes it; a MOVED record relocates an entry whose bytes it still matches. Keys in
     ``keep_remote`` keep the current entry (the remote's side of a settled conflict).
     Each new part goes to ``emit(p, name, part, local)`` (``local``: its keys whose value is
-    now in the local file, for presence bits) and is dropped; ``segments``/``sizes`` name the
-    segments records point to (their index in ``segments``) and their sizes.
+    now in the local file, for presence bits; None when that is all of them) and is dropped;
+    ``segments``/``sizes`` name the segments records point to (their index in ``segments``)
+    and their sizes.
     """
     bits = head.part_bits
     cur_bits = current.part_bits if current is not None and not fresh else bits
@@ -311,24 +328,38 @@ def build_head(
         if not (fresh or split or p in wanted):
             continue
         before = old_of(p)
-        latest: dict[str, Record] = {rec[0]: rec for rec in records_of(p)}
-        if not before and not keep_remote and all(r[2] is not None and not r[6] for r in latest.values()):
-            # New keys only (a first push, a new part): each last record is an entry, in bulk.
-            keys = list(latest)
-            recs = list(latest.values())
-            made = [Entry(r[1], r[2], segments[r[3]], r[4], r[5]) for r in recs]
-            entries = dict(zip(keys, made, strict=True))
-            out.written.extend(keys)
-            n_keys += len(keys)
-            key_bytes += sum(map(len, map(str.encode, keys)))
-            for r in recs:
-                live[segments[r[3]]] = live.get(segments[r[3]], 0) + r[5]
-                n_bytes += r[5]
-            local = set(keys)
-            latest = {}  # applied
-        else:
-            entries = dict(before)
-            local = set()
+        records = records_of(p)
+        latest: dict[str, Record] = {rec[0]: rec for rec in records}
+        if not before and not keep_remote:
+            # New keys only (a first push, a new part): each last record is an entry. Built
+            # column by column, without an object per key.
+            recs = sorted(latest.values()) if len(latest) != len(records) else sorted(records)
+            keys, ts, hashes, seg_ids, offs, lens, flags = (
+                list(col) for col in (zip(*recs, strict=True) if recs else [()] * 7)
+            )
+            if None not in hashes and not any(flags):
+                out.written.extend(keys)
+                n_keys += len(keys)
+                key_bytes += sum(map(len, map(str.encode, keys)))
+                n_bytes += sum(lens)
+                distinct = set(seg_ids)
+                for seg in distinct:
+                    name = segments[seg]
+                    used = sum(lens) if len(distinct) == 1 else sum(
+                        itertools.compress(lens, map(seg.__eq__, seg_ids))
+                    )
+                    live[name] = live.get(name, 0) + used
+                if not keys:
+                    head.parts[p] = None
+                    continue
+                part = Part.from_columns(keys, ts, hashes, seg_ids, segments, offs, lens)
+                name = part_name(bits, p, head.commit_id)
+                head.parts[p] = name
+                out.parts[p] = name
+                emit(p, name, part, None)
+                continue
+        entries = dict(before)
+        local: set[str] = set()
         for key, rec in latest.items():
             if key in keep_remote:
                 continue

@@ -176,8 +176,13 @@ class _Presence:
                 }
         return self._present
 
-    def bits(self, p: int, part: Part, local_keys: set[str]) -> bytes:
-        out = bytearray((len(part) + 7) // 8)
+    def bits(self, p: int, part: Part, local_keys: set[str] | None) -> bytes:
+        """The presence bits of new part ``p``; ``local_keys`` are its keys written locally
+        (None: all of them)."""
+        n = len(part)
+        if local_keys is None or len(local_keys) == n:
+            return bytes([0xFF] * (n >> 3)) + (bytes([(1 << (n & 7)) - 1]) if n & 7 else b"")
+        out = bytearray((n + 7) // 8)
         carried = self._base_present(p)
         dropped, local = self.dropped, self.index.local
         for row, key in enumerate(part.keys):
@@ -467,7 +472,7 @@ class Replica:
         mine: list[str] = []  # this attempt's parts and log object
         presence = _Presence(self.index, dropped, bits)
 
-        def emit(p: int, name: str, part: Part, local_keys: set[str]) -> None:
+        def emit(p: int, name: str, part: Part, local_keys: set[str] | None) -> None:
             blob = part.encode()
             bits_ = presence.bits(p, part, local_keys)
             self.local.stage_part(name, blob, bits_)
