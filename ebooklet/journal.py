@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import operator
 import os
 import pathlib
 import struct
@@ -60,6 +61,7 @@ _BATCH_BYTES = 1 << 20
 _CACHE_BYTES = 16 << 20
 
 _blake2b = hashlib.blake2b
+_KEY = operator.itemgetter(0)
 
 
 def _checksum(head: bytes, payload: bytes | memoryview) -> bytes:
@@ -251,10 +253,13 @@ class Journal:
                         continue
                     items = rec[2]
             first = bno << 32
-            get = where.get
-            out = [item for i, item in enumerate(items) if get(item[0]) == first | i]
-            if out:
-                yield out
+            at = list(map(where.get, map(_KEY, items)))
+            if at == list(range(first, first + len(items))):
+                yield list(items)  # no change of this batch was overwritten since
+            else:
+                out = [item for i, item in enumerate(items) if at[i] == first | i]
+                if out:
+                    yield out
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -1048,8 +1048,8 @@ class LocalStore:
     def stage_part(self, name: str, blob: bytes, bits: bytes) -> None:
         """Write the files of a part a push is building, before its commit: they are used
         only once :meth:`use_staged_part` names them (and swept at the next sync if the
-        commit never happens)."""
-        self._need_write()
+        commit never happens). Safe from another thread: it touches no shared state (the
+        file is open for writing already, as a push has synced it)."""
         tmp = self._part_file(name, f".tmp-{os.getpid()}-{threading.get_ident()}")
         tmp.write_bytes(blob)
         os.replace(tmp, self._part_file(name))

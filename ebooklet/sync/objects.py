@@ -266,6 +266,11 @@ class Uploader:
         self._pending.append((self._pool.submit(self._put, name, data, keys), len(data)))
         self._bytes += len(data)
 
+    def call(self, fn: Callable[..., object], *args: object) -> None:
+        """Run other work that must be done before :meth:`wait` returns, in the background."""
+        self._reap(0)
+        self._pending.append((self._pool.submit(fn, *args), 0))
+
     def _reap(self, need: int) -> None:
         pending = self._pending
         while pending and (pending[0][0].done() or self._bytes + need > self.max_bytes):

@@ -17,6 +17,7 @@ import getpass
 import hashlib
 import itertools
 import logging
+import operator
 import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
@@ -475,7 +476,7 @@ class Replica:
         def emit(p: int, name: str, part: Part, local_keys: set[str] | None) -> None:
             blob = part.encode()
             bits_ = presence.bits(p, part, local_keys)
-            self.local.stage_part(name, blob, bits_)
+            state.uploader.call(self.local.stage_part, name, blob, bits_)  # written in the background
             staged[p] = (name, bits_)
             mine.append(name)
             state.put(name, blob)
@@ -576,10 +577,11 @@ class Replica:
         writer, bits = state.writer, spool.bits
         blake2b = hashlib.blake2b
         seen = 0
+        key_of, ts_of, raw_of = (operator.itemgetter(i) for i in range(3))
         for batch in local.pending_batches():
             seen += len(batch)
-            keys = [item[0] for item in batch]
-            raws = [item[2] for item in batch]
+            keys = list(map(key_of, batch))
+            raws = list(map(raw_of, batch))
             if None in raws:
                 # Deletes among the writes: one at a time.
                 records = []
@@ -594,7 +596,7 @@ class Replica:
                 segs, offsets = writer.add_many(raws)  # type: ignore[arg-type]
                 hashes = [blake2b(raw, digest_size=HASH_LEN).digest() for raw in raws]  # type: ignore[arg-type]
                 records = list(zip(
-                    keys, [item[1] for item in batch], hashes, segs, offsets,
+                    keys, map(ts_of, batch), hashes, segs, offsets,
                     map(len, raws), itertools.repeat(0), strict=False,  # type: ignore[arg-type]
                 ))
             spool.extend(parts_of(keys, bits), records)
