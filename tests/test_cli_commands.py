@@ -15,7 +15,6 @@ import ebooklet
 from ebooklet.lock import Lease
 from ebooklet.remote import connect
 
-from .httpserver import FileServer
 from .test_cli import ROOT, Run, ebk, ebk_all, error_line
 
 REMOTE = "bucket/stations.blt"
@@ -324,21 +323,6 @@ def test_a_file_left_open_by_a_script_stays_readable(alice: pathlib.Path) -> Non
     assert status.code == 0 and status.out.splitlines()[-1] == "1 change: 1 local, 0 remote, 0 both"
     assert get.out == "{'rain_mm': [4.0]}\n"
     assert keys.out.split() == ["station-1", "station-2", "station-3"]
-
-
-def test_head_refuses_an_object_too_large_to_be_a_head(tmp_path: pathlib.Path) -> None:
-    from ebooklet.cli.read import HEAD_LIMIT
-
-    (tmp_path / "site").mkdir()
-    with open(tmp_path / "site" / "video.mp4", "wb") as f:
-        f.truncate(HEAD_LIMIT + 1024)  # sparse: large, but nothing to write
-    with FileServer(tmp_path / "site") as server:
-        run = ebk(tmp_path, "head", server.url("video.mp4"))
-        assert error_line(run) == (
-            f"ebooklet: error: {server.url('video.mp4')} is not an ebooklet database: the object there is "
-            "larger than any database head (67,108,864 bytes (64.0 MiB) or more). Check the key or URL.\n"
-        )
-        assert [(r.method, r.range) for r in server.log] == [("GET", f"bytes={HEAD_LIMIT}-{HEAD_LIMIT}")]
 
 
 def test_the_demo_refuses_a_used_folder(tmp_path: pathlib.Path) -> None:

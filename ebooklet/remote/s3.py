@@ -36,7 +36,7 @@ from ..errors import (
 )
 from .base import Blob, PutMode, Transport, Update
 from .credentials import Credentials
-from .http import check_range, check_status, range_header, read_body, send
+from .http import check_range, check_status, range_header, read_body, send, start_blob
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,12 @@ class S3Transport(Transport):
         )
 
     def _request(
-        self, method: str, key: str, headers: dict[str, str] | None = None, body: bytes | None = None
+        self,
+        method: str,
+        key: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        ok: tuple[int, ...] = (304,),
     ) -> urllib3.BaseHTTPResponse:
         url = self._session._object_url(key)
         what = f"{method} s3://{self.bucket}/{key}"
@@ -150,7 +155,7 @@ class S3Transport(Transport):
             ),
             what,
         )
-        if resp.status != 304:
+        if resp.status not in ok:
             check_status(resp, what, key)
         return resp
 
@@ -160,6 +165,15 @@ class S3Transport(Transport):
         if resp.status == 304:
             return None
         return Blob(read_body(resp, f"GET {key}"), resp.headers.get("ETag", ""))
+
+    def get_start(self, key: str, length: int, if_none_match: str | None = None) -> Blob | None:
+        headers = {"Range": range_header(0, length)}
+        if if_none_match:
+            headers["If-None-Match"] = if_none_match
+        resp = self._request("GET", key, headers, ok=(304, 416))
+        if resp.status == 304:
+            return None
+        return start_blob(resp, length, f"GET s3://{self.bucket}/{key}")
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         if length == 0:
