@@ -30,9 +30,10 @@ from ..errors import (
     SyncError,
     UnsafeSerializerError,
 )
+from ..local import synced_with
 from ..lock import DEFAULT_WAIT
 from .output import CliError, bad_input
-from .remote_arg import RemoteArg, no_database, remote_arg, synced_with
+from .remote_arg import RemoteArg, no_database, remote_arg
 
 CACHE_HELP = """\
 Without --local, the database is read through a cache file in

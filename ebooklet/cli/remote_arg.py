@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import pathlib
 import re
 import urllib.parse
 
 from ..info import remote_info
+from ..local import synced_with
 from ..remote import CountingTransport, Remote, RemoteConn, S3Connection, connect
 from ..remote.credentials import NoCredentialsError
 from ..remote.url import S3Options, parse_remote, remote_location
@@ -65,40 +64,6 @@ class RemoteArg:
         inner = base.transport.inner if isinstance(base.transport, CountingTransport) else base.transport
         self.transport = StoppableTransport(inner, base.db_key)
         return Remote(self.transport, base.db_key, base.location)
-
-
-@dataclasses.dataclass(frozen=True)
-class Synced:
-    """What a LOCAL file's sync state says about its remote."""
-
-    location: str
-    uuid: str | None
-
-
-def synced_with(local: pathlib.Path) -> Synced | None:
-    """The remote LOCAL was last synced with, or None when it never was.
-
-    ebooklet records the remote's location (as shown in messages, never with credentials)
-    and uuid in the sync state beside the file, ``LOCAL.ebooklet/state.json`` (JSON, then a
-    line with its blake2b checksum; see docs/sync.rst), at every sync. A state that fails its
-    checksum is ignored here: opening the file finds out what is wrong with it.
-    """
-    try:
-        data = (local.with_name(local.name + ".ebooklet") / "state.json").read_bytes()
-    except OSError:
-        return None
-    body, _, checksum = data.partition(b"\n")
-    if checksum.strip() and hashlib.blake2b(body, digest_size=16).hexdigest().encode() != checksum.strip():
-        return None
-    try:
-        state = json.loads(body)
-    except ValueError:
-        return None
-    location = state.get("location") if isinstance(state, dict) else None
-    if not isinstance(location, str) or not location:
-        return None
-    uuid = state.get("remote_uuid")
-    return Synced(location, uuid if isinstance(uuid, str) else None)
 
 
 def s3_options(args: argparse.Namespace, endpoint_url: str | None = None) -> S3Options:

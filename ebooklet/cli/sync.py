@@ -13,13 +13,14 @@ from typing import Any
 from ..db import EBooklet
 from ..errors import LeaseHeldError, MassDeleteError, RemoteNotFoundError, SyncError
 from ..info import remote_info
+from ..local import synced_with
 from ..results import Change, PushResult
 from .interrupt import handling_interrupts, stop_requested
 from .local import existing_local, open_database
 from .output import CliError, confirm, count, print_json, print_keys, show_key
 from .parser import Commands
 from .progress import progress_bar
-from .remote_arg import RemoteArg, remote_for_local, synced_with
+from .remote_arg import RemoteArg, remote_for_local
 
 #: ``push --max-delete``: the percentage of the remote's keys a push may delete that were not
 #: deleted through ebooklet.
