@@ -476,6 +476,37 @@ def test_s3(tmp_path: pathlib.Path, moto_server: S3Server) -> None:
     assert get.out == "[3]\n"  # the cache was brought up to date
 
 
+def test_put_and_del_without_push_need_no_credentials(tmp_path: pathlib.Path, moto_server: S3Server) -> None:
+    bucket = moto_server.make_bucket()
+    url = f"s3://{bucket}/db"
+    conn = ebooklet.S3Connection(
+        moto_server.access_key_id, moto_server.access_key, "db", bucket, endpoint_url=moto_server.endpoint_url
+    )
+    with ebooklet.open(conn, tmp_path / "a.blt", "c", value_serializer="str") as db:
+        db.update({"x": "1", "y": "2"})
+        db.changes().push()
+    # No AWS_* variable and no ~/.aws: they change the local file only, offline.
+    put = ebk(tmp_path, "put", "a.blt", "z", "3")
+    assert put.code == 0, put.err
+    assert put.out == "set z in a.blt (not pushed yet: 'ebooklet push a.blt' pushes it)\n"
+    delete = ebk(tmp_path, "del", "a.blt", "x", "--json")
+    assert delete.code == 0, delete.err
+    assert delete.json() == {"local": "a.blt", "deleted": ["x"], "pushed": False}
+    with ebooklet.open(conn, tmp_path / "a.blt", "r") as db:
+        assert dict(db.items()) == {"y": "2", "z": "3"}
+    # What does need the remote still asks for credentials, with the same advice.
+    push, new = ebk_all(
+        tmp_path, ["put", "a.blt", "z", "4", "--push"],
+        ["put", "new.blt", "k", "v", "--remote", url, "--endpoint-url", moto_server.endpoint_url],
+    )
+    for run in (push, new):
+        assert error_line(run).startswith(f"ebooklet: error: no credentials for {url}: none in the arguments")
+    assert not (tmp_path / "new.blt").exists()
+    creds = {"AWS_ACCESS_KEY_ID": moto_server.access_key_id, "AWS_SECRET_ACCESS_KEY": moto_server.access_key}
+    pushed = ebk(tmp_path, "push", "a.blt", env=creds)
+    assert pushed.out.startswith("commit 2: 1 key written, 1 deleted"), pushed.out
+
+
 def test_unreachable_s3(tmp_path: pathlib.Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

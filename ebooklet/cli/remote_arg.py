@@ -13,11 +13,14 @@ import argparse
 import dataclasses
 import pathlib
 import re
+import threading
 import urllib.parse
+from collections.abc import Iterator
 
 from ..info import remote_info
 from ..local import synced_with
-from ..remote import CountingTransport, Remote, RemoteConn, S3Connection, connect
+from ..remote import Blob, CountingTransport, PutMode, Remote, RemoteConn, S3Connection, Transport, connect
+from ..remote.base import FallbackLock
 from ..remote.credentials import NoCredentialsError
 from ..remote.url import S3Options, parse_remote, remote_location
 from . import stores
@@ -55,15 +58,76 @@ class RemoteArg:
     path: pathlib.Path | None = None
     #: The transport of the last :meth:`remote`, for Ctrl-C (see :mod:`.interrupt`).
     transport: StoppableTransport | None = None
+    #: S3 credentials are looked up at the first request, not before: a command that may
+    #: not talk to the remote at all (put and del without --push) needs none.
+    deferred: bool = False
 
     def remote(self) -> Remote:
         """A new :class:`ebooklet.Remote` for this database, whose requests stop at Ctrl-C."""
+        if isinstance(self.conn, S3Connection) and self.deferred:
+            stores.recall()
+            deferred = DeferredTransport(self.text, self.conn, self.location)
+            self.transport = StoppableTransport(deferred, self.conn.db_key or "")
+            return Remote(self.transport, self.conn.db_key or "", self.location)
         if isinstance(self.conn, S3Connection) and self.conn.writable:
             stores.recall()
         base = connect(self.conn)
         inner = base.transport.inner if isinstance(base.transport, CountingTransport) else base.transport
         self.transport = StoppableTransport(inner, base.db_key)
         return Remote(self.transport, base.db_key, base.location)
+
+
+class DeferredTransport(Transport):
+    """The S3 transport of ``conn``, made at its first request: only then are its credentials
+    looked up (and their absence reported as :func:`check_credentials` does)."""
+
+    delete_batch_size = 1000  # S3's, as S3Transport declares it
+
+    def __init__(self, text: str, conn: S3Connection, location: str) -> None:
+        self.text, self.conn = text, conn
+        self.description = location
+        self._inner: Transport | None = None
+        self._lock = threading.Lock()
+
+    def _real(self) -> Transport:
+        with self._lock:
+            if self._inner is None:
+                check_credentials(self.text, self.conn)
+                self._inner = self.conn.transport()
+            return self._inner
+
+    def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
+        return self._real().get(key, if_none_match)
+
+    def get_start(self, key: str, length: int, if_none_match: str | None = None) -> Blob | None:
+        return self._real().get_start(key, length, if_none_match)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        return self._real().get_range(key, start, length)
+
+    def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
+        return self._real().put(key, data, mode)
+
+    def delete(self, keys: list[str]) -> None:
+        if keys:
+            self._real().delete(keys)
+
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        return self._real().list_sizes(prefix)
+
+    def copy(self, key: str, target: Transport, target_key: str) -> bool:
+        return self._real().copy(key, target, target_key)
+
+    def supports_conditional_writes(self, scratch_prefix: str) -> bool:
+        return self._real().supports_conditional_writes(scratch_prefix)
+
+    def fallback_lock(self, key: str) -> FallbackLock:
+        return self._real().fallback_lock(key)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._inner is not None:
+                self._inner.close()
 
 
 def s3_options(args: argparse.Namespace, endpoint_url: str | None = None) -> S3Options:
@@ -79,10 +143,12 @@ def s3_options(args: argparse.Namespace, endpoint_url: str | None = None) -> S3O
 
 
 def remote_arg(
-    args: argparse.Namespace, text: str | None = None, endpoint_url: str | None = None
+    args: argparse.Namespace, text: str | None = None, endpoint_url: str | None = None,
+    deferred: bool = False,
 ) -> RemoteArg:
     """``args.remote`` (or ``text``: ``s3://``, ``http(s)://``, ``file://`` or a folder path),
-    resolved; ``endpoint_url`` is the S3 endpoint unless ``--endpoint-url`` says otherwise."""
+    resolved; ``endpoint_url`` is the S3 endpoint unless ``--endpoint-url`` says otherwise.
+    ``deferred``: S3 credentials are looked up at the first request (see RemoteArg)."""
     text = text if text is not None else args.remote
     try:
         conn = parse_remote(text, s3=s3_options(args, endpoint_url))
@@ -94,9 +160,10 @@ def remote_arg(
         return RemoteArg(conn, text, location, location, writable=True, path=conn)
     if isinstance(conn, str):
         return RemoteArg(conn, text, location, location, writable=False)
-    check_credentials(text, conn)
+    if not deferred:
+        check_credentials(text, conn)
     cache_key = f"s3://{conn.bucket}/{conn.db_key}@{conn.endpoint_url or 'aws'}"
-    return RemoteArg(conn, text, location, cache_key, writable=True)
+    return RemoteArg(conn, text, location, cache_key, writable=True, deferred=deferred)
 
 
 def _refuse_local_file(args: argparse.Namespace, path: pathlib.Path) -> None:
@@ -141,8 +208,9 @@ def _typed(location: str) -> tuple[str, str | None]:
     return location, None
 
 
-def remote_for_local(args: argparse.Namespace, local: pathlib.Path) -> RemoteArg:
-    """The REMOTE of a command that works on LOCAL: as given, or the one LOCAL remembers.
+def remote_for_local(args: argparse.Namespace, local: pathlib.Path, deferred: bool = False) -> RemoteArg:
+    """The REMOTE of a command that works on LOCAL: as given, or the one LOCAL remembers
+    (``deferred`` as for :func:`remote_arg`).
 
     A REMOTE given for a LOCAL that was synced with a database elsewhere is refused unless it
     holds the same database (the same uuid: a folder that moved, an endpoint written another
@@ -156,8 +224,8 @@ def remote_for_local(args: argparse.Namespace, local: pathlib.Path) -> RemoteArg
                 f"'ebooklet {args.command} REMOTE {local}'"
             )
         text, endpoint = _typed(synced.location)
-        return remote_arg(args, text, endpoint)
-    remote = remote_arg(args)
+        return remote_arg(args, text, endpoint, deferred)
+    remote = remote_arg(args, deferred=deferred)
     if synced is None or synced.uuid is None or synced.location.rstrip("/") == remote.location.rstrip("/"):
         return remote  # never synced with a database (or with this one): any REMOTE will do
     info = remote_info(remote.remote())
