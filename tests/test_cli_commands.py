@@ -4,6 +4,7 @@ and the advice its messages give."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ import ebooklet
 from ebooklet.lock import Lease
 from ebooklet.remote import connect
 
-from .test_cli import ROOT, Run, ebk, ebk_all, error_line
+from .test_cli import ROOT, Run, _environ, ebk, ebk_all, error_line
 
 REMOTE = "bucket/stations.blt"
 
@@ -305,6 +306,64 @@ def test_a_file_that_is_not_a_database_gets_the_right_advice(alice: pathlib.Path
     damaged = ebk(alice, "push", "alice.blt")
     assert damaged.code == 0 and damaged.out == "nothing to push: no local changes in alice.blt\n"
     assert damaged.err.startswith(f"ebooklet: warning: {alice / 'alice.blt'}: the data file was damaged")
+
+
+def _as_a_user_who_cannot_write(folder: pathlib.Path) -> list[str]:
+    """Make ``folder`` read-only, and return the command prefix under which that holds: none
+    for a user without root's override, ``unshare -U`` for root (a new user namespace, where
+    root keeps only an owner's permissions). Skips the test when neither is possible."""
+    folder.chmod(0o555)
+    if os.geteuid() != 0:
+        return []
+    unshare = shutil.which("unshare")
+    probe = folder / "probe"
+    if unshare is None or subprocess.run([unshare, "-U", "touch", str(probe)],
+                                         capture_output=True).returncode == 0:
+        probe.unlink(missing_ok=True)
+        pytest.skip("cannot run as a user for whom a folder is read-only (no user namespaces)")
+    return [unshare, "-U"]
+
+
+def test_a_read_only_folder_is_said_to_be_read_only(alice: pathlib.Path) -> None:
+    """Issue 11, problem 9: a folder the user cannot write to is not a damaged file."""
+    shelf = alice / "shelf"
+    shelf.mkdir()
+    shutil.copy(alice / "alice.blt", shelf / "plain.blt")  # a plain booklet file: its state is made at open
+    prefix = _as_a_user_who_cannot_write(shelf)
+    try:
+        runs = [
+            subprocess.run(
+                [*prefix, sys.executable, "-m", "ebooklet", *args], cwd=alice, env=_environ(alice, None),
+                capture_output=True, stdin=subprocess.DEVNULL,
+            )
+            for args in (
+                ["pull", REMOTE, "shelf/copy.blt"],
+                ["put", "shelf/new.blt", "k", "{}", "--remote", REMOTE],
+                ["status", REMOTE, "shelf/plain.blt"],
+            )
+        ]
+    finally:
+        shelf.chmod(0o755)
+    for run, name in zip(runs, ["copy.blt", "new.blt", "plain.blt"], strict=True):
+        line = error_line(Run(run.returncode, run.stdout, run.stderr.decode()))
+        assert line.startswith(f"ebooklet: error: cannot write {shelf / name}"), line
+        assert ": permission denied. ebooklet keeps LOCAL's sync state beside it" in line, line
+        assert "damaged" not in line and "not a database file" not in line, line
+    assert sorted(p.name for p in shelf.iterdir()) == ["plain.blt"]
+
+
+def test_a_local_path_whose_folder_is_a_file_is_said_so(alice: pathlib.Path) -> None:
+    (alice / "notes.txt").write_text("hello\n")
+    pull, put = ebk_all(alice, ["pull", REMOTE, "notes.txt/copy.blt"],
+                        ["put", "notes.txt/new.blt", "k", "{}", "--remote", REMOTE])
+    for run, name in ((pull, "copy.blt"), (put, "new.blt")):
+        assert error_line(run) == (
+            f"ebooklet: error: cannot create notes.txt/{name}: the folder {alice / 'notes.txt'} is a file, "
+            "not a folder. Check the path (LOCAL is a file in a folder that exists)\n"
+        )
+    # The Python API says the same, not that a file is damaged.
+    with pytest.raises(NotADirectoryError, match="notes.txt is a file, not a folder"):
+        ebooklet.open(alice / REMOTE, alice / "notes.txt" / "copy.blt", "c")
 
 
 def test_a_file_left_open_by_a_script_stays_readable(alice: pathlib.Path) -> None:

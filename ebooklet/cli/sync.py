@@ -16,7 +16,7 @@ from ..info import remote_info
 from ..local import synced_with
 from ..results import Change, PushResult
 from .interrupt import handling_interrupts, stop_requested
-from .local import existing_local, open_database
+from .local import check_folder, existing_local, open_database
 from .output import CliError, confirm, count, print_json, print_keys, show_key
 from .parser import Commands
 from .progress import progress_bar
@@ -322,8 +322,8 @@ def _pull(args: argparse.Namespace) -> int:
     if fresh and args.remote is None:
         raise CliError(f"{local} does not exist: give the REMOTE to copy, as in "
                        f"'ebooklet pull REMOTE {local}'")
-    if fresh and not local.absolute().parent.is_dir():
-        raise CliError(f"cannot create {local}: the folder {local.absolute().parent} does not exist")
+    if fresh:
+        check_folder(local)
     remote = remote_for_local(args, local)
     if not remote.writable and args.on_conflict in ("local", "newest"):
         raise CliError(
