@@ -507,6 +507,64 @@ def test_put_and_del_without_push_need_no_credentials(tmp_path: pathlib.Path, mo
     assert pushed.out.startswith("commit 2: 1 key written, 1 deleted"), pushed.out
 
 
+def test_a_failed_push_reports_its_own_failure_not_a_cleanup_error(
+    tmp_path: pathlib.Path, seaweedfs_server: S3Server
+) -> None:
+    """Issue 11, problem 3: a wrong secret, a missing bucket and a server that is down were all
+    reported as "deleting objects ... failed"."""
+    bucket = seaweedfs_server.make_bucket()
+    with ebooklet.open(tmp_path / "folder" / "db", tmp_path / "a.blt", "c", value_serializer="str") as db:
+        db["k"] = "v"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once it is closed
+    good = {"AWS_ACCESS_KEY_ID": seaweedfs_server.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": seaweedfs_server.access_key}
+    wrong = {**good, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    options = ["--endpoint-url", seaweedfs_server.endpoint_url, "--retries", "1"]
+    runs = [
+        ebk(tmp_path, "push", f"s3://{bucket}/db", "a.blt", *options, env=wrong),
+        ebk(tmp_path, "push", "s3://no-such-bucket-e11/db", "a.blt", *options, env=good),
+        ebk(tmp_path, "push", f"s3://{bucket}/db", "a.blt", "--endpoint-url", down, "--retries", "1",
+            env=good),
+    ]
+    expected = [
+        ("access denied", "Check the credentials"),
+        ("the bucket does not exist", "Check the bucket name and the endpoint"),
+        ("the connection failed", "Check that the server is reachable"),
+    ]
+    for run, (what, advice) in zip(runs, expected, strict=True):
+        line = error_line(run)  # one line: no warning about a cleanup before it
+        assert what in line and advice in line, line
+        assert "delet" not in line and "not-the-secret" not in line, line
+
+
+def test_a_missing_bucket_is_not_a_missing_database(tmp_path: pathlib.Path, moto_server: S3Server) -> None:
+    """Issue 11, problem 4: a missing bucket was reported as a missing database, and Python's
+    flag='r' suggested flag='c'."""
+    url = "s3://no-such-bucket-e11/db"
+    env = {"AWS_ACCESS_KEY_ID": moto_server.access_key_id, "AWS_SECRET_ACCESS_KEY": moto_server.access_key,
+           "AWS_ENDPOINT_URL_S3": moto_server.endpoint_url}
+    head, keys, pull, json_keys = ebk_all(
+        tmp_path, ["head", url], ["keys", url], ["pull", url, "b.blt"], ["keys", url, "--json"], env=env
+    )
+    message = ("ebooklet: error: GET s3://no-such-bucket-e11/db: the bucket does not exist (NoSuchBucket: "
+               "The specified bucket does not exist). Check the bucket name and the endpoint.\n")
+    for run in (head, keys, pull):
+        assert error_line(run) == message
+    assert json_keys.json()["error"]["message"] == message[len("ebooklet: error: "):-1]  # type: ignore[index]
+    assert not (tmp_path / "b.blt").exists()
+    conn = ebooklet.S3Connection(moto_server.access_key_id, moto_server.access_key, "db",
+                                 "no-such-bucket-e11", endpoint_url=moto_server.endpoint_url)
+    for flag in ("r", "w"):
+        with pytest.raises(ebooklet.RemoteNotFoundError, match="the bucket does not exist") as info:
+            ebooklet.open(conn, tmp_path / "a.blt", flag)
+        assert "flag='c'" not in str(info.value)
+    assert ebooklet.remote_info(ebooklet.S3Connection(
+        moto_server.access_key_id, moto_server.access_key, "db", moto_server.make_bucket(),
+        endpoint_url=moto_server.endpoint_url)) is None  # an existing bucket without the database
+
+
 def test_unreachable_s3(tmp_path: pathlib.Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -112,8 +112,8 @@ def open_database(
             f"{remote.location} stores pickled values: reading them runs code chosen by whoever "
             "can write to it. If you trust it, run the command again with --allow-pickle"
         ) from None
-    except RemoteNotFoundError:
-        if not local.exists():  # neither side has a database
+    except RemoteNotFoundError as exc:
+        if not local.exists() and not exc.bucket_missing:  # neither side has a database
             raise no_database(remote) from None
         raise
     except EbookletError:
@@ -191,7 +191,10 @@ def _cached(remote: RemoteArg, path: pathlib.Path, args: argparse.Namespace) -> 
     db = open_database(remote, path, "r", args)
     try:
         db.changes().pull()
-    except (SyncError, RemoteNotFoundError):
+    except (SyncError, RemoteNotFoundError) as exc:
+        if isinstance(exc, RemoteNotFoundError) and exc.bucket_missing:
+            db.close()
+            raise
         # The database was deleted or replaced since the cache was filled: start afresh.
         db.close()
         _drop_cache(path)

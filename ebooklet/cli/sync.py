@@ -243,8 +243,9 @@ def _interrupted_push(remote: RemoteArg, local: pathlib.Path) -> CliError:
 
 def _gone(remote: RemoteArg, local: pathlib.Path) -> CliError | None:
     """The remote database LOCAL was synced with is gone: the shell's way on, or None."""
-    if synced_with(local) is None or remote_info(remote.remote()) is not None:
-        return None
+    synced = synced_with(local)
+    if synced is None or synced.uuid is None or remote_info(remote.remote()) is not None:
+        return None  # never pushed or pulled (nothing to be gone), or the database is there
     return CliError(
         f"there is no database at {remote.location} any more: it was deleted after {local} was "
         f"last synced with it. {local} keeps its data; to create the database again from it, run "

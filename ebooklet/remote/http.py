@@ -69,7 +69,7 @@ def check_status(resp: urllib3.BaseHTTPResponse, what: str, key: str) -> None:
     detail = _error_detail(resp)
     if status == 404:
         if "NoSuchBucket" in detail:
-            raise RemoteNotFoundError(
+            raise RemoteNotFoundError.no_bucket(
                 f"{what}: the bucket does not exist{detail}. Check the bucket name and the endpoint."
             )
         raise RemoteNotFoundError(f"{what}: {key!r} does not exist{detail}")

@@ -41,6 +41,13 @@ from .http import check_range, check_status, range_header, read_body, send, star
 logger = logging.getLogger(__name__)
 
 
+def _never_connected(exc: BaseException) -> bool:
+    """Whether a failed request never reached the server (the connection was refused)."""
+    cause = exc.__cause__
+    reason = cause.reason if isinstance(cause, urllib3.exceptions.MaxRetryError) else cause
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
 class _Signer:
     """Signs each request with the credentials as they are at that moment, session token
     included: the token goes in as ``X-Amz-Security-Token`` before signing, so SigV4 covers it
@@ -210,7 +217,7 @@ class S3Transport(Transport):
             except urllib3.exceptions.HTTPError as exc:
                 # s3func reports every failed delete alike; its message carries the S3 code.
                 if "NoSuchBucket" in str(exc):
-                    raise RemoteNotFoundError(
+                    raise RemoteNotFoundError.no_bucket(
                         f"deleting objects from s3://{self.bucket}: the bucket does not exist. "
                         "Check the bucket name and the endpoint."
                     ) from exc
@@ -231,7 +238,7 @@ class S3Transport(Transport):
         except S3ListError as exc:
             what = f"listing s3://{self.bucket}/{prefix}"
             if exc.status == 404:  # a listing finds nothing to miss but the bucket
-                raise RemoteNotFoundError(
+                raise RemoteNotFoundError.no_bucket(
                     f"{what}: the bucket does not exist. Check the bucket name and the endpoint."
                 ) from exc
             # A refused listing (bad credentials) gets the same error as a GET.
@@ -304,8 +311,10 @@ class S3Transport(Transport):
         try:
             try:
                 self.put(key, b"1", "create")
-            except RemoteUnavailableError:
-                written = True  # the write may have landed before the connection failed
+            except RemoteUnavailableError as exc:
+                # The write may have landed before the connection failed, unless no
+                # connection was ever made (then deleting would only fail the same way).
+                written = not _never_connected(exc)
                 raise
             written = True
             self.put(key, b"2", "create")

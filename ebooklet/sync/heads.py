@@ -73,7 +73,9 @@ class HeadStore:
                 blob = transport.get_start(key, MAX_HEAD_BYTES, if_none_match=if_none_match)
                 if blob is not None and blob.size is not None and blob.size > len(blob.data):
                     self._check_large(blob)  # it grew in between
-        except RemoteNotFoundError:
+        except RemoteNotFoundError as exc:
+            if exc.bucket_missing:
+                raise  # no bucket is a wrong name or endpoint, not a database yet to create
             return None, None, True
         if blob is None:
             return None, if_none_match, False
