@@ -275,6 +275,17 @@ def test_every_command_speaks_json(alice: pathlib.Path, args: list[str]) -> None
     assert usage.code == 2 and usage.json()["error"]["exit_status"] == 2  # type: ignore[index]
 
 
+def test_push_and_pull_json_list_their_keys(alice: pathlib.Path) -> None:
+    """Issue 11, problem 12: in --json, ``keys`` was a count for pull but a list for push."""
+    assert ebk(alice, "pull", REMOTE, "bob.blt").code == 0
+    edit(alice, "alice.blt", **{"station-3": {"rain_mm": [0.1]}, "station-2": None})
+    push = ebk(alice, "push", "alice.blt", "--json").json()
+    assert push["keys"] == ["station-3"] and push["deleted"] == ["station-2"]  # type: ignore[index]
+    pull = ebk(alice, "pull", "bob.blt", "--json").json()
+    assert pull["updated"] == ["station-3"] and pull["deleted"] == ["station-2"]  # type: ignore[index]
+    assert pull["n_keys"] == 2 and "keys" not in pull  # type: ignore[operator]
+
+
 def test_conflicts_in_json_name_their_keys(alice: pathlib.Path) -> None:
     edit(alice, "bob.blt", **{"station-1": {"rain_mm": [2.0]}})
     ebk(alice, "push", REMOTE, "bob.blt")
@@ -382,6 +393,15 @@ def test_a_file_left_open_by_a_script_stays_readable(alice: pathlib.Path) -> Non
     assert status.code == 0 and status.out.splitlines()[-1] == "1 change: 1 local, 0 remote, 0 both"
     assert get.out == "{'rain_mm': [4.0]}\n"
     assert keys.out.split() == ["station-1", "station-2", "station-3"]
+    # Python's flag='r' reads it too, and push and pull work on it.
+    with ebooklet.open(alice / REMOTE, alice / "alice.blt", "r") as db:
+        assert db["station-3"] == {"rain_mm": [4.0]}
+    push = ebk(alice, "push", "alice.blt")
+    assert push.code == 0 and push.out.startswith("commit 2: 1 key written"), push.err
+    edit(alice, "bob.blt", **{"station-1": {"rain_mm": [7.0]}})
+    ebk(alice, "push", REMOTE, "bob.blt")
+    pull = ebk(alice, "pull", "alice.blt")
+    assert pull.code == 0 and pull.out.startswith("1 key updated"), pull.err
 
 
 def test_the_demo_refuses_a_used_folder(tmp_path: pathlib.Path) -> None:

@@ -290,8 +290,10 @@ def test_a_read_only_copy_refuses_writes_and_pushes(public):
     public.write(VALUES)
     db, _ = public.open()
     with db:
-        with pytest.raises(ebooklet.ReadOnlyError):
+        with pytest.raises(ebooklet.ReadOnlyError) as info:
             db["station-01"] = "changed"
+        # Not "open it with 'w'", which a public URL cannot be (issue 11, problem 9).
+        assert "is read-only (a public URL" in str(info.value) and "with 'w'" not in str(info.value)
         with pytest.raises(ebooklet.ReadOnlyError):
             del db["station-01"]
         with pytest.raises(ebooklet.ReadOnlyError):
