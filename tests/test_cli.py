@@ -215,7 +215,8 @@ def test_no_database(tmp_path: pathlib.Path) -> None:
     head, folder, keys = ebk_all(
         tmp_path, ["head", "empty/db.blt"], ["head", "empty"], ["keys", "empty/db.blt"]
     )
-    assert f"no ebooklet database at {(tmp_path / 'empty' / 'db.blt').as_uri()}\n" in error_line(head)
+    missing = (tmp_path / "empty" / "db.blt").as_uri()
+    assert f"no ebooklet database at {missing}: check the path" in error_line(head)
     assert "is a folder; a folder remote names the database inside it" in error_line(folder)
     assert "no ebooklet database at" in error_line(keys)
     assert not list((tmp_path / "cache" / "ebooklet").glob("*.blt"))
@@ -437,7 +438,10 @@ def test_s3(tmp_path: pathlib.Path, moto_server: S3Server) -> None:
 
     location = f"{url} ({moto_server.endpoint_url})"
     head, status = ebk_all(tmp_path, ["head", url, *endpoint], ["status", url, "a.blt", *endpoint], env=creds)
-    assert error_line(head) == f"ebooklet: error: no ebooklet database at {location}\n"
+    assert error_line(head) == (
+        f"ebooklet: error: no ebooklet database at {location}: check the bucket and key; 'ebooklet ls "
+        f"s3://{bucket}/dbs/' lists the databases there\n"
+    )
     assert status.out.splitlines() == [
         "side   local  remote  key",
         "local  added  -       x",
@@ -685,6 +689,37 @@ def test_push_stops_before_deleting_most_of_the_remote_unasked(tmp_path: pathlib
     run = ebk(tmp_path, "push", "bucket/db", "a.blt", "--max-delete", "100")
     assert run.code == 0, run.err
     assert ebooklet.remote_info(tmp_path / "bucket" / "db").n_keys == 1
+
+
+def test_every_failure_is_one_line_with_advice_even_a_bug(
+    folder: pathlib.Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure the command line did not foresee (a full disk, a bug) is still one line that
+    says what to do, and JSON with --json; --verbose adds the traceback of a bug."""
+    def full_disk(args: object) -> int:
+        raise OSError(28, "No space left on device", "/data/a.blt")
+
+    def bug(args: object) -> int:
+        raise RuntimeError("something impossible")
+
+    monkeypatch.setattr(read, "_keys", full_disk)
+    assert cli.main(["keys", str(folder)]) == 1
+    assert capsys.readouterr().err == (
+        "ebooklet: error: /data/a.blt: No space left on device. Check the path, its permissions and the "
+        "free space on its disk, then run the command again\n"
+    )
+    monkeypatch.setattr(read, "_keys", bug)
+    assert cli.main(["keys", str(folder), "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["error"]["type"] == "InternalError"
+    assert err == (
+        "ebooklet: error: unexpected RuntimeError: something impossible. This is a bug in ebooklet: please "
+        "report it, with the command that was run\n"
+    )
+    monkeypatch.setattr(ebooklet.cli.sync, "_status", bug)
+    assert cli.main(["status", str(folder.parent.parent / "alice.blt"), "--verbose"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.endswith("run with --verbose (which shows where it happened)\n")
 
 
 def test_main_leaves_logging_as_it_found_it(folder: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -275,6 +275,37 @@ def test_every_command_speaks_json(alice: pathlib.Path, args: list[str]) -> None
     assert usage.code == 2 and usage.json()["error"]["exit_status"] == 2  # type: ignore[index]
 
 
+@pytest.mark.parametrize(
+    ("args", "failing"),
+    [
+        (["log", REMOTE], ["log", "nowhere/x.blt"]),
+        (["diff", REMOTE, "1", "1"], ["diff", "nowhere/x.blt", "1", "2"]),
+        (["compact", "alice.blt"], ["compact", "nowhere.blt"]),
+        (["gc", REMOTE, "--dry-run"], ["gc", "s3://bucket/db"]),
+        (["verify", REMOTE], ["verify", "https://example.invalid/"]),
+    ],
+    ids=["log", "diff", "compact", "gc", "verify"],
+)
+def test_the_lifecycle_commands_speak_json_too(
+    alice: pathlib.Path, args: list[str], failing: list[str]
+) -> None:
+    ok = ebk(alice, *args, "--json")
+    assert ok.code == 0 and ok.err == "", ok.err
+    assert isinstance(ok.json(), (dict, list))
+    run = ebk(alice, *failing, "--json")
+    error = error_line(run)
+    assert run.json() == {"error": {"message": error[len("ebooklet: error: "):-1], "type": "Error",
+                                    "exit_status": 1}}
+
+
+def test_commands_without_json_output_still_answer_json_with_a_usage_error(tmp_path: pathlib.Path) -> None:
+    for command in (["demo"], ["completion", "bash"]):
+        run = ebk(tmp_path, *command, "--json")
+        assert run.code == 2 and run.json()["error"] == {  # type: ignore[index]
+            "message": "unrecognized arguments: --json", "type": "UsageError", "exit_status": 2
+        }
+
+
 def test_push_and_pull_json_list_their_keys(alice: pathlib.Path) -> None:
     """Issue 11, problem 12: in --json, ``keys`` was a count for pull but a list for push."""
     assert ebk(alice, "pull", REMOTE, "bob.blt").code == 0

@@ -240,9 +240,18 @@ def remote_for_local(args: argparse.Namespace, local: pathlib.Path, deferred: bo
 
 
 def no_database(remote: RemoteArg) -> CliError:
-    """There is no database at REMOTE, with a hint when REMOTE names a folder."""
-    hint = ""
+    """There is no database at REMOTE, with a hint when REMOTE names a folder, or else where
+    to look for the databases that are there."""
     if remote.path is not None and remote.path.is_dir():
         example = remote.path / "db.blt"
-        hint = f" ({remote.path} is a folder; a folder remote names the database inside it, e.g. {example})"
-    return CliError(f"no ebooklet database at {remote.location}{hint}")
+        return CliError(f"no ebooklet database at {remote.location} ({remote.path} is a folder; a folder "
+                        f"remote names the database inside it, e.g. {example})")
+    if remote.path is not None:
+        hint = f"check the path; 'ebooklet ls {remote.path.parent}' lists the databases in its folder"
+    elif isinstance(remote.conn, S3Connection):
+        folder = (remote.conn.db_key or "").rpartition("/")[0]
+        listing = f"s3://{remote.conn.bucket}/{folder + '/' if folder else ''}"
+        hint = f"check the bucket and key; 'ebooklet ls {listing}' lists the databases there"
+    else:
+        hint = "check the URL: it names the database's head object (docs/s3.rst, 'Forming the URL')"
+    return CliError(f"no ebooklet database at {remote.location}: {hint}")
