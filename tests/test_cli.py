@@ -241,7 +241,10 @@ def test_keys_and_get(folder: pathlib.Path) -> None:
     assert as_json.json() == {"rain_mm": [0.2, 0.0]}
     assert as_str.out == "plain text\n"
     assert as_bytes.raw == b"\x00\x01\xff"
-    assert error_line(missing) == f"ebooklet: error: no key 'station-9' in {folder.as_uri()}\n"
+    assert error_line(missing) == (
+        f"ebooklet: error: no key 'station-9' in {folder.as_uri()}: 'ebooklet keys {remote}' lists its keys "
+        "(--prefix P those that start with P)\n"
+    )
 
     # --local reads through that file, with its unpushed changes.
     with ebooklet.open(folder, tmp / "alice.blt", "w") as db:

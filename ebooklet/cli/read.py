@@ -58,7 +58,8 @@ def _get(args: argparse.Namespace) -> int:
         try:
             value = db[args.key]
         except KeyError:
-            raise CliError(f"no key {args.key!r} in {db.remote}") from None
+            raise CliError(f"no key {args.key!r} in {db.remote}: 'ebooklet keys {args.remote}' lists its "
+                           "keys (--prefix P those that start with P)") from None
     if args.json:
         try:
             text = json.dumps(value, indent=2, ensure_ascii=False)
