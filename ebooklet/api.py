@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
 from datetime import datetime
@@ -206,12 +207,19 @@ def _check_serializer_arg(value_serializer: Any) -> None:
 
 def _local_path(file_path: Any) -> pathlib.Path:
     try:
-        return pathlib.Path(os.fsdecode(file_path))
+        path = pathlib.Path(os.fsdecode(file_path))
     except TypeError:
         raise ArgumentTypeError(
             f"file_path must be a str, bytes or os.PathLike naming the local file, not "
             f"{type(file_path).__name__}"
         ) from None
+    folder = path.absolute().parent
+    if folder.exists() and not folder.is_dir():
+        # booklet would report it as a file it cannot read: a damaged file, which it is not.
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"{folder} is a file, not a folder, so the local file cannot be in it", str(path)
+        )
+    return path
 
 
 def _remote_serializer(remote: Remote, name: str | None, asked: Any, allow_pickle: bool) -> Any:

@@ -165,7 +165,20 @@ class RemoteError(EbookletError):
 
 
 class RemoteNotFoundError(RemoteError, FileNotFoundError):
-    """The remote database (or an object it references) does not exist."""
+    """The remote database (or an object it references) does not exist.
+
+    ``bucket_missing`` is True when the whole bucket does not exist (a wrong bucket name or
+    endpoint), which is not the same as a database that does not exist yet.
+    """
+
+    bucket_missing: bool = False
+
+    @classmethod
+    def no_bucket(cls, message: str) -> RemoteNotFoundError:
+        """The error for a bucket that does not exist."""
+        exc = cls(message)
+        exc.bucket_missing = True
+        return exc
 
 
 class RemoteAccessError(RemoteError, PermissionError):

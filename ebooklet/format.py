@@ -58,6 +58,10 @@ HASH_LEN = 16
 MAX_PART_BYTES = 64 * PART_SPLIT_BYTES
 #: The most index parts a head may have (2**20 parts hold tens of billions of keys).
 MAX_PART_BITS = 20
+#: The largest head a reader accepts. A head names each index part (about 50 bytes each, so
+#: some 50 MB at MAX_PART_BITS) and each segment; anything larger is not an ebooklet head,
+#: and is refused without being downloaded.
+MAX_HEAD_BYTES = 128 * 1024 * 1024
 #: A head's key count may exceed what its index parts can hold at their split size by this
 #: factor at most: it sizes local tables, so a crafted head must not make it arbitrary.
 N_KEYS_SLACK = 4

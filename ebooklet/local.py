@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 #: Version 2: journal.log and mirror.log (checksummed records) replace touched.log, and
 #: state.json carries a checksum. Version 1 (ebooklet 0.6.0) is still read, and upgraded.
 STATE_VERSION = 2
+#: The sync state's file name, in the folder ``{data file}.ebooklet/`` beside the data file.
+STATE_FILE = "state.json"
 #: What state.json shares with the journal's base record: enough to rebuild the state.
 _BASE_FIELDS = ("head", "etag", "remote_uuid", "location", "replace", "codec")
 
@@ -169,6 +171,41 @@ def _decode_state(data: bytes) -> dict[str, Any]:
     if not isinstance(state, dict) or not isinstance(state.get("parts", {}), dict):
         raise ValueError("it is not a sync state")
     return state
+
+
+@dataclass(frozen=True)
+class Synced:
+    """The remote a local file was last synced with, as its sync state records it.
+
+    Attributes
+    ----------
+    location : str
+        Where the remote is, as shown in messages (never with credentials).
+    uuid : str or None
+        The remote database's uuid (None when the state does not say).
+    """
+
+    location: str
+    uuid: str | None
+
+
+def synced_with(path: str | os.PathLike[str]) -> Synced | None:
+    """The remote the local file at ``path`` was last synced with, or None when it never was.
+
+    Read-only and lock-free: it reads ``state.json`` beside the file and nothing else, and
+    never opens the data file. A state that is missing, fails its checksum or records no
+    location gives None: opening the file finds out (and says) what is wrong with it.
+    """
+    p = pathlib.Path(path)
+    try:
+        state = _decode_state((p.with_name(p.name + ".ebooklet") / STATE_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    location = state.get("location")
+    if not isinstance(location, str) or not location:
+        return None
+    uuid = state.get("remote_uuid")
+    return Synced(location, uuid if isinstance(uuid, str) else None)
 
 
 # -- checking the data file ------------------------------------------------------------------
@@ -353,7 +390,7 @@ class LocalStore:
         self.path = pathlib.Path(path).absolute()
         self.state_dir = self.path.with_name(self.path.name + ".ebooklet")
         self._parts_dir = self.state_dir / "parts"
-        self._state_path = self.state_dir / "state.json"
+        self._state_path = self.state_dir / STATE_FILE
         exists = self.path.exists()
         if not exists and not (create or new):
             raise FileNotFoundError(f"the local file {self.path} does not exist")

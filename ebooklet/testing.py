@@ -191,6 +191,25 @@ class TransportTests:
         with pytest.raises(FileNotFoundError):
             transport.get(prefix + "absent")
 
+    def test_get_start_returns_the_start_the_etag_and_the_whole_size(self, transport, writer, prefix):
+        etag = writer.put(prefix + "obj", DATA)
+        assert transport.get_start(prefix + "obj", 100) == Blob(DATA, etag, len(DATA))
+        assert transport.get_start(prefix + "obj", len(DATA)) == Blob(DATA, etag, len(DATA))
+        start = transport.get_start(prefix + "obj", 4)
+        assert (start.data, start.size) == (DATA[:4], len(DATA))
+
+    def test_get_start_with_the_current_etag_returns_none(self, transport, writer, prefix):
+        etag = writer.put(prefix + "obj", DATA)
+        assert transport.get_start(prefix + "obj", 100, if_none_match=etag) is None
+        assert transport.get_start(prefix + "obj", 100, if_none_match='"0123"') == Blob(DATA, etag, len(DATA))
+
+    def test_get_start_of_an_empty_or_absent_object(self, transport, writer, prefix):
+        writer.put(prefix + "empty", b"")
+        blob = transport.get_start(prefix + "empty", 10)
+        assert (blob.data, blob.size) == (b"", 0)
+        with pytest.raises(RemoteNotFoundError):
+            transport.get_start(prefix + "absent", 10)
+
     @pytest.mark.parametrize(
         ("start", "length", "expected"),
         [(0, 10, DATA), (0, 1, b"0"), (2, 3, b"234"), (9, 1, b"9"), (4, 6, b"456789")],

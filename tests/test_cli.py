@@ -215,7 +215,8 @@ def test_no_database(tmp_path: pathlib.Path) -> None:
     head, folder, keys = ebk_all(
         tmp_path, ["head", "empty/db.blt"], ["head", "empty"], ["keys", "empty/db.blt"]
     )
-    assert f"no ebooklet database at {(tmp_path / 'empty' / 'db.blt').as_uri()}\n" in error_line(head)
+    missing = (tmp_path / "empty" / "db.blt").as_uri()
+    assert f"no ebooklet database at {missing}: check the path" in error_line(head)
     assert "is a folder; a folder remote names the database inside it" in error_line(folder)
     assert "no ebooklet database at" in error_line(keys)
     assert not list((tmp_path / "cache" / "ebooklet").glob("*.blt"))
@@ -240,7 +241,10 @@ def test_keys_and_get(folder: pathlib.Path) -> None:
     assert as_json.json() == {"rain_mm": [0.2, 0.0]}
     assert as_str.out == "plain text\n"
     assert as_bytes.raw == b"\x00\x01\xff"
-    assert error_line(missing) == f"ebooklet: error: no key 'station-9' in {folder.as_uri()}\n"
+    assert error_line(missing) == (
+        f"ebooklet: error: no key 'station-9' in {folder.as_uri()}: 'ebooklet keys {remote}' lists its keys "
+        "(--prefix P those that start with P)\n"
+    )
 
     # --local reads through that file, with its unpushed changes.
     with ebooklet.open(folder, tmp / "alice.blt", "w") as db:
@@ -437,7 +441,10 @@ def test_s3(tmp_path: pathlib.Path, moto_server: S3Server) -> None:
 
     location = f"{url} ({moto_server.endpoint_url})"
     head, status = ebk_all(tmp_path, ["head", url, *endpoint], ["status", url, "a.blt", *endpoint], env=creds)
-    assert error_line(head) == f"ebooklet: error: no ebooklet database at {location}\n"
+    assert error_line(head) == (
+        f"ebooklet: error: no ebooklet database at {location}: check the bucket and key; 'ebooklet ls "
+        f"s3://{bucket}/dbs/' lists the databases there\n"
+    )
     assert status.out.splitlines() == [
         "side   local  remote  key",
         "local  added  -       x",
@@ -474,6 +481,95 @@ def test_s3(tmp_path: pathlib.Path, moto_server: S3Server) -> None:
     )
     assert status.out == f"no changes: a.blt is in sync with {location}\n"
     assert get.out == "[3]\n"  # the cache was brought up to date
+
+
+def test_put_and_del_without_push_need_no_credentials(tmp_path: pathlib.Path, moto_server: S3Server) -> None:
+    bucket = moto_server.make_bucket()
+    url = f"s3://{bucket}/db"
+    conn = ebooklet.S3Connection(
+        moto_server.access_key_id, moto_server.access_key, "db", bucket, endpoint_url=moto_server.endpoint_url
+    )
+    with ebooklet.open(conn, tmp_path / "a.blt", "c", value_serializer="str") as db:
+        db.update({"x": "1", "y": "2"})
+        db.changes().push()
+    # No AWS_* variable and no ~/.aws: they change the local file only, offline.
+    put = ebk(tmp_path, "put", "a.blt", "z", "3")
+    assert put.code == 0, put.err
+    assert put.out == "set z in a.blt (not pushed yet: 'ebooklet push a.blt' pushes it)\n"
+    delete = ebk(tmp_path, "del", "a.blt", "x", "--json")
+    assert delete.code == 0, delete.err
+    assert delete.json() == {"local": "a.blt", "deleted": ["x"], "pushed": False}
+    with ebooklet.open(conn, tmp_path / "a.blt", "r") as db:
+        assert dict(db.items()) == {"y": "2", "z": "3"}
+    # What does need the remote still asks for credentials, with the same advice.
+    push, new = ebk_all(
+        tmp_path, ["put", "a.blt", "z", "4", "--push"],
+        ["put", "new.blt", "k", "v", "--remote", url, "--endpoint-url", moto_server.endpoint_url],
+    )
+    for run in (push, new):
+        assert error_line(run).startswith(f"ebooklet: error: no credentials for {url}: none in the arguments")
+    assert not (tmp_path / "new.blt").exists()
+    creds = {"AWS_ACCESS_KEY_ID": moto_server.access_key_id, "AWS_SECRET_ACCESS_KEY": moto_server.access_key}
+    pushed = ebk(tmp_path, "push", "a.blt", env=creds)
+    assert pushed.out.startswith("commit 2: 1 key written, 1 deleted"), pushed.out
+
+
+def test_a_failed_push_reports_its_own_failure_not_a_cleanup_error(
+    tmp_path: pathlib.Path, seaweedfs_server: S3Server
+) -> None:
+    """Issue 11, problem 3: a wrong secret, a missing bucket and a server that is down were all
+    reported as "deleting objects ... failed"."""
+    bucket = seaweedfs_server.make_bucket()
+    with ebooklet.open(tmp_path / "folder" / "db", tmp_path / "a.blt", "c", value_serializer="str") as db:
+        db["k"] = "v"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once it is closed
+    good = {"AWS_ACCESS_KEY_ID": seaweedfs_server.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": seaweedfs_server.access_key}
+    wrong = {**good, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    options = ["--endpoint-url", seaweedfs_server.endpoint_url, "--retries", "1"]
+    runs = [
+        ebk(tmp_path, "push", f"s3://{bucket}/db", "a.blt", *options, env=wrong),
+        ebk(tmp_path, "push", "s3://no-such-bucket-e11/db", "a.blt", *options, env=good),
+        ebk(tmp_path, "push", f"s3://{bucket}/db", "a.blt", "--endpoint-url", down, "--retries", "1",
+            env=good),
+    ]
+    expected = [
+        ("access denied", "Check the credentials"),
+        ("the bucket does not exist", "Check the bucket name and the endpoint"),
+        ("the connection failed", "Check that the server is reachable"),
+    ]
+    for run, (what, advice) in zip(runs, expected, strict=True):
+        line = error_line(run)  # one line: no warning about a cleanup before it
+        assert what in line and advice in line, line
+        assert "delet" not in line and "not-the-secret" not in line, line
+
+
+def test_a_missing_bucket_is_not_a_missing_database(tmp_path: pathlib.Path, moto_server: S3Server) -> None:
+    """Issue 11, problem 4: a missing bucket was reported as a missing database, and Python's
+    flag='r' suggested flag='c'."""
+    url = "s3://no-such-bucket-e11/db"
+    env = {"AWS_ACCESS_KEY_ID": moto_server.access_key_id, "AWS_SECRET_ACCESS_KEY": moto_server.access_key,
+           "AWS_ENDPOINT_URL_S3": moto_server.endpoint_url}
+    head, keys, pull, json_keys = ebk_all(
+        tmp_path, ["head", url], ["keys", url], ["pull", url, "b.blt"], ["keys", url, "--json"], env=env
+    )
+    message = ("ebooklet: error: GET s3://no-such-bucket-e11/db: the bucket does not exist (NoSuchBucket: "
+               "The specified bucket does not exist). Check the bucket name and the endpoint.\n")
+    for run in (head, keys, pull):
+        assert error_line(run) == message
+    assert json_keys.json()["error"]["message"] == message[len("ebooklet: error: "):-1]  # type: ignore[index]
+    assert not (tmp_path / "b.blt").exists()
+    conn = ebooklet.S3Connection(moto_server.access_key_id, moto_server.access_key, "db",
+                                 "no-such-bucket-e11", endpoint_url=moto_server.endpoint_url)
+    for flag in ("r", "w"):
+        with pytest.raises(ebooklet.RemoteNotFoundError, match="the bucket does not exist") as info:
+            ebooklet.open(conn, tmp_path / "a.blt", flag)
+        assert "flag='c'" not in str(info.value)
+    assert ebooklet.remote_info(ebooklet.S3Connection(
+        moto_server.access_key_id, moto_server.access_key, "db", moto_server.make_bucket(),
+        endpoint_url=moto_server.endpoint_url)) is None  # an existing bucket without the database
 
 
 def test_unreachable_s3(tmp_path: pathlib.Path) -> None:
@@ -596,6 +692,37 @@ def test_push_stops_before_deleting_most_of_the_remote_unasked(tmp_path: pathlib
     run = ebk(tmp_path, "push", "bucket/db", "a.blt", "--max-delete", "100")
     assert run.code == 0, run.err
     assert ebooklet.remote_info(tmp_path / "bucket" / "db").n_keys == 1
+
+
+def test_every_failure_is_one_line_with_advice_even_a_bug(
+    folder: pathlib.Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure the command line did not foresee (a full disk, a bug) is still one line that
+    says what to do, and JSON with --json; --verbose adds the traceback of a bug."""
+    def full_disk(args: object) -> int:
+        raise OSError(28, "No space left on device", "/data/a.blt")
+
+    def bug(args: object) -> int:
+        raise RuntimeError("something impossible")
+
+    monkeypatch.setattr(read, "_keys", full_disk)
+    assert cli.main(["keys", str(folder)]) == 1
+    assert capsys.readouterr().err == (
+        "ebooklet: error: /data/a.blt: No space left on device. Check the path, its permissions and the "
+        "free space on its disk, then run the command again\n"
+    )
+    monkeypatch.setattr(read, "_keys", bug)
+    assert cli.main(["keys", str(folder), "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["error"]["type"] == "InternalError"
+    assert err == (
+        "ebooklet: error: unexpected RuntimeError: something impossible. This is a bug in ebooklet: please "
+        "report it, with the command that was run\n"
+    )
+    monkeypatch.setattr(ebooklet.cli.sync, "_status", bug)
+    assert cli.main(["status", str(folder.parent.parent / "alice.blt"), "--verbose"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.endswith("run with --verbose (which shows where it happened)\n")
 
 
 def test_main_leaves_logging_as_it_found_it(folder: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:

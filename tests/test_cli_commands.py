@@ -4,6 +4,7 @@ and the advice its messages give."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 import subprocess
@@ -15,8 +16,7 @@ import ebooklet
 from ebooklet.lock import Lease
 from ebooklet.remote import connect
 
-from .httpserver import FileServer
-from .test_cli import ROOT, Run, ebk, ebk_all, error_line
+from .test_cli import ROOT, Run, _environ, ebk, ebk_all, error_line
 
 REMOTE = "bucket/stations.blt"
 
@@ -275,6 +275,48 @@ def test_every_command_speaks_json(alice: pathlib.Path, args: list[str]) -> None
     assert usage.code == 2 and usage.json()["error"]["exit_status"] == 2  # type: ignore[index]
 
 
+@pytest.mark.parametrize(
+    ("args", "failing"),
+    [
+        (["log", REMOTE], ["log", "nowhere/x.blt"]),
+        (["diff", REMOTE, "1", "1"], ["diff", "nowhere/x.blt", "1", "2"]),
+        (["compact", "alice.blt"], ["compact", "nowhere.blt"]),
+        (["gc", REMOTE, "--dry-run"], ["gc", "s3://bucket/db"]),
+        (["verify", REMOTE], ["verify", "https://example.invalid/"]),
+    ],
+    ids=["log", "diff", "compact", "gc", "verify"],
+)
+def test_the_lifecycle_commands_speak_json_too(
+    alice: pathlib.Path, args: list[str], failing: list[str]
+) -> None:
+    ok = ebk(alice, *args, "--json")
+    assert ok.code == 0 and ok.err == "", ok.err
+    assert isinstance(ok.json(), (dict, list))
+    run = ebk(alice, *failing, "--json")
+    error = error_line(run)
+    assert run.json() == {"error": {"message": error[len("ebooklet: error: "):-1], "type": "Error",
+                                    "exit_status": 1}}
+
+
+def test_commands_without_json_output_still_answer_json_with_a_usage_error(tmp_path: pathlib.Path) -> None:
+    for command in (["demo"], ["completion", "bash"]):
+        run = ebk(tmp_path, *command, "--json")
+        assert run.code == 2 and run.json()["error"] == {  # type: ignore[index]
+            "message": "unrecognized arguments: --json", "type": "UsageError", "exit_status": 2
+        }
+
+
+def test_push_and_pull_json_list_their_keys(alice: pathlib.Path) -> None:
+    """Issue 11, problem 12: in --json, ``keys`` was a count for pull but a list for push."""
+    assert ebk(alice, "pull", REMOTE, "bob.blt").code == 0
+    edit(alice, "alice.blt", **{"station-3": {"rain_mm": [0.1]}, "station-2": None})
+    push = ebk(alice, "push", "alice.blt", "--json").json()
+    assert push["keys"] == ["station-3"] and push["deleted"] == ["station-2"]  # type: ignore[index]
+    pull = ebk(alice, "pull", "bob.blt", "--json").json()
+    assert pull["updated"] == ["station-3"] and pull["deleted"] == ["station-2"]  # type: ignore[index]
+    assert pull["n_keys"] == 2 and "keys" not in pull  # type: ignore[operator]
+
+
 def test_conflicts_in_json_name_their_keys(alice: pathlib.Path) -> None:
     edit(alice, "bob.blt", **{"station-1": {"rain_mm": [2.0]}})
     ebk(alice, "push", REMOTE, "bob.blt")
@@ -308,6 +350,64 @@ def test_a_file_that_is_not_a_database_gets_the_right_advice(alice: pathlib.Path
     assert damaged.err.startswith(f"ebooklet: warning: {alice / 'alice.blt'}: the data file was damaged")
 
 
+def _as_a_user_who_cannot_write(folder: pathlib.Path) -> list[str]:
+    """Make ``folder`` read-only, and return the command prefix under which that holds: none
+    for a user without root's override, ``unshare -U`` for root (a new user namespace, where
+    root keeps only an owner's permissions). Skips the test when neither is possible."""
+    folder.chmod(0o555)
+    if os.geteuid() != 0:
+        return []
+    unshare = shutil.which("unshare")
+    probe = folder / "probe"
+    if unshare is None or subprocess.run([unshare, "-U", "touch", str(probe)],
+                                         capture_output=True).returncode == 0:
+        probe.unlink(missing_ok=True)
+        pytest.skip("cannot run as a user for whom a folder is read-only (no user namespaces)")
+    return [unshare, "-U"]
+
+
+def test_a_read_only_folder_is_said_to_be_read_only(alice: pathlib.Path) -> None:
+    """Issue 11, problem 9: a folder the user cannot write to is not a damaged file."""
+    shelf = alice / "shelf"
+    shelf.mkdir()
+    shutil.copy(alice / "alice.blt", shelf / "plain.blt")  # a plain booklet file: its state is made at open
+    prefix = _as_a_user_who_cannot_write(shelf)
+    try:
+        runs = [
+            subprocess.run(
+                [*prefix, sys.executable, "-m", "ebooklet", *args], cwd=alice, env=_environ(alice, None),
+                capture_output=True, stdin=subprocess.DEVNULL,
+            )
+            for args in (
+                ["pull", REMOTE, "shelf/copy.blt"],
+                ["put", "shelf/new.blt", "k", "{}", "--remote", REMOTE],
+                ["status", REMOTE, "shelf/plain.blt"],
+            )
+        ]
+    finally:
+        shelf.chmod(0o755)
+    for run, name in zip(runs, ["copy.blt", "new.blt", "plain.blt"], strict=True):
+        line = error_line(Run(run.returncode, run.stdout, run.stderr.decode()))
+        assert line.startswith(f"ebooklet: error: cannot write {shelf / name}"), line
+        assert ": permission denied. ebooklet keeps LOCAL's sync state beside it" in line, line
+        assert "damaged" not in line and "not a database file" not in line, line
+    assert sorted(p.name for p in shelf.iterdir()) == ["plain.blt"]
+
+
+def test_a_local_path_whose_folder_is_a_file_is_said_so(alice: pathlib.Path) -> None:
+    (alice / "notes.txt").write_text("hello\n")
+    pull, put = ebk_all(alice, ["pull", REMOTE, "notes.txt/copy.blt"],
+                        ["put", "notes.txt/new.blt", "k", "{}", "--remote", REMOTE])
+    for run, name in ((pull, "copy.blt"), (put, "new.blt")):
+        assert error_line(run) == (
+            f"ebooklet: error: cannot create notes.txt/{name}: the folder {alice / 'notes.txt'} is a file, "
+            "not a folder. Check the path (LOCAL is a file in a folder that exists)\n"
+        )
+    # The Python API says the same, not that a file is damaged.
+    with pytest.raises(NotADirectoryError, match="notes.txt is a file, not a folder"):
+        ebooklet.open(alice / REMOTE, alice / "notes.txt" / "copy.blt", "c")
+
+
 def test_a_file_left_open_by_a_script_stays_readable(alice: pathlib.Path) -> None:
     # A script that writes and exits without close(): booklet marks such a file for writers only.
     code = (
@@ -324,21 +424,15 @@ def test_a_file_left_open_by_a_script_stays_readable(alice: pathlib.Path) -> Non
     assert status.code == 0 and status.out.splitlines()[-1] == "1 change: 1 local, 0 remote, 0 both"
     assert get.out == "{'rain_mm': [4.0]}\n"
     assert keys.out.split() == ["station-1", "station-2", "station-3"]
-
-
-def test_head_refuses_an_object_too_large_to_be_a_head(tmp_path: pathlib.Path) -> None:
-    from ebooklet.cli.read import HEAD_LIMIT
-
-    (tmp_path / "site").mkdir()
-    with open(tmp_path / "site" / "video.mp4", "wb") as f:
-        f.truncate(HEAD_LIMIT + 1024)  # sparse: large, but nothing to write
-    with FileServer(tmp_path / "site") as server:
-        run = ebk(tmp_path, "head", server.url("video.mp4"))
-        assert error_line(run) == (
-            f"ebooklet: error: {server.url('video.mp4')} is not an ebooklet database: the object there is "
-            "larger than any database head (67,108,864 bytes (64.0 MiB) or more). Check the key or URL.\n"
-        )
-        assert [(r.method, r.range) for r in server.log] == [("GET", f"bytes={HEAD_LIMIT}-{HEAD_LIMIT}")]
+    # Python's flag='r' reads it too, and push and pull work on it.
+    with ebooklet.open(alice / REMOTE, alice / "alice.blt", "r") as db:
+        assert db["station-3"] == {"rain_mm": [4.0]}
+    push = ebk(alice, "push", "alice.blt")
+    assert push.code == 0 and push.out.startswith("commit 2: 1 key written"), push.err
+    edit(alice, "bob.blt", **{"station-1": {"rain_mm": [7.0]}})
+    ebk(alice, "push", REMOTE, "bob.blt")
+    pull = ebk(alice, "pull", "alice.blt")
+    assert pull.code == 0 and pull.out.startswith("1 key updated"), pull.err
 
 
 def test_the_demo_refuses_a_used_folder(tmp_path: pathlib.Path) -> None:

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import booklet
 import pytest
 import urllib3
 
@@ -343,3 +344,46 @@ def test_a_store_is_probed_once_not_by_every_command(
     # What docs/operations.rst counts: lease read and take, head read, one segment, one index
     # part, the head's log object, head write, lease release.
     assert len(second) == 8, second
+
+
+def test_ctrl_c_during_pull_load_keeps_what_it_fetched(
+    tmp_path: pathlib.Path, moto_server: S3Server, proxy: GatedProxy, terminals: list[Terminal],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 11, problem 5: an interrupted ``pull --load`` kept nothing of what it fetched."""
+    import ebooklet.sync.commit as commit
+
+    bucket = moto_server.make_bucket()
+    conn = direct(moto_server, bucket, "db")
+    values = {f"k{i:03d}": os.urandom(40_000) for i in range(200)}
+    monkeypatch.setattr(commit, "SEGMENT_BYTES", 64 * 1024)  # many segments: one GET each to load
+    with ebooklet.open(conn, tmp_path / "a.blt", "c", value_serializer="bytes") as db:
+        db.update(values)
+        db.changes().push()
+    monkeypatch.undo()
+
+    proxy.hold(r"^GET /[^ ]*/seg/", passing=3)
+    pull = Terminal(tmp_path, ["pull", f"s3://{bucket}/db", "b.blt", "--load", "--endpoint-url", proxy.url],
+                    s3_env(moto_server, proxy))
+    terminals.append(pull)
+    proxy.wait_held()
+    pull.read_until(r"fetching +\[")
+    pull.type(b"\x03")  # Ctrl-C, through the terminal driver
+    pull.read_until(r"ebooklet: stopping \(Ctrl-C again to stop at once\)")
+    proxy.release()
+    assert pull.wait() == 130, pull.text
+    last = pull.text.replace("\r\n", "\n").rstrip("\n").split("\n")[-1]
+    assert last == (
+        "ebooklet: interrupted while fetching values: b.blt is up to date with commit 1, and values not "
+        "fetched yet are fetched when first read. Run the pull --load again to fetch them all now."
+    ), last
+    segment_gets = [r for r in proxy.log if r[0] == "GET" and "/seg/" in r[1]]
+    assert len(segment_gets) < 100  # it stopped: about 125 segments hold the values
+    # What it fetched is in the file (a plain booklet file), each value whole.
+    with booklet.open(tmp_path / "b.blt", "r") as local:
+        kept = {key: local[key] for key in values if key in local}
+    assert kept and len(kept) < len(values)
+    assert all(value == values[key] for key, value in kept.items())
+    # The rest is fetched when read, or by the next pull --load, which fetches only the rest.
+    with ebooklet.open(conn, tmp_path / "b.blt", "r") as db:
+        assert dict(db.items()) == values

@@ -251,13 +251,17 @@ def test_a_fault_in_the_probes_cleanup_does_not_fail_the_first_push(proxied, tmp
 def test_a_push_to_a_missing_bucket_reports_the_missing_bucket(proxied, tmp_path):
     conn = proxied.conn()
     conn.bucket = f"ebk-missing-{time.time_ns()}"
-    with ebooklet.open(conn, tmp_path / "a.blt", "c", value_serializer="str") as a:
+    # flag='c' reads the head to copy the database: a missing bucket is not a database to create.
+    with pytest.raises(ebooklet.RemoteNotFoundError, match="the bucket does not exist"):
+        ebooklet.open(conn, tmp_path / "c.blt", "c", value_serializer="str")
+    assert not (tmp_path / "c.blt").exists()
+    with ebooklet.open(conn, tmp_path / "a.blt", "n", value_serializer="str") as a:
         a["k"] = "k1"
         with pytest.raises(ebooklet.RemoteError) as err:
             a.changes().push()
     message = str(err.value)
     assert isinstance(err.value, ebooklet.RemoteNotFoundError), message
-    assert "delet" not in message.lower(), message
+    assert "the bucket does not exist" in message and "delet" not in message.lower(), message
 
 
 def test_a_push_with_a_wrong_secret_reports_refused_credentials(seaweedfs_proxied, tmp_path):

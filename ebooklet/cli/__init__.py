@@ -43,6 +43,7 @@ import contextlib
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 
 from ..errors import ConflictError, EbookletError
@@ -141,6 +142,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
     except OSError as exc:
         # The local disk said no (permissions, a full disk, ...).
+        advice = "Check the path, its permissions and the free space on its disk, then run the command again"
         if exc.strerror and exc.filename:
-            return print_error(f"{exc.filename}: {exc.strerror}", as_json, type(exc).__name__)
-        return print_error(str(exc) or type(exc).__name__, as_json, type(exc).__name__)
+            return print_error(f"{exc.filename}: {exc.strerror}. {advice}", as_json, type(exc).__name__)
+        return print_error(f"{exc or type(exc).__name__}. {advice}", as_json, type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, and the traceback with --verbose
+        if getattr(args, "verbose", False):
+            traceback.print_exc()
+        how = (" with the output of the same command run with --verbose (which shows where it happened)"
+               if getattr(args, "talks", False) else ", with the command that was run")
+        return print_error(
+            f"unexpected {type(exc).__name__}: {exc}. This is a bug in ebooklet: please report it{how}",
+            as_json, "InternalError",
+        )

@@ -12,6 +12,7 @@ import urllib.parse
 from ..api import open as open_db
 from ..errors import RemoteFormatError, RemoteNotFoundError
 from ..info import RemoteInfo, remote_info
+from ..local import STATE_FILE
 from ..remote import Remote, S3Connection, Transport
 from ..remote.fs import FolderTransport
 from .interrupt import StoppableTransport, handling_interrupts
@@ -116,9 +117,10 @@ def _ls(args: argparse.Namespace) -> int:
         keys = set(place.transport.list(place.prefix))
         # A database is a head object with objects under its prefix, {db_key}.ebooklet/; a
         # local file has its sync state there instead.
+        state = f".ebooklet/{STATE_FILE}"
         heads = sorted(
             {k.split(".ebooklet/", 1)[0] for k in keys if ".ebooklet/" in k} & keys
-            - {k[: -len(".ebooklet/state.json")] for k in keys if k.endswith(".ebooklet/state.json")}
+            - {k[: -len(state)] for k in keys if k.endswith(state)}
         )
 
         def describe(key: str) -> tuple[str, RemoteInfo | None]:

@@ -74,7 +74,9 @@ def _open(args: argparse.Namespace) -> tuple[EBooklet, RemoteArg, pathlib.Path]:
     if not local.exists() and args.remote is None:
         raise CliError(f"{local} does not exist: name its remote with --remote REMOTE (an existing "
                        "database is copied, a new one created)")
-    remote = remote_for_local(args, local)
+    # Without --push the command works on LOCAL alone: S3 credentials are needed only if the
+    # remote is read after all (a LOCAL that does not exist yet is copied from it).
+    remote = remote_for_local(args, local, deferred=not args.push)
     if not remote.writable:
         raise CliError(f"{remote.location} is read-only (a public URL): a local copy of it cannot be "
                        "changed. Use s3://BUCKET/KEY (with credentials) or a folder remote")

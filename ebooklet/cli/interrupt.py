@@ -106,12 +106,19 @@ class StoppableTransport(Transport):
         if _stop.is_set():
             raise Stopped
 
-    def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
+    def _count_get(self, key: str) -> None:
         self._check()
         with self._lock:
             self.repeated_gets = self.repeated_gets + 1 if key == self._last_get else 0
             self._last_get = key
+
+    def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
+        self._count_get(key)
         return self.inner.get(key, if_none_match)
+
+    def get_start(self, key: str, length: int, if_none_match: str | None = None) -> Blob | None:
+        self._count_get(key)
+        return self.inner.get_start(key, length, if_none_match)
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         self._check()

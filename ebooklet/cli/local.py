@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
 import os
 import pathlib
@@ -30,9 +31,10 @@ from ..errors import (
     SyncError,
     UnsafeSerializerError,
 )
+from ..local import synced_with
 from ..lock import DEFAULT_WAIT
 from .output import CliError, bad_input
-from .remote_arg import RemoteArg, no_database, remote_arg, synced_with
+from .remote_arg import RemoteArg, no_database, remote_arg
 
 CACHE_HELP = """\
 Without --local, the database is read through a cache file in
@@ -61,12 +63,24 @@ def _local_advice(local: pathlib.Path, remote: RemoteArg, exc: DamagedLocalFileE
     )
 
 
+def check_folder(local: pathlib.Path) -> None:
+    """LOCAL's folder must be a folder: say so plainly, before booklet reports it as a file
+    it cannot read."""
+    folder = local.absolute().parent
+    if folder.is_dir():
+        return
+    what = "is a file, not a folder" if folder.exists() else "does not exist"
+    raise CliError(f"cannot create {local}: the folder {folder} {what}. Check the path (LOCAL is a file "
+                   "in a folder that exists)")
+
+
 def open_database(
     remote: RemoteArg, local: pathlib.Path, flag: str, args: argparse.Namespace | None = None,
     **options: object,
 ) -> EBooklet:
     """:func:`ebooklet.open` for a command: waits (saying so) for another process to close
     LOCAL, up to ``--timeout``; bad input becomes a :class:`CliError`."""
+    check_folder(local)
     timeout = getattr(args, "timeout", DEFAULT_TIMEOUT)
     lock_wait = getattr(args, "lock_wait", DEFAULT_WAIT)
     options.setdefault("allow_pickle", bool(getattr(args, "allow_pickle", False)))
@@ -98,20 +112,28 @@ def open_database(
             f"{remote.location} stores pickled values: reading them runs code chosen by whoever "
             "can write to it. If you trust it, run the command again with --allow-pickle"
         ) from None
-    except RemoteNotFoundError:
-        if not local.exists():  # neither side has a database
+    except RemoteNotFoundError as exc:
+        if not local.exists() and not exc.bucket_missing:  # neither side has a database
             raise no_database(remote) from None
         raise
     except EbookletError:
         raise
-    except PermissionError as exc:
-        where = exc.filename or local
+    except OSError as exc:
+        if exc.filename is None:  # not about a file
+            raise bad_input(exc) from None
+        where = exc.filename
+        if not isinstance(exc, PermissionError) and exc.errno != errno.EROFS:
+            raise CliError(
+                f"cannot use {where}: {exc.strerror or exc}. Check the path, and that LOCAL's folder "
+                "is one you can write to"
+            ) from None
+        why = "permission denied" if isinstance(exc, PermissionError) else "the file system is read-only"
         raise CliError(
-            f"cannot write {where}: permission denied. ebooklet keeps LOCAL's sync state beside "
+            f"cannot write {where}: {why}. ebooklet keeps LOCAL's sync state beside "
             f"it (in {state_dir(local).name}/), so LOCAL's folder must be writable: copy the file "
             "to a folder you can write to, or fix the permissions"
         ) from None
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError) as exc:
         raise bad_input(exc) from None
 
 
@@ -169,7 +191,10 @@ def _cached(remote: RemoteArg, path: pathlib.Path, args: argparse.Namespace) -> 
     db = open_database(remote, path, "r", args)
     try:
         db.changes().pull()
-    except (SyncError, RemoteNotFoundError):
+    except (SyncError, RemoteNotFoundError) as exc:
+        if isinstance(exc, RemoteNotFoundError) and exc.bucket_missing:
+            db.close()
+            raise
         # The database was deleted or replaced since the cache was filled: start afresh.
         db.close()
         _drop_cache(path)

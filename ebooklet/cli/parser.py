@@ -164,7 +164,7 @@ class Commands:
                                 "was last synced with")
         elif remote:
             parser.add_argument("remote", metavar="REMOTE", help="where the database lives (see below)")
-        parser.set_defaults(func=func, json=False, quiet=False, verbose=False)
+        parser.set_defaults(func=func, json=False, quiet=False, verbose=False, talks="talk" in options)
         self.names.append(name)
         return parser
 

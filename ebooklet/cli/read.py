@@ -7,17 +7,13 @@ import dataclasses
 import json
 import sys
 
-from ..errors import EbookletError, RemoteFormatError, RemoteNotFoundError
+from ..errors import EbookletError
 from ..info import remote_info
 from .interrupt import handling_interrupts
 from .local import CACHE_HELP, reader
 from .output import CliError, bad_input, print_json, print_table, size
 from .parser import Commands
-from .remote_arg import RemoteArg, no_database, remote_arg
-
-#: An object at least this large is not a head (a head is a few hundred bytes plus about 60
-#: per index part and segment): ``head`` refuses it rather than download it.
-HEAD_LIMIT = 64 * 1024 * 1024
+from .remote_arg import no_database, remote_arg
 
 
 def register(commands: Commands) -> None:
@@ -40,7 +36,7 @@ def register(commands: Commands) -> None:
         "head", _head, "describe a remote database",
         "Read REMOTE's head object and describe the database: format version,\n"
         "commit, keys, value bytes, index parts, segments, serializer, last commit\n"
-        "time and metadata (two small requests: an object too large to be a head is\n"
+        "time and metadata (one small request: an object too large to be a head is\n"
         "refused without downloading it). Exits 1 when there is no database at REMOTE.",
         ["json", "s3"],
     )
@@ -62,7 +58,8 @@ def _get(args: argparse.Namespace) -> int:
         try:
             value = db[args.key]
         except KeyError:
-            raise CliError(f"no key {args.key!r} in {db.remote}") from None
+            raise CliError(f"no key {args.key!r} in {db.remote}: 'ebooklet keys {args.remote}' lists its "
+                           "keys (--prefix P those that start with P)") from None
     if args.json:
         try:
             text = json.dumps(value, indent=2, ensure_ascii=False)
@@ -82,26 +79,8 @@ def _get(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_head_size(remote: RemoteArg) -> None:
-    """Refuse an object too large to be a head, with one ranged request, before reading it whole."""
-    target = remote.remote()
-    try:
-        target.transport.get_range(target.db_key, HEAD_LIMIT, 1)
-    except RemoteFormatError:
-        return  # shorter than the limit: read it
-    except RemoteNotFoundError:
-        raise no_database(remote) from None
-    finally:
-        target.transport.close()
-    raise CliError(
-        f"{remote.location} is not an ebooklet database: the object there is larger than any "
-        f"database head ({size(HEAD_LIMIT)} or more). Check the key or URL."
-    )
-
-
 def _head(args: argparse.Namespace) -> int:
     remote = remote_arg(args)
-    _check_head_size(remote)
     try:
         info = remote_info(remote.remote())
     except EbookletError:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import pathlib
 import re
+import threading
 import urllib.parse
+from collections.abc import Iterator
 
 from ..info import remote_info
-from ..remote import CountingTransport, Remote, RemoteConn, S3Connection, connect
+from ..local import synced_with
+from ..remote import Blob, CountingTransport, PutMode, Remote, RemoteConn, S3Connection, Transport, connect
+from ..remote.base import FallbackLock
 from ..remote.credentials import NoCredentialsError
 from ..remote.url import S3Options, parse_remote, remote_location
 from . import stores
@@ -56,9 +58,17 @@ class RemoteArg:
     path: pathlib.Path | None = None
     #: The transport of the last :meth:`remote`, for Ctrl-C (see :mod:`.interrupt`).
     transport: StoppableTransport | None = None
+    #: S3 credentials are looked up at the first request, not before: a command that may
+    #: not talk to the remote at all (put and del without --push) needs none.
+    deferred: bool = False
 
     def remote(self) -> Remote:
         """A new :class:`ebooklet.Remote` for this database, whose requests stop at Ctrl-C."""
+        if isinstance(self.conn, S3Connection) and self.deferred:
+            stores.recall()
+            deferred = DeferredTransport(self.text, self.conn, self.location)
+            self.transport = StoppableTransport(deferred, self.conn.db_key or "")
+            return Remote(self.transport, self.conn.db_key or "", self.location)
         if isinstance(self.conn, S3Connection) and self.conn.writable:
             stores.recall()
         base = connect(self.conn)
@@ -67,38 +77,57 @@ class RemoteArg:
         return Remote(self.transport, base.db_key, base.location)
 
 
-@dataclasses.dataclass(frozen=True)
-class Synced:
-    """What a LOCAL file's sync state says about its remote."""
+class DeferredTransport(Transport):
+    """The S3 transport of ``conn``, made at its first request: only then are its credentials
+    looked up (and their absence reported as :func:`check_credentials` does)."""
 
-    location: str
-    uuid: str | None
+    delete_batch_size = 1000  # S3's, as S3Transport declares it
 
+    def __init__(self, text: str, conn: S3Connection, location: str) -> None:
+        self.text, self.conn = text, conn
+        self.description = location
+        self._inner: Transport | None = None
+        self._lock = threading.Lock()
 
-def synced_with(local: pathlib.Path) -> Synced | None:
-    """The remote LOCAL was last synced with, or None when it never was.
+    def _real(self) -> Transport:
+        with self._lock:
+            if self._inner is None:
+                check_credentials(self.text, self.conn)
+                self._inner = self.conn.transport()
+            return self._inner
 
-    ebooklet records the remote's location (as shown in messages, never with credentials)
-    and uuid in the sync state beside the file, ``LOCAL.ebooklet/state.json`` (JSON, then a
-    line with its blake2b checksum; see docs/sync.rst), at every sync. A state that fails its
-    checksum is ignored here: opening the file finds out what is wrong with it.
-    """
-    try:
-        data = (local.with_name(local.name + ".ebooklet") / "state.json").read_bytes()
-    except OSError:
-        return None
-    body, _, checksum = data.partition(b"\n")
-    if checksum.strip() and hashlib.blake2b(body, digest_size=16).hexdigest().encode() != checksum.strip():
-        return None
-    try:
-        state = json.loads(body)
-    except ValueError:
-        return None
-    location = state.get("location") if isinstance(state, dict) else None
-    if not isinstance(location, str) or not location:
-        return None
-    uuid = state.get("remote_uuid")
-    return Synced(location, uuid if isinstance(uuid, str) else None)
+    def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
+        return self._real().get(key, if_none_match)
+
+    def get_start(self, key: str, length: int, if_none_match: str | None = None) -> Blob | None:
+        return self._real().get_start(key, length, if_none_match)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        return self._real().get_range(key, start, length)
+
+    def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
+        return self._real().put(key, data, mode)
+
+    def delete(self, keys: list[str]) -> None:
+        if keys:
+            self._real().delete(keys)
+
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        return self._real().list_sizes(prefix)
+
+    def copy(self, key: str, target: Transport, target_key: str) -> bool:
+        return self._real().copy(key, target, target_key)
+
+    def supports_conditional_writes(self, scratch_prefix: str) -> bool:
+        return self._real().supports_conditional_writes(scratch_prefix)
+
+    def fallback_lock(self, key: str) -> FallbackLock:
+        return self._real().fallback_lock(key)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._inner is not None:
+                self._inner.close()
 
 
 def s3_options(args: argparse.Namespace, endpoint_url: str | None = None) -> S3Options:
@@ -114,10 +143,12 @@ def s3_options(args: argparse.Namespace, endpoint_url: str | None = None) -> S3O
 
 
 def remote_arg(
-    args: argparse.Namespace, text: str | None = None, endpoint_url: str | None = None
+    args: argparse.Namespace, text: str | None = None, endpoint_url: str | None = None,
+    deferred: bool = False,
 ) -> RemoteArg:
     """``args.remote`` (or ``text``: ``s3://``, ``http(s)://``, ``file://`` or a folder path),
-    resolved; ``endpoint_url`` is the S3 endpoint unless ``--endpoint-url`` says otherwise."""
+    resolved; ``endpoint_url`` is the S3 endpoint unless ``--endpoint-url`` says otherwise.
+    ``deferred``: S3 credentials are looked up at the first request (see RemoteArg)."""
     text = text if text is not None else args.remote
     try:
         conn = parse_remote(text, s3=s3_options(args, endpoint_url))
@@ -129,9 +160,10 @@ def remote_arg(
         return RemoteArg(conn, text, location, location, writable=True, path=conn)
     if isinstance(conn, str):
         return RemoteArg(conn, text, location, location, writable=False)
-    check_credentials(text, conn)
+    if not deferred:
+        check_credentials(text, conn)
     cache_key = f"s3://{conn.bucket}/{conn.db_key}@{conn.endpoint_url or 'aws'}"
-    return RemoteArg(conn, text, location, cache_key, writable=True)
+    return RemoteArg(conn, text, location, cache_key, writable=True, deferred=deferred)
 
 
 def _refuse_local_file(args: argparse.Namespace, path: pathlib.Path) -> None:
@@ -176,8 +208,9 @@ def _typed(location: str) -> tuple[str, str | None]:
     return location, None
 
 
-def remote_for_local(args: argparse.Namespace, local: pathlib.Path) -> RemoteArg:
-    """The REMOTE of a command that works on LOCAL: as given, or the one LOCAL remembers.
+def remote_for_local(args: argparse.Namespace, local: pathlib.Path, deferred: bool = False) -> RemoteArg:
+    """The REMOTE of a command that works on LOCAL: as given, or the one LOCAL remembers
+    (``deferred`` as for :func:`remote_arg`).
 
     A REMOTE given for a LOCAL that was synced with a database elsewhere is refused unless it
     holds the same database (the same uuid: a folder that moved, an endpoint written another
@@ -191,8 +224,8 @@ def remote_for_local(args: argparse.Namespace, local: pathlib.Path) -> RemoteArg
                 f"'ebooklet {args.command} REMOTE {local}'"
             )
         text, endpoint = _typed(synced.location)
-        return remote_arg(args, text, endpoint)
-    remote = remote_arg(args)
+        return remote_arg(args, text, endpoint, deferred)
+    remote = remote_arg(args, deferred=deferred)
     if synced is None or synced.uuid is None or synced.location.rstrip("/") == remote.location.rstrip("/"):
         return remote  # never synced with a database (or with this one): any REMOTE will do
     info = remote_info(remote.remote())
@@ -207,9 +240,18 @@ def remote_for_local(args: argparse.Namespace, local: pathlib.Path) -> RemoteArg
 
 
 def no_database(remote: RemoteArg) -> CliError:
-    """There is no database at REMOTE, with a hint when REMOTE names a folder."""
-    hint = ""
+    """There is no database at REMOTE, with a hint when REMOTE names a folder, or else where
+    to look for the databases that are there."""
     if remote.path is not None and remote.path.is_dir():
         example = remote.path / "db.blt"
-        hint = f" ({remote.path} is a folder; a folder remote names the database inside it, e.g. {example})"
-    return CliError(f"no ebooklet database at {remote.location}{hint}")
+        return CliError(f"no ebooklet database at {remote.location} ({remote.path} is a folder; a folder "
+                        f"remote names the database inside it, e.g. {example})")
+    if remote.path is not None:
+        hint = f"check the path; 'ebooklet ls {remote.path.parent}' lists the databases in its folder"
+    elif isinstance(remote.conn, S3Connection):
+        folder = (remote.conn.db_key or "").rpartition("/")[0]
+        listing = f"s3://{remote.conn.bucket}/{folder + '/' if folder else ''}"
+        hint = f"check the bucket and key; 'ebooklet ls {listing}' lists the databases there"
+    else:
+        hint = "check the URL: it names the database's head object (docs/s3.rst, 'Forming the URL')"
+    return CliError(f"no ebooklet database at {remote.location}: {hint}")

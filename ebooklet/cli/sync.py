@@ -13,13 +13,14 @@ from typing import Any
 from ..db import EBooklet
 from ..errors import LeaseHeldError, MassDeleteError, RemoteNotFoundError, SyncError
 from ..info import remote_info
+from ..local import synced_with
 from ..results import Change, PushResult
 from .interrupt import handling_interrupts, stop_requested
-from .local import existing_local, open_database
+from .local import check_folder, existing_local, open_database
 from .output import CliError, confirm, count, print_json, print_keys, show_key
 from .parser import Commands
 from .progress import progress_bar
-from .remote_arg import RemoteArg, remote_for_local, synced_with
+from .remote_arg import RemoteArg, remote_for_local
 
 #: ``push --max-delete``: the percentage of the remote's keys a push may delete that were not
 #: deleted through ebooklet.
@@ -242,8 +243,9 @@ def _interrupted_push(remote: RemoteArg, local: pathlib.Path) -> CliError:
 
 def _gone(remote: RemoteArg, local: pathlib.Path) -> CliError | None:
     """The remote database LOCAL was synced with is gone: the shell's way on, or None."""
-    if synced_with(local) is None or remote_info(remote.remote()) is not None:
-        return None
+    synced = synced_with(local)
+    if synced is None or synced.uuid is None or remote_info(remote.remote()) is not None:
+        return None  # never pushed or pulled (nothing to be gone), or the database is there
     return CliError(
         f"there is no database at {remote.location} any more: it was deleted after {local} was "
         f"last synced with it. {local} keeps its data; to create the database again from it, run "
@@ -321,8 +323,8 @@ def _pull(args: argparse.Namespace) -> int:
     if fresh and args.remote is None:
         raise CliError(f"{local} does not exist: give the REMOTE to copy, as in "
                        f"'ebooklet pull REMOTE {local}'")
-    if fresh and not local.absolute().parent.is_dir():
-        raise CliError(f"cannot create {local}: the folder {local.absolute().parent} does not exist")
+    if fresh:
+        check_folder(local)
     remote = remote_for_local(args, local)
     if not remote.writable and args.on_conflict in ("local", "newest"):
         raise CliError(

@@ -36,10 +36,15 @@ PutMode = Literal["create", "overwrite"] | Update
 
 @dataclass(frozen=True)
 class Blob:
-    """An object's bytes with the ETag of the version they came from."""
+    """An object's bytes with the ETag of the version they came from.
+
+    ``size`` is the whole object's size in bytes when ``data`` may hold only its start
+    (:meth:`Transport.get_start`), None when ``data`` is the whole object.
+    """
 
     data: bytes
     etag: str
+    size: int | None = None
 
 
 class FallbackLock(Protocol):
@@ -99,6 +104,37 @@ class Transport(abc.ABC):
         RemoteNotFoundError
             The object does not exist (with or without ``if_none_match``).
         """
+
+    def get_start(self, key: str, length: int, if_none_match: str | None = None) -> Blob | None:
+        """Return at most the first ``length`` bytes of the object, its ETag, and its whole size.
+
+        For objects that should be small (the head) but may be anything: an object of any
+        size costs one request that moves at most ``length`` bytes, and ``Blob.size`` tells
+        whether ``data`` is the whole object (``size == len(data)``). When it is not, the
+        ETag may be empty (a transport that computes ETags from the content does not read the
+        rest to compute it), and ``if_none_match`` may be ignored.
+
+        The default reads the whole object with :meth:`get` and cuts it: a transport that
+        can read a range of an object (all built-in ones) overrides it to bound what it
+        reads.
+
+        Parameters
+        ----------
+        key : str
+        length : int
+            At least 1.
+        if_none_match : str, optional
+            As for :meth:`get`: None comes back when the object still has this ETag.
+
+        Raises
+        ------
+        RemoteNotFoundError
+            The object does not exist.
+        """
+        blob = self.get(key, if_none_match)
+        if blob is None:
+            return None
+        return Blob(blob.data[:length], blob.etag, len(blob.data))
 
     @abc.abstractmethod
     def get_range(self, key: str, start: int, length: int) -> bytes:

@@ -10,6 +10,7 @@ call           requests                                     bytes sent  bytes re
 ``get``        1                                            0           the body; 0 when
                                                                         ``if_none_match``
                                                                         matched
+``get_start``  1                                            0           the bytes returned
 ``get_range``  1; 0 for a length of 0                       0           the bytes returned
 ``put``        1                                            the data    0
 ``delete``     one per ``delete_batch_size`` keys           0           0
@@ -113,6 +114,13 @@ class CountingTransport(Transport):
     def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
         self.stats.add()
         blob = self.inner.get(key, if_none_match)
+        if blob is not None:
+            self.stats.add(0, received=len(blob.data))
+        return blob
+
+    def get_start(self, key: str, length: int, if_none_match: str | None = None) -> Blob | None:
+        self.stats.add()
+        blob = self.inner.get_start(key, length, if_none_match)
         if blob is not None:
             self.stats.add(0, received=len(blob.data))
         return blob

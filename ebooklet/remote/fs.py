@@ -62,6 +62,31 @@ class FolderTransport(Transport):
             return None
         return Blob(data, etag)
 
+    def get_start(self, key: str, length: int, if_none_match: str | None = None) -> Blob | None:
+        try:
+            with open(self._path(key), "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > length:
+                    start = f.read(length)
+                    if if_none_match is None:
+                        # The ETag is a hash of the whole content, which is not read (see
+                        # the contract in base.py).
+                        return Blob(start, "", size)
+                    # The caller has read this object before: hash it in pieces, never
+                    # holding more than `length` bytes, so that an unchanged one is None.
+                    digest = hashlib.blake2b(start, digest_size=16)
+                    while piece := f.read(length):
+                        digest.update(piece)
+                    etag = digest.hexdigest()
+                    return None if etag == if_none_match else Blob(start, etag, size)
+                data = f.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise RemoteNotFoundError(f"{key!r} does not exist in {self.description}") from None
+        etag = _etag(data)
+        if if_none_match is not None and etag == if_none_match:
+            return None
+        return Blob(data, etag, len(data))
+
     def get_range(self, key: str, start: int, length: int) -> bytes:
         if length == 0:
             return b""

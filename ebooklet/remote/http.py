@@ -69,7 +69,7 @@ def check_status(resp: urllib3.BaseHTTPResponse, what: str, key: str) -> None:
     detail = _error_detail(resp)
     if status == 404:
         if "NoSuchBucket" in detail:
-            raise RemoteNotFoundError(
+            raise RemoteNotFoundError.no_bucket(
                 f"{what}: the bucket does not exist{detail}. Check the bucket name and the endpoint."
             )
         raise RemoteNotFoundError(f"{what}: {key!r} does not exist{detail}")
@@ -127,6 +127,21 @@ def range_header(start: int, length: int) -> str:
     return f"bytes={start}-{start + length - 1}"
 
 
+def start_blob(resp: urllib3.BaseHTTPResponse, length: int, what: str) -> Blob:
+    """The answer to a GET with ``Range: bytes=0-(length-1)``: the bytes (cut to ``length``, in
+    case the server ignored the range), the ETag and the whole size (from ``Content-Range``).
+    A 416 means the object is empty (a range starting at 0 is unsatisfiable only then)."""
+    etag = resp.headers.get("ETag", "")
+    if resp.status == 416:
+        return Blob(b"", etag, 0)
+    data = read_body(resp, what)
+    size = len(data)
+    if resp.status == 206:
+        total = resp.headers.get("Content-Range", "").rpartition("/")[2]
+        size = int(total) if total.isdigit() else max(size, length + 1)
+    return Blob(data[:length], etag, size)
+
+
 def check_range(data: bytes, length: int, what: str, key: str) -> bytes:
     if len(data) != length:
         raise RemoteFormatError(
@@ -164,6 +179,18 @@ class HttpTransport(ReadOnlyTransport):
         check_status(resp, what, key)
         data = read_body(resp, what)
         return Blob(data, resp.headers.get("ETag", ""))
+
+    def get_start(self, key: str, length: int, if_none_match: str | None = None) -> Blob | None:
+        headers = {"Range": range_header(0, length)}
+        if if_none_match:
+            headers["If-None-Match"] = if_none_match
+        what = f"GET {self._url(key)}"
+        resp = send(lambda: self._pool.request("GET", self._url(key), headers=headers), what)
+        if resp.status == 304:
+            return None
+        if resp.status != 416:
+            check_status(resp, what, key)
+        return start_blob(resp, length, what)
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         if length == 0:

@@ -36,9 +36,16 @@ from ..errors import (
 )
 from .base import Blob, PutMode, Transport, Update
 from .credentials import Credentials
-from .http import check_range, check_status, range_header, read_body, send
+from .http import check_range, check_status, range_header, read_body, send, start_blob
 
 logger = logging.getLogger(__name__)
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """Whether a failed request never reached the server (the connection was refused)."""
+    cause = exc.__cause__
+    reason = cause.reason if isinstance(cause, urllib3.exceptions.MaxRetryError) else cause
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 class _Signer:
@@ -140,7 +147,12 @@ class S3Transport(Transport):
         )
 
     def _request(
-        self, method: str, key: str, headers: dict[str, str] | None = None, body: bytes | None = None
+        self,
+        method: str,
+        key: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        ok: tuple[int, ...] = (304,),
     ) -> urllib3.BaseHTTPResponse:
         url = self._session._object_url(key)
         what = f"{method} s3://{self.bucket}/{key}"
@@ -150,7 +162,7 @@ class S3Transport(Transport):
             ),
             what,
         )
-        if resp.status != 304:
+        if resp.status not in ok:
             check_status(resp, what, key)
         return resp
 
@@ -160,6 +172,15 @@ class S3Transport(Transport):
         if resp.status == 304:
             return None
         return Blob(read_body(resp, f"GET {key}"), resp.headers.get("ETag", ""))
+
+    def get_start(self, key: str, length: int, if_none_match: str | None = None) -> Blob | None:
+        headers = {"Range": range_header(0, length)}
+        if if_none_match:
+            headers["If-None-Match"] = if_none_match
+        resp = self._request("GET", key, headers, ok=(304, 416))
+        if resp.status == 304:
+            return None
+        return start_blob(resp, length, f"GET s3://{self.bucket}/{key}")
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         if length == 0:
@@ -196,7 +217,7 @@ class S3Transport(Transport):
             except urllib3.exceptions.HTTPError as exc:
                 # s3func reports every failed delete alike; its message carries the S3 code.
                 if "NoSuchBucket" in str(exc):
-                    raise RemoteNotFoundError(
+                    raise RemoteNotFoundError.no_bucket(
                         f"deleting objects from s3://{self.bucket}: the bucket does not exist. "
                         "Check the bucket name and the endpoint."
                     ) from exc
@@ -217,7 +238,7 @@ class S3Transport(Transport):
         except S3ListError as exc:
             what = f"listing s3://{self.bucket}/{prefix}"
             if exc.status == 404:  # a listing finds nothing to miss but the bucket
-                raise RemoteNotFoundError(
+                raise RemoteNotFoundError.no_bucket(
                     f"{what}: the bucket does not exist. Check the bucket name and the endpoint."
                 ) from exc
             # A refused listing (bad credentials) gets the same error as a GET.
@@ -290,8 +311,10 @@ class S3Transport(Transport):
         try:
             try:
                 self.put(key, b"1", "create")
-            except RemoteUnavailableError:
-                written = True  # the write may have landed before the connection failed
+            except RemoteUnavailableError as exc:
+                # The write may have landed before the connection failed, unless no
+                # connection was ever made (then deleting would only fail the same way).
+                written = not _never_connected(exc)
                 raise
             written = True
             self.put(key, b"2", "create")

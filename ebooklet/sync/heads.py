@@ -25,14 +25,21 @@ from ..errors import (
     LeaseLostError,
     PreconditionFailed,
     RemoteError,
+    RemoteFormatError,
     RemoteNotFoundError,
 )
-from ..format import Head, log_name
+from ..format import MAX_HEAD_BYTES, Head, log_name
 from ..lock import Lease
-from ..remote import Remote, Update
+from ..remote import Blob, Remote, Update
 from .objects import ObjectStore
 
 logger = logging.getLogger(__name__)
+
+#: How much of the head object one read fetches. Heads are a few kB (about 50 bytes per
+#: index part), so this is the whole head but for databases of billions of keys, whose head
+#: takes a second read. An object named like the head that is larger than MAX_HEAD_BYTES, or
+#: does not start like a head, is refused after this first read.
+HEAD_READ_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -58,13 +65,37 @@ class HeadStore:
         ETag the caller holds), an unchanged head costs one small request and comes back as
         ``(None, if_none_match, False)``: the caller already has it.
         """
+        transport, key = self.remote.transport, self.remote.db_key
         try:
-            blob = self.remote.transport.get(self.remote.db_key, if_none_match=if_none_match)
-        except RemoteNotFoundError:
+            blob = transport.get_start(key, HEAD_READ_BYTES, if_none_match=if_none_match)
+            if blob is not None and blob.size is not None and blob.size > len(blob.data):
+                self._check_large(blob)
+                blob = transport.get_start(key, MAX_HEAD_BYTES, if_none_match=if_none_match)
+                if blob is not None and blob.size is not None and blob.size > len(blob.data):
+                    self._check_large(blob)  # it grew in between
+        except RemoteNotFoundError as exc:
+            if exc.bucket_missing:
+                raise  # no bucket is a wrong name or endpoint, not a database yet to create
             return None, None, True
         if blob is None:
             return None, if_none_match, False
         return Head.decode(blob.data, where=self.remote.location), blob.etag, True
+
+    def _check_large(self, blob: Blob) -> None:
+        """Refuse an object too large to be a head, or one whose start is not a head's,
+        before more of it is downloaded."""
+        assert blob.size is not None
+        if blob.size > MAX_HEAD_BYTES:
+            why = f"it is {blob.size:,} bytes, and a head is at most {MAX_HEAD_BYTES:,}"
+        elif not blob.data.startswith(b"{"):
+            why = f"it is {blob.size:,} bytes and does not start like a head (JSON)"
+        else:
+            return
+        raise RemoteFormatError(
+            f"{self.remote.location} is not an ebooklet database: the object at its key "
+            f"{self.remote.db_key!r} is not an ebooklet head ({why}); it was not downloaded. "
+            "Check the db_key or URL"
+        )
 
     def read_latest(self) -> tuple[Head | None, str | None]:
         """The head as it is now, and its ETag; (None, None) when there is no database."""
