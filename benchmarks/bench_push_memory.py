@@ -68,7 +68,8 @@ push_peak = status("VmHWM")
 db.close()
 print(json.dumps({
     "keys": n, "write_s": write_s, "push_s": push_s, "rss_before": before,
-    "push_peak": push_peak, "writes_peak": writes_peak, "requests": result.requests, "pushed": len(result.keys),
+    "push_peak": push_peak, "writes_peak": writes_peak, "requests": result.requests,
+    "pushed": len(result.keys),
 }))
 """
 

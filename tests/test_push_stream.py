@@ -125,7 +125,8 @@ def test_an_interrupted_push_takes_back_its_uploads_and_can_run_again(tmp_path, 
         with pytest.raises(KeyboardInterrupt):
             db.changes().push(progress=interrupt)
         assert _objects(conn) - {"lease"} == before - {"lease"}
-        assert len(list(db.changes().iter_changes())) == 300  # nothing was committed: every change is still pending
+        # Nothing was committed: every change is still pending.
+        assert len(list(db.changes().iter_changes())) == 300
         assert db.changes().push().keys == [f"k{i:04d}" for i in range(300)]
     with ebooklet.open(conn, tmp_path / "b.blt", "r") as fresh:
         assert len(fresh) == 301
