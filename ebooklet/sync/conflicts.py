@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..errors import ConflictError, InvalidArgumentError
 from ..format import Entry, value_hash
 from .diff import ChangeSet, LocalChange, now_us, same
+
+if TYPE_CHECKING:
+    from ..codec import Codec
+    from ..local import LocalStore
+    from .index import BaseIndex
+    from .reads import ValueReader
 
 
 class _Deleted:
@@ -106,3 +112,36 @@ def resolve(changes: ChangeSet, policy: Policy, inputs: MergeInputs, remote_time
                 raw = inputs.encode(chosen)
                 out.merged[key] = LocalChange(raw, now_us(), value_hash(raw))
     return out
+
+
+class DecodedInputs:
+    """The decoded values a conflict function is given."""
+
+    def __init__(self, codec: Codec, index: BaseIndex, values: ValueReader) -> None:
+        self.codec = codec
+        self.index = index
+        self.values = values
+
+    def encode(self, value: Any) -> bytes:
+        return self.codec.encode(value)
+
+    def local_value(self, change: LocalChange) -> Any:
+        return DELETED if change.raw is None else self.codec.decode(change.raw)
+
+    def remote_value(self, key: str, entry: Entry | None) -> Any:
+        return DELETED if entry is None else self.codec.decode(self.values.read({key: entry})[key])
+
+    def base_value(self, key: str) -> Any:
+        found = self.index.entry(key)
+        if found is None:
+            return DELETED
+        return self.codec.decode(self.values.read({key: found[0]})[key])
+
+
+def apply_merged(local: LocalStore, resolution: Resolution) -> None:
+    """Write a conflict function's results to the local file, as local changes."""
+    for key, change in resolution.merged.items():
+        if change.raw is None:
+            local.delete(key, change.timestamp)  # type: ignore[arg-type]
+        else:
+            local.set_raw(key, change.raw, change.timestamp)  # type: ignore[arg-type]
