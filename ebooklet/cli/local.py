@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import errno
 import hashlib
-import os
 import pathlib
 import shutil
 import sys
@@ -35,6 +34,7 @@ from ..local import synced_with
 from ..lock import DEFAULT_WAIT
 from .output import CliError, bad_input
 from .remote_arg import RemoteArg, no_database, remote_arg
+from .stores import cache_dir
 
 CACHE_HELP = """\
 Without --local, the database is read through a cache file in
@@ -145,13 +145,6 @@ def existing_local(path: str, why: str) -> pathlib.Path:
     if not local.exists():
         raise CliError(f"the local file {local} does not exist; {why}")
     return local
-
-
-def cache_dir() -> pathlib.Path:
-    """``$XDG_CACHE_HOME/ebooklet`` (``~/.cache/ebooklet`` by default)."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    root = pathlib.Path(base) if os.path.isabs(base) else pathlib.Path.home() / ".cache"
-    return root / "ebooklet"
 
 
 def cache_path(remote: RemoteArg) -> pathlib.Path:

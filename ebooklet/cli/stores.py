@@ -23,9 +23,15 @@ REMEMBER_FOR = 7 * 24 * 3600
 _recalled: dict[tuple[str | None, str], bool] | None = None
 
 
-def _path() -> pathlib.Path:
-    from .local import cache_dir  # local imports remote_arg, which imports this module
+def cache_dir() -> pathlib.Path:
+    """The command line's cache folder: ``$XDG_CACHE_HOME/ebooklet`` (``~/.cache/ebooklet``
+    by default)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = pathlib.Path(base) if os.path.isabs(base) else pathlib.Path.home() / ".cache"
+    return root / "ebooklet"
 
+
+def _path() -> pathlib.Path:
     return cache_dir() / "stores.json"
 
 

@@ -17,7 +17,7 @@ import logging
 import operator
 import socket
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import (
     CommitUnknownError,
@@ -28,7 +28,9 @@ from ..errors import (
     SyncError,
 )
 from ..format import HASH_LEN, Entry, Head, Part, bits_for, new_commit_id, parts_of, value_hash
+from ..local import LocalStore
 from ..lock import Lease
+from ..remote import Remote
 from ..results import ProgressCallback, PushResult
 from .commit import INFERRED, MOVED, SegmentWriter, Spool, build_head, next_head, plan_compaction
 from .conflicts import DecodedInputs, Policy, apply_merged, resolve
@@ -37,9 +39,7 @@ from .gc import MIN_AGE_S, collect
 from .heads import HeadStore
 from .index import BaseIndex
 from .objects import ObjectStore, Tracker, Uploader
-
-if TYPE_CHECKING:
-    from .replica import Replica
+from .reads import ValueReader
 
 logger = logging.getLogger(__name__)
 
@@ -173,10 +173,27 @@ class _Presence:
         return bytes(out)
 
 
+class Engine(Protocol):
+    """What a push needs of the replica it runs for (see sync.replica.Replica)."""
+
+    local: LocalStore
+    remote: Remote
+    index: BaseIndex
+    objects: ObjectStore
+    heads: HeadStore
+    values: ValueReader
+
+    def current(self) -> tuple[Head | None, str | None]: ...
+
+    def settle_inflight(self) -> None: ...
+
+    def forget_inflight(self) -> None: ...
+
+
 class Push:
     """The attempts of one push of ``replica``'s local changes."""
 
-    def __init__(self, replica: Replica) -> None:
+    def __init__(self, replica: Engine) -> None:
         self.replica = replica
         self.local = replica.local
         self.remote = replica.remote
