@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import tracemalloc
 
+import booklet
 import pytest
 
 import ebooklet
@@ -130,3 +131,20 @@ def test_an_interrupted_push_takes_back_its_uploads_and_can_run_again(tmp_path, 
         assert db.changes().push().keys == [f"k{i:04d}" for i in range(300)]
     with ebooklet.open(conn, tmp_path / "b.blt", "r") as fresh:
         assert len(fresh) == 301
+
+
+def test_a_pending_write_deleted_with_plain_booklet_is_not_pushed(tmp_path):
+    # The push reads the journal; a key deleted behind ebooklet's back before it was ever
+    # pushed must leave the journal too (found by a Hypothesis run of tests/test_model.py).
+    conn = tmp_path / "remote" / "db"
+    with ebooklet.open(conn, tmp_path / "a.blt", "c") as db:
+        db["kept"] = b"1"
+        db.changes().push()
+        db["gone"] = b"never pushed"
+    with booklet.open(tmp_path / "a.blt", "w") as raw:
+        del raw["gone"]
+    with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
+        assert db.changes().push().keys == []
+        assert "gone" not in db
+    with ebooklet.open(conn, tmp_path / "fresh.blt", "r") as fresh:
+        assert dict(fresh.items()) == {"kept": b"1"}

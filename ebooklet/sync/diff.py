@@ -154,6 +154,16 @@ def local_changes(index: BaseIndex) -> LocalDiff:
                     local.record_delete(key, now_us())
             elif pending is None or (pending.timestamp, pending.value) != (change.timestamp, change.raw):
                 local.record_write(key, change.timestamp, change.raw)  # type: ignore[arg-type]
+        # A pending write whose key has left the data file (deleted with plain booklet) and
+        # that the base does not hold is no change at all: forget it, so that a push, which
+        # reads the journal, never sends it.
+        assert diff.scanned is not None
+        gone = [
+            key for key, deleted in local.touched.items()
+            if deleted is None and key not in changes and key not in diff.scanned
+        ]
+        if gone:
+            local.clear_touched(gone)
         local.external_edits = False
         local.sync()
     return diff
