@@ -16,6 +16,8 @@ from ebooklet import format as fmt
 from ebooklet.remote import connect
 from ebooklet.sync import commit as sync_commit
 
+from .faults import faulty_remote
+
 
 def _objects(conn) -> set[str]:
     remote = connect(conn)
@@ -148,3 +150,37 @@ def test_a_pending_write_deleted_with_plain_booklet_is_not_pushed(tmp_path):
         assert "gone" not in db
     with ebooklet.open(conn, tmp_path / "fresh.blt", "r") as fresh:
         assert dict(fresh.items()) == {"kept": b"1"}
+
+
+def test_a_change_the_remote_overruled_is_settled_after_a_lost_reply(tmp_path):
+    # The push keeps the remote's value of a conflicting key, its commit's reply is lost and
+    # the server stops answering; the next operation learns the commit landed. The local
+    # change it overruled must not survive as a pending change (found by the Hypothesis model).
+    conn = tmp_path / "remote" / "db"
+    with ebooklet.open(conn, tmp_path / "seed.blt", "c") as seed:
+        seed["k"] = b"base"
+        seed.changes().push()
+    remote, transport = faulty_remote(conn)
+    with ebooklet.open(remote, tmp_path / "a.blt", "w") as a:
+        assert a["k"] == b"base"
+        a["k"] = b"mine"
+        a["other"] = b"also mine"
+        with ebooklet.open(conn, tmp_path / "b.blt", "w") as b:
+            b["k"] = b"theirs"
+            b.changes().push()
+
+        def lose_reply(key: str) -> None:
+            if key == remote.db_key:
+                transport.after_put = None
+                transport.fail_gets = True
+                raise ebooklet.RemoteUnavailableError("the reply was lost")
+
+        transport.after_put = lose_reply
+        with pytest.raises(ebooklet.CommitUnknownError):
+            a.changes().push(on_conflict="remote")
+        transport.fail_gets = False
+        a.changes().pull()  # settles the commit first
+        assert a["k"] == b"theirs" and a["other"] == b"also mine"
+        assert list(a.changes().iter_changes()) == []
+    with ebooklet.open(conn, tmp_path / "fresh.blt", "r") as fresh:
+        assert dict(fresh.items()) == {"k": b"theirs", "other": b"also mine"}

@@ -336,7 +336,16 @@ class Push:
             )
         # Recorded durably first: if the outcome is lost with the reply (or the process), the
         # next operation settles it (see Replica.settle_inflight).
-        self.local.state["inflight"] = {"head": asdict(head), "pulled": sorted(dropped)}
+        # Local changes the remote's side overruled are named with the time of the change, so
+        # that settling can tell them from changes made after this push.
+        overruled = {}
+        for key in keep_remote:
+            pending = self.local.pending(key)
+            if pending is not None:
+                overruled[key] = pending.timestamp
+        self.local.state["inflight"] = {
+            "head": asdict(head), "pulled": sorted(dropped), "overruled": overruled,
+        }
         self.local.save_state()
         state.sent = True
         try:

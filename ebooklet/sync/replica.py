@@ -146,8 +146,15 @@ class Replica:
         if not landed:
             self.forget_inflight()
             return
-        touched = set(self.local.touched)
         # Keys written since are kept whatever the commit pulled in; the next sync compares them.
+        # A change the commit overruled (the remote's side won its conflict) is not one of them,
+        # unless the key was written again since.
+        overruled = intent.get("overruled", {})
+        touched = set()
+        for key in self.local.touched:
+            pending = self.local.pending(key) if key in overruled else None
+            if pending is None or pending.timestamp != overruled[key]:
+                touched.add(key)
         stale = set(intent["pulled"]) - touched
         self.local.state.pop("inflight", None)
         self.index.adopt(head, None, {}, stale, still_pending=touched)
