@@ -184,3 +184,20 @@ def test_a_change_the_remote_overruled_is_settled_after_a_lost_reply(tmp_path):
         assert list(a.changes().iter_changes()) == []
     with ebooklet.open(conn, tmp_path / "fresh.blt", "r") as fresh:
         assert dict(fresh.items()) == {"k": b"theirs", "other": b"also mine"}
+
+
+def test_a_pending_delete_undone_with_plain_booklet_is_not_pushed(tmp_path):
+    # Deleted through ebooklet, then written back to the base's value with plain booklet:
+    # no change is left, and the journal's delete must not be pushed (found by the model).
+    conn = tmp_path / "remote" / "db"
+    with ebooklet.open(conn, tmp_path / "a.blt", "c") as db:
+        db["a"] = b"0"
+        db.changes().push()
+        del db["a"]
+    with booklet.open(tmp_path / "a.blt", "w") as raw:
+        raw["a"] = b"0"
+    with ebooklet.open(conn, tmp_path / "a.blt", "w") as db:
+        db.compact()
+        assert db["a"] == b"0"
+    with ebooklet.open(conn, tmp_path / "fresh.blt", "r") as fresh:
+        assert dict(fresh.items()) == {"a": b"0"}

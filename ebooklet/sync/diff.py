@@ -154,14 +154,10 @@ def local_changes(index: BaseIndex) -> LocalDiff:
                     local.record_delete(key, now_us())
             elif pending is None or (pending.timestamp, pending.value) != (change.timestamp, change.raw):
                 local.record_write(key, change.timestamp, change.raw)  # type: ignore[arg-type]
-        # A pending write whose key has left the data file (deleted with plain booklet) and
-        # that the base does not hold is no change at all: forget it, so that a push, which
-        # reads the journal, never sends it.
-        assert diff.scanned is not None
-        gone = [
-            key for key, deleted in local.touched.items()
-            if deleted is None and key not in changes and key not in diff.scanned
-        ]
+        # A pending change that the file no longer shows (a plain-booklet edit put back the
+        # base's value, or deleted a key the base does not hold) is no change at all: forget
+        # it, so that a push, which reads the journal, never sends it.
+        gone = [key for key in local.touched if key not in changes]
         if gone:
             local.clear_touched(gone)
         local.external_edits = False
