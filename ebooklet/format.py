@@ -22,7 +22,7 @@ import time
 import uuid
 import zlib
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
@@ -213,6 +213,30 @@ class Part:
     def items(self) -> Iterator[tuple[str, Entry]]:
         for i, k in enumerate(self.keys):
             yield k, self._entry(i)
+
+    def columns(self, rows: Sequence[int] | None = None) -> tuple[
+        list[str], array, bytes, array, list[str], array, array
+    ]:
+        """The entries of ``rows`` (all by default) column by column: keys, timestamps,
+        hashes (joined), segment numbers into the segment names, segment names, offsets and
+        lengths. All rows share this part's columns themselves: the caller must not change
+        them."""
+        if rows is None or (isinstance(rows, range) and rows == range(len(self.keys))):
+            return self.keys, self._ts, self._hash, self._seg, self._segs, self._off, self._len
+        rows = array("I", rows)
+        h, hashes = self._hash, []
+        add = hashes.append
+        for r in rows:
+            add(h[r * HASH_LEN : (r + 1) * HASH_LEN])
+        return (
+            list(map(self.keys.__getitem__, rows)),
+            array("q", map(self._ts.__getitem__, rows)),
+            b"".join(hashes),
+            array("I", map(self._seg.__getitem__, rows)),
+            self._segs,
+            array("Q", map(self._off.__getitem__, rows)),
+            array("I", map(self._len.__getitem__, rows)),
+        )
 
     def segment_bytes(self) -> dict[str, int]:
         """Bytes of values this part references, per segment."""

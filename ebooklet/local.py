@@ -98,6 +98,139 @@ def _serializers(db: Any) -> tuple[Any, Any]:
     return db._key_serializer, db._value_serializer
 
 
+# -- writing many entries at once --------------------------------------------------------------
+
+#: booklet's private attributes that :func:`_write_many` uses, and the layout it writes
+#: (booklet 0.12, file format version 5). When either differs, writes go one by one
+#: through booklet's public ``set``.
+_BULK_ATTRS = (
+    "_file", "_thread_lock", "_mutation_count", "_n_keys", "_n_buckets", "_index_offset",
+    "_ts_bytes_len", "_buffer_data", "_buffer_index", "_buffer_index_set", "_write_buffer_size",
+    "_n_keys_pos",
+)
+_BULK_LAYOUT = (13, 6, 2, 4, 7)  # key hash, file position, key length, value length, timestamp
+_BLOCK = struct.Struct("<6sHI")  # next pointer, key length, value length (after the key hash)
+_END_OF_CHAIN = (1).to_bytes(6, "little")
+#: Bytes of entries written and hooked into the index at a time.
+_BULK_CHUNK = 4 << 20
+
+
+def _bulk_capable(db: Any) -> bool:
+    u = booklet.utils
+    layout = (u.key_hash_len, u.n_bytes_file, u.n_bytes_key, u.n_bytes_value, u.timestamp_bytes_len)
+    return (
+        layout == _BULK_LAYOUT and hasattr(os, "pwrite") and db.writable
+        and all(hasattr(db, name) for name in _BULK_ATTRS)
+    )
+
+
+def _write_many(db: Any, records: Iterable[tuple[bytes, bytes, int]]) -> None:
+    """Write ``(key bytes, value bytes, timestamp)`` records into an open, writable booklet
+    file: what ``db.set(key, value, timestamp, encode_value=False)`` does for each, in order,
+    with a fraction of its work per entry.
+
+    booklet appends each entry to a buffer, then hooks the buffered entries into its hash
+    index one seek, read and write at a time. Here the entries are appended in chunks and
+    hooked in through a memory map of the index, reading the file only to walk a bucket's
+    chain (a key written before, or another key in the same bucket), exactly as booklet's
+    ``utils.update_index`` walks it. Like :func:`_serializers`, this relies on booklet's
+    private attributes (checked by :func:`_bulk_capable`); the layout it writes is the one
+    :func:`_inspect_map` checks.
+    """
+    with db._thread_lock:
+        db._mutation_count += 1
+        f = db._file
+        fd = f.fileno()
+        n_buckets, index_offset, ts_len = db._n_buckets, db._index_offset, db._ts_bytes_len
+        end = f.seek(0, 2)
+        if db._buffer_index:  # booklet's own buffered writes come first
+            end = booklet.utils.flush_data_buffer(f, db._buffer_data, end)
+            db._n_keys += _link(fd, db._buffer_index, n_buckets, index_offset)
+            db._buffer_index.clear()
+            db._buffer_index_set.clear()
+        chunk, links = bytearray(), bytearray()
+        blake2s, block, eoc = hashlib.blake2s, _BLOCK.pack, _END_OF_CHAIN
+        for key, value, timestamp in records:
+            head = block(eoc, len(key), len(value))
+            stamp = timestamp.to_bytes(ts_len, "little") if ts_len else b""
+            key_hash = blake2s(key, digest_size=13).digest()
+            links += key_hash
+            links += (end + len(chunk)).to_bytes(6, "little")
+            chunk += key_hash
+            chunk += head
+            chunk += stamp
+            chunk += key
+            chunk += value
+            if len(chunk) >= _BULK_CHUNK:
+                end = _append(fd, chunk, end)
+                db._n_keys += _link(fd, links, n_buckets, index_offset)
+                chunk.clear()
+                links.clear()
+        if chunk:
+            _append(fd, chunk, end)
+            db._n_keys += _link(fd, links, n_buckets, index_offset)
+        os.pwrite(fd, db._n_keys.to_bytes(4, "little"), db._n_keys_pos)  # as booklet's sync()
+
+
+def _append(fd: int, data: bytearray, at: int) -> int:
+    """Write ``data`` at byte ``at`` (the end of the file); return the new end."""
+    done = 0
+    with memoryview(data) as view:
+        while done < len(data):
+            done += os.pwrite(fd, view[done:], at + done)
+    return at + done
+
+
+def _link(fd: int, links: bytearray, n_buckets: int, index_offset: int) -> int:
+    """Hook entries (``links``: key hash + position, 19 bytes each, as booklet's index
+    buffer holds them) into the hash index; return how many keys are new. The rules are
+    those of booklet's ``utils.update_index``: a key already in its bucket's chain is
+    replaced in place (the old entry's pointer zeroed), a new key goes at the chain's end."""
+    size = index_offset + n_buckets * 6
+    mm = mmap.mmap(fd, size)
+    pread, pwrite, from_bytes = os.pread, os.pwrite, int.from_bytes
+    new = 0
+
+    def point(at: int, pos: bytes) -> None:
+        if at + 6 <= size:
+            mm[at : at + 6] = pos
+        else:
+            pwrite(fd, pos, at)
+
+    try:
+        for i in range(0, len(links), 19):
+            key_hash = links[i : i + 13]
+            pos = links[i + 13 : i + 19]
+            slot = index_offset + from_bytes(key_hash, "little") % n_buckets * 6
+            at = from_bytes(mm[slot : slot + 6], "little")
+            if at <= 1:
+                mm[slot : slot + 6] = pos
+                new += 1
+                continue
+            prev = slot
+            while True:
+                entry = pread(fd, 19, at)
+                nxt = from_bytes(entry[13:19], "little")
+                if not nxt:  # a replaced entry still in the chain: booklet hooks in here
+                    point(prev, pos)
+                    new += 1
+                    break
+                if entry[:13] == key_hash:
+                    pwrite(fd, bytes(6), at + 13)
+                    point(prev, pos)
+                    if nxt > 1:
+                        pwrite(fd, entry[13:19], from_bytes(pos, "little") + 13)
+                    break
+                if nxt == 1:
+                    point(at + 13, pos)
+                    new += 1
+                    break
+                prev, at = at + 13, nxt
+    finally:
+        mm.close()
+    return new
+
+
 def _serializer_arg(serializer: Any) -> Any:
     """What ``booklet.open`` takes to create a file with ``serializer``: the name of a built-in
     serializer (booklet records the name, and refuses its own classes passed as custom), or
@@ -1088,6 +1221,17 @@ class LocalStore:
             bits[byte] &= ~(1 << (row & 7)) & 0xFF
         self._dirty_bits.add(part)
 
+    def mark_rows_present(self, part: int, rows: Iterable[int]) -> None:
+        """:meth:`mark_present` for many rows of one base part."""
+        self._need_write()
+        bits = self.bits(part)
+        for row in rows:
+            byte = row >> 3
+            if byte >= len(bits):
+                bits.extend(bytes(byte + 1 - len(bits)))
+            bits[byte] |= 1 << (row & 7)
+        self._dirty_bits.add(part)
+
     # -- the data file ---------------------------------------------------------------------
 
     @property
@@ -1184,6 +1328,17 @@ class LocalStore:
         """Store a value that came from the remote (not a user change)."""
         self._before_write()
         self._db.set(key, raw, timestamp=timestamp, encode_value=False)
+
+    def put_raw_many(self, items: Iterable[tuple[str, bytes, int]]) -> None:
+        """:meth:`put_raw` for many ``(key, value, timestamp)``, in order: written straight
+        into the data file's layout (:func:`_write_many`) when booklet's is the one known."""
+        self._before_write()
+        db = self._db
+        if _bulk_capable(db):
+            _write_many(db, ((key.encode("utf-8"), raw, ts) for key, raw, ts in items))
+        else:
+            for key, raw, ts in items:
+                db.set(key, raw, ts, False)
 
     def drop(self, key: str) -> None:
         """Remove a cached copy (not a user change)."""

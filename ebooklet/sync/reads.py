@@ -12,10 +12,10 @@ never returned or stored.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from ..errors import IntegrityError
-from ..format import HASH_LEN, Entry, value_hash
+from ..format import HASH_LEN, Entry, Part, value_hash
 from ..local import LocalStore
 from ..results import ProgressCallback
 from .index import BaseIndex
@@ -70,12 +70,11 @@ class ValueReader:
 
     def plan(self, keys: Iterable[str] | None = None) -> BulkRead:
         """A read of the lazy keys of the base: all of them, or those among ``keys``."""
-        return BulkRead(self, self.index.lazy_rows(keys))
+        return BulkRead(self, self.index.lazy_selection(keys))
 
     def load(self, keys: Iterable[str], progress: ProgressCallback | None = None) -> dict[str, bytes]:
         """Download base keys' values, check them, and cache them in the data file."""
-        located = self.index.locate(keys)
-        bulk = BulkRead(self, ((k, e, p, row) for k, (e, p, row) in located.items()))
+        bulk = BulkRead(self, self.index.rows_of(keys))
         return {key: raw for fetched in bulk.fetch(progress) for key, raw in bulk.store(*fetched)}
 
 
@@ -88,7 +87,7 @@ class BulkRead:
     kept in columns (about 50 bytes a key), the values only a few requests at a time.
     """
 
-    def __init__(self, reader: ValueReader, rows: Iterable[tuple[str, Entry, int, int]]) -> None:
+    def __init__(self, reader: ValueReader, selection: Iterable[tuple[int, Part, Sequence[int]]]) -> None:
         self._reader = reader
         self.keys: list[str] = []
         self._ts = array("q")
@@ -98,22 +97,22 @@ class BulkRead:
         self._off = array("Q")
         self._len = array("I")
         by_segment: dict[str, list[int]] = {}
-        add_key, add_ts, add_part = self.keys.append, self._ts.append, self._part.append
-        add_row, add_off, add_len = self._row.append, self._off.append, self._len.append
-        hashes = self._hash
-        for i, (key, entry, p, row) in enumerate(rows):
-            ts, h, segment, offset, length = entry
-            add_key(key)
-            add_ts(ts)
-            hashes += h
-            add_part(p)
-            add_row(row)
-            add_off(offset)
-            add_len(length)
-            members = by_segment.get(segment)
-            if members is None:
-                members = by_segment[segment] = []
-            members.append(i)
+        for p, part, rows in selection:
+            keys, ts, hashes, segs, names, offs, lens = part.columns(rows)
+            first = len(self.keys)
+            self.keys += keys
+            self._ts += ts
+            self._hash += hashes
+            self._part += array("I", [p]) * len(keys)
+            self._row += rows if isinstance(rows, array) else array("I", rows)
+            self._off += offs
+            self._len += lens
+            groups: list[list[int]] = [[] for _ in names]
+            for i, s in enumerate(segs, first):
+                groups[s].append(i)
+            for name, members in zip(names, groups, strict=True):
+                if members:
+                    by_segment.setdefault(name, []).extend(members)
         self.requests: list[RangeRequest] = []
         size = request_size(sum(self._len))
         for name, members in sorted(by_segment.items()):
@@ -149,22 +148,35 @@ class BulkRead:
                 "the database was written (or synced) while its remote values were being read; "
                 "collect the keys first (list(db.keys())) to write while iterating"
             )
-        out = []
-        start, keys, offs, lens, ts, parts, rows = (
-            req.start, self.keys, self._off, self._len, self._ts, self._part, self._row
-        )
-        hashes, put_raw, mark_present = self._hash, local.put_raw, local.mark_present
-        # A key another thread has read (and cached) since the plan is cached again: the same
-        # bytes, rarely, rather than a presence lookup for every key.
+        start, keys, offs, lens, ts = req.start, self.keys, self._off, self._len, self._ts
+        hashes = self._hash
+        out: list[tuple[str, bytes]] = []
+        add = out.append
+        bad = None
         for i in req.members:
             at = offs[i] - start
             raw = data[at : at + lens[i]]
-            key = keys[i]
             if value_hash(raw) != hashes[i * HASH_LEN : (i + 1) * HASH_LEN]:
-                raise reader.corrupt(key, req.name)
-            put_raw(key, raw, ts[i])
-            mark_present(parts[i], rows[i])
-            out.append((key, raw))
+                bad = i
+                break
+            add((keys[i], raw))
+        # The values that passed go into the data file in one write, with their presence
+        # bits. A key another thread has read (and cached) since the plan is cached again:
+        # the same bytes, rarely, rather than a presence lookup for every key.
+        members = req.members[: len(out)]
+        local.put_raw_many((k, raw, ts[i]) for (k, raw), i in zip(out, members, strict=True))
+        parts, rows = self._part, self._row
+        by_part: dict[int, list[int]] = {}
+        for i in members:
+            p = parts[i]
+            got = by_part.get(p)
+            if got is None:
+                got = by_part[p] = []
+            got.append(rows[i])
+        for p, got in by_part.items():
+            local.mark_rows_present(p, got)
+        if bad is not None:
+            raise reader.corrupt(keys[bad], req.name)
         if self._tracker is not None:
             self._tracker.add(len(req.members), req.length)
         return out
