@@ -78,6 +78,17 @@ def value_hash(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=HASH_LEN).digest()
 
 
+def value_hashes(values: Iterable[bytes]) -> bytes:
+    """:func:`value_hash` of each value, joined (a bulk read checks thousands at once)."""
+    hasher = hashlib.blake2b(digest_size=HASH_LEN).copy  # a copy: no arguments to parse
+    out = bytearray()
+    for data in values:
+        h = hasher()
+        h.update(data)
+        out += h.digest()
+    return bytes(out)
+
+
 def part_of(key: str, bits: int) -> int:
     """The index part that holds ``key`` when there are ``2**bits`` parts."""
     if bits == 0:

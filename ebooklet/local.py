@@ -40,7 +40,7 @@ import shutil
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -109,7 +109,10 @@ _BULK_ATTRS = (
     "_n_keys_pos",
 )
 _BULK_LAYOUT = (13, 6, 2, 4, 7)  # key hash, file position, key length, value length, timestamp
-_BLOCK = struct.Struct("<6sHI")  # next pointer, key length, value length (after the key hash)
+#: What follows an entry's key hash: next pointer, key length, value length, and the
+#: timestamp (7 bytes, little-endian, packed as 4 + 2 + 1), with and without timestamps.
+_BLOCK = struct.Struct("<6sHI")
+_BLOCK_TS = struct.Struct("<6sHIIHB")
 _END_OF_CHAIN = (1).to_bytes(6, "little")
 #: Bytes of entries written and hooked into the index at a time.
 _BULK_CHUNK = 4 << 20
@@ -120,59 +123,71 @@ def _bulk_capable(db: Any) -> bool:
     layout = (u.key_hash_len, u.n_bytes_file, u.n_bytes_key, u.n_bytes_value, u.timestamp_bytes_len)
     return (
         layout == _BULK_LAYOUT and hasattr(os, "pwrite") and db.writable
-        and all(hasattr(db, name) for name in _BULK_ATTRS)
+        and db._ts_bytes_len in (0, 7) and all(hasattr(db, name) for name in _BULK_ATTRS)
     )
 
 
-def _write_many(db: Any, records: Iterable[tuple[bytes, bytes, int]]) -> None:
-    """Write ``(key bytes, value bytes, timestamp)`` records into an open, writable booklet
+def _write_many(db: Any, records: Iterable[tuple[str, bytes, int]]) -> None:
+    """Write ``(key, value bytes, timestamp)`` records into an open, writable booklet
     file: what ``db.set(key, value, timestamp, encode_value=False)`` does for each, in order,
     with a fraction of its work per entry.
 
     booklet appends each entry to a buffer, then hooks the buffered entries into its hash
-    index one seek, read and write at a time. Here the entries are appended in chunks and
-    hooked in through a memory map of the index, reading the file only to walk a bucket's
-    chain (a key written before, or another key in the same bucket), exactly as booklet's
-    ``utils.update_index`` walks it. Like :func:`_serializers`, this relies on booklet's
-    private attributes (checked by :func:`_bulk_capable`); the layout it writes is the one
-    :func:`_inspect_map` checks.
+    index one seek, read and write at a time. Here the entries are appended in chunks, then
+    hooked in through a memory map of the file (:func:`_link`). Like :func:`_serializers`,
+    this relies on booklet's private attributes (checked by :func:`_bulk_capable`); the
+    layout it writes is the one :func:`_inspect_map` checks.
     """
     with db._thread_lock:
         db._mutation_count += 1
         f = db._file
         fd = f.fileno()
-        n_buckets, index_offset, ts_len = db._n_buckets, db._index_offset, db._ts_bytes_len
+        n_buckets, index_offset, with_ts = db._n_buckets, db._index_offset, bool(db._ts_bytes_len)
         end = f.seek(0, 2)
         if db._buffer_index:  # booklet's own buffered writes come first
             end = booklet.utils.flush_data_buffer(f, db._buffer_data, end)
-            db._n_keys += _link(fd, db._buffer_index, n_buckets, index_offset)
-            db._buffer_index.clear()
+            index = db._buffer_index
+            db._n_keys += _link(
+                fd, [index[i : i + 13] for i in range(0, len(index), 19)],
+                [int.from_bytes(index[i + 13 : i + 19], "little") for i in range(0, len(index), 19)],
+                n_buckets, index_offset,
+            )
+            index.clear()
             db._buffer_index_set.clear()
-        chunk, links = bytearray(), bytearray()
-        blake2s, block, eoc = hashlib.blake2s, _BLOCK.pack, _END_OF_CHAIN
-        for key, value, timestamp in records:
-            head = block(eoc, len(key), len(value))
-            stamp = timestamp.to_bytes(ts_len, "little") if ts_len else b""
-            key_hash = blake2s(key, digest_size=13).digest()
-            links += key_hash
-            links += (end + len(chunk)).to_bytes(6, "little")
-            chunk += key_hash
-            chunk += head
-            chunk += stamp
-            chunk += key
-            chunk += value
-            if len(chunk) >= _BULK_CHUNK:
-                end = _append(fd, chunk, end)
-                db._n_keys += _link(fd, links, n_buckets, index_offset)
-                chunk.clear()
-                links.clear()
-        if chunk:
-            _append(fd, chunk, end)
-            db._n_keys += _link(fd, links, n_buckets, index_offset)
+        pieces: list[bytes] = []
+        hashes: list[bytes] = []
+        positions: list[int] = []
+        add, add_hash, add_pos = pieces.extend, hashes.append, positions.append
+        hasher, eoc = hashlib.blake2s(digest_size=13).copy, _END_OF_CHAIN  # a copy: no arguments to parse
+        block = _BLOCK_TS.pack if with_ts else _BLOCK.pack
+        pos = start = end
+        for text, value, ts in records:
+            key = text.encode("utf-8")
+            kl, vl = len(key), len(value)
+            if with_ts:
+                head = block(eoc, kl, vl, ts & 0xFFFFFFFF, ts >> 32 & 0xFFFF, ts >> 48)
+            else:
+                head = block(eoc, kl, vl)
+            h = hasher()
+            h.update(key)
+            key_hash = h.digest()
+            add((key_hash, head, key, value))
+            add_hash(key_hash)
+            add_pos(pos)
+            pos += 13 + len(head) + kl + vl
+            if pos - start >= _BULK_CHUNK:
+                start = _append(fd, b"".join(pieces), start)
+                db._n_keys += _link(fd, hashes, positions, n_buckets, index_offset)
+                pieces.clear()
+                hashes.clear()
+                positions.clear()
+        if pieces:
+            _append(fd, b"".join(pieces), start)
+            db._n_keys += _link(fd, hashes, positions, n_buckets, index_offset)
         os.pwrite(fd, db._n_keys.to_bytes(4, "little"), db._n_keys_pos)  # as booklet's sync()
 
 
-def _append(fd: int, data: bytearray, at: int) -> int:
+def _append(fd: int, data: bytes, at: int) -> int:
     """Write ``data`` at byte ``at`` (the end of the file); return the new end."""
     done = 0
     with memoryview(data) as view:
@@ -181,26 +196,17 @@ def _append(fd: int, data: bytearray, at: int) -> int:
     return at + done
 
 
-def _link(fd: int, links: bytearray, n_buckets: int, index_offset: int) -> int:
-    """Hook entries (``links``: key hash + position, 19 bytes each, as booklet's index
-    buffer holds them) into the hash index; return how many keys are new. The rules are
-    those of booklet's ``utils.update_index``: a key already in its bucket's chain is
-    replaced in place (the old entry's pointer zeroed), a new key goes at the chain's end."""
-    size = index_offset + n_buckets * 6
-    mm = mmap.mmap(fd, size)
-    pread, pwrite, from_bytes = os.pread, os.pwrite, int.from_bytes
+def _link(fd: int, hashes: list[bytes], positions: list[int], n_buckets: int, index_offset: int) -> int:
+    """Hook entries already in the file (their key hashes and positions) into the hash
+    index, in order; return how many keys are new. The rules are those of booklet's
+    ``utils.update_index``: a key already in its bucket's chain is replaced in place (the
+    old entry's pointer zeroed), a new key goes at the chain's end."""
+    mm = mmap.mmap(fd, os.fstat(fd).st_size)
+    from_bytes = int.from_bytes
     new = 0
-
-    def point(at: int, pos: bytes) -> None:
-        if at + 6 <= size:
-            mm[at : at + 6] = pos
-        else:
-            pwrite(fd, pos, at)
-
     try:
-        for i in range(0, len(links), 19):
-            key_hash = links[i : i + 13]
-            pos = links[i + 13 : i + 19]
+        for key_hash, at_new in zip(hashes, positions, strict=True):
+            pos = at_new.to_bytes(6, "little")
             slot = index_offset + from_bytes(key_hash, "little") % n_buckets * 6
             at = from_bytes(mm[slot : slot + 6], "little")
             if at <= 1:
@@ -209,20 +215,19 @@ def _link(fd: int, links: bytearray, n_buckets: int, index_offset: int) -> int:
                 continue
             prev = slot
             while True:
-                entry = pread(fd, 19, at)
-                nxt = from_bytes(entry[13:19], "little")
+                nxt = from_bytes(mm[at + 13 : at + 19], "little")
                 if not nxt:  # a replaced entry still in the chain: booklet hooks in here
-                    point(prev, pos)
+                    mm[prev : prev + 6] = pos
                     new += 1
                     break
-                if entry[:13] == key_hash:
-                    pwrite(fd, bytes(6), at + 13)
-                    point(prev, pos)
+                if mm[at : at + 13] == key_hash:
+                    mm[at + 13 : at + 19] = bytes(6)
+                    mm[prev : prev + 6] = pos
                     if nxt > 1:
-                        pwrite(fd, entry[13:19], from_bytes(pos, "little") + 13)
+                        mm[at_new + 13 : at_new + 19] = nxt.to_bytes(6, "little")
                     break
                 if nxt == 1:
-                    point(at + 13, pos)
+                    mm[at + 13 : at + 19] = pos
                     new += 1
                     break
                 prev, at = at + 13, nxt
@@ -1151,9 +1156,10 @@ class LocalStore:
         self._need_write()
         bits = bytearray((len(keys) + 7) // 8)
         contains = present.__contains__ if present is not None else self._db.__contains__
-        for row, key in enumerate(keys):
-            if key in seen or contains(key):
-                bits[row >> 3] |= 1 << (row & 7)
+        if present or present is None or seen:  # else no key can be present: all bits clear
+            for row, key in enumerate(keys):
+                if key in seen or contains(key):
+                    bits[row >> 3] |= 1 << (row & 7)
         # The blob is a cache of a remote object: no fsync (a torn copy fails its checksum
         # and is downloaded again). The bits are state: written atomically.
         tmp = self._part_file(name, f".tmp-{os.getpid()}-{threading.get_ident()}")
@@ -1221,16 +1227,19 @@ class LocalStore:
             bits[byte] &= ~(1 << (row & 7)) & 0xFF
         self._dirty_bits.add(part)
 
-    def mark_rows_present(self, part: int, rows: Iterable[int]) -> None:
-        """:meth:`mark_present` for many rows of one base part."""
+    def mark_rows_present(self, parts: Sequence[int], rows: Sequence[int]) -> None:
+        """:meth:`mark_present` for many keys: the ``rows[i]``-th key of base part ``parts[i]``."""
         self._need_write()
-        bits = self.bits(part)
-        for row in rows:
+        bits_of: dict[int, bytearray] = {}
+        for p, row in zip(parts, rows, strict=True):
+            bits = bits_of.get(p)
+            if bits is None:
+                bits = bits_of[p] = self.bits(p)
             byte = row >> 3
             if byte >= len(bits):
                 bits.extend(bytes(byte + 1 - len(bits)))
             bits[byte] |= 1 << (row & 7)
-        self._dirty_bits.add(part)
+        self._dirty_bits.update(bits_of)
 
     # -- the data file ---------------------------------------------------------------------
 
@@ -1335,7 +1344,7 @@ class LocalStore:
         self._before_write()
         db = self._db
         if _bulk_capable(db):
-            _write_many(db, ((key.encode("utf-8"), raw, ts) for key, raw, ts in items))
+            _write_many(db, items)
         else:
             for key, raw, ts in items:
                 db.set(key, raw, ts, False)

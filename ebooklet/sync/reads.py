@@ -15,7 +15,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 
 from ..errors import IntegrityError
-from ..format import HASH_LEN, Entry, Part, value_hash
+from ..format import HASH_LEN, Entry, Part, value_hash, value_hashes
 from ..local import LocalStore
 from ..results import ProgressCallback
 from .index import BaseIndex
@@ -84,29 +84,29 @@ class BulkRead:
     Made by :meth:`ValueReader.plan` under the database's lock, as a snapshot of the keys to
     read. :meth:`fetch` only talks to the remote; each answer it yields goes to :meth:`store`
     (under the lock), which checks and caches its values and returns them. The entries are
-    kept in columns (about 50 bytes a key), the values only a few requests at a time.
+    kept in columns (about 50 bytes a key), in the order of the requests, so that each
+    request's members are one slice of them; the values only a few requests at a time.
     """
 
     def __init__(self, reader: ValueReader, selection: Iterable[tuple[int, Part, Sequence[int]]]) -> None:
         self._reader = reader
-        self.keys: list[str] = []
-        self._ts = array("q")
-        self._hash = bytearray()
-        self._part = array("I")
-        self._row = array("I")
-        self._off = array("Q")
-        self._len = array("I")
+        keys: list[str] = []
+        ts, hashes, part_no, row_no = array("q"), bytearray(), array("I"), array("I")
+        offs, lens = array("Q"), array("I")
         by_segment: dict[str, list[int]] = {}
         for p, part, rows in selection:
-            keys, ts, hashes, segs, names, offs, lens = part.columns(rows)
-            first = len(self.keys)
-            self.keys += keys
-            self._ts += ts
-            self._hash += hashes
-            self._part += array("I", [p]) * len(keys)
-            self._row += rows if isinstance(rows, array) else array("I", rows)
-            self._off += offs
-            self._len += lens
+            k, t, h, segs, names, o, n = part.columns(rows)
+            first = len(keys)
+            keys += k
+            ts += t
+            hashes += h
+            part_no += array("I", [p]) * len(k)
+            row_no += rows if isinstance(rows, array) else array("I", rows)
+            offs += o
+            lens += n
+            if k and segs.count(segs[0]) == len(segs):  # all in one segment (often)
+                by_segment.setdefault(names[segs[0]], []).extend(range(first, first + len(k)))
+                continue
             groups: list[list[int]] = [[] for _ in names]
             for i, s in enumerate(segs, first):
                 groups[s].append(i)
@@ -114,14 +114,24 @@ class BulkRead:
                 if members:
                     by_segment.setdefault(name, []).extend(members)
         self.requests: list[RangeRequest] = []
-        size = request_size(sum(self._len))
+        size = request_size(sum(lens))
+        order = array("I")
         for name, members in sorted(by_segment.items()):
-            members.sort(key=self._off.__getitem__)
-            order = array("I", members)
-            offsets = array("Q", map(self._off.__getitem__, order))
-            lengths = array("I", map(self._len.__getitem__, order))
+            members.sort(key=offs.__getitem__)
+            first = len(order)
+            order += array("I", members)
+            offsets = array("Q", map(offs.__getitem__, members))
+            lengths = array("I", map(lens.__getitem__, members))
             for start, length, lo, hi in coalesce(offsets, lengths, size):
-                self.requests.append(RangeRequest(name, start, length, order[lo:hi]))
+                self.requests.append(RangeRequest(name, start, length, range(first + lo, first + hi)))
+        take = order.__iter__
+        self.keys: list[str] = list(map(keys.__getitem__, take()))
+        self._ts = array("q", map(ts.__getitem__, take()))
+        self._hash = b"".join([hashes[i * HASH_LEN : (i + 1) * HASH_LEN] for i in order])
+        self._part = array("I", map(part_no.__getitem__, take()))
+        self._row = array("I", map(row_no.__getitem__, take()))
+        self._off = array("Q", map(offs.__getitem__, take()))
+        self._len = array("I", map(lens.__getitem__, take()))
         self._base = reader.index.base
         self._n_touched = len(reader.local.touched)
         self._tracker: Tracker | None = None
@@ -148,35 +158,27 @@ class BulkRead:
                 "the database was written (or synced) while its remote values were being read; "
                 "collect the keys first (list(db.keys())) to write while iterating"
             )
-        start, keys, offs, lens, ts = req.start, self.keys, self._off, self._len, self._ts
-        hashes = self._hash
-        out: list[tuple[str, bytes]] = []
-        add = out.append
+        lo, hi = req.members.start, req.members.stop
+        start = req.start
+        raws = [
+            data[o - start : o - start + n] for o, n in zip(self._off[lo:hi], self._len[lo:hi], strict=True)
+        ]
+        want = self._hash[lo * HASH_LEN : hi * HASH_LEN]
+        got = value_hashes(raws)
         bad = None
-        for i in req.members:
-            at = offs[i] - start
-            raw = data[at : at + lens[i]]
-            if value_hash(raw) != hashes[i * HASH_LEN : (i + 1) * HASH_LEN]:
-                bad = i
-                break
-            add((keys[i], raw))
+        if got != want:
+            h = HASH_LEN
+            bad = next(i for i in range(hi - lo) if got[i * h : (i + 1) * h] != want[i * h : (i + 1) * h])
+            del raws[bad:]  # the values before it are kept
         # The values that passed go into the data file in one write, with their presence
         # bits. A key another thread has read (and cached) since the plan is cached again:
         # the same bytes, rarely, rather than a presence lookup for every key.
-        members = req.members[: len(out)]
-        local.put_raw_many((k, raw, ts[i]) for (k, raw), i in zip(out, members, strict=True))
-        parts, rows = self._part, self._row
-        by_part: dict[int, list[int]] = {}
-        for i in members:
-            p = parts[i]
-            got = by_part.get(p)
-            if got is None:
-                got = by_part[p] = []
-            got.append(rows[i])
-        for p, got in by_part.items():
-            local.mark_rows_present(p, got)
+        n = len(raws)
+        keys = self.keys[lo : lo + n]
+        local.put_raw_many(zip(keys, raws, self._ts[lo : lo + n], strict=True))
+        local.mark_rows_present(self._part[lo : lo + n], self._row[lo : lo + n])
         if bad is not None:
-            raise reader.corrupt(keys[bad], req.name)
+            raise reader.corrupt(self.keys[lo + bad], req.name)
         if self._tracker is not None:
-            self._tracker.add(len(req.members), req.length)
-        return out
+            self._tracker.add(hi - lo, req.length)
+        return list(zip(keys, raws, strict=True))
