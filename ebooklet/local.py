@@ -99,92 +99,114 @@ def _serializers(db: Any) -> tuple[Any, Any]:
     return db._key_serializer, db._value_serializer
 
 
-# -- writing many entries at once --------------------------------------------------------------
+# -- writing entries into booklet's layout ----------------------------------------------------
 
-#: booklet's private attributes that :func:`_write_many` uses, and the layout it writes
-#: (booklet 0.12, file format version 5). When either differs, writes go one by one
-#: through booklet's public ``set``.
-_BULK_ATTRS = (
+#: booklet's private attributes that the fast write path uses, and the layout it writes
+#: (booklet 0.12, file format version 5). When either differs, every write goes through
+#: booklet's public ``set``.
+_FAST_ATTRS = (
     "_file", "_thread_lock", "_mutation_count", "_n_keys", "_n_buckets", "_index_offset",
     "_ts_bytes_len", "_buffer_data", "_buffer_index", "_buffer_index_set", "_write_buffer_size",
     "_n_keys_pos",
 )
-_BULK_LAYOUT = (13, 6, 2, 4, 7)  # key hash, file position, key length, value length, timestamp
+_FAST_LAYOUT = (13, 6, 2, 4, 7)  # key hash, file position, key length, value length, timestamp
 #: What follows an entry's key hash: next pointer, key length, value length, and the
-#: timestamp (7 bytes, little-endian, packed as 4 + 2 + 1), with and without timestamps.
-_BLOCK = struct.Struct("<6sHI")
+#: timestamp (7 bytes, little-endian, packed as 4 + 2 + 1).
 _BLOCK_TS = struct.Struct("<6sHIIHB")
 _END_OF_CHAIN = (1).to_bytes(6, "little")
-#: Bytes of entries written and hooked into the index at a time.
+#: A key hash as booklet makes it (a copy of a prepared hasher: no arguments to parse).
+_key_hasher = hashlib.blake2s(digest_size=13).copy
+#: Bytes of entries written and hooked into the index at a time by :func:`_write_many`.
 _BULK_CHUNK = 4 << 20
 
 
-def _bulk_capable(db: Any) -> bool:
+def _fast_capable(db: Any) -> bool:
+    """Whether the fast write path knows this open booklet file's layout and attributes."""
     u = booklet.utils
     layout = (u.key_hash_len, u.n_bytes_file, u.n_bytes_key, u.n_bytes_value, u.timestamp_bytes_len)
     return (
-        layout == _BULK_LAYOUT and hasattr(os, "pwrite") and db.writable
-        and db._ts_bytes_len in (0, 7) and all(hasattr(db, name) for name in _BULK_ATTRS)
+        layout == _FAST_LAYOUT and hasattr(os, "pwrite") and getattr(db, "_ts_bytes_len", 0) == 7
+        and all(hasattr(db, name) for name in _FAST_ATTRS)
     )
 
 
-def _write_many(db: Any, records: Iterable[tuple[str, bytes, int]]) -> None:
-    """Write ``(key, value bytes, timestamp)`` records into an open, writable booklet
-    file: what ``db.set(key, value, timestamp, encode_value=False)`` does for each, in order,
-    with a fraction of its work per entry.
+# booklet's ``set`` appends an entry to a write buffer and, when the buffer is full, writes
+# it out and hooks its entries into the hash index one seek, read and write at a time
+# (``utils.update_index``). The functions below write the same bytes: an entry goes into the
+# same buffer (so booklet's reads and its own ``sync`` see it as theirs), and full buffers
+# are hooked in through a memory map of the file (:func:`_link`). Like :func:`_serializers`,
+# they rely on booklet's private attributes (checked once by :func:`_fast_capable`); the
+# layout they write is the one :func:`_inspect_map` checks.
 
-    booklet appends each entry to a buffer, then hooks the buffered entries into its hash
-    index one seek, read and write at a time. Here the entries are appended in chunks, then
-    hooked in through a memory map of the file (:func:`_link`). Like :func:`_serializers`,
-    this relies on booklet's private attributes (checked by :func:`_bulk_capable`); the
-    layout it writes is the one :func:`_inspect_map` checks.
-    """
+
+def _put(db: Any, key: str, value: bytes, timestamp: int) -> None:
+    """``db.set(key, value, timestamp, encode_value=False)`` for a writable file."""
+    kb = key.encode("utf-8")
+    h = _key_hasher()
+    h.update(kb)
+    key_hash = h.digest()
+    head = _BLOCK_TS.pack(
+        _END_OF_CHAIN, len(kb), len(value), timestamp & 0xFFFFFFFF, timestamp >> 32 & 0xFFFF, timestamp >> 48
+    )
     with db._thread_lock:
         db._mutation_count += 1
-        f = db._file
-        fd = f.fileno()
-        n_buckets, index_offset, with_ts = db._n_buckets, db._index_offset, bool(db._ts_bytes_len)
-        end = f.seek(0, 2)
-        if db._buffer_index:  # booklet's own buffered writes come first
-            end = booklet.utils.flush_data_buffer(f, db._buffer_data, end)
-            index = db._buffer_index
-            db._n_keys += _link(
-                fd, [index[i : i + 13] for i in range(0, len(index), 19)],
-                [int.from_bytes(index[i + 13 : i + 19], "little") for i in range(0, len(index), 19)],
-                n_buckets, index_offset,
-            )
-            index.clear()
-            db._buffer_index_set.clear()
+        data = db._buffer_data
+        if len(data) + 32 + len(kb) + len(value) > db._write_buffer_size and data:
+            _flush(db)
+        pos = db._file.seek(0, 2) + len(data)
+        data += key_hash
+        data += head
+        data += kb
+        data += value
+        index = db._buffer_index
+        index += key_hash
+        index += pos.to_bytes(6, "little")
+        db._buffer_index_set.add(key_hash)
+
+
+def _flush(db: Any) -> None:
+    """Write booklet's buffered entries and hook them into the index (under its lock)."""
+    if not db._buffer_index:
+        return
+    f = db._file
+    booklet.utils.flush_data_buffer(f, db._buffer_data, f.seek(0, 2))
+    db._n_keys += _link(f.fileno(), db._buffer_index, db._n_buckets, db._index_offset)
+    db._buffer_index.clear()
+    db._buffer_index_set.clear()
+    os.pwrite(f.fileno(), db._n_keys.to_bytes(4, "little"), db._n_keys_pos)  # as booklet's sync()
+
+
+def _write_many(db: Any, records: Iterable[tuple[str, bytes, int]]) -> None:
+    """:func:`_put` for many ``(key, value, timestamp)`` records, in order, each chunk of
+    them written straight to the file and hooked in at once."""
+    with db._thread_lock:
+        db._mutation_count += 1
+        _flush(db)  # booklet's own buffered writes come first
+        fd = db._file.fileno()
+        n_buckets, index_offset = db._n_buckets, db._index_offset
         pieces: list[bytes] = []
-        hashes: list[bytes] = []
-        positions: list[int] = []
-        add, add_hash, add_pos = pieces.extend, hashes.append, positions.append
-        hasher, eoc = hashlib.blake2s(digest_size=13).copy, _END_OF_CHAIN  # a copy: no arguments to parse
-        block = _BLOCK_TS.pack if with_ts else _BLOCK.pack
-        pos = start = end
+        links = bytearray()
+        add, hasher, block, eoc = pieces.extend, _key_hasher, _BLOCK_TS.pack, _END_OF_CHAIN
+        start = pos = db._file.seek(0, 2)
         for text, value, ts in records:
             key = text.encode("utf-8")
             kl, vl = len(key), len(value)
-            if with_ts:
-                head = block(eoc, kl, vl, ts & 0xFFFFFFFF, ts >> 32 & 0xFFFF, ts >> 48)
-            else:
-                head = block(eoc, kl, vl)
+            head = block(eoc, kl, vl, ts & 0xFFFFFFFF, ts >> 32 & 0xFFFF, ts >> 48)
             h = hasher()
             h.update(key)
             key_hash = h.digest()
             add((key_hash, head, key, value))
-            add_hash(key_hash)
-            add_pos(pos)
-            pos += 13 + len(head) + kl + vl
+            links += key_hash
+            links += pos.to_bytes(6, "little")
+            pos += 32 + kl + vl
             if pos - start >= _BULK_CHUNK:
                 start = _append(fd, b"".join(pieces), start)
-                db._n_keys += _link(fd, hashes, positions, n_buckets, index_offset)
+                db._n_keys += _link(fd, links, n_buckets, index_offset)
                 pieces.clear()
-                hashes.clear()
-                positions.clear()
+                links.clear()
         if pieces:
             _append(fd, b"".join(pieces), start)
-            db._n_keys += _link(fd, hashes, positions, n_buckets, index_offset)
+            db._n_keys += _link(fd, links, n_buckets, index_offset)
         os.pwrite(fd, db._n_keys.to_bytes(4, "little"), db._n_keys_pos)  # as booklet's sync()
 
 
@@ -197,17 +219,19 @@ def _append(fd: int, data: bytes, at: int) -> int:
     return at + done
 
 
-def _link(fd: int, hashes: list[bytes], positions: list[int], n_buckets: int, index_offset: int) -> int:
-    """Hook entries already in the file (their key hashes and positions) into the hash
-    index, in order; return how many keys are new. The rules are those of booklet's
-    ``utils.update_index``: a key already in its bucket's chain is replaced in place (the
-    old entry's pointer zeroed), a new key goes at the chain's end."""
+def _link(fd: int, links: bytearray, n_buckets: int, index_offset: int) -> int:
+    """Hook entries already in the file into the hash index, in order; return how many keys
+    are new. ``links`` holds a key hash and a position (19 bytes) per entry, as booklet's
+    index buffer does. The rules are those of booklet's ``utils.update_index``: a key
+    already in its bucket's chain is replaced in place (the old entry's pointer zeroed), a
+    new key goes at the chain's end."""
     mm = mmap.mmap(fd, os.fstat(fd).st_size)
     from_bytes = int.from_bytes
     new = 0
     try:
-        for key_hash, at_new in zip(hashes, positions, strict=True):
-            pos = at_new.to_bytes(6, "little")
+        for i in range(0, len(links), 19):
+            key_hash = links[i : i + 13]
+            pos = links[i + 13 : i + 19]
             slot = index_offset + from_bytes(key_hash, "little") % n_buckets * 6
             at = from_bytes(mm[slot : slot + 6], "little")
             if at <= 1:
@@ -225,6 +249,7 @@ def _link(fd: int, hashes: list[bytes], positions: list[int], n_buckets: int, in
                     mm[at + 13 : at + 19] = bytes(6)
                     mm[prev : prev + 6] = pos
                     if nxt > 1:
+                        at_new = from_bytes(pos, "little")
                         mm[at_new + 13 : at_new + 19] = nxt.to_bytes(6, "little")
                     break
                 if nxt == 1:
@@ -613,6 +638,7 @@ class LocalStore:
                 "Use another local path."
             )
         self._dumps = value_serializer.dumps
+        self._fast = _fast_capable(db)
 
     def _open_booklet(self, flag: str, value_serializer: Any = None, n_buckets: int = 12007) -> Any:
         try:
@@ -1266,9 +1292,17 @@ class LocalStore:
         serializer = _serializers(self._db)[1]
         return Codec(serializer_name(serializer), serializer.dumps, serializer.loads)
 
+    def _flush(self) -> None:
+        """Write booklet's buffered entries out (through the fast path when it can)."""
+        db = self._db
+        if self._fast and db.writable and db._buffer_index:
+            with db._thread_lock:
+                _flush(db)
+        db.sync()
+
     def __len__(self) -> int:
         # booklet counts buffered writes only once they are flushed.
-        self._db.sync()
+        self._flush()
         return len(self._db)
 
     def __contains__(self, key: str) -> bool:
@@ -1320,16 +1354,18 @@ class LocalStore:
             raw = bytes(raw)
         if timestamp is None:
             timestamp = time.time_ns() // 1000
-        if not self._unsynced or not self._db.writable:
-            self._before_write()
-        self._db.set(key, raw, timestamp, False)
-        self._journal.write(key, timestamp, raw)
-        self.touched[key] = None
+        self.set_raw(key, raw, timestamp)
 
     def set_raw(self, key: str, raw: bytes, timestamp: int) -> None:
-        """A user write of an already serialized value (e.g. a merged conflict)."""
-        self._before_write()
-        self._db.set(key, raw, timestamp, False)
+        """A user write of an already serialized value."""
+        # The hot path of local writes: kept to what each write must do.
+        db = self._db
+        if not self._unsynced or not db.writable:
+            self._before_write()
+        if self._fast:
+            _put(db, key, raw, timestamp)
+        else:
+            db.set(key, raw, timestamp, False)
         self._journal.write(key, timestamp, raw)
         self.touched[key] = None
 
@@ -1353,14 +1389,17 @@ class LocalStore:
     def put_raw(self, key: str, raw: bytes, timestamp: int) -> None:
         """Store a value that came from the remote (not a user change)."""
         self._before_write()
-        self._db.set(key, raw, timestamp=timestamp, encode_value=False)
+        if self._fast:
+            _put(self._db, key, raw, timestamp)
+        else:
+            self._db.set(key, raw, timestamp=timestamp, encode_value=False)
 
     def put_raw_many(self, items: Iterable[tuple[str, bytes, int]]) -> None:
         """:meth:`put_raw` for many ``(key, value, timestamp)``, in order: written straight
         into the data file's layout (:func:`_write_many`) when booklet's is the one known."""
         self._before_write()
         db = self._db
-        if _bulk_capable(db):
+        if self._fast:
             _write_many(db, items)
         else:
             for key, raw, ts in items:
@@ -1395,7 +1434,7 @@ class LocalStore:
             if clean and json.dumps(self.state) == self._saved_state:
                 return  # a reader that changed nothing writes nothing
             self._need_write()
-        self._db.sync()
+        self._flush()
         _fsync_path(self.path)
         self._journal.flush()
         self._mirror.flush()

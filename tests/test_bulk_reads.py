@@ -256,12 +256,12 @@ def test_a_corrupt_value_stops_a_bulk_read_and_is_not_cached(tmp_path):
 
 
 def _bulk_session(path: pathlib.Path, n_buckets: int, seed: int) -> dict[str, tuple[int, bytes]]:
-    """Mixed one-by-one and bulk writes of cached values (overwrites, repeats within a batch,
-    dropped keys written again), returning what each key should hold."""
+    """Mixed one-by-one and bulk writes (overwrites, repeats within a batch, dropped keys
+    written again, a small write buffer), returning what each key should hold."""
     from ebooklet.local import LocalStore
 
     rng = random.Random(seed)
-    store = LocalStore(path, create=True, n_buckets=n_buckets)
+    store = LocalStore(path, create=True, n_buckets=n_buckets, buffer_size=2048)  # flushes often
     expect: dict[str, tuple[int, bytes]] = {}
 
     def one(key: str) -> None:
@@ -277,8 +277,8 @@ def _bulk_session(path: pathlib.Path, n_buckets: int, seed: int) -> dict[str, tu
         store.put_raw_many(batch)
         expect.update((k, (ts, raw)) for k, raw, ts in batch)
 
-    for i in range(30):
-        one(f"k{i}")
+    for i in range(300):
+        one(f"k{rng.randrange(400)}")
     bulk(500)
     for i in range(0, 400, 7):
         store.drop(f"k{i}")
@@ -293,12 +293,12 @@ def _bulk_session(path: pathlib.Path, n_buckets: int, seed: int) -> dict[str, tu
 
 
 @pytest.mark.parametrize("n_buckets", [5, 12007])
-def test_values_stored_in_bulk_make_the_file_booklet_makes_one_by_one(tmp_path, monkeypatch, n_buckets):
+def test_entries_written_past_booklet_make_the_file_booklet_makes(tmp_path, monkeypatch, n_buckets):
     from ebooklet import local
 
     monkeypatch.setattr(local, "_BULK_CHUNK", 4096)  # several chunks per batch
     expect = _bulk_session(tmp_path / "bulk.blt", n_buckets, seed=3)
-    monkeypatch.setattr(local, "_bulk_capable", lambda db: False)
+    monkeypatch.setattr(local, "_fast_capable", lambda db: False)
     assert _bulk_session(tmp_path / "plain.blt", n_buckets, seed=3) == expect
     for name in ("bulk.blt", "plain.blt"):
         assert local._inspect(tmp_path / name).problems == []
