@@ -233,27 +233,41 @@ class EBooklet(MutableMapping):
         iterating (from this thread or another) raises RuntimeError; ``keys()`` is a
         snapshot to iterate over instead.
         """
+        return self._iter_pairs(with_keys=True)
+
+    def _iter_values(self) -> Iterator[Any]:
+        return self._iter_pairs(with_keys=False)
+
+    def _iter_pairs(self, with_keys: bool) -> Iterator[Any]:
         self._check()
         with self._lock:
             # Planned before the local keys are listed: a key another thread fetches in
             # between is then still read once (a write that moves it raises RuntimeError).
             bulk = self._replica.values.plan()
-        yield from self._local_items()
-        decode = self._codec.decode
+        for pair in self._local_items():
+            yield pair if with_keys else pair[1]
+        decode, loads = self._codec.decode, self._codec.loads
         for fetched in bulk.fetch():
             with self._lock:
                 self._check()
                 pairs = bulk.store(*fetched)
-            for key, raw in pairs:
-                yield key, decode(raw, key)
+            if not pairs:
+                continue
+            keys, raws = zip(*pairs, strict=True)
+            try:
+                values = list(map(loads, raws))  # the values of a whole answer at once...
+            except Exception:  # noqa: BLE001 - ...and one by one to name the key that fails
+                for key, raw in pairs:
+                    yield (key, decode(raw, key)) if with_keys else decode(raw, key)
+                continue
+            if with_keys:
+                yield from zip(keys, values, strict=True)
+            else:
+                yield from values
 
     def _local_items(self) -> Iterator[tuple[str, Any]]:
         for key, _ts, raw in self._local.raw_items():
             yield key, self._decode_local(key, raw)
-
-    def _iter_values(self) -> Iterator[Any]:
-        for _key, value in self._iter_items():
-            yield value
 
     def __len__(self) -> int:
         self._check()

@@ -18,7 +18,7 @@ from ..errors import IntegrityError, RemoteFormatError, SyncError
 from ..format import Entry, Head, Part, part_of
 from ..local import LocalStore
 from ..remote import Remote
-from .objects import ObjectStore
+from .objects import ObjectStore, parallel_map
 
 #: Decoded index parts kept in memory.
 PART_CACHE = 64
@@ -162,17 +162,21 @@ class BaseIndex:
         """Several parts of ``head``, downloading the missing ones in parallel."""
         indexes = list(indexes)
         is_base = self._is_base(head)
-        missing = []
+        missing: dict[str, int] = {}
         for p in indexes:
             name = head.parts[p]
             if name is None or name in self._parts or name in self._fresh:
                 continue
             if is_base and self.local.part_blob(p, name) is not None:
                 continue
-            missing.append(name)
+            missing[name] = p
+        got: dict[int, Part] = {}
         if len(missing) > 1:
-            self._fresh.update(self.objects.get_many(missing))
-        return {p: self.part(head, p) for p in indexes}
+            # Each part is decoded (and kept) as it arrives, while the rest download.
+            for name, blob in zip(missing, parallel_map(self.objects.get, list(missing)), strict=True):
+                self._fresh[name] = blob
+                got[missing[name]] = self.part(head, missing[name])
+        return {p: got[p] if p in got else self.part(head, p) for p in indexes}
 
     def all_parts(self, head: Head) -> dict[int, Part]:
         return self.parts(head, range(len(head.parts)))
