@@ -310,7 +310,7 @@ class Part:
             problem = _part_problem(part, raw["ts"])
             if problem:
                 raise ValueError(problem)
-            part._rows = {k: i for i, k in enumerate(part.keys)}
+            part._rows = dict(zip(part.keys, range(len(part.keys)), strict=True))
             if len(part._rows) != len(part.keys):
                 raise ValueError("a key appears twice")
         except (KeyError, TypeError, ValueError) as exc:
