@@ -11,8 +11,10 @@ never returned or stored.
 
 from __future__ import annotations
 
+import operator
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 from ..errors import IntegrityError
 from ..format import HASH_LEN, Entry, Part, value_hash, value_hashes
@@ -20,6 +22,8 @@ from ..local import LocalStore
 from ..results import ProgressCallback
 from .index import BaseIndex
 from .objects import ObjectStore, RangeRequest, Tracker, coalesce, request_size
+
+T = TypeVar("T")
 
 
 def plan_ranges(entries: dict[str, Entry]) -> list[RangeRequest]:
@@ -78,6 +82,13 @@ class ValueReader:
         return {key: raw for fetched in bulk.fetch(progress) for key, raw in bulk.store(*fetched)}
 
 
+def _taker(order: Sequence[int]) -> Callable[[Sequence[T]], Sequence[T]]:
+    """A function that picks the items at ``order`` from a sequence (itemgetter, in C)."""
+    if len(order) > 1:
+        return operator.itemgetter(*order)
+    return lambda seq: [seq[i] for i in order]
+
+
 class BulkRead:
     """Values of many base keys, to fetch in segment order and cache in the local file.
 
@@ -113,25 +124,28 @@ class BulkRead:
             for name, members in zip(names, groups, strict=True):
                 if members:
                     by_segment.setdefault(name, []).extend(members)
+        # The columns are put in request order (segment, then offset) in one C pass each.
+        segments = sorted(by_segment.items())
+        order = array("I")
+        for _, members in segments:
+            members.sort(key=offs.__getitem__)
+            order += array("I", members)
+        take = _taker(order)
+        self.keys: list[str] = list(take(keys))
+        self._ts = array("q", take(ts))
+        self._hash = b"".join(take([hashes[i : i + HASH_LEN] for i in range(0, len(hashes), HASH_LEN)]))
+        self._part = array("I", take(part_no))
+        self._row = array("I", take(row_no))
+        self._off = array("Q", take(offs))
+        self._len = array("I", take(lens))
         self.requests: list[RangeRequest] = []
         size = request_size(sum(lens))
-        order = array("I")
-        for name, members in sorted(by_segment.items()):
-            members.sort(key=offs.__getitem__)
-            first = len(order)
-            order += array("I", members)
-            offsets = array("Q", map(offs.__getitem__, members))
-            lengths = array("I", map(lens.__getitem__, members))
-            for start, length, lo, hi in coalesce(offsets, lengths, size):
+        first = 0
+        for name, members in segments:
+            end = first + len(members)
+            for start, length, lo, hi in coalesce(self._off[first:end], self._len[first:end], size):
                 self.requests.append(RangeRequest(name, start, length, range(first + lo, first + hi)))
-        take = order.__iter__
-        self.keys: list[str] = list(map(keys.__getitem__, take()))
-        self._ts = array("q", map(ts.__getitem__, take()))
-        self._hash = b"".join([hashes[i * HASH_LEN : (i + 1) * HASH_LEN] for i in order])
-        self._part = array("I", map(part_no.__getitem__, take()))
-        self._row = array("I", map(row_no.__getitem__, take()))
-        self._off = array("Q", map(offs.__getitem__, take()))
-        self._len = array("I", map(lens.__getitem__, take()))
+            first = end
         self._base = reader.index.base
         self._n_touched = len(reader.local.touched)
         self._tracker: Tracker | None = None
