@@ -82,6 +82,10 @@ class ValueReader:
         return {key: raw for fetched in bulk.fetch(progress) for key, raw in bulk.store(*fetched)}
 
 
+#: Entries put in request order at a time by a bulk read's plan.
+_TAKE_CHUNK = 1 << 16
+
+
 def _taker(order: Sequence[int]) -> Callable[[Sequence[T]], Sequence[T]]:
     """A function that picks the items at ``order`` from a sequence (itemgetter, in C)."""
     if len(order) > 1:
@@ -130,14 +134,22 @@ class BulkRead:
         for _, members in segments:
             members.sort(key=offs.__getitem__)
             order += array("I", members)
-        take = _taker(order)
-        self.keys: list[str] = list(take(keys))
-        self._ts = array("q", take(ts))
-        self._hash = b"".join(take([hashes[i : i + HASH_LEN] for i in range(0, len(hashes), HASH_LEN)]))
-        self._part = array("I", take(part_no))
-        self._row = array("I", take(row_no))
-        self._off = array("Q", take(offs))
-        self._len = array("I", take(lens))
+        self.keys: list[str] = []
+        self._ts, self._part, self._row = array("q"), array("I"), array("I")
+        self._off, self._len = array("Q"), array("I")
+        hash_chunks = []
+        h = HASH_LEN
+        for i in range(0, len(order), _TAKE_CHUNK):  # in chunks: a getter holds its indexes
+            chunk = order[i : i + _TAKE_CHUNK]
+            take = _taker(chunk)
+            self.keys += take(keys)
+            self._ts.extend(take(ts))
+            hash_chunks.append(b"".join([hashes[j * h : j * h + h] for j in chunk]))
+            self._part.extend(take(part_no))
+            self._row.extend(take(row_no))
+            self._off.extend(take(offs))
+            self._len.extend(take(lens))
+        self._hash = b"".join(hash_chunks)
         self.requests: list[RangeRequest] = []
         size = request_size(sum(lens))
         first = 0
