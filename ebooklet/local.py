@@ -134,7 +134,7 @@ def _fast_capable(db: Any) -> bool:
 # it out and hooks its entries into the hash index one seek, read and write at a time
 # (``utils.update_index``). The functions below write the same bytes: an entry goes into the
 # same buffer (so booklet's reads and its own ``sync`` see it as theirs), and full buffers
-# are hooked in through a memory map of the file (:func:`_link`). Like :func:`_serializers`,
+# are hooked in through a memory map of the index (:func:`_link`). Like :func:`_serializers`,
 # they rely on booklet's private attributes (checked once by :func:`_fast_capable`); the
 # layout they write is the one :func:`_inspect_map` checks.
 
@@ -224,10 +224,21 @@ def _link(fd: int, links: bytearray, n_buckets: int, index_offset: int) -> int:
     are new. ``links`` holds a key hash and a position (19 bytes) per entry, as booklet's
     index buffer does. The rules are those of booklet's ``utils.update_index``: a key
     already in its bucket's chain is replaced in place (the old entry's pointer zeroed), a
-    new key goes at the chain's end."""
-    mm = mmap.mmap(fd, os.fstat(fd).st_size)
-    from_bytes = int.from_bytes
+    new key goes at the chain's end.
+
+    The index is memory-mapped; the entries of a chain are read and written with pread and
+    pwrite (mapping the whole file would make its pages resident)."""
+    size = index_offset + n_buckets * 6
+    mm = mmap.mmap(fd, size)
+    pread, pwrite, from_bytes = os.pread, os.pwrite, int.from_bytes
     new = 0
+
+    def point(at: int, pos: bytes | bytearray) -> None:
+        if at + 6 <= size:
+            mm[at : at + 6] = pos
+        else:
+            pwrite(fd, pos, at)
+
     try:
         for i in range(0, len(links), 19):
             key_hash = links[i : i + 13]
@@ -240,20 +251,20 @@ def _link(fd: int, links: bytearray, n_buckets: int, index_offset: int) -> int:
                 continue
             prev = slot
             while True:
-                nxt = from_bytes(mm[at + 13 : at + 19], "little")
+                entry = pread(fd, 19, at)
+                nxt = from_bytes(entry[13:19], "little")
                 if not nxt:  # a replaced entry still in the chain: booklet hooks in here
-                    mm[prev : prev + 6] = pos
+                    point(prev, pos)
                     new += 1
                     break
-                if mm[at : at + 13] == key_hash:
-                    mm[at + 13 : at + 19] = bytes(6)
-                    mm[prev : prev + 6] = pos
+                if entry[:13] == key_hash:
+                    pwrite(fd, bytes(6), at + 13)
+                    point(prev, pos)
                     if nxt > 1:
-                        at_new = from_bytes(pos, "little")
-                        mm[at_new + 13 : at_new + 19] = nxt.to_bytes(6, "little")
+                        pwrite(fd, entry[13:19], from_bytes(pos, "little") + 13)
                     break
                 if nxt == 1:
-                    mm[at + 13 : at + 19] = pos
+                    point(at + 13, pos)
                     new += 1
                     break
                 prev, at = at + 13, nxt
