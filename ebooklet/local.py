@@ -134,7 +134,7 @@ def _fast_capable(db: Any) -> bool:
 # it out and hooks its entries into the hash index one seek, read and write at a time
 # (``utils.update_index``). The functions below write the same bytes: an entry goes into the
 # same buffer (so booklet's reads and its own ``sync`` see it as theirs), and full buffers
-# are hooked in through a memory map of the index (:func:`_link`). Like :func:`_serializers`,
+# are hooked in through a memory map of the file (:func:`_link`). Like :func:`_serializers`,
 # they rely on booklet's private attributes (checked once by :func:`_fast_capable`); the
 # layout they write is the one :func:`_inspect_map` checks.
 
@@ -219,26 +219,21 @@ def _append(fd: int, data: bytes, at: int) -> int:
     return at + done
 
 
+#: Chain walks after which :func:`_link` lets go of the file's pages it touched (they stay
+#: in the page cache, written or not), so that a large file never becomes resident.
+_WALKS_PER_RELEASE = 1024
+
+
 def _link(fd: int, links: bytearray, n_buckets: int, index_offset: int) -> int:
     """Hook entries already in the file into the hash index, in order; return how many keys
     are new. ``links`` holds a key hash and a position (19 bytes) per entry, as booklet's
     index buffer does. The rules are those of booklet's ``utils.update_index``: a key
     already in its bucket's chain is replaced in place (the old entry's pointer zeroed), a
-    new key goes at the chain's end.
-
-    The index is memory-mapped; the entries of a chain are read and written with pread and
-    pwrite (mapping the whole file would make its pages resident)."""
-    size = index_offset + n_buckets * 6
-    mm = mmap.mmap(fd, size)
-    pread, pwrite, from_bytes = os.pread, os.pwrite, int.from_bytes
-    new = 0
-
-    def point(at: int, pos: bytes | bytearray) -> None:
-        if at + 6 <= size:
-            mm[at : at + 6] = pos
-        else:
-            pwrite(fd, pos, at)
-
+    new key goes at the chain's end."""
+    mm = mmap.mmap(fd, os.fstat(fd).st_size)
+    release = getattr(mmap, "MADV_DONTNEED", None)
+    from_bytes = int.from_bytes
+    new = walks = 0
     try:
         for i in range(0, len(links), 19):
             key_hash = links[i : i + 13]
@@ -249,22 +244,25 @@ def _link(fd: int, links: bytearray, n_buckets: int, index_offset: int) -> int:
                 mm[slot : slot + 6] = pos
                 new += 1
                 continue
+            walks += 1
+            if walks % _WALKS_PER_RELEASE == 0 and release is not None:
+                mm.madvise(release)  # a shared file mapping: nothing written is lost
             prev = slot
             while True:
-                entry = pread(fd, 19, at)
-                nxt = from_bytes(entry[13:19], "little")
+                nxt = from_bytes(mm[at + 13 : at + 19], "little")
                 if not nxt:  # a replaced entry still in the chain: booklet hooks in here
-                    point(prev, pos)
+                    mm[prev : prev + 6] = pos
                     new += 1
                     break
-                if entry[:13] == key_hash:
-                    pwrite(fd, bytes(6), at + 13)
-                    point(prev, pos)
+                if mm[at : at + 13] == key_hash:
+                    mm[at + 13 : at + 19] = bytes(6)
+                    mm[prev : prev + 6] = pos
                     if nxt > 1:
-                        pwrite(fd, entry[13:19], from_bytes(pos, "little") + 13)
+                        at_new = from_bytes(pos, "little")
+                        mm[at_new + 13 : at_new + 19] = nxt.to_bytes(6, "little")
                     break
                 if nxt == 1:
-                    point(at + 13, pos)
+                    mm[at + 13 : at + 19] = pos
                     new += 1
                     break
                 prev, at = at + 13, nxt
