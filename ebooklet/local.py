@@ -221,7 +221,7 @@ def _append(fd: int, data: bytes, at: int) -> int:
 
 #: Chain walks after which :func:`_link` lets go of the file's pages it touched (they stay
 #: in the page cache, written or not), so that a large file never becomes resident.
-_WALKS_PER_RELEASE = 1024
+_WALKS_PER_RELEASE = 8192
 
 
 def _link(fd: int, links: bytearray, n_buckets: int, index_offset: int) -> int:
