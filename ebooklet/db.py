@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import pathlib
 import threading
+import time
 from collections.abc import (
     ItemsView,
     Iterable,
@@ -17,6 +18,7 @@ from collections.abc import (
 from datetime import datetime
 from typing import Any
 
+from . import limits
 from .errors import (
     ArgumentTypeError,
     ClosedError,
@@ -29,7 +31,7 @@ from .errors import (
 )
 from .format import DEFAULT_RETENTION
 from .info import RemoteInfo
-from .limits import check_key, check_timestamp, check_value_size
+from .limits import MAX_KEY_BYTES, RESERVED_KEYS, check_key, check_timestamp, check_value_size
 from .local import LocalStore
 from .remote import Remote, RemoteConn, Stats, connect
 from .results import Change, CommitInfo, ProgressCallback, PullResult, PushResult
@@ -37,6 +39,10 @@ from .sync import Policy, Replica, history
 from .sync.diff import local_changes, now_us
 
 __all__ = ["Changes", "EBooklet"]
+
+
+#: Keys of at most this many characters are short enough whatever their UTF-8 (check_key).
+_KEY_CHARS = MAX_KEY_BYTES // 4
 
 
 def _timestamp(value: int | str | datetime | None) -> int | None:
@@ -227,27 +233,41 @@ class EBooklet(MutableMapping):
         iterating (from this thread or another) raises RuntimeError; ``keys()`` is a
         snapshot to iterate over instead.
         """
+        return self._iter_pairs(with_keys=True)
+
+    def _iter_values(self) -> Iterator[Any]:
+        return self._iter_pairs(with_keys=False)
+
+    def _iter_pairs(self, with_keys: bool) -> Iterator[Any]:
         self._check()
         with self._lock:
             # Planned before the local keys are listed: a key another thread fetches in
             # between is then still read once (a write that moves it raises RuntimeError).
             bulk = self._replica.values.plan()
-        yield from self._local_items()
-        decode = self._codec.decode
+        for pair in self._local_items():
+            yield pair if with_keys else pair[1]
+        decode, loads = self._codec.decode, self._codec.loads
         for fetched in bulk.fetch():
             with self._lock:
                 self._check()
                 pairs = bulk.store(*fetched)
-            for key, raw in pairs:
-                yield key, decode(raw, key)
+            if not pairs:
+                continue
+            keys, raws = zip(*pairs, strict=True)
+            try:
+                values = list(map(loads, raws))  # the values of a whole answer at once...
+            except Exception:  # noqa: BLE001 - ...and one by one to name the key that fails
+                for key, raw in pairs:
+                    yield (key, decode(raw, key)) if with_keys else decode(raw, key)
+                continue
+            if with_keys:
+                yield from zip(keys, values, strict=True)
+            else:
+                yield from values
 
     def _local_items(self) -> Iterator[tuple[str, Any]]:
         for key, _ts, raw in self._local.raw_items():
             yield key, self._decode_local(key, raw)
-
-    def _iter_values(self) -> Iterator[Any]:
-        for _key, value in self._iter_items():
-            yield value
 
     def __len__(self) -> int:
         self._check()
@@ -330,7 +350,10 @@ class EBooklet(MutableMapping):
     # -- writing ---------------------------------------------------------------------------
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.set(key, value)
+        if self._closed or not self._writable:
+            self._check_write("write")
+        with self._lock:
+            self._store(key, value)
 
     def set(self, key: str, value: Any, timestamp: int | str | datetime | None = None) -> None:
         """Set ``key`` to ``value``, stamped with ``timestamp`` (default: now)."""
@@ -342,10 +365,14 @@ class EBooklet(MutableMapping):
     def _store(self, key: str, value: Any, timestamp: int | None = None) -> None:
         """Every write of a value: the key checked, the value encoded here (so that what the
         file cannot hold is refused naming the key) and stored as it will be pushed."""
-        self._check_key(key)
+        # The hot path of local writes: the checks of check_key and check_value_size are
+        # called only when a cheap test says they may fail.
+        if type(key) is not str or key in RESERVED_KEYS or len(key) > _KEY_CHARS or not key.isascii():
+            check_key(key)
         raw = self._codec.encode(value, key)
-        check_value_size(key, len(raw))
-        self._local.set_raw(key, raw, now_us() if timestamp is None else timestamp)
+        if len(raw) > limits.MAX_VALUE_BYTES:
+            check_value_size(key, len(raw))
+        self._local.set_raw(key, raw, time.time_ns() // 1000 if timestamp is None else timestamp)
 
     def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
         self._check_write("write")

@@ -82,6 +82,17 @@ def value_hash(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=HASH_LEN).digest()
 
 
+def value_hashes(values: Iterable[bytes]) -> bytes:
+    """:func:`value_hash` of each value, joined (a bulk read checks thousands at once)."""
+    hasher = hashlib.blake2b(digest_size=HASH_LEN).copy  # a copy: no arguments to parse
+    out = bytearray()
+    for data in values:
+        h = hasher()
+        h.update(data)
+        out += h.digest()
+    return bytes(out)
+
+
 def part_of(key: str, bits: int) -> int:
     """The index part that holds ``key`` when there are ``2**bits`` parts."""
     if bits == 0:
@@ -244,6 +255,30 @@ class Part:
         for i, k in enumerate(self.keys):
             yield k, self._entry(i)
 
+    def columns(self, rows: Sequence[int] | None = None) -> tuple[
+        list[str], array, bytes, array, list[str], array, array
+    ]:
+        """The entries of ``rows`` (all by default) column by column: keys, timestamps,
+        hashes (joined), segment numbers into the segment names, segment names, offsets and
+        lengths. All rows share this part's columns themselves: the caller must not change
+        them."""
+        if rows is None or (isinstance(rows, range) and rows == range(len(self.keys))):
+            return self.keys, self._ts, self._hash, self._seg, self._segs, self._off, self._len
+        rows = array("I", rows)
+        h, hashes = self._hash, []
+        add = hashes.append
+        for r in rows:
+            add(h[r * HASH_LEN : (r + 1) * HASH_LEN])
+        return (
+            list(map(self.keys.__getitem__, rows)),
+            array("q", map(self._ts.__getitem__, rows)),
+            b"".join(hashes),
+            array("I", map(self._seg.__getitem__, rows)),
+            self._segs,
+            array("Q", map(self._off.__getitem__, rows)),
+            array("I", map(self._len.__getitem__, rows)),
+        )
+
     def segment_bytes(self) -> dict[str, int]:
         """Bytes of values this part references, per segment."""
         out: dict[str, int] = {}
@@ -305,7 +340,7 @@ class Part:
             problem = _part_problem(part, raw["ts"])
             if problem:
                 raise ValueError(problem)
-            part._rows = {k: i for i, k in enumerate(part.keys)}
+            part._rows = dict(zip(part.keys, range(len(part.keys)), strict=True))
             if len(part._rows) != len(part.keys):
                 raise ValueError("a key appears twice")
         except (KeyError, TypeError, ValueError) as exc:

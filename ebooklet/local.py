@@ -29,6 +29,7 @@ cached ones against the base's content hashes by the sync layer's scan.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -40,7 +41,7 @@ import shutil
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -100,6 +101,178 @@ def _serializers(db: Any) -> tuple[Any, Any]:
     return db._key_serializer, db._value_serializer
 
 
+# -- writing entries into booklet's layout ----------------------------------------------------
+
+#: booklet's private attributes that the fast write path uses, and the layout it writes
+#: (booklet 0.12, file format version 5). When either differs, every write goes through
+#: booklet's public ``set``.
+_FAST_ATTRS = (
+    "_file", "_thread_lock", "_mutation_count", "_n_keys", "_n_buckets", "_index_offset",
+    "_ts_bytes_len", "_buffer_data", "_buffer_index", "_buffer_index_set", "_write_buffer_size",
+    "_n_keys_pos",
+)
+_FAST_LAYOUT = (13, 6, 2, 4, 7)  # key hash, file position, key length, value length, timestamp
+#: What follows an entry's key hash: next pointer, key length, value length, and the
+#: timestamp (7 bytes, little-endian, packed as 4 + 2 + 1).
+_BLOCK_TS = struct.Struct("<6sHIIHB")
+_END_OF_CHAIN = (1).to_bytes(6, "little")
+#: A key hash as booklet makes it (a copy of a prepared hasher: no arguments to parse).
+_key_hasher = hashlib.blake2s(digest_size=13).copy
+#: Bytes of entries written and hooked into the index at a time by :func:`_write_many`.
+_BULK_CHUNK = 4 << 20
+
+
+def _fast_capable(db: Any) -> bool:
+    """Whether the fast write path knows this open booklet file's layout and attributes."""
+    u = booklet.utils
+    layout = (u.key_hash_len, u.n_bytes_file, u.n_bytes_key, u.n_bytes_value, u.timestamp_bytes_len)
+    return (
+        layout == _FAST_LAYOUT and hasattr(os, "pwrite") and getattr(db, "_ts_bytes_len", 0) == 7
+        and all(hasattr(db, name) for name in _FAST_ATTRS)
+    )
+
+
+# booklet's ``set`` appends an entry to a write buffer and, when the buffer is full, writes
+# it out and hooks its entries into the hash index one seek, read and write at a time
+# (``utils.update_index``). The functions below write the same bytes: an entry goes into the
+# same buffer (so booklet's reads and its own ``sync`` see it as theirs), and full buffers
+# are hooked in through a memory map of the file (:func:`_link`). Like :func:`_serializers`,
+# they rely on booklet's private attributes (checked once by :func:`_fast_capable`); the
+# layout they write is the one :func:`_inspect_map` checks.
+
+
+def _put(db: Any, key: str, value: bytes, timestamp: int) -> None:
+    """``db.set(key, value, timestamp, encode_value=False)`` for a writable file."""
+    kb = key.encode("utf-8")
+    h = _key_hasher()
+    h.update(kb)
+    key_hash = h.digest()
+    head = _BLOCK_TS.pack(
+        _END_OF_CHAIN, len(kb), len(value), timestamp & 0xFFFFFFFF, timestamp >> 32 & 0xFFFF, timestamp >> 48
+    )
+    with db._thread_lock:
+        db._mutation_count += 1
+        data = db._buffer_data
+        if len(data) + 32 + len(kb) + len(value) > db._write_buffer_size and data:
+            _flush(db)
+        pos = db._file.seek(0, 2) + len(data)
+        data += key_hash
+        data += head
+        data += kb
+        data += value
+        index = db._buffer_index
+        index += key_hash
+        index += pos.to_bytes(6, "little")
+        db._buffer_index_set.add(key_hash)
+
+
+def _flush(db: Any) -> None:
+    """Write booklet's buffered entries and hook them into the index (under its lock)."""
+    if not db._buffer_index:
+        return
+    f = db._file
+    booklet.utils.flush_data_buffer(f, db._buffer_data, f.seek(0, 2))
+    db._n_keys += _link(f.fileno(), db._buffer_index, db._n_buckets, db._index_offset)
+    db._buffer_index.clear()
+    db._buffer_index_set.clear()
+    os.pwrite(f.fileno(), db._n_keys.to_bytes(4, "little"), db._n_keys_pos)  # as booklet's sync()
+
+
+def _write_many(db: Any, records: Iterable[tuple[str, bytes, int]]) -> None:
+    """:func:`_put` for many ``(key, value, timestamp)`` records, in order, each chunk of
+    them written straight to the file and hooked in at once."""
+    with db._thread_lock:
+        db._mutation_count += 1
+        _flush(db)  # booklet's own buffered writes come first
+        fd = db._file.fileno()
+        n_buckets, index_offset = db._n_buckets, db._index_offset
+        pieces: list[bytes] = []
+        links = bytearray()
+        add, hasher, block, eoc = pieces.extend, _key_hasher, _BLOCK_TS.pack, _END_OF_CHAIN
+        start = pos = db._file.seek(0, 2)
+        for text, value, ts in records:
+            key = text.encode("utf-8")
+            kl, vl = len(key), len(value)
+            head = block(eoc, kl, vl, ts & 0xFFFFFFFF, ts >> 32 & 0xFFFF, ts >> 48)
+            h = hasher()
+            h.update(key)
+            key_hash = h.digest()
+            add((key_hash, head, key, value))
+            links += key_hash
+            links += pos.to_bytes(6, "little")
+            pos += 32 + kl + vl
+            if pos - start >= _BULK_CHUNK:
+                start = _append(fd, b"".join(pieces), start)
+                db._n_keys += _link(fd, links, n_buckets, index_offset)
+                pieces.clear()
+                links.clear()
+        if pieces:
+            _append(fd, b"".join(pieces), start)
+            db._n_keys += _link(fd, links, n_buckets, index_offset)
+        os.pwrite(fd, db._n_keys.to_bytes(4, "little"), db._n_keys_pos)  # as booklet's sync()
+
+
+def _append(fd: int, data: bytes, at: int) -> int:
+    """Write ``data`` at byte ``at`` (the end of the file); return the new end."""
+    done = 0
+    with memoryview(data) as view:
+        while done < len(data):
+            done += os.pwrite(fd, view[done:], at + done)
+    return at + done
+
+
+#: Chain walks after which :func:`_link` lets go of the file's pages it touched (they stay
+#: in the page cache, written or not), so that a large file never becomes resident.
+_WALKS_PER_RELEASE = 8192
+
+
+def _link(fd: int, links: bytearray, n_buckets: int, index_offset: int) -> int:
+    """Hook entries already in the file into the hash index, in order; return how many keys
+    are new. ``links`` holds a key hash and a position (19 bytes) per entry, as booklet's
+    index buffer does. The rules are those of booklet's ``utils.update_index``: a key
+    already in its bucket's chain is replaced in place (the old entry's pointer zeroed), a
+    new key goes at the chain's end."""
+    mm = mmap.mmap(fd, os.fstat(fd).st_size)
+    release = getattr(mmap, "MADV_DONTNEED", None)
+    from_bytes = int.from_bytes
+    new = walks = 0
+    try:
+        for i in range(0, len(links), 19):
+            key_hash = links[i : i + 13]
+            pos = links[i + 13 : i + 19]
+            slot = index_offset + from_bytes(key_hash, "little") % n_buckets * 6
+            at = from_bytes(mm[slot : slot + 6], "little")
+            if at <= 1:
+                mm[slot : slot + 6] = pos
+                new += 1
+                continue
+            walks += 1
+            if walks % _WALKS_PER_RELEASE == 0 and release is not None:
+                mm.madvise(release)  # a shared file mapping: nothing written is lost
+            prev = slot
+            while True:
+                nxt = from_bytes(mm[at + 13 : at + 19], "little")
+                if not nxt:  # a replaced entry still in the chain: booklet hooks in here
+                    mm[prev : prev + 6] = pos
+                    new += 1
+                    break
+                if mm[at : at + 13] == key_hash:
+                    mm[at + 13 : at + 19] = bytes(6)
+                    mm[prev : prev + 6] = pos
+                    if nxt > 1:
+                        at_new = from_bytes(pos, "little")
+                        mm[at_new + 13 : at_new + 19] = nxt.to_bytes(6, "little")
+                    break
+                if nxt == 1:
+                    mm[at + 13 : at + 19] = pos
+                    new += 1
+                    break
+                prev, at = at + 13, nxt
+    finally:
+        mm.close()
+    return new
+
+
 def _serializer_arg(serializer: Any) -> Any:
     """What ``booklet.open`` takes to create a file with ``serializer``: the name of a built-in
     serializer (booklet records the name, and refuses its own classes passed as custom), or
@@ -118,13 +291,27 @@ def check_serializer(value_serializer: Any) -> None:
         )
 
 
-def _write_atomic(path: pathlib.Path, data: bytes) -> None:
+def _write_atomic(path: pathlib.Path, data: bytes, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically (fsynced first unless not ``durable``)."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _write_atomic_many(files: list[tuple[pathlib.Path, bytes]]) -> None:
+    """:func:`_write_atomic` for several files, their fsyncs run side by side (a file
+    system commits concurrent fsyncs together: several cost about one)."""
+    if len(files) <= 1:
+        for path, data in files:
+            _write_atomic(path, data)
+        return
+    with concurrent.futures.ThreadPoolExecutor(min(8, len(files))) as pool:
+        for _ in pool.map(lambda item: _write_atomic(*item), files):
+            pass
 
 
 def _fsync_path(path: pathlib.Path) -> None:
@@ -497,6 +684,7 @@ class LocalStore:
                 "Use another local path."
             )
         self._dumps = value_serializer.dumps
+        self._fast = _fast_capable(db)
 
     def _open_booklet(self, flag: str, value_serializer: Any = None, n_buckets: int = 12007) -> Any:
         try:
@@ -1069,15 +1257,17 @@ class LocalStore:
         self._need_write()
         bits = bytearray((len(keys) + 7) // 8)
         contains = present.__contains__ if present is not None else self._db.__contains__
-        for row, key in enumerate(keys):
-            if key in seen or contains(key):
-                bits[row >> 3] |= 1 << (row & 7)
+        if present or present is None or seen:  # else no key can be present: all bits clear
+            for row, key in enumerate(keys):
+                if key in seen or contains(key):
+                    bits[row >> 3] |= 1 << (row & 7)
         # The blob is a cache of a remote object: no fsync (a torn copy fails its checksum
         # and is downloaded again). The bits are state: written atomically.
         tmp = self._part_file(name, f".tmp-{os.getpid()}-{threading.get_ident()}")
         tmp.write_bytes(blob)
         os.replace(tmp, self._part_file(name))
-        _write_atomic(self._part_file(name, ".bits"), bytes(bits))
+        # Bits all clear say what a missing or empty file says (no key seen): no fsync.
+        _write_atomic(self._part_file(name, ".bits"), bytes(bits), durable=bits.count(0) != len(bits))
         self._bits[part] = bits
         self._dirty_bits.discard(part)
         self.state["parts"][str(part)] = name
@@ -1129,10 +1319,12 @@ class LocalStore:
 
     def flush_bits(self) -> None:
         """Write changed presence bits now (before a change that relies on them)."""
+        files = []
         for part in sorted(self._dirty_bits):
             name = self.state["parts"].get(str(part))
             if name is not None:
-                _write_atomic(self._part_file(name, ".bits"), bytes(self._bits.get(part, b"")))
+                files.append((self._part_file(name, ".bits"), bytes(self._bits.get(part, b""))))
+        _write_atomic_many(files)
         self._dirty_bits.clear()
 
     def _sweep_parts(self) -> None:
@@ -1158,6 +1350,19 @@ class LocalStore:
             bits[byte] &= ~(1 << (row & 7)) & 0xFF
         self._dirty_bits.add(part)
 
+    def mark_rows_present(self, parts: Sequence[int], rows: Sequence[int]) -> None:
+        """:meth:`mark_present` for many keys: the ``rows[i]``-th key of base part ``parts[i]``."""
+        self._need_write()
+        bits_of = {p: self.bits(p) for p in set(parts)}
+        for p, row in zip(parts, rows, strict=True):
+            bits = bits_of[p]
+            try:
+                bits[row >> 3] |= 1 << (row & 7)
+            except IndexError:
+                bits.extend(bytes((row >> 3) + 1 - len(bits)))
+                bits[row >> 3] |= 1 << (row & 7)
+        self._dirty_bits.update(bits_of)
+
     # -- the data file ---------------------------------------------------------------------
 
     @property
@@ -1166,9 +1371,17 @@ class LocalStore:
         serializer = _serializers(self._db)[1]
         return Codec(serializer_name(serializer), serializer.dumps, serializer.loads)
 
+    def _flush(self) -> None:
+        """Write booklet's buffered entries out (through the fast path when it can)."""
+        db = self._db
+        if self._fast and db.writable and db._buffer_index:
+            with db._thread_lock:
+                _flush(db)
+        db.sync()
+
     def __len__(self) -> int:
         # booklet counts buffered writes only once they are flushed.
-        self._db.sync()
+        self._flush()
         return len(self._db)
 
     def __contains__(self, key: str) -> bool:
@@ -1220,16 +1433,18 @@ class LocalStore:
             raw = bytes(raw)
         if timestamp is None:
             timestamp = time.time_ns() // 1000
-        if not self._unsynced or not self._db.writable:
-            self._before_write()
-        self._db.set(key, raw, timestamp, False)
-        self._journal.write(key, timestamp, raw)
-        self.touched[key] = None
+        self.set_raw(key, raw, timestamp)
 
     def set_raw(self, key: str, raw: bytes, timestamp: int) -> None:
-        """A user write of an already serialized value (e.g. a merged conflict)."""
-        self._before_write()
-        self._db.set(key, raw, timestamp, False)
+        """A user write of an already serialized value."""
+        # The hot path of local writes: kept to what each write must do.
+        db = self._db
+        if not self._unsynced or not db.writable:
+            self._before_write()
+        if self._fast:
+            _put(db, key, raw, timestamp)
+        else:
+            db.set(key, raw, timestamp, False)
         self._journal.write(key, timestamp, raw)
         self.touched[key] = None
 
@@ -1253,7 +1468,21 @@ class LocalStore:
     def put_raw(self, key: str, raw: bytes, timestamp: int) -> None:
         """Store a value that came from the remote (not a user change)."""
         self._before_write()
-        self._db.set(key, raw, timestamp=timestamp, encode_value=False)
+        if self._fast:
+            _put(self._db, key, raw, timestamp)
+        else:
+            self._db.set(key, raw, timestamp=timestamp, encode_value=False)
+
+    def put_raw_many(self, items: Iterable[tuple[str, bytes, int]]) -> None:
+        """:meth:`put_raw` for many ``(key, value, timestamp)``, in order: written straight
+        into the data file's layout (:func:`_write_many`) when booklet's is the one known."""
+        self._before_write()
+        db = self._db
+        if self._fast:
+            _write_many(db, items)
+        else:
+            for key, raw, ts in items:
+                db.set(key, raw, ts, False)
 
     def drop(self, key: str) -> None:
         """Remove a cached copy (not a user change)."""
@@ -1284,7 +1513,7 @@ class LocalStore:
             if clean and json.dumps(self.state) == self._saved_state:
                 return  # a reader that changed nothing writes nothing
             self._need_write()
-        self._db.sync()
+        self._flush()
         _fsync_path(self.path)
         self._journal.flush()
         self._mirror.flush()

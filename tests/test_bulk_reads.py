@@ -249,6 +249,64 @@ def test_a_corrupt_value_stops_a_bulk_read_and_is_not_cached(tmp_path):
             db.load_items()
     with booklet.open(tmp_path / "r.blt") as local:
         assert bad not in local
+        assert sorted(data)[249] in local  # what was fetched and checked before it is kept
+
+
+# -- fetched values go into the local file in bulk -------------------------------------------
+
+
+def _bulk_session(path: pathlib.Path, n_buckets: int, seed: int) -> dict[str, tuple[int, bytes]]:
+    """Mixed one-by-one and bulk writes (overwrites, repeats within a batch, dropped keys
+    written again, a small write buffer), returning what each key should hold."""
+    from ebooklet.local import LocalStore
+
+    rng = random.Random(seed)
+    store = LocalStore(path, create=True, n_buckets=n_buckets, buffer_size=2048)  # flushes often
+    expect: dict[str, tuple[int, bytes]] = {}
+
+    def one(key: str) -> None:
+        ts, raw = rng.randrange(1, 2**55), rng.randbytes(rng.randrange(0, 300))
+        store.put_raw(key, raw, ts)  # stays in booklet's buffer until the next bulk write
+        expect[key] = (ts, raw)
+
+    def bulk(n: int) -> None:
+        batch = [
+            (f"k{rng.randrange(400)}", rng.randbytes(rng.randrange(0, 300)), rng.randrange(1, 2**55))
+            for _ in range(n)
+        ]
+        store.put_raw_many(batch)
+        expect.update((k, (ts, raw)) for k, raw, ts in batch)
+
+    for i in range(300):
+        one(f"k{rng.randrange(400)}")
+    bulk(500)
+    len(store)  # a sync: a small table is re-indexed here, and later writes use the new one
+    for i in range(0, 400, 7):
+        store.drop(f"k{i}")
+        expect.pop(f"k{i}", None)
+    one("k7")
+    bulk(800)
+    for key, want in expect.items():
+        assert store.get_raw(key) == want, key
+    assert len(store) == len(expect)
+    store.close()
+    return expect
+
+
+@pytest.mark.parametrize("n_buckets", [5, 12007])
+def test_entries_written_past_booklet_make_the_file_booklet_makes(tmp_path, monkeypatch, n_buckets):
+    from ebooklet import local
+
+    monkeypatch.setattr(local, "_BULK_CHUNK", 4096)  # several chunks per batch
+    expect = _bulk_session(tmp_path / "bulk.blt", n_buckets, seed=3)
+    monkeypatch.setattr(local, "_fast_capable", lambda db: False)
+    assert _bulk_session(tmp_path / "plain.blt", n_buckets, seed=3) == expect
+    for name in ("bulk.blt", "plain.blt"):
+        assert local._inspect(tmp_path / name).problems == []
+        with booklet.open(tmp_path / name) as db:
+            got = {k: (ts, v) for k, ts, v in db.timestamps(include_value=True, decode_value=False)}
+            assert got == expect
+            assert len(db) == len(expect)
 
 
 # -- large new databases: the local file's hash table ----------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -19,7 +19,7 @@ from ..errors import IntegrityError, RemoteFormatError, SyncError
 from ..format import Entry, Head, Part, part_of
 from ..local import LocalStore
 from ..remote import Remote
-from .objects import ObjectStore
+from .objects import ObjectStore, parallel_map
 
 #: Decoded index parts kept in memory.
 PART_CACHE = 64
@@ -180,17 +180,21 @@ class BaseIndex:
         """Several parts of ``head``, downloading the missing ones in parallel."""
         indexes = list(indexes)
         is_base = self._is_base(head)
-        missing = []
+        missing: dict[str, int] = {}
         for p in indexes:
             name = head.parts[p]
             if name is None or name in self._parts or name in self._fresh:
                 continue
             if is_base and self.local.part_blob(p, name) is not None:
                 continue
-            missing.append(name)
+            missing[name] = p
+        got: dict[int, Part] = {}
         if len(missing) > 1:
-            self._fresh.update(self.objects.get_many(missing))
-        return {p: self.part(head, p) for p in indexes}
+            # Each part is decoded (and kept) as it arrives, while the rest download.
+            for name, blob in zip(missing, parallel_map(self.objects.get, list(missing)), strict=True):
+                self._fresh[name] = blob
+                got[missing[name]] = self.part(head, missing[name])
+        return {p: got[p] if p in got else self.part(head, p) for p in indexes}
 
     def all_parts(self, head: Head) -> dict[int, Part]:
         return self.parts(head, range(len(head.parts)))
@@ -271,6 +275,63 @@ class BaseIndex:
             elif key in local:
                 continue
             yield key, entry, p, row
+
+    def lazy_selection(self, keys: Iterable[str] | None = None) -> list[tuple[int, Part, Sequence[int]]]:
+        """The lazy keys of the base (all, or those among ``keys``) as rows of its parts:
+        ``(part number, part, rows)``, the rule of :meth:`lazy_entry` without an entry per
+        key (a fresh copy takes every row of every part as it is)."""
+        base = self.base
+        if base is None:
+            return []
+        chosen: list[tuple[int, Part, Sequence[int]]]
+        if keys is None:
+            chosen = [(p, part, range(len(part))) for p, part in self.all_parts(base).items()]
+            n = base.n_keys
+        else:
+            chosen = self.rows_of(keys)
+            n = sum(len(rows) for _, _, rows in chosen)
+        local, touched = self.local, self.local.touched
+        n_local = len(local)
+        # Keys neither touched nor marked present are in the data file only after edits
+        # behind ebooklet's back; one pass over a smaller file beats a lookup per key.
+        small_file = n_local <= n
+        file_keys: set[str] | None = None
+        out = []
+        for p, part, rows in chosen:
+            bits = local.bits(p)
+            if n_local == 0 and not touched and bits.count(0) == len(bits):
+                out.append((p, part, rows))  # nothing here yet: every row is lazy
+                continue
+            part_keys, kept = part.keys, []
+            for row in rows:
+                key = part_keys[row]
+                if key in touched or (row >> 3) < len(bits) and bits[row >> 3] & (1 << (row & 7)):
+                    continue  # written or deleted here, or present (see present())
+                if small_file:
+                    if file_keys is None:
+                        file_keys = set(local.keys())
+                    if key in file_keys:
+                        continue
+                elif key in local:
+                    continue
+                kept.append(row)
+            out.append((p, part, kept))
+        return out
+
+    def rows_of(self, keys: Iterable[str]) -> list[tuple[int, Part, list[int]]]:
+        """The keys among ``keys`` that the base holds, once each, as rows of its parts."""
+        base = self.base
+        if base is None:
+            return []
+        by_part: dict[int, dict[str, None]] = {}
+        for key in keys:
+            by_part.setdefault(part_of(key, base.part_bits), {})[key] = None
+        parts = self.parts(base, by_part)
+        out = []
+        for p, ks in by_part.items():
+            row_of = parts[p].row
+            out.append((p, parts[p], [r for r in map(row_of, ks) if r is not None]))
+        return out
 
     def locate(self, keys: Iterable[str]) -> dict[str, tuple[Entry, int, int]]:
         """The base entry, part and row of each key that the base holds."""

@@ -113,17 +113,21 @@ def coalesce(
     if n == 0:
         return
     lo, start, end, waste = 0, offsets[0], offsets[0] + lengths[0], 0
-    for i in range(1, n):
+    fraction, allowance = WASTE_FRACTION, WASTE_ALLOWANCE
+    for i in range(1, n):  # one step per value of a bulk read: kept to plain comparisons
         o = offsets[i]
         e = o + lengths[i]
         gap = o - end
-        merged = max(end, e) - start
-        if merged <= max_request and (
-            gap <= 0 or waste + gap <= max(WASTE_FRACTION * merged, WASTE_ALLOWANCE)
-        ):
-            waste += max(gap, 0)
-            end = max(end, e)
-            continue
+        merged = (e if e > end else end) - start
+        if merged <= max_request:
+            if gap <= 0:
+                if e > end:
+                    end = e
+                continue
+            if waste + gap <= allowance or waste + gap <= fraction * merged:
+                waste += gap
+                end = e
+                continue
         yield start, end - start, lo, i
         lo, start, end, waste = i, o, e, 0
     yield start, end - start, lo, n

@@ -11,15 +11,19 @@ never returned or stored.
 
 from __future__ import annotations
 
+import operator
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 from ..errors import IntegrityError
-from ..format import HASH_LEN, Entry, value_hash
+from ..format import HASH_LEN, Entry, Part, value_hash, value_hashes
 from ..local import LocalStore
 from ..results import ProgressCallback
 from .index import BaseIndex
 from .objects import ObjectStore, RangeRequest, Tracker, coalesce, request_size
+
+T = TypeVar("T")
 
 
 def plan_ranges(entries: dict[str, Entry]) -> list[RangeRequest]:
@@ -70,13 +74,23 @@ class ValueReader:
 
     def plan(self, keys: Iterable[str] | None = None) -> BulkRead:
         """A read of the lazy keys of the base: all of them, or those among ``keys``."""
-        return BulkRead(self, self.index.lazy_rows(keys))
+        return BulkRead(self, self.index.lazy_selection(keys))
 
     def load(self, keys: Iterable[str], progress: ProgressCallback | None = None) -> dict[str, bytes]:
         """Download base keys' values, check them, and cache them in the data file."""
-        located = self.index.locate(keys)
-        bulk = BulkRead(self, ((k, e, p, row) for k, (e, p, row) in located.items()))
+        bulk = BulkRead(self, self.index.rows_of(keys))
         return {key: raw for fetched in bulk.fetch(progress) for key, raw in bulk.store(*fetched)}
+
+
+#: Entries put in request order at a time by a bulk read's plan.
+_TAKE_CHUNK = 1 << 16
+
+
+def _taker(order: Sequence[int]) -> Callable[[Sequence[T]], Sequence[T]]:
+    """A function that picks the items at ``order`` from a sequence (itemgetter, in C)."""
+    if len(order) > 1:
+        return operator.itemgetter(*order)
+    return lambda seq: [seq[i] for i in order]
 
 
 class BulkRead:
@@ -85,44 +99,65 @@ class BulkRead:
     Made by :meth:`ValueReader.plan` under the database's lock, as a snapshot of the keys to
     read. :meth:`fetch` only talks to the remote; each answer it yields goes to :meth:`store`
     (under the lock), which checks and caches its values and returns them. The entries are
-    kept in columns (about 50 bytes a key), the values only a few requests at a time.
+    kept in columns (about 50 bytes a key), in the order of the requests, so that each
+    request's members are one slice of them; the values only a few requests at a time.
     """
 
-    def __init__(self, reader: ValueReader, rows: Iterable[tuple[str, Entry, int, int]]) -> None:
+    def __init__(self, reader: ValueReader, selection: Iterable[tuple[int, Part, Sequence[int]]]) -> None:
         self._reader = reader
-        self.keys: list[str] = []
-        self._ts = array("q")
-        self._hash = bytearray()
-        self._part = array("I")
-        self._row = array("I")
-        self._off = array("Q")
-        self._len = array("I")
+        keys: list[str] = []
+        ts, hashes, part_no, row_no = array("q"), bytearray(), array("I"), array("I")
+        offs, lens = array("Q"), array("I")
         by_segment: dict[str, list[int]] = {}
-        add_key, add_ts, add_part = self.keys.append, self._ts.append, self._part.append
-        add_row, add_off, add_len = self._row.append, self._off.append, self._len.append
-        hashes = self._hash
-        for i, (key, entry, p, row) in enumerate(rows):
-            ts, h, segment, offset, length = entry
-            add_key(key)
-            add_ts(ts)
+        for p, part, rows in selection:
+            k, t, h, segs, names, o, n = part.columns(rows)
+            first = len(keys)
+            keys += k
+            ts += t
             hashes += h
-            add_part(p)
-            add_row(row)
-            add_off(offset)
-            add_len(length)
-            members = by_segment.get(segment)
-            if members is None:
-                members = by_segment[segment] = []
-            members.append(i)
+            part_no += array("I", [p]) * len(k)
+            row_no += rows if isinstance(rows, array) else array("I", rows)
+            offs += o
+            lens += n
+            if k and segs.count(segs[0]) == len(segs):  # all in one segment (often)
+                by_segment.setdefault(names[segs[0]], []).extend(range(first, first + len(k)))
+                continue
+            groups: list[list[int]] = [[] for _ in names]
+            for i, s in enumerate(segs, first):
+                groups[s].append(i)
+            for name, members in zip(names, groups, strict=True):
+                if members:
+                    by_segment.setdefault(name, []).extend(members)
+        # The columns are put in request order (segment, then offset) in one C pass each.
+        segments = sorted(by_segment.items())
+        order = array("I")
+        for _, members in segments:
+            members.sort(key=offs.__getitem__)
+            order += array("I", members)
+        self.keys: list[str] = []
+        self._ts, self._part, self._row = array("q"), array("I"), array("I")
+        self._off, self._len = array("Q"), array("I")
+        hash_chunks = []
+        h = HASH_LEN
+        for i in range(0, len(order), _TAKE_CHUNK):  # in chunks: a getter holds its indexes
+            chunk = order[i : i + _TAKE_CHUNK]
+            take = _taker(chunk)
+            self.keys += take(keys)
+            self._ts.extend(take(ts))
+            hash_chunks.append(b"".join([hashes[j * h : j * h + h] for j in chunk]))
+            self._part.extend(take(part_no))
+            self._row.extend(take(row_no))
+            self._off.extend(take(offs))
+            self._len.extend(take(lens))
+        self._hash = b"".join(hash_chunks)
         self.requests: list[RangeRequest] = []
-        size = request_size(sum(self._len))
-        for name, members in sorted(by_segment.items()):
-            members.sort(key=self._off.__getitem__)
-            order = array("I", members)
-            offsets = array("Q", map(self._off.__getitem__, order))
-            lengths = array("I", map(self._len.__getitem__, order))
-            for start, length, lo, hi in coalesce(offsets, lengths, size):
-                self.requests.append(RangeRequest(name, start, length, order[lo:hi]))
+        size = request_size(sum(lens))
+        first = 0
+        for name, members in segments:
+            end = first + len(members)
+            for start, length, lo, hi in coalesce(self._off[first:end], self._len[first:end], size):
+                self.requests.append(RangeRequest(name, start, length, range(first + lo, first + hi)))
+            first = end
         self._base = reader.index.base
         self._n_touched = len(reader.local.touched)
         self._tracker: Tracker | None = None
@@ -149,22 +184,27 @@ class BulkRead:
                 "the database was written (or synced) while its remote values were being read; "
                 "collect the keys first (list(db.keys())) to write while iterating"
             )
-        out = []
-        start, keys, offs, lens, ts, parts, rows = (
-            req.start, self.keys, self._off, self._len, self._ts, self._part, self._row
-        )
-        hashes, put_raw, mark_present = self._hash, local.put_raw, local.mark_present
-        # A key another thread has read (and cached) since the plan is cached again: the same
-        # bytes, rarely, rather than a presence lookup for every key.
-        for i in req.members:
-            at = offs[i] - start
-            raw = data[at : at + lens[i]]
-            key = keys[i]
-            if value_hash(raw) != hashes[i * HASH_LEN : (i + 1) * HASH_LEN]:
-                raise reader.corrupt(key, req.name)
-            put_raw(key, raw, ts[i])
-            mark_present(parts[i], rows[i])
-            out.append((key, raw))
+        lo, hi = req.members.start, req.members.stop
+        start = req.start
+        raws = [
+            data[o - start : o - start + n] for o, n in zip(self._off[lo:hi], self._len[lo:hi], strict=True)
+        ]
+        want = self._hash[lo * HASH_LEN : hi * HASH_LEN]
+        got = value_hashes(raws)
+        bad = None
+        if got != want:
+            h = HASH_LEN
+            bad = next(i for i in range(hi - lo) if got[i * h : (i + 1) * h] != want[i * h : (i + 1) * h])
+            del raws[bad:]  # the values before it are kept
+        # The values that passed go into the data file in one write, with their presence
+        # bits. A key another thread has read (and cached) since the plan is cached again:
+        # the same bytes, rarely, rather than a presence lookup for every key.
+        n = len(raws)
+        keys = self.keys[lo : lo + n]
+        local.put_raw_many(zip(keys, raws, self._ts[lo : lo + n], strict=True))
+        local.mark_rows_present(self._part[lo : lo + n], self._row[lo : lo + n])
+        if bad is not None:
+            raise reader.corrupt(self.keys[lo + bad], req.name)
         if self._tracker is not None:
-            self._tracker.add(len(req.members), req.length)
-        return out
+            self._tracker.add(hi - lo, req.length)
+        return list(zip(keys, raws, strict=True))
