@@ -277,7 +277,7 @@ def _bulk_session(path: pathlib.Path, n_buckets: int, seed: int) -> dict[str, tu
         store.put_raw_many(batch)
         expect.update((k, (ts, raw)) for k, raw, ts in batch)
 
-    for i in range(300):
+    for _ in range(300):
         one(f"k{rng.randrange(400)}")
     bulk(500)
     len(store)  # a sync: a small table is re-indexed here, and later writes use the new one
