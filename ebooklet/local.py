@@ -126,9 +126,21 @@ def _fast_capable(db: Any) -> bool:
     """Whether the fast write path knows this open booklet file's layout and attributes."""
     u = booklet.utils
     layout = (u.key_hash_len, u.n_bytes_file, u.n_bytes_key, u.n_bytes_value, u.timestamp_bytes_len)
+    try:
+        # booklet's own key hash and bucket choice must be the ones this path computes.
+        probe = b"ebooklet-layout-probe"
+        h = _key_hasher()
+        h.update(probe)
+        same_hashing = (
+            u.hash_key(probe) == h.digest()
+            and u.get_index_bucket(h.digest(), 12007) == int.from_bytes(h.digest(), "little") % 12007
+            and u.get_bucket_index_pos(5, 100) == 100 + 5 * 6
+        )
+    except Exception:  # noqa: BLE001 - a booklet that differs: its public set() is used
+        same_hashing = False
     return (
-        layout == _FAST_LAYOUT and hasattr(os, "pwrite") and getattr(db, "_ts_bytes_len", 0) == 7
-        and all(hasattr(db, name) for name in _FAST_ATTRS)
+        same_hashing and layout == _FAST_LAYOUT and hasattr(os, "pwrite")
+        and getattr(db, "_ts_bytes_len", 0) == 7 and all(hasattr(db, name) for name in _FAST_ATTRS)
     )
 
 
