@@ -50,6 +50,11 @@ class RemoteConnGroup(EBooklet):
     def set(self, key: str, value: Any, timestamp: Any = None) -> None:
         raise NotSupportedError("a remote connection group is changed with add(remote_conn), not set()")
 
+    def __setitem__(self, key: str, value: Any) -> None:
+        raise NotSupportedError(
+            "a remote connection group is changed with add(remote_conn), not item assignment"
+        )
+
     def update(self, other: Any = (), /, **kwargs: Any) -> None:
         raise NotSupportedError("a remote connection group is changed with add(remote_conn), not update()")
 

@@ -201,3 +201,21 @@ def test_a_pending_delete_undone_with_plain_booklet_is_not_pushed(tmp_path):
         assert db["a"] == b"0"
     with ebooklet.open(conn, tmp_path / "fresh.blt", "r") as fresh:
         assert dict(fresh.items()) == {"a": b"0"}
+
+
+def test_a_push_of_values_equal_to_the_base_neither_commits_nor_pulls(tmp_path):
+    # Found by the Hypothesis model: writing back the base's value is no change, so the push
+    # has nothing to do, and must not catch up with the remote behind the user's back.
+    conn = tmp_path / "remote" / "db"
+    with ebooklet.open(conn, tmp_path / "a.blt", "c") as a:
+        a.update({"k": b"1", "j": b"same"})
+        a.changes().push()
+        with ebooklet.open(conn, tmp_path / "b.blt", "w") as b:
+            b["k"] = b"2"
+            b.changes().push()
+        a["j"] = b"same"
+        result = a.changes().push()
+        assert not result and not result.committed and result.pulled == []
+        assert a["k"] == b"1"  # not pulled
+        assert list(a.changes().iter_changes())[0].key == "k"  # the remote's change, still to pull
+        assert a.changes().pull().updated == ["k"] and a["k"] == b"2"

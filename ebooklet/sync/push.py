@@ -77,6 +77,7 @@ class PushState:
         self.adds = 0  # keys written (an upper bound on the keys a commit adds)
         self.add_key_bytes = 0
         self.sent = False  # a commit request went out: its objects may be referenced
+        self.both_changed = 0  # keys changed both here (against the base) and remotely
 
     def put(self, name: str, data: bytes, keys: int = 0) -> None:
         """Upload an object in the background (the progress total grows with it)."""
@@ -309,11 +310,17 @@ class Push:
         self._check_deletes(built.inferred, current, max_delete)
         nothing = not (built.written or built.deleted or built.moved or meta_new or settings is not None)
         if nothing and not replacing and current is not None:
-            # Every local change was already made remotely (or lost to the remote side):
-            # nothing to commit, only the remote to catch up with.
             state.uploader.wait()
             self.objects.delete_quietly(state.uploader.names)
             state.uploader.names.clear()
+            if not state.both_changed:
+                # Every pending change put back the base's value: there was nothing to push,
+                # and a push with nothing to push does not pull either.
+                self.local.clear_touched()
+                self.local.sync()
+                return PushResult()
+            # Every local change was already made remotely (or lost to the remote side):
+            # nothing to commit, only the remote to catch up with.
             self.index.adopt(current, etag, {}, dropped)
             return PushResult(pulled=sorted(dropped))
         if lease is not None:
@@ -503,6 +510,7 @@ class Push:
             found = self.index.entry(key)
             if not same(change, found[0] if found else None):
                 mine[key] = change  # a change against the base: in conflict or the same change
+        state.both_changed = len(mine)
         inputs = DecodedInputs(self.local.codec, self.index, self.values)
         resolution = resolve(ChangeSet(mine, remote), policy, inputs, current.timestamp if current else 0)
         apply_merged(self.local, resolution)
