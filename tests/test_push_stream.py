@@ -219,3 +219,19 @@ def test_a_push_of_values_equal_to_the_base_neither_commits_nor_pulls(tmp_path):
         assert a["k"] == b"1"  # not pulled
         assert list(a.changes().iter_changes())[0].key == "k"  # the remote's change, still to pull
         assert a.changes().pull().updated == ["k"] and a["k"] == b"2"
+
+
+def test_compact_with_nothing_to_rewrite_still_catches_up_with_the_remote(tmp_path):
+    # Found by the Hypothesis model: a compaction commits the remote's current state, so the
+    # client that asked for it is synced with it afterwards, as after any commit.
+    conn = tmp_path / "remote" / "db"
+    with ebooklet.open(conn, tmp_path / "a.blt", "c") as a:
+        a["k"] = b"1"
+        a.changes().push()
+    with ebooklet.open(conn, tmp_path / "b.blt", "w") as b:
+        assert b["k"] == b"1"
+        with ebooklet.open(conn, tmp_path / "a.blt", "w") as a:
+            del a["k"]
+            a.changes().push()
+        b.compact()
+        assert "k" not in b and dict(b.items()) == {}

@@ -313,7 +313,7 @@ class Push:
             state.uploader.wait()
             self.objects.delete_quietly(state.uploader.names)
             state.uploader.names.clear()
-            if not state.both_changed:
+            if not state.both_changed and not compact:
                 # Every pending change put back the base's value: there was nothing to push,
                 # and a push with nothing to push does not pull either.
                 self.local.clear_touched()
