@@ -254,8 +254,8 @@ def regrouped(fetch: Callable[[int], list[tuple[str, Any]]], coarse: int, fine: 
 
 @dataclass
 class Built:
-    """What :func:`build_head` found while building: the keys it wrote and deleted (inferred
-    deletes apart), and the parts it rewrote."""
+    """What :func:`build_head` found while building: the keys it wrote and deleted (the
+    inferred deletes among them also listed apart), and the parts it rewrote."""
 
     written: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
