@@ -491,33 +491,18 @@ class PhaseTimer:
     """
 
     TARGETS = [
-        (
-            "ebooklet.sync",
-            "Replica",
-            [
-                "push",
-                "_push",
-                "local_changes",
-                "current",
-                "fetch_head",
-                "remote_changes",
-                "_rebase",
-                "_upload",
-                "_build_commit",
-                "_put_many",
-                "_adopt",
-                "_collect",
-                "set_base",
-                "parts",
-            ],
-        ),
+        ("ebooklet.sync.replica", "Replica", ["push", "current", "settle_inflight"]),
+        ("ebooklet.sync.push", "Push", ["run", "_push_once", "_rebase", "_stream", "_compaction"]),
+        ("ebooklet.sync.objects", "Uploader", ["wait"]),
+        ("ebooklet.sync.index", "BaseIndex", ["adopt", "parts"]),
         (
             "ebooklet.local",
             "LocalStore",
-            ["raw_items", "keys", "store_part", "clear_touched", "sync", "save_state", "timestamps"],
+            ["raw_items", "keys", "store_part", "stage_part", "clear_touched", "sync", "save_state",
+             "timestamps"],
         ),
         ("ebooklet.remote.s3", "S3Transport", ["get", "put", "delete"]),
-        ("ebooklet.format", "Part", ["__init__", "encode"]),
+        ("ebooklet.format", "Part", ["__init__", "from_columns", "encode"]),
         ("ebooklet.format", "Head", ["encode"]),
         ("ebooklet.lock", "Lease", ["__enter__", "__exit__", "acquire", "release", "renew"]),
     ]

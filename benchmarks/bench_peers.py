@@ -284,11 +284,23 @@ class Clock:
 
     def __enter__(self) -> Clock:
         self.before = self.counters()
+        self.profile = None
+        if os.environ.get("BENCH_PEERS_PROFILE"):
+            import cProfile  # noqa: PLC0415 - only when asked for
+
+            self.profile = cProfile.Profile()
+            self.profile.enable()
         self.t0 = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         seconds = time.perf_counter() - self.t0
+        if self.profile is not None:
+            # BENCH_PEERS_PROFILE=DIR: one .prof file per timed region (python -m pstats).
+            self.profile.disable()
+            out = pathlib.Path(os.environ["BENCH_PEERS_PROFILE"])
+            out.mkdir(parents=True, exist_ok=True)
+            self.profile.dump_stats(out / f"{os.getpid()}.prof")
         after = self.counters()
         self.result = {"seconds": seconds, **{k: after[k] - self.before[k] for k in after}}
 

@@ -106,8 +106,17 @@ def parts_of(keys: Iterable[str], bits: int) -> list[int]:
     if bits == 0:
         return [0] * len(keys) if isinstance(keys, list) else [0 for _ in keys]
     shift = 64 - bits
-    b2, from_bytes = hashlib.blake2b, int.from_bytes
-    return [from_bytes(b2(k.encode("utf-8"), digest_size=8).digest(), "big") >> shift for k in keys]
+    fresh, from_bytes = _PART_HASHER.copy, int.from_bytes
+    out = []
+    for key in keys:
+        h = fresh()  # a copy of a prepared hasher: no arguments to parse per key
+        h.update(key.encode("utf-8"))
+        out.append(from_bytes(h.digest(), "big") >> shift)
+    return out
+
+
+#: The hasher part numbers come from (see part_of), ready to copy.
+_PART_HASHER = hashlib.blake2b(digest_size=8)
 
 
 def bits_for(n_keys: int, key_bytes: int, current_bits: int = 0) -> int:

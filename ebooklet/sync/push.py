@@ -407,7 +407,7 @@ class Push:
             0 if fresh else current.part_bits,  # type: ignore[union-attr]
         ))
         writer, bits = state.writer, spool.bits
-        blake2b = hashlib.blake2b
+        fresh_hasher = hashlib.blake2b(digest_size=HASH_LEN).copy  # value_hash, inlined
         seen = 0
         key_of, ts_of, raw_of = (operator.itemgetter(i) for i in range(3))
         for batch in local.pending_batches():
@@ -422,11 +422,17 @@ class Push:
                         records.append((key, ts, None, 0, 0, 0, flags & INFERRED))
                     else:
                         seg, off = writer.add(raw)
-                        h = blake2b(raw, digest_size=HASH_LEN).digest()
+                        hasher = fresh_hasher()
+                        hasher.update(raw)
+                        h = hasher.digest()
                         records.append((key, ts, h, seg, off, len(raw), 0))
             else:
                 segs, offsets = writer.add_many(raws)  # type: ignore[arg-type]
-                hashes = [blake2b(raw, digest_size=HASH_LEN).digest() for raw in raws]  # type: ignore[arg-type]
+                hashes = []
+                for raw in raws:
+                    hasher = fresh_hasher()
+                    hasher.update(raw)  # type: ignore[arg-type]
+                    hashes.append(hasher.digest())
                 records = list(zip(
                     keys, map(ts_of, batch), hashes, segs, offsets,
                     map(len, raws), itertools.repeat(0), strict=False,  # type: ignore[arg-type]
