@@ -100,6 +100,7 @@ class Lease:
         self._fallback: Any = None
         self._io = threading.Lock()
         self._renewed_at = 0.0  # time.monotonic() of the last successful write of the lease
+        self._cancelled = threading.Event()
 
     @property
     def held(self) -> bool:
@@ -152,7 +153,8 @@ class Lease:
                 raise LeaseHeldError(info.owner, info.expires, self.remote.location)
             # Poll with backoff, never past the holder's expiry or our deadline.
             pause = min(delay, remaining, max(0.01, (info.expires - now) / 1e6))
-            time.sleep(pause * (1 + random.random() / 4))
+            if self._cancelled.wait(pause * (1 + random.random() / 4)):
+                raise LeaseHeldError(info.owner, info.expires, self.remote.location)
             delay = min(delay * 2, 2.0)
 
     def _adopt(self, info: LeaseInfo, etag: str | None) -> None:
@@ -194,6 +196,10 @@ class Lease:
                 self._lost = exc
                 self._etag = None
                 raise LeaseLostError(self.remote.location) from exc
+
+    def cancel(self) -> None:
+        """Stop an :meth:`acquire` that waits for another holder (from another thread)."""
+        self._cancelled.set()
 
     def release(self) -> None:
         """Give the lease up (best effort: an expired lease frees itself)."""

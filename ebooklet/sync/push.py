@@ -210,7 +210,12 @@ class Push:
         progress: ProgressCallback | None,
         compact: bool,
         max_delete: float | None,
+        take_lease: bool = False,
     ) -> PushResult:
+        """Push, holding ``lease`` for the commit; with ``take_lease``, the lease is taken (and
+        given up at the end) here, in the background while the changes are streamed: taking
+        it costs round trips, streaming costs CPU, and uploads need no lease (their names are
+        new, and only the commit makes them part of the database)."""
         if not self.remote.writable:
             raise ReadOnlyError(
                 f"cannot push to {self.remote.location}: it is read-only (a public URL or a "
@@ -231,7 +236,16 @@ class Push:
             return PushResult()
         writes = list(local.touched.values()).count(None)
         state = PushState(self.objects, Tracker(progress, "upload", writes, 0))
+        taking = None
+        if take_lease and lease is not None:
+            taking = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ebooklet-lease")
+            took = taking.submit(lease.__enter__)
         try:
+            # The layout of the index is estimated from the base; the commit refines it.
+            base = self.index.base
+            self._stream(state, base, base is None)
+            if taking is not None:
+                took.result()  # the lease, or why it could not be taken
             for attempt in range(1, PUSH_ATTEMPTS + 1):
                 result = self._push_once(policy, lease, state, metadata, attempt, compact, max_delete)
                 if result is not None:
@@ -246,6 +260,10 @@ class Push:
             raise
         finally:
             state.close()
+            if taking is not None:
+                lease.cancel()  # stop waiting for another writer, if still waiting
+                taking.shutdown(wait=True)
+                lease.__exit__()  # give up the lease if it was taken
         self.objects.delete_quietly(state.uploader.names)
         raise PushConflictError(
             f"{self.remote.location} kept changing while pushing ({PUSH_ATTEMPTS} attempts); "
@@ -270,10 +288,8 @@ class Push:
         fresh = current is None or replacing
         remote = {} if replacing else remote_changes(self.index, self.index.base, current)
         keep_remote, dropped = self._rebase(remote, policy, current, state)
-        if state.spool is None:
-            self._stream(state, current, fresh)
-            if not fresh and attempt == 1:
-                self._compaction(current, state, compact)
+        if not fresh and attempt == 1:
+            self._compaction(current, state, compact)
         meta_new = metadata is not None and (
             current is None or metadata[1] > (current.metadata_timestamp or 0)
         )

@@ -212,8 +212,9 @@ class Replica:
             self.start_session()
         with _gc_paused():
             if self.remote_lock == "push" and self.remote.writable and (compact or self._has_changes()):
-                with Lease(self.remote, *self._lease_args) as lease:
-                    result = Push(self).run(policy, lease, progress, compact, max_delete)
+                # Taken by the push while it streams its changes (see Push.run).
+                lease = Lease(self.remote, *self._lease_args)
+                result = Push(self).run(policy, lease, progress, compact, max_delete, take_lease=True)
             else:
                 result = Push(self).run(policy, self._session_lease, progress, compact, max_delete)
         result.requests = stats.requests - start[0]
