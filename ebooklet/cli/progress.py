@@ -113,7 +113,8 @@ class ProgressBar:
 
     def tick(self) -> None:
         """Called by a timer: draw progress that arrived and was not drawn yet, or, before any
-        progress, what the command is doing, with the seconds so far."""
+        progress or while it waits (for a lock), what the command is doing, with the seconds so
+        far."""
         with self._lock:
             now = self.clock()
             if self._closed or now - self._start < self._delay:
@@ -123,10 +124,12 @@ class ProgressBar:
                     self._draw(render_progress(self._pending, self.width), now)
                     self._pending = None
                 return
-            if self._progressed:
+            # A wait is shown whenever it happens: a push uploads while it waits for the lock.
+            waiting = self.waiting_for()
+            if self._progressed and waiting is None:
                 return
             verb = "pushing" if self.phase == "upload" else "fetching"
-            doing = self.waiting_for() or PREPARING.get(self.phase, "working")
+            doing = waiting or PREPARING.get(self.phase, "working")
             line = f"{verb:<8}  {int(now - self._start):>3} s  {doing}"
             self._draw(line[: self.width], now)
 
