@@ -256,12 +256,15 @@ class Uploader:
         self.tracker = tracker
         self.max_bytes = max_bytes
         self.names: list[str] = []
+        #: The objects known to be stored (their upload returned).
+        self.stored: list[str] = []
         self._pool = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="ebooklet-upload")
         self._pending: collections.deque[tuple[concurrent.futures.Future[None], int]] = collections.deque()
         self._bytes = 0
 
     def _put(self, name: str, data: bytes, keys: int) -> None:
         self.store.create(name, data)
+        self.stored.append(name)  # list.append is atomic: no lock needed
         self.tracker.add(keys, len(data))
 
     def submit(self, name: str, data: bytes, keys: int = 0) -> None:
@@ -269,6 +272,16 @@ class Uploader:
         self.names.append(name)
         self._pending.append((self._pool.submit(self._put, name, data, keys), len(data)))
         self._bytes += len(data)
+
+    def forget(self, names: Iterable[str] | None = None) -> None:
+        """Stop listing objects (all, or ``names``) as this uploader's: they were deleted."""
+        if names is None:
+            self.names.clear()
+            self.stored.clear()
+            return
+        gone = set(names)
+        self.names[:] = [n for n in self.names if n not in gone]
+        self.stored[:] = [n for n in self.stored if n not in gone]
 
     def call(self, fn: Callable[..., object], *args: object) -> None:
         """Run other work that must be done before :meth:`wait` returns, in the background."""

@@ -24,7 +24,9 @@ from ..errors import (
     MassDeleteError,
     PushConflictError,
     ReadOnlyError,
+    RemoteAccessError,
     RemoteError,
+    RemoteUnavailableError,
     SyncError,
 )
 from ..format import HASH_LEN, Entry, Head, Part, bits_for, new_commit_id, parts_of, value_hash
@@ -253,10 +255,11 @@ class Push:
                 logger.info("push: another writer committed first; rebasing (attempt %d)", attempt)
         except BaseException as exc:
             state.uploader.close()
-            if not state.sent and not isinstance(exc, RemoteError):
+            unanswered = isinstance(exc, (RemoteUnavailableError, RemoteAccessError))
+            if not state.sent and not unanswered and state.uploader.stored:
                 # Nothing was committed, and the store answers: take back what was uploaded
-                # (after a network failure, garbage collection takes it later).
-                self.objects.delete_quietly(state.uploader.names)
+                # (when it does not answer, or refuses us, garbage collection takes it later).
+                self.objects.delete_quietly(state.uploader.stored)
             raise
         finally:
             state.close()
@@ -328,7 +331,7 @@ class Push:
         if nothing and not replacing and current is not None:
             state.uploader.wait()
             self.objects.delete_quietly(state.uploader.names)
-            state.uploader.names.clear()
+            state.uploader.forget()
             if not state.both_changed and not compact:
                 # Every pending change put back the base's value: there was nothing to push,
                 # and a push with nothing to push does not pull either.
@@ -383,7 +386,7 @@ class Push:
             state.sent = False
             self.replica.forget_inflight()
             self.objects.delete_quietly(mine)
-            state.uploader.names[:] = [n for n in state.uploader.names if n not in set(mine)]
+            state.uploader.forget(mine)
             return None
         result = PushResult(
             committed=True,
