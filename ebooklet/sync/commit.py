@@ -42,7 +42,7 @@ from ..format import (
 #: that a request carries far more bytes than round trip.
 SEGMENT_BYTES = 8 * 1024 * 1024
 #: Spooled records kept in memory before they are spilled to a temporary file.
-SPOOL_RECORDS = 32_768
+SPOOL_RECORDS = 65_536
 #: Flags of a spooled record.
 INFERRED = 1  # a delete found rather than asked for (max_delete counts these)
 MOVED = 2  # a value compaction moves: same bytes, new place; not a change
