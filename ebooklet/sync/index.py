@@ -236,45 +236,11 @@ class BaseIndex:
 
     def lazy_keys(self) -> Iterator[tuple[str, Entry]]:
         """Every lazy key of the base, with its entry."""
-        for key, entry, _p, _row in self.lazy_rows():
-            yield key, entry
-
-    def lazy_rows(self, keys: Iterable[str] | None = None) -> Iterator[tuple[str, Entry, int, int]]:
-        """The lazy keys of the base (all, or those among ``keys``) with their entry, part and
-        row: the rule of :meth:`lazy_entry`, for many keys at once."""
-        base = self.base
-        if base is None:
-            return
-        if keys is None:
-            rows: Iterable[tuple[str, Entry, int, int]] = (
-                (key, entry, p, row)
-                for p, part in self.all_parts(base).items()
-                for row, (key, entry) in enumerate(part.items())
-            )
-            n = base.n_keys
-        else:
-            found = self.locate(keys)
-            rows = ((key, entry, p, row) for key, (entry, p, row) in found.items())
-            n = len(found)
-        local, touched, bits_of = self.local, self.local.touched, self.local.bits
-        # Keys neither touched nor marked present are in the data file only after edits
-        # behind ebooklet's back; one pass over a smaller file beats a lookup per key.
-        small_file = len(local) <= n
-        file_keys: set[str] | None = None
-        bits_p, bits = -1, bytearray()
-        for key, entry, p, row in rows:
-            if p != bits_p:
-                bits_p, bits = p, bits_of(p)
-            if key in touched or (row >> 3) < len(bits) and bits[row >> 3] & (1 << (row & 7)):
-                continue  # written or deleted here, or present (see present())
-            if small_file:
-                if file_keys is None:
-                    file_keys = set(local.keys())
-                if key in file_keys:
-                    continue
-            elif key in local:
-                continue
-            yield key, entry, p, row
+        for _p, part, rows in self.lazy_selection():
+            part_keys = part.keys
+            for row in rows:
+                key = part_keys[row]
+                yield key, part.get(key)  # type: ignore[misc]
 
     def lazy_selection(self, keys: Iterable[str] | None = None) -> list[tuple[int, Part, Sequence[int]]]:
         """The lazy keys of the base (all, or those among ``keys``) as rows of its parts:
@@ -332,23 +298,6 @@ class BaseIndex:
             row_of = parts[p].row
             out.append((p, parts[p], [r for r in map(row_of, ks) if r is not None]))
         return out
-
-    def locate(self, keys: Iterable[str]) -> dict[str, tuple[Entry, int, int]]:
-        """The base entry, part and row of each key that the base holds."""
-        base = self.base
-        if base is None:
-            return {}
-        by_part: dict[int, list[str]] = {}
-        for key in keys:
-            by_part.setdefault(part_of(key, base.part_bits), []).append(key)
-        parts = self.parts(base, by_part)
-        found: dict[str, tuple[Entry, int, int]] = {}
-        for p, ks in by_part.items():
-            for key in ks:
-                row = parts[p].row(key)
-                if row is not None:
-                    found[key] = (parts[p].get(key), p, row)  # type: ignore[assignment]
-        return found
 
     def forget_present(self, keys: Iterable[str]) -> None:
         """Clear the presence bits of ``keys`` (they read as not fetched again)."""
