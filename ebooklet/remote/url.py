@@ -20,10 +20,9 @@ import dataclasses
 import os
 import pathlib
 import urllib.parse
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
-if TYPE_CHECKING:
-    from . import S3Connection
+from .connection import S3Connection
 
 #: What :func:`parse_remote` returns: an S3 connection, a public URL, or a folder remote's path.
 ParsedRemote: TypeAlias = "S3Connection | str | pathlib.Path"
@@ -125,9 +124,6 @@ def _s3(text: str, options: S3Options | None) -> S3Connection:
     bucket, _, key = text[len("s3://") :].partition("/")
     if not bucket or not key or key.endswith("/"):
         raise ValueError(f"{text!r} must name a bucket and an object key, e.g. s3://my-bucket/data/db.blt")
-    # Imported here: this module is imported by the package that defines S3Connection.
-    from . import S3Connection
-
     return S3Connection(
         options.access_key_id,
         options.access_key,
