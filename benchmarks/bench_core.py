@@ -496,7 +496,7 @@ class PhaseTimer:
         ("ebooklet.sync.objects", "Uploader", ["wait"]),
         ("ebooklet.sync.index", "BaseIndex", ["adopt", "parts"]),
         (
-            "ebooklet.local",
+            "ebooklet.local.store",
             "LocalStore",
             ["raw_items", "keys", "store_part", "stage_part", "clear_touched", "sync", "save_state",
              "timestamps"],

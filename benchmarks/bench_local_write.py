@@ -17,7 +17,7 @@ closes the file (ebooklet's close also records its sync state and fsyncs). Cases
                          a small database), and the file's size.
 
 ``--defaults`` repeats the ebooklet cases with other values of
-``ebooklet.local.DEFAULT_N_BUCKETS`` (set in the child process), to choose it. Times are
+``ebooklet.local.datafile.DEFAULT_N_BUCKETS`` (set in the child process), to choose it. Times are
 best of ``--repeat``: wall clock and CPU (user + system) of the writing process.
 """
 
@@ -44,10 +44,10 @@ def child(cfg: dict[str, Any]) -> dict[str, Any]:
     import booklet
 
     import ebooklet
-    import ebooklet.local
+    import ebooklet.local.datafile
 
     if cfg.get("default") is not None:
-        ebooklet.local.DEFAULT_N_BUCKETS = cfg["default"]
+        ebooklet.local.datafile.DEFAULT_N_BUCKETS = cfg["default"]
     n = cfg["keys"]
     blob = random.Random(1).randbytes(n * 100)
     work = pathlib.Path(cfg["workdir"])
@@ -68,7 +68,7 @@ def child(cfg: dict[str, Any]) -> dict[str, Any]:
         "seconds": time.perf_counter() - t0,
         "cpu": time.process_time() - c0,
         "size": path.stat().st_size,
-        "default": ebooklet.local.DEFAULT_N_BUCKETS,
+        "default": ebooklet.local.datafile.DEFAULT_N_BUCKETS,
     }
 
 

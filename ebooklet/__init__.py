@@ -13,6 +13,7 @@ from .db import Changes, EBooklet  # noqa: E402
 EVariableLengthValue = EBooklet
 from .errors import (  # noqa: E402
     ArgumentTypeError,
+    ChangedDuringIterationError,
     ClosedError,
     CommitUnknownError,
     ConflictError,
@@ -55,6 +56,7 @@ __all__ = [
     "Change",
     "Changes",
     "CommitInfo",
+    "ChangedDuringIterationError",
     "ClosedError",
     "CommitUnknownError",
     "ConflictError",

@@ -159,7 +159,7 @@ def open(
         elif LocalStore.has_state(path):
             local = LocalStore(path, create=False, timeout=timeout, read_only=flag == "r", **sizing)
             replica = Replica(local, remote, pinned=pinned, **lock)  # type: ignore[arg-type]
-            if pinned is not None and local.state.get("pinned") != pinned.commit_id:
+            if pinned is not None and local.state.pinned != pinned.commit_id:
                 raise SyncError(
                     f"{path} holds another state of {remote.location} than commit {pinned.commit}; "
                     "open each past commit with a local path of its own"
@@ -292,7 +292,7 @@ def _first_open(
         replica = Replica(local, remote, pinned=pinned, **lock)
         replica.index.set_base(head, etag)
         if pinned is not None:
-            local.state["pinned"] = pinned.commit_id
+            local.state.pinned = pinned.commit_id
         if len(local) > 0:
             local.external_edits = True  # an existing booklet file: compare all of it once
         local.sync()

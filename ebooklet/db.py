@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import pathlib
-import threading
 import time
 from collections.abc import (
     ItemsView,
@@ -21,6 +20,7 @@ from typing import Any
 from . import limits
 from .errors import (
     ArgumentTypeError,
+    ChangedDuringIterationError,
     ClosedError,
     DamagedLocalFileError,
     DeserializationError,
@@ -87,7 +87,9 @@ class EBooklet(MutableMapping):
         self._codec = local.codec
         self._writable = flag != "r"
         self._flag = flag
-        self._lock = threading.RLock()
+        # One lock for the database and its local store: every read, write, push and pull
+        # runs under it, so threads see them happen one at a time.
+        self._lock = local.lock
         self._closed = False
 
     # -- guards ----------------------------------------------------------------------------
@@ -144,10 +146,10 @@ class EBooklet(MutableMapping):
     def __getitem__(self, key: str) -> Any:
         self._check()
         self._check_key(key)
-        found = self._local.get_raw(key)
-        if found is not None:
-            return self._decode_local(key, found[1])
         with self._lock:
+            found = self._local.get_raw(key)
+            if found is not None:
+                return self._decode_local(key, found[1])
             raw = self._replica.load(self._lazy([key])).get(key)
         if raw is None:
             raise KeyError(key)
@@ -182,9 +184,9 @@ class EBooklet(MutableMapping):
     def __contains__(self, key: object) -> bool:
         self._check()
         self._check_key(key)
-        if key in self._local:
-            return True
         with self._lock:
+            if key in self._local:
+                return True
             return self._index.lazy_entry(key) is not None  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[str]:
@@ -266,8 +268,17 @@ class EBooklet(MutableMapping):
                 yield from values
 
     def _local_items(self) -> Iterator[tuple[str, Any]]:
-        for key, _ts, raw in self._local.raw_items():
-            yield key, self._decode_local(key, raw)
+        try:
+            for key, _ts, raw in self._local.raw_items():
+                yield key, self._decode_local(key, raw)
+        except ChangedDuringIterationError:
+            raise
+        except RuntimeError as exc:  # booklet's "mutated during iteration"
+            raise ChangedDuringIterationError(
+                "the database was written (by this thread or another) while items() or values() "
+                "iterated over it; iterate over list(db.keys()) and read each key, or hold off "
+                "writes until the iteration ends"
+            ) from exc
 
     def __len__(self) -> int:
         self._check()
@@ -290,8 +301,10 @@ class EBooklet(MutableMapping):
         keys = list(keys)
         self.load_items(keys)
         for key in keys:
-            found = self._local.get_raw(key)
-            yield key, default if found is None else self._decode_local(key, found[1])
+            with self._lock:
+                found = self._local.get_raw(key)
+                value = default if found is None else self._decode_local(key, found[1])
+            yield key, value
 
     def load_items(self, keys: Iterable[str] | None = None, progress: ProgressCallback | None = None) -> int:
         """Fetch remote values into the local file (all when ``keys`` is None).
@@ -318,10 +331,10 @@ class EBooklet(MutableMapping):
         """The key's timestamp (microseconds since the epoch); with the value if asked."""
         self._check()
         self._check_key(key)
-        ts = self._local.get_timestamp(key)
+        with self._lock:
+            ts = self._local.get_timestamp(key)
+            entry = self._index.lazy_entry(key) if ts is None else None
         if ts is None:
-            with self._lock:
-                entry = self._index.lazy_entry(key)
             if entry is None:
                 return default
             ts = entry.timestamp
@@ -520,7 +533,7 @@ class EBooklet(MutableMapping):
                 raise InvalidArgumentError(f"days must be a number of days of at least 0, not {days!r}")
             current["days"] = float(days)
         with self._lock:
-            self._local.state["retention"] = current
+            self._local.state.retention = current
             self._local.save_state()
 
     def delete_remote(self) -> int:
@@ -553,10 +566,15 @@ class EBooklet(MutableMapping):
 
     # -- syncing ---------------------------------------------------------------------------
 
-    def changes(self) -> Changes:
-        """Compare the local file with the remote; push or pull from the result."""
+    def changes(self, offline: bool = False) -> Changes:
+        """Compare the local file with the remote; push or pull from the result.
+
+        With ``offline=True``, :meth:`Changes.iter_changes` lists the pending local changes
+        from the journal without a request (the remote is not checked, so remote changes and
+        conflicts are not shown, nor edits made with plain booklet since the last sync).
+        """
         self._check()
-        return Changes(self)
+        return Changes(self, offline)
 
     def sync(self) -> None:
         """Make every change so far durable in the local file (no network)."""
@@ -604,18 +622,21 @@ class Changes:
     Returned by :meth:`EBooklet.changes`.
     """
 
-    def __init__(self, db: EBooklet) -> None:
+    def __init__(self, db: EBooklet, offline: bool = False) -> None:
         self._db = db
+        #: True when the remote is not checked: only the journal's local changes are listed.
+        self.offline = offline
 
     def iter_changes(self) -> Iterator[Change]:
         """One :class:`~ebooklet.Change` per key that differs, sorted by key.
 
-        Costs one conditional request when the remote has not moved.
+        Costs one conditional request when the remote has not moved, none when
+        ``offline``.
         """
         db = self._db
         db._check()
         with db._lock:
-            changes = db._replica.changes()
+            changes = db._replica.pending() if self.offline else db._replica.changes()
         yield from changes
 
     def push(

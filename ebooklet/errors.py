@@ -21,6 +21,7 @@ message of each error says what the caller can do about it::
     │                                          set() on a remote connection group)
     ├── ReadOnlyError (PermissionError)        the database or remote was opened read-only
     ├── ClosedError (ValueError)               the database was used after close()
+    ├── ChangedDuringIterationError (RuntimeError)  written while items()/values() ran
     ├── LocalFileError                         the local file cannot be used as it is
     │   ├── LocalFileBusyError (TimeoutError)  another process holds the local file
     │   └── DamagedLocalFileError              the local file was damaged (e.g. a crash)
@@ -48,6 +49,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "ArgumentTypeError",
+    "ChangedDuringIterationError",
     "ClosedError",
     "CommitUnknownError",
     "ConflictError",
@@ -146,6 +148,11 @@ class ReadOnlyError(EbookletError, PermissionError):
 
 class ClosedError(EbookletError, ValueError):
     """The database was used after it was closed."""
+
+
+class ChangedDuringIterationError(EbookletError, RuntimeError):
+    """The local file was written (by this thread or another) while ``items()`` or
+    ``values()`` iterated over it."""
 
 
 class LocalFileError(EbookletError):

@@ -427,6 +427,14 @@ class Head:
     def new(cls, value_serializer: str | None) -> Head:
         return cls(uuid=uuid.uuid4().hex, value_serializer=value_serializer)
 
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> Head:
+        """A head as a local sync state saved it (by this or any earlier version: fields
+        that earlier formats had and this one dropped, such as format 1's ``retired``, are
+        left out)."""
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in saved.items() if k in known})
+
     def recent_entries(self) -> list[list[Any]]:
         """The recent list in its format-2 shape, [number, id, time, written, deleted] each;
         a format-1 head names only itself (and its parent, with what it is known by)."""

@@ -295,14 +295,14 @@ def _bulk_session(path: pathlib.Path, n_buckets: int, seed: int) -> dict[str, tu
 
 @pytest.mark.parametrize("n_buckets", [5, 12007])
 def test_entries_written_past_booklet_make_the_file_booklet_makes(tmp_path, monkeypatch, n_buckets):
-    from ebooklet import local
+    from ebooklet.local import fastwrite, layout
 
-    monkeypatch.setattr(local, "_BULK_CHUNK", 4096)  # several chunks per batch
+    monkeypatch.setattr(fastwrite, "_BULK_CHUNK", 4096)  # several chunks per batch
     expect = _bulk_session(tmp_path / "bulk.blt", n_buckets, seed=3)
-    monkeypatch.setattr(local, "_fast_capable", lambda db: False)
+    monkeypatch.setattr(fastwrite, "capable", lambda db: False)
     assert _bulk_session(tmp_path / "plain.blt", n_buckets, seed=3) == expect
     for name in ("bulk.blt", "plain.blt"):
-        assert local._inspect(tmp_path / name).problems == []
+        assert layout.inspect(tmp_path / name).problems == []
         with booklet.open(tmp_path / name) as db:
             got = {k: (ts, v) for k, ts, v in db.timestamps(include_value=True, decode_value=False)}
             assert got == expect

@@ -148,7 +148,7 @@ def local_changes(index: BaseIndex) -> LocalDiff:
         # Record what the scan found, so the next sync needs no scan to know it. Deletes
         # found this way are marked as inferred (the push's max_delete guard counts them).
         for key, change in changes.items():
-            pending = local.pending(key)
+            pending = local.pending_change(key)
             if change.raw is None:
                 if pending is None or not pending.deleted:
                     local.record_delete(key, now_us())

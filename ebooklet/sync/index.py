@@ -41,8 +41,8 @@ class BaseIndex:
         # Parts of non-base heads downloaded during this operation, kept until the head
         # they belong to becomes the base (so presence bits can be stored with them).
         self._fresh: dict[str, bytes] = {}
-        head = local.state.get("head")
-        self._head: Head | None = Head(**head) if head else None
+        head = local.state.head
+        self._head: Head | None = Head.from_saved(head) if head else None
 
     # -- the base --------------------------------------------------------------------------
 
@@ -50,10 +50,10 @@ class BaseIndex:
     def replacing(self) -> bool:
         """True until the first push of a database opened with flag='n': the remote's current
         content is then no base at all, only something to replace."""
-        return bool(self.local.state.get("replace"))
+        return bool(self.local.state.replace)
 
     def start_replacing(self) -> None:
-        self.local.state["replace"] = True
+        self.local.state.replace = True
 
     @property
     def synced_head(self) -> Head | None:
@@ -68,7 +68,7 @@ class BaseIndex:
     @property
     def etag(self) -> str | None:
         """The ETag of the synced head."""
-        return self.local.state.get("etag") if self._head is not None else None
+        return self.local.state.etag if self._head is not None else None
 
     def set_base(self, head: Head | None, etag: str | None) -> None:
         state = self.local.state
@@ -77,16 +77,16 @@ class BaseIndex:
         old = self._head
         if head is None or old is None or old.uuid != head.uuid or old.part_bits != head.part_bits:
             self.local.forget_parts()
-        state["head"] = asdict(head) if head else None
-        state["etag"] = etag
-        state["remote_uuid"] = head.uuid if head else None
-        state["location"] = self.remote.location
+        state.head = asdict(head) if head else None
+        state.etag = etag
+        state.remote_uuid = head.uuid if head else None
+        state.location = self.remote.location
         self._head = head
 
     def check_same_database(self, head: Head) -> None:
         """Refuse a head of another database than the synced one: the local file was synced
         with a different remote (or the database was deleted and created again)."""
-        known = self.local.state.get("remote_uuid")
+        known = self.local.state.remote_uuid
         if known is None or head.uuid == known or self.replacing:
             return
         advice = " Open a new local path for it"
@@ -95,10 +95,10 @@ class BaseIndex:
                 "; or, to replace that database with this file's data, call delete_remote() "
                 "and then push()"
             )
-        synced = self.local.state.get("location", "another remote")
+        synced = self.local.state.location or "another remote"
         raise SyncError(
             f"{self.remote.location} holds another database (uuid {head.uuid}) than the one "
-            f"{self.local.path} was synced with ({synced}, uuid {self.local.state.get('remote_uuid')})."
+            f"{self.local.path} was synced with ({synced}, uuid {self.local.state.remote_uuid})."
             f"{advice}."
         )
 
@@ -223,6 +223,27 @@ class BaseIndex:
         if row is None:
             return None
         return part.get(key), self.present(p, row)  # type: ignore[return-value]
+
+    def stored_entry(self, key: str) -> Entry | None:
+        """The base entry of ``key`` if the index part that holds it is at hand without a
+        request (in memory or stored locally); None otherwise."""
+        base = self.base
+        if base is None:
+            return None
+        p = part_of(key, base.part_bits)
+        name = base.parts[p] if p < len(base.parts) else None
+        if name is None:
+            return None
+        part = self._parts.get(name)
+        if part is None:
+            blob = self.local.part_blob(p, name)
+            if blob is None:
+                return None
+            try:
+                part = Part.decode(blob, name)
+            except (IntegrityError, RemoteFormatError):
+                return None
+        return part.get(key)
 
     def lazy_entry(self, key: str) -> Entry | None:
         """The base entry of ``key`` if it is lazy: on the remote at the last sync, absent from
@@ -360,7 +381,7 @@ class BaseIndex:
                     rows = enumerate(self.part(base, p).keys)
                     carried.update(key for row, key in rows if self.present(p, row))
         carried -= dropped
-        local.state.pop("replace", None)
+        local.state.replace = False
         self.set_base(head, etag)
         if local.stored_parts() != stored:
             stored = {}  # the layout changed and the stored parts were forgotten

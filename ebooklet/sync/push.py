@@ -233,7 +233,7 @@ class Push:
         metadata = local.get_metadata()
         base = self.index.base
         meta_changed = metadata is not None and (base is None or metadata[1] > (base.metadata_timestamp or 0))
-        settings = local.state.get("retention")
+        settings = local.state.retention
         if not local.touched and not meta_changed and settings is None and base is not None and not compact:
             return PushResult()
         writes = list(local.touched.values()).count(None)
@@ -296,7 +296,7 @@ class Push:
         meta_new = metadata is not None and (
             current is None or metadata[1] > (current.metadata_timestamp or 0)
         )
-        settings = self.local.state.get("retention")
+        settings = self.local.state.retention
         assert state.spool is not None
         bits = max(state.spool.bits, bits_for(
             (0 if fresh else current.n_keys) + state.adds,  # type: ignore[union-attr]
@@ -366,10 +366,10 @@ class Push:
         # that settling can tell them from changes made after this push.
         overruled = {}
         for key in keep_remote:
-            pending = self.local.pending(key)
+            pending = self.local.pending_change(key)
             if pending is not None:
                 overruled[key] = pending.timestamp
-        self.local.state["inflight"] = {
+        self.local.state.inflight = {
             "head": asdict(head), "pulled": sorted(dropped), "overruled": overruled,
         }
         self.local.save_state()
@@ -396,8 +396,8 @@ class Push:
             deleted=built.deleted,
             pulled=sorted(dropped),
         )
-        self.local.state.pop("inflight", None)  # saved with the new base
-        self.local.state.pop("retention", None)
+        self.local.state.inflight = None  # saved with the new base
+        self.local.state.retention = None
         self.index.adopt(head, committed.etag, {}, dropped, staged=staged)
         result.compacted = built.moved
         unused = [name for name in state.sizes if name not in head.segments]
@@ -499,7 +499,7 @@ class Push:
 
     def _check_pushable(self, current: Head | None) -> None:
         if current is None and self.index.base is not None:
-            synced = self.local.state.get("location")
+            synced = self.local.state.location
             elsewhere = f" (this file was synced with {synced})" if synced != self.remote.location else ""
             raise SyncError(
                 f"there is no database at {self.remote.location}{elsewhere}: it was deleted since "
@@ -527,7 +527,7 @@ class Push:
         for key in remote:
             if key not in touched:
                 continue
-            pending = self.local.pending(key)
+            pending = self.local.pending_change(key)
             if pending is None:
                 continue
             raw = pending.value

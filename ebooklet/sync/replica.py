@@ -106,6 +106,21 @@ class Replica:
         head, _ = self.current()
         return three_way(self.index, head, local_changes(self.index).changes)
 
+    def pending(self) -> list[Change]:
+        """The local changes the journal lists, without a request: a key written is "added"
+        unless a locally stored index part of the base shows it there ("modified")."""
+        touched = self.local.touched
+        out = []
+        for key in sorted(touched):
+            deleted_at = touched.get(key)
+            if deleted_at is not None:
+                out.append(Change(key, "local", "deleted", None, deleted_at, None))
+                continue
+            entry = self.local.pending_change(key)
+            kind: Any = "modified" if self.index.stored_entry(key) is not None else "added"
+            out.append(Change(key, "local", kind, None, entry.timestamp if entry else None, None))
+        return out
+
     def diff(self, old: int | datetime, new: int | datetime | None = None) -> list[Change]:
         """The keys that differ from commit ``old`` to commit ``new`` (default: the latest),
         as :class:`Change` values seen from the remote side."""
@@ -132,10 +147,10 @@ class Replica:
         A commit that landed becomes the base: what it carried stops being a local change, so
         it can never be pushed a second time over what others committed since.
         """
-        intent = self.local.state.get("inflight")
+        intent = self.local.state.inflight
         if not intent:
             return
-        head = Head(**intent["head"])
+        head = Head.from_saved(intent["head"])
         latest, _ = self.heads.read_latest()
         landed = self.heads.landed(head, latest)
         if landed is None:
@@ -152,11 +167,11 @@ class Replica:
         overruled = intent.get("overruled", {})
         touched = set()
         for key in self.local.touched:
-            pending = self.local.pending(key) if key in overruled else None
+            pending = self.local.pending_change(key) if key in overruled else None
             if pending is None or pending.timestamp != overruled[key]:
                 touched.add(key)
         stale = set(intent["pulled"]) - touched
-        self.local.state.pop("inflight", None)
+        self.local.state.inflight = None
         self.index.adopt(head, None, {}, stale, still_pending=touched)
         settled = touched - set(local_changes(self.index).changes)
         self.local.clear_touched(settled)
@@ -165,7 +180,8 @@ class Replica:
                     self.remote.location, len(settled))
 
     def forget_inflight(self) -> None:
-        if self.local.state.pop("inflight", None) is not None:
+        if self.local.state.inflight is not None:
+            self.local.state.inflight = None
             self.local.save_state()
 
     # -- the remote lock -------------------------------------------------------------------
@@ -228,7 +244,7 @@ class Replica:
         return bool(
             self.local.touched or self.local.external_edits or base is None
             or (meta is not None and meta[1] > (base.metadata_timestamp or 0))
-            or self.local.state.get("retention") is not None
+            or self.local.state.retention is not None
         )
 
     # -- pull ------------------------------------------------------------------------------

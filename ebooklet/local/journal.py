@@ -1,9 +1,13 @@
-"""The journal of pending changes, kept beside a local data file.
+"""The journal of pending changes: a write-ahead log kept beside a local data file.
 
 Every key written or deleted through ebooklet since the last push is recorded here, with the
-serialized value of each write. The journal is what makes a change acknowledged by
-``sync()``/``close()`` survive damage to the data file: the data file is a plain booklet file
-(no checksums, updated in place), the journal is append-only and checked when read.
+serialized value of each write, *before* the write or delete returns: each change is one
+checksummed record handed to the operating system with one ``write`` call. A change that
+``db[k] = v`` or ``del db[k]`` acknowledged therefore survives the interpreter ending in any
+way and a SIGKILL of the process (the kernel holds the bytes); ``sync()`` and ``close()``
+fsync the journal, after which it survives a power cut too (RocksDB's default, as
+docs/usage.rst states). The data file is a cache of the journal plus the remote: opening
+replays what the journal holds and the data file lacks.
 
 The file is a sequence of records::
 
@@ -14,21 +18,23 @@ The file is a sequence of records::
 ``B`` base      JSON: the remote head at the last sync and what goes with it (so that the
                 sync state can be rebuilt if ``state.json`` is lost), and the journal's id.
                 The first record; written again only when the journal is rewritten.
-``C`` changes   msgpack: a list of ``[key, timestamp, value, flags]``, one per write or
-                delete (value nil), in the order they were made. Flag 1 marks a delete
-                *inferred* from a key missing in the data file, not asked for with ``del``.
-                One record per ``sync()`` (and per MiB of changes between syncs): a
-                checksum per batch costs a fraction of one per change.
+``W`` change    one write or delete, written through: ``key length u16 | timestamp u64 |
+                key | value`` (no value for a delete). Flags: :data:`INFERRED` (a delete
+                found rather than asked for), :data:`DELETE`.
+``C`` changes   msgpack: a list of ``[key, timestamp, value, flags]`` (value nil for a
+                delete). Written when the journal is rewritten (compactly, many changes to
+                a record), and by ebooklet 0.6 journals (state version 2) for every change.
 ``M`` metadata  JSON: ``[metadata, timestamp]``.
 
 The last change of a key is its pending change. Reading checks every record: a bad one past
 the length acknowledged by the last ``sync()`` (kept in the sync state) is a *torn tail*,
-changes that were never acknowledged, and is dropped. A bad one within the acknowledged
-length is *damage*: reading resumes at the next intact record and the caller is told.
+changes whose call never returned, and is cut off, so that later appends follow the last
+intact record. A bad one within the acknowledged length is *damage*: reading resumes at the
+next intact record and the caller is told.
 
-The journal is rewritten (atomically: temporary file, fsync, rename) when the base changes,
-after a push or pull, with only what is still pending, and compacted when overwritten
-changes make up most of it.
+The journal is rewritten (atomically: temporary file, fsync, rename, fsync of the folder)
+when the base changes, after a push or pull, with only what is still pending, and compacted
+when overwritten changes make up most of it.
 """
 
 from __future__ import annotations
@@ -42,23 +48,34 @@ import pathlib
 import struct
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import msgpack
 
+from ..files import fsync_dir
+
 MAGIC = b"\xebJ"
 _HEAD = struct.Struct("<2sBBI")
+_ONE = struct.Struct("<HQ")  # key length, timestamp: the start of a W record's payload
 _SUM_LEN = 8
 _OVERHEAD = _HEAD.size + _SUM_LEN
 
-BASE, CHANGES, META = (ord(c) for c in "BCM")
+BASE, CHANGES, META, ONE = (ord(c) for c in "BCMW")
+_KINDS = (BASE, CHANGES, META, ONE)
 #: Flag of a delete: inferred from the data file, not asked for.
 INFERRED = 1
-#: A batch of changes is sealed into a record once its values reach this many bytes.
+#: Flag of a W record that deletes its key.
+DELETE = 0x80
+#: A batch of a rewritten journal is sealed into a record once its values reach this many
+#: bytes, or it holds this many changes.
 _BATCH_BYTES = 1 << 20
+_BATCH_ITEMS = 1 << 16
 #: Unpacked batches kept in memory for reading values back.
 _CACHE_BYTES = 16 << 20
+#: Where a pending change is: its record's offset, shifted, and its index in the record.
+_SHIFT = 24
+_INDEX = (1 << _SHIFT) - 1
 
 _blake2b = hashlib.blake2b
 _KEY = operator.itemgetter(0)
@@ -70,8 +87,8 @@ def _checksum(head: bytes, payload: bytes | memoryview) -> bytes:
     return h.digest()
 
 
-def _record(kind: int, payload: bytes) -> bytes:
-    head = _HEAD.pack(MAGIC, kind, 0, len(payload))
+def _record(kind: int, payload: bytes, flags: int = 0) -> bytes:
+    head = _HEAD.pack(MAGIC, kind, flags, len(payload))
     return head + payload + _checksum(head, payload)
 
 
@@ -98,6 +115,38 @@ class Damage(NamedTuple):
     end: int
 
 
+class Touched(Mapping[str, "int | None"]):
+    """The keys a journal holds a pending change of: key -> None for a write, or the time of
+    a delete. A view of the journal, not a copy: it changes as the journal does."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._where = journal.where
+        self._deletes = journal.deletes
+
+    def __getitem__(self, key: str) -> int | None:
+        if key not in self._where:
+            raise KeyError(key)
+        return self._deletes.get(key)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        if key not in self._where:
+            return default
+        return self._deletes.get(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._where
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._where))
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    @property
+    def n_deletes(self) -> int:
+        return len(self._deletes)
+
+
 class Journal:
     """One journal file (or its mirror): the pending change of each key, and appends."""
 
@@ -107,18 +156,16 @@ class Journal:
         self.meta: tuple[Any, int] | None = None
         self.damage: list[Damage] = []
         self.missing = False
-        self.torn = 0  # bytes of an unacknowledged torn tail that were dropped
-        #: key -> where its last change is: batch number << 32 | index in the batch.
+        self.torn = 0  # bytes of an unacknowledged torn tail that were cut off
+        #: key -> where its last change is (see _SHIFT).
         self.where: dict[str, int] = {}
-        self._batches: list[int] = []  # record offset of each sealed batch
-        self._batch: list[tuple[str, int, bytes | None, int]] = []  # the open batch
-        self._batch_bytes = 0
-        self._cache: OrderedDict[int, list[Any]] = OrderedDict()
+        #: key -> time of its pending delete (the keys of ``where`` that are deletes).
+        self.deletes: dict[str, int] = {}
+        self._cache: OrderedDict[int, tuple[Any, int]] = OrderedDict()
         self._cache_bytes = 0
         self._changes = 0  # changes recorded, overwritten ones included
         self._fd: int | None = None
         self._file_len = 0
-        self._buf = bytearray()
         #: Bytes known to be on disk (fsynced, or found there when read).
         self.durable = 0
 
@@ -128,7 +175,11 @@ class Journal:
 
     @property
     def dirty(self) -> bool:
-        return bool(self._batch or self._buf)
+        """Whether changes were written since the last fsync."""
+        return self._file_len > self.durable
+
+    def touched(self) -> Touched:
+        return Touched(self)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -149,14 +200,14 @@ class Journal:
         while pos < end:
             rec = _parse(data, pos)
             if rec is not None:
-                self._apply(pos, rec[0], rec[2], len(rec[1]))
+                self._apply(pos, rec)
                 if pos == 0 and acknowledged is not None and acknowledged[0] == self.id:
                     ack = acknowledged[1]
                 pos += _OVERHEAD + len(rec[1])
                 continue
-            if pos >= ack >= 0:
-                torn = True  # changes that were never acknowledged: a torn tail
-                break
+            # Past the acknowledged length too, an intact record further on means damage
+            # (changes written through since the last sync were acknowledged); only bad
+            # bytes at the very end are a torn tail, a write whose call never returned.
             resume = _resync(data, pos + 1)
             if resume is None:
                 if pos < ack or (pos == 0 and acknowledged is not None):
@@ -173,52 +224,49 @@ class Journal:
             if not self.damage:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, pos)  # later appends follow the last intact record
-                end = pos
+                    end = pos
         self._file_len = self.durable = end
 
-    def _apply(self, pos: int, kind: int, value: Any, size: int) -> None:
-        if kind == BASE:
+    def _apply(self, pos: int, rec: tuple[int, memoryview, Any, int]) -> None:
+        kind, payload, value, flags = rec
+        if kind == ONE:
+            key, ts, _ = value
+            self.where[key] = pos << _SHIFT
+            if flags & DELETE:
+                self.deletes[key] = ts
+            else:
+                self.deletes.pop(key, None)
+            self._changes += 1
+        elif kind == BASE:
             self.base = value
         elif kind == META:
             self.meta = (value[0], value[1])
         elif kind == CHANGES:
-            bno = len(self._batches)
-            self._batches.append(pos)
-            first = bno << 32
+            first = pos << _SHIFT
             for i, item in enumerate(value):
                 self.where[item[0]] = first | i
+                if item[2] is None:
+                    self.deletes[item[0]] = item[1]
+                else:
+                    self.deletes.pop(item[0], None)
             self._changes += len(value)
-            self._remember(bno, value, size)
+            self._remember(pos, value, len(payload))
 
-    def _remember(self, bno: int, items: Any, size: int) -> None:
-        self._cache[bno] = (items, size)
+    def _remember(self, offset: int, items: Any, size: int) -> None:
+        self._cache[offset] = (items, size)
         self._cache_bytes += size
         while self._cache_bytes > _CACHE_BYTES and len(self._cache) > 1:
             _, (_, old) = self._cache.popitem(last=False)
             self._cache_bytes -= old
 
-    def _items(self, bno: int) -> Any:
-        if bno == len(self._batches):
-            return self._batch
-        cached = self._cache.get(bno)
-        if cached is not None:
-            return cached[0]
-        rec = self._read_record(self._batches[bno])
-        if rec is None:
-            return None  # damaged since it was read
-        self._remember(bno, rec[2], len(rec[1]))
-        return rec[2]
-
-    def _read_record(self, offset: int, check_items: bool = True) -> tuple[int, memoryview, Any] | None:
-        if offset >= self._file_len:
-            data = memoryview(bytes(self._buf[offset - self._file_len :]))
-        else:
-            assert self._fd is not None
-            head = os.pread(self._fd, _HEAD.size, offset)
-            if len(head) < _HEAD.size:
-                return None
-            n = _HEAD.unpack(head)[3]
-            data = memoryview(os.pread(self._fd, _OVERHEAD + n, offset))
+    def _read_record(self, offset: int, check_items: bool = True) -> tuple[int, memoryview, Any, int] | None:
+        if self._fd is None:
+            return None
+        head = os.pread(self._fd, _HEAD.size, offset)
+        if len(head) < _HEAD.size:
+            return None
+        n = _HEAD.unpack(head)[3]
+        data = memoryview(os.pread(self._fd, _OVERHEAD + n, offset))
         return _parse(data, 0, check_items)
 
     def get(self, key: str) -> Pending | None:
@@ -226,103 +274,97 @@ class Journal:
         at = self.where.get(key)
         if at is None:
             return None
-        items = self._items(at >> 32)
-        if items is None:
+        offset, index = at >> _SHIFT, at & _INDEX
+        cached = self._cache.get(offset)
+        if cached is not None:
+            _, ts, value, flags = cached[0][index]
+            return Pending(ts, value, flags)
+        rec = self._read_record(offset)
+        if rec is None:
+            return None  # damaged since it was read
+        kind, payload, items, flags = rec
+        if kind == ONE:
+            _, ts, value = items
+            return Pending(ts, value, flags & ~DELETE)
+        if kind != CHANGES or index >= len(items):
             return None
-        _, ts, value, flags = items[at & 0xFFFFFFFF]
+        self._remember(offset, items, len(payload))
+        _, ts, value, flags = items[index]
         return Pending(ts, value, flags)
 
     def pending_batches(self) -> Iterator[list[tuple[str, int, bytes | None, int]]]:
         """Every key's pending change as ``(key, timestamp, value, flags)``, in the order they
-        were made, a batch at a time, reading the file once from start to end (this is how a
-        push streams the changes it sends; one batch is in memory at a time). A batch damaged
-        since it was read is skipped: its keys are missing from the result."""
+        were made, about a MiB of values at a time, reading the file once from start to end
+        (this is how a push streams the changes it sends). A record damaged since it was read
+        is skipped: its keys are missing from the result."""
+        if self._fd is None or not self.where:
+            return
         where = self.where
-        for bno in range(len(self._batches) + 1):
-            if bno == len(self._batches):
-                items: Any = self._batch
-            else:
-                cached = self._cache.get(bno)
-                if cached is not None:
-                    items = cached[0]
-                else:
-                    # Checked when the journal was read (or written by this process): the
-                    # checksum is what tells the batch is still the one it was.
-                    rec = self._read_record(self._batches[bno], check_items=False)
-                    if rec is None:
-                        continue
-                    items = rec[2]
-            first = bno << 32
-            at = list(map(where.get, map(_KEY, items)))
-            if at == list(range(first, first + len(items))):
-                yield list(items)  # no change of this batch was overwritten since
-            else:
-                out = [item for i, item in enumerate(items) if at[i] == first | i]
-                if out:
-                    yield out
+        out: list[tuple[str, int, bytes | None, int]] = []
+        size = 0
+        for pos, rec in _scan(self._fd, self._file_len):
+            kind, payload, value, flags = rec
+            if kind == ONE:
+                if where.get(value[0]) == pos << _SHIFT:
+                    out.append((value[0], value[1], value[2], flags & ~DELETE))
+                    size += len(value[2] or b"")
+            elif kind == CHANGES:
+                first = pos << _SHIFT
+                out.extend(item for i, item in enumerate(value) if where.get(item[0]) == first | i)
+                size += len(payload)
+            if size >= _BATCH_BYTES or len(out) >= _BATCH_ITEMS:
+                yield out
+                out, size = [], 0
+        if out:
+            yield out
 
     # -- writing ---------------------------------------------------------------------------
 
+    def _append(self, data: bytes) -> int:
+        """Hand ``data`` to the operating system at the end of the file; return its offset."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        offset = self._file_len
+        done = 0
+        while done < len(data):
+            done += os.write(self._fd, data[done:] if done else data)
+        self._file_len += done
+        return offset
+
     def write(self, key: str, timestamp: int, raw: bytes, flags: int = 0) -> None:
-        batch = self._batch
-        self.where[key] = len(self._batches) << 32 | len(batch)
-        batch.append((key, timestamp, raw, flags))
-        self._batch_bytes += len(raw)
-        if self._batch_bytes >= _BATCH_BYTES:
-            self._seal()
+        """Record a write of ``key`` (returns once the record is with the operating system)."""
+        kb = key.encode("utf-8")
+        payload = _ONE.pack(len(kb), timestamp) + kb + raw
+        offset = self._append(_record(ONE, payload, flags & ~DELETE))
+        self.where[key] = offset << _SHIFT
+        self.deletes.pop(key, None)
+        self._changes += 1
 
     def delete(self, key: str, deleted_at: int, flags: int = 0) -> None:
-        batch = self._batch
-        self.where[key] = len(self._batches) << 32 | len(batch)
-        batch.append((key, deleted_at, None, flags))
+        """Record a delete of ``key`` (returns once the record is with the operating system)."""
+        kb = key.encode("utf-8")
+        offset = self._append(_record(ONE, _ONE.pack(len(kb), deleted_at) + kb, flags | DELETE))
+        self.where[key] = offset << _SHIFT
+        self.deletes[key] = deleted_at
+        self._changes += 1
 
     def set_metadata(self, data: Any, timestamp: int) -> None:
-        self._seal()
-        self._buf += _record(META, json.dumps([data, timestamp]).encode())
+        self._append(_record(META, json.dumps([data, timestamp]).encode()))
         self.meta = (data, timestamp)
 
     def forget(self, keys: Iterable[str] | None) -> None:
         """Stop listing the pending changes of ``keys`` (None: all)."""
         if keys is None:
             self.where.clear()
+            self.deletes.clear()
             return
         for key in keys:
             self.where.pop(key, None)
-
-    def _seal(self) -> None:
-        """Close the open batch into a record (written to the file, not yet fsynced)."""
-        batch = self._batch
-        if not batch:
-            return
-        payload = msgpack.packb(batch, use_bin_type=True)
-        offset = self._file_len + len(self._buf)
-        self._buf += _record(CHANGES, payload)
-        self._batches.append(offset)
-        self._changes += len(batch)
-        self._batch = []
-        self._batch_bytes = 0
-        if len(self._buf) >= _BATCH_BYTES:
-            self._write_buffer()
-
-    def _write_buffer(self) -> None:
-        if not self._buf:
-            return
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
-        done, size = 0, len(self._buf)
-        with memoryview(self._buf) as view:
-            while done < size:
-                with view[done:] as rest:
-                    done += os.write(self._fd, rest)
-        self._file_len += size
-        self._buf.clear()
+            self.deletes.pop(key, None)
 
     def flush(self) -> None:
-        """Make every change recorded so far durable."""
-        self._seal()
-        if self._buf:
-            self._write_buffer()
-            assert self._fd is not None
+        """Make every change recorded so far durable (fsync)."""
+        if self._fd is not None and self._file_len > self.durable:
             os.fsync(self._fd)
             self.durable = self._file_len
 
@@ -339,7 +381,7 @@ class Journal:
         base = {**base, "id": uuid.uuid4().hex}
         tmp = self.path.with_name(self.path.name + ".tmp")
         where: dict[str, int] = {}
-        batches: list[int] = []
+        deletes: dict[str, int] = {}
         batch: list[tuple[str, int, bytes | None, int]] = []
         size = 0
         with open(tmp, "wb") as f:
@@ -348,7 +390,6 @@ class Journal:
             def seal() -> None:
                 nonlocal pos, batch, size
                 if batch:
-                    batches.append(pos)
                     pos += f.write(_record(CHANGES, msgpack.packb(batch, use_bin_type=True)))
                     batch, size = [], 0
 
@@ -356,10 +397,12 @@ class Journal:
                 change = src.get(key)
                 if change is None:
                     continue  # unreadable since it was read: the caller's scan finds it again
-                where[key] = len(batches) << 32 | len(batch)
+                where[key] = pos << _SHIFT | len(batch)
+                if change.value is None:
+                    deletes[key] = change.timestamp
                 batch.append((key, change.timestamp, change.value, change.flags))
                 size += len(change.value or b"")
-                if size >= _BATCH_BYTES:
+                if size >= _BATCH_BYTES or len(batch) >= _BATCH_ITEMS:
                     seal()
             seal()
             if source is None and self.meta is not None:
@@ -367,18 +410,18 @@ class Journal:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        fsync_dir(self.path.parent)
         self.close()
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
         self.base = base
         self.meta = self.meta if source is None else None
-        self.where = where
-        self._batches = batches
-        self._batch = []
-        self._batch_bytes = 0
+        self.where.clear()
+        self.where.update(where)  # in place: Touched views of this journal stay valid
+        self.deletes.clear()
+        self.deletes.update(deletes)
         self._cache.clear()
         self._cache_bytes = 0
         self._changes = len(where)
-        self._buf.clear()
         self._file_len = self.durable = pos
         self.damage = []
         self.missing = False
@@ -388,6 +431,42 @@ class Journal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+#: Bytes read at a time when the journal is read from start to end.
+_SCAN_BYTES = 8 << 20
+
+
+def _scan(fd: int, end: int) -> Iterator[tuple[int, tuple[int, memoryview, Any, int]]]:
+    """The records of the first ``end`` bytes of the journal at ``fd``, with their offsets,
+    read a window at a time (memory holds a window and one record, however large the file).
+    Stops at the first record that fails its check: records were checked when the journal
+    was read or written, so a failure now means damage since, and the rest is not trusted."""
+    pos = 0
+    while pos < end:
+        window = memoryview(os.pread(fd, min(_SCAN_BYTES, end - pos), pos))
+        at = 0
+        while at < len(window):
+            if at + _HEAD.size > len(window):
+                break
+            n = _HEAD.unpack_from(window, at)[3]
+            if at + _OVERHEAD + n > len(window):
+                if at == 0:  # a record larger than the window: read it whole
+                    window = memoryview(os.pread(fd, _OVERHEAD + n, pos))
+                    if len(window) < _OVERHEAD + n:
+                        return
+                    continue
+                break
+            # Checked when the journal was read (or written by this process): the checksum
+            # is what tells the record is still the one it was.
+            rec = _parse(window, at, check_items=False)
+            if rec is None:
+                return
+            yield pos + at, rec
+            at += _OVERHEAD + n
+        if at == 0:
+            return
+        pos += at
 
 
 def _read_all(fd: int) -> memoryview:
@@ -403,12 +482,12 @@ def _read_all(fd: int) -> memoryview:
     return memoryview(b"".join(chunks))
 
 
-def _parse(data: memoryview, pos: int, check_items: bool = True) -> tuple[int, memoryview, Any] | None:
-    """(kind, payload, decoded payload) of an intact record at ``pos``, or None."""
+def _parse(data: memoryview, pos: int, check_items: bool = True) -> tuple[int, memoryview, Any, int] | None:
+    """(kind, payload, decoded payload, flags) of an intact record at ``pos``, or None."""
     if pos + _OVERHEAD > len(data):
         return None
-    magic, kind, _flags, n = _HEAD.unpack_from(data, pos)
-    if magic != MAGIC or kind not in (BASE, CHANGES, META):
+    magic, kind, flags, n = _HEAD.unpack_from(data, pos)
+    if magic != MAGIC or kind not in _KINDS:
         return None
     end = pos + _HEAD.size + n
     if end + _SUM_LEN > len(data):
@@ -418,6 +497,15 @@ def _parse(data: memoryview, pos: int, check_items: bool = True) -> tuple[int, m
     if _checksum(head, payload) != data[end : end + _SUM_LEN]:
         return None
     try:
+        if kind == ONE:
+            if n < _ONE.size:
+                return None
+            klen, ts = _ONE.unpack_from(payload)
+            if _ONE.size + klen > n or (flags & DELETE and _ONE.size + klen != n):
+                return None
+            key = bytes(payload[_ONE.size : _ONE.size + klen]).decode("utf-8")
+            raw = None if flags & DELETE else bytes(payload[_ONE.size + klen :])
+            return kind, payload, (key, ts, raw), flags
         if kind == CHANGES:
             value = msgpack.unpackb(payload, raw=False, use_list=False)
             ok = isinstance(value, tuple) and (not check_items or all(_is_change(it) for it in value))
@@ -426,7 +514,7 @@ def _parse(data: memoryview, pos: int, check_items: bool = True) -> tuple[int, m
             ok = isinstance(value, dict) if kind == BASE else isinstance(value, list) and len(value) == 2
     except (ValueError, msgpack.UnpackException):
         return None
-    return (kind, payload, value) if ok else None
+    return (kind, payload, value, flags) if ok else None
 
 
 def _is_change(item: Any) -> bool:

@@ -1,0 +1,501 @@
+"""LocalStore: the local side of one open database, as the sync layer sees it.
+
+A thin facade over the units of this package: the data file (:mod:`.datafile`), the pending
+changes (:mod:`.pending`), the stored index parts and presence bits (:mod:`.parts`) and the
+sync state (:mod:`.state`). Opening, checking and repairing are :mod:`.recovery`'s.
+
+Every write and delete through :meth:`set_raw` and :meth:`delete` is recorded in the journal,
+and handed to the operating system, before it returns; :meth:`sync` makes everything so far
+durable (fsync of the data file, the journals, the presence bits and the state, and of their
+folder). A process that ends without :meth:`close` is cleaned up at interpreter exit
+(:func:`_sync_open_stores`); one that is killed loses nothing the journal holds, and the
+next open replays it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import pathlib
+import struct
+import threading
+import time
+import traceback
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from ..codec import Codec
+from ..errors import DamagedLocalFileError, LocalFileBusyError
+from . import recovery
+from .datafile import DataFile
+from .journal import Pending
+from .parts import PartCache
+from .pending import PendingChanges
+from .state import STATE_FILE, SyncState, state_dir
+
+logger = logging.getLogger("ebooklet.local")
+
+#: What booklet raises while iterating a damaged file (UnicodeDecodeError is a ValueError).
+_ITER_DAMAGE = (ValueError, IndexError, OverflowError, struct.error)
+
+# Data files open in this process: resolved path -> (store, where it was opened). A second
+# open of the same file here would otherwise wait for its own file lock until the timeout.
+_open_here: dict[str, tuple[weakref.ref[LocalStore], str]] = {}
+_open_lock = threading.Lock()
+
+
+def _caller() -> str:
+    """Where the user's code opened a file: the innermost frame outside ebooklet."""
+    package = str(pathlib.Path(__file__).resolve().parent.parent)
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        if not str(pathlib.Path(frame.filename).resolve()).startswith(package):
+            return f"{frame.filename}, line {frame.lineno}"
+    return "ebooklet"
+
+
+def _claim(path: pathlib.Path, store: LocalStore) -> str:
+    key = str(path.resolve())
+    with _open_lock:
+        held = _open_here.get(key)
+        if held is not None and held[0]() is not None:
+            raise LocalFileBusyError(
+                f"{path} is already open in this process (opened at {held[1]}); use that "
+                "database object, or close it before opening the file again"
+            )
+        _open_here[key] = (weakref.ref(store), _caller())
+    return key
+
+
+def _release(key: str, store: LocalStore) -> None:
+    with _open_lock:
+        held = _open_here.get(key)
+        if held is not None and held[0]() in (store, None):
+            del _open_here[key]
+
+
+@atexit.register
+def _sync_open_stores() -> None:
+    """At interpreter exit, sync every store left open (a script that ends without close()).
+    The journal already holds every change; this saves the next open a check of the file."""
+    with _open_lock:
+        stores = [ref() for ref, _ in _open_here.values()]
+    for store in stores:
+        if store is None or not store.lock.acquire(timeout=1):
+            continue  # another thread is inside it: the next open replays the journal
+        try:
+            store.sync()
+        except Exception as exc:  # noqa: BLE001 - at exit, nothing can be raised to anyone
+            logger.warning("%s: could not sync at exit (%s); the next open replays the journal",
+                           store.path, exc)
+        finally:
+            store.lock.release()
+
+
+class LocalStore:
+    """A booklet data file and its sync state, opened for one session.
+
+    Parameters
+    ----------
+    path : path
+        The data file.
+    create : bool
+        Create the data file if it does not exist (and nothing says it held changes).
+    new : bool
+        Start from an empty data file and empty sync state.
+    value_serializer : str, class or None
+        Used only when the data file is created.
+    timeout : float or None
+        Seconds to wait for another process to release the file.
+    expected_keys : int
+        How many keys a new data file will likely hold, to size booklet's hash index.
+    n_buckets : int or None
+        Hash buckets of a new data file (None: 1.2 times ``expected_keys``, or
+        DEFAULT_N_BUCKETS when nothing is expected).
+    buffer_size : int or None
+        booklet's write buffer, in bytes (None: booklet's default).
+    read_only : bool
+        Open the data file for reading and switch to writing only when something must be
+        written, such as a fetched value to cache.
+
+    Opening checks what may have been damaged and repairs it (see :mod:`.recovery`);
+    :attr:`repairs` lists what was found, one sentence each, and each is logged as a warning.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool,
+        new: bool = False,
+        value_serializer: Any = None,
+        timeout: float | None = None,
+        read_only: bool = False,
+        expected_keys: int = 0,
+        n_buckets: int | None = None,
+        buffer_size: int | None = None,
+    ) -> None:
+        self.path = pathlib.Path(path).absolute()
+        self.state_dir = state_dir(self.path)
+        #: One lock for every operation on this store (the database's lock too).
+        self.lock = threading.RLock()
+        self._claim = _claim(self.path, self)
+        try:
+            opened = recovery.open_local(
+                self.path, create=create, new=new, value_serializer=value_serializer,
+                timeout=timeout, read_only=read_only, expected_keys=expected_keys,
+                n_buckets=n_buckets, buffer_size=buffer_size,
+            )
+        except BaseException:
+            _release(self._claim, self)
+            raise
+        self.data: DataFile = opened.data
+        self.state: SyncState = opened.state
+        self.pending: PendingChanges = opened.pending
+        self.parts: PartCache = opened.parts
+        self.created = opened.created
+        self.recovered_from_crash = opened.recovered_from_crash
+        #: What opening found damaged and repaired, one sentence each.
+        self.repairs: list[str] = opened.repairs
+        self.touched = self.pending.touched
+        self._unsynced = False
+        self._saved = self.state.to_json()
+        self._closed = False
+
+    @staticmethod
+    def has_state(path: str | os.PathLike[str]) -> bool:
+        """Whether ``path`` has been opened through ebooklet before (its sync state folder
+        holds a state or a journal, whether the data file is still there or not)."""
+        folder = state_dir(pathlib.Path(path).absolute())
+        names = (STATE_FILE, "journal.log", "mirror.log", "touched.log")
+        return any((folder / name).exists() for name in names)
+
+    # -- the sync state --------------------------------------------------------------------
+
+    @property
+    def external_edits(self) -> bool:
+        """True while the data file may hold changes that ``touched`` does not list.
+
+        Set when the file changed behind ebooklet's back (plain booklet, a crash, a repair)
+        and kept, across sessions, until a full comparison has recorded what changed.
+        """
+        return self.state.external_edits
+
+    @external_edits.setter
+    def external_edits(self, value: bool) -> None:
+        self.state.external_edits = value
+
+    @property
+    def presence_reset(self) -> bool:
+        """True after a repair forgot the presence bits, until the next full scan has set
+        them again for the keys in the data file."""
+        return self.state.presence_reset
+
+    def presence_restored(self) -> None:
+        self.state.presence_reset = False
+
+    def save_state(self) -> None:
+        self._need_write()
+        self.pending.save_state(self.state)
+        self._saved = self.state.to_json()
+
+    def refuse_if_damaged(self) -> None:
+        """Refuse to compare a file found damaged in this session: reopening repairs it."""
+        if self.state.damaged:
+            raise DamagedLocalFileError(
+                f"{self.path} was found damaged in this session; close the database and open it "
+                "again to repair it before comparing it with the remote"
+            )
+
+    def _found_damaged(self, exc: BaseException, key: str | None = None) -> DamagedLocalFileError:
+        """Record damage noticed during a session (checked and repaired at the next open)."""
+        self.state.damaged = True
+        if key is not None:
+            self.state.damaged_keys.append(key)
+        try:
+            self.save_state()
+        except Exception:  # noqa: BLE001 - the error below is what the caller must see
+            logger.warning("%s: could not record the damage found in the sync state", self.path)
+        return DamagedLocalFileError(
+            f"{self.path} is damaged ({type(exc).__name__}: {exc}). Close the database and open it "
+            "again: opening checks the file and rebuilds it from its intact entries, the journal "
+            "of your pending changes, and the remote."
+        )
+
+    def _need_write(self) -> None:
+        """Switch a read-only data file to writing (waits for other readers to close it)."""
+        if not self.data.writable:
+            self.data.reopen("w")
+
+    def _before_write(self) -> None:
+        """Every write to the data file: make it writable, and flag the state unsynced first."""
+        self._need_write()
+        if not self._unsynced:
+            self._unsynced = True
+            self.state.unsynced = True
+            self.save_state()
+
+    # -- the data file ---------------------------------------------------------------------
+
+    @property
+    def codec(self) -> Codec:
+        return self.data.codec
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.data
+
+    def _checked(self, items: Iterator[Any]) -> Iterator[Any]:
+        """booklet's iteration, with what damage makes it raise turned into an ebooklet error."""
+        try:
+            yield from items
+        except _ITER_DAMAGE as exc:
+            raise self._found_damaged(exc) from exc
+
+    def keys(self) -> Iterator[str]:
+        return self._checked(self.data.keys())
+
+    def timestamps(self) -> Iterator[tuple[str, int]]:
+        return self._checked(self.data.timestamps())
+
+    def raw_items(self) -> Iterator[tuple[str, int, bytes]]:
+        """(key, timestamp, serialized value) of every key in the data file."""
+        return self._checked(self.data.raw_items())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self.data.get(key, default)
+        except (KeyError, UnicodeEncodeError):
+            raise
+        except Exception as exc:
+            # The stored bytes did not decode: check them against the journal when the key
+            # is pending (and restore them); otherwise they are damaged or foreign.
+            got = self.get_raw(key)
+            if got is not None and self.disagrees(key, *got) and self.restore(key):
+                return self.data.get(key, default)
+            if got is not None and key in self.touched:
+                raise  # the bytes are the ones written: the serializer's own failure
+            raise self._found_damaged(exc, key) from exc
+
+    def get_timestamp(self, key: str) -> int | None:
+        return self.data.get_timestamp(key)
+
+    def get_raw(self, key: str) -> tuple[int, bytes] | None:
+        return self.data.get_raw(key)
+
+    def get_metadata(self) -> tuple[Any, int] | None:
+        return self.data.get_metadata()
+
+    # -- user changes: journal first, then the data file ----------------------------------
+
+    def set(self, key: str, value: Any, timestamp: int | None = None) -> None:
+        """A user write."""
+        raw = self.data.dumps(value)
+        if type(raw) is not bytes and isinstance(raw, (bytearray, memoryview)):
+            raw = bytes(raw)
+        self.set_raw(key, raw, time.time_ns() // 1000 if timestamp is None else timestamp)
+
+    def set_raw(self, key: str, raw: bytes, timestamp: int) -> None:
+        """A user write of an already serialized value."""
+        # The hot path of local writes: kept to what each write must do.
+        if not self._unsynced or not self.data.writable:
+            self._before_write()
+        self.pending.write(key, timestamp, raw)
+        self.data.put(key, raw, timestamp)
+
+    def set_timestamp(self, key: str, timestamp: int) -> None:
+        self._before_write()
+        got = self.get_raw(key)
+        if got is not None:
+            self.pending.write(key, timestamp, got[1])
+        self.data.set_timestamp(key, timestamp)
+
+    def delete(self, key: str, deleted_at: int) -> None:
+        """A user delete of a key that may or may not be in the data file."""
+        self._before_write()
+        self.pending.delete(key, deleted_at)
+        self.data.delete(key)
+
+    def set_metadata(self, data: Any, timestamp: int) -> None:
+        self._before_write()
+        stored = self.data.set_metadata(data, timestamp)  # as booklet encoded it: plain JSON
+        self.pending.set_metadata(stored, timestamp)
+
+    def prune(self) -> int:
+        self._before_write()
+        return self.data.prune()
+
+    # -- changes that are not the user's ---------------------------------------------------
+
+    def put_raw(self, key: str, raw: bytes, timestamp: int) -> None:
+        """Store a value that came from the remote (not a user change)."""
+        self._before_write()
+        self.data.put(key, raw, timestamp)
+
+    def put_raw_many(self, items: Iterable[tuple[str, bytes, int]]) -> None:
+        """:meth:`put_raw` for many ``(key, value, timestamp)``, in order."""
+        self._before_write()
+        self.data.put_many(items)
+
+    def drop(self, key: str) -> None:
+        """Remove a cached copy (not a user change)."""
+        self._before_write()
+        self.data.delete(key)
+
+    def record_write(self, key: str, timestamp: int, raw: bytes) -> None:
+        """Record a change found in the data file (an edit made behind ebooklet's back)."""
+        self._need_write()
+        self.pending.write(key, timestamp, raw)
+
+    def record_delete(self, key: str, deleted_at: int) -> None:
+        """Record a key found missing from the data file: an inferred delete."""
+        self._need_write()
+        self.pending.delete(key, deleted_at, inferred=True)
+
+    def clear_touched(self, keys: Iterable[str] | None = None) -> None:
+        """Forget pending changes (all, or those given) once they are pushed or discarded."""
+        self._need_write()
+        self.pending.forget(keys, self.state)
+
+    # -- the journal of pending changes ----------------------------------------------------
+
+    def pending_change(self, key: str) -> Pending | None:
+        """The journal's record of a pending change to ``key``."""
+        return self.pending.get(key)
+
+    def pending_batches(self) -> Iterator[list[tuple[str, int, bytes | None, int]]]:
+        """Every pending change as ``(key, timestamp, value, flags)`` (value None for a
+        delete; flag INFERRED for a delete found rather than asked for), streamed from the
+        journal in one sequential read, a batch at a time. The journal is the record of what
+        was acknowledged; the data file holds the same bytes unless it was damaged or edited
+        behind ebooklet's back, which a full comparison settles first (see
+        sync.diff.local_changes)."""
+        return self.pending.batches()
+
+    def inferred_delete(self, key: str) -> bool:
+        """Whether ``key`` is pending as a delete that no one asked ebooklet for: the key was
+        found missing from the data file (deleted with plain booklet, or lost)."""
+        return self.pending.inferred_delete(key)
+
+    def disagrees(self, key: str, timestamp: int, raw: bytes) -> bool:
+        """Whether the data file's value of a pending write is damaged: not the bytes the
+        journal recorded, nor a later edit."""
+        if key not in self.touched or self.touched[key] is not None:
+            return False
+        entry = self.pending.get(key)
+        return entry is not None and not entry.deleted and recovery.disagrees(entry, timestamp, raw)
+
+    def restore(self, key: str) -> tuple[int, bytes] | None:
+        """Put the journal's value of a pending write back into the data file; return its
+        (timestamp, value), or None when the journal's copy is damaged too."""
+        entry = self.pending.get(key)
+        if entry is None or entry.value is None:
+            return None
+        self._before_write()
+        self.data.put(key, entry.value, entry.timestamp)
+        logger.warning("%s: the value of %r was damaged; restored it from the journal", self.path, key)
+        return entry.timestamp, entry.value
+
+    # -- base index parts ------------------------------------------------------------------
+
+    def has_part(self, part: int, name: str) -> bool:
+        return self.parts.has(part, name)
+
+    def part_blob(self, part: int, name: str) -> bytes | None:
+        return self.parts.blob(part, name)
+
+    def store_part(
+        self,
+        part: int,
+        name: str,
+        blob: bytes,
+        keys: list[str],
+        present: set[str] | None = None,
+        seen: set[str] = frozenset(),  # type: ignore[assignment]
+    ) -> None:
+        """Keep base part ``part`` (see :meth:`.parts.PartCache.store`); ``present``, the set
+        of keys in the data file, saves a lookup per key when given."""
+        self._need_write()
+        contains = present.__contains__ if present is not None else self.data.__contains__
+        none_present = present is not None and not present
+        self.parts.store(part, name, blob, keys, contains, seen, none_present=none_present)
+
+    def stage_part(self, name: str, blob: bytes, bits: bytes) -> None:
+        self.parts.stage(name, blob, bits)
+
+    def use_staged_part(self, part: int, name: str, bits: bytes) -> bool:
+        return self.parts.use_staged(part, name, bits)
+
+    def stored_parts(self) -> dict[int, str]:
+        return self.parts.stored()
+
+    def forget_part(self, part: int) -> None:
+        self.parts.forget(part)
+
+    def forget_parts(self) -> None:
+        for part in list(self.parts.stored()):
+            self.parts.forget(part)
+
+    def bits(self, part: int) -> bytearray:
+        bits = self.parts.bits(part)
+        if self.parts.found_damage:
+            self.parts.found_damage = False
+            # Keys present in the data file get their bits again at the next full scan.
+            self.state.presence_reset = True
+            self.state.external_edits = True
+        return bits
+
+    def flush_bits(self) -> None:
+        self.parts.flush()
+
+    def mark_present(self, part: int, row: int, present: bool = True) -> None:
+        self._need_write()
+        self.parts.mark(part, row, present)
+
+    def mark_rows_present(self, parts: Sequence[int], rows: Sequence[int]) -> None:
+        self._need_write()
+        self.parts.mark_rows(parts, rows)
+
+    # -- durability ------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Make every change so far durable, and record the state that goes with it."""
+        with self.lock:
+            if self._closed:
+                return
+            if not self.data.writable:
+                clean = not (self.pending.dirty or self.parts.dirty or self._unsynced)
+                if clean and self.state.to_json() == self._saved:
+                    return  # a reader that changed nothing writes nothing
+                self._need_write()
+            self.data.sync()
+            self.pending.flush()
+            self.pending.compact_if_wasteful(self.state)
+            self.parts.flush()
+            self.state.fingerprint = self.data.fingerprint()
+            self.state.unsynced = False
+            self._unsynced = False
+            self.save_state()
+            self.parts.sweep()
+
+    def close(self) -> None:
+        with self.lock:
+            try:
+                self.sync()
+            finally:
+                self.abandon()
+
+    def abandon(self) -> None:
+        """Close without syncing (used when opening failed half way)."""
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self.data.close()
+            finally:
+                self.pending.close()
+                _release(self._claim, self)

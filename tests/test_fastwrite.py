@@ -1,0 +1,108 @@
+"""The fast write path against booklet's own ``set``: the same sessions make the same files.
+
+The fast path (ebooklet/local/fastwrite.py) writes entries into booklet's layout by hand. It
+runs only with the booklet releases the project tested and files of the header version those
+write; these tests pin both rules and compare the two paths on random sessions with the
+booklet the project pins.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import booklet
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ebooklet.local import fastwrite, layout
+from ebooklet.local.datafile import DataFile
+
+KEYS = st.sampled_from([f"k{i}" for i in range(60)] + ["ключ", "a" * 300, ""])
+VALUES = st.binary(max_size=300)
+STAMPS = st.integers(min_value=0, max_value=2**56 - 1)
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), KEYS, VALUES, STAMPS),
+        st.tuples(st.just("many"), st.lists(st.tuples(KEYS, VALUES, STAMPS), max_size=40)),
+        st.tuples(st.just("drop"), KEYS),
+        st.tuples(st.just("flush")),
+    ),
+    max_size=60,
+)
+
+
+def _session(path: pathlib.Path, steps: list, n_buckets: int, fast: bool) -> dict[str, tuple[int, bytes]]:
+    data = DataFile(path, "n", None, n_buckets, buffer_size=1024)
+    data._fast = fast and fastwrite.capable(data._db)
+    assert data.fast == fast
+    for step in steps:
+        if step[0] == "put":
+            data.put(step[1], step[2], step[3])
+        elif step[0] == "many":
+            data.put_many(step[1])
+        elif step[0] == "drop":
+            data.delete(step[1])
+        else:
+            data.flush()
+    data.sync()
+    data.close()
+    with booklet.open(path) as db:
+        return {k: (ts, v) for k, ts, v in db.timestamps(include_value=True, decode_value=False)}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=STEPS, n_buckets=st.sampled_from([1, 7, 12007]))
+def test_the_fast_path_and_booklets_set_make_the_same_file(tmp_path, steps, n_buckets):
+    fast = tmp_path / f"fast-{os.urandom(4).hex()}.blt"
+    plain = tmp_path / f"plain-{os.urandom(4).hex()}.blt"
+    got_fast = _session(fast, steps, n_buckets, fast=True)
+    got_plain = _session(plain, steps, n_buckets, fast=False)
+    assert got_fast == got_plain
+    assert layout.inspect(fast).problems == []
+    assert layout.inspect(plain).problems == []
+
+
+def test_the_fast_path_runs_only_with_a_tested_booklet(tmp_path, monkeypatch):
+    data = DataFile(tmp_path / "a.blt", "n")
+    try:
+        assert layout.booklet_version() in layout.TESTED_BOOKLET
+        assert fastwrite.capable(data._db)
+        monkeypatch.setattr(booklet, "__version__", "0.13.0")
+        assert not fastwrite.capable(data._db)
+    finally:
+        data.close()
+
+
+def test_the_fast_path_runs_only_on_files_of_the_known_header_version(tmp_path):
+    path = tmp_path / "a.blt"
+    DataFile(path, "n").close()
+    with open(path, "r+b") as f:
+        f.seek(layout.VERSION_AT)
+        f.write((layout.FILE_VERSION - 1).to_bytes(2, "little"))  # a version-4 header
+    data = DataFile(path, "w")
+    try:
+        assert not data.fast
+        data.put("k", b"v", 1)  # booklet's own set
+        assert data.get_raw("k") == (1, b"v")
+    finally:
+        data.close()
+
+
+def test_booklet_is_pinned_to_the_tested_minor_release():
+    text = (pathlib.Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert '"booklet>=0.12.10,<0.13"' in text
+    assert all(v.startswith("0.12.") for v in layout.TESTED_BOOKLET)
+
+
+@pytest.mark.parametrize("version", ["0.12.9", "0.12.11", "1.0"])
+def test_an_untested_booklet_writes_through_its_public_api(tmp_path, monkeypatch, version):
+    monkeypatch.setattr(booklet, "__version__", version)
+    data = DataFile(tmp_path / "a.blt", "n")
+    try:
+        assert not data.fast
+        data.put_many([("a", b"1", 5), ("b", b"2", 6)])
+        assert data.get_raw("b") == (6, b"2")
+    finally:
+        data.close()
