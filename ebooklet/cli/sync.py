@@ -11,7 +11,7 @@ import pathlib
 from typing import Any
 
 from ..db import EBooklet
-from ..errors import LeaseHeldError, MassDeleteError, RemoteNotFoundError, SyncError
+from ..errors import LeaseHeldError, MassDeleteError, RemoteNotFoundError, RemoteUnavailableError, SyncError
 from ..info import remote_info
 from ..local import synced_with
 from ..results import Change, PushResult
@@ -28,6 +28,8 @@ MAX_DELETE = 50.0
 #: ``status --exit-code``: the statuses for "there are changes" and "some keys conflict".
 CHANGES_STATUS = 3
 CONFLICTS_STATUS = 4
+#: The exit status of a status whose remote could not be reached (local changes only).
+OFFLINE_STATUS = 5
 
 REMEMBERED = """\
 Without REMOTE, the command uses the remote LOCAL was last synced with (recorded
@@ -45,9 +47,12 @@ def register(commands: Commands) -> None:
         "both sides to different values are CONFLICTs.",
         ["talk", "pickle", "json", "timeout", "s3"], remote="optional",
         notes=REMEMBERED + f"\nWith --exit-code the status is {CHANGES_STATUS} when something differs and "
-        f"{CONFLICTS_STATUS} when\nsome keys conflict (0: in sync).",
+        f"{CONFLICTS_STATUS} when\nsome keys conflict (0: in sync). When the remote cannot be reached (or\n"
+        f"with --offline) the local changes are listed from the journal and the\nstatus is {OFFLINE_STATUS}.",
     )
     status.add_argument("local", metavar="LOCAL", help="the local database file")
+    status.add_argument("--offline", action="store_true",
+                        help="list the local changes only, without contacting the remote")
     status.add_argument("--exit-code", action="store_true",
                         help=f"exit {CHANGES_STATUS} when something differs, {CONFLICTS_STATUS} on conflicts")
 
@@ -101,18 +106,30 @@ def register(commands: Commands) -> None:
 def _status(args: argparse.Namespace) -> int:
     local = existing_local(args.local, f"'ebooklet pull REMOTE {args.local}' makes a copy there")
     remote = remote_for_local(args, local)
+    unreachable = None
     with handling_interrupts(), open_database(remote, local, "r", args) as db:
-        changes = list(db.changes().iter_changes())
+        if args.offline:
+            unreachable = "--offline"
+        else:
+            try:
+                changes = list(db.changes().iter_changes())
+            except RemoteUnavailableError as exc:
+                unreachable = str(exc)
+        if unreachable is not None:
+            changes = list(db.changes(offline=True).iter_changes())
     sides = {side: sum(c.side == side for c in changes) for side in ("local", "remote", "both")}
     conflicts = sum(c.conflict for c in changes)
     status = 0
-    if args.exit_code and changes:
+    if unreachable is not None:
+        status = OFFLINE_STATUS
+    elif args.exit_code and changes:
         status = CONFLICTS_STATUS if conflicts else CHANGES_STATUS
     if args.json:
         print_json(
             {
                 "remote": remote.location,
                 "local": str(local),
+                "remote_checked": unreachable is None,
                 "changes": [dataclasses.asdict(c) for c in changes],
                 "summary": {"changes": len(changes), **sides, "conflicts": conflicts},
             }
@@ -120,6 +137,8 @@ def _status(args: argparse.Namespace) -> int:
         return status
     if args.quiet:
         return status
+    if unreachable is not None:
+        return _print_offline(changes, local, remote.location, unreachable)
     if not changes:
         print(f"no changes: {local} is in sync with {remote.location}")
         return status
@@ -132,6 +151,17 @@ def _status(args: argparse.Namespace) -> int:
         summary += f" ({count(conflicts, 'conflict')}; resolve with push --on-conflict)"
     print(summary)
     return status
+
+
+def _print_offline(changes: list[Change], local: Any, location: str, why: str) -> int:
+    if why != "--offline":
+        print(f"the remote was not checked: {why}")
+    if not changes:
+        print(f"no local changes in {local} since it was last synced with {location} (remote not checked)")
+    else:
+        _print_changes(changes)
+        print(f"{count(len(changes), 'local change')} not pushed yet (remote not checked)")
+    return OFFLINE_STATUS
 
 
 def _print_changes(changes: list[Change]) -> None:

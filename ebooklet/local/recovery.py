@@ -432,7 +432,14 @@ class _Opener:
         if dropped:
             self._zero_bits()
         state.damaged = False
-        if restored:
+        if restored and crashed:
+            shown = ", ".join(repr(k) for k in restored[:10])
+            self.note(
+                f"the last session ended without syncing; {len(restored)} change"
+                f"{'s' if len(restored) != 1 else ''} it had acknowledged ({shown}) were replayed "
+                "from the journal into the data file"
+            )
+        elif restored:
             shown = ", ".join(repr(k) for k in restored[:10])
             self.note(
                 f"{len(restored)} value{'s' if len(restored) != 1 else ''} did not match what was "

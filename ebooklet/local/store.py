@@ -40,9 +40,10 @@ logger = logging.getLogger("ebooklet.local")
 #: What booklet raises while iterating a damaged file (UnicodeDecodeError is a ValueError).
 _ITER_DAMAGE = (ValueError, IndexError, OverflowError, struct.error)
 
-# Data files open in this process: resolved path -> (store, where it was opened). A second
-# open of the same file here would otherwise wait for its own file lock until the timeout.
-_open_here: dict[str, tuple[weakref.ref[LocalStore], str]] = {}
+# Data files open in this process: resolved path -> the stores that hold it, with where each
+# was opened and whether it only reads. A second open of a file here would otherwise wait for
+# its own file lock until the timeout; readers may share a file, as across processes.
+_open_here: dict[str, list[tuple[weakref.ref[LocalStore], str, bool]]] = {}
 _open_lock = threading.Lock()
 
 
@@ -55,24 +56,48 @@ def _caller() -> str:
     return "ebooklet"
 
 
-def _claim(path: pathlib.Path, store: LocalStore) -> str:
+def _holders(key: str, store: LocalStore | None = None) -> list[tuple[LocalStore, str, bool]]:
+    """The live stores of this process that hold ``key`` (other than ``store``)."""
+    live = [(ref(), where, ro) for ref, where, ro in _open_here.get(key, [])]
+    return [(s, where, ro) for s, where, ro in live if s is not None and s is not store]
+
+
+def _claim(path: pathlib.Path, store: LocalStore, read_only: bool) -> str:
     key = str(path.resolve())
     with _open_lock:
-        held = _open_here.get(key)
-        if held is not None and held[0]() is not None:
+        held = _holders(key)
+        blocking = [h for h in held if not (read_only and h[2])]
+        if blocking:
             raise LocalFileBusyError(
-                f"{path} is already open in this process (opened at {held[1]}); use that "
+                f"{path} is already open in this process (opened at {blocking[0][1]}); use that "
                 "database object, or close it before opening the file again"
             )
-        _open_here[key] = (weakref.ref(store), _caller())
+        _open_here[key] = [(weakref.ref(s), where, ro) for s, where, ro in held]
+        _open_here[key].append((weakref.ref(store), _caller(), read_only))
     return key
+
+
+def _claim_writing(key: str, store: LocalStore) -> None:
+    """A reader of this process is about to write: refuse at once if another store of this
+    process holds the file (it would wait for that store's lock until the timeout)."""
+    with _open_lock:
+        held = _holders(key, store)
+        if held:
+            raise LocalFileBusyError(
+                f"{store.path} must be written (to cache a value or record sync state) but "
+                f"another database object of this process has it open (opened at {held[0][1]}); "
+                "close it first"
+            )
+        _open_here[key] = [(ref, where, ro and ref() is not store) for ref, where, ro in _open_here[key]]
 
 
 def _release(key: str, store: LocalStore) -> None:
     with _open_lock:
-        held = _open_here.get(key)
-        if held is not None and held[0]() in (store, None):
-            del _open_here[key]
+        held = [(weakref.ref(s), where, ro) for s, where, ro in _holders(key, store)]
+        if held:
+            _open_here[key] = held
+        else:
+            _open_here.pop(key, None)
 
 
 @atexit.register
@@ -80,7 +105,7 @@ def _sync_open_stores() -> None:
     """At interpreter exit, sync every store left open (a script that ends without close()).
     The journal already holds every change; this saves the next open a check of the file."""
     with _open_lock:
-        stores = [ref() for ref, _ in _open_here.values()]
+        stores = [ref() for held in _open_here.values() for ref, _, _ in held]
     for store in stores:
         if store is None or not store.lock.acquire(timeout=1):
             continue  # another thread is inside it: the next open replays the journal
@@ -140,7 +165,7 @@ class LocalStore:
         self.state_dir = state_dir(self.path)
         #: One lock for every operation on this store (the database's lock too).
         self.lock = threading.RLock()
-        self._claim = _claim(self.path, self)
+        self._claim = _claim(self.path, self, read_only)
         try:
             opened = recovery.open_local(
                 self.path, create=create, new=new, value_serializer=value_serializer,
@@ -226,6 +251,7 @@ class LocalStore:
     def _need_write(self) -> None:
         """Switch a read-only data file to writing (waits for other readers to close it)."""
         if not self.data.writable:
+            _claim_writing(self._claim, self)
             self.data.reopen("w")
 
     def _before_write(self) -> None:
