@@ -7,7 +7,8 @@ other people's changes back. Anyone with the public URL of a database can read i
 __version__ = "0.6.0"
 
 from .api import open  # noqa: E402
-from .db import Changes, EBooklet  # noqa: E402
+from .changes import Changes  # noqa: E402
+from .db import EBooklet  # noqa: E402
 
 #: The name of the database class in ebooklet 0.5.
 EVariableLengthValue = EBooklet

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import pathlib
 import time
 from collections.abc import (
@@ -18,9 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from . import limits
+from .bulk import BulkReads
+from .changes import Changes
 from .errors import (
     ArgumentTypeError,
-    ChangedDuringIterationError,
     ClosedError,
     DamagedLocalFileError,
     DeserializationError,
@@ -29,16 +29,14 @@ from .errors import (
     ReadOnlyError,
     SerializationError,
 )
-from .format import DEFAULT_RETENTION
-from .info import RemoteInfo
 from .limits import MAX_KEY_BYTES, RESERVED_KEYS, check_key, check_timestamp, check_value_size
 from .local import LocalStore
-from .remote import Remote, RemoteConn, Stats, connect
-from .results import Change, CommitInfo, ProgressCallback, PullResult, PushResult
-from .sync import Policy, Replica, history
+from .remote import Remote, Stats
+from .sync import Replica
 from .sync.diff import local_changes, now_us
+from .whole import WholeDatabase
 
-__all__ = ["Changes", "EBooklet"]
+__all__ = ["EBooklet"]
 
 
 #: Keys of at most this many characters are short enough whatever their UTF-8 (check_key).
@@ -71,7 +69,7 @@ def _timestamp(value: int | str | datetime | None) -> int | None:
     return check_timestamp(value)
 
 
-class EBooklet(MutableMapping):
+class EBooklet(BulkReads, WholeDatabase, MutableMapping):
     """A key-value database in a local booklet file, synced with a remote.
 
     Create it with :func:`ebooklet.open`. Keys are ``str``; values are anything the value
@@ -204,8 +202,9 @@ class EBooklet(MutableMapping):
     def items(self) -> ItemsView[str, Any]:
         """(key, value) pairs, as a view. Remote values not fetched yet are downloaded in the
         order they are stored on the remote, several requests at a time, and cached as they
-        arrive. As with booklet, writing to the local file while iterating (from this thread
-        or another, a lazy read included) raises RuntimeError; ``keys()`` is a snapshot."""
+        arrive. Writing to the local file while iterating (from this thread or another, a
+        lazy read included) raises ChangedDuringIterationError (a RuntimeError), as booklet
+        does; ``keys()`` is a snapshot."""
         return _Items(self)
 
     def _iter_keys(self) -> Iterator[str]:
@@ -225,61 +224,6 @@ class EBooklet(MutableMapping):
             local_keys = list(self._local.keys())
         yield from local_keys
 
-    def _iter_items(self) -> Iterator[tuple[str, Any]]:
-        """(key, value) pairs: local ones, then remote ones not fetched yet.
-
-        Remote values are downloaded in the order they are stored on the remote, several
-        requests at a time, and cached in the local file as they arrive; memory holds a few
-        requests' worth of them, however large the database. The keys are a snapshot taken
-        when iteration starts. As with booklet, writing to the database while
-        iterating (from this thread or another) raises RuntimeError; ``keys()`` is a
-        snapshot to iterate over instead.
-        """
-        return self._iter_pairs(with_keys=True)
-
-    def _iter_values(self) -> Iterator[Any]:
-        return self._iter_pairs(with_keys=False)
-
-    def _iter_pairs(self, with_keys: bool) -> Iterator[Any]:
-        self._check()
-        with self._lock:
-            # Planned before the local keys are listed: a key another thread fetches in
-            # between is then still read once (a write that moves it raises RuntimeError).
-            bulk = self._replica.values.plan()
-        for pair in self._local_items():
-            yield pair if with_keys else pair[1]
-        decode, loads = self._codec.decode, self._codec.loads
-        for fetched in bulk.fetch():
-            with self._lock:
-                self._check()
-                pairs = bulk.store(*fetched)
-            if not pairs:
-                continue
-            keys, raws = zip(*pairs, strict=True)
-            try:
-                values = list(map(loads, raws))  # the values of a whole answer at once...
-            except Exception:  # noqa: BLE001 - ...and one by one to name the key that fails
-                for key, raw in pairs:
-                    yield (key, decode(raw, key)) if with_keys else decode(raw, key)
-                continue
-            if with_keys:
-                yield from zip(keys, values, strict=True)
-            else:
-                yield from values
-
-    def _local_items(self) -> Iterator[tuple[str, Any]]:
-        try:
-            for key, _ts, raw in self._local.raw_items():
-                yield key, self._decode_local(key, raw)
-        except ChangedDuringIterationError:
-            raise
-        except RuntimeError as exc:  # booklet's "mutated during iteration"
-            raise ChangedDuringIterationError(
-                "the database was written (by this thread or another) while items() or values() "
-                "iterated over it; iterate over list(db.keys()) and read each key, or hold off "
-                "writes until the iteration ends"
-            ) from exc
-
     def __len__(self) -> int:
         self._check()
         with self._lock:
@@ -294,39 +238,6 @@ class EBooklet(MutableMapping):
                 n += (key in self._local) - (index.entry(key) is not None)
             return n
 
-    def get_items(self, keys: Iterable[str], default: Any = None) -> Iterator[tuple[str, Any]]:
-        """(key, value) for each key, fetching all missing remote values first (as
-        :meth:`load_items` does)."""
-        self._check()
-        keys = list(keys)
-        self.load_items(keys)
-        for key in keys:
-            with self._lock:
-                found = self._local.get_raw(key)
-                value = default if found is None else self._decode_local(key, found[1])
-            yield key, value
-
-    def load_items(self, keys: Iterable[str] | None = None, progress: ProgressCallback | None = None) -> int:
-        """Fetch remote values into the local file (all when ``keys`` is None).
-
-        Values are downloaded in the order they are stored on the remote, with coalesced
-        ranged GETs (never fetching much more than was asked for) over a thread pool, and
-        written to the local file as they arrive. ``progress`` is called with an
-        :class:`ebooklet.Progress` as they do. Returns how many values were downloaded.
-        """
-        self._check()
-        if keys is not None:
-            keys = list(keys)
-            for key in keys:
-                self._check_key(key)
-        with self._lock:
-            bulk = self._replica.values.plan(keys)
-            if not bulk:
-                return 0
-            for fetched in bulk.fetch(progress):
-                bulk.store(*fetched)
-            return len(bulk)
-
     def get_timestamp(self, key: str, include_value: bool = False, default: Any = None) -> Any:
         """The key's timestamp (microseconds since the epoch); with the value if asked."""
         self._check()
@@ -339,18 +250,6 @@ class EBooklet(MutableMapping):
                 return default
             ts = entry.timestamp
         return (ts, self[key]) if include_value else ts
-
-    def timestamps(self, include_value: bool = False) -> Iterator[tuple[Any, ...]]:
-        """(key, timestamp) for every key, or (key, timestamp, value)."""
-        self._check()
-        if include_value:
-            for key, value in self.items():
-                yield key, self.get_timestamp(key), value
-            return
-        with self._lock:
-            stamps = list(self._local.timestamps())
-            stamps += [(key, entry.timestamp) for key, entry in self._index.lazy_keys()]
-        yield from stamps
 
     def get_metadata(self, include_timestamp: bool = False) -> Any:
         """The database's metadata (a JSON-serialisable object), or None."""
@@ -471,98 +370,11 @@ class EBooklet(MutableMapping):
         # Presence bits are cleared, durably, before the values go: a key absent with its bit set
         # would read as deleted.
         self._index.forget_present(old)
-        self._local.flush_bits()
+        self._local.parts.flush()
         for key in old:
             self._local.drop(key)
         self._local.sync()
         return len(old)
-
-    # -- the whole remote database ---------------------------------------------------------
-
-    def log(self, limit: int | None = None) -> list[CommitInfo]:
-        """The commits of the remote database that its retention keeps readable, newest first.
-
-        Each :class:`~ebooklet.CommitInfo` gives the commit's number, time, how many keys it
-        wrote and deleted, and its author where known. Costs one request for the head, and one
-        more per 64 commits listed beyond the latest 64.
-        """
-        self._check()
-        with self._lock:
-            head, _ = self._replica.current()
-            if head is None:
-                return []
-            commits = history.iter_commits(self._replica.heads, head, now_us())
-            return list(itertools.islice(commits, limit))
-
-    def diff(self, old: int | datetime, new: int | datetime | None = None) -> list[Change]:
-        """What changed on the remote from commit ``old`` to commit ``new`` (default: the
-        latest): one :class:`~ebooklet.Change` per key added, modified or deleted, sorted by
-        key. Commits are given by number or time, as for :func:`ebooklet.open` ``at=``."""
-        self._check()
-        with self._lock:
-            return self._replica.diff(old, new)
-
-    def compact(self, progress: ProgressCallback | None = None) -> PushResult:
-        """Rewrite the remote's segments that hold dead bytes, or are small, into new ones.
-
-        Pushes do this on the way when it is cheap; call it after large deletes, or for a
-        database whose index has many parts. It is an ordinary commit (conditional, atomic,
-        safe against concurrent writers and readers) and also pushes any local change.
-        Replaced segments stay readable for the database's retention window, until
-        :func:`ebooklet.gc` removes them.
-        """
-        self._check_write("compact")
-        with self._lock:
-            return self._replica.push(None, progress, compact=True)
-
-    def set_retention(self, commits: int | None = None, days: float | None = None) -> None:
-        """Keep the latest ``commits`` commits, and every commit younger than ``days`` days,
-        readable (with :func:`ebooklet.open` ``at=``) and safe from :func:`ebooklet.gc`.
-
-        The setting belongs to the remote database; it is recorded with the next push.
-        """
-        self._check_write("set the retention")
-        base = self._index.base
-        current = dict(base.retention) if base is not None else dict(DEFAULT_RETENTION)
-        if commits is not None:
-            if not isinstance(commits, int) or isinstance(commits, bool) or commits < 1:
-                raise InvalidArgumentError(f"commits must be a whole number of at least 1, not {commits!r}")
-            current["commits"] = commits
-        if days is not None:
-            if not isinstance(days, (int, float)) or isinstance(days, bool) or days < 0:
-                raise InvalidArgumentError(f"days must be a number of days of at least 0, not {days!r}")
-            current["days"] = float(days)
-        with self._lock:
-            self._local.state.retention = current
-            self._local.save_state()
-
-    def delete_remote(self) -> int:
-        """Delete the remote database: its head first (readers see it gone at once), then
-        every other object under its prefix. Returns how many objects were deleted.
-
-        The local file is kept; a later push creates the database anew from it (keys that
-        were never fetched are gone with the remote: ``load_items()`` first to keep them).
-        """
-        self._check_write("delete the remote")
-        with self._lock:
-            return self._replica.delete_remote()
-
-    def copy_remote(self, remote_conn: RemoteConn, overwrite: bool = False) -> RemoteInfo:
-        """Copy the remote database (as committed now) to another location.
-
-        Objects are copied inside the store when both locations share the endpoint and
-        credentials, and streamed object by object otherwise. The copy's head is written
-        last, so a reader of the target never sees half a copy. The copy gets its own uuid.
-        An existing database at the target is replaced only with ``overwrite=True``.
-        """
-        self._check()
-        target = connect(remote_conn)
-        try:
-            with self._lock:
-                copied = self._replica.copy_to(target, overwrite)
-        finally:
-            target.transport.close()
-        return RemoteInfo.from_head(target.location, copied)
 
     # -- syncing ---------------------------------------------------------------------------
 
@@ -574,7 +386,13 @@ class EBooklet(MutableMapping):
         conflicts are not shown, nor edits made with plain booklet since the last sync).
         """
         self._check()
-        return Changes(self, offline)
+        return Changes(self._replica, self._lock, self._guard, self._writable, offline)
+
+    def _guard(self, action: str | None) -> None:
+        if action is None:
+            self._check()
+        else:
+            self._check_write(action)
 
     def sync(self) -> None:
         """Make every change so far durable in the local file (no network)."""
@@ -614,69 +432,3 @@ class _Values(ValuesView):  # type: ignore[type-arg]
 class _Items(ItemsView):  # type: ignore[type-arg]
     def __iter__(self) -> Iterator[tuple[str, Any]]:
         return self._mapping._iter_items()  # type: ignore[attr-defined,no-any-return]
-
-
-class Changes:
-    """The differences between a local file and its remote, and the means to settle them.
-
-    Returned by :meth:`EBooklet.changes`.
-    """
-
-    def __init__(self, db: EBooklet, offline: bool = False) -> None:
-        self._db = db
-        #: True when the remote is not checked: only the journal's local changes are listed.
-        self.offline = offline
-
-    def iter_changes(self) -> Iterator[Change]:
-        """One :class:`~ebooklet.Change` per key that differs, sorted by key.
-
-        Costs one conditional request when the remote has not moved, none when
-        ``offline``.
-        """
-        db = self._db
-        db._check()
-        with db._lock:
-            changes = db._replica.pending() if self.offline else db._replica.changes()
-        yield from changes
-
-    def push(
-        self,
-        on_conflict: Policy = None,
-        progress: ProgressCallback | None = None,
-        max_delete: float | None = 50,
-    ) -> PushResult:
-        """Commit local changes to the remote, atomically.
-
-        If others committed meanwhile, their changes to other keys are merged (and pulled
-        into this file). Keys changed on both sides raise :class:`~ebooklet.ConflictError`
-        unless ``on_conflict`` is ``"local"``, ``"remote"``, ``"newest"`` or a function
-        ``(key, local, remote, base) -> value`` (return ``ebooklet.DELETED`` to delete).
-        ``progress`` is called with an :class:`ebooklet.Progress` as values go up.
-        ``max_delete`` (percent, None for no limit) stops a push that would delete more than
-        that share of the remote's keys found missing from the local file rather than deleted
-        through ebooklet, with :class:`~ebooklet.MassDeleteError`.
-        """
-        db = self._db
-        db._check_write("push")
-        with db._lock:
-            return db._replica.push(on_conflict, progress, max_delete=max_delete)
-
-    def discard(self, keys: Iterable[str] | None = None) -> list[str]:
-        """Throw away local changes (all, or those to ``keys``), back to the last sync.
-
-        Discarded keys read as the remote had them at the last sync (fetched again when
-        read). Returns the keys whose changes were discarded.
-        """
-        db = self._db
-        db._check_write("discard changes")
-        with db._lock:
-            return db._replica.discard(keys)
-
-    def pull(self, on_conflict: Policy = None) -> PullResult:
-        """Bring in what others committed: refresh or drop cached values, list new keys."""
-        db = self._db
-        db._check()
-        with db._lock:
-            if not db.writable and on_conflict not in (None, "remote"):
-                raise ReadOnlyError("a database opened with flag='r' can only take the remote's side")
-            return db._replica.pull(on_conflict)

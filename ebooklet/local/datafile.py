@@ -20,6 +20,7 @@ from typing import Any
 import booklet
 import booklet.serializers
 import booklet.utils
+import portalocker
 
 from ..codec import Codec
 from ..errors import DamagedLocalFileError, LocalFileBusyError, LocalFileError
@@ -88,6 +89,18 @@ def busy(path: pathlib.Path) -> LocalFileBusyError:
     return LocalFileBusyError(
         f"{path} is open in another process; close it there, or open with a longer timeout"
     )
+
+
+def lock_unreadable(path: pathlib.Path) -> Any:
+    """Hold the OS lock of a data file booklet cannot open, while it is rebuilt; the caller
+    closes what this returns."""
+    handle = open(path, "rb")  # noqa: SIM115 (closed by the caller)
+    try:
+        portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
+    except portalocker.exceptions.LockException:
+        handle.close()
+        raise busy(path) from None
+    return handle
 
 
 class DataFile:

@@ -150,5 +150,14 @@ class PendingChanges:
         self.mirror.close()
 
 
+def disagrees(entry: Pending, timestamp: int, raw: bytes) -> bool:
+    """Whether a value the data file holds for a pending write is not the one written: older,
+    or other bytes under the same timestamp. A newer one is a later edit made with plain
+    booklet."""
+    if timestamp != entry.timestamp:
+        return timestamp < entry.timestamp
+    return raw != entry.value
+
+
 def _base_of(base: dict[str, Any]) -> dict[str, Any]:
     return {name: base.get(name) for name in BASE_FIELDS}

@@ -18,7 +18,8 @@ journal plus the remote. Opening therefore:
   pending value; cached values are fetched again). Nothing is ever reset silently: when
   neither can be done, opening refuses, and the journal stays on disk.
 
-Named crash points (:func:`crash_point`) let the tests kill the process between the steps.
+Named crash points (:func:`.rebuild.crash_point`) let the tests kill the process between the
+steps.
 """
 
 from __future__ import annotations
@@ -28,48 +29,25 @@ import logging
 import os
 import pathlib
 import shutil
-import signal
 from dataclasses import dataclass, field
 from typing import Any
 
-import portalocker
-
 from ..errors import DamagedLocalFileError, LocalFileError
 from ..files import aside_name, fsync_dir
-from . import datafile, layout
+from . import datafile, layout, rebuild
 from .datafile import (
     INIT_N_BUCKETS,
     DataFile,
-    build,
     builtin_serializer,
-    busy,
+    lock_unreadable,
     serializer_arg,
 )
-from .journal import Pending, read_legacy_touched
+from .journal import read_legacy_touched
 from .parts import PartCache
 from .pending import PendingChanges
-from .state import STATE_FILE, STATE_VERSION, SyncState, decode, state_dir
+from .state import STATE_FILE, STATE_VERSION, SyncState, read_state, state_dir
 
 logger = logging.getLogger("ebooklet.local")
-
-#: The environment variable naming a crash point at which the process kills itself (tests).
-CRASH_ENV = "EBOOKLET_CRASH_AT"
-
-
-def crash_point(name: str) -> None:
-    """Kill this process with SIGKILL here if the tests asked for it (``EBOOKLET_CRASH_AT``)."""
-    if os.environ.get(CRASH_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def disagrees(entry: Pending, timestamp: int, raw: bytes) -> bool:
-    """Whether a value the data file holds for a pending write is not the one written: older,
-    or other bytes under the same timestamp. A newer one is a later edit made with plain
-    booklet."""
-    if timestamp != entry.timestamp:
-        return timestamp < entry.timestamp
-    return raw != entry.value
-
 
 @dataclass
 class Opened:
@@ -238,7 +216,7 @@ class _Opener:
     def open_existing(self, read_only: bool) -> Opened:
         self._make_dirs()
         stale = self.path.with_name(self.path.name + ".rebuild")
-        peek = self._read_state()[0]
+        peek = read_state(self.folder)[0]
         calm = peek is not None and not (peek.unsynced or peek.damaged)
         lock = None
         unreadable = None
@@ -252,7 +230,7 @@ class _Opener:
                         self.data = self._open_data("w")
                 if self.data is None:
                     unreadable = exc
-                    lock = self._lock_unreadable()
+                    lock = lock_unreadable(self.path)
             # An interrupted rebuild's copy, with the original still in place: redone if needed.
             stale.unlink(missing_ok=True)
             self.load_sync_state()
@@ -285,35 +263,12 @@ class _Opener:
         assert self.data is not None
         return self.data
 
-    def _lock_unreadable(self) -> Any:
-        """Hold the OS lock of a data file booklet cannot open, while it is rebuilt."""
-        handle = open(self.path, "rb")  # noqa: SIM115 (closed by the caller)
-        try:
-            portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
-        except portalocker.exceptions.LockException:
-            handle.close()
-            raise busy(self.path) from None
-        return handle
-
     # -- the sync state and the journal, read and checked ---------------------------------
-
-    def _read_state(self) -> tuple[SyncState | None, str | None]:
-        """The saved state, or None and what is wrong with it (None: there is none)."""
-        try:
-            data = (self.folder / STATE_FILE).read_bytes()
-        except FileNotFoundError:
-            return None, None
-        except OSError as exc:
-            return None, str(exc)
-        try:
-            return decode(data), None
-        except ValueError as exc:
-            return None, str(exc)
 
     def load_sync_state(self) -> None:
         """Read state.json and the journals (under the data file's lock), rebuilding what
         is missing or damaged from the others."""
-        state, problem = self._read_state()
+        state, problem = read_state(self.folder)
         if state is not None and state.version > STATE_VERSION:
             raise LocalFileError(
                 f"{self.folder} was written by a newer ebooklet (local state version "
@@ -421,7 +376,7 @@ class _Opener:
                 what = f"left inconsistent by an interrupted session: {what}"
             self._rebuild_damaged(found, what)
             return
-        restored = self._replay(data, crashed)
+        restored = rebuild.replay(data, self.pending, crashed)
         dropped = [k for k in state.damaged_keys if k not in self.pending.touched and k in data]
         state.damaged_keys = []
         if dropped and not data.writable:
@@ -446,40 +401,6 @@ class _Opener:
                 f"written ({shown}); pending ones were restored from the journal, cached ones are "
                 "fetched again"
             )
-
-    def _replay(self, data: DataFile, crashed: bool) -> list[str]:
-        """Bring the data file in line with the journal where the file lost changes (after a
-        crash, everything the journal holds; otherwise only damaged values: later edits with
-        plain booklet stay). Returns the keys changed."""
-        changed = []
-        for batch in self.pending.batches():
-            redo: list[tuple[str, int, bytes | None]] = []
-            for key, ts, raw, _flags in batch:
-                got = data.get_raw(key)
-                if raw is None:
-                    if crashed and got is not None and got[0] <= ts:
-                        redo.append((key, ts, None))
-                    continue
-                if got is None:
-                    if not crashed:
-                        continue  # deleted with plain booklet since
-                elif not disagrees(Pending(ts, raw, 0), *got):
-                    continue
-                redo.append((key, ts, raw))
-            if redo and not data.writable:
-                data.reopen("w")
-            for key, ts, raw in redo:
-                if raw is None:
-                    data.delete(key)
-                else:
-                    data.put(key, raw, ts)
-                changed.append(key)
-        meta = self.pending.meta
-        if meta is not None and crashed:
-            mine = data.get_metadata()
-            if mine is None or mine[1] < meta[1]:
-                data.set_metadata(meta[0], meta[1])
-        return changed
 
     def _refuse_if_unmanaged(self, reason: str) -> None:
         """A damaged booklet file that ebooklet never synced is the user's to deal with."""
@@ -512,31 +433,13 @@ class _Opener:
     ) -> None:
         """Replace the data file by its intact entries (``found``) plus the journal's pending
         changes; keep a damaged original beside it."""
-        tmp = self.path.with_name(self.path.name + ".rebuild")
-        new = build(tmp, serializer, n_buckets, found, self.path, self.note)
-        try:
-            lost = self._replay_into(new)
-            new.sync()
-        finally:
-            new.close()
-        crash_point("rebuild:written")
+        lost = rebuild.write_copy(self.path, found, serializer, n_buckets, self.pending, self.note)
         if self.data is not None:
             self.data.close()
             self.data = None
         if lock is not None:
             lock.close()
-        aside = None
-        if self.path.exists():
-            aside = aside_name(self.path, "damaged")
-            try:
-                os.link(self.path, aside)  # the path keeps its file until the replace below
-            except OSError:
-                shutil.copy2(self.path, aside)  # a file system without hard links
-            fsync_dir(self.path.parent)
-            crash_point("rebuild:linked")
-        os.replace(tmp, self.path)
-        fsync_dir(self.path.parent)
-        crash_point("rebuild:replaced")
+        aside = rebuild.swap_in(self.path)
         self.data = self._open_data("w")
         self._zero_bits()
         state = self.state
@@ -563,29 +466,6 @@ class _Opener:
                 f"in both the data file and the journal and are lost: "
                 f"{', '.join(repr(k) for k in lost[:10])}"
             )
-
-    def _replay_into(self, new: DataFile) -> list[str]:
-        """Write every pending change of the journal into a rebuilt file; return the keys
-        whose pending value could not be read."""
-        lost = []
-        for key in list(self.pending.touched):
-            entry = self.pending.get(key)
-            if entry is None:
-                lost.append(key)
-                continue
-            got = new.get_raw(key)
-            if entry.deleted:
-                if got is not None and got[0] <= entry.timestamp:
-                    new.delete(key)
-                continue
-            if got is None or disagrees(entry, *got):
-                new.put(key, entry.value, entry.timestamp)  # type: ignore[arg-type]
-        meta = self.pending.meta
-        if meta is not None:
-            mine = new.get_metadata()
-            if mine is None or mine[1] < meta[1]:
-                new.set_metadata(meta[0], meta[1])
-        return lost
 
     def _zero_bits(self) -> None:
         """Forget which keys were seen in the data file: after a repair, a key missing from it

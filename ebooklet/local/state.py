@@ -151,6 +151,20 @@ def decode(data: bytes) -> SyncState:
     return SyncState.from_json(raw)
 
 
+def read_state(folder: pathlib.Path) -> tuple[SyncState | None, str | None]:
+    """The state saved in ``folder``, or None and what is wrong with it (None: there is none)."""
+    try:
+        data = (folder / STATE_FILE).read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, str(exc)
+    try:
+        return decode(data), None
+    except ValueError as exc:
+        return None, str(exc)
+
+
 def state_dir(path: pathlib.Path) -> pathlib.Path:
     """The folder of the sync state of the data file at ``path``."""
     return path.with_name(path.name + ".ebooklet")

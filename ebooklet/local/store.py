@@ -32,7 +32,7 @@ from . import recovery
 from .datafile import DataFile
 from .journal import Pending
 from .parts import PartCache
-from .pending import PendingChanges
+from .pending import PendingChanges, disagrees
 from .state import STATE_FILE, SyncState, state_dir
 
 logger = logging.getLogger("ebooklet.local")
@@ -412,7 +412,7 @@ class LocalStore:
         if key not in self.touched or self.touched[key] is not None:
             return False
         entry = self.pending.get(key)
-        return entry is not None and not entry.deleted and recovery.disagrees(entry, timestamp, raw)
+        return entry is not None and not entry.deleted and disagrees(entry, timestamp, raw)
 
     def restore(self, key: str) -> tuple[int, bytes] | None:
         """Put the journal's value of a pending write back into the data file; return its
@@ -426,12 +426,6 @@ class LocalStore:
         return entry.timestamp, entry.value
 
     # -- base index parts ------------------------------------------------------------------
-
-    def has_part(self, part: int, name: str) -> bool:
-        return self.parts.has(part, name)
-
-    def part_blob(self, part: int, name: str) -> bytes | None:
-        return self.parts.blob(part, name)
 
     def store_part(
         self,
@@ -452,15 +446,6 @@ class LocalStore:
     def stage_part(self, name: str, blob: bytes, bits: bytes) -> None:
         self.parts.stage(name, blob, bits)
 
-    def use_staged_part(self, part: int, name: str, bits: bytes) -> bool:
-        return self.parts.use_staged(part, name, bits)
-
-    def stored_parts(self) -> dict[int, str]:
-        return self.parts.stored()
-
-    def forget_part(self, part: int) -> None:
-        self.parts.forget(part)
-
     def forget_parts(self) -> None:
         for part in list(self.parts.stored()):
             self.parts.forget(part)
@@ -473,9 +458,6 @@ class LocalStore:
             self.state.presence_reset = True
             self.state.external_edits = True
         return bits
-
-    def flush_bits(self) -> None:
-        self.parts.flush()
 
     def mark_present(self, part: int, row: int, present: bool = True) -> None:
         self._need_write()

@@ -130,7 +130,7 @@ def local_changes(index: BaseIndex) -> LocalDiff:
     if external and base is not None:
         assert diff.scanned is not None
         reset = local.presence_reset
-        for p in local.stored_parts():
+        for p in local.parts.stored():
             if not reset and not any(local.bits(p)):
                 continue
             for row, key in enumerate(index.part(base, p).keys):
@@ -174,7 +174,7 @@ def _drop_damaged(index: BaseIndex, keys: list[str]) -> None:
         local.path, len(keys), ", ".join(repr(k) for k in keys[:10]),
     )
     index.forget_present(keys)
-    local.flush_bits()
+    local.parts.flush()
     for key in keys:
         local.drop(key)
 

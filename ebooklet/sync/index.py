@@ -127,11 +127,11 @@ class BaseIndex:
         if name is None:
             return EMPTY
         is_base = self._is_base(head)
-        stored = is_base and self.local.has_part(p, name)
+        stored = is_base and self.local.parts.has(p, name)
         part = self._parts.get(name)
         blob = None
         if part is None:
-            blob = self.local.part_blob(p, name) if stored else None
+            blob = self.local.parts.blob(p, name) if stored else None
             if blob is not None:
                 try:
                     part = Part.decode(blob, name)
@@ -169,7 +169,7 @@ class BaseIndex:
         if part is not None:
             return part
         if self._is_base(head):
-            blob = self.local.part_blob(p, name)
+            blob = self.local.parts.blob(p, name)
             if blob is not None:
                 with contextlib.suppress(IntegrityError, RemoteFormatError):
                     return Part.decode(blob, name)
@@ -185,7 +185,7 @@ class BaseIndex:
             name = head.parts[p]
             if name is None or name in self._parts or name in self._fresh:
                 continue
-            if is_base and self.local.part_blob(p, name) is not None:
+            if is_base and self.local.parts.blob(p, name) is not None:
                 continue
             missing[name] = p
         got: dict[int, Part] = {}
@@ -236,7 +236,7 @@ class BaseIndex:
             return None
         part = self._parts.get(name)
         if part is None:
-            blob = self.local.part_blob(p, name)
+            blob = self.local.parts.blob(p, name)
             if blob is None:
                 return None
             try:
@@ -360,14 +360,14 @@ class BaseIndex:
             for key in dropped:
                 p = part_of(key, base.part_bits)
                 name = base.parts[p] if p < len(base.parts) else None
-                if name is not None and local.has_part(p, name):
+                if name is not None and local.parts.has(p, name):
                     row = self.part(base, p).row(key)
                     if row is not None:
                         local.mark_present(p, row, present=False)
-            local.flush_bits()
+            local.parts.flush()
         for key in dropped:
             local.drop(key)
-        stored = local.stored_parts()
+        stored = local.parts.stored()
         # Keys seen in the data file stay seen when their part is replaced: recomputing that
         # from the file alone would forget keys deleted since (and bring them back).
         carried: set[str] = set()
@@ -383,21 +383,21 @@ class BaseIndex:
         carried -= dropped
         local.state.replace = False
         self.set_base(head, etag)
-        if local.stored_parts() != stored:
+        if local.parts.stored() != stored:
             stored = {}  # the layout changed and the stored parts were forgotten
         # Stored parts that this head replaced are kept up to date (with their presence
         # bits) when their new version was downloaded on the way; otherwise forgotten.
         renewed: dict[int, tuple[str, bytes, Part]] = dict(written)
         for p, (name, bits) in staged.items():
-            if not local.use_staged_part(p, name, bits):
-                local.forget_part(p)
+            if not local.parts.use_staged(p, name, bits):
+                local.parts.forget(p)
         for p, name in stored.items():
             new_name = head.parts[p]
             if p in written or p in staged or new_name == name:
                 continue
             blob = self._fresh.get(new_name) if new_name else None
             if blob is None:
-                local.forget_part(p)
+                local.parts.forget(p)
             else:
                 part = self._parts.get(new_name) or Part.decode(blob, new_name)  # type: ignore[arg-type]
                 renewed[p] = (new_name, blob, part)  # type: ignore[assignment]

@@ -142,7 +142,7 @@ class _Presence:
             local = self.index.local
             if name is None:
                 self._present = set()
-            elif not local.has_part(q, name):
+            elif not local.parts.has(q, name):
                 self._present = None
             else:
                 part = self.index.peek_part(base, q)
