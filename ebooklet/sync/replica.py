@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from datetime import datetime
@@ -40,8 +39,6 @@ from .inflight import InFlight
 from .objects import ObjectStore, parallel_map
 from .push import MAX_DELETE, Push
 from .reads import ValueReader
-
-logger = logging.getLogger(__name__)
 
 RemoteLock = Literal["push", "session", "none"]
 
