@@ -491,7 +491,8 @@ class PhaseTimer:
     """
 
     TARGETS = [
-        ("ebooklet.sync.replica", "Replica", ["push", "current", "settle_inflight"]),
+        ("ebooklet.sync.replica", "Replica", ["push", "current"]),
+        ("ebooklet.sync.inflight", "InFlight", ["settle"]),
         ("ebooklet.sync.push", "Push", ["run", "_push_once", "_rebase", "_stream", "_compaction"]),
         ("ebooklet.sync.objects", "Uploader", ["wait"]),
         ("ebooklet.sync.index", "BaseIndex", ["adopt", "parts"]),

@@ -28,8 +28,9 @@ from typing import Any
 import pytest
 
 from .errors import EbookletError, PreconditionFailed, ReadOnlyError, RemoteFormatError, RemoteNotFoundError
-from .remote.base import Blob, PutMode, Transport, Update
+from .remote.base import Blob, Transport, Update
 from .remote.counting import CountingTransport
+from .remote.wrapper import WrapperTransport
 
 __all__ = ["DATA", "TransportTests", "read_only_contract", "write_contract"]
 
@@ -49,27 +50,12 @@ def read_only_contract(test: Callable[..., Any]) -> Callable[..., Any]:
     return test
 
 
-class _Elsewhere(Transport):
+class _Elsewhere(WrapperTransport):
     """Forwards to a transport while being of another class, so that ``copy`` to it declines."""
 
     def __init__(self, inner: Transport) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.description = f"elsewhere ({inner.description})"
-
-    def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
-        return self.inner.get(key, if_none_match)
-
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        return self.inner.get_range(key, start, length)
-
-    def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
-        return self.inner.put(key, data, mode)
-
-    def delete(self, keys: list[str]) -> None:
-        self.inner.delete(keys)
-
-    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
-        return self.inner.list_sizes(prefix)
 
 
 def _race(n: int, attempt: Callable[[bytes], str]) -> list[tuple[bytes, str | Exception]]:

@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from ebooklet.errors import RemoteUnavailableError
 from ebooklet.remote import Remote, connect
-from ebooklet.remote.base import Blob, FallbackLock, PutMode, Transport
+from ebooklet.remote.base import Blob, PutMode, Transport
 from ebooklet.remote.s3 import S3Transport
+from ebooklet.remote.wrapper import WrapperTransport
 
 
-class FaultyTransport(Transport):
+class FaultyTransport(WrapperTransport):
     """Delegates to a real transport; ``before_put(key)`` runs before every put."""
 
     def __init__(self, inner: Transport, before_put: Callable[[str], None]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.before_put = before_put
         #: Runs after a put was applied (raise to lose its reply).
         self.after_put: Callable[[str], None] | None = None
         #: Every read fails, as from a server that stopped answering.
         self.fail_gets = False
-        self.description = inner.description
-        self.writable = inner.writable
-        self.stats = inner.stats
 
     def _check_reads(self) -> None:
         if self.fail_gets:
@@ -33,6 +31,10 @@ class FaultyTransport(Transport):
     def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
         self._check_reads()
         return self.inner.get(key, if_none_match)
+
+    def get_start(self, key: str, length: int, if_none_match: str | None = None) -> Blob | None:
+        self._check_reads()
+        return self.inner.get_start(key, length, if_none_match)
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         self._check_reads()
@@ -44,21 +46,6 @@ class FaultyTransport(Transport):
         if self.after_put is not None:
             self.after_put(key)
         return etag
-
-    def delete(self, keys: list[str]) -> None:
-        self.inner.delete(keys)
-
-    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
-        return self.inner.list_sizes(prefix)
-
-    def supports_conditional_writes(self, scratch_prefix: str) -> bool:
-        return self.inner.supports_conditional_writes(scratch_prefix)
-
-    def fallback_lock(self, key: str) -> FallbackLock:
-        return self.inner.fallback_lock(key)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class Gate:

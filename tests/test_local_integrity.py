@@ -390,6 +390,23 @@ def test_a_torn_tail_of_the_journal_is_a_write_never_acknowledged(tmp_path, capl
     assert caplog.text == ""
 
 
+def test_a_torn_tail_of_the_journal_is_cut_off_before_the_next_session_appends(tmp_path, caplog):
+    # Skipping the torn bytes is not enough: the next session's writes would follow them, its
+    # sync would acknowledge them, and the open after that would find them as damage.
+    remote, local, folder, expected = _pending_write_and_deletes(tmp_path)
+    with open(folder / "journal.log", "ab") as f:
+        f.write(b"\xebJW\x00\x40\x00\x00\x00half a record")
+    with ebooklet.open(remote, local, "w") as db:
+        db["later"] = "l"
+    with caplog.at_level("WARNING", logger="ebooklet"):
+        with ebooklet.open(remote, local, "w") as db:
+            assert _local_changes(db) == sorted([*PENDING, ("later", "added")])
+            db.changes().push()
+    assert caplog.text == ""
+    assert not list(tmp_path.rglob("*.damaged-*"))
+    assert _remote_items(remote, tmp_path) == {**expected, "later": "l"}
+
+
 def test_pending_changes_spread_over_many_journal_batches_are_all_replayed(tmp_path):
     remote = _seed(tmp_path, ["a"], "a.blt")
     local = tmp_path / "a.blt"

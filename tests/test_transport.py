@@ -12,6 +12,7 @@ writes, which is remembered per bucket, make buckets of their own.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import pathlib
 import socket
@@ -27,7 +28,7 @@ from ebooklet.errors import (
     RemoteNotFoundError,
     RemoteUnavailableError,
 )
-from ebooklet.remote import CountingTransport, Remote, connect
+from ebooklet.remote import CountingTransport, Remote, WrapperTransport, connect
 from ebooklet.remote.base import PutMode, Transport, Update
 from ebooklet.remote.fs import FolderTransport
 from ebooklet.remote.http import HttpTransport, make_pool
@@ -144,6 +145,68 @@ class TestCountingTransportOverAFolder(TransportTests):
         again = Remote(remote.transport, remote.db_key, remote.location)
         assert again.transport is remote.transport  # not wrapped twice
         assert connect(again) is again
+
+
+class TestWrapperTransportOverAFolder(TransportTests):
+    """The forwarding base of every wrapper keeps every contract of what it wraps."""
+
+    @pytest.fixture
+    def transport(self, tmp_path: pathlib.Path) -> Iterator[Transport]:
+        transport = WrapperTransport(FolderTransport(tmp_path / "remote"))
+        yield transport
+        transport.close()
+
+
+def _public_methods(cls: type) -> list[str]:
+    return sorted(
+        name for name in dir(cls)
+        if not name.startswith("_") and inspect.isfunction(inspect.getattr_static(cls, name))
+    )
+
+
+def test_a_wrapper_that_overrides_nothing_forwards_every_method_of_transport():
+    # Every public method, those with a default in Transport too: a method added to Transport
+    # later fails here until WrapperTransport forwards it.
+    names = _public_methods(Transport)
+    assert {"get", "get_start", "copy", "list", "close"} <= set(names)
+    calls: list[tuple[str, tuple]] = []
+
+    def recorder(name: str) -> Callable[..., object]:
+        def method(self, *args):
+            calls.append((name, args))
+            return f"{name}'s answer"
+        return method
+
+    inner_class = type("Recording", (Transport,), {name: recorder(name) for name in names})
+    inner = inner_class()
+    inner.description, inner.writable, inner.delete_batch_size = "recorded", False, 7
+
+    class Bare(WrapperTransport):
+        pass
+
+    wrapper = Bare(inner)
+    assert (wrapper.description, wrapper.writable, wrapper.delete_batch_size) == ("recorded", False, 7)
+    for name in names:
+        params = list(inspect.signature(getattr(Transport, name)).parameters)[1:]
+        args = tuple(object() for _ in params)
+        calls.clear()
+        answer = getattr(wrapper, name)(*args)
+        assert calls == [(name, args)], f"WrapperTransport.{name} does not reach the inner transport"
+        if name != "close" and name != "delete":
+            assert answer == f"{name}'s answer", f"WrapperTransport.{name} drops the inner answer"
+
+
+def test_wrappers_of_the_same_kind_copy_inside_the_store_and_of_another_kind_decline(tmp_path):
+    folder = FolderTransport(tmp_path / "remote")
+    folder.put("src", b"data")
+    source = WrapperTransport(folder)
+    assert source.copy("src", WrapperTransport(folder), "dst") is True
+    assert folder.get("dst").data == b"data"
+
+    class Other(WrapperTransport):
+        pass
+
+    assert source.copy("src", Other(folder), "dst2") is False
 
 
 # --- S3 against moto and SeaweedFS ----------------------------------------------------------

@@ -25,7 +25,8 @@ from typing import Any
 
 from ..errors import EbookletError
 from ..remote import Transport
-from ..remote.base import Blob, FallbackLock, PutMode
+from ..remote.base import Blob, PutMode
+from ..remote.wrapper import WrapperTransport
 
 
 class Stopped(EbookletError):
@@ -78,7 +79,7 @@ def handling_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-class StoppableTransport(Transport):
+class StoppableTransport(WrapperTransport):
     """Forwards to ``inner`` until Ctrl-C; records the objects a push creates.
 
     Parameters
@@ -89,11 +90,8 @@ class StoppableTransport(Transport):
     """
 
     def __init__(self, inner: Transport, head_key: str) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.head_key = head_key
-        self.description = inner.description
-        self.writable = inner.writable
-        self.delete_batch_size = inner.delete_batch_size
         self.head_written = False
         #: How many GETs in a row read the same key: 2 or more is a wait (polling a lock).
         self.repeated_gets = 0
@@ -141,27 +139,17 @@ class StoppableTransport(Transport):
                 self._created.append(key)
         return etag
 
-    def delete(self, keys: list[str]) -> None:
-        self.inner.delete(keys)
-
     def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         self._check()
         return self.inner.list_sizes(prefix)
 
+    def list(self, prefix: str) -> Iterator[str]:
+        self._check()
+        return self.inner.list(prefix)
+
     def copy(self, key: str, target: Transport, target_key: str) -> bool:
         self._check()
-        if isinstance(target, StoppableTransport):
-            target = target.inner
-        return self.inner.copy(key, target, target_key)
-
-    def supports_conditional_writes(self, scratch_prefix: str) -> bool:
-        return self.inner.supports_conditional_writes(scratch_prefix)
-
-    def fallback_lock(self, key: str) -> FallbackLock:
-        return self.inner.fallback_lock(key)
-
-    def close(self) -> None:
-        self.inner.close()
+        return super().copy(key, target, target_key)
 
     def discard_uploads(self) -> int | None:
         """Delete what this command created that no head can reference; return how many

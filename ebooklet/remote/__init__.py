@@ -18,6 +18,7 @@ from .counting import CountingTransport, Stats
 from .fs import FolderTransport
 from .http import HttpTransport
 from .url import parse_remote, remote_location
+from .wrapper import WrapperTransport
 
 __all__ = [
     "Blob",
@@ -29,6 +30,7 @@ __all__ = [
     "Stats",
     "Transport",
     "Update",
+    "WrapperTransport",
     "connect",
     "connection_from_params",
     "connection_params",

@@ -10,6 +10,8 @@ What a transport can do is declared on its class, not discovered by trying: ``wr
 ``delete_batch_size``, :meth:`Transport.supports_conditional_writes` and
 :meth:`Transport.fallback_lock`. Transports do not count their requests: one wrapper,
 :class:`~ebooklet.remote.counting.CountingTransport`, counts every call made through it.
+Wrappers subclass :class:`~ebooklet.remote.wrapper.WrapperTransport`, which forwards every
+method here.
 """
 
 from __future__ import annotations

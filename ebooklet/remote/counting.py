@@ -28,11 +28,13 @@ of conditional writes, s3func's fallback lock) are not counted.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import EbookletError
-from .base import Blob, FallbackLock, PutMode, Transport
+from .base import Blob, PutMode, Transport
+from .wrapper import WrapperTransport
 
 
 @dataclass
@@ -75,7 +77,7 @@ class Stats:
             return self.requests, self.bytes_sent, self.bytes_received
 
 
-class CountingTransport(Transport):
+class CountingTransport(WrapperTransport):
     """Forwards every call to ``inner`` and counts it in :attr:`stats`.
 
     Parameters
@@ -102,14 +104,8 @@ class CountingTransport(Transport):
     """
 
     def __init__(self, inner: Transport) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.stats = Stats()
-        self.description = inner.description
-        self.writable = inner.writable
-        self.delete_batch_size = inner.delete_batch_size
-
-    def __repr__(self) -> str:
-        return f"CountingTransport({self.inner!r})"
 
     def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
         self.stats.add()
@@ -144,13 +140,19 @@ class CountingTransport(Transport):
         self.inner.delete(keys)
 
     def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
-        if not self.writable:
-            return self.inner.list_sizes(prefix)
-        return self._list_sizes(prefix)
+        return self._listing(self.inner.list_sizes, prefix)  # type: ignore[return-value]
 
-    def _list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+    def list(self, prefix: str) -> Iterator[str]:
+        return self._listing(self.inner.list, prefix)  # type: ignore[return-value]
+
+    def _listing(self, listing: Callable[[str], Iterator[Any]], prefix: str) -> Iterator[Any]:
+        if not self.writable:
+            return listing(prefix)  # refused without a request
+        return self._counted_listing(listing, prefix)
+
+    def _counted_listing(self, listing: Callable[[str], Iterator[Any]], prefix: str) -> Iterator[Any]:
         self.stats.add()
-        yield from self.inner.list_sizes(prefix)
+        yield from listing(prefix)
 
     def copy(self, key: str, target: Transport, target_key: str) -> bool:
         # The inner transport decides by the target's class, so it gets the target unwrapped;
@@ -166,12 +168,3 @@ class CountingTransport(Transport):
         if done:
             counter.add()
         return done
-
-    def supports_conditional_writes(self, scratch_prefix: str) -> bool:
-        return self.inner.supports_conditional_writes(scratch_prefix)
-
-    def fallback_lock(self, key: str) -> FallbackLock:
-        return self.inner.fallback_lock(key)
-
-    def close(self) -> None:
-        self.inner.close()

@@ -16,7 +16,6 @@ import itertools
 import logging
 import operator
 import socket
-from dataclasses import asdict
 from typing import Any, Protocol
 
 from ..errors import (
@@ -40,6 +39,7 @@ from .diff import ChangeSet, LocalChange, local_changes, now_us, remote_changes,
 from .gc import MIN_AGE_S, collect
 from .heads import HeadStore
 from .index import BaseIndex
+from .inflight import InFlight
 from .objects import ObjectStore, Tracker, Uploader
 from .reads import ValueReader
 
@@ -185,12 +185,9 @@ class Engine(Protocol):
     objects: ObjectStore
     heads: HeadStore
     values: ValueReader
+    inflight: InFlight
 
     def current(self) -> tuple[Head | None, str | None]: ...
-
-    def settle_inflight(self) -> None: ...
-
-    def forget_inflight(self) -> None: ...
 
 
 class Push:
@@ -223,7 +220,7 @@ class Push:
                 f"cannot push to {self.remote.location}: it is read-only (a public URL or a "
                 "connection without credentials); push through an S3Connection with credentials"
             )
-        self.replica.settle_inflight()
+        self.replica.inflight.settle()
         local = self.local
         local.refuse_if_damaged()
         if local.external_edits:
@@ -361,30 +358,20 @@ class Push:
                 "have been collected as garbage; nothing was committed. Push again."
             )
         # Recorded durably first: if the outcome is lost with the reply (or the process), the
-        # next operation settles it (see Replica.settle_inflight).
-        # Local changes the remote's side overruled are named with the time of the change, so
-        # that settling can tell them from changes made after this push.
-        overruled = {}
-        for key in keep_remote:
-            pending = self.local.pending_change(key)
-            if pending is not None:
-                overruled[key] = pending.timestamp
-        self.local.state.inflight = {
-            "head": asdict(head), "pulled": sorted(dropped), "overruled": overruled,
-        }
-        self.local.save_state()
+        # next operation settles it (see InFlight.settle).
+        self.replica.inflight.record(head, dropped, keep_remote)
         state.sent = True
         try:
             committed = self.heads.commit(head, etag if current is not None else None)
         except CommitUnknownError:
             raise  # the record stays; nothing the commit references is deleted
         except RemoteError:
-            self.replica.forget_inflight()  # known not to have landed
+            self.replica.inflight.forget()  # known not to have landed
             state.sent = False
             raise
         if committed is None:
             state.sent = False
-            self.replica.forget_inflight()
+            self.replica.inflight.forget()
             self.objects.delete_quietly(mine)
             state.uploader.forget(mine)
             return None
@@ -396,7 +383,7 @@ class Push:
             deleted=built.deleted,
             pulled=sorted(dropped),
         )
-        self.local.state.inflight = None  # saved with the new base
+        self.replica.inflight.forget(durably=False)  # saved with the new base
         self.local.state.retention = None
         self.index.adopt(head, committed.etag, {}, dropped, staged=staged)
         result.compacted = built.moved

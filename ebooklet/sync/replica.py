@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from datetime import datetime
@@ -36,11 +35,10 @@ from .diff import ChangeSet, LocalDiff, local_changes, remote_changes, three_way
 from .heads import HeadStore
 from .history import find
 from .index import BaseIndex
+from .inflight import InFlight
 from .objects import ObjectStore, parallel_map
 from .push import MAX_DELETE, Push
 from .reads import ValueReader
-
-logger = logging.getLogger(__name__)
 
 RemoteLock = Literal["push", "session", "none"]
 
@@ -86,6 +84,7 @@ class Replica:
         self.heads = HeadStore(remote, self.objects)
         self.index = BaseIndex(local, remote, self.objects)
         self.values = ValueReader(local, self.index, self.objects)
+        self.inflight = InFlight(local, self.index, self.heads)
         if replace:
             self.index.start_replacing()
 
@@ -102,7 +101,7 @@ class Replica:
 
     def changes(self) -> list[Change]:
         """The three-way comparison of the local file, the base and the current remote."""
-        self.settle_inflight()
+        self.inflight.settle()
         head, _ = self.current()
         return three_way(self.index, head, local_changes(self.index).changes)
 
@@ -137,52 +136,6 @@ class Replica:
             kind: Any = "deleted" if entry is None else ("modified" if key in was else "added")  # type: ignore[operator]
             out.append(Change(key, "remote", None, kind, None, entry.timestamp if entry else None))
         return out
-
-    # -- a commit whose outcome was not known ----------------------------------------------
-
-    def settle_inflight(self) -> None:
-        """Learn whether the last push's commit landed, if that push never found out (its
-        reply was lost, or the process was killed), and make the local state agree.
-
-        A commit that landed becomes the base: what it carried stops being a local change, so
-        it can never be pushed a second time over what others committed since.
-        """
-        intent = self.local.state.inflight
-        if not intent:
-            return
-        head = Head.from_saved(intent["head"])
-        latest, _ = self.heads.read_latest()
-        landed = self.heads.landed(head, latest)
-        if landed is None:
-            logger.warning(
-                "could not tell whether commit %d on %s landed: the log of commits that would "
-                "tell is gone; its changes stay pending", head.commit, self.remote.location,
-            )
-        if not landed:
-            self.forget_inflight()
-            return
-        # Keys written since are kept whatever the commit pulled in; the next sync compares them.
-        # A change the commit overruled (the remote's side won its conflict) is not one of them,
-        # unless the key was written again since.
-        overruled = intent.get("overruled", {})
-        touched = set()
-        for key in self.local.touched:
-            pending = self.local.pending_change(key) if key in overruled else None
-            if pending is None or pending.timestamp != overruled[key]:
-                touched.add(key)
-        stale = set(intent["pulled"]) - touched
-        self.local.state.inflight = None
-        self.index.adopt(head, None, {}, stale, still_pending=touched)
-        settled = touched - set(local_changes(self.index).changes)
-        self.local.clear_touched(settled)
-        self.local.sync()
-        logger.info("commit %d on %s had landed; %d change(s) settled", head.commit,
-                    self.remote.location, len(settled))
-
-    def forget_inflight(self) -> None:
-        if self.local.state.inflight is not None:
-            self.local.state.inflight = None
-            self.local.save_state()
 
     # -- the remote lock -------------------------------------------------------------------
 
@@ -254,7 +207,7 @@ class Replica:
         check_policy(policy)
         start = self.remote.transport.stats.requests
         result = PullResult()
-        self.settle_inflight()
+        self.inflight.settle()
         head, etag = self.current()
         base = self.index.base
         if head is None:
