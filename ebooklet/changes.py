@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from .errors import ReadOnlyError
 from .results import Change, ProgressCallback, PullResult, PushResult
+from .settings import settings
 from .sync import Policy, Replica
 
 #: Checks that the database may be used: with an action's name, that it may be written.
@@ -46,7 +47,7 @@ class Changes:
         self,
         on_conflict: Policy = None,
         progress: ProgressCallback | None = None,
-        max_delete: float | None = 50,
+        max_delete: float | None = settings.max_delete,
     ) -> PushResult:
         """Commit local changes to the remote, atomically.
 

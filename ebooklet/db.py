@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pathlib
-import time
 from collections.abc import (
     ItemsView,
     Iterable,
@@ -32,8 +31,9 @@ from .errors import (
 from .limits import MAX_KEY_BYTES, RESERVED_KEYS, check_key, check_timestamp, check_value_size
 from .local import LocalStore
 from .remote import Remote, Stats
+from .settings import now_us
 from .sync import Replica
-from .sync.diff import local_changes, now_us
+from .sync.diff import local_changes
 from .whole import WholeDatabase
 
 __all__ = ["EBooklet"]
@@ -284,7 +284,7 @@ class EBooklet(BulkReads, WholeDatabase, MutableMapping):
         raw = self._codec.encode(value, key)
         if len(raw) > limits.MAX_VALUE_BYTES:
             check_value_size(key, len(raw))
-        self._local.set_raw(key, raw, time.time_ns() // 1000 if timestamp is None else timestamp)
+        self._local.set_raw(key, raw, now_us() if timestamp is None else timestamp)
 
     def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
         self._check_write("write")

@@ -18,7 +18,6 @@ import json
 import math
 import re
 import sys
-import time
 import uuid
 import zlib
 from array import array
@@ -30,6 +29,7 @@ import msgpack
 
 from .errors import IntegrityError, RemoteFormatError, UnsupportedFormatError
 from .limits import MAX_KEY_BYTES, MAX_TIMESTAMP, RESERVED_KEYS, key_problem
+from .settings import now_us
 
 FORMAT_NAME = "ebooklet"
 FORMAT_VERSION = 2
@@ -129,7 +129,7 @@ def bits_for(n_keys: int, key_bytes: int, current_bits: int = 0) -> int:
 
 def new_commit_id() -> str:
     """A unique, roughly time-ordered commit id."""
-    return f"{time.time_ns() // 1000:x}-{uuid.uuid4().hex[:12]}"
+    return f"{now_us():x}-{uuid.uuid4().hex[:12]}"
 
 
 def segment_name(commit_id: str, n: int) -> str:

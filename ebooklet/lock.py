@@ -40,6 +40,7 @@ from .errors import (
     RemoteUnavailableError,
 )
 from .remote import Remote, Update
+from .settings import now_us
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ DEFAULT_WAIT = 300.0
 
 
 def _now_us() -> int:
-    return time.time_ns() // 1000
+    return now_us()
 
 
 @dataclass(frozen=True)

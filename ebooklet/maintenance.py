@@ -18,7 +18,7 @@ GcReport = _gc.GcReport
 VerifyReport = _verify.VerifyReport
 
 
-def gc(remote_conn: RemoteConn, *, min_age: float = _gc.MIN_AGE_S, dry_run: bool = False) -> GcReport:
+def gc(remote_conn: RemoteConn, *, min_age: float | None = None, dry_run: bool = False) -> GcReport:
     """Remove the objects of a remote database that no retained commit references.
 
     Commits stay readable for the database's retention window (see
@@ -31,7 +31,7 @@ def gc(remote_conn: RemoteConn, *, min_age: float = _gc.MIN_AGE_S, dry_run: bool
     ----------
     remote_conn : S3Connection, str or path
         The remote database (it must be writable).
-    min_age : float
+    min_age : float or None
         Seconds an unreferenced object must have existed before it is removed.
     dry_run : bool
         Report what would be removed, and remove nothing.

@@ -17,8 +17,8 @@ from .info import RemoteInfo
 from .local import LocalStore
 from .remote import RemoteConn, connect
 from .results import Change, CommitInfo, ProgressCallback, PushResult
+from .settings import now_us
 from .sync import Replica, history
-from .sync.diff import now_us
 from .sync.index import BaseIndex
 
 

@@ -28,6 +28,7 @@ import urllib3
 import ebooklet
 from ebooklet.lock import Lease
 from ebooklet.remote import connect
+from ebooklet.settings import settings as ebooklet_settings
 from ebooklet.sync.objects import THREADS
 
 from .servers import S3Server
@@ -215,7 +216,7 @@ def objects_under(conn: ebooklet.S3Connection, prefix: str) -> list[str]:
 
 
 #: Makes a push of a few MiB use many segments (64 KiB each), so that uploads queue up.
-SMALL_SEGMENTS = "import ebooklet.sync.commit as commit\ncommit.SEGMENT_BYTES = 64 * 1024"
+SMALL_SEGMENTS = "from ebooklet.settings import settings\nsettings.segment_bytes = 64 * 1024"
 
 
 def test_the_progress_bar_is_drawn_in_place_and_ends_its_line(
@@ -351,12 +352,11 @@ def test_ctrl_c_during_pull_load_keeps_what_it_fetched(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Issue 11, problem 5: an interrupted ``pull --load`` kept nothing of what it fetched."""
-    import ebooklet.sync.commit as commit
 
     bucket = moto_server.make_bucket()
     conn = direct(moto_server, bucket, "db")
     values = {f"k{i:03d}": os.urandom(40_000) for i in range(200)}
-    monkeypatch.setattr(commit, "SEGMENT_BYTES", 64 * 1024)  # many segments: one GET each to load
+    monkeypatch.setattr(ebooklet_settings, "segment_bytes", 64 * 1024)  # many segments: one GET each to load
     with ebooklet.open(conn, tmp_path / "a.blt", "c", value_serializer="bytes") as db:
         db.update(values)
         db.changes().push()

@@ -7,7 +7,7 @@ import pytest
 import ebooklet
 from ebooklet import format as fmt
 from ebooklet.remote import connect
-from ebooklet.sync import commit as sync_commit
+from ebooklet.settings import settings as ebooklet_settings
 
 
 def _objects(conn) -> set[str]:
@@ -41,7 +41,7 @@ def test_an_index_that_outgrows_its_parts_is_split_and_clients_follow(remote, tm
 
 
 def test_a_push_larger_than_a_segment_spreads_over_several(tmp_path, monkeypatch):
-    monkeypatch.setattr(sync_commit, "SEGMENT_BYTES", 10_000)
+    monkeypatch.setattr(ebooklet_settings, "segment_bytes", 10_000)
     conn = tmp_path / "remote" / "db"
     data = {f"k{i}": bytes([i % 256]) * 3000 for i in range(20)}
     with ebooklet.open(conn, tmp_path / "a.blt", "c") as db:

@@ -14,6 +14,7 @@ import pytest
 import ebooklet
 from ebooklet import format as fmt
 from ebooklet.remote import connect
+from ebooklet.settings import settings as ebooklet_settings
 from ebooklet.sync import commit as sync_commit
 
 from .faults import faulty_remote
@@ -27,7 +28,7 @@ def _objects(conn) -> set[str]:
 @pytest.fixture
 def small_bounds(monkeypatch):
     """Segments of 2 KB, a spool of 7 records, index parts of a few keys."""
-    monkeypatch.setattr(sync_commit, "SEGMENT_BYTES", 2000)
+    monkeypatch.setattr(ebooklet_settings, "segment_bytes", 2000)
     monkeypatch.setattr(sync_commit, "SPOOL_RECORDS", 7)
     monkeypatch.setattr(fmt, "PART_SPLIT_BYTES", 2048)
     monkeypatch.setattr(fmt, "PART_TARGET_BYTES", 1024)
@@ -112,7 +113,7 @@ def test_a_push_does_not_hold_all_its_values_in_memory(tmp_path):
 
 
 def test_an_interrupted_push_takes_back_its_uploads_and_can_run_again(tmp_path, monkeypatch):
-    monkeypatch.setattr(sync_commit, "SEGMENT_BYTES", 4000)
+    monkeypatch.setattr(ebooklet_settings, "segment_bytes", 4000)
     conn = tmp_path / "remote" / "db"
     with ebooklet.open(conn, tmp_path / "a.blt", "c") as db:
         db["first"] = b"1"

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from ..errors import EbookletError
 from ..maintenance import gc, verify
-from ..sync.gc import MIN_AGE_S
+from ..settings import settings
 from .interrupt import handling_interrupts
 from .local import CACHE_HELP, existing_local, open_database, reader
 from .output import bad_input, count, print_json, show_key
@@ -57,8 +57,9 @@ def register(commands: Commands) -> None:
         ["json", "s3"],
     )
     collect.add_argument("--dry-run", action="store_true", help="report what would go; remove nothing")
-    collect.add_argument("--min-age", type=float, default=MIN_AGE_S, metavar="SECONDS",
-                         help=f"keep unreferenced objects younger than this (default {MIN_AGE_S:.0f})")
+    collect.add_argument("--min-age", type=float, default=settings.gc_min_age, metavar="SECONDS",
+                         help="keep unreferenced objects younger than this "
+                         f"(default {settings.gc_min_age:.0f})")
 
     check = commands.add(
         "verify", _verify, "check that a database is whole",

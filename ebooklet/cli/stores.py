@@ -13,8 +13,9 @@ import json
 import os
 import pathlib
 import sys
-import time
 from typing import Any
+
+from ..settings import now_us
 
 #: How long a probe's answer is trusted (a store rarely changes what it supports).
 REMEMBER_FOR = 7 * 24 * 3600
@@ -50,7 +51,7 @@ def recall() -> None:
         return
     from ..remote.s3 import S3Transport  # imported only by commands on s3:// remotes
 
-    now = time.time()
+    now = now_us() / 1e6
     for entry in _load().values():
         try:
             if now - float(entry["probed_at"]) < REMEMBER_FOR:
@@ -74,7 +75,7 @@ def keep() -> None:
     for (endpoint, bucket), supported in learned.items():
         saved[f"{endpoint or 'aws'} {bucket}"] = {
             "endpoint_url": endpoint, "bucket": bucket, "conditional_writes": supported,
-            "probed_at": time.time(),
+            "probed_at": now_us() / 1e6,
         }
     try:
         _path().parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from ..errors import LeaseHeldError, MassDeleteError, RemoteNotFoundError, Remot
 from ..info import remote_info
 from ..local import synced_with
 from ..results import Change, PushResult
+from ..settings import settings
 from .interrupt import handling_interrupts, stop_requested
 from .local import check_folder, existing_local, open_database
 from .output import CliError, confirm, count, print_json, print_keys, show_key
@@ -22,9 +23,6 @@ from .parser import Commands
 from .progress import progress_bar
 from .remote_arg import RemoteArg, remote_for_local
 
-#: ``push --max-delete``: the percentage of the remote's keys a push may delete that were not
-#: deleted through ebooklet.
-MAX_DELETE = 50.0
 #: ``status --exit-code``: the statuses for "there are changes" and "some keys conflict".
 CHANGES_STATUS = 3
 CONFLICTS_STATUS = 4
@@ -70,7 +68,7 @@ def register(commands: Commands) -> None:
                       help="the local database file (an ebooklet or plain booklet file)")
     push.add_argument("-n", "--dry-run", action="store_true",
                       help="say what a push would do, and do nothing (one request)")
-    push.add_argument("--max-delete", type=_percent, default=MAX_DELETE, metavar="PERCENT",
+    push.add_argument("--max-delete", type=_percent, default=settings.max_delete, metavar="PERCENT",
                       help="stop when the push would delete more than PERCENT of the remote's keys "
                       "that were not deleted through ebooklet (missing from LOCAL); default 50, "
                       "100 to allow any")
@@ -230,7 +228,7 @@ def push_changes(
     try:
         with progress_bar(args, "upload", waiting_for) as bar:
             # put --push and del --push have no --max-delete: the advice below is to push again.
-            max_delete = getattr(args, "max_delete", MAX_DELETE)
+            max_delete = getattr(args, "max_delete", settings.max_delete)
             return db.changes().push(args.on_conflict, progress=bar, max_delete=max_delete)
     except KeyboardInterrupt:
         if not stop_requested():

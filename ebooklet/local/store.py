@@ -20,7 +20,6 @@ import os
 import pathlib
 import struct
 import threading
-import time
 import traceback
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 
 from ..codec import Codec
 from ..errors import DamagedLocalFileError, LocalFileBusyError
+from ..settings import now_us
 from . import recovery
 from .datafile import DataFile
 from .journal import Pending
@@ -322,7 +322,7 @@ class LocalStore:
         raw = self.data.dumps(value)
         if type(raw) is not bytes and isinstance(raw, (bytearray, memoryview)):
             raw = bytes(raw)
-        self.set_raw(key, raw, time.time_ns() // 1000 if timestamp is None else timestamp)
+        self.set_raw(key, raw, now_us() if timestamp is None else timestamp)
 
     def set_raw(self, key: str, raw: bytes, timestamp: int) -> None:
         """A user write of an already serialized value."""

@@ -36,11 +36,11 @@ from ..format import (
     parts_of,
     segment_name,
 )
+from ..settings import settings
 
 #: A push cuts its values into segments of about this size (a bigger value gets one of its
 #: own). Small enough that a few segments in flight bound a push's memory; large enough
 #: that a request carries far more bytes than round trip.
-SEGMENT_BYTES = 8 * 1024 * 1024
 #: Spooled records kept in memory before they are spilled to a temporary file.
 SPOOL_RECORDS = 65_536
 #: Flags of a spooled record.
@@ -108,7 +108,7 @@ class SegmentWriter:
     def add(self, raw: bytes) -> tuple[int, int]:
         """Append one value; returns (segment index, offset)."""
         n = len(raw)
-        if self._size and self._size + n > SEGMENT_BYTES:
+        if self._size and self._size + n > settings.segment_bytes:
             self.flush()
         at = self._size
         self._buf.append(raw)
@@ -121,7 +121,7 @@ class SegmentWriter:
         """Append values; returns their segment indexes and offsets."""
         lengths = list(map(len, raws))
         total = sum(lengths)
-        if self._size + total <= SEGMENT_BYTES or not self._size and len(raws) == 1:
+        if self._size + total <= settings.segment_bytes or not self._size and len(raws) == 1:
             # The common case: the whole batch fits in the segment being filled.
             offsets = list(itertools.accumulate(lengths[:-1], initial=self._size))
             self._buf.extend(raws)

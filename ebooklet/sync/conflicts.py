@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..errors import ConflictError, InvalidArgumentError
 from ..format import Entry, value_hash
-from .diff import ChangeSet, LocalChange, now_us, same
+from ..settings import now_us
+from .diff import ChangeSet, LocalChange, same
 
 if TYPE_CHECKING:
     from ..codec import Codec

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..format import HASH_LEN, Entry, Head, part_of, value_hash
 from ..results import Change, ChangeKind
+from ..settings import now_us
 from .index import EMPTY, SCAN_FRACTION, BaseIndex
 
 logger = logging.getLogger(__name__)
 
 
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class LocalChange(NamedTuple):

@@ -10,17 +10,17 @@ in flight and are never removed (a push that takes longer than that refuses to c
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from ..format import Head, created_at
 from ..remote import Remote
+from ..settings import now_us as clock_now_us
+from ..settings import settings
 from .commit import references
 from .heads import HeadStore
 from .history import retained_heads
 
 #: Objects younger than this are never collected: a push must commit within this age.
-MIN_AGE_S = 6 * 3600.0
 
 
 @dataclass
@@ -52,7 +52,7 @@ def collect(
     heads: HeadStore,
     head: Head | None = None,
     *,
-    min_age: float = MIN_AGE_S,
+    min_age: float | None = None,
     dry_run: bool = False,
     now_us: int | None = None,
 ) -> GcReport:
@@ -62,7 +62,8 @@ def collect(
         head, _ = heads.read_latest()
     if head is None:
         return report
-    now_us = now_us if now_us is not None else time.time_ns() // 1000
+    min_age = settings.gc_min_age if min_age is None else min_age
+    now_us = now_us if now_us is not None else clock_now_us()
     kept = retained_heads(heads, head, now_us)
     live: set[str] = set()
     for h in kept:

@@ -33,10 +33,11 @@ from ..local import LocalStore
 from ..lock import Lease
 from ..remote import Remote
 from ..results import ProgressCallback, PushResult
+from ..settings import now_us, settings
 from .commit import INFERRED, MOVED, SegmentWriter, Spool, build_head, next_head, plan_compaction
 from .conflicts import DecodedInputs, Policy, apply_merged, resolve
-from .diff import ChangeSet, LocalChange, local_changes, now_us, remote_changes, same
-from .gc import MIN_AGE_S, collect
+from .diff import ChangeSet, LocalChange, local_changes, remote_changes, same
+from .gc import collect
 from .heads import HeadStore
 from .index import BaseIndex
 from .inflight import InFlight
@@ -45,15 +46,8 @@ from .reads import ValueReader
 
 logger = logging.getLogger(__name__)
 
-#: How many times a push rebases over concurrent commits before giving up.
-PUSH_ATTEMPTS = 8
-#: The share (percent) of the remote's keys a push may delete without asking, counting only
-#: deletes inferred from keys missing in the local file (rclone bisync's --max-delete).
-MAX_DELETE = 50
 #: A push compacts on the way only when the index has at most this many parts (it reads them all).
 CHEAP_PARTS = 4
-#: Every GC_EVERY-th commit collects garbage after committing.
-GC_EVERY = 64
 
 
 def _author() -> str | None:
@@ -230,8 +224,8 @@ class Push:
         metadata = local.get_metadata()
         base = self.index.base
         meta_changed = metadata is not None and (base is None or metadata[1] > (base.metadata_timestamp or 0))
-        settings = local.state.retention
-        if not local.touched and not meta_changed and settings is None and base is not None and not compact:
+        retention = local.state.retention
+        if not local.touched and not meta_changed and retention is None and base is not None and not compact:
             return PushResult()
         writes = list(local.touched.values()).count(None)
         state = PushState(self.objects, Tracker(progress, "upload", writes, 0))
@@ -245,7 +239,7 @@ class Push:
             self._stream(state, base, base is None)
             if taking is not None:
                 took.result()  # the lease, or why it could not be taken
-            for attempt in range(1, PUSH_ATTEMPTS + 1):
+            for attempt in range(1, settings.push_attempts + 1):
                 result = self._push_once(policy, lease, state, metadata, attempt, compact, max_delete)
                 if result is not None:
                     return result
@@ -266,7 +260,7 @@ class Push:
                 lease.__exit__()  # give up the lease if it was taken
         self.objects.delete_quietly(state.uploader.names)
         raise PushConflictError(
-            f"{self.remote.location} kept changing while pushing ({PUSH_ATTEMPTS} attempts); "
+            f"{self.remote.location} kept changing while pushing ({settings.push_attempts} attempts); "
             "nothing was committed. Push again."
         )
 
@@ -293,7 +287,7 @@ class Push:
         meta_new = metadata is not None and (
             current is None or metadata[1] > (current.metadata_timestamp or 0)
         )
-        settings = self.local.state.retention
+        retention = self.local.state.retention
         assert state.spool is not None
         bits = max(state.spool.bits, bits_for(
             (0 if fresh else current.n_keys) + state.adds,  # type: ignore[union-attr]
@@ -301,7 +295,7 @@ class Push:
             0 if fresh else current.part_bits,  # type: ignore[union-attr]
         ))
         head = next_head(current, fresh, new_commit_id(), now_us(), bits, metadata,
-                         self.local.codec.name, settings)
+                         self.local.codec.name, retention)
         staged: dict[int, tuple[str, bytes]] = {}
         mine: list[str] = []  # this attempt's parts and log object
         presence = _Presence(self.index, dropped, bits)
@@ -324,7 +318,7 @@ class Push:
             if old_parts is not None:
                 old_parts.close()
         self._check_deletes(built.inferred, current, max_delete)
-        nothing = not (built.written or built.deleted or built.moved or meta_new or settings is not None)
+        nothing = not (built.written or built.deleted or built.moved or meta_new or retention is not None)
         if nothing and not replacing and current is not None:
             state.uploader.wait()
             self.objects.delete_quietly(state.uploader.names)
@@ -351,10 +345,10 @@ class Push:
             # Nobody can take a lease over before it expires: one written within the last
             # third of its ttl is still ours (allowing for clock skew between writers).
             lease.renew(if_older_than=1 / 3)
-        if now_us() - state.started > (MIN_AGE_S - 600) * 1e6:
+        if now_us() - state.started > (settings.gc_min_age - 600) * 1e6:
             # Garbage collection may take uploads this old for leftovers: never commit them.
             raise SyncError(
-                f"this push took longer than {MIN_AGE_S / 3600:.0f} hours, so its uploads may "
+                f"this push took longer than {settings.gc_min_age / 3600:.0f} hours, so its uploads may "
                 "have been collected as garbage; nothing was committed. Push again."
             )
         # Recorded durably first: if the outcome is lost with the reply (or the process), the
@@ -390,7 +384,7 @@ class Push:
         unused = [name for name in state.sizes if name not in head.segments]
         if unused:
             self.objects.delete_quietly(unused)  # values that turned out not to be changes
-        if head.commit % GC_EVERY == 0:
+        if head.commit % settings.gc_every == 0:
             # Now and then a push collects what no retained commit needs any more.
             try:
                 collect(self.remote, self.heads, head)

@@ -30,6 +30,7 @@ from ..local import LocalStore
 from ..lock import DEFAULT_TTL, DEFAULT_WAIT, Lease
 from ..remote import Remote, Update
 from ..results import Change, ProgressCallback, PullResult, PushResult
+from ..settings import settings
 from .conflicts import DecodedInputs, Policy, apply_merged, check_policy, resolve
 from .diff import ChangeSet, LocalDiff, local_changes, remote_changes, three_way
 from .heads import HeadStore
@@ -37,7 +38,7 @@ from .history import find
 from .index import BaseIndex
 from .inflight import InFlight
 from .objects import ObjectStore, parallel_map
-from .push import MAX_DELETE, Push
+from .push import Push
 from .reads import ValueReader
 
 RemoteLock = Literal["push", "session", "none"]
@@ -158,7 +159,7 @@ class Replica:
         policy: Policy = None,
         progress: ProgressCallback | None = None,
         compact: bool = False,
-        max_delete: float | None = MAX_DELETE,
+        max_delete: float | None = settings.max_delete,
     ) -> PushResult:
         """Commit local changes, rebasing over what others committed meanwhile.
 

@@ -8,12 +8,12 @@ commit and checks its content hash.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from ..errors import EbookletError
 from ..format import Entry, Head, Part, log_name, value_hash
 from ..remote import Remote
+from ..settings import now_us
 from .heads import HeadStore
 from .history import retained_heads
 from .objects import ObjectStore, RangeRequest, parallel_map
@@ -55,7 +55,7 @@ def check(remote: Remote, heads: HeadStore, objects: ObjectStore, *, deep: bool 
     if head is None:
         report.problems.append("there is no database here (no head object)")
         return report
-    kept = retained_heads(heads, head, time.time_ns() // 1000)
+    kept = retained_heads(heads, head, now_us())
     report.commits_checked = len(kept)
     segments: dict[str, int] = {}
     parts: set[str] = set()
