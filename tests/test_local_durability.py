@@ -135,8 +135,8 @@ def test_a_sigkill_after_sync_loses_nothing(tmp_path):
     local = tmp_path / "a.blt"
     base = _seed(conn, tmp_path, local)
     writes, new, deleted = _session("large")
-    code = _child_code(conn, local, writes, deleted, "db.sync(); print('synced', flush=True); import sys; sys.stdin.readline()")
-    proc = python(code)
+    tail = "db.sync(); print('synced', flush=True); import sys; sys.stdin.readline()"
+    proc = python(_child_code(conn, local, writes, deleted, tail))
     assert proc.stdout.readline().strip() == "done", proc.stderr.read()
     assert proc.stdout.readline().strip() == "synced", proc.stderr.read()
     proc.send_signal(signal.SIGKILL)
