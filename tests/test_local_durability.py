@@ -23,10 +23,11 @@ from .subprocs import conn_code, python
 
 #: Keys on the remote before the child's session (the "large" sessions edit and delete some).
 SEEDED = [f"seed{i:03d}" for i in range(40)]
-#: session name -> (new keys written, seeded keys modified, seeded keys deleted). The large
-#: session deletes three quarters of the remote's keys: pushed as deletes they are fine,
-#: taken for deletes made with plain booklet they exceed max_delete's 50 %.
-SESSIONS = {"small": (20, 0, 0), "large": (240, 5, 30)}
+#: session name -> (new keys written, seeded keys modified, seeded keys deleted). The "new"
+#: sessions write to a new file (no seed); "large-edit" edits a file synced with SEEDED and
+#: deletes three quarters of the remote's keys: pushed as deletes they are fine, taken for
+#: deletes made with plain booklet they exceed max_delete's 50 %.
+SESSIONS = {"small-new": (20, 0, 0), "large-new": (240, 0, 0), "large-edit": (240, 5, 30)}
 ENDINGS = {
     "plain-exit": "",
     "sys-exit": "import sys; sys.exit(3)",
@@ -98,12 +99,16 @@ def _check_reopened(
     assert _remote_items(conn, tmp_path) == expected
 
 
-@pytest.mark.parametrize("ending", list(ENDINGS))
-@pytest.mark.parametrize("size", list(SESSIONS))
+#: Every ending for the small and the large session; the large new file on a plain exit.
+CASES = [(size, ending) for size in ("small-new", "large-edit") for ending in ENDINGS]
+CASES.append(("large-new", "plain-exit"))
+
+
+@pytest.mark.parametrize(("size", "ending"), CASES)
 def test_writes_and_deletes_survive_an_exit_without_close(tmp_path, size, ending):
     conn = tmp_path / "remote" / "db"
     local = tmp_path / "a.blt"
-    base = _seed(conn, tmp_path, local) if size == "large" else {}
+    base = _seed(conn, tmp_path, local) if size == "large-edit" else {}
     writes, new, deleted = _session(size)
     proc = python(_child_code(conn, local, writes, deleted, ENDINGS[ending]))
     out, err = proc.communicate(timeout=120)
@@ -114,13 +119,14 @@ def test_writes_and_deletes_survive_an_exit_without_close(tmp_path, size, ending
     _check_reopened(conn, tmp_path, local, expected, kinds, deleted)
 
 
+@pytest.mark.parametrize("remote", ["folder", "moto"], indirect=True)
 def test_writes_acknowledged_before_a_sigkill_survive_it(tmp_path, remote):
     """The journal record reaches the OS before ``db[k] = v`` returns: a SIGKILL right after
     the last call loses nothing (no group-commit window is stated, so none is allowed)."""
     conn = remote.conn()
     local = tmp_path / "a.blt"
     base = _seed(conn, tmp_path, local)
-    writes, new, deleted = _session("large")
+    writes, new, deleted = _session("large-edit")
     proc = python(_child_code(conn, local, writes, deleted, "import sys; sys.stdin.readline()"))
     assert proc.stdout.readline().strip() == "done", proc.stderr.read()
     proc.send_signal(signal.SIGKILL)
@@ -134,7 +140,7 @@ def test_a_sigkill_after_sync_loses_nothing(tmp_path):
     conn = tmp_path / "remote" / "db"
     local = tmp_path / "a.blt"
     base = _seed(conn, tmp_path, local)
-    writes, new, deleted = _session("large")
+    writes, new, deleted = _session("large-edit")
     tail = "db.sync(); print('synced', flush=True); import sys; sys.stdin.readline()"
     proc = python(_child_code(conn, local, writes, deleted, tail))
     assert proc.stdout.readline().strip() == "done", proc.stderr.read()
@@ -159,3 +165,19 @@ def test_a_session_that_ends_without_close_twice_in_a_row_keeps_both(tmp_path):
         assert (out.strip(), proc.returncode) == ("done", 0), err
     expected = first | second
     _check_reopened(conn, tmp_path, local, expected, dict.fromkeys(expected, "added"), [])
+
+
+def test_writes_survive_a_sigterm(tmp_path):
+    """SIGTERM (how a kernel or a service manager stops a process that does not exit when
+    asked) ends the process without running its exit handlers: only the journal keeps them."""
+    conn = tmp_path / "remote" / "db"
+    local = tmp_path / "a.blt"
+    base = _seed(conn, tmp_path, local)
+    writes, new, deleted = _session("large-edit")
+    proc = python(_child_code(conn, local, writes, deleted, "import sys; sys.stdin.readline()"))
+    assert proc.stdout.readline().strip() == "done", proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == -signal.SIGTERM
+    expected = {k: v for k, v in (base | writes).items() if k not in deleted}
+    kinds = {k: "added" if k in new else "modified" for k in writes} | dict.fromkeys(deleted, "deleted")
+    _check_reopened(conn, tmp_path, local, expected, kinds, deleted)
