@@ -82,11 +82,15 @@ def _remote_items(conn: Any, tmp_path: pathlib.Path) -> dict[str, Any]:
 
 
 def _check_reopened(
-    conn: Any, tmp_path: pathlib.Path, local: pathlib.Path, expected: dict[str, Any],
-    local_changes: dict[str, str], deleted: list[str],
+    conn: Any, tmp_path: pathlib.Path, local: pathlib.Path, base: dict[str, Any], writes: dict[str, Any],
+    new: list[str], deleted: list[str],
 ) -> None:
-    """Reopen ``local``: it holds ``expected`` exactly, ``changes()`` lists ``local_changes``
-    (key -> kind) as local changes, and a push commits them, deletes as deletes."""
+    """Reopen ``local``, synced with ``base`` before a session wrote ``writes`` (``new`` of
+    them new keys) and deleted ``deleted``: it holds the result exactly, ``changes()`` lists
+    every change of the session as local, and a push commits them, deletes as deletes."""
+    expected = {k: v for k, v in (base | writes).items() if k not in deleted}
+    local_changes = {k: "added" if k in new else "modified" for k in writes}
+    local_changes |= dict.fromkeys(deleted, "deleted")
     with ebooklet.open(conn, local, "w") as db:
         assert len(db) == len(expected), f"{len(expected) - len(db)} acknowledged write(s) lost"
         assert dict(db.items()) == expected
@@ -114,9 +118,7 @@ def test_writes_and_deletes_survive_an_exit_without_close(tmp_path, size, ending
     out, err = proc.communicate(timeout=120)
     assert out.strip() == "done", err
     assert proc.returncode == STATUS[ending], err
-    expected = {k: v for k, v in (base | writes).items() if k not in deleted}
-    kinds = {k: "added" if k in new else "modified" for k in writes} | dict.fromkeys(deleted, "deleted")
-    _check_reopened(conn, tmp_path, local, expected, kinds, deleted)
+    _check_reopened(conn, tmp_path, local, base, writes, new, deleted)
 
 
 @pytest.mark.parametrize("remote", ["folder", "moto"], indirect=True)
@@ -131,9 +133,7 @@ def test_writes_acknowledged_before_a_sigkill_survive_it(tmp_path, remote):
     assert proc.stdout.readline().strip() == "done", proc.stderr.read()
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
-    expected = {k: v for k, v in (base | writes).items() if k not in deleted}
-    kinds = {k: "added" if k in new else "modified" for k in writes} | dict.fromkeys(deleted, "deleted")
-    _check_reopened(conn, tmp_path, local, expected, kinds, deleted)
+    _check_reopened(conn, tmp_path, local, base, writes, new, deleted)
 
 
 def test_a_sigkill_after_sync_loses_nothing(tmp_path):
@@ -147,9 +147,7 @@ def test_a_sigkill_after_sync_loses_nothing(tmp_path):
     assert proc.stdout.readline().strip() == "synced", proc.stderr.read()
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
-    expected = {k: v for k, v in (base | writes).items() if k not in deleted}
-    kinds = {k: "added" if k in new else "modified" for k in writes} | dict.fromkeys(deleted, "deleted")
-    _check_reopened(conn, tmp_path, local, expected, kinds, deleted)
+    _check_reopened(conn, tmp_path, local, base, writes, new, deleted)
 
 
 def test_a_session_that_ends_without_close_twice_in_a_row_keeps_both(tmp_path):
@@ -163,8 +161,7 @@ def test_a_session_that_ends_without_close_twice_in_a_row_keeps_both(tmp_path):
         proc = python(_child_code(conn, local, writes, [], ""))
         out, err = proc.communicate(timeout=120)
         assert (out.strip(), proc.returncode) == ("done", 0), err
-    expected = first | second
-    _check_reopened(conn, tmp_path, local, expected, dict.fromkeys(expected, "added"), [])
+    _check_reopened(conn, tmp_path, local, {}, first | second, sorted(first | second), [])
 
 
 def test_writes_survive_a_sigterm(tmp_path):
@@ -178,6 +175,4 @@ def test_writes_survive_a_sigterm(tmp_path):
     assert proc.stdout.readline().strip() == "done", proc.stderr.read()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == -signal.SIGTERM
-    expected = {k: v for k, v in (base | writes).items() if k not in deleted}
-    kinds = {k: "added" if k in new else "modified" for k in writes} | dict.fromkeys(deleted, "deleted")
-    _check_reopened(conn, tmp_path, local, expected, kinds, deleted)
+    _check_reopened(conn, tmp_path, local, base, writes, new, deleted)
