@@ -105,6 +105,15 @@ def test_a_leftover_rebuilt_copy_is_used(tmp_path):
     _check_recovered(remote, local, tmp_path)
 
 
+def test_a_partial_rebuilt_copy_beside_an_intact_data_file_is_not_used(tmp_path):
+    """A rebuild killed while it wrote its copy leaves the original in place: the original is
+    what opens, and the partial copy is not taken for the data file."""
+    remote, local = _pending_session(tmp_path)
+    partial = local.with_name(local.name + ".rebuild")
+    partial.write_bytes(local.read_bytes()[: local.stat().st_size // 3])
+    _check_recovered(remote, local, tmp_path)
+
+
 @pytest.mark.parametrize("flag", ["w", "c"])
 def test_a_missing_data_file_that_nothing_can_recover_is_refused_and_the_journal_kept(tmp_path, flag):
     remote, local = _pending_session(tmp_path)
