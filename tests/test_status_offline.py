@@ -139,3 +139,29 @@ def test_changes_offline_makes_no_request(tmp_path, moto_proxied):
         assert listed == PENDING
         assert time.monotonic() - started < AT_ONCE
         assert db.stats.snapshot() == before
+
+
+#: What needs the network, on a handle whose remote went away.
+NEEDS_NETWORK = {
+    "push": lambda db: db.changes().push(),
+    "pull": lambda db: db.changes().pull(),
+    "changes": lambda db: list(db.changes().iter_changes()),
+    "read-unfetched": lambda db: db["k2"],
+}
+
+
+@pytest.mark.parametrize("operation", list(NEEDS_NETWORK))
+def test_what_needs_the_network_says_so_at_once_when_the_connection_is_refused(
+    tmp_path, moto_proxied, operation
+):
+    conn = _conn(moto_proxied.server, moto_proxied.bucket, moto_proxied.proxy.url)
+    _pending(conn, tmp_path / "seed.blt")
+    local = tmp_path / "a.blt"
+    with ebooklet.open(conn, local, "w") as db:  # a copy that never fetched k2
+        db["x"] = "something to push"
+        moto_proxied.proxy.stop()
+        started = time.monotonic()
+        with pytest.raises(ebooklet.errors.RemoteUnavailableError):
+            NEEDS_NETWORK[operation](db)
+        took = time.monotonic() - started
+        assert took < AT_ONCE, f"{operation} took {took:.1f} s: it retried a refused connection"
