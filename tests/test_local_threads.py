@@ -4,9 +4,10 @@ On one handle: writer threads write new keys (and overwrite their own), reader t
 2,000 keys that never change, a thread iterates ``keys()``/``items()`` and lists
 ``changes()``, one thread pushes and one pulls, while a second handle on another local file
 pushes changes to other keys that the puller brings in. Every read must return exactly that
-key's value (never another key's, never ``KeyError``); iterating while others write works on
-a snapshot or raises an ebooklet error that says so, never a bare ``RuntimeError``. At the
-end the state is exact, locally and on the remote.
+key's value (never another key's, never ``KeyError``); a writer reads back each value it
+wrote; a key the puller brings in never reads as an older value than one read before.
+Iterating while others write works on a snapshot or raises an ebooklet error that says so,
+never a bare ``RuntimeError``. At the end the state is exact, locally and on the remote.
 
 The run is bounded by operations, not by time: the writers, the pusher, the puller and the
 other handle do a fixed amount of work; the readers and the iterator run until they are done
@@ -110,17 +111,31 @@ def _stress(conn: Any, tmp_path: pathlib.Path, load: Load, seed: int) -> None:
             value = f"{key}-written-at-{i}"
             db[key] = value
             mine[key] = value
+            got = db[key]  # read your own write, whatever the pusher and the puller do
+            if got != value:
+                outcome.wrong.append(f"db[{key!r}] returned {got!r} just after {value!r} was written")
 
     def reader(n: int) -> None:
         rng = random.Random(seed * 1000 + n)
         start.wait()
         count = 0
+        rounds_seen: dict[str, int] = {}
         while count < load.min_reads or not drivers_done.is_set():
             key = rng.choice(STABLE)
             got = db[key]  # a KeyError here is a failure
             if got != _stable(key):
                 outcome.wrong.append(f"db[{key!r}] returned {got!r}")
             count += 1
+            if count % 50 == 0:
+                # A key the other handle rewrites each round, pulled in by the puller: once a
+                # round is seen, no later read goes back to an older one.
+                pulled = f"b-{rng.randrange(load.other_writes)}"
+                value = db.get(pulled)
+                if value is not None:
+                    seen = int(value.rsplit("-", 1)[1])
+                    if seen < rounds_seen.get(pulled, -1):
+                        outcome.wrong.append(f"db[{pulled!r}] went back to {value!r}")
+                    rounds_seen[pulled] = seen
         outcome.reads.append(count)
 
     def iterator() -> None:
