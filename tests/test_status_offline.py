@@ -61,8 +61,10 @@ def _pending(conn: ebooklet.S3Connection, local: pathlib.Path) -> None:
 
 
 def _status(
-    cwd: pathlib.Path, server: S3Server, url: str, endpoint: str, *args: str
+    cwd: pathlib.Path, server: S3Server, remote: list[str], *args: str
 ) -> tuple[subprocess.CompletedProcess, float]:
+    """``ebooklet status [REMOTE] a.blt ARGS`` (``remote``: REMOTE and its options, or none
+    for the remote a.blt remembers), and how long it took."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "XDG_", "PYTHONPATH"))}
     env.update(
         PYTHONPATH=ROOT, HOME=str(cwd / "home"), XDG_CACHE_HOME=str(cwd / "cache"),
@@ -71,8 +73,7 @@ def _status(
     )
     started = time.monotonic()
     run = subprocess.run(
-        [sys.executable, "-m", "ebooklet", "status", url, "a.blt", "--endpoint-url", endpoint,
-         "--retries", str(RETRIES), *args],
+        [sys.executable, "-m", "ebooklet", "status", *remote, "a.blt", "--retries", str(RETRIES), *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
     )
     return run, time.monotonic() - started
@@ -98,13 +99,15 @@ def _offline_setup(
 
 
 @pytest.mark.parametrize(
-    ("how", "exit_code"),
+    ("how", "given"),
     [("server-stopped", False), ("connection-refused", False), ("connection-refused", True)],
-    ids=["server-stopped", "connection-refused", "connection-refused-exit-code"],
+    ids=["server-stopped", "connection-refused", "connection-refused-remote-given-exit-code"],
 )
-def test_status_offline_lists_the_pending_changes_with_its_own_exit_status(tmp_path, request, how, exit_code):
+def test_status_offline_lists_the_pending_changes_with_its_own_exit_status(tmp_path, request, how, given):
     server, url, endpoint = _offline_setup(request, how, tmp_path)
-    run, took = _status(tmp_path, server, url, endpoint, *(["--exit-code"] if exit_code else []))
+    # ``ebooklet status LOCAL`` (the remote it remembers), or with REMOTE given and --exit-code
+    remote = [url, "--endpoint-url", endpoint] if given else []
+    run, took = _status(tmp_path, server, remote, *(["--exit-code"] if given else []))
     assert "Traceback" not in run.stderr, run.stderr
     assert run.returncode == OFFLINE_STATUS, (run.returncode, run.stdout, run.stderr)
     assert took < AT_ONCE, f"status took {took:.1f} s: it retried a refused connection"
@@ -115,8 +118,8 @@ def test_status_offline_lists_the_pending_changes_with_its_own_exit_status(tmp_p
 
 
 def test_status_offline_in_json(tmp_path, request):
-    server, url, endpoint = _offline_setup(request, "connection-refused", tmp_path)
-    run, took = _status(tmp_path, server, url, endpoint, "--json")
+    server, _, _ = _offline_setup(request, "connection-refused", tmp_path)
+    run, took = _status(tmp_path, server, [], "--json")
     assert run.returncode == OFFLINE_STATUS, (run.stdout, run.stderr)
     assert took < AT_ONCE
     data = json.loads(run.stdout)
