@@ -90,6 +90,17 @@ def test_a_data_file_moved_away_is_recovered_from_the_journal(tmp_path, flag, ca
     _check_recovered(remote, local, tmp_path)
 
 
+def test_a_missing_data_file_with_nothing_pending_opens_as_a_copy_of_the_remote(tmp_path):
+    """Nothing to lose (every change was pushed): the open makes a fresh copy, as before."""
+    remote, local = _pending_session(tmp_path)
+    with ebooklet.open(remote, local, "w") as db:
+        db.changes().push()
+    local.unlink()
+    with ebooklet.open(remote, local, "w") as db:
+        assert list(db.changes().iter_changes()) == []
+        assert dict(db.items()) == EXPECTED
+
+
 def test_a_leftover_rebuilt_copy_is_used(tmp_path):
     """A rebuild stopped between putting the damaged file aside and renaming the rebuilt copy
     in: the copy (which holds the cached values as well as the pending changes) is used."""
