@@ -63,8 +63,8 @@ def _pending(conn: ebooklet.S3Connection, local: pathlib.Path) -> None:
 def _status(
     cwd: pathlib.Path, server: S3Server, remote: list[str], *args: str
 ) -> tuple[subprocess.CompletedProcess, float]:
-    """``ebooklet status [REMOTE] a.blt ARGS`` (``remote``: REMOTE and its options, or none
-    for the remote a.blt remembers), and how long it took."""
+    """``ebooklet status [REMOTE] a.blt ARGS`` (``remote``: [REMOTE], or none for the remote
+    a.blt remembers), and how long it took."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "XDG_", "PYTHONPATH"))}
     env.update(
         PYTHONPATH=ROOT, HOME=str(cwd / "home"), XDG_CACHE_HOME=str(cwd / "cache"),
@@ -106,8 +106,8 @@ def _offline_setup(
 def test_status_offline_lists_the_pending_changes_with_its_own_exit_status(tmp_path, request, how, given):
     server, url, endpoint = _offline_setup(request, how, tmp_path)
     # ``ebooklet status LOCAL`` (the remote it remembers), or with REMOTE given and --exit-code
-    remote = [url, "--endpoint-url", endpoint] if given else []
-    run, took = _status(tmp_path, server, remote, *(["--exit-code"] if given else []))
+    remote, options = ([url], ["--endpoint-url", endpoint, "--exit-code"]) if given else ([], [])
+    run, took = _status(tmp_path, server, remote, *options)
     assert "Traceback" not in run.stderr, run.stderr
     assert run.returncode == OFFLINE_STATUS, (run.returncode, run.stdout, run.stderr)
     assert took < AT_ONCE, f"status took {took:.1f} s: it retried a refused connection"
