@@ -1,7 +1,7 @@
 """Local files written by every earlier version of this project open and push (issue 15).
 
 Each earlier version is taken from the project's own git history, found by what changed in
-it rather than by a fixed hash: the oldest commit with a folder remote, the last commit of
+it rather than by a fixed hash: the oldest released remote layout (relative object names), the last commit of
 format 1 (before the head of format version 2), the first of format 2, and the last commit
 whose local sync state was version 1 (touched.log, before the journal). Each is exported with
 ``git archive`` and run in a child process that makes a folder remote, pushes, and leaves
@@ -52,9 +52,12 @@ def _first_adding(text: str, path: str) -> str:
 
 #: Earlier versions: name -> how to find its commit in the history.
 GENERATIONS = {
-    "oldest-with-a-folder-remote": lambda: _git(
-        "log", "--reverse", "--format=%H", "--", "ebooklet/remote/fs.py"
-    ).splitlines()[0],
+    # The first round's earliest commits named objects by full key; that layout changed within
+    # the round, before anything landed, so the oldest released layout is the first with
+    # relative names.
+    "oldest-released-layout": lambda: _first_adding(
+        "names inside the head and the index are relative", "ebooklet/format.py"
+    ),
     "last-format-1": lambda: _first_adding("FORMAT_VERSION = 2", "ebooklet/format.py") + "^",
     "first-format-2": lambda: _first_adding("FORMAT_VERSION = 2", "ebooklet/format.py"),
     "last-state-version-1": lambda: _first_adding("STATE_VERSION = 2", "ebooklet/local.py") + "^",

@@ -25,7 +25,7 @@ from .servers import S3Server, start_moto
 from .subprocs import ROOT
 
 #: The exit status of ``status`` when the remote could not be checked (documented by the CLI).
-OFFLINE_STATUS = 3
+OFFLINE_STATUS = 5
 #: ``--retries`` of the CLI runs: a status that retried a refused connection would take
 #: 0 + 2 + 4 + 8 = 14 s of backoff; "at once" is checked as far under that.
 RETRIES = 4

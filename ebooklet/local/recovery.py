@@ -246,7 +246,11 @@ class _Opener:
         finally:
             if lock is not None:
                 lock.close()
-        if self.legacy is not None and self.opened_data.writable:
+        if self.legacy is not None:
+            # A one-time upgrade of a version-1 state, readers included: its touched.log is
+            # what lists the pending changes, and it becomes journal records.
+            if not self.opened_data.writable:
+                self.opened_data.reopen("w")
             self.migrate()
         data = self.opened_data
         if self.repairs or data.writable and (
