@@ -43,11 +43,17 @@ def stopped_moto() -> Iterator[S3Server]:
         server.stop()
 
 
-def _conn(server: S3Server, bucket: str, endpoint_url: str) -> ebooklet.S3Connection:
+def _conn(server: S3Server, bucket: str, endpoint_url: str, tmp_path: pathlib.Path) -> ebooklet.S3Connection:
+    """A connection to the test's own database (the proxied fixtures share one bucket per
+    server; the key is named after the test's folder)."""
     return ebooklet.S3Connection(
-        server.access_key_id, server.access_key, "dbs/offline", bucket, endpoint_url=endpoint_url,
+        server.access_key_id, server.access_key, _key(tmp_path), bucket, endpoint_url=endpoint_url,
         retries=RETRIES,
     )
+
+
+def _key(tmp_path: pathlib.Path) -> str:
+    return f"dbs/{tmp_path.name}"
 
 
 def _pending(conn: ebooklet.S3Connection, local: pathlib.Path) -> None:
@@ -88,14 +94,14 @@ def _offline_setup(
         server = request.getfixturevalue("stopped_moto")
         bucket = server.make_bucket()
         endpoint = server.endpoint_url
-        _pending(_conn(server, bucket, endpoint), tmp_path / "a.blt")
+        _pending(_conn(server, bucket, endpoint, tmp_path), tmp_path / "a.blt")
         server.stop()
     else:
         proxied = request.getfixturevalue("moto_proxied")
         server, bucket, endpoint = proxied.server, proxied.bucket, proxied.proxy.url
-        _pending(_conn(server, bucket, endpoint), tmp_path / "a.blt")
+        _pending(_conn(server, bucket, endpoint, tmp_path), tmp_path / "a.blt")
         proxied.proxy.stop()
-    return server, f"s3://{bucket}/dbs/offline", endpoint
+    return server, f"s3://{bucket}/{_key(tmp_path)}", endpoint
 
 
 @pytest.mark.parametrize(
@@ -128,7 +134,7 @@ def test_status_offline_in_json(tmp_path, request):
 
 
 def test_changes_offline_makes_no_request(tmp_path, moto_proxied):
-    conn = _conn(moto_proxied.server, moto_proxied.bucket, moto_proxied.proxy.url)
+    conn = _conn(moto_proxied.server, moto_proxied.bucket, moto_proxied.proxy.url, tmp_path)
     local = tmp_path / "a.blt"
     _pending(conn, local)
     with ebooklet.open(conn, local, "r") as db:
@@ -157,7 +163,7 @@ NEEDS_NETWORK = {
 def test_what_needs_the_network_says_so_at_once_when_the_connection_is_refused(
     tmp_path, moto_proxied, operation
 ):
-    conn = _conn(moto_proxied.server, moto_proxied.bucket, moto_proxied.proxy.url)
+    conn = _conn(moto_proxied.server, moto_proxied.bucket, moto_proxied.proxy.url, tmp_path)
     _pending(conn, tmp_path / "seed.blt")
     local = tmp_path / "a.blt"
     with ebooklet.open(conn, local, "w") as db:  # a copy that never fetched k2

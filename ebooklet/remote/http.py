@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Callable
+from typing import Any
 
 import urllib3
 
@@ -25,9 +26,34 @@ from .base import Blob, ReadOnlyTransport
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
+class _Retry(urllib3.Retry):
+    """urllib3's retries, except that a refused connection is not retried: nothing listens at
+    that address, and asking again within seconds changes nothing. Resets, timeouts and
+    transient statuses are retried as before."""
+
+    def increment(self, method: Any = None, url: Any = None, response: Any = None, error: Any = None,
+                  _pool: Any = None, _stacktrace: Any = None) -> urllib3.Retry:
+        if isinstance(error, urllib3.exceptions.NewConnectionError) and isinstance(
+            error.__cause__ or error.__context__, ConnectionRefusedError
+        ):
+            raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+def refuse_fast(pool: urllib3.PoolManager) -> None:
+    """Make a pool's retries give up at once on a refused connection (see :class:`_Retry`)."""
+    current = pool.connection_pool_kw.get("retries")
+    if isinstance(current, urllib3.Retry) and not isinstance(current, _Retry):
+        fast = _Retry.__new__(_Retry)
+        fast.__dict__.update(current.new().__dict__)
+        pool.connection_pool_kw["retries"] = fast
+        pool.clear()
+
+
 def make_pool(max_connections: int = 10, retries: int = 3, timeout: float = 60.0) -> urllib3.PoolManager:
-    """A connection pool that retries dropped connections and transient statuses."""
-    retry = urllib3.Retry(
+    """A connection pool that retries dropped connections and transient statuses (not
+    refused connections)."""
+    retry = _Retry(
         total=retries,
         backoff_factor=0.2,
         status_forcelist=RETRY_STATUSES,

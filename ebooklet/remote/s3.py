@@ -36,7 +36,7 @@ from ..errors import (
 )
 from .base import Blob, PutMode, Transport, Update
 from .credentials import Credentials
-from .http import check_range, check_status, range_header, read_body, send, start_blob
+from .http import check_range, check_status, range_header, read_body, refuse_fast, send, start_blob
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,10 @@ def signed_session(credentials: Credentials, bucket: str, region: str, **options
             raise RuntimeError("this s3func version signs requests differently; ebooklet cannot add the "
                                "session token of temporary credentials: pin s3func to a tested version")
         session._signer = _Signer(credentials, region)
+    # s3func's pool (its private ``_session``): a refused connection fails at once.
+    pool = getattr(session, "_session", None)
+    if isinstance(pool, urllib3.PoolManager):
+        refuse_fast(pool)
     return session
 
 
