@@ -11,9 +11,11 @@ replays what the journal holds and the data file lacks.
 
 The file is a sequence of records::
 
-    magic b"\\xebJ" | kind u8 | flags u8 | payload length u32 | payload | checksum (8 bytes)
+    magic b"\\xebJ" | kind u8 | flags u8 | payload length u32 | payload | checksum
 
-(little-endian; the checksum is blake2b-64 of everything before it). Kinds:
+(little-endian; the checksum covers everything before it: CRC-32 in 4 bytes for W records,
+the one written per change, as in RocksDB's write-ahead log; blake2b-64 for the others).
+Kinds:
 
 ``B`` base      JSON: the remote head at the last sync and what goes with it (so that the
                 sync state can be rebuilt if ``state.json`` is lost), and the journal's id.
@@ -47,6 +49,7 @@ import os
 import pathlib
 import struct
 import uuid
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
@@ -57,8 +60,10 @@ from ..files import fsync_dir
 
 MAGIC = b"\xebJ"
 _HEAD = struct.Struct("<2sBBI")
+_U32 = struct.Struct("<I")
 _ONE = struct.Struct("<HQ")  # key length, timestamp: the start of a W record's payload
-_SUM_LEN = 8
+_SUM_LEN = 8  # blake2b-64 of B, C and M records
+_CRC_LEN = 4  # CRC-32 of W records, as a write-ahead log's (RocksDB's): cheap per change
 _OVERHEAD = _HEAD.size + _SUM_LEN
 
 BASE, CHANGES, META, ONE = (ord(c) for c in "BCMW")
@@ -78,6 +83,7 @@ _SHIFT = 24
 _INDEX = (1 << _SHIFT) - 1
 
 _blake2b = hashlib.blake2b
+_crc32 = zlib.crc32
 _KEY = operator.itemgetter(0)
 
 
@@ -89,7 +95,14 @@ def _checksum(head: bytes, payload: bytes | memoryview) -> bytes:
 
 def _record(kind: int, payload: bytes, flags: int = 0) -> bytes:
     head = _HEAD.pack(MAGIC, kind, flags, len(payload))
+    if kind == ONE:
+        body = head + payload
+        return body + _crc32(body).to_bytes(_CRC_LEN, "little")
     return head + payload + _checksum(head, payload)
+
+
+def _trailer(kind: int) -> int:
+    return _CRC_LEN if kind == ONE else _SUM_LEN
 
 
 class Pending(NamedTuple):
@@ -203,7 +216,7 @@ class Journal:
                 self._apply(pos, rec)
                 if pos == 0 and acknowledged is not None and acknowledged[0] == self.id:
                     ack = acknowledged[1]
-                pos += _OVERHEAD + len(rec[1])
+                pos += _HEAD.size + _trailer(rec[0]) + _HEAD.unpack_from(data, pos)[3]
                 continue
             # Past the acknowledged length too, an intact record further on means damage
             # (changes written through since the last sync were acknowledged); only bad
@@ -295,26 +308,65 @@ class Journal:
     def pending_batches(self) -> Iterator[list[tuple[str, int, bytes | None, int]]]:
         """Every key's pending change as ``(key, timestamp, value, flags)``, in the order they
         were made, about a MiB of values at a time, reading the file once from start to end
-        (this is how a push streams the changes it sends). A record damaged since it was read
-        is skipped: its keys are missing from the result."""
+        (this is how a push streams the changes it sends). Reading stops at a record damaged
+        since the journal was read: the keys from there on are missing from the result.
+
+        Records were checked when the journal was read or written, and are checked again
+        here (the checksum is what tells a record is still the one it was). W records, the
+        common kind, are decoded inline: every pending change goes through this loop."""
         if self._fd is None or not self.where:
             return
-        where = self.where
+        where_get, fd, end = self.where.get, self._fd, self._file_len
+        head_size, one_size, crc, u32 = _HEAD.size, _ONE.size, _crc32, _U32.unpack_from
+        unpack_head, unpack_one = _HEAD.unpack_from, _ONE.unpack_from
         out: list[tuple[str, int, bytes | None, int]] = []
-        size = 0
-        for pos, rec in _scan(self._fd, self._file_len):
-            kind, payload, value, flags = rec
-            if kind == ONE:
-                if where.get(value[0]) == pos << _SHIFT:
-                    out.append((value[0], value[1], value[2], flags & ~DELETE))
-                    size += len(value[2] or b"")
-            elif kind == CHANGES:
-                first = pos << _SHIFT
-                out.extend(item for i, item in enumerate(value) if where.get(item[0]) == first | i)
-                size += len(payload)
-            if size >= _BATCH_BYTES or len(out) >= _BATCH_ITEMS:
-                yield out
-                out, size = [], 0
+        add = out.append
+        size = pos = 0
+        while pos < end:
+            buf = os.pread(fd, min(_SCAN_BYTES, end - pos), pos)
+            avail, at = len(buf), 0
+            while at + head_size <= avail:
+                magic, kind, flags, n = unpack_head(buf, at)
+                body = at + head_size + n
+                stop = body + (_CRC_LEN if kind == ONE else _SUM_LEN)
+                if stop > avail:
+                    if at == 0:  # a record larger than the window: read it whole
+                        buf = os.pread(fd, stop, pos)
+                        avail = len(buf)
+                        if stop > avail:
+                            return
+                        continue
+                    break
+                if magic != MAGIC:
+                    return
+                if kind == ONE:
+                    if n < one_size or crc(buf[at:body]) != u32(buf, body)[0]:
+                        return
+                    klen, ts = unpack_one(buf, at + head_size)
+                    start = at + head_size + one_size
+                    key = buf[start : start + klen].decode("utf-8")
+                    if where_get(key) == (pos + at) << _SHIFT:
+                        if flags & DELETE:
+                            add((key, ts, None, flags & ~DELETE))
+                        else:
+                            add((key, ts, buf[start + klen : body], flags))
+                            size += n
+                else:
+                    rec = _parse(memoryview(buf), at, check_items=False)
+                    if rec is None:
+                        return
+                    if kind == CHANGES:
+                        first = (pos + at) << _SHIFT
+                        out.extend(item for i, item in enumerate(rec[2]) if where_get(item[0]) == first | i)
+                        size += n
+                at = stop
+                if size >= _BATCH_BYTES or len(out) >= _BATCH_ITEMS:
+                    yield out
+                    out, size = [], 0
+                    add = out.append
+            if at == 0:
+                return
+            pos += at
         if out:
             yield out
 
@@ -437,38 +489,6 @@ class Journal:
 _SCAN_BYTES = 8 << 20
 
 
-def _scan(fd: int, end: int) -> Iterator[tuple[int, tuple[int, memoryview, Any, int]]]:
-    """The records of the first ``end`` bytes of the journal at ``fd``, with their offsets,
-    read a window at a time (memory holds a window and one record, however large the file).
-    Stops at the first record that fails its check: records were checked when the journal
-    was read or written, so a failure now means damage since, and the rest is not trusted."""
-    pos = 0
-    while pos < end:
-        window = memoryview(os.pread(fd, min(_SCAN_BYTES, end - pos), pos))
-        at = 0
-        while at < len(window):
-            if at + _HEAD.size > len(window):
-                break
-            n = _HEAD.unpack_from(window, at)[3]
-            if at + _OVERHEAD + n > len(window):
-                if at == 0:  # a record larger than the window: read it whole
-                    window = memoryview(os.pread(fd, _OVERHEAD + n, pos))
-                    if len(window) < _OVERHEAD + n:
-                        return
-                    continue
-                break
-            # Checked when the journal was read (or written by this process): the checksum
-            # is what tells the record is still the one it was.
-            rec = _parse(window, at, check_items=False)
-            if rec is None:
-                return
-            yield pos + at, rec
-            at += _OVERHEAD + n
-        if at == 0:
-            return
-        pos += at
-
-
 def _read_all(fd: int) -> memoryview:
     size = os.fstat(fd).st_size
     chunks = []
@@ -483,36 +503,43 @@ def _read_all(fd: int) -> memoryview:
 
 
 def _parse(data: memoryview, pos: int, check_items: bool = True) -> tuple[int, memoryview, Any, int] | None:
-    """(kind, payload, decoded payload, flags) of an intact record at ``pos``, or None."""
-    if pos + _OVERHEAD > len(data):
+    """(kind, payload, decoded payload, flags) of an intact record at ``pos``, or None. (A W
+    record's decoded payload is ``(key, timestamp, value)``.)"""
+    if pos + _HEAD.size + _CRC_LEN > len(data):
         return None
     magic, kind, flags, n = _HEAD.unpack_from(data, pos)
     if magic != MAGIC or kind not in _KINDS:
         return None
     end = pos + _HEAD.size + n
-    if end + _SUM_LEN > len(data):
+    trailer = _trailer(kind)
+    if end + trailer > len(data):
         return None
-    head = bytes(data[pos : pos + _HEAD.size])
     payload = data[pos + _HEAD.size : end]
+    if kind == ONE:
+        if _crc32(data[pos:end]).to_bytes(_CRC_LEN, "little") != data[end : end + _CRC_LEN]:
+            return None
+        if n < _ONE.size:
+            return None
+        klen, ts = _ONE.unpack_from(payload)
+        if _ONE.size + klen > n or (flags & DELETE and _ONE.size + klen != n):
+            return None
+        try:
+            key = bytes(payload[_ONE.size : _ONE.size + klen]).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        raw = None if flags & DELETE else bytes(payload[_ONE.size + klen :])
+        return kind, payload, (key, ts, raw), flags
+    head = bytes(data[pos : pos + _HEAD.size])
     if _checksum(head, payload) != data[end : end + _SUM_LEN]:
         return None
     try:
-        if kind == ONE:
-            if n < _ONE.size:
-                return None
-            klen, ts = _ONE.unpack_from(payload)
-            if _ONE.size + klen > n or (flags & DELETE and _ONE.size + klen != n):
-                return None
-            key = bytes(payload[_ONE.size : _ONE.size + klen]).decode("utf-8")
-            raw = None if flags & DELETE else bytes(payload[_ONE.size + klen :])
-            return kind, payload, (key, ts, raw), flags
         if kind == CHANGES:
             value = msgpack.unpackb(payload, raw=False, use_list=False)
             ok = isinstance(value, tuple) and (not check_items or all(_is_change(it) for it in value))
         else:
             value = json.loads(bytes(payload))
             ok = isinstance(value, dict) if kind == BASE else isinstance(value, list) and len(value) == 2
-    except (ValueError, msgpack.UnpackException):
+    except (ValueError, msgpack.UnpackException, RecursionError):
         return None
     return (kind, payload, value, flags) if ok else None
 
