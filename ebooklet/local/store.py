@@ -100,7 +100,6 @@ def _release(key: str, store: LocalStore) -> None:
             _open_here.pop(key, None)
 
 
-@atexit.register
 def _sync_open_stores() -> None:
     """At interpreter exit, sync every store left open (a script that ends without close()).
     The journal already holds every change; this saves the next open a check of the file."""
@@ -112,10 +111,22 @@ def _sync_open_stores() -> None:
         try:
             store.sync()
         except Exception as exc:  # noqa: BLE001 - at exit, nothing can be raised to anyone
-            logger.warning("%s: could not sync at exit (%s); the next open replays the journal",
-                           store.path, exc)
+            logger.info("%s: could not sync at exit (%s); the next open replays the journal",
+                        store.path, exc)
         finally:
             store.lock.release()
+
+
+class _Anchor:
+    pass
+
+
+# Exit handlers run last-registered first. booklet closes its files from a weakref.finalize,
+# whose exit handler weakref registers when the first finalizer is made: making one now
+# registers it before ours, so that ours syncs the open stores while their files are open.
+_anchor = _Anchor()
+weakref.finalize(_anchor, int)
+atexit.register(_sync_open_stores)
 
 
 class LocalStore:
