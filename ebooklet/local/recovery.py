@@ -91,6 +91,20 @@ def open_local(
         raise
 
 
+def holds_changes(folder: pathlib.Path) -> bool:
+    """Whether the sync state folder records anything a new data file would lose: a base, or
+    pending changes (read without the data file's lock: a hint, checked again under it)."""
+    probe = PendingChanges(folder)
+    try:
+        probe.load(None)
+        if probe.journal.where or probe.mirror.where or probe.journal.damage or probe.journal.meta:
+            return True
+        legacy, _ = read_legacy_touched(folder / "touched.log")
+        return bool(legacy) or (folder / STATE_FILE).exists() and probe.base is not None
+    finally:
+        probe.close()
+
+
 class _Opener:
     """One open of a local file, while it runs."""
 
@@ -163,17 +177,7 @@ class _Opener:
         return self.opened(created=True)
 
     def holds_changes(self) -> bool:
-        """Whether the state folder records anything a new file would lose: a base, or
-        pending changes (read without the data file's lock: a hint, checked again)."""
-        probe = PendingChanges(self.folder)
-        try:
-            probe.load(None)
-            if probe.journal.where or probe.mirror.where or probe.journal.damage or probe.journal.meta:
-                return True
-            legacy, _ = read_legacy_touched(self.folder / "touched.log")
-            return bool(legacy) or (self.folder / STATE_FILE).exists() and probe.base is not None
-        finally:
-            probe.close()
+        return holds_changes(self.folder)
 
     # -- a missing data file ---------------------------------------------------------------
 

@@ -201,11 +201,15 @@ class LocalStore:
 
     @staticmethod
     def has_state(path: str | os.PathLike[str]) -> bool:
-        """Whether ``path`` has been opened through ebooklet before (its sync state folder
-        holds a state or a journal, whether the data file is still there or not)."""
-        folder = state_dir(pathlib.Path(path).absolute())
+        """Whether ``path`` has been opened through ebooklet before: its sync state folder
+        holds a state or a journal, and the data file is there or the folder holds changes
+        that it would lose (then opening recovers the data file)."""
+        p = pathlib.Path(path).absolute()
+        folder = state_dir(p)
         names = (STATE_FILE, "journal.log", "mirror.log", "touched.log")
-        return any((folder / name).exists() for name in names)
+        if not any((folder / name).exists() for name in names):
+            return False
+        return p.exists() or recovery.holds_changes(folder)
 
     # -- the sync state --------------------------------------------------------------------
 
