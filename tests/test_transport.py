@@ -28,12 +28,15 @@ from ebooklet.errors import (
     RemoteUnavailableError,
 )
 from ebooklet.remote import CountingTransport, Remote, connect
+from ebooklet.remote.azure import AzureTransport, container_client
 from ebooklet.remote.base import PutMode, Transport, Update
 from ebooklet.remote.fs import FolderTransport
+from ebooklet.remote.gcs import GCSTransport
 from ebooklet.remote.http import HttpTransport, make_pool
 from ebooklet.remote.s3 import S3Transport
 from ebooklet.testing import DATA, TransportTests
 
+from .emulators import Emulator
 from .servers import S3Server
 
 
@@ -382,3 +385,28 @@ def test_each_contract_runs_only_for_the_transports_it_applies_to():
     for read_only in (TestHttpTransportOnMoto, TestHttpTransportOnSeaweedFS):
         assert all(getattr(read_only, name) is None for name in write_tests)
         assert all(getattr(read_only, name) is not None for name in read_only_tests)
+
+
+# --- Google Cloud Storage against fake-gcs-server, Azure Blob against Azurite ---------------
+
+
+class TestGCSTransport(TransportTests):
+    @pytest.fixture
+    def transport(self, fake_gcs_server: Emulator, gcs_bucket: str) -> Iterator[Transport]:
+        transport = GCSTransport(gcs_bucket, endpoint_url=fake_gcs_server.endpoint_url, retries=1)
+        yield transport
+        transport.close()
+
+
+class TestAzureTransport(TransportTests):
+    @pytest.fixture
+    def transport(self, azurite_server: Emulator, azure_container: str) -> Iterator[Transport]:
+        connection = azurite_server.connection_string
+        client = container_client(azure_container, connection_string=connection, retries=1)
+        transport = AzureTransport(client)
+        yield transport
+        transport.close()
+
+    @pytest.fixture
+    def credentials(self, azurite_server: Emulator) -> list[str]:
+        return [azurite_server.connection_string.split("AccountKey=")[1].split(";")[0]]
