@@ -75,12 +75,21 @@ class RemoteKind:
     root: pathlib.Path
     server: S3Server | None = None
     bucket: str | None = None
+    #: The cloud emulator of the "gcs" and "azure" kinds (``bucket`` is its bucket or container).
+    emulator: Emulator | None = None
 
     def __post_init__(self) -> None:
         self._names = itertools.count()
 
-    def conn(self, name: str | None = None) -> ebooklet.S3Connection | pathlib.Path:
+    def conn(self, name: str | None = None) -> Any:
         name = name or f"db-{next(self._names)}-{uuid.uuid4().hex[:8]}"
+        if self.emulator is not None:
+            assert self.bucket is not None
+            if self.kind == "gcs":
+                return ebooklet.GCSConnection(self.bucket, f"dbs/{name}", endpoint_url=self.emulator.endpoint_url,
+                                              anonymous=True, retries=1)
+            return ebooklet.AzureConnection(self.bucket, f"dbs/{name}", retries=1,
+                                            connection_string=self.emulator.connection_string)
         if self.server is None:
             return self.root / name
         return ebooklet.S3Connection(
@@ -97,6 +106,25 @@ class RemoteKind:
 
 
 _buckets: dict[str, str] = {}
+
+#: The cloud stores, each behind its emulator; marked so that a quick run can leave them out
+#: (``-m "not clouds"``).
+CLOUDS = [pytest.param("gcs", marks=pytest.mark.clouds), pytest.param("azure", marks=pytest.mark.clouds)]
+
+
+def cloud_kind(request: pytest.FixtureRequest, kind: str, tmp_path: pathlib.Path) -> RemoteKind:
+    """A RemoteKind on a cloud emulator: ``gcs`` (fake-gcs-server) or ``azure`` (Azurite)."""
+    if kind == "gcs":
+        return RemoteKind(kind, tmp_path, bucket=request.getfixturevalue("gcs_bucket"),
+                          emulator=request.getfixturevalue("fake_gcs_server"))
+    return RemoteKind(kind, tmp_path, bucket=request.getfixturevalue("azure_container"),
+                      emulator=request.getfixturevalue("azurite_server"))
+
+
+@pytest.fixture(params=CLOUDS)
+def cloud_remote(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> RemoteKind:
+    """Each cloud store in turn (Google Cloud Storage and Azure Blob, on their emulators)."""
+    return cloud_kind(request, request.param, tmp_path)
 
 
 @pytest.fixture(params=REMOTES)

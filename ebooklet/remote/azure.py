@@ -8,7 +8,6 @@ upload is committed in one step, whatever its size). Deletes go through the Blob
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -60,7 +59,16 @@ def container_client(
     or None for :class:`azure.identity.DefaultAzureCredential` (environment, workload and
     managed identity, the Azure CLI's login, ...).
     """
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+
+    # The SDK's default pool keeps 10 connections; a push uploads with more threads than that.
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max_connections)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
     options: dict[str, Any] = {
+        "transport": RequestsTransport(session=session, session_owner=True),
         "retry_total": retries,
         "connection_timeout": min(timeout, 30.0),
         "read_timeout": timeout,
@@ -86,13 +94,6 @@ def container_client(
     if isinstance(credential, str) and credential.startswith("?"):
         credential = credential[1:]  # a SAS token as the portal shows it
     return ContainerClient(account_url, container, credential=credential, **options)
-
-
-def account_url_from_environment() -> str | None:
-    """``https://ACCOUNT.blob.core.windows.net`` for the account in ``AZURE_STORAGE_ACCOUNT_NAME``
-    (or the Azure CLI's ``AZURE_STORAGE_ACCOUNT``), or None."""
-    name = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME") or os.environ.get("AZURE_STORAGE_ACCOUNT")
-    return f"https://{name}.blob.core.windows.net" if name else None
 
 
 class AzureTransport(Transport):

@@ -14,7 +14,6 @@ not on plain media uploads).
 from __future__ import annotations
 
 import json
-import os
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -33,21 +32,13 @@ from ..errors import (
 from .base import Blob, PutMode, Transport, Update
 from .http import RETRY_STATUSES, check_range, make_pool, range_header, read_body, send
 
-#: Where GCS's JSON API lives, unless ``STORAGE_EMULATOR_HOST`` or an endpoint says otherwise.
+#: Where GCS's JSON API lives, unless an endpoint (or ``STORAGE_EMULATOR_HOST``, see
+#: :class:`~ebooklet.remote.clouds.GCSConnection`) says otherwise.
 GCS_ENDPOINT = "https://storage.googleapis.com"
 #: The OAuth scope of every request: objects are read, written and deleted.
 SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 #: One batch request carries at most 100 calls.
 BATCH_LIMIT = 100
-
-
-def emulator_endpoint() -> str | None:
-    """The endpoint in ``STORAGE_EMULATOR_HOST``, the variable Google's client libraries read
-    (a host:port or a URL), or None when it is not set."""
-    host = os.environ.get("STORAGE_EMULATOR_HOST", "").strip()
-    if not host:
-        return None
-    return host if "://" in host else f"http://{host}"
 
 
 def find_credentials(service_account_file: str | None = None) -> Any:
