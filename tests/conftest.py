@@ -86,7 +86,8 @@ class RemoteKind:
         if self.emulator is not None:
             assert self.bucket is not None
             if self.kind == "gcs":
-                return ebooklet.GCSConnection(self.bucket, f"dbs/{name}", endpoint_url=self.emulator.endpoint_url,
+                endpoint = self.emulator.endpoint_url
+                return ebooklet.GCSConnection(self.bucket, f"dbs/{name}", endpoint_url=endpoint,
                                               anonymous=True, retries=1)
             return ebooklet.AzureConnection(self.bucket, f"dbs/{name}", retries=1,
                                             connection_string=self.emulator.connection_string)

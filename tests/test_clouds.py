@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import inspect
 import pathlib
+import sys
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+import ebooklet
+
 from . import test_collaboration, test_database, test_lifecycle, test_remote_ops, test_safety
 from .conftest import CLOUDS, RemoteKind, cloud_kind
+from .emulators import Emulator
+from .servers import S3Server
 
 pytestmark = pytest.mark.clouds
 
@@ -60,3 +65,131 @@ def remote(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> RemoteKind
 def s3_remote(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> RemoteKind:
     """Each cloud store in turn, where the scenarios collected above expect an S3 server."""
     return cloud_kind(request, request.param, tmp_path)
+
+
+# --- remote strings in Python, with each SDK's own environment --------------------------------
+
+
+@pytest.fixture
+def gs_env(monkeypatch: pytest.MonkeyPatch, fake_gcs_server: Emulator, gcs_bucket: str) -> str:
+    """``STORAGE_EMULATOR_HOST`` set as Google's tools set it (host:port); the bucket's URL."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs_server.endpoint_url.removeprefix("http://"))
+    return f"gs://{gcs_bucket}"
+
+
+@pytest.fixture
+def az_env(monkeypatch: pytest.MonkeyPatch, azurite_server: Emulator, azure_container: str) -> str:
+    """``AZURE_STORAGE_CONNECTION_STRING`` naming Azurite's endpoint; the container's URL."""
+    for name in ("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_server.connection_string)
+    return f"az://{azure_container}"
+
+
+@pytest.fixture
+def s3_env(monkeypatch: pytest.MonkeyPatch, moto_server: S3Server) -> str:
+    """The AWS variables naming moto; a bucket's URL."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_server.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_server.access_key)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server.endpoint_url)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return f"s3://{moto_server.make_bucket()}"
+
+
+@pytest.mark.parametrize("store", ["s3_env", "gs_env", "az_env"])
+def test_a_cloud_string_opens_pushes_and_is_read_back_by_every_function(
+    store: str, request: pytest.FixtureRequest, tmp_path: pathlib.Path
+) -> None:
+    url = f"{request.getfixturevalue(store)}/dbs/{tmp_path.name}/big.blt"
+    with ebooklet.open(url, tmp_path / "a.blt", "c", value_serializer="pickle") as db:
+        db.update({"station-1": {"lat": -41.2}, "station-2": {"lat": -36.8}})
+        db.changes().push()
+    with ebooklet.open(url, tmp_path / "b.blt", "w", allow_pickle=True) as db:
+        assert db["station-1"] == {"lat": -41.2}
+        del db["station-2"]
+        db.changes().push()
+    info = ebooklet.remote_info(url)
+    assert info is not None and info.n_keys == 1 and info.location.startswith(url)
+    assert ebooklet.verify(url, deep=True).ok
+    assert ebooklet.gc(url, dry_run=True) is not None
+    with ebooklet.open(url, tmp_path / "a.blt", "w", allow_pickle=True) as db:
+        assert db.changes().pull().deleted == ["station-2"]
+        assert dict(db.items()) == {"station-1": {"lat": -41.2}}
+
+
+def test_copy_remote_between_clouds_given_as_strings(
+    gs_env: str, az_env: str, tmp_path: pathlib.Path
+) -> None:
+    source, target = f"{gs_env}/dbs/{tmp_path.name}/src.blt", f"{az_env}/dbs/{tmp_path.name}/dst.blt"
+    with ebooklet.open(source, tmp_path / "a.blt", "c") as db:
+        db.update({f"k{i}": bytes([i]) * 100 for i in range(50)})
+        db.changes().push()
+        info = db.copy_remote(target)
+    assert info.n_keys == 50
+    with ebooklet.open(target, tmp_path / "b.blt", "r") as copy:
+        assert dict(copy.items()) == {f"k{i}": bytes([i]) * 100 for i in range(50)}
+
+
+def test_a_group_records_cloud_members_without_credentials(
+    az_env: str, gs_env: str, azurite_server: Emulator, tmp_path: pathlib.Path
+) -> None:
+    members = {
+        "rain": f"{gs_env}/dbs/{tmp_path.name}/rain.blt", "flow": f"{az_env}/dbs/{tmp_path.name}/flow.blt"
+    }
+    for name, url in members.items():
+        with ebooklet.open(url, tmp_path / f"{name}.blt", "c") as db:
+            db[name] = b"1"
+            db.changes().push()
+    group_url = f"{az_env}/dbs/{tmp_path.name}/group.blt"
+    with ebooklet.open(group_url, tmp_path / "group.blt", "n", remote_conn_group=True) as group:
+        uuids = {name: group.add(url) for name, url in members.items()}
+        group.changes().push()
+    secret = azurite_server.connection_string.split("AccountKey=")[1].split(";")[0]
+    with ebooklet.open(group_url, tmp_path / "group-copy.blt", "r", remote_conn_group=True) as group:
+        for name, uuid in uuids.items():
+            assert secret not in str(group[uuid])
+            with ebooklet.open(group.connection(uuid), tmp_path / f"{name}-again.blt", "r") as member:
+                assert member[name] == b"1"
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+
+def test_a_wrong_azure_key_is_refused_as_an_access_error(azurite_server: Emulator, azure_container: str,
+                                                        tmp_path: pathlib.Path) -> None:
+    wrong = azurite_server.connection_string.replace("AccountKey=", "AccountKey=AAAA")
+    conn = ebooklet.AzureConnection(azure_container, f"dbs/{tmp_path.name}", connection_string=wrong,
+                                    retries=0)
+    with pytest.raises(ebooklet.RemoteAccessError, match="Check the credentials"):
+        ebooklet.open(conn, tmp_path / "a.blt", "c").changes().push()
+
+
+@pytest.mark.parametrize("kind", ["gcs", "azure"])
+def test_a_bucket_or_container_that_does_not_exist_says_so(
+    kind: str, fake_gcs_server: Emulator, azurite_server: Emulator, tmp_path: pathlib.Path
+) -> None:
+    if kind == "gcs":
+        conn: Any = ebooklet.GCSConnection("ebk-missing", "db", endpoint_url=fake_gcs_server.endpoint_url,
+                                           anonymous=True, retries=0)
+    else:
+        conn = ebooklet.AzureConnection("ebk-missing", "db", retries=0,
+                                        connection_string=azurite_server.connection_string)
+    # Azure says so at the first read (at open); fake-gcs-server's 404 for an object does not
+    # say which was missing, so GCS says so at the first write.
+    missing = r"(bucket|container) does not exist.*Check the"
+    with pytest.raises(ebooklet.RemoteNotFoundError, match=missing) as info:
+        with ebooklet.open(conn, tmp_path / "a.blt", "c") as db:
+            db["k"] = b"v"
+            db.changes().push()
+    assert info.value.bucket_missing
+
+
+def test_a_cloud_remote_without_its_extra_says_which_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "ebooklet.remote.azure", None)  # as if azure-storage-blob were absent
+    with pytest.raises(ebooklet.InvalidArgumentError, match=r"pip install 'ebooklet\[azure\]'"):
+        ebooklet.open("az://container/db.blt", tmp_path / "a.blt", "c")
+    monkeypatch.setitem(sys.modules, "ebooklet.remote.gcs", None)
+    with pytest.raises(ebooklet.InvalidArgumentError, match=r"pip install 'ebooklet\[gcs\]'"):
+        ebooklet.open("gs://bucket/db.blt", tmp_path / "b.blt", "c")

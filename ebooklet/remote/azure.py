@@ -133,18 +133,14 @@ class AzureTransport(Transport):
                 raise PreconditionFailed(key, exists=False) from None
             raise RemoteNotFoundError(f"{what}: {key!r} does not exist") from None
         except ClientAuthenticationError as exc:
-            raise RemoteAccessError(
-                f"{what}: access denied ({_first_line(exc)}). Check the credentials "
-                "(AZURE_STORAGE_CONNECTION_STRING, the account key, the SAS token or the "
-                "identity DefaultAzureCredential found) and that they may use this container."
-            ) from None
+            raise _refused(what, exc) from None
         except HttpResponseError as exc:
             status = exc.status_code or 0
             if status == 416:
                 raise RemoteFormatError(f"{what}: {key!r} is shorter than its index says (HTTP 416)") \
                     from None
             if status in (401, 403):
-                raise RemoteAccessError(f"{what}: access denied ({_first_line(exc)})") from None
+                raise _refused(what, exc) from None
             if status >= 500 or status == 429:
                 raise RemoteUnavailableError(
                     f"{what}: the server answered HTTP {status} after retries. Try again later; "
@@ -257,6 +253,14 @@ class AzureTransport(Transport):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _refused(what: str, exc: AzureError) -> RemoteAccessError:
+    return RemoteAccessError(
+        f"{what}: access denied ({_first_line(exc)}). Check the credentials "
+        "(AZURE_STORAGE_CONNECTION_STRING, the account key, the SAS token or the identity "
+        "DefaultAzureCredential found) and that they may use this container."
+    )
 
 
 def _first_line(exc: AzureError) -> str:

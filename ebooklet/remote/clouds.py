@@ -65,8 +65,8 @@ class GCSConnection:
     endpoint_url : str, optional
         Another endpoint than Google's; ``STORAGE_EMULATOR_HOST`` when omitted.
     anonymous : bool, optional
-        Send no credentials. The default is True exactly when the endpoint came from
-        ``STORAGE_EMULATOR_HOST`` (as Google's client libraries do).
+        Send no credentials. The default is True exactly when ``STORAGE_EMULATOR_HOST`` is set
+        and no credentials are given (as Google's client libraries do).
     max_connections, retries, timeout
         Connection pool size, retries of transient failures, and the read timeout in seconds.
 
@@ -96,12 +96,15 @@ class GCSConnection:
         self.db_key = db_key
         self.service_account_file = service_account_file
         self._credentials = credentials
-        emulator = None
-        if endpoint_url is None:
-            host = os.environ.get("STORAGE_EMULATOR_HOST", "").strip()
-            emulator = (host if "://" in host else f"http://{host}") if host else None
+        host = os.environ.get("STORAGE_EMULATOR_HOST", "").strip()
+        emulator = (host if "://" in host else f"http://{host}") if host else None
+        #: The endpoint given, which a group records (not the environment's emulator).
+        self._given_endpoint = endpoint_url
         self.endpoint_url = endpoint_url or emulator
-        self.anonymous = anonymous if anonymous is not None else emulator is not None and credentials is None
+        if anonymous is None:
+            # As Google's client libraries do: an emulator is reached without credentials.
+            anonymous = emulator is not None and credentials is None and service_account_file is None
+        self.anonymous = anonymous
         self.max_connections, self.retries, self.timeout = max_connections, retries, timeout
 
     def __repr__(self) -> str:
@@ -115,7 +118,7 @@ class GCSConnection:
 
     def to_dict(self) -> dict[str, Any]:
         """The connection parameters without the credentials."""
-        return {"bucket": self.bucket, "db_key": self.db_key, "endpoint_url": self.endpoint_url}
+        return {"bucket": self.bucket, "db_key": self.db_key, "endpoint_url": self._given_endpoint}
 
     def transport(self) -> Transport:
         """The transport, with credentials looked up now.
@@ -155,8 +158,8 @@ class AzureConnection:
         An account key, a SAS token, or a token credential from ``azure.identity``. Without
         it: the environment's key or SAS token, else ``DefaultAzureCredential``.
     connection_string : str, optional
-        A storage connection string (``AZURE_STORAGE_CONNECTION_STRING`` when neither it,
-        ``account_url``, ``account`` nor ``credential`` is given).
+        A storage connection string; ``AZURE_STORAGE_CONNECTION_STRING`` when neither it nor
+        ``credential`` is given, unless ``account_url`` names another account.
     account : str, optional
         The storage account's name, for ``https://ACCOUNT.blob.core.windows.net``.
     max_connections, retries, timeout
@@ -188,9 +191,12 @@ class AzureConnection:
         self.db_key = db_key
         if account and not account_url:
             account_url = f"https://{account}.blob.core.windows.net"
-        given = account_url or credential is not None or connection_string
-        if not given:
-            connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or None
+        if connection_string is None and credential is None:
+            # The environment's connection string, unless another account was named.
+            from_environment = os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or None
+            named = (_account_url(from_environment) or "").rstrip("/") if from_environment else ""
+            if from_environment and (not account_url or named == account_url.rstrip("/")):
+                connection_string = from_environment
         self._connection_string = connection_string
         if connection_string and not account_url:
             account_url = _account_url(connection_string)
