@@ -17,6 +17,7 @@ Every test here is marked ``clouds`` (``-m "not clouds"`` leaves them out of a q
 from __future__ import annotations
 
 import inspect
+import json
 import pathlib
 import sys
 from types import ModuleType
@@ -30,6 +31,7 @@ from . import test_collaboration, test_database, test_lifecycle, test_remote_ops
 from .conftest import CLOUDS, RemoteKind, cloud_kind
 from .emulators import Emulator
 from .servers import S3Server
+from .test_cli import ebk
 
 pytestmark = pytest.mark.clouds
 
@@ -193,3 +195,48 @@ def test_a_cloud_remote_without_its_extra_says_which_to_install(
     monkeypatch.setitem(sys.modules, "ebooklet.remote.gcs", None)
     with pytest.raises(ebooklet.InvalidArgumentError, match=r"pip install 'ebooklet\[gcs\]'"):
         ebooklet.open("gs://bucket/db.blt", tmp_path / "b.blt", "c")
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def cloud_env(fake_gcs_server: Emulator, azurite_server: Emulator) -> dict[str, str]:
+    """Each SDK's own variables, naming the emulators, as a user would set them."""
+    return {
+        "STORAGE_EMULATOR_HOST": fake_gcs_server.endpoint_url.removeprefix("http://"),
+        "AZURE_STORAGE_CONNECTION_STRING": azurite_server.connection_string,
+    }
+
+
+@pytest.mark.parametrize("store", ["gcs", "azure"])
+def test_the_demo_runs_on_a_cloud_remote(
+    store: str, cloud_env: dict[str, str], gcs_bucket: str, azure_container: str, tmp_path: pathlib.Path
+) -> None:
+    url = f"gs://{gcs_bucket}" if store == "gcs" else f"az://{azure_container}"
+    url += f"/dbs/{tmp_path.name}/demo.blt"
+    run = ebk(tmp_path, "demo", "--dir", str(tmp_path / "demo"), "--remote", url, env=cloud_env)
+    assert run.code == 0, run.err
+    assert f"The remote is {url}" in run.out
+    assert "999 stations; those with rain" in run.out
+    head = ebk(tmp_path, "head", url, "--json", env=cloud_env)
+    assert head.code == 0, head.err
+    assert json.loads(head.out)["n_keys"] == 999
+
+
+def test_cp_copies_between_clouds_each_with_its_own_credentials(
+    cloud_env: dict[str, str], gcs_bucket: str, azure_container: str, tmp_path: pathlib.Path
+) -> None:
+    source = f"gs://{gcs_bucket}/dbs/{tmp_path.name}/src.blt"
+    target = f"az://{azure_container}/dbs/{tmp_path.name}/dst.blt"
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in cloud_env.items():
+            env.setenv(name, value)
+        with ebooklet.open(source, tmp_path / "src.blt", "c") as db:
+            db.update({"a": b"1", "b": b"2"})
+            db.changes().push()
+        run = ebk(tmp_path, "cp", source, target, env=cloud_env)
+        assert run.code == 0, run.err
+        assert f"copied {source}" in run.out
+        with ebooklet.open(target, tmp_path / "copy.blt", "r") as copy:
+            assert dict(copy.items()) == {"a": b"1", "b": b"2"}
