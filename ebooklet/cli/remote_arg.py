@@ -50,9 +50,10 @@ REMOTE is where the database lives:
                       $GOOGLE_APPLICATION_CREDENTIALS or gcloud's application
                       default login; $STORAGE_EMULATOR_HOST names an emulator
   az://CONTAINER/KEY  an Azure blob. The account and credentials come from
-                      $AZURE_STORAGE_CONNECTION_STRING, else
-                      $AZURE_STORAGE_ACCOUNT_NAME with $AZURE_STORAGE_ACCOUNT_KEY,
-                      $AZURE_STORAGE_SAS_TOKEN or DefaultAzureCredential's login
+                      $AZURE_STORAGE_CONNECTION_STRING, else the account in
+                      $AZURE_STORAGE_ACCOUNT_NAME with its key
+                      ($AZURE_STORAGE_ACCOUNT_KEY), $AZURE_STORAGE_SAS_TOKEN or
+                      the login DefaultAzureCredential finds
   https://HOST/PATH   a public URL of the database (read-only)
   file:///PATH, PATH  a database named inside a local folder (no server needed)
 """
