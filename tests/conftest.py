@@ -67,6 +67,12 @@ def azure_container(azurite_server: Emulator) -> str:
     return make_azure_container(azurite_server)
 
 
+@pytest.fixture(scope="session")
+def azure_public_container(azurite_server: Emulator) -> str:
+    """A container on Azurite that anyone may read (public access "blob")."""
+    return make_azure_container(azurite_server, public_read=True)
+
+
 @dataclass
 class RemoteKind:
     """Makes connections to fresh database locations on one kind of remote."""

@@ -240,3 +240,23 @@ def test_cp_copies_between_clouds_each_with_its_own_credentials(
         assert f"copied {source}" in run.out
         with ebooklet.open(target, tmp_path / "copy.blt", "r") as copy:
             assert dict(copy.items()) == {"a": b"1", "b": b"2"}
+
+
+def test_a_database_on_gcs_is_read_through_its_public_https_url(
+    gs_env: str, fake_gcs_server: Emulator, tmp_path: pathlib.Path
+) -> None:
+    # https://storage.googleapis.com/BUCKET/KEY on Google; the emulator serves the same paths.
+    url = f"{gs_env}/dbs/{tmp_path.name}/public.blt"
+    public = f"{fake_gcs_server.endpoint_url}/{url.removeprefix('gs://')}"
+    with ebooklet.open(url, tmp_path / "a.blt", "c") as db:
+        db.update({f"k{i}": bytes([i]) * 10 for i in range(20)})
+        db.changes().push()
+    with ebooklet.open(public, tmp_path / "reader.blt", "r") as reader:
+        assert reader["k7"] == bytes([7]) * 10
+        assert len(reader) == 20
+    with ebooklet.open(url, tmp_path / "a.blt", "w") as db:
+        db["k7"] = b"new"
+        db.changes().push()
+    with ebooklet.open(public, tmp_path / "reader.blt", "r") as reader:
+        assert reader.changes().pull().updated == ["k7"]
+        assert reader["k7"] == b"new"

@@ -410,3 +410,27 @@ class TestAzureTransport(TransportTests):
     @pytest.fixture
     def credentials(self, azurite_server: Emulator) -> list[str]:
         return [azurite_server.connection_string.split("AccountKey=")[1].split(";")[0]]
+
+
+class TestHttpTransportOnAzurite(TransportTests):
+    """Public reads of a container (public access "blob") through the same https URL form as
+    S3's: ``https://ACCOUNT.blob.core.windows.net/CONTAINER/KEY`` (Azurite serves the same
+    paths under its account). Google Cloud Storage's public reads are tested end to end in
+    test_clouds.py: its reader's ETags are not the generations its writer returns."""
+
+    writable = False
+    conditional_writes = False
+
+    @pytest.fixture
+    def transport(self, azurite_server: Emulator, azure_public_container: str) -> Iterator[Transport]:
+        transport = HttpTransport(f"{azurite_server.endpoint_url}/{azure_public_container}/")
+        yield transport
+        transport.close()
+
+    @pytest.fixture
+    def writer(self, azurite_server: Emulator, azure_public_container: str) -> Iterator[Transport]:
+        connection = azurite_server.connection_string
+        client = container_client(azure_public_container, connection_string=connection, retries=1)
+        writer = AzureTransport(client)
+        yield writer
+        writer.close()
