@@ -16,10 +16,13 @@ Every test here is marked ``clouds`` (``-m "not clouds"`` leaves them out of a q
 
 from __future__ import annotations
 
+import concurrent.futures
 import inspect
 import json
 import pathlib
 import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -30,6 +33,7 @@ import ebooklet
 from . import test_collaboration, test_database, test_lifecycle, test_remote_ops, test_safety
 from .conftest import CLOUDS, RemoteKind, cloud_kind
 from .emulators import Emulator
+from .faultproxy import FaultProxy, Request
 from .servers import S3Server
 from .test_cli import ebk
 
@@ -260,3 +264,91 @@ def test_a_database_on_gcs_is_read_through_its_public_https_url(
     with ebooklet.open(public, tmp_path / "reader.blt", "r") as reader:
         assert reader.changes().pull().updated == ["k7"]
         assert reader["k7"] == b"new"
+
+
+# --- network faults, through the fault proxy in front of each emulator ------------------------
+
+
+@dataclass
+class CloudProxied:
+    """A cloud emulator behind a fresh FaultProxy: ``conn()`` goes through the proxy,
+    ``direct(conn)`` reaches the same database without it (for the scenario's other writers)."""
+
+    kind: str
+    emulator: Emulator
+    bucket: str
+    proxy: FaultProxy
+
+    def conn(self, name: str, direct: bool = False) -> Any:
+        if self.kind == "gcs":
+            endpoint = self.emulator.endpoint_url if direct else self.proxy.url
+            return ebooklet.GCSConnection(self.bucket, f"dbs/{name}", endpoint_url=endpoint, anonymous=True,
+                                          retries=1)
+        connection = self.emulator.connection_string
+        if not direct:  # the account's path stays: SharedKey signs it, not the host
+            connection = connection.replace(self.emulator.endpoint_url.rsplit("/", 1)[0], self.proxy.url)
+        return ebooklet.AzureConnection(self.bucket, f"dbs/{name}", connection_string=connection, retries=1)
+
+    def head_write(self, conn: Any) -> Callable[[Request], bool]:
+        """Matches the writes of the database's head (GCS names the object in the upload's body)."""
+        if self.kind == "gcs":
+            named = json.dumps({"name": conn.db_key}).encode()[:-1] + b","
+            return lambda r: r.method == "POST" and r.path.startswith("/upload/") and named in r.body
+        return lambda r: r.method == "PUT" and r.path.endswith(f"/{self.bucket}/{conn.db_key}")
+
+
+@pytest.fixture(params=CLOUDS)
+def cloud_proxied(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[CloudProxied]:
+    kind = cloud_kind(request, request.param, tmp_path)
+    assert kind.emulator is not None and kind.bucket is not None
+    upstream = kind.emulator.endpoint_url
+    if kind.kind == "azure":
+        upstream = upstream.rsplit("/", 1)[0]  # Azurite's root: the account is in the path
+    with FaultProxy(upstream) as proxy:
+        yield CloudProxied(kind.kind, kind.emulator, kind.bucket, proxy)
+
+
+def _push(conn: Any, path: pathlib.Path, writes: dict[str, bytes], **open_args: Any) -> ebooklet.PushResult:
+    with ebooklet.open(conn, path, "c", **open_args) as db:
+        db.update(writes)
+        return db.changes().push()
+
+
+def test_a_commit_whose_reply_was_lost_is_recognised_after_a_later_commit(
+    cloud_proxied: CloudProxied, tmp_path: pathlib.Path
+) -> None:
+    conn = cloud_proxied.conn(tmp_path.name)
+    direct = cloud_proxied.conn(tmp_path.name, direct=True)
+    _push(direct, tmp_path / "seed.blt", {"a": b"a0", "b": b"b0"})
+    with ebooklet.open(conn, tmp_path / "a.blt", "w", remote_lock="none") as a:
+        a["a"] = b"a1"
+        rule = cloud_proxied.proxy.add_rule(cloud_proxied.head_write(conn), "lost_reply", hold="after")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            push = pool.submit(a.changes().push)
+            assert rule.reached.wait(60)
+            # A's commit is in the store, its answer held; another writer commits on top of it.
+            _push(direct, tmp_path / "b.blt", {"b": b"b1"})
+            rule.release()  # A's answer is lost; its retry is refused by the precondition
+            result = push.result(timeout=60)
+        assert (result.committed, result.commit, result.keys) == (True, 2, ["a"])
+    with ebooklet.open(direct, tmp_path / "r.blt", "r") as reader:
+        assert dict(reader.items()) == {"a": b"a1", "b": b"b1"}
+
+
+def test_transient_server_errors_are_retried(cloud_proxied: CloudProxied, tmp_path: pathlib.Path) -> None:
+    conn = cloud_proxied.conn(tmp_path.name)
+    cloud_proxied.proxy.add_rule(cloud_proxied.head_write(conn), "503", times=1)
+    cloud_proxied.proxy.add_rule(lambda r: r.method == "GET", "503", times=1)
+    assert _push(conn, tmp_path / "a.blt", {"k": b"v"}).committed
+    assert cloud_proxied.proxy.stats.faults["503"] == 2
+    with ebooklet.open(cloud_proxied.conn(tmp_path.name, direct=True), tmp_path / "r.blt", "r") as reader:
+        assert reader["k"] == b"v"
+
+
+def test_a_store_that_resets_every_connection_is_remote_unavailable(
+    cloud_proxied: CloudProxied, tmp_path: pathlib.Path
+) -> None:
+    conn = cloud_proxied.conn(tmp_path.name)
+    cloud_proxied.proxy.add_rule(lambda r: True, "reset", times=None)
+    with pytest.raises(ebooklet.RemoteUnavailableError):
+        _push(conn, tmp_path / "a.blt", {"k": b"v"})

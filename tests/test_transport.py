@@ -379,10 +379,11 @@ def test_each_contract_runs_only_for_the_transports_it_applies_to():
     write_tests, read_only_tests = marked("write_contract"), marked("read_only_contract")
     assert len(write_tests) >= 15 and len(read_only_tests) >= 2
     assert [name for name in dir(TransportTests) if getattr(TransportTests, name, None) is None] == []
-    for writable in (TestFolderTransport, TestS3TransportOnMoto, TestS3TransportOnSeaweedFS):
+    for writable in (TestFolderTransport, TestS3TransportOnMoto, TestS3TransportOnSeaweedFS, TestGCSTransport,
+                     TestAzureTransport):
         assert all(getattr(writable, name) is not None for name in write_tests)
         assert all(getattr(writable, name) is None for name in read_only_tests)
-    for read_only in (TestHttpTransportOnMoto, TestHttpTransportOnSeaweedFS):
+    for read_only in (TestHttpTransportOnMoto, TestHttpTransportOnSeaweedFS, TestHttpTransportOnAzurite):
         assert all(getattr(read_only, name) is None for name in write_tests)
         assert all(getattr(read_only, name) is not None for name in read_only_tests)
 

@@ -23,7 +23,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import ContainerClient
+from azure.storage.blob import ContainerClient, ExponentialRetry
 
 from ..errors import (
     PreconditionFailed,
@@ -69,7 +69,11 @@ def container_client(
     session.mount("https://", adapter)
     options: dict[str, Any] = {
         "transport": RequestsTransport(session=session, session_owner=True),
-        "retry_total": retries,
+        # The storage SDK's default waits 15 s before its first retry; ours back off as the
+        # other transports' do, from half a second.
+        "retry_policy": ExponentialRetry(
+            initial_backoff=0.5, increment_base=2, retry_total=retries, random_jitter_range=0.5
+        ),
         "connection_timeout": min(timeout, 30.0),
         "read_timeout": timeout,
         "connection_data_block_size": 1 << 20,
