@@ -435,3 +435,25 @@ class TestHttpTransportOnAzurite(TransportTests):
         writer = AzureTransport(client)
         yield writer
         writer.close()
+
+
+class _NoConditions(FolderTransport):
+    """A store that declares no conditional writes and has no lock to fall back on."""
+
+    def supports_conditional_writes(self, scratch_prefix: str) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("remote_lock", ["session", "push"])
+def test_a_store_without_conditional_writes_or_a_fallback_lock_refuses_writers_and_says_why(
+    tmp_path: pathlib.Path, remote_lock: str
+) -> None:
+    import ebooklet
+
+    remote = Remote(_NoConditions(tmp_path / "remote"), "db", "a store without conditional writes")
+    why = "no lock for stores without conditional writes; ebooklet cannot push to it safely"
+    with pytest.raises(ebooklet.RemoteError, match=why):
+        with ebooklet.open(remote, tmp_path / "a.blt", "c", remote_lock=remote_lock) as db:
+            db["k"] = b"v"
+            db.changes().push()
+    assert list(FolderTransport(tmp_path / "remote").list("")) == []  # nothing was committed
