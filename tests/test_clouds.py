@@ -17,10 +17,13 @@ Every test here is marked ``clouds`` (``-m "not clouds"`` leaves them out of a q
 from __future__ import annotations
 
 import concurrent.futures
+import http.server
 import inspect
 import json
 import pathlib
 import sys
+import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -354,3 +357,66 @@ def test_a_store_that_resets_every_connection_is_remote_unavailable(
     cloud_proxied.proxy.add_rule(lambda r: True, "reset", times=None)
     with pytest.raises(ebooklet.RemoteUnavailableError):
         _push(conn, tmp_path / "a.blt", {"k": b"v"})
+
+
+# --- Google's credential chain --------------------------------------------------------------
+
+
+class _TokenEndpoint(http.server.BaseHTTPRequestHandler):
+    """An OAuth token endpoint on loopback that grants one token to any signed assertion."""
+
+    grants: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+        form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+        self.grants.append(form["assertion"][0])
+        body = json.dumps({"access_token": "token-from-the-service-account", "expires_in": 3600,
+                           "token_type": "Bearer"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_gcs_credentials_come_from_google_application_credentials(
+    monkeypatch: pytest.MonkeyPatch, fake_gcs_server: Emulator, gcs_bucket: str, tmp_path: pathlib.Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TokenEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        account = {
+            "type": "service_account", "project_id": "test", "private_key_id": "k1", "private_key": pem,
+            "client_email": "writer@test.iam.gserviceaccount.com", "client_id": "1",
+            "token_uri": f"http://127.0.0.1:{server.server_address[1]}/token",
+        }
+        (tmp_path / "key.json").write_text(json.dumps(account))
+        monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "key.json"))
+        with FaultProxy(fake_gcs_server.endpoint_url) as proxy:
+            seen = proxy.add_rule(lambda r: True, None, times=None)
+            conn = ebooklet.GCSConnection(gcs_bucket, f"dbs/{tmp_path.name}", endpoint_url=proxy.url)
+            assert _push(conn, tmp_path / "a.blt", {"k": b"v"}).committed
+        assert _TokenEndpoint.grants  # the service account's signed assertion was exchanged
+        assert {r.header("authorization") for r in seen.requests} == {"Bearer token-from-the-service-account"}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_gcs_without_any_credentials_says_where_it_looked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    with pytest.raises(ebooklet.RemoteAccessError, match="GOOGLE_APPLICATION_CREDENTIALS"):
+        ebooklet.open("gs://bucket/db.blt", tmp_path / "a.blt", "c")

@@ -391,6 +391,7 @@ def test_each_contract_runs_only_for_the_transports_it_applies_to():
 # --- Google Cloud Storage against fake-gcs-server, Azure Blob against Azurite ---------------
 
 
+@pytest.mark.clouds
 class TestGCSTransport(TransportTests):
     @pytest.fixture
     def transport(self, fake_gcs_server: Emulator, gcs_bucket: str) -> Iterator[Transport]:
@@ -399,6 +400,7 @@ class TestGCSTransport(TransportTests):
         transport.close()
 
 
+@pytest.mark.clouds
 class TestAzureTransport(TransportTests):
     @pytest.fixture
     def transport(self, azurite_server: Emulator, azure_container: str) -> Iterator[Transport]:
@@ -413,6 +415,7 @@ class TestAzureTransport(TransportTests):
         return [azurite_server.connection_string.split("AccountKey=")[1].split(";")[0]]
 
 
+@pytest.mark.clouds
 class TestHttpTransportOnAzurite(TransportTests):
     """Public reads of a container (public access "blob") through the same https URL form as
     S3's: ``https://ACCOUNT.blob.core.windows.net/CONTAINER/KEY`` (Azurite serves the same
