@@ -420,3 +420,37 @@ def test_gcs_without_any_credentials_says_where_it_looked(
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
     with pytest.raises(ebooklet.RemoteAccessError, match="GOOGLE_APPLICATION_CREDENTIALS"):
         ebooklet.open("gs://bucket/db.blt", tmp_path / "a.blt", "c")
+
+
+# --- Azure's credential chain ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "variable", ["AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN"]
+)
+def test_azure_credentials_come_from_the_environment(
+    variable: str, monkeypatch: pytest.MonkeyPatch, azurite_server: Emulator, azure_container: str,
+    tmp_path: pathlib.Path,
+) -> None:
+    import datetime
+
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    key = azurite_server.connection_string.split("AccountKey=")[1].split(";")[0]
+    secret = key
+    if variable == "AZURE_STORAGE_SAS_TOKEN":
+        expiry = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+        secret = "?" + generate_container_sas(  # as the portal shows it, with its "?"
+            azurite_server.account, azure_container, account_key=key, expiry=expiry,
+            permission=ContainerSasPermissions(read=True, write=True, delete=True, list=True),
+        )
+    for name in ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY",
+                 "AZURE_STORAGE_SAS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, secret)
+    conn = ebooklet.AzureConnection(azure_container, f"dbs/{tmp_path.name}", retries=0,
+                                    account_url=azurite_server.endpoint_url)
+    assert _push(conn, tmp_path / "a.blt", {"k": b"v"}).committed
+    with ebooklet.open(conn, tmp_path / "b.blt", "r") as reader:
+        assert reader["k"] == b"v"
+    assert secret not in repr(conn) + str(conn.to_dict())
