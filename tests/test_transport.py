@@ -36,7 +36,7 @@ from ebooklet.remote.http import HttpTransport, make_pool
 from ebooklet.remote.s3 import S3Transport
 from ebooklet.testing import DATA, TransportTests
 
-from .emulators import Emulator
+from .emulators import Emulator, make_gcs_bucket
 from .servers import S3Server
 
 
@@ -398,6 +398,16 @@ class TestGCSTransport(TransportTests):
         transport = GCSTransport(gcs_bucket, endpoint_url=fake_gcs_server.endpoint_url, retries=1)
         yield transport
         transport.close()
+
+    def test_a_copy_to_another_bucket_of_the_endpoint_is_done_by_the_server(
+        self, transport, fake_gcs_server, prefix
+    ):
+        other = GCSTransport(make_gcs_bucket(fake_gcs_server), endpoint_url=fake_gcs_server.endpoint_url)
+        transport.put(prefix + "src", DATA)
+        target = CountingTransport(other)
+        assert CountingTransport(transport).copy(prefix + "src", target, prefix + "dst") is True
+        assert other.get(prefix + "dst").data == DATA
+        assert target.stats.snapshot() == (1, 0, 0)  # one request, nothing uploaded
 
 
 @pytest.mark.clouds

@@ -103,7 +103,8 @@ class GCSTransport(Transport):
         self.description = f"gs://{bucket} at {self.endpoint_url}"
         self._retries = retries
         pool = make_pool(max_connections, retries, timeout)
-        self._anonymous = credentials is None
+        # Compared (never shown) to decide whether a server-side copy is possible.
+        self._credentials = credentials
         if credentials is None:
             self._http: Any = pool
         else:
@@ -313,11 +314,11 @@ class GCSTransport(Transport):
 
     def copy(self, key: str, target: Transport, target_key: str) -> bool:
         """A server-side rewrite when ``target`` is a bucket on the same endpoint reached with
-        the same credentials."""
+        the same credentials object (or both anonymously)."""
         if not (
             isinstance(target, GCSTransport)
             and target.endpoint_url == self.endpoint_url
-            and target._http is self._http
+            and target._credentials is self._credentials
         ):
             return False
         source = urllib.parse.quote(key, safe="")
