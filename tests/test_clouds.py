@@ -454,3 +454,18 @@ def test_azure_credentials_come_from_the_environment(
     with ebooklet.open(conn, tmp_path / "b.blt", "r") as reader:
         assert reader["k"] == b"v"
     assert secret not in repr(conn) + str(conn.to_dict())
+
+
+def test_azure_without_an_account_says_how_to_name_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    for name in ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ebooklet.RemoteAccessError, match="AZURE_STORAGE_CONNECTION_STRING"):
+        ebooklet.open("az://container/db.blt", tmp_path / "a.blt", "c")
+
+
+def test_a_connection_string_the_sdk_refuses_is_an_invalid_argument(tmp_path: pathlib.Path) -> None:
+    conn = ebooklet.AzureConnection("container", "db.blt", connection_string="not a connection string")
+    with pytest.raises(ebooklet.InvalidArgumentError, match="cannot reach az://container/db.blt"):
+        ebooklet.open(conn, tmp_path / "a.blt", "c")

@@ -225,7 +225,8 @@ class AzureConnection:
         RemoteAccessError
             No account was named (the message lists the ways to name one).
         InvalidArgumentError
-            ``ebooklet[azure]`` is not installed.
+            ``ebooklet[azure]`` is not installed, or the SDK refused the connection string,
+            account URL or credential (a token credential over plain http, for instance).
         """
         try:
             from .azure import AzureTransport, container_client
@@ -237,11 +238,14 @@ class AzureConnection:
                 os.environ.get("AZURE_STORAGE_ACCOUNT_KEY") or os.environ.get("AZURE_STORAGE_KEY")
                 or os.environ.get("AZURE_STORAGE_SAS_TOKEN") or None
             )
-        client = container_client(
-            self.container, account_url=self.account_url, credential=credential,
-            connection_string=self._connection_string, retries=self.retries, timeout=self.timeout,
-            max_connections=self.max_connections,
-        )
+        try:
+            client = container_client(
+                self.container, account_url=self.account_url, credential=credential,
+                connection_string=self._connection_string, retries=self.retries, timeout=self.timeout,
+                max_connections=self.max_connections,
+            )
+        except ValueError as exc:  # the SDK's refusal of a connection string, URL or credential
+            raise InvalidArgumentError(f"cannot reach az://{self.container}/{self.db_key}: {exc}") from None
         return AzureTransport(client)
 
 
