@@ -469,3 +469,34 @@ def test_a_connection_string_the_sdk_refuses_is_an_invalid_argument(tmp_path: pa
     conn = ebooklet.AzureConnection("container", "db.blt", connection_string="not a connection string")
     with pytest.raises(ebooklet.InvalidArgumentError, match="cannot reach az://container/db.blt"):
         ebooklet.open(conn, tmp_path / "a.blt", "c")
+
+
+def test_cp_between_two_s3_stores_takes_each_sides_credentials_from_its_profile(
+    moto_server: S3Server, seaweedfs_server: S3Server, tmp_path: pathlib.Path
+) -> None:
+    # Two named remotes, as AWS profiles: each brings its keys and its endpoint.
+    (tmp_path / "credentials").write_text(
+        f"[lab]\naws_access_key_id = {moto_server.access_key_id}\n"
+        f"aws_secret_access_key = {moto_server.access_key}\n"
+        f"[archive]\naws_access_key_id = {seaweedfs_server.access_key_id}\n"
+        f"aws_secret_access_key = {seaweedfs_server.access_key}\n"
+    )
+    (tmp_path / "config").write_text(
+        f"[profile lab]\nendpoint_url = {moto_server.endpoint_url}\n"
+        f"[profile archive]\nendpoint_url = {seaweedfs_server.endpoint_url}\n"
+    )
+    env = {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
+           "AWS_CONFIG_FILE": str(tmp_path / "config")}
+    source = f"s3://{moto_server.make_bucket()}/rain/big.blt"
+    target = f"s3://{seaweedfs_server.make_bucket()}/rain/big.blt"
+    lab = ebooklet.S3Connection(moto_server.access_key_id, moto_server.access_key, "rain/big.blt",
+                                source.split("/")[2], endpoint_url=moto_server.endpoint_url)
+    _push(lab, tmp_path / "src.blt", {"a": b"1"})
+    run = ebk(tmp_path, "cp", "--profile", "lab", source, target, "--target-profile", "archive", env=env)
+    assert run.code == 0, run.err
+    assert f"({seaweedfs_server.endpoint_url})" in run.out
+    archive = ebooklet.S3Connection(seaweedfs_server.access_key_id, seaweedfs_server.access_key,
+                                    "rain/big.blt", target.split("/")[2],
+                                    endpoint_url=seaweedfs_server.endpoint_url)
+    with ebooklet.open(archive, tmp_path / "copy.blt", "r") as copy:
+        assert dict(copy.items()) == {"a": b"1"}
