@@ -47,13 +47,14 @@ from .errors import (  # noqa: E402
 from .groups import RemoteConnGroup  # noqa: E402
 from .info import RemoteInfo, remote_info  # noqa: E402
 from .maintenance import GcReport, VerifyReport, gc, verify  # noqa: E402
-from .remote import Remote, S3Connection, Stats  # noqa: E402
+from .remote import AzureConnection, GCSConnection, Remote, S3Connection, Stats  # noqa: E402
 from .results import Change, CommitInfo, Progress, PullResult, PushResult  # noqa: E402
 from .sync import DELETED  # noqa: E402
 
 __all__ = [
     "DELETED",
     "ArgumentTypeError",
+    "AzureConnection",
     "Change",
     "Changes",
     "CommitInfo",
@@ -66,6 +67,7 @@ __all__ = [
     "EBooklet",
     "EVariableLengthValue",
     "EbookletError",
+    "GCSConnection",
     "GcReport",
     "IntegrityError",
     "InvalidArgumentError",

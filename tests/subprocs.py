@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import ebooklet
+import ebooklet.remote
 
 ROOT = str(pathlib.Path(__file__).resolve().parent.parent)
 
@@ -22,8 +23,14 @@ def python(code: str) -> subprocess.Popen:
     )
 
 
-def conn_code(conn: ebooklet.S3Connection | os.PathLike) -> str:
+def conn_code(conn: ebooklet.remote.RemoteConn) -> str:
     """A Python expression that rebuilds ``conn`` in a child process."""
+    if isinstance(conn, ebooklet.GCSConnection):
+        return (f"ebooklet.GCSConnection({conn.bucket!r}, {conn.db_key!r}, "
+                f"endpoint_url={conn.endpoint_url!r}, anonymous={conn.anonymous!r})")
+    if isinstance(conn, ebooklet.AzureConnection):
+        return (f"ebooklet.AzureConnection({conn.container!r}, {conn.db_key!r}, "
+                f"connection_string={conn._connection_string!r})")
     if not isinstance(conn, ebooklet.S3Connection):
         return repr(str(conn))
     return (

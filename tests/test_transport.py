@@ -29,12 +29,15 @@ from ebooklet.errors import (
     RemoteUnavailableError,
 )
 from ebooklet.remote import CountingTransport, Remote, WrapperTransport, connect
+from ebooklet.remote.azure import AzureTransport, container_client
 from ebooklet.remote.base import PutMode, Transport, Update
 from ebooklet.remote.fs import FolderTransport
+from ebooklet.remote.gcs import GCSTransport
 from ebooklet.remote.http import HttpTransport, make_pool
 from ebooklet.remote.s3 import S3Transport
 from ebooklet.testing import DATA, TransportTests
 
+from .emulators import Emulator, make_gcs_bucket
 from .servers import S3Server
 
 
@@ -439,9 +442,94 @@ def test_each_contract_runs_only_for_the_transports_it_applies_to():
     write_tests, read_only_tests = marked("write_contract"), marked("read_only_contract")
     assert len(write_tests) >= 15 and len(read_only_tests) >= 2
     assert [name for name in dir(TransportTests) if getattr(TransportTests, name, None) is None] == []
-    for writable in (TestFolderTransport, TestS3TransportOnMoto, TestS3TransportOnSeaweedFS):
+    for writable in (TestFolderTransport, TestS3TransportOnMoto, TestS3TransportOnSeaweedFS, TestGCSTransport,
+                     TestAzureTransport):
         assert all(getattr(writable, name) is not None for name in write_tests)
         assert all(getattr(writable, name) is None for name in read_only_tests)
-    for read_only in (TestHttpTransportOnMoto, TestHttpTransportOnSeaweedFS):
+    for read_only in (TestHttpTransportOnMoto, TestHttpTransportOnSeaweedFS, TestHttpTransportOnAzurite):
         assert all(getattr(read_only, name) is None for name in write_tests)
         assert all(getattr(read_only, name) is not None for name in read_only_tests)
+
+
+# --- Google Cloud Storage against fake-gcs-server, Azure Blob against Azurite ---------------
+
+
+@pytest.mark.clouds
+class TestGCSTransport(TransportTests):
+    @pytest.fixture
+    def transport(self, fake_gcs_server: Emulator, gcs_bucket: str) -> Iterator[Transport]:
+        transport = GCSTransport(gcs_bucket, endpoint_url=fake_gcs_server.endpoint_url, retries=1)
+        yield transport
+        transport.close()
+
+    def test_a_copy_to_another_bucket_of_the_endpoint_is_done_by_the_server(
+        self, transport, fake_gcs_server, prefix
+    ):
+        other = GCSTransport(make_gcs_bucket(fake_gcs_server), endpoint_url=fake_gcs_server.endpoint_url)
+        transport.put(prefix + "src", DATA)
+        target = CountingTransport(other)
+        assert CountingTransport(transport).copy(prefix + "src", target, prefix + "dst") is True
+        assert other.get(prefix + "dst").data == DATA
+        assert target.stats.snapshot() == (1, 0, 0)  # one request, nothing uploaded
+
+
+@pytest.mark.clouds
+class TestAzureTransport(TransportTests):
+    @pytest.fixture
+    def transport(self, azurite_server: Emulator, azure_container: str) -> Iterator[Transport]:
+        connection = azurite_server.connection_string
+        client = container_client(azure_container, connection_string=connection, retries=1)
+        transport = AzureTransport(client)
+        yield transport
+        transport.close()
+
+    @pytest.fixture
+    def credentials(self, azurite_server: Emulator) -> list[str]:
+        return [azurite_server.connection_string.split("AccountKey=")[1].split(";")[0]]
+
+
+@pytest.mark.clouds
+class TestHttpTransportOnAzurite(TransportTests):
+    """Public reads of a container (public access "blob") through the same https URL form as
+    S3's: ``https://ACCOUNT.blob.core.windows.net/CONTAINER/KEY`` (Azurite serves the same
+    paths under its account). Google Cloud Storage's public reads are tested end to end in
+    test_clouds.py: its reader's ETags are not the generations its writer returns."""
+
+    writable = False
+    conditional_writes = False
+
+    @pytest.fixture
+    def transport(self, azurite_server: Emulator, azure_public_container: str) -> Iterator[Transport]:
+        transport = HttpTransport(f"{azurite_server.endpoint_url}/{azure_public_container}/")
+        yield transport
+        transport.close()
+
+    @pytest.fixture
+    def writer(self, azurite_server: Emulator, azure_public_container: str) -> Iterator[Transport]:
+        connection = azurite_server.connection_string
+        client = container_client(azure_public_container, connection_string=connection, retries=1)
+        writer = AzureTransport(client)
+        yield writer
+        writer.close()
+
+
+class _NoConditions(FolderTransport):
+    """A store that declares no conditional writes and has no lock to fall back on."""
+
+    def supports_conditional_writes(self, scratch_prefix: str) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("remote_lock", ["session", "push"])
+def test_a_store_without_conditional_writes_or_a_fallback_lock_refuses_writers_and_says_why(
+    tmp_path: pathlib.Path, remote_lock: str
+) -> None:
+    import ebooklet
+
+    remote = Remote(_NoConditions(tmp_path / "remote"), "db", "a store without conditional writes")
+    why = "no lock for stores without conditional writes; ebooklet cannot push to it safely"
+    with pytest.raises(ebooklet.RemoteError, match=why):
+        with ebooklet.open(remote, tmp_path / "a.blt", "c", remote_lock=remote_lock) as db:
+            db["k"] = b"v"
+            db.changes().push()
+    assert list(FolderTransport(tmp_path / "remote").list("")) == []  # nothing was committed

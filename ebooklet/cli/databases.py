@@ -52,6 +52,11 @@ def register(commands: Commands) -> None:
     )
     cp.add_argument("target", metavar="TARGET", help="where the copy goes (a REMOTE that can be written)")
     cp.add_argument("--overwrite", action="store_true", help="replace a database already at TARGET")
+    cp.add_argument("--target-profile", metavar="NAME", help="the AWS profile of an s3:// TARGET on "
+                    "another store than REMOTE: its credentials, region and endpoint (REMOTE keeps "
+                    "--profile)")
+    cp.add_argument("--target-endpoint-url", metavar="URL", help="the S3 endpoint of an s3:// TARGET, "
+                    "when it differs from REMOTE's")
 
     rm = commands.add(
         "rm", _rm, "delete a remote database",
@@ -165,7 +170,7 @@ def _info_json(info: RemoteInfo) -> dict[str, object]:
 
 def _cp(args: argparse.Namespace) -> int:
     source = remote_arg(args)
-    target = remote_arg(args, args.target)
+    target = remote_arg(_target_options(args), args.target)
     if not target.writable:
         raise CliError(f"cannot copy to {target.location}: a public URL is read-only; copy to "
                        "s3://BUCKET/KEY (with credentials) or to a folder")
@@ -191,6 +196,20 @@ def _cp(args: argparse.Namespace) -> int:
         print(f"copied {source.location} to {info.location}: commit {info.commit:,}, "
               f"{count(info.n_keys, 'key')}, {human_bytes(info.n_bytes)}")
     return 0
+
+
+def _target_options(args: argparse.Namespace) -> argparse.Namespace:
+    """The S3 options of TARGET: REMOTE's, unless --target-profile or --target-endpoint-url
+    names another store (a profile brings its own credentials, so REMOTE's key id is dropped)."""
+    if not (args.target_profile or args.target_endpoint_url):
+        return args
+    target = argparse.Namespace(**vars(args))
+    if args.target_profile:
+        target.profile, target.access_key_id, target.region = args.target_profile, None, None
+        target.endpoint_url = None
+    if args.target_endpoint_url:
+        target.endpoint_url = args.target_endpoint_url
+    return target
 
 
 def _rm(args: argparse.Namespace) -> int:

@@ -1,22 +1,27 @@
-"""``ebooklet demo``: the full cycle, in Python, on a local folder remote."""
+"""``ebooklet demo``: the full cycle, in Python, on a local folder remote (or ``--remote``)."""
 
 from __future__ import annotations
 
 import argparse
 import pathlib
 import tempfile
+from typing import Any
 
 from .. import __version__
 from ..api import open as open_db
 from ..errors import ConflictError
+from ..remote.url import remote_location
 from .output import CliError
 from .parser import Commands
+from .remote_arg import remote_arg
 
 
 def register(commands: Commands) -> None:
     demo = commands.add("demo", _demo, "run the full cycle on a local folder remote", remote=False)
     demo.add_argument("--dir", help="a new or empty folder for the demo's files (default: a new temporary "
                       "folder)")
+    demo.add_argument("--remote", metavar="REMOTE", help="run the demo on this remote instead of a folder "
+                      "inside --dir (s3://, gs://, az://, as for every command); it is replaced")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -30,11 +35,19 @@ def _demo(args: argparse.Namespace) -> int:
     if workdir.exists() and not workdir.is_dir():
         raise CliError(f"{workdir} is a file: --dir names a folder for the demo's files")
     workdir.mkdir(parents=True, exist_ok=True)
-    remote = workdir / "remote" / "stations.blt"
+    remote: Any = workdir / "remote" / "stations.blt"
     say = print
 
     say(f"ebooklet {__version__} demo in {workdir}")
-    say(f"The remote is a local folder: {remote.parent}\n")
+    if args.remote:
+        chosen = remote_arg(args, args.remote)
+        if not chosen.writable:
+            raise CliError(f"{chosen.location} is read-only: the demo writes, so give s3://, gs://, az:// "
+                           "or a folder path as --remote")
+        remote = chosen.conn
+        say(f"The remote is {remote_location(remote)}\n")
+    else:
+        say(f"The remote is a local folder: {remote.parent}\n")
 
     say("1. Alice creates a database and pushes 1,000 stations.")
     with open_db(remote, workdir / "alice.blt", "n", value_serializer="pickle") as alice:

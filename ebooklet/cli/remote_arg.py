@@ -19,7 +19,18 @@ from collections.abc import Iterator
 
 from ..info import remote_info
 from ..local import synced_with
-from ..remote import Blob, CountingTransport, PutMode, Remote, RemoteConn, S3Connection, Transport, connect
+from ..remote import (
+    AzureConnection,
+    Blob,
+    CountingTransport,
+    GCSConnection,
+    PutMode,
+    Remote,
+    RemoteConn,
+    S3Connection,
+    Transport,
+    connect,
+)
 from ..remote.base import FallbackLock
 from ..remote.credentials import NoCredentialsError
 from ..remote.url import S3Options, parse_remote, remote_location
@@ -35,11 +46,21 @@ REMOTE is where the database lives:
                       $AWS_SESSION_TOKEN, $AWS_PROFILE, $AWS_REGION,
                       $AWS_ENDPOINT_URL_S3, ...), else ~/.aws/credentials and
                       ~/.aws/config (default: AWS itself)
+  gs://BUCKET/KEY     a Google Cloud Storage object. Credentials come from
+                      $GOOGLE_APPLICATION_CREDENTIALS or gcloud's application
+                      default login; $STORAGE_EMULATOR_HOST names an emulator
+  az://CONTAINER/KEY  an Azure blob. The account and credentials come from
+                      $AZURE_STORAGE_CONNECTION_STRING, else the account in
+                      $AZURE_STORAGE_ACCOUNT_NAME with its key
+                      ($AZURE_STORAGE_ACCOUNT_KEY), $AZURE_STORAGE_SAS_TOKEN or
+                      the login DefaultAzureCredential finds
   https://HOST/PATH   a public URL of the database (read-only)
   file:///PATH, PATH  a database named inside a local folder (no server needed)
 """
 
 _S3_LOCATION = re.compile(r"^(s3://\S+) \((.*)\)$")
+#: A remembered location of a cloud store: its URL, then where it was (from the environment).
+_CLOUD_LOCATION = re.compile(r"^((?:gs|az)://\S+)(?: \(.*\))?$")
 
 
 @dataclasses.dataclass
@@ -160,6 +181,9 @@ def remote_arg(
         return RemoteArg(conn, text, location, location, writable=True, path=conn)
     if isinstance(conn, str):
         return RemoteArg(conn, text, location, location, writable=False)
+    if isinstance(conn, (GCSConnection, AzureConnection)):
+        # Their credentials are looked up when the transport is made, at the first request.
+        return RemoteArg(conn, text, location, location, writable=True)
     if not deferred:
         check_credentials(text, conn)
     cache_key = f"s3://{conn.bucket}/{conn.db_key}@{conn.endpoint_url or 'aws'}"
@@ -205,6 +229,9 @@ def _typed(location: str) -> tuple[str, str | None]:
     s3 = _S3_LOCATION.match(location)
     if s3:
         return s3[1], None if s3[2] == "aws" else s3[2]
+    cloud = _CLOUD_LOCATION.match(location)
+    if cloud:
+        return cloud[1], None
     return location, None
 
 
@@ -252,6 +279,8 @@ def no_database(remote: RemoteArg) -> CliError:
         folder = (remote.conn.db_key or "").rpartition("/")[0]
         listing = f"s3://{remote.conn.bucket}/{folder + '/' if folder else ''}"
         hint = f"check the bucket and key; 'ebooklet ls {listing}' lists the databases there"
+    elif isinstance(remote.conn, (GCSConnection, AzureConnection)):
+        hint = "check the bucket (or container) and the key"
     else:
         hint = "check the URL: it names the database's head object (docs/s3.rst, 'Forming the URL')"
     return CliError(f"no ebooklet database at {remote.location}: {hint}")

@@ -1,28 +1,35 @@
 """Where a database lives: connection parameters and the transport that reaches them.
 
 :func:`connect` turns what a user passes to :func:`ebooklet.open` (an :class:`S3Connection`,
-a public ``http(s)://`` URL, a ``file://`` URL or a local folder path) into a :class:`Remote`;
-strings are read by :func:`~ebooklet.remote.url.parse_remote`, which the command line shares.
+a :class:`GCSConnection`, an :class:`AzureConnection`, or a remote string: ``s3://``,
+``gs://``, ``az://``, a public ``http(s)://`` URL, a ``file://`` URL or a local folder path)
+into a :class:`Remote`; strings are read by :func:`~ebooklet.remote.url.parse_remote`, which
+the command line shares.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ArgumentTypeError, InvalidArgumentError
 from .base import Blob, PutMode, Transport, Update
+from .clouds import AzureConnection, GCSConnection
 from .connection import S3Connection, _url_name, _url_parent
 from .counting import CountingTransport, Stats
 from .fs import FolderTransport
 from .http import HttpTransport
-from .url import parse_remote, remote_location
+from .url import FORMS, parse_remote, remote_location
 from .wrapper import WrapperTransport
 
 __all__ = [
+    "AzureConnection",
     "Blob",
     "CountingTransport",
+    "GCSConnection",
     "PutMode",
     "Remote",
     "RemoteConn",
@@ -82,16 +89,24 @@ class Remote:
 
 
 #: What :func:`ebooklet.open` accepts as a remote.
-RemoteConn = S3Connection | str | os.PathLike | Remote
+RemoteConn = S3Connection | GCSConnection | AzureConnection | str | os.PathLike | Remote
 
 
 def connect(remote_conn: RemoteConn) -> Remote:
     """Build the :class:`Remote` for what the user passed as ``remote_conn``.
 
-    Accepts an :class:`S3Connection`, an ``http(s)://`` URL (read-only), a ``file://`` URL,
-    a local path (str or :class:`pathlib.Path`) naming the database in a folder (strings are
-    read by :func:`~ebooklet.remote.url.parse_remote`), or a :class:`Remote` built over a
-    transport of the caller's own (returned as it is).
+    Accepts a connection (:class:`S3Connection`, :class:`GCSConnection`,
+    :class:`AzureConnection`), a remote string or path (read by
+    :func:`~ebooklet.remote.url.parse_remote`: ``s3://``, ``gs://``, ``az://``, ``http(s)://``
+    read-only, ``file://`` or a folder path), or a :class:`Remote` built over a transport of
+    the caller's own (returned as it is).
+
+    Raises
+    ------
+    InvalidArgumentError
+        A string that is none of the accepted forms (the message lists them).
+    ArgumentTypeError
+        Something that is neither a connection, a string nor a path.
     """
     if isinstance(remote_conn, Remote):
         return remote_conn
@@ -100,14 +115,18 @@ def connect(remote_conn: RemoteConn) -> Remote:
             return Remote(remote_conn.transport(), remote_conn.db_key, remote_location(remote_conn))  # type: ignore[arg-type]
         url = remote_conn.db_url or ""
         return Remote(remote_conn.transport(), _url_name(url), url)
+    if isinstance(remote_conn, (GCSConnection, AzureConnection)):
+        return Remote(remote_conn.transport(), remote_conn.db_key, remote_conn.location)
     if isinstance(remote_conn, (str, os.PathLike)):
-        parsed = parse_remote(remote_conn)  # without S3 options: a folder path or a public URL
+        parsed = parse_remote(remote_conn)
         if isinstance(parsed, pathlib.Path):
             return Remote(FolderTransport(parsed.parent), parsed.name, remote_location(parsed))
-        return Remote(HttpTransport(_url_parent(parsed)), _url_name(parsed), remote_location(parsed))
-    raise TypeError(
-        "remote_conn must be an ebooklet.S3Connection, an http(s):// or file:// URL, or a "
-        f"folder path, not {type(remote_conn).__name__}"
+        if isinstance(parsed, str):
+            return Remote(HttpTransport(_url_parent(parsed)), _url_name(parsed), remote_location(parsed))
+        return connect(parsed)
+    raise ArgumentTypeError(
+        f"remote_conn must be {FORMS}, or an S3Connection, GCSConnection or AzureConnection, "
+        f"not {type(remote_conn).__name__}"
     )
 
 
@@ -115,6 +134,12 @@ def connection_params(remote_conn: RemoteConn) -> dict[str, Any]:
     """How to reach a remote again, as plain data: never includes credentials."""
     if isinstance(remote_conn, S3Connection):
         return {"kind": "s3", **remote_conn.to_dict()}
+    if isinstance(remote_conn, GCSConnection):
+        return {"kind": "gcs", **remote_conn.to_dict()}
+    if isinstance(remote_conn, AzureConnection):
+        return {"kind": "azure", **remote_conn.to_dict()}
+    if isinstance(remote_conn, str) and urllib.parse.urlsplit(remote_conn).scheme in ("s3", "gs", "az"):
+        return connection_params(parse_remote(remote_conn))  # type: ignore[arg-type]
     remote = connect(remote_conn)
     remote.transport.close()
     if remote.location.startswith("file://"):
@@ -125,12 +150,16 @@ def connection_params(remote_conn: RemoteConn) -> dict[str, Any]:
 def connection_from_params(
     params: dict[str, Any], access_key_id: str | None = None, access_key: str | None = None
 ) -> RemoteConn:
-    """The inverse of :func:`connection_params`; S3 credentials are supplied by the caller
-    (or the standard AWS environment variables)."""
+    """The inverse of :func:`connection_params`. S3 credentials are supplied by the caller (or
+    the AWS chain); Google's and Azure's come from their own chains (see :mod:`.clouds`)."""
     kind = params.get("kind")
     if kind == "s3":
         fields = {k: params.get(k) for k in ("db_key", "bucket", "endpoint_url", "db_url", "region")}
         return S3Connection(access_key_id, access_key, **fields)
+    if kind == "gcs":
+        return GCSConnection(params["bucket"], params["db_key"], endpoint_url=params.get("endpoint_url"))
+    if kind == "azure":
+        return AzureConnection(params["container"], params["db_key"], account_url=params.get("account_url"))
     if kind in ("folder", "url"):
         return str(params["url"])
-    raise ValueError(f"not the connection parameters of an ebooklet remote: {params!r}")
+    raise InvalidArgumentError(f"not the connection parameters of an ebooklet remote: {params!r}")

@@ -1,17 +1,24 @@
 """What a remote written as text means: the one parser of remote strings.
 
 :func:`parse_remote` is shared by :func:`ebooklet.remote.connect` (what Python callers pass to
-:func:`ebooklet.open`) and the command line (its REMOTE argument), so that a string names the
-same database, and is refused with the same message, wherever it is given:
+:func:`ebooklet.open`, :func:`ebooklet.remote_info`, :func:`ebooklet.gc`, ...) and the
+command line (its REMOTE argument), so that a string names the same database, with
+credentials and endpoints from the same places, and is refused with the same message,
+wherever it is given:
 
+``s3://BUCKET/KEY``
+    an object in an S3 bucket; an :class:`~ebooklet.S3Connection` whose credentials, region
+    and endpoint come from :class:`S3Options`, else the standard AWS chain.
+``gs://BUCKET/KEY``
+    an object in a Google Cloud Storage bucket; a :class:`~ebooklet.GCSConnection` (Google's
+    standard credentials, ``STORAGE_EMULATOR_HOST``).
+``az://CONTAINER/KEY``
+    a blob in an Azure Blob Storage container; an :class:`~ebooklet.AzureConnection` (the
+    ``AZURE_STORAGE_*`` variables, ``DefaultAzureCredential``).
 ``http(s)://HOST/PATH``
     the public URL of a database's head object (read-only); returned as the string.
 ``file:///PATH`` or a path
     a database named inside a local folder; returned as an absolute :class:`pathlib.Path`.
-``s3://BUCKET/KEY``
-    an object in an S3 bucket; returned as an :class:`~ebooklet.S3Connection` built with
-    :class:`S3Options`. Without them the string is refused: in Python an S3 remote is an
-    ``S3Connection``, which says where its credentials come from.
 """
 
 from __future__ import annotations
@@ -22,10 +29,20 @@ import pathlib
 import urllib.parse
 from typing import TypeAlias
 
+from ..errors import InvalidArgumentError
+from .clouds import AzureConnection, GCSConnection
 from .connection import S3Connection
 
-#: What :func:`parse_remote` returns: an S3 connection, a public URL, or a folder remote's path.
-ParsedRemote: TypeAlias = "S3Connection | str | pathlib.Path"
+#: What :func:`parse_remote` returns: a connection to a cloud store, a public URL, or a folder
+#: remote's path.
+ParsedRemote: TypeAlias = "S3Connection | GCSConnection | AzureConnection | str | pathlib.Path"
+
+#: The accepted forms, as every refusal lists them.
+FORMS = (
+    "s3://BUCKET/KEY, gs://BUCKET/KEY, az://CONTAINER/KEY, an http(s):// URL (read-only), "
+    "file:///PATH or a folder path"
+)
+_CLOUDS = {"s3": ("a bucket", "BUCKET"), "gs": ("a bucket", "BUCKET"), "az": ("a container", "CONTAINER")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,16 +65,15 @@ def parse_remote(text: str | os.PathLike[str], *, s3: S3Options | None = None) -
     Parameters
     ----------
     text : str or os.PathLike
-        ``s3://BUCKET/KEY``, ``http(s)://HOST/PATH``, ``file:///PATH`` or a path naming the
-        database inside a folder. A path object is always a folder remote.
+        One of :data:`FORMS`. A path object is always a folder remote.
     s3 : S3Options, optional
-        Accept ``s3://`` strings and build their connections with these options. Without
-        them, an ``s3://`` string raises ValueError.
+        What an ``s3://`` string's connection is built with (the command line's options);
+        by default, everything comes from the AWS environment.
 
     Raises
     ------
-    ValueError
-        With a one-line message saying what is wrong and what to give instead.
+    InvalidArgumentError
+        A ValueError with a one-line message saying what is wrong and what to give instead.
 
     Examples
     --------
@@ -68,33 +84,33 @@ def parse_remote(text: str | os.PathLike[str], *, s3: S3Options | None = None) -
     >>> parse_remote("s3://my-bucket/data/big.blt",
     ...              s3=S3Options("AKID", "SECRET", endpoint_url="http://127.0.0.1:9000"))
     S3Connection(bucket='my-bucket', db_key='data/big.blt', endpoint_url='http://127.0.0.1:9000')
-    >>> parse_remote("bucket/")
+    >>> parse_remote("az://my-container/data/big.blt").db_key
+    'data/big.blt'
+    >>> parse_remote("ftp://host/db.blt")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: the remote path 'bucket/' must name the database inside a folder, e.g. bucket/db.blt
+    ebooklet.errors.InvalidArgumentError: unsupported remote 'ftp://host/db.blt': use s3://BUCKET/KEY, ...
     """
-    forms = (
-        "an S3Connection, an http(s):// URL, file:///PATH or a folder path"
-        if s3 is None
-        else "s3://BUCKET/KEY, an http(s):// URL, file:///PATH or a folder path"
-    )
     if isinstance(text, os.PathLike):
         return _folder(pathlib.Path(text), os.fspath(text))
+    if not isinstance(text, str):
+        raise InvalidArgumentError(f"a remote must be a str or a path, not {type(text).__name__}: "
+                                   f"give {FORMS}")
     if not text:
-        raise ValueError(f"the remote is empty: give {forms}")
+        raise InvalidArgumentError(f"the remote is empty: give {FORMS}")
     parts = urllib.parse.urlsplit(text)
-    if parts.scheme == "s3":
-        return _s3(text, s3)
+    if parts.scheme in _CLOUDS:
+        return _cloud(text, parts.scheme, s3 or S3Options())
     if parts.scheme in ("http", "https"):
         if not parts.path.rsplit("/", 1)[-1]:
-            raise ValueError(f"{text} must be the URL of the database object, not end with '/'")
+            raise InvalidArgumentError(f"{text} must be the URL of the database object, not end with '/'")
         return text
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise ValueError(f"{text} must be a local file URL (file:///path/to/db)")
+            raise InvalidArgumentError(f"{text} must be a local file URL (file:///path/to/db)")
         return _folder(pathlib.Path(urllib.parse.unquote(parts.path)), text)
     if len(parts.scheme) > 1:  # a one-letter "scheme" is a Windows drive
-        raise ValueError(f"unsupported remote {text!r}: use {forms}")
+        raise InvalidArgumentError(f"unsupported remote {text!r}: use {FORMS}")
     return _folder(pathlib.Path(text), text)
 
 
@@ -104,6 +120,8 @@ def remote_location(conn: ParsedRemote) -> str:
         return conn.as_uri()
     if isinstance(conn, str):
         return conn
+    if isinstance(conn, (GCSConnection, AzureConnection)):
+        return conn.location
     return f"s3://{conn.bucket}/{conn.db_key} ({conn.endpoint_url or 'aws'})"
 
 
@@ -111,19 +129,23 @@ def _folder(path: pathlib.Path, text: str) -> pathlib.Path:
     # "bucket/" would otherwise name a database called "bucket" beside the folder meant.
     if not path.name or text.endswith(("/", os.sep)):
         example = text + ("db.blt" if text.endswith(("/", os.sep)) else "/db.blt")
-        raise ValueError(f"the remote path {text!r} must name the database inside a folder, e.g. {example}")
+        raise InvalidArgumentError(
+            f"the remote path {text!r} must name the database inside a folder, e.g. {example}"
+        )
     return path.absolute()
 
 
-def _s3(text: str, options: S3Options | None) -> S3Connection:
-    if options is None:
-        raise ValueError(
-            f"{text!r}: use ebooklet.S3Connection(...) for S3 remotes in Python "
-            "(s3:// URLs are for the command line)"
-        )
-    bucket, _, key = text[len("s3://") :].partition("/")
+def _cloud(text: str, scheme: str, options: S3Options) -> S3Connection | GCSConnection | AzureConnection:
+    what, name = _CLOUDS[scheme]
+    bucket, _, key = text[len(scheme) + 3 :].partition("/")
     if not bucket or not key or key.endswith("/"):
-        raise ValueError(f"{text!r} must name a bucket and an object key, e.g. s3://my-bucket/data/db.blt")
+        raise InvalidArgumentError(
+            f"{text!r} must name {what} and an object key, e.g. {scheme}://my-{name.lower()}/data/db.blt"
+        )
+    if scheme == "gs":
+        return GCSConnection(bucket, key)
+    if scheme == "az":
+        return AzureConnection(bucket, key)
     return S3Connection(
         options.access_key_id,
         options.access_key,
