@@ -16,7 +16,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
-from ..errors import IntegrityError
+from ..errors import ChangedDuringIterationError, IntegrityError
 from ..format import HASH_LEN, Entry, Part, value_hash, value_hashes
 from ..local import LocalStore
 from ..results import ProgressCallback
@@ -180,9 +180,10 @@ class BulkRead:
         reader = self._reader
         local, index = reader.local, reader.index
         if index.base is not self._base or len(local.touched) != self._n_touched:
-            raise RuntimeError(
-                "the database was written (or synced) while its remote values were being read; "
-                "collect the keys first (list(db.keys())) to write while iterating"
+            raise ChangedDuringIterationError(
+                "the database was written (or synced) while items() or values() iterated over "
+                "its remote values; iterate over list(db.keys()) and read each key to write "
+                "while iterating"
             )
         lo, hi = req.members.start, req.members.stop
         start = req.start
