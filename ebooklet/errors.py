@@ -46,6 +46,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .words import counted
+
 __all__ = [
     "ArgumentTypeError",
     "ClosedError",
@@ -245,9 +247,9 @@ class ConflictError(SyncError):
     def __init__(self, keys: Iterable[str]) -> None:
         self.keys = sorted(keys)
         shown = ", ".join(repr(k) for k in self.keys[:10])
-        more = f" and {len(self.keys) - 10} more" if len(self.keys) > 10 else ""
+        more = f" and {len(self.keys) - 10:,} more" if len(self.keys) > 10 else ""
         super().__init__(
-            f"{len(self.keys)} key(s) changed both locally and on the remote: {shown}{more}. "
+            f"{counted(len(self.keys), 'key')} changed both locally and on the remote: {shown}{more}. "
             "Nothing was committed. Resolve them with push(on_conflict='local'|'remote'|'newest'"
             " or a function), or discard your local changes to those keys."
         )
@@ -295,7 +297,7 @@ class MassDeleteError(SyncError):
         self.keys = sorted(keys)
         self.total = total
         shown = ", ".join(repr(k) for k in self.keys[:10])
-        more = f" and {len(self.keys) - 10} more" if len(self.keys) > 10 else ""
+        more = f" and {len(self.keys) - 10:,} more" if len(self.keys) > 10 else ""
         super().__init__(
             f"this push would delete {len(self.keys)} of the remote's {total} keys, more than "
             f"max_delete={max_delete:g}%, that were not deleted through ebooklet: they are missing "

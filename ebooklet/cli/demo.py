@@ -9,6 +9,7 @@ import tempfile
 from .. import __version__
 from ..api import open as open_db
 from ..errors import ConflictError
+from ..words import counted
 from .output import CliError
 from .parser import Commands
 
@@ -50,7 +51,7 @@ def _demo(args: argparse.Namespace) -> int:
         say(f"   {len(bob)} keys, metadata {bob.get_metadata()}")
         before = bob.stats.requests
         say(f"   station-0042 = {bob['station-0042']['lat']:.3f} (lat), fetched with "
-            f"{bob.stats.requests - before} request(s)")
+            f"{counted(bob.stats.requests - before, 'request')}")
         bob["station-0042"] = {**bob["station-0042"], "rain_mm": [1.5] * 24}
         del bob["station-0999"]
         say(f"   Bob's changes: {[str(c) for c in bob.changes().iter_changes()]}")
@@ -68,7 +69,7 @@ def _demo(args: argparse.Namespace) -> int:
     with open_db(remote, workdir / "bob.blt", "w") as bob:
         bob.changes().pull()
         bob["station-0007"] = {**bob["station-0007"], "rain_mm": [2.0] * 24}
-        bob.changes().push()
+        say(f"   Bob's push: {bob.changes().push()}")
     with open_db(remote, workdir / "alice.blt", "w") as alice:
         alice["station-0007"] = {**alice["station-0007"], "rain_mm": [3.0] * 24}
         try:

@@ -23,6 +23,9 @@ Command = Callable[[argparse.Namespace], int]
 
 CONFLICT_POLICIES = ("local", "remote", "newest")
 
+#: The name pip knows this package by (not "ebooklet": see docs/from-0.5.rst, "Installing").
+DISTRIBUTION = "ebooklet-sync"
+
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
     """Descriptions and epilogs as written; no ``COMMAND`` line above the list of commands."""
@@ -179,5 +182,5 @@ def root_parser() -> tuple[argparse.ArgumentParser, Commands]:
         formatter_class=Formatter,
         allow_abbrev=False,
     )
-    parser.add_argument("--version", action="version", version=f"ebooklet {__version__}")
+    parser.add_argument("--version", action="version", version=f"ebooklet {__version__} ({DISTRIBUTION})")
     return parser, Commands(parser.add_subparsers(dest="command", metavar="COMMAND", title="commands"))

@@ -28,7 +28,7 @@ class S3Connection:
         Credentials. When omitted they come from the standard AWS chain: the environment
         (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``), the shared
         files (``~/.aws/credentials``, ``~/.aws/config``, the profile in ``AWS_PROFILE``), then
-        botocore when ``ebooklet[aws]`` is installed (SSO, assumed roles, instance roles); see
+        botocore when it is installed (the ``aws`` extra) (SSO, assumed roles, instance roles); see
         :mod:`ebooklet.remote.credentials`. They are looked up when the connection is first
         used, and never written anywhere.
     db_key : str

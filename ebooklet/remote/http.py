@@ -20,6 +20,7 @@ from ..errors import (
     RemoteUnavailableError,
 )
 from .base import Blob, ReadOnlyTransport
+from .retry import Retry, never_connected
 
 #: Transient statuses worth retrying on idempotent requests.
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -27,7 +28,7 @@ RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 def make_pool(max_connections: int = 10, retries: int = 3, timeout: float = 60.0) -> urllib3.PoolManager:
     """A connection pool that retries dropped connections and transient statuses."""
-    retry = urllib3.Retry(
+    retry = Retry(
         total=retries,
         backoff_factor=0.2,
         status_forcelist=RETRY_STATUSES,
@@ -55,10 +56,38 @@ def send(request: Callable[[], urllib3.BaseHTTPResponse], what: str) -> urllib3.
                 f"({reason.args[0] if reason.args else reason}), after retries. Try again; "
                 "nothing was changed."
             ) from exc
+        unreachable = not_connected(exc, what)
+        if unreachable:
+            raise unreachable from exc
         raise RemoteUnavailableError(
             f"{what}: the connection failed ({exc.__class__.__name__}: {exc}). "
             "Check that the server is reachable, then try again; nothing was changed."
         ) from exc
+
+
+def not_connected(exc: BaseException, what: str) -> RemoteUnavailableError | None:
+    """The error for a request that could not connect at all, in one plain sentence (urllib3's
+    reprs of the pool and the socket stay in the chain, which ``--verbose`` shows); None when
+    ``exc`` is another failure."""
+    reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+    if not never_connected(reason):
+        return None
+    conn = getattr(reason, "conn", None)
+    host = f"{conn.host}:{conn.port}" if conn is not None else "the server"
+    return RemoteUnavailableError(
+        f"{what}: could not connect to {host} ({_why(reason)}). Check that the server is running "
+        "and that the endpoint is right, then try again; nothing was changed."
+    )
+
+
+def _why(error: BaseException) -> str:
+    """The operating system's words for a connection that could not be made."""
+    if isinstance(error, urllib3.exceptions.NameResolutionError):
+        return "its name does not resolve"
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    return "no connection could be made"
 
 
 def check_status(resp: urllib3.BaseHTTPResponse, what: str, key: str) -> None:

@@ -36,7 +36,8 @@ from ..errors import (
 )
 from .base import Blob, PutMode, Transport, Update
 from .credentials import Credentials
-from .http import check_range, check_status, range_header, read_body, send, start_blob
+from .http import check_range, check_status, not_connected, range_header, read_body, send, start_blob
+from .retry import Retry
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,12 @@ def signed_session(credentials: Credentials, bucket: str, region: str, **options
     session = s3func.S3Session(
         credentials.access_key_id, credentials.secret_access_key, bucket, region=region, **options
     )
+    # s3func's pool retries a refused connection like any other (6 s of backoff before an
+    # answer that cannot change): its retry settings are kept, minus that.
+    pool = getattr(session, "_session", None)
+    retry = pool.connection_pool_kw.get("retries") if isinstance(pool, urllib3.PoolManager) else None
+    if isinstance(retry, urllib3.Retry):
+        pool.connection_pool_kw["retries"] = Retry.like(retry)
     if credentials.session_token or credentials.refresh is not None:
         if not hasattr(session, "_signer"):
             raise RuntimeError("this s3func version signs requests differently; ebooklet cannot add the "
@@ -215,6 +222,9 @@ class S3Transport(Transport):
             try:
                 self._session.delete_objects(keys=batch, purge=False)
             except urllib3.exceptions.HTTPError as exc:
+                unreachable = not_connected(exc, f"deleting objects from s3://{self.bucket}")
+                if unreachable:
+                    raise unreachable from exc
                 # s3func reports every failed delete alike; its message carries the S3 code.
                 if "NoSuchBucket" in str(exc):
                     raise RemoteNotFoundError.no_bucket(
@@ -246,7 +256,8 @@ class S3Transport(Transport):
                 check_status(urllib3.HTTPResponse(status=exc.status, body=b""), what, prefix)
             raise RemoteUnavailableError(f"listing s3://{self.bucket}/{prefix} failed: {exc}") from exc
         except urllib3.exceptions.HTTPError as exc:
-            raise RemoteUnavailableError(f"listing s3://{self.bucket}/{prefix} failed: {exc}") from exc
+            what = f"listing s3://{self.bucket}/{prefix}"
+            raise not_connected(exc, what) or RemoteUnavailableError(f"{what} failed: {exc}") from exc
 
     def copy(self, key: str, target: Transport, target_key: str) -> bool:
         """Server-side CopyObject when ``target`` is the same endpoint with the same credentials."""
