@@ -13,3 +13,9 @@ settings.register_profile("ci", derandomize=True, database=None, print_blob=True
 settings.register_profile("dev", print_blob=True)
 settings.register_profile("long", max_examples=2000, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """The slow tests first: each takes a worker for a minute or more, so started last they
+    would leave the other worker idle at the end (pytest-xdist hands tests out in this order)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -13,6 +13,7 @@ import tempfile
 
 import booklet
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -263,4 +264,4 @@ TwoClients.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-test_two_clients_match_a_plain_dict_model = TwoClients.TestCase
+test_two_clients_match_a_plain_dict_model = pytest.mark.slow(TwoClients.TestCase)

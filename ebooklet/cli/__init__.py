@@ -49,7 +49,7 @@ from collections.abc import Iterator, Sequence
 from ..errors import ConflictError, EbookletError
 from . import completion, databases, demo, edit, lifecycle, read, stores, sync
 from .output import CliError, print_error
-from .parser import Parser, root_parser
+from .parser import Parser, parse_command_line, root_parser
 
 __all__ = ["build_parser", "main"]
 
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     Parser.json_errors = "--json" in argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConflictError as exc:
         return print_error(_conflict_message(exc, args.command), as_json, "ConflictError", keys=exc.keys)
     except CliError as exc:
-        return print_error(str(exc), as_json, "Interrupted" if exc.status == 130 else "Error", exc.status,
+        return print_error(str(exc), as_json, "Interrupted" if exc.status == 130 else exc.kind, exc.status,
                            **exc.details)
     except EbookletError as exc:
         return print_error(str(exc), as_json, type(exc).__name__)
@@ -149,8 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug: one line, and the traceback with --verbose
         if getattr(args, "verbose", False):
             traceback.print_exc()
-        how = (" with the output of the same command run with --verbose (which shows where it happened)"
-               if getattr(args, "talks", False) else ", with the command that was run")
+        how = " with the output of the same command run with --verbose (which shows where it happened)"
         return print_error(
             f"unexpected {type(exc).__name__}: {exc}. This is a bug in ebooklet: please report it{how}",
             as_json, "InternalError",

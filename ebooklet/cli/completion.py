@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from .output import print_json
 from .parser import Commands
 
 SHELLS = ("bash", "zsh", "fish")
@@ -75,5 +76,8 @@ def fish_script(commands: dict[str, list[str]]) -> str:
 
 def _completion(args: argparse.Namespace) -> int:
     script = {"bash": bash_script, "zsh": zsh_script, "fish": fish_script}[args.shell]
-    print(script(_commands()), end="")
+    if args.json:
+        print_json({"shell": args.shell, "script": script(_commands())})
+    else:
+        print(script(_commands()), end="")
     return 0

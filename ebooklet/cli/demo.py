@@ -9,8 +9,9 @@ import tempfile
 from .. import __version__
 from ..api import open as open_db
 from ..errors import ConflictError
+from ..info import remote_info
 from ..words import counted
-from .output import CliError
+from .output import CliError, print_json
 from .parser import Commands
 
 
@@ -32,7 +33,8 @@ def _demo(args: argparse.Namespace) -> int:
         raise CliError(f"{workdir} is a file: --dir names a folder for the demo's files")
     workdir.mkdir(parents=True, exist_ok=True)
     remote = workdir / "remote" / "stations.blt"
-    say = print
+    # -q: nothing but errors; --json: one object at the end, for a program that checks the demo.
+    say = print if not (args.quiet or args.json) else lambda *_: None
 
     say(f"ebooklet {__version__} demo in {workdir}")
     say(f"The remote is a local folder: {remote.parent}\n")
@@ -86,4 +88,8 @@ def _demo(args: argparse.Namespace) -> int:
         rain = {k: v["rain_mm"][0] for k, v in reader.items() if v["rain_mm"][0]}
         say(f"   {len(reader)} stations; those with rain: {rain}")
     say("\nDone. Everything the demo wrote is in " + str(workdir))
+    if args.json:
+        info = remote_info(remote)
+        print_json({"dir": str(workdir), "remote": remote.absolute().as_uri(), "commit": info and info.commit,
+                    "keys": info and info.n_keys})
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from datetime import datetime
 
 from ..errors import EbookletError
 from ..maintenance import gc, verify
@@ -12,12 +11,10 @@ from ..sync.gc import MIN_AGE_S
 from .interrupt import handling_interrupts
 from .local import CACHE_HELP, existing_local, open_database, reader
 from .output import bad_input, count, print_json, show_key
-from .parser import Commands, positive_int
+from .parser import COMMIT_HELP, Commands, commit_ref, positive_int
 from .progress import progress_bar
 from .remote_arg import remote_arg, remote_for_local
 from .sync import REMEMBERED
-
-COMMIT_HELP = "a commit number (as `ebooklet log` lists them) or an ISO 8601 time with a timezone"
 
 
 def register(commands: Commands) -> None:
@@ -35,8 +32,8 @@ def register(commands: Commands) -> None:
         "latest when left out).",
         ["local", "json", "timeout", "s3"], notes=CACHE_HELP,
     )
-    diff.add_argument("old", metavar="OLD", type=_commit, help=COMMIT_HELP)
-    diff.add_argument("new", metavar="NEW", type=_commit, nargs="?", help=COMMIT_HELP)
+    diff.add_argument("old", metavar="OLD", type=commit_ref, help=COMMIT_HELP)
+    diff.add_argument("new", metavar="NEW", type=commit_ref, nargs="?", help=COMMIT_HELP)
 
     compact = commands.add(
         "compact", _compact, "rewrite segments that hold dead or scattered values",
@@ -68,20 +65,6 @@ def register(commands: Commands) -> None:
         ["json", "s3"],
     )
     check.add_argument("--deep", action="store_true", help="also read and check every value")
-
-
-def _commit(text: str) -> int | datetime:
-    if text.isdigit():
-        return int(text)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a commit number nor an ISO 8601 time"
-        ) from None
-    if when.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs a timezone, e.g. {text}+00:00")
-    return when
 
 
 def _log(args: argparse.Namespace) -> int:

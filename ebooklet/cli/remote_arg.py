@@ -62,6 +62,10 @@ class RemoteArg:
     #: not talk to the remote at all (put and del without --push) needs none.
     deferred: bool = False
 
+    def fields(self) -> dict[str, str | None]:
+        """Where the database lives, for ``--json``: see :func:`location_fields`."""
+        return location_fields(self.location)
+
     def remote(self) -> Remote:
         """A new :class:`ebooklet.Remote` for this database, whose requests stop at Ctrl-C."""
         if isinstance(self.conn, S3Connection) and self.deferred:
@@ -198,6 +202,14 @@ def check_credentials(text: str, conn: S3Connection) -> None:
     endpoint = conn.endpoint_url
     if endpoint and urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
         raise CliError(f"the endpoint {endpoint!r} must be an http:// or https:// URL")
+
+
+def location_fields(location: str) -> dict[str, str | None]:
+    """A location as two ``--json`` fields: ``remote``, the URL (``s3://BUCKET/KEY``,
+    ``https://...``, ``file:///...``), and ``endpoint``, the S3 endpoint (None for AWS itself
+    and for remotes that are not S3)."""
+    text, endpoint = _typed(location)
+    return {"remote": text, "endpoint": endpoint}
 
 
 def _typed(location: str) -> tuple[str, str | None]:

@@ -1,0 +1,58 @@
+"""README.rst's install command, run as a new user runs it: in a fresh copy of the checkout,
+a new virtual environment, from nothing (the package's dependencies come from the package
+index as on any machine). It installs this project under its own distribution name, never the
+published project called ``ebooklet`` (docs/from-0.5.rst, "Installing")."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+#: What a checkout holds that a fresh clone would not.
+NOT_IN_A_CLONE = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", "build", "dist",
+                                        ".hypothesis", ".pytest_cache", ".ruff_cache")
+
+
+def setup_commands() -> list[str]:
+    """The README's set-up commands: the literal blocks of its "Installing" section."""
+    readme = (ROOT / "README.rst").read_text()
+    section = readme.split("Installing\n----------\n", 1)[1].split("\n------", 1)[0]
+    return re.findall(r"::\n\n  (\S.*)\n", section)
+
+
+def test_the_readme_sets_up_with_two_commands_demo_and_tests():
+    demo, tests = setup_commands()
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert demo.endswith(".venv/bin/ebooklet demo") and "pip install . " in demo
+    assert tests == ci
+    for page in [ROOT / "README.rst", *ROOT.glob("docs/*.rst")]:
+        # As a command (in a literal block), "pip install ebooklet" installs the other project.
+        assert not re.search(r"^ +(\S*/)?pip install (-\S+ )*[\"']?ebooklet\b", page.read_text(), re.M), page
+
+
+@pytest.mark.slow
+def test_the_readme_install_command_works_in_a_fresh_copy(tmp_path):
+    checkout = tmp_path / "ebooklet"
+    shutil.copytree(ROOT, checkout, ignore=NOT_IN_A_CLONE)
+    demo = setup_commands()[0]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
+    run = subprocess.run(["bash", "-c", demo], cwd=checkout, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "commit 4: 1 key written" in run.stdout and "\nDone." in run.stdout, run.stdout
+
+    venv = checkout / ".venv" / "bin"
+    shown = subprocess.run([venv / "pip", "show", "ebooklet-sync"], capture_output=True, text=True, env=env)
+    assert re.search(r"^Version: 0\.6\.0$", shown.stdout, re.M), shown.stdout + shown.stderr
+    other = subprocess.run([venv / "pip", "show", "ebooklet"], capture_output=True, text=True, env=env)
+    assert other.returncode != 0  # the published project of that name is not installed
+    version = subprocess.run([venv / "ebooklet", "--version"], capture_output=True, text=True, env=env)
+    assert version.stdout.strip() == "ebooklet 0.6.0 (ebooklet-sync)"
