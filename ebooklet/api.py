@@ -52,6 +52,7 @@ def open(
     lock_wait: float = DEFAULT_WAIT,
     allow_pickle: bool = False,
     at: int | datetime | None = None,
+    pull: bool = False,
 ) -> EBooklet:
     """Open a database: a local file synced with a remote.
 
@@ -108,6 +109,11 @@ def open(
         Needs ``flag="r"``; the database stays at that commit (``pull()`` does not move it).
         Commits stay readable for the database's retention window. Use a local path of its
         own for each commit you open.
+    pull : bool
+        Bring in what others pushed since the last sync before returning, as
+        ``db.changes().pull()`` does (the remote must answer). Without it, a local file that
+        exists opens as its last sync left it, with no request: a read-only copy stays at
+        that commit until ``pull()``. A new local file is always at the remote's latest commit.
 
     Returns
     -------
@@ -129,6 +135,9 @@ def open(
         raise InvalidArgumentError(f"flag must be one of 'r', 'w', 'c', 'n' (as in dbm), not {flag!r}")
     if at is not None and flag != "r":
         raise InvalidArgumentError(f"at= opens a past commit read-only: use flag='r', not {flag!r}")
+    if pull and (at is not None or flag == "n"):
+        what = "at= stays at a past commit" if at is not None else "flag='n' starts an empty database"
+        raise InvalidArgumentError(f"{what}, which pull=True would leave: give one of them")
     if remote_lock not in ("push", "session", "none"):
         raise InvalidArgumentError(f"remote_lock must be 'push', 'session' or 'none', not {remote_lock!r}")
     if not isinstance(allow_pickle, bool):
@@ -175,9 +184,15 @@ def open(
             local.close()
         remote.transport.close()
         raise
-    if remote_conn_group:
-        return RemoteConnGroup(local, remote, replica, flag)
-    return EBooklet(local, remote, replica, flag)
+    kind = RemoteConnGroup if remote_conn_group else EBooklet
+    db = kind(local, remote, replica, flag)
+    if pull:
+        try:
+            db.changes().pull()
+        except BaseException:
+            db.close()
+            raise
+    return db
 
 
 def _commit_at(remote: Remote, at: int | datetime) -> Head:

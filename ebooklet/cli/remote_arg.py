@@ -19,7 +19,17 @@ from collections.abc import Iterator
 
 from ..info import remote_info
 from ..local import synced_with
-from ..remote import Blob, CountingTransport, PutMode, Remote, RemoteConn, S3Connection, Transport, connect
+from ..remote import (
+    Blob,
+    CountingTransport,
+    PutMode,
+    Remote,
+    RemoteConn,
+    S3Connection,
+    Transport,
+    connect,
+    folder_message,
+)
 from ..remote.base import FallbackLock
 from ..remote.credentials import NoCredentialsError
 from ..remote.url import S3Options, parse_remote, remote_location
@@ -255,9 +265,7 @@ def no_database(remote: RemoteArg) -> CliError:
     """There is no database at REMOTE, with a hint when REMOTE names a folder, or else where
     to look for the databases that are there."""
     if remote.path is not None and remote.path.is_dir():
-        example = remote.path / "db.blt"
-        return CliError(f"no ebooklet database at {remote.location} ({remote.path} is a folder; a folder "
-                        f"remote names the database inside it, e.g. {example})")
+        return CliError(folder_message(remote.path))
     if remote.path is not None:
         hint = f"check the path; 'ebooklet ls {remote.path.parent}' lists the databases in its folder"
     elif isinstance(remote.conn, S3Connection):

@@ -12,6 +12,7 @@ import pathlib
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InvalidArgumentError
 from .base import Blob, PutMode, Transport, Update
 from .connection import S3Connection, _url_name, _url_parent
 from .counting import CountingTransport, Stats
@@ -101,12 +102,21 @@ def connect(remote_conn: RemoteConn) -> Remote:
     if isinstance(remote_conn, (str, os.PathLike)):
         parsed = parse_remote(remote_conn)  # without S3 options: a folder path or a public URL
         if isinstance(parsed, pathlib.Path):
+            if parsed.is_dir():
+                # A database is a file in its folder; a folder there could never become one.
+                raise InvalidArgumentError(folder_message(parsed))
             return Remote(FolderTransport(parsed.parent), parsed.name, remote_location(parsed))
         return Remote(HttpTransport(_url_parent(parsed)), _url_name(parsed), remote_location(parsed))
     raise TypeError(
         "remote_conn must be an ebooklet.S3Connection, an http(s):// or file:// URL, or a "
         f"folder path, not {type(remote_conn).__name__}"
     )
+
+
+def folder_message(path: pathlib.Path) -> str:
+    """What to say when a folder remote names an existing folder instead of a database."""
+    return (f"no ebooklet database at {remote_location(path)} ({path} is a folder; a folder remote names "
+            f"the database inside it, e.g. {path / 'db.blt'})")
 
 
 def connection_params(remote_conn: RemoteConn) -> dict[str, Any]:
