@@ -115,6 +115,17 @@ def test_at_reads_a_past_commit(two_commits: Shell) -> None:
     assert code == 2 and "'yesterday' is neither a commit number nor an ISO 8601 time" in err
 
 
+def test_compact_takes_a_remote_alone_or_a_local_file(two_commits: Shell) -> None:
+    sh = two_commits
+    for i in range(4):  # small segments, one per push: worth rewriting into one
+        ok(sh("put", "st.blt", f"k{i}", str(i), "--push"))
+    assert ok(sh("compact", "bucket/st.blt")) == "commit 8: 6 values moved into new segments\n"
+    assert ok(sh("compact", "bucket/st.blt")) == "nothing to compact\n"
+    assert ebooklet.verify(sh.cwd / "bucket" / "st.blt", deep=True)
+    code, _, err = sh("compact", "bucket/nothing.blt")
+    assert code == 1 and f"no ebooklet database at {(sh.cwd / 'bucket' / 'nothing.blt').as_uri()}" in err
+
+
 # -- usage: did you mean, options anywhere, every command's options ------------------------------
 
 
@@ -190,6 +201,11 @@ def test_json_names_the_remote_and_its_endpoint_apart(
     assert (head["remote"], head["endpoint"]) == (remote, endpoint)  # type: ignore[index]
     status = sh.json("status", "st.blt")
     assert (status["remote"], status["endpoint"]) == (remote, endpoint)  # type: ignore[index]
+    # compact takes the REMOTE alone, as gc and verify do (the URL is not read as a file name).
+    for i in range(3):
+        ok(sh("put", "st.blt", f"k{i}", str(i), "--push"))
+    compacted = sh.json("compact", remote, "--endpoint-url", endpoint)
+    assert compacted["commit"] == 5 and compacted["compacted"] == 3  # type: ignore[index]
     folder = sh.json("init", "bucket/f.blt", "f.blt", "--serializer", "str")
     assert folder["remote"] == (sh.cwd / "bucket" / "f.blt").as_uri() and folder["endpoint"] is None  # type: ignore[index]
 

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import pathlib
+import tempfile
 
 from ..errors import EbookletError
+from ..info import remote_info
+from ..local import synced_with
 from ..maintenance import gc, verify
+from ..results import PushResult
 from ..sync.gc import MIN_AGE_S
 from .interrupt import handling_interrupts
 from .local import CACHE_HELP, existing_local, open_database, reader
-from .output import bad_input, count, print_json, show_key
+from .output import CliError, bad_input, count, print_json, show_key
 from .parser import COMMIT_HELP, Commands, commit_ref, positive_int
 from .progress import progress_bar
-from .remote_arg import remote_arg, remote_for_local
+from .remote_arg import RemoteArg, no_database, remote_arg, remote_for_local
 from .sync import REMEMBERED
 
 
@@ -38,11 +43,13 @@ def register(commands: Commands) -> None:
     compact = commands.add(
         "compact", _compact, "rewrite segments that hold dead or scattered values",
         "Rewrite REMOTE's segments that are mostly dead or small into new ones, in one\n"
-        "atomic commit made from LOCAL (which also pushes LOCAL's changes). Pushes\n"
-        "compact on the way when the index is small; this does it for any size.",
+        "atomic commit made from LOCAL (which also pushes LOCAL's changes), or, given\n"
+        "REMOTE alone, from a temporary local copy. Pushes compact on the way when the\n"
+        "index is small; this does it for any size.",
         ["talk", "progress", "pickle", "json", "timeout", "lock", "s3"], remote="optional", notes=REMEMBERED,
     )
-    compact.add_argument("local", metavar="LOCAL", help="the local database file")
+    compact.add_argument("local", metavar="LOCAL",
+                         help="the local database file; or, alone, the REMOTE to compact")
 
     collect = commands.add(
         "gc", _gc, "remove objects no retained commit uses",
@@ -93,10 +100,14 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    local = existing_local(args.local, f"'ebooklet pull REMOTE {args.local}' makes one")
-    remote = remote_for_local(args, local)
-    with handling_interrupts(), open_database(remote, local, "w", args) as db, progress_bar(args) as bar:
-        result = db.compact(progress=bar)
+    if args.remote is None and synced_with(pathlib.Path(args.local)) is None:
+        # One argument that is no synced local file: the REMOTE, compacted through a copy of its own.
+        remote = remote_arg(args, args.local)
+        with tempfile.TemporaryDirectory(prefix="ebooklet-compact-") as tmp:
+            result = _compact_from(args, remote, pathlib.Path(tmp) / "compact.blt")
+    else:
+        local = existing_local(args.local, f"'ebooklet pull REMOTE {args.local}' makes one")
+        result = _compact_from(args, remote_for_local(args, local), local)
     if args.json:
         print_json({"commit": result.commit, "compacted": result.compacted, "keys": len(result.keys),
                     "deleted": len(result.deleted)})
@@ -108,6 +119,16 @@ def _compact(args: argparse.Namespace) -> int:
     else:
         print("nothing to compact")
     return 0
+
+
+def _compact_from(args: argparse.Namespace, remote: RemoteArg, local: pathlib.Path) -> PushResult:
+    if not remote.writable:
+        raise CliError(f"cannot compact {remote.location}: a public URL is read-only; compact it through "
+                       "s3://BUCKET/KEY (with credentials) or a folder")
+    if not local.exists() and remote_info(remote.remote()) is None:
+        raise no_database(remote)
+    with handling_interrupts(), open_database(remote, local, "w", args) as db, progress_bar(args) as bar:
+        return db.compact(progress=bar)
 
 
 def _gc(args: argparse.Namespace) -> int:
