@@ -636,7 +636,10 @@ def test_progress_bar_throttles_and_ends_its_line() -> None:
     bar(Progress("upload", 10, 10, 100, 100))
     bar.close()
     text = out.getvalue()
-    assert text.count("\r") == 3 and text.endswith("] 100%       100 B sent      10/10 keys\n")
+    # The rate counts from the first progress, and the time left at that pace (0:00 once done).
+    assert text.count("\r") == 3
+    assert text.endswith("] 100%       100 B  10/10 keys       133 B/s  ETA  0:00\n")
+    assert "  20%        20 B   2/10 keys        33 B/s  ETA  0:02\r" in text
 
     out = io.StringIO()
     quick = ProgressBar(out, delay=0.5, clock=FakeClock())

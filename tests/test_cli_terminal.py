@@ -230,14 +230,15 @@ def test_the_progress_bar_is_drawn_in_place_and_ends_its_line(
     push = Terminal(tmp_path, ["push", *remote], s3_env(moto_server, proxy), SMALL_SEGMENTS)
     terminals.append(push)
     proxy.wait_held()
-    shown = push.read_until(r"pushing +\[[#.]+\] +\d+% .* sent +\d+/120 keys")
+    # The rate and the time left at that pace, as rclone shows them.
+    shown = push.read_until(r"pushing +\[[#.]+\] +\d+% .* +\d+/120 keys +[\d.]+ [KM]?i?B/s  ETA +\d+:\d\d")
     assert "\r" in shown
     proxy.release()
     assert push.wait() == 0, push.text
     lines = push.text.replace("\r\n", "\n").split("\n")
     bar = next(line for line in lines if "pushing" in line)
     assert bar.split("\r")[-1].startswith("pushing   [####################] 100%")  # the last redraw
-    assert bar.rstrip().endswith("120/120 keys")
+    assert re.search(r"120/120 keys +[\d.]+ [KM]?i?B/s  ETA  0:00$", bar.rstrip())
     after = lines[lines.index(bar) + 1]
     assert re.fullmatch(r"commit 1: 120 keys written, 0 deleted, 4,\d{3},\d{3} bytes in \d+ requests", after)
 
