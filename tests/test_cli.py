@@ -668,15 +668,22 @@ def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_interrupt_exits_130(
     folder: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def interrupted(remote: object) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(read, "remote_info", interrupted)
     assert cli.main(["head", str(folder)]) == 130
-    assert capsys.readouterr().err == "ebooklet: interrupted\n"
+    assert capsys.readouterr().err == "ebooklet: interrupted: nothing was changed\n"
     assert cli.main(["head", str(folder), "--json"]) == 130
     out, err = capsys.readouterr()
-    assert json.loads(out) == {"error": {"message": "interrupted", "type": "Interrupted", "exit_status": 130}}
+    assert json.loads(out) == {"error": {"message": "interrupted: nothing was changed", "type": "Interrupted",
+                                         "exit_status": 130}}
+    # A Ctrl-C while a push prepares (opening the local file), before its transfer: what a
+    # later one says too, that nothing was committed.
+    monkeypatch.setattr(cli.sync, "open_database", interrupted)
+    assert cli.main(["push", str(folder.parent.parent / "alice.blt")]) == 130
+    assert capsys.readouterr().err == (
+        "ebooklet: interrupted: nothing was committed; run the command again to do it\n")
 
 
 def test_push_stops_before_deleting_most_of_the_remote_unasked(tmp_path: pathlib.Path) -> None:

@@ -78,6 +78,16 @@ def _conflict_message(exc: ConflictError, command: str) -> str:
     )
 
 
+#: What a Ctrl-C that a command did not handle itself left behind: the commands that commit
+#: had not started to, and those that only read changed nothing.
+_INTERRUPTED = {
+    **dict.fromkeys(("push", "put", "del", "compact", "init"),
+                    "nothing was committed; run the command again to do it"),
+    **dict.fromkeys(("status", "keys", "get", "head", "log", "diff", "ls", "verify", "completion"),
+                    "nothing was changed"),
+}
+
+
 class _Prefixed(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         kind = "warning: " if record.levelno >= logging.WARNING else ""
@@ -134,7 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EbookletError as exc:
         return print_error(str(exc), as_json, type(exc).__name__)
     except KeyboardInterrupt:
-        return print_error("interrupted", as_json, "Interrupted", 130)
+        # Not caught by the command itself (which says more once its transfer began).
+        left = _INTERRUPTED.get(args.command, "stopped")
+        return print_error(f"interrupted: {left}", as_json, "Interrupted", 130)
     except BrokenPipeError:
         # The reader went away (e.g. '| head'): stop quietly, like a process killed by SIGPIPE.
         with contextlib.suppress(OSError):
