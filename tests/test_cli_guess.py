@@ -223,3 +223,23 @@ def test_results_say_one_key_and_two_keys(tmp_path: pathlib.Path) -> None:
         assert str(db.changes().pull()) == "2 keys updated, 0 deleted from the remote"
     assert re.search(r": OK \(2 commits, \d+ objects checked\)$", str(ebooklet.verify(remote)))
     assert "(s)" not in str(ebooklet.gc(remote, min_age=0, dry_run=True))
+
+
+def test_a_remembered_endpoint_wins_over_the_environment_and_says_so(
+    sh: Shell, moto_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = moto_server.make_bucket()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_server.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_server.access_key)
+    endpoint, moved = moto_server.endpoint_url, "http://127.0.0.1:9"
+    ok(sh("init", f"s3://{bucket}/st.blt", "st.blt", "--serializer", "orjson", "--endpoint-url", endpoint))
+    ok(sh("put", "st.blt", "k", "1"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moved)
+    code, out, err = sh("push", "st.blt")
+    assert code == 0 and out.startswith("commit 2: 1 key written")
+    assert err == (f"ebooklet: warning: st.blt remembers the endpoint {endpoint}, and AWS_ENDPOINT_URL is "
+                   f"{moved}: using {endpoint} (give --endpoint-url {moved} to use that one)\n")
+    assert sh("status", "st.blt", "-q")[2] == ""  # -q: no warning
+    # The option wins over both: nothing listens there.
+    code, _, err = sh("status", "st.blt", "--endpoint-url", moved)
+    assert code == 1 and "could not connect to 127.0.0.1:9 (connection refused)" in err

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import os
 import pathlib
 import re
 import threading
@@ -48,6 +50,8 @@ REMOTE is where the database lives:
   https://HOST/PATH   a public URL of the database (read-only)
   file:///PATH, PATH  a database named inside a local folder (no server needed)
 """
+
+logger = logging.getLogger("ebooklet.cli")
 
 _S3_LOCATION = re.compile(r"^(s3://\S+) \((.*)\)$")
 
@@ -246,6 +250,7 @@ def remote_for_local(args: argparse.Namespace, local: pathlib.Path, deferred: bo
                 f"'ebooklet {args.command} REMOTE {local}'"
             )
         text, endpoint = _typed(synced.location)
+        _warn_if_moved(args, local, endpoint)
         return remote_arg(args, text, endpoint, deferred)
     remote = remote_arg(args, deferred=deferred)
     if synced is None or synced.uuid is None or synced.location.rstrip("/") == remote.location.rstrip("/"):
@@ -259,6 +264,22 @@ def remote_for_local(args: argparse.Namespace, local: pathlib.Path, deferred: bo
         f"REMOTE out to use the remote {local} remembers ('ebooklet {args.command} {local}'), or "
         f"pull {args.remote} into another file ('ebooklet pull {args.remote} OTHER.blt')."
     )
+
+
+def _warn_if_moved(args: argparse.Namespace, local: pathlib.Path, remembered: str | None) -> None:
+    """The endpoint a LOCAL file remembers wins over the environment's (docs/cli.rst,
+    "Endpoints"): when the two differ, say which one is used, and how to use the other."""
+    if remembered is None or getattr(args, "endpoint_url", None):
+        return
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        given = os.environ.get(name)
+        if given:
+            if given.rstrip("/") != remembered.rstrip("/"):
+                logger.warning(
+                    "%s remembers the endpoint %s, and %s is %s: using %s (give --endpoint-url %s to "
+                    "use that one)", local, remembered, name, given, remembered, given,
+                )
+            return
 
 
 def no_database(remote: RemoteArg) -> CliError:
