@@ -158,6 +158,7 @@ def test_bad_options_exit_2(args: list[str], message: str, capsys: pytest.Captur
          "be --access-key-id), or name a profile with --profile or AWS_PROFILE; to read a public "
          "database without credentials, give its https:// URL instead"),
         (["head", "s3://b/db", "--profile", "nope"], {}, "s3://b/db: the AWS profile 'nope' is in neither"),
+        (["head", "s3://b/db", "--profile", "nope"], {}, "; check the name (--profile)"),
         (["head", "s3://b/db", "--endpoint-url", "ftp://x"],
          {"AWS_ACCESS_KEY_ID": "i", "AWS_SECRET_ACCESS_KEY": "s"},
          "the endpoint 'ftp://x' must be an http:// or https:// URL"),

@@ -388,3 +388,26 @@ def test_ctrl_c_during_pull_load_keeps_what_it_fetched(
     # The rest is fetched when read, or by the next pull --load, which fetches only the rest.
     with ebooklet.open(conn, tmp_path / "b.blt", "r") as db:
         assert dict(db.items()) == values
+
+
+def test_answering_no_at_a_prompt_cancels_without_an_error(tmp_path: pathlib.Path) -> None:
+    remote = tmp_path / "bucket" / "db.blt"
+    with ebooklet.open(remote, tmp_path / "a.blt", "c", value_serializer="orjson") as db:
+        db["k"] = 1
+        db.changes().push()
+    for command in (["rm", "bucket/db.blt"], ["discard", "a.blt"]):
+        if command[0] == "discard":
+            with ebooklet.open(remote, tmp_path / "a.blt", "w") as db:
+                db["k"] = 2
+        asked = Terminal(tmp_path, command, {})
+        try:
+            asked.read_until(r"\[y/N\] ")
+            asked.type(b"n\n")
+            assert asked.wait() == 0, asked.text
+        finally:
+            asked.kill()
+        assert asked.text.endswith(f"ebooklet: {command[0]} cancelled: nothing was changed\r\n")
+        assert "error" not in asked.text
+    assert ebooklet.remote_info(remote) is not None
+    with ebooklet.open(remote, tmp_path / "a.blt", "r") as db:
+        assert db["k"] == 2

@@ -48,7 +48,7 @@ from collections.abc import Iterator, Sequence
 
 from ..errors import ConflictError, EbookletError
 from . import completion, databases, demo, edit, lifecycle, read, stores, sync
-from .output import CliError, print_error
+from .output import Cancelled, CliError, print_error, print_json
 from .parser import Parser, parse_command_line, root_parser
 
 __all__ = ["build_parser", "main"]
@@ -138,6 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
     except ConflictError as exc:
         return print_error(_conflict_message(exc, args.command), as_json, "ConflictError", keys=exc.keys)
+    except Cancelled as exc:
+        if as_json:
+            print_json({"cancelled": True, "message": str(exc)})
+        print(f"ebooklet: {exc}", file=sys.stderr)
+        return 0
     except CliError as exc:
         return print_error(str(exc), as_json, "Interrupted" if exc.status == 130 else exc.kind, exc.status,
                            **exc.details)

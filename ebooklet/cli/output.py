@@ -32,6 +32,10 @@ class CliError(Exception):
         self.details = details
 
 
+class Cancelled(Exception):
+    """The user answered no at a prompt: nothing was done, as asked; not an error (exit 0)."""
+
+
 def confirm(what: str, command: str) -> None:
     """Ask on a terminal before doing ``what``, which cannot be undone; elsewhere (a script,
     a pipe) refuse, since ``--yes`` was not given."""
@@ -43,7 +47,7 @@ def confirm(what: str, command: str) -> None:
     print(f"ebooklet {command}: {what}? This cannot be undone. [y/N] ", end="", file=sys.stderr, flush=True)
     answer = sys.stdin.readline()
     if answer.strip().lower() not in ("y", "yes"):
-        raise CliError(f"{command} cancelled: nothing was changed")
+        raise Cancelled(f"{command} cancelled: nothing was changed")
 
 
 def one_line(message: str) -> str:

@@ -212,7 +212,8 @@ def check_credentials(text: str, conn: S3Connection) -> None:
             "instead"
         ) from None
     except ValueError as exc:
-        raise CliError(f"{text}: {exc}") from None
+        # The API's words for the option are not the command line's.
+        raise CliError(f"{text}: {exc}".replace("the profile argument", "--profile")) from None
     endpoint = conn.endpoint_url
     if endpoint and urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
         raise CliError(f"the endpoint {endpoint!r} must be an http:// or https:// URL")

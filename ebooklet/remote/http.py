@@ -90,8 +90,9 @@ def _why(error: BaseException) -> str:
     return "no connection could be made"
 
 
-def check_status(resp: urllib3.BaseHTTPResponse, what: str, key: str) -> None:
-    """Raise the ebooklet error matching a non-success HTTP status."""
+def check_status(resp: urllib3.BaseHTTPResponse, what: str, key: str, anonymous: bool = False) -> None:
+    """Raise the ebooklet error matching a non-success HTTP status (``anonymous``: for a
+    request made without credentials, whose advice cannot be about them)."""
     status = resp.status
     if status < 300 or status == 304:
         return
@@ -102,6 +103,12 @@ def check_status(resp: urllib3.BaseHTTPResponse, what: str, key: str) -> None:
                 f"{what}: the bucket does not exist{detail}. Check the bucket name and the endpoint."
             )
         raise RemoteNotFoundError(f"{what}: {key!r} does not exist{detail}")
+    if status in (401, 403) and anonymous:
+        raise RemoteAccessError(
+            f"{what}: access denied to {key!r}{detail}. A public URL is read without credentials, so "
+            "the bucket (or the server in front of it) must allow anonymous reads: see 'Public reads' "
+            "in docs/s3.rst. With credentials, read it as s3://BUCKET/KEY instead."
+        )
     if status in (401, 403):
         raise RemoteAccessError(
             f"{what}: access denied to {key!r}{detail}. Check the credentials (access_key_id, "
@@ -205,7 +212,7 @@ class HttpTransport(ReadOnlyTransport):
         resp = send(lambda: self._pool.request("GET", self._url(key), headers=headers), what)
         if resp.status == 304:
             return None
-        check_status(resp, what, key)
+        check_status(resp, what, key, anonymous=True)
         data = read_body(resp, what)
         return Blob(data, resp.headers.get("ETag", ""))
 
@@ -218,7 +225,7 @@ class HttpTransport(ReadOnlyTransport):
         if resp.status == 304:
             return None
         if resp.status != 416:
-            check_status(resp, what, key)
+            check_status(resp, what, key, anonymous=True)
         return start_blob(resp, length, what)
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
@@ -227,7 +234,7 @@ class HttpTransport(ReadOnlyTransport):
         what = f"GET {self._url(key)}"
         headers = {"Range": range_header(start, length)}
         resp = send(lambda: self._pool.request("GET", self._url(key), headers=headers), what)
-        check_status(resp, what, key)
+        check_status(resp, what, key, anonymous=True)
         return check_range(read_body(resp, what), length, what, key)
 
     def close(self) -> None:
