@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import pathlib
 from datetime import datetime
@@ -13,6 +12,8 @@ from .db import EBooklet
 from .errors import (
     ArgumentTypeError,
     InvalidArgumentError,
+    LocalFolderIsAFileError,
+    LocalPathIsAFolderError,
     ReadOnlyError,
     RemoteFormatError,
     RemoteNotFoundError,
@@ -231,8 +232,12 @@ def _local_path(file_path: Any) -> pathlib.Path:
     folder = path.absolute().parent
     if folder.exists() and not folder.is_dir():
         # booklet would report it as a file it cannot read: a damaged file, which it is not.
-        raise NotADirectoryError(
-            errno.ENOTDIR, f"{folder} is a file, not a folder, so the local file cannot be in it", str(path)
+        raise LocalFolderIsAFileError(
+            f"{folder} is a file, not a folder, so the local file cannot be in it: check the path", str(path)
+        )
+    if path.is_dir():
+        raise LocalPathIsAFolderError(
+            f"{path} is a folder: file_path names the local database file, e.g. {path / 'db.blt'}", str(path)
         )
     return path
 

@@ -23,6 +23,9 @@ message of each error says what the caller can do about it::
     ├── ClosedError (ValueError)               the database was used after close()
     ├── LocalFileError                         the local file cannot be used as it is
     │   ├── LocalFileBusyError (TimeoutError)  another process holds the local file
+    │   ├── LocalPathError (OSError)           the path cannot hold a database file:
+    │   │   ├── LocalPathIsAFolderError (IsADirectoryError)   it is a folder
+    │   │   └── LocalFolderIsAFileError (NotADirectoryError)  its folder is a file
     │   └── DamagedLocalFileError              the local file was damaged (e.g. a crash)
     ├── RemoteError                            talking to the remote failed
     │   ├── RemoteNotFoundError (FileNotFoundError)
@@ -156,6 +159,25 @@ class LocalFileError(EbookletError):
 
 class LocalFileBusyError(LocalFileError, TimeoutError):
     """Another process (or another open database in this one) holds the local file."""
+
+
+class LocalPathError(LocalFileError, OSError):
+    """The local path cannot hold a database file (``filename`` names it)."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.filename = path
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class LocalPathIsAFolderError(LocalPathError, IsADirectoryError):
+    """The local path is a folder; a local database is a file."""
+
+
+class LocalFolderIsAFileError(LocalPathError, NotADirectoryError):
+    """What should be the local file's folder is a file."""
 
 
 class DamagedLocalFileError(LocalFileError):

@@ -55,3 +55,30 @@ def test_an_existing_folder_is_refused_as_a_folder_remote_at_once(tmp_path: path
     with ebooklet.open(folder / "db.blt", tmp_path / "y.blt", "c", value_serializer="orjson") as db:
         db["k"] = 1
         assert db.changes().push()
+
+
+def test_a_local_path_that_cannot_be_a_file_is_an_ebooklet_error(tmp_path: pathlib.Path) -> None:
+    remote = tmp_path / "bucket" / "db.blt"
+    folder = tmp_path / "data"
+    folder.mkdir()
+    with pytest.raises(ebooklet.LocalPathIsAFolderError) as is_folder:
+        ebooklet.open(remote, folder, "c", value_serializer="orjson")
+    assert isinstance(is_folder.value, IsADirectoryError)
+    assert isinstance(is_folder.value, ebooklet.LocalFileError)
+    assert str(is_folder.value) == (f"{folder} is a folder: file_path names the local database file, e.g. "
+                                    f"{folder / 'db.blt'}")
+    assert is_folder.value.filename == str(folder) and list(folder.iterdir()) == []
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ebooklet.LocalFolderIsAFileError) as in_a_file:
+        ebooklet.open(remote, tmp_path / "notes.txt" / "db.blt", "c", value_serializer="orjson")
+    assert isinstance(in_a_file.value, NotADirectoryError)
+    assert isinstance(in_a_file.value, ebooklet.EbookletError)
+    assert ebooklet.remote_info(remote) is None
+
+
+def test_a_db_key_ending_in_a_slash_is_an_ebooklet_error_with_an_example() -> None:
+    with pytest.raises(ebooklet.InvalidArgumentError) as refused:
+        ebooklet.S3Connection("id", "secret", "data/", "bucket")
+    assert isinstance(refused.value, ValueError)
+    assert str(refused.value) == (
+        "db_key 'data/' must name the database's object, not end with '/': e.g. data/db.blt")
