@@ -82,3 +82,12 @@ def test_a_db_key_ending_in_a_slash_is_an_ebooklet_error_with_an_example() -> No
     assert isinstance(refused.value, ValueError)
     assert str(refused.value) == (
         "db_key 'data/' must name the database's object, not end with '/': e.g. data/db.blt")
+
+
+def test_get_items_gives_pairs_in_order_with_the_default_for_missing_keys(tmp_path: pathlib.Path) -> None:
+    remote = tmp_path / "bucket" / "db.blt"
+    with ebooklet.open(remote, tmp_path / "w.blt", "c", value_serializer="orjson") as db:
+        db.update({"a": 1, "b": 2})
+        db.changes().push()
+    with ebooklet.open(remote, tmp_path / "r.blt", "r") as db:
+        assert list(db.get_items(["b", "nope", "a"], default=-1)) == [("b", 2), ("nope", -1), ("a", 1)]
