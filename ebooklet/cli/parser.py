@@ -179,6 +179,7 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str]) -> 
         parser.error(f"unknown command {name!r}{hint} ('ebooklet --help' lists the commands)")
     args = commands.choices[name].parse_intermixed_args([*argv[:at], *argv[at + 1 :]])
     args.command = name
+    args.root_parser = parser  # for the command that describes them all (completion)
     return args
 
 
