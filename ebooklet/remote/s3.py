@@ -34,6 +34,7 @@ from ..errors import (
     RemoteNotFoundError,
     RemoteUnavailableError,
 )
+from ..phases import timed
 from .base import Blob, PutMode, Transport, Update
 from .credentials import Credentials
 from .http import check_range, check_status, not_connected, range_header, read_body, send, start_blob
@@ -173,6 +174,7 @@ class S3Transport(Transport):
             check_status(resp, what, key)
         return resp
 
+    @timed("S3Transport.get")
     def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
         headers = {"If-None-Match": if_none_match} if if_none_match else {}
         resp = self._request("GET", key, headers)
@@ -189,6 +191,7 @@ class S3Transport(Transport):
             return None
         return start_blob(resp, length, f"GET s3://{self.bucket}/{key}")
 
+    @timed("S3Transport.get_range")
     def get_range(self, key: str, start: int, length: int) -> bytes:
         if length == 0:
             return b""
@@ -196,6 +199,7 @@ class S3Transport(Transport):
         what = f"GET s3://{self.bucket}/{key}"
         return check_range(read_body(resp, what), length, what, key)
 
+    @timed("S3Transport.put")
     def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
         headers = {"Content-Length": str(len(data))}
         if mode == "create":
@@ -216,6 +220,7 @@ class S3Transport(Transport):
             raise RemoteError(f"PUT s3://{self.bucket}/{key}: the server returned no ETag")
         return etag
 
+    @timed("S3Transport.delete")
     def delete(self, keys: list[str]) -> None:
         for i in range(0, len(keys), self.delete_batch_size):
             batch = keys[i : i + self.delete_batch_size]

@@ -29,6 +29,7 @@ from ..errors import (
 from ..format import Head
 from ..local import LocalStore
 from ..lock import DEFAULT_TTL, DEFAULT_WAIT, Lease
+from ..phases import timed
 from ..remote import Remote, Update
 from ..results import Change, ProgressCallback, PullResult, PushResult
 from .conflicts import DecodedInputs, Policy, apply_merged, check_policy, resolve
@@ -89,6 +90,7 @@ class Replica:
         if replace:
             self.index.start_replacing()
 
+    @timed("Replica.current")
     def current(self) -> tuple[Head | None, str | None]:
         """The current remote head, asked for conditionally on the base, and its ETag."""
         if self.pinned is not None:
@@ -125,6 +127,7 @@ class Replica:
 
     # -- a commit whose outcome was not known ----------------------------------------------
 
+    @timed("Replica.settle_inflight")
     def settle_inflight(self) -> None:
         """Learn whether the last push's commit landed, if that push never found out (its
         reply was lost, or the process was killed), and make the local state agree.
@@ -184,6 +187,7 @@ class Replica:
 
     # -- push ------------------------------------------------------------------------------
 
+    @timed("Replica.push")
     def push(
         self,
         policy: Policy = None,
