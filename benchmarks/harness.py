@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import gc
+import http.client
+import http.server
 import importlib.metadata
 import json
 import os
@@ -20,7 +22,9 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -35,8 +39,8 @@ from tests.servers import S3Server, start_moto, start_seaweedfs  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 
 __all__ = [
-    "ROOT", "S3Server", "PhaseTimes", "append_results", "best_of", "fmt_bytes", "fmt_s", "gc_policy",
-    "git_commit", "log", "machine_info", "median_of", "phases", "start_server", "table", "timed",
+    "ROOT", "CountingProxy", "S3Server", "PhaseTimes", "append_results", "best_of", "fmt_bytes", "fmt_s",
+    "gc_policy", "git_commit", "log", "machine_info", "median_of", "phases", "start_server", "table", "timed",
 ]
 
 
@@ -89,6 +93,100 @@ def start_server(kind: str, workdir: pathlib.Path, in_process: bool = False) -> 
     if kind == "seaweedfs":
         return start_seaweedfs(workdir / "seaweedfs")
     return start_moto() if in_process else _moto_child(workdir)
+
+
+class CountingProxy:
+    """A reverse proxy on 127.0.0.1 to ``upstream`` (an http URL) that counts every request
+    and the body bytes each way. :meth:`snapshot` reads the counters in this process; another
+    process (a benchmark's worker) reads them as JSON at ``url + CONTROL_PATH``, uncounted."""
+
+    CONTROL_PATH = "/__bench_counters__"
+    _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
+
+    def __init__(self, upstream: str) -> None:
+        self.counts = {"requests": 0, "sent": 0, "received": 0}
+        self._lock = threading.Lock()
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler(upstream))
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self, upstream: str) -> type[http.server.BaseHTTPRequestHandler]:
+        up, proxy, local = urllib.parse.urlsplit(upstream), self, threading.local()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                    n = int(self.headers.get("Content-Length") or 0)
+                    return self.rfile.read(n) if n else b""
+                chunks = []
+                while size := int(self.rfile.readline().split(b";")[0], 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(chunks)
+
+            def _upstream(self, body: bytes) -> http.client.HTTPResponse:
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in proxy._HOP_BY_HOP}
+                headers.pop("Expect", None)
+                if body or self.command in ("PUT", "POST"):
+                    headers["Content-Length"] = str(len(body))
+                for attempt in (1, 2):  # a kept-alive connection the server closed is opened again
+                    conn = getattr(local, "conn", None) or http.client.HTTPConnection(up.hostname, up.port,
+                                                                                      timeout=300)
+                    local.conn = conn
+                    try:
+                        conn.request(self.command, self.path, body=body or None, headers=headers)
+                        return conn.getresponse()
+                    except (ConnectionError, http.client.HTTPException):
+                        conn.close()
+                        local.conn = None
+                        if attempt == 2:
+                            raise
+                raise AssertionError("unreachable")
+
+            def _reply(self, status: int, reason: str, headers: list[tuple[str, str]], data: bytes) -> None:
+                head = self.command == "HEAD"  # its Content-Length is the object's, as upstream said
+                self.send_response(status, reason)
+                for k, v in headers:
+                    if k.lower() not in proxy._HOP_BY_HOP and (head or k.lower() != "content-length"):
+                        self.send_header(k, v)
+                if not head:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if data and self.command != "HEAD":
+                    self.wfile.write(data)
+
+            def _handle(self) -> None:
+                if self.path == proxy.CONTROL_PATH:
+                    self._reply(200, "OK", [], json.dumps(proxy.snapshot()).encode())
+                    return
+                body = self._body()
+                resp = self._upstream(body)
+                data = resp.read()
+                with proxy._lock:
+                    proxy.counts["requests"] += 1
+                    proxy.counts["sent"] += len(body)
+                    proxy.counts["received"] += len(data)
+                self._reply(resp.status, resp.reason, resp.getheaders(), data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        return Handler
 
 
 # -- timing ----------------------------------------------------------------------------------
