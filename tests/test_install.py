@@ -10,6 +10,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -56,3 +57,35 @@ def test_the_readme_install_command_works_in_a_fresh_copy(tmp_path):
     assert other.returncode != 0  # the published project of that name is not installed
     version = subprocess.run([venv / "ebooklet", "--version"], capture_output=True, text=True, env=env)
     assert version.stdout.strip() == "ebooklet 0.6.0 (ebooklet-sync)"
+
+
+def _model_settings(env: dict[str, str], *options: str) -> list[str]:
+    """The settings the model check runs with, as pytest would load them (conftest.py first)."""
+    code = (
+        "import sys, conftest\n"
+        "from hypothesis import settings\n"
+        "if len(sys.argv) > 1: settings.load_profile(sys.argv[1])\n"
+        "from tests import test_model as m\n"
+        "s = m.TwoClients.TestCase.settings\n"
+        "print(s.derandomize, s.database is None, s.max_examples)\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in ("CI", "HYPOTHESIS_PROFILE")}
+    out = subprocess.run([sys.executable, "-c", code, *options], cwd=ROOT, env={**clean, **env},
+                         capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_ci_replays_the_same_examples_and_a_long_profile_explores_more() -> None:
+    assert _model_settings({"CI": "true"}) == ["True", "True", "100"]  # derandomised, no database
+    assert _model_settings({}) == ["False", "False", "100"]  # a developer's run: random, remembered
+    assert _model_settings({}, "long") == ["False", "False", "2000"]
+
+
+def test_the_slow_tests_are_marked_and_handed_out_first() -> None:
+    listed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-n0", "-p",
+                             "no:cacheprovider", "tests/test_readers.py", "tests/test_model.py",
+                             "tests/test_campaign.py"], cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
+    ids = [line for line in listed if "::" in line]
+    slow = ["tests/test_campaign.py::test_a_short_fault_campaign_loses_and_resurrects_nothing",
+            "tests/test_model.py::test_two_clients_match_a_plain_dict_model::runTest"]
+    assert sorted(ids[:2]) == slow and len(ids) > 5
