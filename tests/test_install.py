@@ -84,8 +84,8 @@ def test_ci_replays_the_same_examples_and_a_long_profile_explores_more() -> None
 def test_the_slow_tests_are_marked_and_handed_out_first() -> None:
     listed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-n0", "-p",
                              "no:cacheprovider", "tests/test_readers.py", "tests/test_model.py",
-                             "tests/test_campaign.py"], cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
-    ids = [line for line in listed if "::" in line]
+                             "tests/test_campaign.py"], cwd=ROOT, capture_output=True, text=True)
+    ids = [line for line in listed.stdout.splitlines() if "::" in line]
     slow = ["tests/test_campaign.py::test_a_short_fault_campaign_loses_and_resurrects_nothing",
             "tests/test_model.py::test_two_clients_match_a_plain_dict_model::runTest"]
     assert sorted(ids[:2]) == slow and len(ids) > 5
