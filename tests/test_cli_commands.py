@@ -303,7 +303,8 @@ def test_the_demo_and_completion_speak_json_too(tmp_path: pathlib.Path) -> None:
     assert demo.code == 0 and demo.json() == {  # type: ignore[comparison-overlap]
         "dir": "d", "remote": (tmp_path / "d" / "remote" / "stations.blt").as_uri(), "commit": 5, "keys": 999
     }
-    assert completion.code == 0 and "complete -F" in completion.json()["script"]  # type: ignore[index]
+    script = completion.json()["script"]  # type: ignore[index]
+    assert completion.code == 0 and "complete -o filenames -F _ebooklet ebooklet" in script
 
 
 def test_push_and_pull_json_list_their_keys(alice: pathlib.Path) -> None:
