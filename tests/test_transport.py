@@ -171,21 +171,15 @@ class TestCountingTransportOverAFolder(TransportTests):
 
 
 class RecordingS3Transport(S3Transport):
-    """An S3 transport that records its puts and can be told to fail its deletes."""
+    """An S3 transport that records its puts."""
 
-    def __init__(self, *args, fail_deletes: bool = False, **kwargs) -> None:
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.puts: list[str] = []
-        self.fail_deletes = fail_deletes
 
     def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
         self.puts.append(key)
         return super().put(key, data, mode)
-
-    def delete(self, keys: list[str]) -> None:
-        if self.fail_deletes:
-            raise RemoteUnavailableError(f"deleting {keys} failed (injected)")
-        super().delete(keys)
 
 
 class S3TransportTests(TransportTests):
@@ -265,13 +259,17 @@ class S3TransportTests(TransportTests):
 
     def test_a_probe_whose_cleanup_fails_still_answers_and_logs(self, server, prefix, caplog):
         bucket = server.make_bucket()
-        transport = RecordingS3Transport(server.access_key_id, server.access_key, bucket,
-                                         endpoint_url=server.endpoint_url, fail_deletes=True)
-        with caplog.at_level(logging.WARNING, logger="ebooklet.remote.s3"):
-            assert transport.supports_conditional_writes(prefix) is True
-        assert "could not delete the probe object" in caplog.text
-        assert "injected" in caplog.text
-        assert list(transport.list("")) == transport.puts[:1]  # left behind, and harmless
+        with FaultProxy(server.endpoint_url) as proxy:
+            # Every delete (a DeleteObjects POST) is answered 503 on the wire.
+            proxy.add_rule(lambda r: r.method == "POST" and "delete" in r.query, "503", times=None)
+            transport = RecordingS3Transport(server.access_key_id, server.access_key, bucket,
+                                             endpoint_url=proxy.url)
+            with caplog.at_level(logging.WARNING, logger="ebooklet.remote.s3"):
+                assert transport.supports_conditional_writes(prefix) is True
+            assert [e.fault for e in proxy.requests(lambda e: e.method == "POST")] == ["503"]
+        assert "could not delete the probe object" in caplog.text and "503" in caplog.text
+        direct = s3_transport(server, bucket)
+        assert list(direct.list("")) == transport.puts[:1]  # left behind, and harmless
 
     def test_a_probe_in_a_bucket_that_does_not_exist_says_so(self, server, prefix):
         transport = RecordingS3Transport(server.access_key_id, server.access_key,
