@@ -243,3 +243,17 @@ def test_a_remembered_endpoint_wins_over_the_environment_and_says_so(
     # The option wins over both: nothing listens there.
     code, _, err = sh("status", "st.blt", "--endpoint-url", moved)
     assert code == 1 and "could not connect to 127.0.0.1:9 (connection refused)" in err
+
+
+def test_a_refused_connection_is_one_sentence_and_verbose_shows_the_chain(sh: Shell, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    code, _, err = sh("head", "s3://bucket/db.blt", "--endpoint-url", "http://127.0.0.1:9")
+    assert code == 1 and err == (
+        "ebooklet: error: GET s3://bucket/db.blt: could not connect to 127.0.0.1:9 (connection refused). "
+        "Check that the server is running and that the endpoint is right, then try again; nothing was "
+        "changed.\n")
+    code, _, err = sh("head", "s3://bucket/db.blt", "--endpoint-url", "http://127.0.0.1:9", "--verbose")
+    assert code == 1 and "Traceback" in err and "NewConnectionError" in err
+    assert "ConnectionRefusedError" in err
+    assert err.endswith("nothing was changed.\n")

@@ -147,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return print_error(str(exc), as_json, "Interrupted" if exc.status == 130 else exc.kind, exc.status,
                            **exc.details)
     except EbookletError as exc:
+        if getattr(args, "verbose", False):  # the whole chain: urllib3's reprs, the socket's error
+            traceback.print_exception(exc)
         return print_error(str(exc), as_json, type(exc).__name__)
     except KeyboardInterrupt:
         # Not caught by the command itself (which says more once its transfer began).
