@@ -15,30 +15,18 @@ and with ebooklet. Only ratios are meaningful across machines; nothing asserts o
 from __future__ import annotations
 
 import argparse
-import datetime
 import pathlib
-import platform
-import sys
 import tempfile
-import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import booklet
+from harness import best_of, machine_info, start_server
 
-import booklet  # noqa: E402
-
-import ebooklet  # noqa: E402
-from ebooklet.remote import connect  # noqa: E402
-from tests.servers import start_moto  # noqa: E402
+import ebooklet
+from ebooklet.remote import connect
 
 
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def best(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
+    return best_of(repeat, fn)[0]
 
 
 def main() -> None:
@@ -47,12 +35,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
 
-    server = start_moto()
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="ebooklet-bench-"))
+    server = start_server("moto", tmp)
     try:
         bucket = server.make_bucket()
         conn = ebooklet.S3Connection(server.access_key_id, server.access_key, "bench/changes", bucket,
                                      endpoint_url=server.endpoint_url)
-        tmp = pathlib.Path(tempfile.mkdtemp(prefix="ebooklet-bench-"))
         path = tmp / "db.blt"
         with ebooklet.open(conn, path, "c") as db:
             db.update({f"key-{i:07d}": b"x" * 100 for i in range(args.keys)})
@@ -78,11 +66,11 @@ def main() -> None:
             t_get = best(lambda: remote.transport.get(remote.db_key, if_none_match=etag), args.repeat)
             remote.transport.close()
         assert changes == [], changes
+        info = machine_info(server)
     finally:
         server.stop()
 
-    print(f"ebooklet {ebooklet.__version__}, booklet {booklet.__version__}, "
-          f"Python {platform.python_version()}, {platform.machine()}, {datetime.date.today()}")
+    print("\n".join(info))
     print(f"no-op changes() on {args.keys:,} keys (moto on 127.0.0.1), best of {args.repeat}")
     rows = [
         ("booklet.open(path, 'r') + close", t_booklet),

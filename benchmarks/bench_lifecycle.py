@@ -20,77 +20,14 @@ Targets (issue 9): head after N pushes <= 2x its size after 10, or <= 16 KiB; la
 from __future__ import annotations
 
 import argparse
-import datetime
-import http.client
-import http.server
-import os
-import platform
 import statistics
-import sys
 import tempfile
-import threading
 import time
-import urllib.parse
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import CountingProxy, append_results, machine_info, start_server
 
-import ebooklet  # noqa: E402
-from tests.servers import start_moto  # noqa: E402
-
-
-class CountingProxy:
-    """Forwards HTTP requests to ``target`` and counts them, with the bytes each way."""
-
-    def __init__(self, target: str) -> None:
-        self.target = urllib.parse.urlsplit(target)
-        self.requests = 0
-        self.bytes_up = 0
-        self.bytes_down = 0
-        self._lock = threading.Lock()
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                conn = http.client.HTTPConnection(proxy.target.hostname, proxy.target.port, timeout=120)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                conn.close()
-                with proxy._lock:
-                    proxy.requests += 1
-                    proxy.bytes_up += length
-                    proxy.bytes_down += len(data)
-                self.send_response(resp.status, resp.reason)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def snapshot(self) -> tuple[int, int, int]:
-        with self._lock:
-            return self.requests, self.bytes_up, self.bytes_down
-
-    def close(self) -> None:
-        self.server.shutdown()
+import ebooklet
 
 
 def main() -> None:
@@ -101,12 +38,14 @@ def main() -> None:
     parser.add_argument("--pushes", type=int, default=1_000)
     parser.add_argument("--value-bytes", type=int, default=100)
     parser.add_argument("--quick", action="store_true", help="2,000 keys and 100 pushes")
+    parser.add_argument("--save", action="store_true",
+                        help="append the report to benchmarks/results/lifecycle-<date>.txt")
     args = parser.parse_args()
     if args.quick:
         args.keys, args.pushes = 2_000, 100
-    server = start_moto()
-    proxy = CountingProxy(server.endpoint_url)
     tmp = Path(tempfile.mkdtemp(prefix="ebooklet-bench-"))
+    server = start_server("moto", tmp)
+    proxy = CountingProxy(server.endpoint_url)
     try:
         bucket = server.make_bucket()
         conn = ebooklet.S3Connection(server.access_key_id, server.access_key, "dbs/lasting.blt", bucket,
@@ -132,20 +71,17 @@ def main() -> None:
             loaded = fresh.load_items()
         read_s = time.perf_counter() - start
         after = proxy.snapshot()
-        requests, bytes_down = after[0] - before[0], after[2] - before[2]
+        requests, bytes_down = after["requests"] - before["requests"], after["received"] - before["received"]
         assert loaded == args.keys, loaded
     finally:
         proxy.close()
         server.stop()
     early = statistics.median(times[:50])
     late = statistics.median(times[-50:])
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"ebooklet {ebooklet.__version__} on {platform.platform()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}; {when}")
-    print(f"{args.keys:,} keys x {args.value_bytes} B on moto through a counting proxy; "
-          f"{args.pushes:,} one-key pushes; {info.n_segments} segments and {info.n_index_parts} "
-          "index part(s) at the end")
-    print()
+    lines = [*machine_info(server), "",
+             f"{args.keys:,} keys x {args.value_bytes} B on moto through a counting proxy; "
+             f"{args.pushes:,} one-key pushes; {info.n_segments} segments and {info.n_index_parts} "
+             "index part(s) at the end", ""]
     rows = [
         ("head bytes after 10 pushes", f"{head_sizes[10]:,}", ""),
         (f"head bytes after {args.pushes:,} pushes", f"{head_sizes[args.pushes]:,}",
@@ -158,8 +94,11 @@ def main() -> None:
         ("fresh full read: time", f"{read_s:.2f} s", ""),
     ]
     width = max(len(r[0]) for r in rows)
-    for name, figure, note in rows:
-        print(f"  {name:<{width}}  {figure:>14}  {note}")
+    lines += [f"  {name:<{width}}  {figure:>14}  {note}" for name, figure, note in rows]
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if args.save:
+        append_results("lifecycle", text)
 
 
 def _head(server, bucket: str) -> bytes:

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
-import platform
 import random
 import shutil
 import subprocess
@@ -36,7 +34,7 @@ import tempfile
 import time
 from typing import Any
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from harness import ROOT, machine_info
 
 
 def child(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -108,9 +106,7 @@ def main() -> None:
                 best[key] = {**r, "cpu": min(r["cpu"], best.get(key, r)["cpu"])}
     base = best["booklet sized", None]
     print("local writes to a new database")
-    print(f"date     : {time.strftime('%Y-%m-%dT%H:%M:%S%z')}")
-    print(f"machine  : {platform.platform()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
-    print(f"command  : python benchmarks/bench_local_write.py {' '.join(sys.argv[1:])}")
+    print("\n".join(machine_info()))
     print(f"keys     : {args.keys:,} x 100 B; best of {args.repeat}")
     print()
     print(f"{'case':<20} {'default':>9} {'wall':>8} {'ratio':>6} {'cpu':>8} {'ratio':>6} {'file':>9}")

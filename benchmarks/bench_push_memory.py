@@ -24,18 +24,13 @@ Nothing here asserts on time; the exit status does not depend on any target.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
-import os
 import pathlib
-import platform
 import subprocess
 import sys
 import tempfile
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from harness import ROOT, append_results, machine_info, start_server
 
 _CHILD = r"""
 import json, os, pathlib, sys, time
@@ -92,30 +87,20 @@ def main() -> None:
     args = parser.parse_args()
     sizes = args.keys or [300_000, 1_000_000]
 
-    import boto3  # noqa: PLC0415 - a test dependency, only needed here
-    from bench_core import start_moto_child  # noqa: PLC0415
-
     with tempfile.TemporaryDirectory(prefix="ebooklet-mem-") as tmp:
         workdir = pathlib.Path(tmp)
-        server = start_moto_child(workdir)
+        server = start_server("moto", workdir)
         try:
-            bucket = "bench-memory"
-            boto3.client(
-                "s3", endpoint_url=server.endpoint_url, aws_access_key_id=server.access_key_id,
-                aws_secret_access_key=server.access_key, region_name="us-east-1",
-            ).create_bucket(Bucket=bucket)
+            info = machine_info(server)
+            bucket = server.make_bucket("bench-memory")
             rows = [run_one(n, server, workdir, bucket) for n in sizes]
         finally:
             server.stop()
     mb = 1024 * 1024
     lines = [
         "push memory and time by database size",
-        f"date      : {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}",
-        f"machine   : {platform.platform()} ({platform.machine()}), {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.2f}",
-        "server    : moto on 127.0.0.1 (child process)",
+        *info,
         "data      : N keys x 100 B, written with default settings, then pushed in one push",
-        f"command   : python benchmarks/bench_push_memory.py {' '.join(sys.argv[1:])}".rstrip(),
         "",
         f"{'keys':>10}  {'rss before':>10}  {'push adds':>9}  {'peak':>7}  {'push':>8}  "
         f"{'per 100k':>8}  {'requests':>8}",
@@ -130,11 +115,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if args.save:
-        day = _dt.date.today().isoformat()
-        path = ROOT / "benchmarks" / "results" / f"push-memory-{day}.txt"
-        with open(path, "a") as f:
-            f.write(report + "\n\n")
-        print(f"appended to {path}")
+        append_results("push-memory", report + "\n")
 
 
 if __name__ == "__main__":

@@ -70,9 +70,10 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# The tests load this file by its path: its folder may not be on sys.path yet.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+from harness import ROOT, log, start_server  # noqa: E402
 
 import ebooklet  # noqa: E402
 
@@ -87,10 +88,6 @@ POLICIES = ("none", "local", "remote", "newest", "merge")
 #: Seconds after a push was given up (or its writer killed) during which a request it had sent
 #: may still reach the server (the proxy's delay fault holds a request 0.2 s by default).
 LANDING_MARGIN = 2.0
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def key_names(n: int) -> list[str]:
@@ -230,44 +227,6 @@ def writer_main(args: argparse.Namespace) -> int:
 
 
 # == the campaign ============================================================================
-
-_MOTO_CHILD = r"""
-import json, sys
-sys.path.insert(0, sys.argv[1])
-from tests.servers import start_moto
-server = start_moto()
-print(json.dumps({"endpoint_url": server.endpoint_url, "access_key_id": server.access_key_id,
-                  "access_key": server.access_key}), flush=True)
-sys.stdin.read()  # until the parent closes our stdin (or dies)
-server.stop()
-"""
-
-
-def start_server(kind: str, workdir: pathlib.Path):
-    from tests.servers import S3Server, start_seaweedfs
-
-    if kind == "seaweedfs":
-        return start_seaweedfs(workdir / "seaweedfs")
-    # moto in a child process: its request handling does not share this process's GIL with
-    # the proxy.
-    with open(workdir / "moto.log", "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-c", _MOTO_CHILD, str(ROOT)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=log_file, cwd=ROOT)
-    line = proc.stdout.readline()
-    if not line:
-        proc.wait(10)
-        raise RuntimeError(f"moto exited with status {proc.returncode}; see {workdir / 'moto.log'}")
-
-    def stop() -> None:
-        try:
-            proc.stdin.close()
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    return S3Server(name="moto", _stop_fn=stop, **json.loads(line))
-
 
 @dataclass
 class Writer:

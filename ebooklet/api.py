@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import pathlib
 from datetime import datetime
@@ -13,6 +12,8 @@ from .db import EBooklet
 from .errors import (
     ArgumentTypeError,
     InvalidArgumentError,
+    LocalFolderIsAFileError,
+    LocalPathIsAFolderError,
     ReadOnlyError,
     RemoteFormatError,
     RemoteNotFoundError,
@@ -52,6 +53,7 @@ def open(
     lock_wait: float = DEFAULT_WAIT,
     allow_pickle: bool = False,
     at: int | datetime | None = None,
+    pull: bool = False,
 ) -> EBooklet:
     """Open a database: a local file synced with a remote.
 
@@ -109,6 +111,11 @@ def open(
         Needs ``flag="r"``; the database stays at that commit (``pull()`` does not move it).
         Commits stay readable for the database's retention window. Use a local path of its
         own for each commit you open.
+    pull : bool
+        Bring in what others pushed since the last sync before returning, as
+        ``db.changes().pull()`` does (the remote must answer). Without it, a local file that
+        exists opens as its last sync left it, with no request: a read-only copy stays at
+        that commit until ``pull()``. A new local file is always at the remote's latest commit.
 
     Returns
     -------
@@ -130,6 +137,9 @@ def open(
         raise InvalidArgumentError(f"flag must be one of 'r', 'w', 'c', 'n' (as in dbm), not {flag!r}")
     if at is not None and flag != "r":
         raise InvalidArgumentError(f"at= opens a past commit read-only: use flag='r', not {flag!r}")
+    if pull and (at is not None or flag == "n"):
+        what = "at= stays at a past commit" if at is not None else "flag='n' starts an empty database"
+        raise InvalidArgumentError(f"{what}, which pull=True would leave: give one of them")
     if remote_lock not in ("push", "session", "none"):
         raise InvalidArgumentError(f"remote_lock must be 'push', 'session' or 'none', not {remote_lock!r}")
     if not isinstance(allow_pickle, bool):
@@ -176,9 +186,15 @@ def open(
             local.close()
         remote.transport.close()
         raise
-    if remote_conn_group:
-        return RemoteConnGroup(local, remote, replica, flag)
-    return EBooklet(local, remote, replica, flag)
+    kind = RemoteConnGroup if remote_conn_group else EBooklet
+    db = kind(local, remote, replica, flag)
+    if pull:
+        try:
+            db.changes().pull()
+        except BaseException:
+            db.close()
+            raise
+    return db
 
 
 def _commit_at(remote: Remote, at: int | datetime) -> Head:
@@ -217,8 +233,12 @@ def _local_path(file_path: Any) -> pathlib.Path:
     folder = path.absolute().parent
     if folder.exists() and not folder.is_dir():
         # booklet would report it as a file it cannot read: a damaged file, which it is not.
-        raise NotADirectoryError(
-            errno.ENOTDIR, f"{folder} is a file, not a folder, so the local file cannot be in it", str(path)
+        raise LocalFolderIsAFileError(
+            f"{folder} is a file, not a folder, so the local file cannot be in it: check the path", str(path)
+        )
+    if path.is_dir():
+        raise LocalPathIsAFolderError(
+            f"{path} is a folder: file_path names the local database file, e.g. {path / 'db.blt'}", str(path)
         )
     return path
 

@@ -24,6 +24,9 @@ message of each error says what the caller can do about it::
     ├── ChangedDuringIterationError (RuntimeError)  written while items()/values() ran
     ├── LocalFileError                         the local file cannot be used as it is
     │   ├── LocalFileBusyError (TimeoutError)  another process holds the local file
+    │   ├── LocalPathError (OSError)           the path cannot hold a database file:
+    │   │   ├── LocalPathIsAFolderError (IsADirectoryError)   it is a folder
+    │   │   └── LocalFolderIsAFileError (NotADirectoryError)  its folder is a file
     │   └── DamagedLocalFileError              the local file was damaged (e.g. a crash)
     ├── RemoteError                            talking to the remote failed
     │   ├── RemoteNotFoundError (FileNotFoundError)
@@ -46,6 +49,8 @@ message of each error says what the caller can do about it::
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+from .words import counted
 
 __all__ = [
     "ArgumentTypeError",
@@ -163,6 +168,25 @@ class LocalFileBusyError(LocalFileError, TimeoutError):
     """Another process (or another open database in this one) holds the local file."""
 
 
+class LocalPathError(LocalFileError, OSError):
+    """The local path cannot hold a database file (``filename`` names it)."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.filename = path
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class LocalPathIsAFolderError(LocalPathError, IsADirectoryError):
+    """The local path is a folder; a local database is a file."""
+
+
+class LocalFolderIsAFileError(LocalPathError, NotADirectoryError):
+    """What should be the local file's folder is a file."""
+
+
 class DamagedLocalFileError(LocalFileError):
     """The local file is damaged and could not be rebuilt automatically."""
 
@@ -252,9 +276,9 @@ class ConflictError(SyncError):
     def __init__(self, keys: Iterable[str]) -> None:
         self.keys = sorted(keys)
         shown = ", ".join(repr(k) for k in self.keys[:10])
-        more = f" and {len(self.keys) - 10} more" if len(self.keys) > 10 else ""
+        more = f" and {len(self.keys) - 10:,} more" if len(self.keys) > 10 else ""
         super().__init__(
-            f"{len(self.keys)} key(s) changed both locally and on the remote: {shown}{more}. "
+            f"{counted(len(self.keys), 'key')} changed both locally and on the remote: {shown}{more}. "
             "Nothing was committed. Resolve them with push(on_conflict='local'|'remote'|'newest'"
             " or a function), or discard your local changes to those keys."
         )
@@ -302,7 +326,7 @@ class MassDeleteError(SyncError):
         self.keys = sorted(keys)
         self.total = total
         shown = ", ".join(repr(k) for k in self.keys[:10])
-        more = f" and {len(self.keys) - 10} more" if len(self.keys) > 10 else ""
+        more = f" and {len(self.keys) - 10:,} more" if len(self.keys) > 10 else ""
         super().__init__(
             f"this push would delete {len(self.keys)} of the remote's {total} keys, more than "
             f"max_delete={max_delete:g}%, that were not deleted through ebooklet: they are missing "

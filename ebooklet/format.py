@@ -29,6 +29,7 @@ import msgpack
 
 from .errors import IntegrityError, RemoteFormatError, UnsupportedFormatError
 from .limits import MAX_KEY_BYTES, MAX_TIMESTAMP, RESERVED_KEYS, key_problem
+from .phases import timed
 from .settings import now_us
 
 FORMAT_NAME = "ebooklet"
@@ -296,6 +297,7 @@ class Part:
             out[name] = out.get(name, 0) + n
         return out
 
+    @timed("Part.encode")
     def encode(self) -> bytes:
         payload = msgpack.packb(
             {
@@ -455,6 +457,7 @@ class Head:
             known.setdefault(self.commit - 1, self.parent)
         return known
 
+    @timed("Head.encode")
     def encode(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from .words import counted
+
 __all__ = ["Change", "ChangeKind", "CommitInfo", "Progress", "ProgressCallback", "PullResult", "PushResult"]
 
 ChangeKind = Literal["added", "modified", "deleted"]
@@ -91,8 +93,9 @@ class PushResult:
         if not self.committed:
             return "nothing to push"
         return (
-            f"commit {self.commit:,}: {len(self.keys):,} key(s) written, {len(self.deleted):,} deleted, "
-            f"{self.bytes_sent:,} bytes in {self.requests:,} requests"
+            f"commit {self.commit:,}: {counted(len(self.keys), 'key')} written, "
+            f"{len(self.deleted):,} deleted, "
+            f"{counted(self.bytes_sent, 'byte')} in {counted(self.requests, 'request')}"
         )
 
 
@@ -106,7 +109,7 @@ class PullResult:
     commit: int | None = None
 
     def __str__(self) -> str:
-        return f"{len(self.updated):,} key(s) updated, {len(self.deleted):,} deleted from the remote"
+        return f"{counted(len(self.updated), 'key')} updated, {len(self.deleted):,} deleted from the remote"
 
 
 @dataclass(frozen=True)

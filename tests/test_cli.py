@@ -127,7 +127,7 @@ def test_help_describes_every_command(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_usage_errors_exit_2(tmp_path: pathlib.Path) -> None:
     none, unknown, missing = ebk_all(tmp_path, [], ["frobnicate"], ["push"])
     assert none.code == 2 and "usage: ebooklet" in none.err
-    assert unknown.code == 2 and "invalid choice: 'frobnicate'" in unknown.err
+    assert unknown.code == 2 and "unknown command 'frobnicate' ('ebooklet --help' lists" in unknown.err
     assert missing.code == 2 and "required: LOCAL" in missing.err and "usage: ebooklet push" in missing.err
 
 
@@ -158,6 +158,7 @@ def test_bad_options_exit_2(args: list[str], message: str, capsys: pytest.Captur
          "be --access-key-id), or name a profile with --profile or AWS_PROFILE; to read a public "
          "database without credentials, give its https:// URL instead"),
         (["head", "s3://b/db", "--profile", "nope"], {}, "s3://b/db: the AWS profile 'nope' is in neither"),
+        (["head", "s3://b/db", "--profile", "nope"], {}, "; check the name (--profile)"),
         (["head", "s3://b/db", "--endpoint-url", "ftp://x"],
          {"AWS_ACCESS_KEY_ID": "i", "AWS_SECRET_ACCESS_KEY": "s"},
          "the endpoint 'ftp://x' must be an http:// or https:// URL"),
@@ -237,7 +238,7 @@ def test_keys_and_get(folder: pathlib.Path) -> None:
     )
     assert keys.code == 0 and keys.out == "blob\nstation-1\nstation-2\n"
     assert prefixed.json() == ["station-1", "station-2"]
-    assert as_repr.out == "{'rain_mm': [0.2, 0.0]}\n"
+    assert as_repr.out == '{"rain_mm": [0.2, 0.0]}\n'  # JSON, as put takes it
     assert as_json.json() == {"rain_mm": [0.2, 0.0]}
     assert as_str.out == "plain text\n"
     assert as_bytes.raw == b"\x00\x01\xff"
@@ -538,7 +539,7 @@ def test_a_failed_push_reports_its_own_failure_not_a_cleanup_error(
     expected = [
         ("access denied", "Check the credentials"),
         ("the bucket does not exist", "Check the bucket name and the endpoint"),
-        ("the connection failed", "Check that the server is reachable"),
+        ("could not connect to", "(connection refused). Check that the server is running"),
     ]
     for run, (what, advice) in zip(runs, expected, strict=True):
         line = error_line(run)  # one line: no warning about a cleanup before it
@@ -582,7 +583,7 @@ def test_unreachable_s3(tmp_path: pathlib.Path) -> None:
     runs = ebk_all(tmp_path, ["head", "s3://bucket/db", *args], ["keys", "s3://bucket/db", *args], env=env)
     for run in runs:
         line = error_line(run)
-        assert "the connection failed" in line and f"port={port}" in line and "Check that the server" in line
+        assert f"could not connect to 127.0.0.1:{port} (connection refused). Check that the server" in line
         assert "secret" not in line
 
 
@@ -636,7 +637,10 @@ def test_progress_bar_throttles_and_ends_its_line() -> None:
     bar(Progress("upload", 10, 10, 100, 100))
     bar.close()
     text = out.getvalue()
-    assert text.count("\r") == 3 and text.endswith("] 100%       100 B sent      10/10 keys\n")
+    # The rate counts from the first progress, and the time left at that pace (0:00 once done).
+    assert text.count("\r") == 3
+    assert text.endswith("] 100%       100 B  10/10 keys       133 B/s  ETA  0:00\n")
+    assert "  20%        20 B   2/10 keys        33 B/s  ETA  0:02\r" in text
 
     out = io.StringIO()
     quick = ProgressBar(out, delay=0.5, clock=FakeClock())
@@ -665,15 +669,22 @@ def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_interrupt_exits_130(
     folder: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def interrupted(remote: object) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(read, "remote_info", interrupted)
     assert cli.main(["head", str(folder)]) == 130
-    assert capsys.readouterr().err == "ebooklet: interrupted\n"
+    assert capsys.readouterr().err == "ebooklet: interrupted: nothing was changed\n"
     assert cli.main(["head", str(folder), "--json"]) == 130
     out, err = capsys.readouterr()
-    assert json.loads(out) == {"error": {"message": "interrupted", "type": "Interrupted", "exit_status": 130}}
+    assert json.loads(out) == {"error": {"message": "interrupted: nothing was changed", "type": "Interrupted",
+                                         "exit_status": 130}}
+    # A Ctrl-C while a push prepares (opening the local file), before its transfer: what a
+    # later one says too, that nothing was committed.
+    monkeypatch.setattr(cli.sync, "open_database", interrupted)
+    assert cli.main(["push", str(folder.parent.parent / "alice.blt")]) == 130
+    assert capsys.readouterr().err == (
+        "ebooklet: interrupted: nothing was committed; run the command again to do it\n")
 
 
 def test_push_stops_before_deleting_most_of_the_remote_unasked(tmp_path: pathlib.Path) -> None:
@@ -717,7 +728,7 @@ def test_every_failure_is_one_line_with_advice_even_a_bug(
     assert json.loads(out)["error"]["type"] == "InternalError"
     assert err == (
         "ebooklet: error: unexpected RuntimeError: something impossible. This is a bug in ebooklet: please "
-        "report it, with the command that was run\n"
+        "report it with the output of the same command run with --verbose (which shows where it happened)\n"
     )
     monkeypatch.setattr(ebooklet.cli.sync, "_status", bug)
     assert cli.main(["status", str(folder.parent.parent / "alice.blt"), "--verbose"]) == 1

@@ -121,7 +121,7 @@ def test_push_dry_run_pushes_nothing(alice: pathlib.Path) -> None:
         "  pull    station-9",
     ]
     assert as_json.json() == {
-        "remote": (alice / REMOTE).as_uri(), "local": "alice.blt", "dry_run": True,
+        "remote": (alice / REMOTE).as_uri(), "endpoint": None, "local": "alice.blt", "dry_run": True,
         "write": ["station-3"], "delete": ["station-1"], "pull": ["station-2", "station-9"], "resolve": [],
     }
     edit(alice, "alice.blt", **{"station-2": {"rain_mm": [7.0]}})
@@ -298,12 +298,13 @@ def test_the_lifecycle_commands_speak_json_too(
                                     "exit_status": 1}}
 
 
-def test_commands_without_json_output_still_answer_json_with_a_usage_error(tmp_path: pathlib.Path) -> None:
-    for command in (["demo"], ["completion", "bash"]):
-        run = ebk(tmp_path, *command, "--json")
-        assert run.code == 2 and run.json()["error"] == {  # type: ignore[index]
-            "message": "unrecognized arguments: --json", "type": "UsageError", "exit_status": 2
-        }
+def test_the_demo_and_completion_speak_json_too(tmp_path: pathlib.Path) -> None:
+    demo, completion = ebk_all(tmp_path, ["demo", "--dir", "d", "--json"], ["completion", "--json", "bash"])
+    assert demo.code == 0 and demo.json() == {  # type: ignore[comparison-overlap]
+        "dir": "d", "remote": (tmp_path / "d" / "remote" / "stations.blt").as_uri(), "commit": 5, "keys": 999
+    }
+    script = completion.json()["script"]  # type: ignore[index]
+    assert completion.code == 0 and "complete -o filenames -F _ebooklet ebooklet" in script
 
 
 def test_push_and_pull_json_list_their_keys(alice: pathlib.Path) -> None:
@@ -422,7 +423,7 @@ def test_a_file_left_open_by_a_script_stays_readable(alice: pathlib.Path) -> Non
         ["keys", REMOTE, "--local", "alice.blt"],
     )
     assert status.code == 0 and status.out.splitlines()[-1] == "1 change: 1 local, 0 remote, 0 both"
-    assert get.out == "{'rain_mm': [4.0]}\n"
+    assert get.out == '{"rain_mm": [4.0]}\n'
     assert keys.out.split() == ["station-1", "station-2", "station-3"]
     # Python's flag='r' reads it too, and push and pull work on it.
     with ebooklet.open(alice / REMOTE, alice / "alice.blt", "r") as db:

@@ -65,7 +65,7 @@ class Replay:
             ("/tmp/tour", str(cwd)),
             ("http://127.0.0.1:9000", server.endpoint_url),
             ("http://127.0.0.1:9999", f"http://127.0.0.1:{dead_port}"),
-            ("127.0.0.1', port=9999", f"127.0.0.1', port={dead_port}"),
+            ("127.0.0.1:9999", f"127.0.0.1:{dead_port}"),
             ("my-bucket", bucket),
             ("AKIAEXAMPLE", server.access_key_id),
             ("example-secret", server.access_key),

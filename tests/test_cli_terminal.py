@@ -231,14 +231,15 @@ def test_the_progress_bar_is_drawn_in_place_and_ends_its_line(
     push = Terminal(tmp_path, ["push", *remote], s3_env(moto_server, proxy), SMALL_SEGMENTS)
     terminals.append(push)
     proxy.wait_held()
-    shown = push.read_until(r"pushing +\[[#.]+\] +\d+% .* sent +\d+/120 keys")
+    # The rate and the time left at that pace, as rclone shows them.
+    shown = push.read_until(r"pushing +\[[#.]+\] +\d+% .* +\d+/120 keys +[\d.]+ [KM]?i?B/s  ETA +\d+:\d\d")
     assert "\r" in shown
     proxy.release()
     assert push.wait() == 0, push.text
     lines = push.text.replace("\r\n", "\n").split("\n")
     bar = next(line for line in lines if "pushing" in line)
     assert bar.split("\r")[-1].startswith("pushing   [####################] 100%")  # the last redraw
-    assert bar.rstrip().endswith("120/120 keys")
+    assert re.search(r"120/120 keys +[\d.]+ [KM]?i?B/s  ETA  0:00$", bar.rstrip())
     after = lines[lines.index(bar) + 1]
     assert re.fullmatch(r"commit 1: 120 keys written, 0 deleted, 4,\d{3},\d{3} bytes in \d+ requests", after)
 
@@ -387,3 +388,26 @@ def test_ctrl_c_during_pull_load_keeps_what_it_fetched(
     # The rest is fetched when read, or by the next pull --load, which fetches only the rest.
     with ebooklet.open(conn, tmp_path / "b.blt", "r") as db:
         assert dict(db.items()) == values
+
+
+def test_answering_no_at_a_prompt_cancels_without_an_error(tmp_path: pathlib.Path) -> None:
+    remote = tmp_path / "bucket" / "db.blt"
+    with ebooklet.open(remote, tmp_path / "a.blt", "c", value_serializer="orjson") as db:
+        db["k"] = 1
+        db.changes().push()
+    for command in (["rm", "bucket/db.blt"], ["discard", "a.blt"]):
+        if command[0] == "discard":
+            with ebooklet.open(remote, tmp_path / "a.blt", "w") as db:
+                db["k"] = 2
+        asked = Terminal(tmp_path, command, {})
+        try:
+            asked.read_until(r"\[y/N\] ")
+            asked.type(b"n\n")
+            assert asked.wait() == 0, asked.text
+        finally:
+            asked.kill()
+        assert asked.text.endswith(f"ebooklet: {command[0]} cancelled: nothing was changed\r\n")
+        assert "error" not in asked.text
+    assert ebooklet.remote_info(remote) is not None
+    with ebooklet.open(remote, tmp_path / "a.blt", "r") as db:
+        assert db["k"] == 2

@@ -294,6 +294,7 @@ def test_a_holder_killed_mid_push_leaves_the_remote_consistent_and_its_changes_p
         assert dict(reader.items()) == {"a": "victim", "b": "other", "v": "victim"}
 
 
+@pytest.mark.slow
 def test_concurrent_pushes_from_four_processes_lose_nothing_and_apply_nothing_twice(s3_remote, tmp_path):
     conn = s3_remote.conn()
     with ebooklet.open(conn, tmp_path / "seed.blt", "c", value_serializer="pickle") as seed:

@@ -258,7 +258,7 @@ def test_without_botocore_a_profile_that_needs_it_says_what_to_install(
     )
     code = textwrap.dedent("""\
         import sys
-        sys.modules["botocore"] = None  # as if ebooklet[aws] were not installed
+        sys.modules["botocore"] = None  # as if botocore were not installed
         from ebooklet.remote.credentials import resolve_credentials
         for profile in ("sso", "plain"):
             try:
@@ -271,9 +271,9 @@ def test_without_botocore_a_profile_that_needs_it_says_what_to_install(
     sso, plain = out.stdout.splitlines()
     assert sso == (
         "the AWS profile 'sso' gets its credentials through sso_session, which needs botocore: "
-        'pip install "ebooklet[aws]"'
+        'pip install botocore'
     )
-    assert plain.startswith("none in the arguments") and 'install "ebooklet[aws]" for SSO' in plain
+    assert plain.startswith("none in the arguments") and 'pip install botocore for SSO' in plain
 
 
 # -- the order of the chain, region and endpoint --------------------------------------------------

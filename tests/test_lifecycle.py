@@ -23,6 +23,7 @@ def _head_bytes(conn: pathlib.Path) -> int:
     return len(conn.read_bytes())
 
 
+@pytest.mark.slow
 def test_one_key_pushes_keep_the_head_small_and_the_segments_few(tmp_path):
     conn = tmp_path / "remote" / "db"
     sizes = {}

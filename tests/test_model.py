@@ -7,13 +7,13 @@ the real databases must agree after every step.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import shutil
 import tempfile
 
 import booklet
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -258,10 +258,10 @@ class TwoClients(RuleBasedStateMachine):
 
 
 TwoClients.TestCase.settings = settings(
-    # EBOOKLET_MODEL_EXAMPLES=2000 explores much further (minutes).
-    max_examples=int(os.environ.get("EBOOKLET_MODEL_EXAMPLES", "100")),
+    # The number of examples, and whether they are drawn at random, come from the profile
+    # (tests/conftest.py): --hypothesis-profile=long explores much further (minutes).
     stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-test_two_clients_match_a_plain_dict_model = TwoClients.TestCase
+test_two_clients_match_a_plain_dict_model = pytest.mark.slow(TwoClients.TestCase)

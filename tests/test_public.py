@@ -353,6 +353,8 @@ def test_a_forbidden_head_is_an_access_error_and_creates_nothing(http):
     with pytest.raises(ebooklet.RemoteAccessError, match="access denied") as info:
         ebooklet.open(http.url, http.copy, "r")
     assert "anonymous reads" in str(info.value)
+    # No advice about credentials, which a public URL does not use.
+    assert "Check the credentials" not in str(info.value) and "AWS_" not in str(info.value)
     assert http.url in str(info.value)
     assert [(r.path, r.status) for r in http.server.log] == [(HEAD_PATH, 403)]  # no retries
     assert list(http.reader_dir.iterdir()) == []

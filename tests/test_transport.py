@@ -16,11 +16,11 @@ import inspect
 import logging
 import pathlib
 import socket
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+import urllib3
 
 from ebooklet.errors import (
     PreconditionFailed,
@@ -38,6 +38,7 @@ from ebooklet.remote.s3 import S3Transport
 from ebooklet.testing import DATA, TransportTests
 
 from .emulators import Emulator, make_gcs_bucket
+from .faultproxy import FaultProxy
 from .servers import S3Server
 
 
@@ -61,6 +62,26 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def connection_attempts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every TCP connection urllib3 tries from now on, as "host:port" (each is still made)."""
+    attempts: list[str] = []
+    real = urllib3.util.connection.create_connection
+
+    def counted(address: tuple[str, int], *args, **kwargs) -> socket.socket:
+        attempts.append(f"{address[0]}:{address[1]}")
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", counted)
+    return attempts
+
+
+def assert_one_plain_sentence(message: str, url: str) -> None:
+    where = url.removeprefix("http://")
+    assert f"could not connect to {where} (connection refused). Check that the server is running" in message
+    assert "Error" not in message and "HTTPConnection" not in message and "\n" not in message
 
 
 def s3_transport(server: S3Server, bucket: str, **kwargs) -> S3Transport:
@@ -216,21 +237,15 @@ def test_wrappers_of_the_same_kind_copy_inside_the_store_and_of_another_kind_dec
 
 
 class RecordingS3Transport(S3Transport):
-    """An S3 transport that records its puts and can be told to fail its deletes."""
+    """An S3 transport that records its puts."""
 
-    def __init__(self, *args, fail_deletes: bool = False, **kwargs) -> None:
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.puts: list[str] = []
-        self.fail_deletes = fail_deletes
 
     def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
         self.puts.append(key)
         return super().put(key, data, mode)
-
-    def delete(self, keys: list[str]) -> None:
-        if self.fail_deletes:
-            raise RemoteUnavailableError(f"deleting {keys} failed (injected)")
-        super().delete(keys)
 
 
 class S3TransportTests(TransportTests):
@@ -282,12 +297,17 @@ class S3TransportTests(TransportTests):
         ],
         ids=["get", "get_range", "put", "delete", "list"],
     )
-    def test_an_unreachable_endpoint_raises_remote_unavailable_quickly(self, server, operation):
-        transport = s3_transport(server, "any-bucket", endpoint_url=closed_port_url(), retries=0)
-        started = time.monotonic()
-        with pytest.raises(RemoteUnavailableError):
+    def test_a_refused_connection_is_tried_once_and_said_in_one_sentence(
+        self, server, operation, connection_attempts
+    ):
+        # retries=3 as by default: a refused connection is still tried only once (its answer
+        # cannot change), and the user reads where, and why, without urllib3's reprs.
+        url = closed_port_url()
+        transport = s3_transport(server, "any-bucket", endpoint_url=url, retries=3)
+        with pytest.raises(RemoteUnavailableError) as raised:
             operation(transport)
-        assert time.monotonic() - started < 5
+        assert connection_attempts == [url.removeprefix("http://")]
+        assert_one_plain_sentence(str(raised.value), url)
 
     # --- the probe of conditional writes --------------------------------------------------------
 
@@ -305,13 +325,17 @@ class S3TransportTests(TransportTests):
 
     def test_a_probe_whose_cleanup_fails_still_answers_and_logs(self, server, prefix, caplog):
         bucket = server.make_bucket()
-        transport = RecordingS3Transport(server.access_key_id, server.access_key, bucket,
-                                         endpoint_url=server.endpoint_url, fail_deletes=True)
-        with caplog.at_level(logging.WARNING, logger="ebooklet.remote.s3"):
-            assert transport.supports_conditional_writes(prefix) is True
-        assert "could not delete the probe object" in caplog.text
-        assert "injected" in caplog.text
-        assert list(transport.list("")) == transport.puts[:1]  # left behind, and harmless
+        with FaultProxy(server.endpoint_url) as proxy:
+            # Every delete (a DeleteObjects POST) is answered 503 on the wire.
+            proxy.add_rule(lambda r: r.method == "POST" and "delete" in r.query, "503", times=None)
+            transport = RecordingS3Transport(server.access_key_id, server.access_key, bucket,
+                                             endpoint_url=proxy.url)
+            with caplog.at_level(logging.WARNING, logger="ebooklet.remote.s3"):
+                assert transport.supports_conditional_writes(prefix) is True
+            assert [e.fault for e in proxy.requests(lambda e: e.method == "POST")] == ["503"]
+        assert "could not delete the probe object" in caplog.text and "503" in caplog.text
+        direct = s3_transport(server, bucket)
+        assert list(direct.list("")) == transport.puts[:1]  # left behind, and harmless
 
     def test_a_probe_in_a_bucket_that_does_not_exist_says_so(self, server, prefix):
         transport = RecordingS3Transport(server.access_key_id, server.access_key,
@@ -406,14 +430,26 @@ class HttpTransportTests(TransportTests):
         yield writer
         writer.close()
 
-    def test_an_unreachable_url_raises_remote_unavailable_quickly(self):
-        transport = HttpTransport(closed_port_url() + "/bucket/", pool=make_pool(retries=0))
-        started = time.monotonic()
-        with pytest.raises(RemoteUnavailableError):
+    def test_a_refused_url_is_tried_once_and_said_in_one_sentence(self, connection_attempts):
+        url = closed_port_url()
+        transport = HttpTransport(url + "/bucket/", pool=make_pool(retries=3))
+        with pytest.raises(RemoteUnavailableError) as got:
             transport.get("k")
-        with pytest.raises(RemoteUnavailableError):
+        assert_one_plain_sentence(str(got.value), url)
+        with pytest.raises(RemoteUnavailableError) as ranged:
             transport.get_range("k", 0, 1)
-        assert time.monotonic() - started < 5
+        assert_one_plain_sentence(str(ranged.value), url)
+        assert connection_attempts == [url.removeprefix("http://")] * 2
+
+    def test_a_reset_connection_is_still_retried(self, server, bucket, writer, prefix):
+        # What can change is retried: a reset before the answer, on the way through a proxy.
+        writer.put(prefix + "obj", DATA)
+        with FaultProxy(server.endpoint_url) as proxy:
+            proxy.add_rule(lambda r: r.key == prefix + "obj", "reset", times=1)
+            transport = HttpTransport(f"{proxy.url}/{bucket}/", pool=make_pool(retries=3))
+            assert transport.get(prefix + "obj").data == DATA
+            transport.close()
+            assert [entry.fault for entry in proxy.requests()] == ["reset", None]
 
 
 class TestHttpTransportOnMoto(HttpTransportTests):

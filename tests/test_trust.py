@@ -389,9 +389,9 @@ def test_the_command_line_asks_for_allow_pickle_and_reads_other_databases_withou
     assert head.code == 0 and "pickle" in head.out
     assert plain_get.out == "text\n" and plain_keys.out == "k\n"
 
-    assert ebk(tmp_path, "get", "bucket/pickled.blt", "k", "--allow-pickle").out == "{'a': 1}\n"
+    assert ebk(tmp_path, "get", "bucket/pickled.blt", "k", "--allow-pickle").out == '{"a": 1}\n'
     # The cache file consented to once is the user's own copy: reading it again needs no flag.
-    assert ebk(tmp_path, "get", "bucket/pickled.blt", "k").out == "{'a': 1}\n"
+    assert ebk(tmp_path, "get", "bucket/pickled.blt", "k").out == '{"a": 1}\n'
 
 
 def _part_blob(payload: dict[str, Any]) -> bytes:

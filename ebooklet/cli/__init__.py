@@ -48,8 +48,8 @@ from collections.abc import Iterator, Sequence
 
 from ..errors import ConflictError, EbookletError
 from . import completion, databases, demo, edit, lifecycle, read, stores, sync
-from .output import CliError, print_error
-from .parser import Parser, root_parser
+from .output import Cancelled, CliError, print_error, print_json
+from .parser import Parser, parse_command_line, root_parser
 
 __all__ = ["build_parser", "main"]
 
@@ -76,6 +76,16 @@ def _conflict_message(exc: ConflictError, command: str) -> str:
         f"{shown}{more}. Nothing was {done}; choose the side to keep with {policy} --on-conflict "
         "local|remote|newest"
     )
+
+
+#: What a Ctrl-C that a command did not handle itself left behind: the commands that commit
+#: had not started to, and those that only read changed nothing.
+_INTERRUPTED = {
+    **dict.fromkeys(("push", "put", "del", "compact", "init"),
+                    "nothing was committed; run the command again to do it"),
+    **dict.fromkeys(("status", "keys", "get", "head", "log", "diff", "ls", "verify", "completion"),
+                    "nothing was changed"),
+}
 
 
 class _Prefixed(logging.Formatter):
@@ -118,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     Parser.json_errors = "--json" in argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
@@ -128,13 +138,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
     except ConflictError as exc:
         return print_error(_conflict_message(exc, args.command), as_json, "ConflictError", keys=exc.keys)
+    except Cancelled as exc:
+        if as_json:
+            print_json({"cancelled": True, "message": str(exc)})
+        print(f"ebooklet: {exc}", file=sys.stderr)
+        return 0
     except CliError as exc:
-        return print_error(str(exc), as_json, "Interrupted" if exc.status == 130 else "Error", exc.status,
+        return print_error(str(exc), as_json, "Interrupted" if exc.status == 130 else exc.kind, exc.status,
                            **exc.details)
     except EbookletError as exc:
+        if getattr(args, "verbose", False):  # the whole chain: urllib3's reprs, the socket's error
+            traceback.print_exception(exc)
         return print_error(str(exc), as_json, type(exc).__name__)
     except KeyboardInterrupt:
-        return print_error("interrupted", as_json, "Interrupted", 130)
+        # Not caught by the command itself (which says more once its transfer began).
+        left = _INTERRUPTED.get(args.command, "stopped")
+        return print_error(f"interrupted: {left}", as_json, "Interrupted", 130)
     except BrokenPipeError:
         # The reader went away (e.g. '| head'): stop quietly, like a process killed by SIGPIPE.
         with contextlib.suppress(OSError):
@@ -149,8 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug: one line, and the traceback with --verbose
         if getattr(args, "verbose", False):
             traceback.print_exc()
-        how = (" with the output of the same command run with --verbose (which shows where it happened)"
-               if getattr(args, "talks", False) else ", with the command that was run")
+        how = " with the output of the same command run with --verbose (which shows where it happened)"
         return print_error(
             f"unexpected {type(exc).__name__}: {exc}. This is a bug in ebooklet: please report it{how}",
             as_json, "InternalError",

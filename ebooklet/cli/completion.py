@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from .output import print_json
 from .parser import Commands
 
 SHELLS = ("bash", "zsh", "fish")
@@ -25,11 +26,9 @@ def register(commands: Commands) -> None:
     completion.add_argument("shell", choices=SHELLS, metavar="SHELL", help="bash, zsh or fish")
 
 
-def _commands() -> dict[str, list[str]]:
-    """Every command and its long options."""
-    from . import build_parser  # the whole parser, with every command module's commands
-
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+def _commands(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
+    """Every command of ``ebooklet``'s whole ``parser``, and its long options."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return {
         name: sorted({s for action in parser._actions for s in action.option_strings if s.startswith("--")})
         for name, parser in sub.choices.items()
@@ -75,5 +74,8 @@ def fish_script(commands: dict[str, list[str]]) -> str:
 
 def _completion(args: argparse.Namespace) -> int:
     script = {"bash": bash_script, "zsh": zsh_script, "fish": fish_script}[args.shell]
-    print(script(_commands()), end="")
+    if args.json:
+        print_json({"shell": args.shell, "script": script(_commands(args.root_parser))})
+    else:
+        print(script(_commands(args.root_parser)), end="")
     return 0

@@ -1,4 +1,5 @@
-"""The commands on whole remote databases: ls (list those under a prefix), cp and rm."""
+"""The commands on whole remote databases: init (make one), ls (list those under a prefix),
+cp and rm."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from ..local import STATE_FILE
 from ..remote import Remote, S3Connection, Transport
 from ..remote.fs import FolderTransport
 from .interrupt import StoppableTransport, handling_interrupts
+from .local import open_database
 from .output import CliError, confirm, count, human_bytes, print_json, show_key
 from .parser import Commands
-from .remote_arg import check_credentials, no_database, remote_arg, s3_options
+from .remote_arg import check_credentials, location_fields, no_database, remote_arg, s3_options
 
 LS_HELP = """\
 PREFIX is where to look:
@@ -27,11 +29,29 @@ PREFIX is where to look:
 A public URL cannot be listed.
 """
 
+SERIALIZERS = """\
+Serializers: orjson or msgpack for JSON-like values (what 'ebooklet put'
+takes), str for text, bytes for raw bytes, pickle for any Python object
+(reading it runs code from whoever can write to REMOTE: readers must trust it).
+"""
+
 #: Heads read at once by ``ls``.
 LS_THREADS = 8
 
 
 def register(commands: Commands) -> None:
+    init = commands.add(
+        "init", _init, "create a database and its local file",
+        "Create a new, empty database at REMOTE (commit 1) and LOCAL, a local file\n"
+        "synced with it, ready for 'ebooklet put LOCAL KEY VALUE' and 'ebooklet push\n"
+        "LOCAL'. --serializer says how values are stored. To work on a database that\n"
+        "exists, copy it with 'ebooklet pull REMOTE LOCAL' instead.",
+        ["timeout", "lock", "s3"], notes=SERIALIZERS,
+    )
+    init.add_argument("local", metavar="LOCAL", help="the local file to create")
+    init.add_argument("--serializer", metavar="NAME", required=True,
+                      help="how values are stored: orjson, msgpack, str, bytes, pickle, ...")
+
     ls = commands.add(
         "ls", _ls, "list the databases under a prefix",
         "List the ebooklet databases under PREFIX, one per line: where it is (as\n"
@@ -66,6 +86,36 @@ def register(commands: Commands) -> None:
         ["json", "lock", "s3"],
     )
     rm.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+
+
+# -- init ------------------------------------------------------------------------------------
+
+
+def _init(args: argparse.Namespace) -> int:
+    remote = remote_arg(args)
+    local = pathlib.Path(args.local)
+    if not remote.writable:
+        raise CliError(f"cannot create a database at {remote.location}: a public URL is read-only; use "
+                       "s3://BUCKET/KEY (with credentials) or a folder")
+    if local.exists():
+        raise CliError(f"{local} already exists: init makes a new local file; give another LOCAL")
+    with handling_interrupts():
+        existing = remote_info(remote.remote())
+        if existing is not None:
+            raise CliError(
+                f"{remote.location} already holds a database (commit {existing.commit:,}, "
+                f"{count(existing.n_keys, 'key')}): 'ebooklet pull {remote.text} {local}' makes a local copy"
+            )
+        serializer = None if args.serializer == "bytes" else args.serializer
+        with open_database(remote, local, "c", args, value_serializer=serializer) as db:
+            result = db.changes().push()
+    if args.json:
+        print_json({**remote.fields(), "local": str(local), "commit": result.commit,
+                    "serializer": args.serializer})
+    elif not args.quiet:
+        print(f"created {remote.location} (commit {result.commit:,}, serializer {args.serializer}) and "
+              f"{local}, synced with it: 'ebooklet put {local} KEY VALUE', then 'ebooklet push {local}'")
+    return 0
 
 
 # -- ls --------------------------------------------------------------------------------------
@@ -140,7 +190,7 @@ def _ls(args: argparse.Namespace) -> int:
             found = [(k, info) for k, info in pool.map(describe, heads) if info is not None]
     place.transport.close()
     if args.json:
-        print_json([{"remote": place.remote(k), **_info_json(info)} for k, info in found if info])
+        print_json([{**_info_json(info), "remote": place.remote(k)} for k, info in found if info])
         return 0
     if not found:
         print(f"no ebooklet databases under {args.prefix}")
@@ -160,7 +210,7 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _info_json(info: RemoteInfo) -> dict[str, object]:
-    data = dataclasses.asdict(info)
+    data = {**dataclasses.asdict(info), **location_fields(info.location)}
     data["committed_at"] = info.committed_at.isoformat()
     return data
 
@@ -191,7 +241,7 @@ def _cp(args: argparse.Namespace) -> int:
             with db:
                 info = db.copy_remote(target.remote(), overwrite=args.overwrite)
     if args.json:
-        print_json({"source": source.location, **_info_json(info)})
+        print_json({"source": source.fields(), **_info_json(info)})
     else:
         print(f"copied {source.location} to {info.location}: commit {info.commit:,}, "
               f"{count(info.n_keys, 'key')}, {human_bytes(info.n_bytes)}")
@@ -229,7 +279,7 @@ def _rm(args: argparse.Namespace) -> int:
             with open_db(remote.remote(), pathlib.Path(tmp) / "rm.blt", "n", lock_wait=args.lock_wait) as db:
                 deleted = db.delete_remote()
     if args.json:
-        print_json({"deleted": remote.location, "objects": deleted})
+        print_json({"deleted": remote.location, **remote.fields(), "objects": deleted})
     else:
         print(f"deleted {remote.location}: {count(deleted, 'object')}")
     return 0

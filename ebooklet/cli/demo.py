@@ -10,8 +10,10 @@ from typing import Any
 from .. import __version__
 from ..api import open as open_db
 from ..errors import ConflictError
+from ..info import remote_info
 from ..remote.url import remote_location
-from .output import CliError
+from ..words import counted
+from .output import CliError, print_json
 from .parser import Commands
 from .remote_arg import remote_arg
 
@@ -36,7 +38,8 @@ def _demo(args: argparse.Namespace) -> int:
         raise CliError(f"{workdir} is a file: --dir names a folder for the demo's files")
     workdir.mkdir(parents=True, exist_ok=True)
     remote: Any = workdir / "remote" / "stations.blt"
-    say = print
+    # -q: nothing but errors; --json: one object at the end, for a program that checks the demo.
+    say = print if not (args.quiet or args.json) else lambda *_: None
 
     say(f"ebooklet {__version__} demo in {workdir}")
     if args.remote:
@@ -63,7 +66,7 @@ def _demo(args: argparse.Namespace) -> int:
         say(f"   {len(bob)} keys, metadata {bob.get_metadata()}")
         before = bob.stats.requests
         say(f"   station-0042 = {bob['station-0042']['lat']:.3f} (lat), fetched with "
-            f"{bob.stats.requests - before} request(s)")
+            f"{counted(bob.stats.requests - before, 'request')}")
         bob["station-0042"] = {**bob["station-0042"], "rain_mm": [1.5] * 24}
         del bob["station-0999"]
         say(f"   Bob's changes: {[str(c) for c in bob.changes().iter_changes()]}")
@@ -81,7 +84,7 @@ def _demo(args: argparse.Namespace) -> int:
     with open_db(remote, workdir / "bob.blt", "w") as bob:
         bob.changes().pull()
         bob["station-0007"] = {**bob["station-0007"], "rain_mm": [2.0] * 24}
-        bob.changes().push()
+        say(f"   Bob's push: {bob.changes().push()}")
     with open_db(remote, workdir / "alice.blt", "w") as alice:
         alice["station-0007"] = {**alice["station-0007"], "rain_mm": [3.0] * 24}
         try:
@@ -98,4 +101,8 @@ def _demo(args: argparse.Namespace) -> int:
         rain = {k: v["rain_mm"][0] for k, v in reader.items() if v["rain_mm"][0]}
         say(f"   {len(reader)} stations; those with rain: {rain}")
     say("\nDone. Everything the demo wrote is in " + str(workdir))
+    if args.json:
+        info = remote_info(remote)
+        print_json({"dir": str(workdir), "remote": remote.absolute().as_uri(), "commit": info and info.commit,
+                    "keys": info and info.n_keys})
     return 0

@@ -163,7 +163,7 @@ def _report(
     if result is not None:
         if args.json:
             print_json({"local": str(local), **data, "pushed": True,
-                        "push": {"remote": remote.location, **dataclasses.asdict(result)}})
+                        "push": {**remote.fields(), **dataclasses.asdict(result)}})
             return
         if not args.quiet:
             print(f"{what} in {local}")

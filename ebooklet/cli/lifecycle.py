@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from datetime import datetime
+import pathlib
+import tempfile
 
 from ..errors import EbookletError
+from ..info import remote_info
+from ..local import synced_with
 from ..maintenance import gc, verify
+from ..results import PushResult
 from ..settings import settings
 from .interrupt import handling_interrupts
 from .local import CACHE_HELP, existing_local, open_database, reader
-from .output import bad_input, count, print_json, show_key
-from .parser import Commands, positive_int
+from .output import CliError, bad_input, count, print_json, show_key
+from .parser import COMMIT_HELP, Commands, commit_ref, positive_int
 from .progress import progress_bar
-from .remote_arg import remote_arg, remote_for_local
+from .remote_arg import RemoteArg, no_database, remote_arg, remote_for_local
 from .sync import REMEMBERED
-
-COMMIT_HELP = "a commit number (as `ebooklet log` lists them) or an ISO 8601 time with a timezone"
 
 
 def register(commands: Commands) -> None:
@@ -35,17 +37,19 @@ def register(commands: Commands) -> None:
         "latest when left out).",
         ["local", "json", "timeout", "s3"], notes=CACHE_HELP,
     )
-    diff.add_argument("old", metavar="OLD", type=_commit, help=COMMIT_HELP)
-    diff.add_argument("new", metavar="NEW", type=_commit, nargs="?", help=COMMIT_HELP)
+    diff.add_argument("old", metavar="OLD", type=commit_ref, help=COMMIT_HELP)
+    diff.add_argument("new", metavar="NEW", type=commit_ref, nargs="?", help=COMMIT_HELP)
 
     compact = commands.add(
         "compact", _compact, "rewrite segments that hold dead or scattered values",
         "Rewrite REMOTE's segments that are mostly dead or small into new ones, in one\n"
-        "atomic commit made from LOCAL (which also pushes LOCAL's changes). Pushes\n"
-        "compact on the way when the index is small; this does it for any size.",
+        "atomic commit made from LOCAL (which also pushes LOCAL's changes), or, given\n"
+        "REMOTE alone, from a temporary local copy. Pushes compact on the way when the\n"
+        "index is small; this does it for any size.",
         ["talk", "progress", "pickle", "json", "timeout", "lock", "s3"], remote="optional", notes=REMEMBERED,
     )
-    compact.add_argument("local", metavar="LOCAL", help="the local database file")
+    compact.add_argument("local", metavar="LOCAL",
+                         help="the local database file; or, alone, the REMOTE to compact")
 
     collect = commands.add(
         "gc", _gc, "remove objects no retained commit uses",
@@ -69,20 +73,6 @@ def register(commands: Commands) -> None:
         ["json", "s3"],
     )
     check.add_argument("--deep", action="store_true", help="also read and check every value")
-
-
-def _commit(text: str) -> int | datetime:
-    if text.isdigit():
-        return int(text)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a commit number nor an ISO 8601 time"
-        ) from None
-    if when.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs a timezone, e.g. {text}+00:00")
-    return when
 
 
 def _log(args: argparse.Namespace) -> int:
@@ -111,10 +101,14 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    local = existing_local(args.local, f"'ebooklet pull REMOTE {args.local}' makes one")
-    remote = remote_for_local(args, local)
-    with handling_interrupts(), open_database(remote, local, "w", args) as db, progress_bar(args) as bar:
-        result = db.compact(progress=bar)
+    if args.remote is None and synced_with(pathlib.Path(args.local)) is None:
+        # One argument that is no synced local file: the REMOTE, compacted through a copy of its own.
+        remote = remote_arg(args, args.local)
+        with tempfile.TemporaryDirectory(prefix="ebooklet-compact-") as tmp:
+            result = _compact_from(args, remote, pathlib.Path(tmp) / "compact.blt")
+    else:
+        local = existing_local(args.local, f"'ebooklet pull REMOTE {args.local}' makes one")
+        result = _compact_from(args, remote_for_local(args, local), local)
     if args.json:
         print_json({"commit": result.commit, "compacted": result.compacted, "keys": len(result.keys),
                     "deleted": len(result.deleted)})
@@ -126,6 +120,16 @@ def _compact(args: argparse.Namespace) -> int:
     else:
         print("nothing to compact")
     return 0
+
+
+def _compact_from(args: argparse.Namespace, remote: RemoteArg, local: pathlib.Path) -> PushResult:
+    if not remote.writable:
+        raise CliError(f"cannot compact {remote.location}: a public URL is read-only; compact it through "
+                       "s3://BUCKET/KEY (with credentials) or a folder")
+    if not local.exists() and remote_info(remote.remote()) is None:
+        raise no_database(remote)
+    with handling_interrupts(), open_database(remote, local, "w", args) as db, progress_bar(args) as bar:
+        return db.compact(progress=bar)
 
 
 def _gc(args: argparse.Namespace) -> int:

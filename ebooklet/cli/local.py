@@ -15,6 +15,7 @@ import hashlib
 import pathlib
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 
 import portalocker
@@ -33,7 +34,7 @@ from ..errors import (
 from ..local import synced_with
 from ..lock import DEFAULT_WAIT
 from .output import CliError, bad_input
-from .remote_arg import RemoteArg, no_database, remote_arg
+from .remote_arg import RemoteArg, no_database, remote_arg, remote_for_local
 from .stores import cache_dir
 
 CACHE_HELP = """\
@@ -158,12 +159,35 @@ def _drop_cache(path: pathlib.Path) -> None:
     shutil.rmtree(state_dir(path), ignore_errors=True)
 
 
+def given_local(args: argparse.Namespace) -> pathlib.Path | None:
+    """REMOTE, when it names a local file that ebooklet has synced (and no --local is given):
+    read commands then read that file, through the remote it remembers."""
+    path = pathlib.Path(args.remote)
+    if getattr(args, "local", None) or not path.is_file() or synced_with(path) is None:
+        return None
+    return path
+
+
 @contextlib.contextmanager
 def reader(args: argparse.Namespace) -> Iterator[EBooklet]:
-    """The database for a read command: through ``--local``, or the cache (pulled first)."""
-    remote = remote_arg(args)
-    if args.local:
-        with open_database(remote, pathlib.Path(args.local), "r", args) as db:
+    """The database for a read command: a local file given as REMOTE or with ``--local``
+    (read as it is, with its unpushed changes), the remote as at ``--at``, or the cache
+    (pulled first)."""
+    local = given_local(args)
+    if local is not None:
+        remote = remote_for_local(argparse.Namespace(**{**vars(args), "remote": None}), local)
+    else:
+        remote = remote_arg(args)
+        local = pathlib.Path(args.local) if args.local else None
+    at = getattr(args, "at", None)
+    if at is not None:
+        # A past commit is read into a file of its own, which goes when the command ends.
+        with tempfile.TemporaryDirectory(prefix="ebooklet-at-") as tmp, \
+                open_database(remote, pathlib.Path(tmp) / "at.blt", "r", args, at=at) as db:
+            yield db
+        return
+    if local is not None:
+        with open_database(remote, local, "r", args) as db:
             yield db
         return
     path = cache_path(remote)

@@ -11,6 +11,8 @@ import json
 import sys
 from typing import Any
 
+from ..words import counted
+
 #: How many keys ``push`` and ``pull`` list (``--verbose``: all). A longer list is summed up.
 SHOWN_KEYS = 20
 
@@ -18,13 +20,20 @@ SHOWN_KEYS = 20
 class CliError(Exception):
     """An expected failure: printed as ``ebooklet: error: <message>``, exit status 1.
 
-    ``details`` go into the JSON form of the error (``--json``).
+    ``kind`` is its ``type`` in the JSON form of the error (``--json``): the class of the
+    exception a Python program would have caught (``KeyError`` for a missing key), else
+    ``Error``; ``details`` go in there too.
     """
 
-    def __init__(self, message: str, status: int = 1, **details: Any) -> None:
+    def __init__(self, message: str, status: int = 1, kind: str = "Error", **details: Any) -> None:
         super().__init__(message)
         self.status = status
+        self.kind = kind
         self.details = details
+
+
+class Cancelled(Exception):
+    """The user answered no at a prompt: nothing was done, as asked; not an error (exit 0)."""
 
 
 def confirm(what: str, command: str) -> None:
@@ -38,7 +47,7 @@ def confirm(what: str, command: str) -> None:
     print(f"ebooklet {command}: {what}? This cannot be undone. [y/N] ", end="", file=sys.stderr, flush=True)
     answer = sys.stdin.readline()
     if answer.strip().lower() not in ("y", "yes"):
-        raise CliError(f"{command} cancelled: nothing was changed")
+        raise Cancelled(f"{command} cancelled: nothing was changed")
 
 
 def one_line(message: str) -> str:
@@ -63,13 +72,8 @@ def print_error(
     return status
 
 
-def count(n: int, noun: str) -> str:
-    """``1 key``, ``1,024 keys``: a number with thousands separators and its noun.
-
-    >>> count(1, "key"), count(20_000, "key"), count(2, "value")
-    ('1 key', '20,000 keys', '2 values')
-    """
-    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+#: ``1 key``, ``1,024 keys``: a number with thousands separators and its noun.
+count = counted
 
 
 def human_bytes(n: int) -> str:

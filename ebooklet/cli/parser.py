@@ -9,7 +9,9 @@ its kind.
 from __future__ import annotations
 
 import argparse
+import difflib
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Literal, NoReturn
 
 from .. import __version__
@@ -22,6 +24,9 @@ from .remote_arg import REMOTE_HELP
 Command = Callable[[argparse.Namespace], int]
 
 CONFLICT_POLICIES = ("local", "remote", "newest")
+
+#: The name pip knows this package by (not "ebooklet": see docs/from-0.5.rst, "Installing").
+DISTRIBUTION = "ebooklet-sync"
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
@@ -45,6 +50,24 @@ def _seconds(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, not {text}")
     return value
+
+
+COMMIT_HELP = "a commit number (as `ebooklet log` lists them) or an ISO 8601 time with a timezone"
+
+
+def commit_ref(text: str) -> int | datetime:
+    """An argparse type: a commit, by number or by time (see :data:`COMMIT_HELP`)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a commit number nor an ISO 8601 time"
+        ) from None
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a timezone, e.g. {text}+00:00")
+    return when
 
 
 def positive_int(text: str) -> int:
@@ -119,9 +142,45 @@ class Parser(argparse.ArgumentParser):
     json_errors = False
 
     def error(self, message: str) -> NoReturn:
+        message += self._did_you_mean(message)
         if self.json_errors:
             print_json({"error": {"message": message, "type": "UsageError", "exit_status": 2}})
         super().error(message)
+
+    def _did_you_mean(self, message: str) -> str:
+        """For an unknown option, the closest one this command has."""
+        if not message.startswith("unrecognized arguments: "):
+            return ""
+        known = [option for option in self._option_string_actions if option.startswith("--")]
+        for word in message.split(": ", 1)[1].split():
+            close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1, cutoff=0.6)
+            if word.startswith("-") and close:
+                return f" (did you mean {close[0]}?)"
+        return ""
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``ebooklet [OPTIONS] COMMAND ARGS``, with options anywhere around the arguments.
+
+    The command is the first word that is not an option. Its own parser reads everything
+    else, options and arguments in any order (``put F K --text hello`` as well as ``put F K
+    hello --text``), so a bad option gets that command's usage and a suggestion; an unknown
+    command gets the closest one.
+    """
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    words = [i for i, word in enumerate(argv) if not word.startswith("-")]
+    if not words or any(word in ("-h", "--help", "--version") for word in argv[: words[0]]):
+        return parser.parse_args(argv)
+    at = words[0]
+    name = argv[at]
+    if name not in commands.choices:
+        close = difflib.get_close_matches(name, list(commands.choices), n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        parser.error(f"unknown command {name!r}{hint} ('ebooklet --help' lists the commands)")
+    args = commands.choices[name].parse_intermixed_args([*argv[:at], *argv[at + 1 :]])
+    args.command = name
+    args.root_parser = parser  # for the command that describes them all (completion)
+    return args
 
 
 class Commands:
@@ -154,6 +213,8 @@ class Commands:
         epilog = REMOTE_HELP if remote else None
         if notes:
             epilog = f"{epilog}\n{notes}" if epilog else notes
+        # Every command takes --json, --quiet and --verbose, wherever they are typed.
+        options = [*dict.fromkeys([*options, "json", "talk"])]
         parser = self._subparsers.add_parser(
             name, help=help, description=description, epilog=epilog, formatter_class=Formatter,
             parents=[self._options[option] for option in options], allow_abbrev=False,
@@ -164,7 +225,7 @@ class Commands:
                                 "was last synced with")
         elif remote:
             parser.add_argument("remote", metavar="REMOTE", help="where the database lives (see below)")
-        parser.set_defaults(func=func, json=False, quiet=False, verbose=False, talks="talk" in options)
+        parser.set_defaults(func=func)
         self.names.append(name)
         return parser
 
@@ -179,5 +240,5 @@ def root_parser() -> tuple[argparse.ArgumentParser, Commands]:
         formatter_class=Formatter,
         allow_abbrev=False,
     )
-    parser.add_argument("--version", action="version", version=f"ebooklet {__version__}")
+    parser.add_argument("--version", action="version", version=f"ebooklet {__version__} ({DISTRIBUTION})")
     return parser, Commands(parser.add_subparsers(dest="command", metavar="COMMAND", title="commands"))

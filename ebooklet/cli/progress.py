@@ -32,15 +32,19 @@ NOTICE_AFTER = 2.0
 PREPARING = {"upload": "reading the remote and packing the changes", "download": "reading the index"}
 
 
-def render_progress(p: Progress, width: int = 80) -> str:
+def render_progress(p: Progress, width: int = 80, elapsed: float | None = None) -> str:
     """One line describing a transfer, at most ``width`` characters.
 
     The fraction counts keys, whose total is known from the start (the byte total of a push
     grows once its index is built); the layout does not shift as the numbers grow, so
-    redraws do not jitter.
+    redraws do not jitter. Given the seconds ``elapsed`` since the transfer began, the line
+    ends with its rate and the time left at that pace (as rclone and ``aws s3 cp`` show
+    them), when there is room.
 
     >>> render_progress(Progress("upload", 250, 1000, 512 * 1024, 2 * 1024 * 1024), 80)
     'pushing   [#####...............]  25%   512.0 KiB sent        250/1,000 keys'
+    >>> render_progress(Progress("upload", 250, 1000, 512 * 1024, 2 * 1024 * 1024), 79, elapsed=2.0)
+    'pushing   [#......]  25%   512.0 KiB    250/1,000 keys   256.0 KiB/s  ETA  0:06'
     """
     verb = "pushing" if p.phase == "upload" else "fetching"
     moved = "sent" if p.phase == "upload" else "received"
@@ -52,15 +56,27 @@ def render_progress(p: Progress, width: int = 80) -> str:
         fraction = 1.0
     fraction = min(max(fraction, 0.0), 1.0)
     total_keys = f"{p.keys_total:,}"
-    stats = (
-        f"{int(fraction * 100):3d}%  {human_bytes(p.bytes_done):>10} {moved:<8}  "
-        f"{p.keys_done:>{len(total_keys)},}/{total_keys} keys"
-    )
-    bar_width = min(20, width - len("fetching") - len(stats) - 5)
-    if bar_width < 5:
-        return f"{verb} {' '.join(stats.split())}"[:width]
-    filled = int(fraction * bar_width)
-    return f"{verb:<8}  [{'#' * filled}{'.' * (bar_width - filled)}] {stats}"
+    keys = f"{p.keys_done:>{len(total_keys)},}/{total_keys} keys"
+    amount = f"{int(fraction * 100):3d}%  {human_bytes(p.bytes_done):>10}"
+    layouts = [f"{amount} {moved:<8}  {keys}"]
+    if elapsed is not None and elapsed > 0:
+        # The rate says which way the bytes go; without "sent" the line fits 80 columns.
+        left = _clock(elapsed * (1 - fraction) / fraction) if fraction > 0 else "-:--"
+        rate = f"{human_bytes(int(p.bytes_done / elapsed))}/s"
+        layouts.insert(0, f"{amount}  {keys}  {rate:>12}  ETA {left:>5}")
+    for stats in layouts:
+        bar_width = min(20, width - len("fetching") - len(stats) - 5)
+        if bar_width >= 5:
+            filled = int(fraction * bar_width)
+            return f"{verb:<8}  [{'#' * filled}{'.' * (bar_width - filled)}] {stats}"
+    return f"{verb} {' '.join(layouts[-1].split())}"[:width]
+
+
+def _clock(seconds: float) -> str:
+    """``0:07``, ``12:30``, ``2:05:00``: a duration as a clock shows it."""
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class ProgressBar:
@@ -94,6 +110,8 @@ class ProgressBar:
         self._last_draw: float | None = None
         self._last_len = 0
         self._pending: Progress | None = None
+        #: When the first progress arrived: the rate and the time left count from there.
+        self._began: float | None = None
         self._progressed = False
         self._closed = False
 
@@ -104,12 +122,17 @@ class ProgressBar:
             now = self.clock()
             self._pending = progress
             self._progressed = True
+            if self._began is None:
+                self._began = now
             if now - self._start < self._delay:
                 return
             if self._last_draw is not None and now - self._last_draw < self.interval:
                 return
-            self._draw(render_progress(progress, self.width), now)
+            self._draw(self._render(progress, now), now)
             self._pending = None
+
+    def _render(self, progress: Progress, now: float) -> str:
+        return render_progress(progress, self.width, now - self._began if self._began is not None else None)
 
     def tick(self) -> None:
         """Called by a timer: draw progress that arrived and was not drawn yet, or, before any
@@ -121,7 +144,7 @@ class ProgressBar:
                 return
             if self._pending is not None:
                 if self._last_draw is None or now - self._last_draw >= self.interval:
-                    self._draw(render_progress(self._pending, self.width), now)
+                    self._draw(self._render(self._pending, now), now)
                     self._pending = None
                 return
             # A wait is shown whenever it happens: a push uploads while it waits for the lock.
@@ -152,7 +175,8 @@ class ProgressBar:
             if self._last_draw is None:
                 return  # never shown: leave no trace
             if self._pending is not None:
-                self._draw(render_progress(self._pending, self.width), self.clock())
+                now = self.clock()
+                self._draw(self._render(self._pending, now), now)
             self._write("\n")
 
     def abandon(self) -> None:

@@ -12,25 +12,31 @@ from ..info import remote_info
 from .interrupt import handling_interrupts
 from .local import CACHE_HELP, reader
 from .output import CliError, bad_input, print_json, print_table, size
-from .parser import Commands
+from .parser import COMMIT_HELP, Commands, commit_ref
 from .remote_arg import no_database, remote_arg
 
 
 def register(commands: Commands) -> None:
     keys = commands.add(
         "keys", _keys, "list the keys of a database",
-        "List REMOTE's keys, sorted, one per line.",
+        "List REMOTE's keys, sorted, one per line. REMOTE may be a local file:\n"
+        "then its own keys are listed, unpushed changes included.",
         ["local", "pickle", "json", "timeout", "s3"], notes=CACHE_HELP,
     )
     keys.add_argument("--prefix", default="", metavar="P", help="only the keys that start with P")
+    keys.add_argument("--at", type=commit_ref, metavar="COMMIT", help=f"as at this commit: {COMMIT_HELP}")
 
     get = commands.add(
         "get", _get, "print the value of one key",
-        "Print the value of KEY: bytes as they are, str as text, anything else as its\n"
-        "Python repr (or as JSON with --json). A missing key is an error.",
+        "Print the value of KEY: bytes as they are, str as text, anything else as\n"
+        "JSON (what 'ebooklet put' takes back), or as its Python repr when it has no\n"
+        "JSON form. With --json, the value as JSON, a str included. A missing key is\n"
+        "an error. REMOTE may be a local file: then its own value is shown, unpushed\n"
+        "changes included.",
         ["local", "pickle", "json", "timeout", "s3"], notes=CACHE_HELP,
     )
     get.add_argument("key", metavar="KEY", help="the key")
+    get.add_argument("--at", type=commit_ref, metavar="COMMIT", help=f"as at this commit: {COMMIT_HELP}")
 
     commands.add(
         "head", _head, "describe a remote database",
@@ -58,8 +64,9 @@ def _get(args: argparse.Namespace) -> int:
         try:
             value = db[args.key]
         except KeyError:
-            raise CliError(f"no key {args.key!r} in {db.remote}: 'ebooklet keys {args.remote}' lists its "
-                           "keys (--prefix P those that start with P)") from None
+            at = f" at commit {args.at}" if args.at is not None else ""
+            raise CliError(f"no key {args.key!r} in {db.remote}{at}: 'ebooklet keys {args.remote}' lists its "
+                           "keys (--prefix P those that start with P)", kind="KeyError") from None
     if args.json:
         try:
             text = json.dumps(value, indent=2, ensure_ascii=False)
@@ -75,8 +82,18 @@ def _get(args: argparse.Namespace) -> int:
     elif isinstance(value, str):
         print(value)
     else:
-        print(repr(value))
+        print(_as_json(value))
     return 0
+
+
+def _as_json(value: object) -> str:
+    """JSON when the value has an exact JSON form (so that 'put' reads back the same value),
+    else its repr."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+    return text if json.loads(text) == value else repr(value)
 
 
 def _head(args: argparse.Namespace) -> int:
@@ -90,7 +107,7 @@ def _head(args: argparse.Namespace) -> int:
     if info is None:
         raise no_database(remote)
     if args.json:
-        data = dataclasses.asdict(info)
+        data = {**dataclasses.asdict(info), **remote.fields()}
         data["committed_at"] = info.committed_at.isoformat()
         print_json(data)
         return 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import os
 import pathlib
 import re
 import threading
@@ -30,6 +32,7 @@ from ..remote import (
     S3Connection,
     Transport,
     connect,
+    folder_message,
 )
 from ..remote.base import FallbackLock
 from ..remote.credentials import NoCredentialsError
@@ -58,6 +61,8 @@ REMOTE is where the database lives:
   file:///PATH, PATH  a database named inside a local folder (no server needed)
 """
 
+logger = logging.getLogger("ebooklet.cli")
+
 _S3_LOCATION = re.compile(r"^(s3://\S+) \((.*)\)$")
 #: A remembered location of a cloud store: its URL, then where it was (from the environment).
 _CLOUD_LOCATION = re.compile(r"^((?:gs|az)://\S+)(?: \(.*\))?$")
@@ -82,6 +87,10 @@ class RemoteArg:
     #: S3 credentials are looked up at the first request, not before: a command that may
     #: not talk to the remote at all (put and del without --push) needs none.
     deferred: bool = False
+
+    def fields(self) -> dict[str, str | None]:
+        """Where the database lives, for ``--json``: see :func:`location_fields`."""
+        return location_fields(self.location)
 
     def remote(self) -> Remote:
         """A new :class:`ebooklet.Remote` for this database, whose requests stop at Ctrl-C."""
@@ -218,10 +227,19 @@ def check_credentials(text: str, conn: S3Connection) -> None:
             "instead"
         ) from None
     except ValueError as exc:
-        raise CliError(f"{text}: {exc}") from None
+        # The API's words for the option are not the command line's.
+        raise CliError(f"{text}: {exc}".replace("the profile argument", "--profile")) from None
     endpoint = conn.endpoint_url
     if endpoint and urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
         raise CliError(f"the endpoint {endpoint!r} must be an http:// or https:// URL")
+
+
+def location_fields(location: str) -> dict[str, str | None]:
+    """A location as two ``--json`` fields: ``remote``, the URL (``s3://BUCKET/KEY``,
+    ``https://...``, ``file:///...``), and ``endpoint``, the S3 endpoint (None for AWS itself
+    and for remotes that are not S3)."""
+    text, endpoint = _typed(location)
+    return {"remote": text, "endpoint": endpoint}
 
 
 def _typed(location: str) -> tuple[str, str | None]:
@@ -251,6 +269,7 @@ def remote_for_local(args: argparse.Namespace, local: pathlib.Path, deferred: bo
                 f"'ebooklet {args.command} REMOTE {local}'"
             )
         text, endpoint = _typed(synced.location)
+        _warn_if_moved(args, local, endpoint)
         return remote_arg(args, text, endpoint, deferred)
     remote = remote_arg(args, deferred=deferred)
     if synced is None or synced.uuid is None or synced.location.rstrip("/") == remote.location.rstrip("/"):
@@ -266,13 +285,27 @@ def remote_for_local(args: argparse.Namespace, local: pathlib.Path, deferred: bo
     )
 
 
+def _warn_if_moved(args: argparse.Namespace, local: pathlib.Path, remembered: str | None) -> None:
+    """The endpoint a LOCAL file remembers wins over the environment's (docs/cli.rst,
+    "Endpoints"): when the two differ, say which one is used, and how to use the other."""
+    if remembered is None or getattr(args, "endpoint_url", None):
+        return
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        given = os.environ.get(name)
+        if given:
+            if given.rstrip("/") != remembered.rstrip("/"):
+                logger.warning(
+                    "%s remembers the endpoint %s, and %s is %s: using %s (give --endpoint-url %s to "
+                    "use that one)", local, remembered, name, given, remembered, given,
+                )
+            return
+
+
 def no_database(remote: RemoteArg) -> CliError:
     """There is no database at REMOTE, with a hint when REMOTE names a folder, or else where
     to look for the databases that are there."""
     if remote.path is not None and remote.path.is_dir():
-        example = remote.path / "db.blt"
-        return CliError(f"no ebooklet database at {remote.location} ({remote.path} is a folder; a folder "
-                        f"remote names the database inside it, e.g. {example})")
+        return CliError(folder_message(remote.path))
     if remote.path is not None:
         hint = f"check the path; 'ebooklet ls {remote.path.parent}' lists the databases in its folder"
     elif isinstance(remote.conn, S3Connection):

@@ -18,7 +18,7 @@ from ..results import Change, PushResult
 from ..settings import settings
 from .interrupt import handling_interrupts, stop_requested
 from .local import check_folder, existing_local, open_database
-from .output import CliError, confirm, count, print_json, print_keys, show_key
+from .output import SHOWN_KEYS, CliError, confirm, count, print_json, print_keys, show_key
 from .parser import Commands
 from .progress import progress_bar
 from .remote_arg import RemoteArg, remote_for_local
@@ -125,7 +125,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(
             {
-                "remote": remote.location,
+                **remote.fields(),
                 "local": str(local),
                 "remote_checked": unreachable is None,
                 "changes": [dataclasses.asdict(c) for c in changes],
@@ -136,11 +136,11 @@ def _status(args: argparse.Namespace) -> int:
     if args.quiet:
         return status
     if unreachable is not None:
-        return _print_offline(changes, local, remote.location, unreachable)
+        return _print_offline(changes, local, remote.location, unreachable, args.verbose)
     if not changes:
         print(f"no changes: {local} is in sync with {remote.location}")
         return status
-    _print_changes(changes)
+    _print_changes(changes, args.verbose)
     summary = (
         f"{count(len(changes), 'change')}: {sides['local']:,} local, {sides['remote']:,} remote, "
         f"{sides['both']:,} both"
@@ -151,25 +151,30 @@ def _status(args: argparse.Namespace) -> int:
     return status
 
 
-def _print_offline(changes: list[Change], local: Any, location: str, why: str) -> int:
+def _print_offline(changes: list[Change], local: Any, location: str, why: str, verbose: bool) -> int:
     if why != "--offline":
         print(f"the remote was not checked: {why}")
     if not changes:
         print(f"no local changes in {local} since it was last synced with {location} (remote not checked)")
     else:
-        _print_changes(changes)
+        _print_changes(changes, verbose)
         print(f"{count(len(changes), 'local change')} not pushed yet (remote not checked)")
     return OFFLINE_STATUS
 
 
-def _print_changes(changes: list[Change]) -> None:
+def _print_changes(changes: list[Change], verbose: bool) -> None:
+    """A table of the changes: up to SHOWN_KEYS of them, conflicts first, as push and pull
+    list theirs (``--verbose``: all of them), then how many more there are."""
+    shown = changes if verbose else sorted(changes, key=lambda c: not c.conflict)[:SHOWN_KEYS]
     rows = [("side", "local", "remote", "key")] + [
         (c.side, c.local or "-", c.remote or "-", show_key(c.key) + ("  CONFLICT" if c.conflict else ""))
-        for c in changes
+        for c in shown
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[3])
+    if len(shown) < len(changes):
+        print(f"... and {count(len(changes) - len(shown), 'more change')} (--verbose lists them all)")
 
 
 # -- push ------------------------------------------------------------------------------------
@@ -283,7 +288,7 @@ def _gone(remote: RemoteArg, local: pathlib.Path) -> CliError | None:
 
 def report_push(args: argparse.Namespace, result: PushResult, remote: RemoteArg, local: pathlib.Path) -> None:
     if args.json:
-        print_json({"remote": remote.location, "local": str(local), **dataclasses.asdict(result)})
+        print_json({**remote.fields(), "local": str(local), **dataclasses.asdict(result)})
         return
     if args.quiet:
         return
@@ -320,7 +325,7 @@ def _dry_run(args: argparse.Namespace, db: EBooklet, remote: RemoteArg, local: p
         "resolve": [c.key for c in changes if c.conflict and args.on_conflict == "newest"],
     }
     if args.json:
-        print_json({"remote": remote.location, "local": str(local), "dry_run": True, **plan})
+        print_json({**remote.fields(), "local": str(local), "dry_run": True, **plan})
         return 0
     if args.quiet:
         return 0

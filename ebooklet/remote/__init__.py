@@ -120,6 +120,9 @@ def connect(remote_conn: RemoteConn) -> Remote:
     if isinstance(remote_conn, (str, os.PathLike)):
         parsed = parse_remote(remote_conn)
         if isinstance(parsed, pathlib.Path):
+            if parsed.is_dir():
+                # A database is a file in its folder; a folder there could never become one.
+                raise InvalidArgumentError(folder_message(parsed))
             return Remote(FolderTransport(parsed.parent), parsed.name, remote_location(parsed))
         if isinstance(parsed, str):
             return Remote(HttpTransport(_url_parent(parsed)), _url_name(parsed), remote_location(parsed))
@@ -128,6 +131,12 @@ def connect(remote_conn: RemoteConn) -> Remote:
         f"remote_conn must be {FORMS}, or an S3Connection, GCSConnection or AzureConnection, "
         f"not {type(remote_conn).__name__}"
     )
+
+
+def folder_message(path: pathlib.Path) -> str:
+    """What to say when a folder remote names an existing folder instead of a database."""
+    return (f"no ebooklet database at {remote_location(path)} ({path} is a folder; a folder remote names "
+            f"the database inside it, e.g. {path / 'db.blt'})")
 
 
 def connection_params(remote_conn: RemoteConn) -> dict[str, Any]:

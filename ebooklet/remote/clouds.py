@@ -3,7 +3,7 @@
 Like :class:`~ebooklet.S3Connection`, a connection is plain data (where the database is, and
 what credentials were given); its transport is made, and its credentials looked up, when it
 is first used. The cloud SDKs are imported only then, by :mod:`.gcs` and :mod:`.azure`, so
-``ebooklet[gcs]`` and ``ebooklet[azure]`` stay optional.
+the ``gcs`` and ``azure`` extras stay optional.
 
 Where settings come from, when they are not given, follows each SDK's own convention, so that
 whatever works with ``gcloud``/``gsutil`` or ``az``/the Azure SDK works with ebooklet:
@@ -29,7 +29,9 @@ from typing import Any
 from ..errors import InvalidArgumentError
 from .base import Transport
 
-_EXTRA_HINT = "install it with: pip install 'ebooklet[{extra}]'"
+#: What each extra installs (the distribution, ebooklet-sync, is installed from a checkout, so
+#: the advice names the packages themselves; ``pip install ".[gcs]"`` in a checkout works too).
+_EXTRA_PACKAGES = {"gcs": "google-auth", "azure": "azure-storage-blob azure-identity"}
 _BLOB_ENDPOINT = re.compile(r"(?:^|;)\s*BlobEndpoint\s*=\s*([^;]+)", re.IGNORECASE)
 _ACCOUNT_NAME = re.compile(r"(?:^|;)\s*AccountName\s*=\s*([^;]+)", re.IGNORECASE)
 
@@ -47,7 +49,7 @@ def _check_names(kind: str, container: object, db_key: object) -> None:
 
 def _missing_extra(extra: str, exc: ImportError) -> InvalidArgumentError:
     return InvalidArgumentError(f"this remote needs the {extra} extra ({exc.name} is missing): "
-                                + _EXTRA_HINT.format(extra=extra))
+                                f"install it with: pip install {_EXTRA_PACKAGES[extra]}")
 
 
 class GCSConnection:
@@ -128,7 +130,7 @@ class GCSConnection:
         RemoteAccessError
             No credentials were found (the message says where ebooklet looked).
         InvalidArgumentError
-            ``ebooklet[gcs]`` is not installed.
+            the ``gcs`` extra (google-auth) is not installed.
         """
         try:
             from .gcs import GCSTransport, find_credentials
@@ -225,8 +227,9 @@ class AzureConnection:
         RemoteAccessError
             No account was named (the message lists the ways to name one).
         InvalidArgumentError
-            ``ebooklet[azure]`` is not installed, or the SDK refused the connection string,
-            account URL or credential (a token credential over plain http, for instance).
+            the ``azure`` extra (azure-storage-blob, azure-identity) is not installed, or the SDK
+            refused the connection string, account URL or credential (a token credential over
+            plain http, for instance).
         """
         try:
             from .azure import AzureTransport, container_client

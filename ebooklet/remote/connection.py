@@ -7,7 +7,7 @@ import threading
 import urllib.parse
 from typing import Any
 
-from ..errors import RemoteAccessError
+from ..errors import InvalidArgumentError, RemoteAccessError
 from .base import Transport
 from .credentials import (
     Credentials,
@@ -28,7 +28,7 @@ class S3Connection:
         Credentials. When omitted they come from the standard AWS chain: the environment
         (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``), the shared
         files (``~/.aws/credentials``, ``~/.aws/config``, the profile in ``AWS_PROFILE``), then
-        botocore when ``ebooklet[aws]`` is installed (SSO, assumed roles, instance roles); see
+        botocore when it is installed (the ``aws`` extra) (SSO, assumed roles, instance roles); see
         :mod:`ebooklet.remote.credentials`. They are looked up when the connection is first
         used, and never written anywhere.
     db_key : str
@@ -92,7 +92,10 @@ class S3Connection:
             if not bucket or not isinstance(bucket, str):
                 raise ValueError("S3Connection needs bucket, the name of the S3 bucket (a str)")
             if db_key.endswith("/"):
-                raise ValueError(f"db_key {db_key!r} must name an object, not end with '/'")
+                raise InvalidArgumentError(
+                    f"db_key {db_key!r} must name the database's object, not end with '/': e.g. "
+                    f"{db_key}db.blt"
+                )
         self._given = (access_key_id, access_key, session_token)
         self._credentials: Credentials | None = None
         self._credentials_error: Exception | None = None

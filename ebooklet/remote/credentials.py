@@ -12,7 +12,7 @@ Credentials are looked for in this order, and the first source that has them win
    ``aws_session_token`` in ``~/.aws/credentials``, then in ``~/.aws/config``
    (``AWS_SHARED_CREDENTIALS_FILE`` and ``AWS_CONFIG_FILE`` move them). The profile is the
    ``profile`` argument, else ``AWS_PROFILE``, else ``default``.
-4. **botocore**, when installed (``pip install "ebooklet[aws]"``): everything else the AWS
+4. **botocore**, when installed (``pip install botocore``, the ``aws`` extra): everything else the AWS
    SDKs resolve, such as SSO, assumed roles (``role_arn``), ``credential_process``, web
    identity tokens, and container and instance roles. Credentials from botocore that expire
    are refreshed by it; every request is signed with the current ones.
@@ -283,7 +283,7 @@ def resolve_credentials(
         f"{shared.credentials_path} and {shared.config_path} (profile {name!r})"
     )
     looked += " or through botocore" if _botocore_installed() else (
-        ' (install "ebooklet[aws]" for SSO, assumed roles and instance roles)'
+        ' (pip install botocore for SSO, assumed roles and instance roles)'
     )
     raise NoCredentialsError(looked)
 
@@ -309,7 +309,7 @@ def _from_botocore(profile: str | None, name: str, needs: str | None) -> Credent
         if needs:
             raise ValueError(
                 f"the AWS profile {name!r} gets its credentials through {needs}, which needs "
-                'botocore: pip install "ebooklet[aws]"'
+                'botocore: pip install botocore'
             ) from None
         return None
     with _botocore_lock:  # botocore sessions are not thread-safe while they load

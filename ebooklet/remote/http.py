@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Callable
-from typing import Any
 
 import urllib3
 
@@ -21,39 +20,15 @@ from ..errors import (
     RemoteUnavailableError,
 )
 from .base import Blob, ReadOnlyTransport
+from .retry import Retry, never_connected
 
 #: Transient statuses worth retrying on idempotent requests.
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
-class _Retry(urllib3.Retry):
-    """urllib3's retries, except that a refused connection is not retried: nothing listens at
-    that address, and asking again within seconds changes nothing. Resets, timeouts and
-    transient statuses are retried as before."""
-
-    def increment(self, method: Any = None, url: Any = None, response: Any = None, error: Any = None,
-                  _pool: Any = None, _stacktrace: Any = None) -> urllib3.Retry:
-        if isinstance(error, urllib3.exceptions.NewConnectionError) and isinstance(
-            error.__cause__ or error.__context__, ConnectionRefusedError
-        ):
-            raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error
-        return super().increment(method, url, response, error, _pool, _stacktrace)
-
-
-def refuse_fast(pool: urllib3.PoolManager) -> None:
-    """Make a pool's retries give up at once on a refused connection (see :class:`_Retry`)."""
-    current = pool.connection_pool_kw.get("retries")
-    if isinstance(current, urllib3.Retry) and not isinstance(current, _Retry):
-        fast = _Retry.__new__(_Retry)
-        fast.__dict__.update(current.new().__dict__)
-        pool.connection_pool_kw["retries"] = fast
-        pool.clear()
-
-
 def make_pool(max_connections: int = 10, retries: int = 3, timeout: float = 60.0) -> urllib3.PoolManager:
-    """A connection pool that retries dropped connections and transient statuses (not
-    refused connections)."""
-    retry = _Retry(
+    """A connection pool that retries dropped connections and transient statuses."""
+    retry = Retry(
         total=retries,
         backoff_factor=0.2,
         status_forcelist=RETRY_STATUSES,
@@ -81,14 +56,43 @@ def send(request: Callable[[], urllib3.BaseHTTPResponse], what: str) -> urllib3.
                 f"({reason.args[0] if reason.args else reason}), after retries. Try again; "
                 "nothing was changed."
             ) from exc
+        unreachable = not_connected(exc, what)
+        if unreachable:
+            raise unreachable from exc
         raise RemoteUnavailableError(
             f"{what}: the connection failed ({exc.__class__.__name__}: {exc}). "
             "Check that the server is reachable, then try again; nothing was changed."
         ) from exc
 
 
-def check_status(resp: urllib3.BaseHTTPResponse, what: str, key: str) -> None:
-    """Raise the ebooklet error matching a non-success HTTP status."""
+def not_connected(exc: BaseException, what: str) -> RemoteUnavailableError | None:
+    """The error for a request that could not connect at all, in one plain sentence (urllib3's
+    reprs of the pool and the socket stay in the chain, which ``--verbose`` shows); None when
+    ``exc`` is another failure."""
+    reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+    if not never_connected(reason):
+        return None
+    conn = getattr(reason, "conn", None)
+    host = f"{conn.host}:{conn.port}" if conn is not None else "the server"
+    return RemoteUnavailableError(
+        f"{what}: could not connect to {host} ({_why(reason)}). Check that the server is running "
+        "and that the endpoint is right, then try again; nothing was changed."
+    )
+
+
+def _why(error: BaseException) -> str:
+    """The operating system's words for a connection that could not be made."""
+    if isinstance(error, urllib3.exceptions.NameResolutionError):
+        return "its name does not resolve"
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    return "no connection could be made"
+
+
+def check_status(resp: urllib3.BaseHTTPResponse, what: str, key: str, anonymous: bool = False) -> None:
+    """Raise the ebooklet error matching a non-success HTTP status (``anonymous``: for a
+    request made without credentials, whose advice cannot be about them)."""
     status = resp.status
     if status < 300 or status == 304:
         return
@@ -99,6 +103,12 @@ def check_status(resp: urllib3.BaseHTTPResponse, what: str, key: str) -> None:
                 f"{what}: the bucket does not exist{detail}. Check the bucket name and the endpoint."
             )
         raise RemoteNotFoundError(f"{what}: {key!r} does not exist{detail}")
+    if status in (401, 403) and anonymous:
+        raise RemoteAccessError(
+            f"{what}: access denied to {key!r}{detail}. A public URL is read without credentials, so "
+            "the bucket (or the server in front of it) must allow anonymous reads: see 'Public reads' "
+            "in docs/s3.rst. With credentials, read it as s3://BUCKET/KEY instead."
+        )
     if status in (401, 403):
         raise RemoteAccessError(
             f"{what}: access denied to {key!r}{detail}. Check the credentials (access_key_id, "
@@ -202,7 +212,7 @@ class HttpTransport(ReadOnlyTransport):
         resp = send(lambda: self._pool.request("GET", self._url(key), headers=headers), what)
         if resp.status == 304:
             return None
-        check_status(resp, what, key)
+        check_status(resp, what, key, anonymous=True)
         data = read_body(resp, what)
         return Blob(data, resp.headers.get("ETag", ""))
 
@@ -215,7 +225,7 @@ class HttpTransport(ReadOnlyTransport):
         if resp.status == 304:
             return None
         if resp.status != 416:
-            check_status(resp, what, key)
+            check_status(resp, what, key, anonymous=True)
         return start_blob(resp, length, what)
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
@@ -224,7 +234,7 @@ class HttpTransport(ReadOnlyTransport):
         what = f"GET {self._url(key)}"
         headers = {"Range": range_header(start, length)}
         resp = send(lambda: self._pool.request("GET", self._url(key), headers=headers), what)
-        check_status(resp, what, key)
+        check_status(resp, what, key, anonymous=True)
         return check_range(read_body(resp, what), length, what, key)
 
     def close(self) -> None:

@@ -34,9 +34,11 @@ from ..errors import (
     RemoteNotFoundError,
     RemoteUnavailableError,
 )
+from ..phases import timed
 from .base import Blob, PutMode, Transport, Update
 from .credentials import Credentials
-from .http import check_range, check_status, range_header, read_body, refuse_fast, send, start_blob
+from .http import check_range, check_status, not_connected, range_header, read_body, send, start_blob
+from .retry import Retry
 
 logger = logging.getLogger(__name__)
 
@@ -80,15 +82,17 @@ def signed_session(credentials: Credentials, bucket: str, region: str, **options
     session = s3func.S3Session(
         credentials.access_key_id, credentials.secret_access_key, bucket, region=region, **options
     )
+    # s3func's pool retries a refused connection like any other (6 s of backoff before an
+    # answer that cannot change): its retry settings are kept, minus that.
+    pool = getattr(session, "_session", None)
+    retry = pool.connection_pool_kw.get("retries") if isinstance(pool, urllib3.PoolManager) else None
+    if isinstance(retry, urllib3.Retry):
+        pool.connection_pool_kw["retries"] = Retry.like(retry)
     if credentials.session_token or credentials.refresh is not None:
         if not hasattr(session, "_signer"):
             raise RuntimeError("this s3func version signs requests differently; ebooklet cannot add the "
                                "session token of temporary credentials: pin s3func to a tested version")
         session._signer = _Signer(credentials, region)
-    # s3func's pool (its private ``_session``): a refused connection fails at once.
-    pool = getattr(session, "_session", None)
-    if isinstance(pool, urllib3.PoolManager):
-        refuse_fast(pool)
     return session
 
 
@@ -170,6 +174,7 @@ class S3Transport(Transport):
             check_status(resp, what, key)
         return resp
 
+    @timed("S3Transport.get")
     def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
         headers = {"If-None-Match": if_none_match} if if_none_match else {}
         resp = self._request("GET", key, headers)
@@ -186,6 +191,7 @@ class S3Transport(Transport):
             return None
         return start_blob(resp, length, f"GET s3://{self.bucket}/{key}")
 
+    @timed("S3Transport.get_range")
     def get_range(self, key: str, start: int, length: int) -> bytes:
         if length == 0:
             return b""
@@ -193,6 +199,7 @@ class S3Transport(Transport):
         what = f"GET s3://{self.bucket}/{key}"
         return check_range(read_body(resp, what), length, what, key)
 
+    @timed("S3Transport.put")
     def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
         headers = {"Content-Length": str(len(data))}
         if mode == "create":
@@ -213,12 +220,16 @@ class S3Transport(Transport):
             raise RemoteError(f"PUT s3://{self.bucket}/{key}: the server returned no ETag")
         return etag
 
+    @timed("S3Transport.delete")
     def delete(self, keys: list[str]) -> None:
         for i in range(0, len(keys), self.delete_batch_size):
             batch = keys[i : i + self.delete_batch_size]
             try:
                 self._session.delete_objects(keys=batch, purge=False)
             except urllib3.exceptions.HTTPError as exc:
+                unreachable = not_connected(exc, f"deleting objects from s3://{self.bucket}")
+                if unreachable:
+                    raise unreachable from exc
                 # s3func reports every failed delete alike; its message carries the S3 code.
                 if "NoSuchBucket" in str(exc):
                     raise RemoteNotFoundError.no_bucket(
@@ -250,7 +261,8 @@ class S3Transport(Transport):
                 check_status(urllib3.HTTPResponse(status=exc.status, body=b""), what, prefix)
             raise RemoteUnavailableError(f"listing s3://{self.bucket}/{prefix} failed: {exc}") from exc
         except urllib3.exceptions.HTTPError as exc:
-            raise RemoteUnavailableError(f"listing s3://{self.bucket}/{prefix} failed: {exc}") from exc
+            what = f"listing s3://{self.bucket}/{prefix}"
+            raise not_connected(exc, what) or RemoteUnavailableError(f"{what} failed: {exc}") from exc
 
     def copy(self, key: str, target: Transport, target_key: str) -> bool:
         """Server-side CopyObject when ``target`` is the same endpoint with the same credentials."""

@@ -16,6 +16,7 @@ from ..format import Head, created_at
 from ..remote import Remote
 from ..settings import now_us as clock_now_us
 from ..settings import settings
+from ..words import counted
 from .commit import references
 from .heads import HeadStore
 from .history import retained_heads
@@ -41,8 +42,9 @@ class GcReport:
     def __str__(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
         return (
-            f"{self.location}: {verb} {len(self.removed):,} object(s), {self.bytes_removed:,} bytes; "
-            f"kept {self.objects_kept:,} object(s) for {self.commits_kept:,} commit(s)"
+            f"{self.location}: {verb} {counted(len(self.removed), 'object')}, "
+            f"{counted(self.bytes_removed, 'byte')}; "
+            f"kept {counted(self.objects_kept, 'object')} for {counted(self.commits_kept, 'commit')}"
             + (f"; {self.too_young:,} unreferenced but too recent to remove" if self.too_young else "")
         )
 

@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import IntegrityError, RemoteFormatError, SyncError
 from ..format import Entry, Head, Part, part_of
 from ..local import LocalStore
+from ..phases import timed
 from ..remote import Remote
 from .objects import ObjectStore, parallel_map
 
@@ -176,6 +177,7 @@ class BaseIndex:
         blob = self._fresh.get(name)
         return Part.decode(blob if blob is not None else self.objects.get(name), name)
 
+    @timed("BaseIndex.parts")
     def parts(self, head: Head, indexes: Iterable[int]) -> dict[int, Part]:
         """Several parts of ``head``, downloading the missing ones in parallel."""
         indexes = list(indexes)
@@ -333,6 +335,7 @@ class BaseIndex:
 
     # -- a new base ------------------------------------------------------------------------
 
+    @timed("BaseIndex.adopt")
     def adopt(
         self,
         head: Head,

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal, NamedTuple, TypeVar
 
 from ..errors import PreconditionFailed, RemoteError, RemoteNotFoundError
+from ..phases import timed
 from ..remote import Remote
 from ..results import Progress, ProgressCallback
 
@@ -295,6 +296,7 @@ class Uploader:
             self._bytes -= n
             future.result()
 
+    @timed("Uploader.wait")
     def wait(self) -> None:
         """Return once every object submitted is stored (raising the first failure)."""
         while self._pending:

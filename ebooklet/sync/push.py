@@ -31,6 +31,7 @@ from ..errors import (
 from ..format import HASH_LEN, Entry, Head, Part, bits_for, new_commit_id, parts_of, value_hash
 from ..local import LocalStore
 from ..lock import Lease
+from ..phases import timed
 from ..remote import Remote
 from ..results import ProgressCallback, PushResult
 from ..settings import now_us, settings
@@ -196,6 +197,7 @@ class Push:
         self.heads = replica.heads
         self.values = replica.values
 
+    @timed("Push.run")
     def run(
         self,
         policy: Policy,
@@ -264,6 +266,7 @@ class Push:
             "nothing was committed. Push again."
         )
 
+    @timed("Push.attempt")
     def _push_once(
         self,
         policy: Policy,
@@ -392,6 +395,7 @@ class Push:
                 logger.warning("collecting garbage on %s failed: %s", self.remote.location, exc)
         return result
 
+    @timed("Push.stream")
     def _stream(self, state: PushState, current: Head | None, fresh: bool) -> None:
         """Read every pending change once, from the journal: values into segments (uploading
         as they fill), records of where they went into the spool, grouped by index part."""
@@ -448,6 +452,7 @@ class Push:
                 "committed. Push again: the next push compares the data file with the remote."
             )
 
+    @timed("Push.compaction")
     def _compaction(self, current: Head, state: PushState, force: bool) -> None:
         """Move values out of segments worth rewriting (same bytes, same timestamps), when
         that is cheap (a small index) or asked for."""
@@ -494,6 +499,7 @@ class Push:
                 f"but this local file uses {mine!r}; they cannot be mixed"
             )
 
+    @timed("Push.rebase")
     def _rebase(
         self, remote: dict[str, Entry | None], policy: Policy, current: Head | None, state: PushState
     ) -> tuple[set[str], set[str]]:

@@ -28,6 +28,7 @@ from ..errors import (
 from ..format import Head
 from ..local import LocalStore
 from ..lock import DEFAULT_TTL, DEFAULT_WAIT, Lease
+from ..phases import timed
 from ..remote import Remote, Update
 from ..results import Change, ProgressCallback, PullResult, PushResult
 from ..settings import settings
@@ -89,6 +90,7 @@ class Replica:
         if replace:
             self.index.start_replacing()
 
+    @timed("Replica.current")
     def current(self) -> tuple[Head | None, str | None]:
         """The current remote head, asked for conditionally on the base, and its ETag."""
         if self.pinned is not None:
@@ -154,6 +156,7 @@ class Replica:
 
     # -- push ------------------------------------------------------------------------------
 
+    @timed("Replica.push")
     def push(
         self,
         policy: Policy = None,

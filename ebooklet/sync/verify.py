@@ -14,6 +14,7 @@ from ..errors import EbookletError
 from ..format import Entry, Head, Part, log_name, value_hash
 from ..remote import Remote
 from ..settings import now_us
+from ..words import counted
 from .heads import HeadStore
 from .history import retained_heads
 from .objects import ObjectStore, RangeRequest, parallel_map
@@ -40,12 +41,12 @@ class VerifyReport:
         return self.ok
 
     def __str__(self) -> str:
-        what = f"{self.commits_checked:,} commit(s), {self.objects_checked:,} object(s)"
+        what = f"{counted(self.commits_checked, 'commit')}, {counted(self.objects_checked, 'object')}"
         if self.deep:
-            what += f", {self.values_checked:,} value(s)"
+            what += f", {counted(self.values_checked, 'value')}"
         if self.ok:
             return f"{self.location}: OK ({what} checked)"
-        lines = [f"{self.location}: {len(self.problems):,} problem(s) in {what}"]
+        lines = [f"{self.location}: {counted(len(self.problems), 'problem')} in {what}"]
         return "\n".join(lines + [f"  {p}" for p in self.problems])
 
 
