@@ -118,7 +118,8 @@ def test_a_malformed_head_is_a_remote_format_error_naming_the_remote_and_the_fie
     _bytes_db(conn, tmp_path / "writer.blt", {"k": b"v"})
     edit_head(remote, conn, **{field: value})
     objects = data_objects(remote, conn)
-    location = ebooklet.open(conn, tmp_path / "writer.blt", "r").remote
+    with ebooklet.open(conn, tmp_path / "writer.blt", "r") as db:
+        location = db.remote
 
     with pytest.raises(ebooklet.RemoteFormatError, match=message) as info:
         ebooklet.remote_info(conn)

@@ -25,10 +25,12 @@ steps.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import pathlib
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +107,13 @@ def holds_changes(folder: pathlib.Path) -> bool:
         probe.close()
 
 
+def _note(path: pathlib.Path, repairs: list[str], text: str) -> None:
+    """Report a repair: logged as a warning, and kept in ``repairs``. (A function, not a
+    method of the opener, so that the units it is handed to do not keep the opener alive.)"""
+    logger.warning("%s: %s", path, text)
+    repairs.append(text)
+
+
 class _Opener:
     """One open of a local file, while it runs."""
 
@@ -116,15 +125,17 @@ class _Opener:
         self.repairs: list[str] = []
         self.pending = PendingChanges(self.folder)
         self.state = SyncState()
-        self.parts = PartCache(self.folder / "parts", self.state, self.note)
+        self.parts = PartCache(self.folder / "parts", self.state, self._reporter())
         self.data: DataFile | None = None
         self.adopting = False  # a plain booklet file, never synced: the user's to repair
         self.legacy: dict[str, int | None] | None = None
         self.crashed = False
 
     def note(self, text: str) -> None:
-        logger.warning("%s: %s", self.path, text)
-        self.repairs.append(text)
+        _note(self.path, self.repairs, text)
+
+    def _reporter(self) -> Callable[[str], None]:
+        return functools.partial(_note, self.path, self.repairs)
 
     def opened(self, created: bool = False) -> Opened:
         assert self.data is not None
@@ -145,7 +156,7 @@ class _Opener:
 
     def _set_state(self, state: SyncState) -> None:
         self.state = state
-        self.parts = PartCache(self.folder / "parts", state, self.note)
+        self.parts = PartCache(self.folder / "parts", state, self._reporter())
 
     def save(self) -> None:
         self.pending.save_state(self.state)
