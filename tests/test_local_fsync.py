@@ -81,3 +81,48 @@ def test_sync_and_close_fsync_every_file_and_folder_after_its_last_write(tmp_pat
     finally:
         db.close()
     assert _not_fsynced(local, fsynced) == []
+
+
+def test_a_rebuild_makes_each_rename_durable_before_the_next_step(tmp_path, monkeypatch):
+    """A rebuild fsyncs the rebuilt copy, links the damaged file aside, fsyncs the folder,
+    renames the copy over the path, and fsyncs the folder again: after a power cut at any
+    moment the folder names the damaged original, and then the whole rebuilt file (the
+    recorder here notes the order of those calls, which is what a power cut would test)."""
+    conn = tmp_path / "remote" / "db"
+    local = tmp_path / "local" / "a.blt"
+    local.parent.mkdir()
+    with ebooklet.open(conn, local, "c", value_serializer="str") as db:
+        db.update({k: f"v-{k}" for k in KEYS})
+    with open(local, "r+b") as f:  # cut the last byte: opening rebuilds the file
+        f.truncate(local.stat().st_size - 1)
+    folder = os.stat(local.parent).st_ino
+    events: list[str] = []
+    real_fsync, real_link, real_replace = os.fsync, os.link, os.replace
+
+    def fsync(fd: Any) -> None:
+        fd = fd if isinstance(fd, int) else fd.fileno()
+        real_fsync(fd)
+        if os.fstat(fd).st_ino == folder:
+            events.append("fsync folder")
+        elif os.readlink(f"/proc/self/fd/{fd}") == f"{local}.rebuild":
+            events.append("fsync copy")
+
+    def link(src: Any, dst: Any, **kw: Any) -> None:
+        real_link(src, dst, **kw)
+        if pathlib.Path(src) == local:
+            events.append("link aside")
+
+    def replace(src: Any, dst: Any, **kw: Any) -> None:
+        real_replace(src, dst, **kw)
+        if pathlib.Path(dst) == local:
+            events.append("replace")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    monkeypatch.setattr(os, "replace", replace)
+    with ebooklet.open(conn, local, "w") as db:
+        assert dict(db.items()) == {k: f"v-{k}" for k in KEYS}
+    steps = [e for i, e in enumerate(events) if i == 0 or e != events[i - 1]]  # repeats as one
+    start = steps.index("link aside")
+    assert "fsync copy" in steps[:start], "the rebuilt copy is on disk before it is used"
+    assert steps[start : start + 4] == ["link aside", "fsync folder", "replace", "fsync folder"]
