@@ -11,6 +11,7 @@ is never taken for one made with plain booklet, which would stop the push with
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import signal
 from typing import Any
@@ -219,3 +220,20 @@ def test_a_write_or_delete_the_journal_refused_changes_nothing(tmp_path):
         assert dict(db.items()) == {"kept": "old"} | big
         assert {c.key: c.local for c in db.changes().iter_changes()}["kept"] == "added"
         assert "refused" not in db
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS))
+def test_a_session_that_ends_without_close_is_synced_at_exit(tmp_path, ending, caplog):
+    """The exit handler syncs a database left open (while booklet's files are still open), so
+    the next open finds a synced file and replays nothing."""
+    conn = tmp_path / "remote" / "db"
+    local = tmp_path / "a.blt"
+    writes, _, _ = _session("small-new")
+    proc = python(_child_code(conn, local, writes, [], ENDINGS[ending]))
+    out, err = proc.communicate(timeout=120)
+    assert (out.strip(), proc.returncode) == ("done", STATUS[ending]), err
+    assert "could not sync at exit" not in err
+    with caplog.at_level(logging.WARNING, logger="ebooklet.local"):
+        with ebooklet.open(conn, local, "r") as db:
+            assert dict(db.items()) == writes
+    assert [r.getMessage() for r in caplog.records if r.name == "ebooklet.local"] == []

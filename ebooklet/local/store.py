@@ -100,7 +100,6 @@ def _release(key: str, store: LocalStore) -> None:
             _open_here.pop(key, None)
 
 
-@atexit.register
 def _sync_open_stores() -> None:
     """At interpreter exit, sync every store left open (a script that ends without close()).
     The journal already holds every change; this saves the next open a check of the file."""
@@ -176,6 +175,12 @@ class LocalStore:
             _release(self._claim, self)
             raise
         self.data: DataFile = opened.data
+        # Exit handlers run last registered first, and booklet's files are closed by the exit
+        # handler of weakref.finalize, registered when the process made its first finalizer
+        # (booklet's, at the latest just now): registered again after every open, this one
+        # runs before it, while the files are still open.
+        atexit.unregister(_sync_open_stores)
+        atexit.register(_sync_open_stores)
         self.state: SyncState = opened.state
         self.pending: PendingChanges = opened.pending
         self.parts: PartCache = opened.parts

@@ -16,7 +16,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
-from ..errors import IntegrityError
+from ..errors import ChangedDuringIterationError, IntegrityError
 from ..format import HASH_LEN, Entry, Part, value_hash, value_hashes
 from ..local import LocalStore
 from ..results import ProgressCallback
@@ -180,7 +180,7 @@ class BulkRead:
         reader = self._reader
         local, index = reader.local, reader.index
         if index.base is not self._base or len(local.touched) != self._n_touched:
-            raise RuntimeError(
+            raise ChangedDuringIterationError(
                 "the database was written (or synced) while its remote values were being read; "
                 "collect the keys first (list(db.keys())) to write while iterating"
             )
