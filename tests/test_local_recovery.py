@@ -212,3 +212,17 @@ def test_a_rebuild_after_damage_keeps_the_pending_changes(tmp_path):
     _damage(local)
     _check_recovered(remote, local, tmp_path)
     assert list(tmp_path.glob("a.blt.damaged-*")), "the damaged original is kept"
+
+
+def test_flag_n_keeps_the_unpushed_changes_of_the_old_file_aside(tmp_path, caplog):
+    """flag='n' starts a new file, but the pending changes of the old one are moved aside,
+    journal and all, never deleted; and the open says where they are."""
+    remote, local = _pending_session(tmp_path)
+    before = _state_files(local)
+    with caplog.at_level("WARNING", logger="ebooklet"):
+        with ebooklet.open(remote, local, "n", value_serializer="str") as db:
+            assert len(db) == 0
+    kept = list(tmp_path.glob("a.blt.ebooklet.replaced-*"))
+    assert len(kept) == 1, "the old sync state folder is kept aside"
+    assert {name: (kept[0] / name).read_bytes() for name in before} == before
+    assert any(str(kept[0]) in r.getMessage() for r in caplog.records), "the open says where"
