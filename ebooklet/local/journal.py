@@ -302,7 +302,7 @@ class Journal:
         where = self.where
         out: list[tuple[str, int, bytes | None, int]] = []
         size = 0
-        for pos, rec in _scan(self._fd, self._file_len):
+        for pos, rec in _scan_intact(self._fd, self._file_len, self.damage):
             kind, payload, value, flags = rec
             if kind == ONE:
                 if where.get(value[0]) == pos << _SHIFT:
@@ -437,12 +437,25 @@ class Journal:
 _SCAN_BYTES = 8 << 20
 
 
-def _scan(fd: int, end: int) -> Iterator[tuple[int, tuple[int, memoryview, Any, int]]]:
-    """The records of the first ``end`` bytes of the journal at ``fd``, with their offsets,
+_Scanned = Iterator[tuple[int, tuple[int, memoryview, Any, int]]]
+
+
+def _scan_intact(fd: int, end: int, damage: list[Damage]) -> _Scanned:
+    """:func:`_scan` of the first ``end`` bytes, around the ``damage`` found when the journal
+    was read (the intact records after a damaged one hold acknowledged changes too)."""
+    start = 0
+    for bad in sorted(damage):
+        yield from _scan(fd, min(bad.start, end), start)
+        start = bad.end
+    yield from _scan(fd, end, start)
+
+
+def _scan(fd: int, end: int, start: int = 0) -> _Scanned:
+    """The records from ``start`` to ``end`` of the journal at ``fd``, with their offsets,
     read a window at a time (memory holds a window and one record, however large the file).
     Stops at the first record that fails its check: records were checked when the journal
     was read or written, so a failure now means damage since, and the rest is not trusted."""
-    pos = 0
+    pos = start
     while pos < end:
         window = memoryview(os.pread(fd, min(_SCAN_BYTES, end - pos), pos))
         at = 0
