@@ -237,3 +237,39 @@ def test_a_session_that_ends_without_close_is_synced_at_exit(tmp_path, ending, c
         with ebooklet.open(conn, local, "r") as db:
             assert dict(db.items()) == writes
     assert [r.getMessage() for r in caplog.records if r.name == "ebooklet.local"] == []
+
+
+def test_a_change_the_journal_took_only_in_part_leaves_no_trace(tmp_path, caplog):
+    """A disk that fills in the middle of a journal record: the call raises, and the part
+    written is taken back, so that later changes follow the last whole record (left there,
+    it would be read as damage amid acknowledged changes at the next open)."""
+    conn = tmp_path / "remote" / "db"
+    local = tmp_path / "a.blt"
+    code = f"""
+        import os, resource, signal
+        import ebooklet
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit is cut short
+        journal = {str(local.with_name(local.name + ".ebooklet") / "journal.log")!r}
+        db = ebooklet.open({conn_code(conn)}, {str(local)!r}, "c", value_serializer="str")
+        db["kept"] = "old"
+        db.sync()
+        db["second"] = "s"  # the session is marked unsynced: the next write goes to the journal only
+        resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(journal) + 10, resource.RLIM_INFINITY))
+        try:
+            db["refused"] = "x" * 1000
+        except OSError:
+            pass
+        else:
+            raise SystemExit("the journal took a change past the limit")
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        db["after"] = "a"
+        db.close()
+    """
+    proc = python(code)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    with caplog.at_level(logging.WARNING, logger="ebooklet"):
+        with ebooklet.open(conn, local, "w") as db:
+            assert dict(db.items()) == {"kept": "old", "second": "s", "after": "a"}
+            assert sorted(c.key for c in db.changes().iter_changes()) == ["after", "kept", "second"]
+    assert caplog.text == ""

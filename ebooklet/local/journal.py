@@ -326,8 +326,14 @@ class Journal:
             self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
         offset = self._file_len
         done = 0
-        while done < len(data):
-            done += os.write(self._fd, data[done:] if done else data)
+        try:
+            while done < len(data):
+                done += os.write(self._fd, data[done:] if done else data)
+        except BaseException:
+            if done:  # a part of the record (a full disk): later ones must follow the last whole one
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, offset)
+            raise
         self._file_len += done
         return offset
 
