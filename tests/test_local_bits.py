@@ -15,6 +15,7 @@ import pathlib
 import time
 from typing import Any
 
+import booklet
 import pytest
 
 import ebooklet
@@ -133,3 +134,22 @@ def test_bits_damaged_after_a_pull_of_new_commits_are_never_pushed_as_deletes(tm
         assert (result.keys, result.deleted) == (["added-locally"], [])
         assert dict(db.items()) == expected
     assert _remote_items(conn, tmp_path) == expected
+
+
+def test_after_damaged_bits_the_keys_in_the_data_file_are_seen_again(tmp_path):
+    """Damaged bits read as all clear, which forgets that the fetched keys were seen: the next
+    full comparison sets their bits again, so a fetched key deleted afterwards with plain
+    booklet is still a delete to push, not a key never fetched."""
+    conn = tmp_path / "remote" / "db"
+    local = _fetched_copy(conn, tmp_path)
+    for path in _bits_files(local):
+        _zero(path)
+    with ebooklet.open(conn, local, "w") as db:
+        assert db.changes().push().keys == ["added-locally"]
+    with ebooklet.open(conn, local, "w") as db:
+        assert list(db.changes().iter_changes()) == []
+    with booklet.open(local, "w") as raw:
+        del raw[FETCHED[0]]
+    with ebooklet.open(conn, local, "w") as db:
+        local_changes = [(c.key, c.local) for c in db.changes().iter_changes() if c.local]
+        assert local_changes == [(FETCHED[0], "deleted")]

@@ -11,6 +11,7 @@ is never taken for one made with plain booklet, which would stop the push with
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import signal
 from typing import Any
@@ -176,3 +177,99 @@ def test_writes_survive_a_sigterm(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == -signal.SIGTERM
     _check_reopened(conn, tmp_path, local, base, writes, new, deleted)
+
+
+def test_a_write_or_delete_the_journal_refused_changes_nothing(tmp_path):
+    """The journal is written before the data file: when the journal cannot take a change
+    (here the file-size limit of the process, as a full disk would), the call raises and the
+    data file is left as it was, in the session and after reopening. The other order would
+    leave the data file holding a change that raised and that the journal does not list."""
+    conn = tmp_path / "remote" / "db"
+    local = tmp_path / "a.blt"
+    code = f"""
+        import os, resource, signal
+        import ebooklet
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit raises EFBIG
+        journal = {str(local.with_name(local.name + ".ebooklet") / "journal.log")!r}
+        db = ebooklet.open({conn_code(conn)}, {str(local)!r}, "c", value_serializer="str", n_buckets=1009)
+        # A journal larger than the offsets in the data file that a delete of "kept" writes
+        # to (its block, its bucket, the header), so that the limit, which applies to every
+        # file, refuses the journal only.
+        db["kept"] = "old"
+        db.sync()
+        db.update({{f"big{{i}}": "x" * 100_000 for i in range(10)}})
+        db.sync()
+        resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(journal), resource.RLIM_INFINITY))
+        for change in ("db['kept'] = 'refused'", "db['refused'] = 'refused'", "del db['kept']"):
+            try:
+                exec(change)
+            except OSError:
+                pass
+            else:
+                raise SystemExit("the journal took a change past the limit: " + change)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        print(sorted(db), db.get("kept"), flush=True)
+        db.close()
+    """
+    proc = python(code)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    big = {f"big{i}": "x" * 100_000 for i in range(10)}
+    assert out.splitlines() == [f"{sorted([*big, 'kept'])} old"]
+    with ebooklet.open(conn, local, "w") as db:
+        assert dict(db.items()) == {"kept": "old"} | big
+        assert {c.key: c.local for c in db.changes().iter_changes()}["kept"] == "added"
+        assert "refused" not in db
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS))
+def test_a_session_that_ends_without_close_is_synced_at_exit(tmp_path, ending, caplog):
+    """The exit handler syncs a database left open (while booklet's files are still open), so
+    the next open finds a synced file and replays nothing."""
+    conn = tmp_path / "remote" / "db"
+    local = tmp_path / "a.blt"
+    writes, _, _ = _session("small-new")
+    proc = python(_child_code(conn, local, writes, [], ENDINGS[ending]))
+    out, err = proc.communicate(timeout=120)
+    assert (out.strip(), proc.returncode) == ("done", STATUS[ending]), err
+    assert "could not sync at exit" not in err
+    with caplog.at_level(logging.WARNING, logger="ebooklet.local"):
+        with ebooklet.open(conn, local, "r") as db:
+            assert dict(db.items()) == writes
+    assert [r.getMessage() for r in caplog.records if r.name == "ebooklet.local"] == []
+
+
+def test_a_change_the_journal_took_only_in_part_leaves_no_trace(tmp_path, caplog):
+    """A disk that fills in the middle of a journal record: the call raises, and the part
+    written is taken back, so that later changes follow the last whole record (left there,
+    it would be read as damage amid acknowledged changes at the next open)."""
+    conn = tmp_path / "remote" / "db"
+    local = tmp_path / "a.blt"
+    code = f"""
+        import os, resource, signal
+        import ebooklet
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit is cut short
+        journal = {str(local.with_name(local.name + ".ebooklet") / "journal.log")!r}
+        db = ebooklet.open({conn_code(conn)}, {str(local)!r}, "c", value_serializer="str")
+        db["kept"] = "old"
+        db.sync()
+        db["second"] = "s"  # the session is marked unsynced: the next write goes to the journal only
+        resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(journal) + 10, resource.RLIM_INFINITY))
+        try:
+            db["refused"] = "x" * 1000
+        except OSError:
+            pass
+        else:
+            raise SystemExit("the journal took a change past the limit")
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        db["after"] = "a"
+        db.close()
+    """
+    proc = python(code)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    with caplog.at_level(logging.WARNING, logger="ebooklet"):
+        with ebooklet.open(conn, local, "w") as db:
+            assert dict(db.items()) == {"kept": "old", "second": "s", "after": "a"}
+            assert sorted(c.key for c in db.changes().iter_changes()) == ["after", "kept", "second"]
+    assert caplog.text == ""

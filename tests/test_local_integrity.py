@@ -407,6 +407,27 @@ def test_a_torn_tail_of_the_journal_is_cut_off_before_the_next_session_appends(t
     assert _remote_items(remote, tmp_path) == {**expected, "later": "l"}
 
 
+def test_damage_amid_changes_written_since_the_last_sync_is_damage_not_a_torn_tail(tmp_path, caplog):
+    """Changes written through to the journal were acknowledged even before a sync: a bad
+    record followed by intact ones is damage (reported, reading resumes after it), not a torn
+    tail to cut off with every change after it."""
+    remote, local, folder, expected = _pending_write_and_deletes(tmp_path)
+    later = {f"later{i:02d}": f"later-value-{i:02d}" for i in range(20)}
+    _kill_child(f"""
+        import ebooklet
+        db = ebooklet.open({str(remote)!r}, {str(local)!r}, "w")
+        db["damaged"] = "MARKER-damaged-value"
+        db.update({later!r})
+        print("ready", flush=True)
+        import sys; sys.stdin.readline()
+    """)
+    _flip(folder / "journal.log", _find(folder / "journal.log", b"MARKER-damaged-value"))
+    with caplog.at_level("WARNING", logger="ebooklet"):
+        with ebooklet.open(remote, local, "w") as db:
+            assert {k: db.get(k) for k in later} == later
+    assert "journal" in caplog.text, "the damage is reported"
+
+
 def test_pending_changes_spread_over_many_journal_batches_are_all_replayed(tmp_path):
     remote = _seed(tmp_path, ["a"], "a.blt")
     local = tmp_path / "a.blt"

@@ -125,6 +125,34 @@ def test_a_partial_rebuilt_copy_beside_an_intact_data_file_is_not_used(tmp_path)
     _check_recovered(remote, local, tmp_path)
 
 
+def test_a_data_file_and_sync_state_both_gone_are_recovered_from_the_journal(tmp_path):
+    """Only the journal says there are pending changes (state.json went with the data file,
+    and no delete is pending for the mirror to hold): they are recovered, not reset."""
+    remote = tmp_path / "remote" / "db"
+    local = tmp_path / "a.blt"
+    with ebooklet.open(remote, local, "c", value_serializer="str") as db:
+        db.update(WRITTEN)
+    local.unlink()
+    (local.with_name(local.name + ".ebooklet") / "state.json").unlink()
+    with ebooklet.open(remote, local, "w") as db:
+        assert dict(db.items()) == WRITTEN
+        assert {c.key: c.local for c in db.changes().iter_changes()} == dict.fromkeys(WRITTEN, "added")
+
+
+def test_a_partial_rebuilt_copy_is_not_taken_for_a_missing_data_file(tmp_path, caplog):
+    """A rebuild killed while writing its copy, and the data file then lost: the partial copy
+    is not put in place (it fails its check); the file is recovered from the journal."""
+    remote, local = _pending_session(tmp_path)
+    partial = local.with_name(local.name + ".rebuild")
+    partial.write_bytes(local.read_bytes()[: local.stat().st_size // 3])
+    local.unlink()
+    with caplog.at_level("WARNING", logger="ebooklet"):
+        _check_recovered(remote, local, tmp_path)
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("now put in its place" in m for m in messages), messages
+    assert any("rebuilt from the journal" in m for m in messages), messages
+
+
 @pytest.mark.parametrize("flag", ["w", "c"])
 def test_a_missing_data_file_that_nothing_can_recover_is_refused_and_the_journal_kept(tmp_path, flag):
     remote, local = _pending_session(tmp_path)
@@ -184,3 +212,17 @@ def test_a_rebuild_after_damage_keeps_the_pending_changes(tmp_path):
     _damage(local)
     _check_recovered(remote, local, tmp_path)
     assert list(tmp_path.glob("a.blt.damaged-*")), "the damaged original is kept"
+
+
+def test_flag_n_keeps_the_unpushed_changes_of_the_old_file_aside(tmp_path, caplog):
+    """flag='n' starts a new file, but the pending changes of the old one are moved aside,
+    journal and all, never deleted; and the open says where they are."""
+    remote, local = _pending_session(tmp_path)
+    before = _state_files(local)
+    with caplog.at_level("WARNING", logger="ebooklet"):
+        with ebooklet.open(remote, local, "n", value_serializer="str") as db:
+            assert len(db) == 0
+    kept = list(tmp_path.glob("a.blt.ebooklet.replaced-*"))
+    assert len(kept) == 1, "the old sync state folder is kept aside"
+    assert {name: (kept[0] / name).read_bytes() for name in before} == before
+    assert any(str(kept[0]) in r.getMessage() for r in caplog.records), "the open says where"

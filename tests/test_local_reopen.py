@@ -141,3 +141,38 @@ def test_a_wait_across_processes_keeps_its_message(tmp_path):
             proc.send_signal(signal.SIGKILL)
     with ebooklet.open(remote, local, "w") as db:
         assert db["a"] == "1"
+
+
+def _pushed(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """A remote holding "a" and "b", and a local file synced with it that keeps the index
+    (its keys are listed without a write) and fetched neither value."""
+    remote, local = tmp_path / "remote" / "db", tmp_path / "a.blt"
+    with ebooklet.open(remote, tmp_path / "writer.blt", "c", value_serializer="str") as db:
+        db.update({"a": "1", "b": "2"})
+        db.changes().push()
+    with ebooklet.open(remote, local, "r") as db:
+        assert sorted(db.keys()) == ["a", "b"]
+    return remote, local
+
+
+def test_readers_of_one_process_share_the_file(tmp_path):
+    """Two read-only handles of one process may hold a file at once, as across processes."""
+    remote, local = _pushed(tmp_path)
+    with ebooklet.open(remote, local, "r", timeout=WAIT) as first:
+        with ebooklet.open(remote, local, "r", timeout=WAIT) as second:
+            assert sorted(first.keys()) == sorted(second.keys()) == ["a", "b"]
+
+
+def test_a_reader_that_must_write_beside_another_reader_fails_at_once(tmp_path):
+    """A reader must write to cache a fetched value: with another handle of this process on
+    the file, it would wait for that handle's lock until the timeout; it fails at once."""
+    remote, local = _pushed(tmp_path)
+    with ebooklet.open(remote, local, "r", timeout=WAIT) as first:
+        first_line = sys._getframe().f_lineno - 1
+        with ebooklet.open(remote, local, "r", timeout=WAIT) as second:
+            started = time.monotonic()
+            with pytest.raises(LocalFileBusyError) as caught:
+                second["a"]  # fetched, then cached in the data file
+            assert time.monotonic() - started < AT_ONCE
+            assert HERE in str(caught.value) and str(first_line) in str(caught.value)
+        assert first["b"] == "2"  # the other reader still can

@@ -216,3 +216,17 @@ def test_threads_on_one_handle_behave_as_if_one_at_a_time(tmp_path, remote):
 @pytest.mark.parametrize("remote", ["moto", "folder"], indirect=True)
 def test_threads_on_one_handle_behave_as_if_one_at_a_time_for_a_minute(tmp_path, remote):
     _stress(remote.conn(), tmp_path, LONG, seed=2)
+
+
+def test_a_write_while_remote_values_are_read_is_an_ebooklet_error(tmp_path):
+    """The iteration the stress test's iterator may meet, made deterministic: a write between
+    two batches of fetched values stops the iteration with an ebooklet error that says so."""
+    remote = tmp_path / "remote"
+    with ebooklet.open(remote, tmp_path / "w.blt", "c", value_serializer="str") as db:
+        db.update({f"k{i:05d}": "x" * 20_000 for i in range(400)})
+        db.changes().push()
+    with ebooklet.open(remote, tmp_path / "a.blt", "w") as db:
+        with pytest.raises(ebooklet.errors.ChangedDuringIterationError, match="while iterating"):
+            for i, _ in enumerate(db.items()):
+                if i == 0:
+                    db["new"] = "written"

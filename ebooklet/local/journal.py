@@ -308,8 +308,9 @@ class Journal:
     def pending_batches(self) -> Iterator[list[tuple[str, int, bytes | None, int]]]:
         """Every key's pending change as ``(key, timestamp, value, flags)``, in the order they
         were made, about a MiB of values at a time, reading the file once from start to end
-        (this is how a push streams the changes it sends). Reading stops at a record damaged
-        since the journal was read: the keys from there on are missing from the result.
+        (this is how a push streams the changes it sends), around the damage found when it was
+        read. Reading a stretch stops at a record damaged since: the keys from there on are
+        missing from the result.
 
         Records were checked when the journal was read or written, and are checked again
         here (the checksum is what tells a record is still the one it was). W records, the
@@ -321,52 +322,58 @@ class Journal:
         unpack_head, unpack_one = _HEAD.unpack_from, _ONE.unpack_from
         out: list[tuple[str, int, bytes | None, int]] = []
         add = out.append
-        size = pos = 0
-        while pos < end:
-            buf = os.pread(fd, min(_SCAN_BYTES, end - pos), pos)
-            avail, at = len(buf), 0
-            while at + head_size <= avail:
-                magic, kind, flags, n = unpack_head(buf, at)
-                body = at + head_size + n
-                stop = body + (_CRC_LEN if kind == ONE else _SUM_LEN)
-                if stop > avail:
-                    if at == 0:  # a record larger than the window: read it whole
-                        buf = os.pread(fd, stop, pos)
-                        avail = len(buf)
-                        if stop > avail:
-                            return
-                        continue
-                    break
-                if magic != MAGIC:
-                    return
-                if kind == ONE:
-                    if n < one_size or crc(buf[at:body]) != u32(buf, body)[0]:
-                        return
-                    klen, ts = unpack_one(buf, at + head_size)
-                    start = at + head_size + one_size
-                    key = buf[start : start + klen].decode("utf-8")
-                    if where_get(key) == (pos + at) << _SHIFT:
-                        if flags & DELETE:
-                            add((key, ts, None, flags & ~DELETE))
-                        else:
-                            add((key, ts, buf[start + klen : body], flags))
+        size = 0
+        for pos, stretch in _intact_stretches(end, self.damage):
+            while pos < stretch:
+                buf = os.pread(fd, min(_SCAN_BYTES, stretch - pos), pos)
+                avail, at, broken = len(buf), 0, False
+                while at + head_size <= avail:
+                    magic, kind, flags, n = unpack_head(buf, at)
+                    body = at + head_size + n
+                    stop = body + (_CRC_LEN if kind == ONE else _SUM_LEN)
+                    if stop > avail:
+                        if at == 0:  # a record larger than the window: read it whole
+                            buf = os.pread(fd, stop, pos)
+                            avail = len(buf)
+                            if stop > avail:
+                                broken = True
+                                break
+                            continue
+                        break
+                    if magic != MAGIC:
+                        broken = True
+                        break
+                    if kind == ONE:
+                        if n < one_size or crc(buf[at:body]) != u32(buf, body)[0]:
+                            broken = True
+                            break
+                        klen, ts = unpack_one(buf, at + head_size)
+                        start = at + head_size + one_size
+                        key = buf[start : start + klen].decode("utf-8")
+                        if where_get(key) == (pos + at) << _SHIFT:
+                            if flags & DELETE:
+                                add((key, ts, None, flags & ~DELETE))
+                            else:
+                                add((key, ts, buf[start + klen : body], flags))
+                                size += n
+                    else:
+                        rec = _parse(memoryview(buf), at, check_items=False)
+                        if rec is None:
+                            broken = True
+                            break
+                        if kind == CHANGES:
+                            first = (pos + at) << _SHIFT
+                            items = enumerate(rec[2])
+                            out.extend(item for i, item in items if where_get(item[0]) == first | i)
                             size += n
-                else:
-                    rec = _parse(memoryview(buf), at, check_items=False)
-                    if rec is None:
-                        return
-                    if kind == CHANGES:
-                        first = (pos + at) << _SHIFT
-                        out.extend(item for i, item in enumerate(rec[2]) if where_get(item[0]) == first | i)
-                        size += n
-                at = stop
-                if size >= _BATCH_BYTES or len(out) >= _BATCH_ITEMS:
-                    yield out
-                    out, size = [], 0
-                    add = out.append
-            if at == 0:
-                return
-            pos += at
+                    at = stop
+                    if size >= _BATCH_BYTES or len(out) >= _BATCH_ITEMS:
+                        yield out
+                        out, size = [], 0
+                        add = out.append
+                if broken or at == 0:
+                    break  # damage since the journal was read: the rest of this stretch is not trusted
+                pos += at
         if out:
             yield out
 
@@ -378,8 +385,14 @@ class Journal:
             self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
         offset = self._file_len
         done = 0
-        while done < len(data):
-            done += os.write(self._fd, data[done:] if done else data)
+        try:
+            while done < len(data):
+                done += os.write(self._fd, data[done:] if done else data)
+        except BaseException:
+            if done:  # a part of the record (a full disk): later ones must follow the last whole one
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, offset)
+            raise
         self._file_len += done
         return offset
 
@@ -487,6 +500,19 @@ class Journal:
 
 #: Bytes read at a time when the journal is read from start to end.
 _SCAN_BYTES = 8 << 20
+
+
+def _intact_stretches(end: int, damage: list[Damage]) -> list[tuple[int, int]]:
+    """The stretches of the first ``end`` bytes of a journal around the ``damage`` found when
+    it was read (the intact records after a damaged one hold acknowledged changes too)."""
+    out, start = [], 0
+    for bad in sorted(damage):
+        if bad.start > start:
+            out.append((start, min(bad.start, end)))
+        start = max(start, bad.end)
+    if start < end:
+        out.append((start, end))
+    return out
 
 
 def _read_all(fd: int) -> memoryview:

@@ -117,16 +117,6 @@ def _sync_open_stores() -> None:
             store.lock.release()
 
 
-class _Anchor:
-    pass
-
-
-# Exit handlers run last-registered first. booklet closes its files from a weakref.finalize,
-# whose exit handler weakref registers when the first finalizer is made: making one now
-# registers it before ours, so that ours syncs the open stores while their files are open.
-_anchor = _Anchor()
-weakref.finalize(_anchor, int)
-atexit.register(_sync_open_stores)
 
 
 class LocalStore:
@@ -187,6 +177,12 @@ class LocalStore:
             _release(self._claim, self)
             raise
         self.data: DataFile = opened.data
+        # Exit handlers run last registered first, and booklet's files are closed by the exit
+        # handler of weakref.finalize, registered when the process made its first finalizer
+        # (booklet's, at the latest just now): registered again after every open, this one
+        # runs before it, while the files are still open.
+        atexit.unregister(_sync_open_stores)
+        atexit.register(_sync_open_stores)
         self.state: SyncState = opened.state
         self.pending: PendingChanges = opened.pending
         self.parts: PartCache = opened.parts
