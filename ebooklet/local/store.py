@@ -75,7 +75,6 @@ def _release(key: str, store: LocalStore) -> None:
             del _open_here[key]
 
 
-@atexit.register
 def _sync_open_stores() -> None:
     """At interpreter exit, sync every store left open (a script that ends without close()).
     The journal already holds every change; this saves the next open a check of the file."""
@@ -91,6 +90,21 @@ def _sync_open_stores() -> None:
                            store.path, exc)
         finally:
             store.lock.release()
+
+
+_exit_hooked = False
+
+
+def _hook_exit() -> None:
+    """Register :func:`_sync_open_stores` once a booklet file is open. booklet closes its
+    files from weakref finalizers, which run from an atexit hook registered when the first
+    one is made; atexit runs hooks last-in first-out, so ours must be registered after that
+    one to run first, while the files and their write buffers are still there."""
+    global _exit_hooked
+    with _open_lock:
+        if not _exit_hooked:
+            atexit.register(_sync_open_stores)
+            _exit_hooked = True
 
 
 class LocalStore:
@@ -150,6 +164,7 @@ class LocalStore:
         except BaseException:
             _release(self._claim, self)
             raise
+        _hook_exit()
         self.data: DataFile = opened.data
         self.state: SyncState = opened.state
         self.pending: PendingChanges = opened.pending
