@@ -161,6 +161,11 @@ class Replica:
         if not landed:
             self.forget_inflight()
             return
+        if self.local.external_edits:
+            # Edits made behind ebooklet's back are recorded against the base they were made
+            # on first, as pull() does: adopting the commit forgets the presence bits of the
+            # parts it replaces, and a key deleted with plain booklet would read as not fetched.
+            local_changes(self.index)
         # Keys written since are kept whatever the commit pulled in; the next sync compares them.
         # A change the commit overruled (the remote's side won its conflict) is not one of them,
         # unless the key was written again since.
