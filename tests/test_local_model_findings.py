@@ -124,3 +124,35 @@ def test_a_plain_booklet_delete_made_while_a_landed_commit_is_unsettled_is_kept(
         db.changes().push(max_delete=None)
     with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as reader:
         assert dict(reader.items()) == {"b": 1}
+
+
+def test_a_key_read_before_a_kill_and_then_deleted_with_plain_booklet_stays_deleted(tmp_path):
+    """Found by the model (``ends_without_close(kill)``, later a delete with plain booklet):
+    the presence bit of a key fetched since the last sync lives in memory until the sync, so
+    a kill loses it. The key is in the data file, but its bit says never seen: once it was
+    deleted with plain booklet it read as not fetched, came back from the remote, and the
+    delete was never pushed. A full scan marks every key it finds as seen."""
+    import booklet
+
+    from .test_faults_local import kill_when_ready
+
+    conn, path = tmp_path / "remote" / "db", tmp_path / "a.blt"
+    with ebooklet.open(conn, tmp_path / "seed.blt", "c", value_serializer="pickle") as seed:
+        seed.update({"a": 0, "b": 0})
+        seed.changes().push()
+    with ebooklet.open(conn, path, "w", allow_pickle=True) as db:
+        db["b"] = 1
+    kill_when_ready(f"""
+        import ebooklet
+        db = ebooklet.open({str(conn)!r}, {str(path)!r}, "w", allow_pickle=True)
+        assert db["a"] == 0  # fetched: now in the data file
+    """)
+    with ebooklet.open(conn, path, "w", allow_pickle=True) as db:
+        assert [(c.key, c.local) for c in db.changes().iter_changes()] == [("b", "modified")]
+    with booklet.open(path, "w") as raw:
+        del raw["a"]
+    with ebooklet.open(conn, path, "w", allow_pickle=True) as db:
+        assert "a" not in db
+        db.changes().push(max_delete=None)
+    with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as reader:
+        assert dict(reader.items()) == {"b": 1}
