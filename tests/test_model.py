@@ -457,13 +457,15 @@ class TwoClients(RuleBasedStateMachine):
         self.dbs[c] = self._open(c)
 
     @rule(c=CLIENTS, policy=POLICIES, settle=st.sampled_from(["push", "pull"]), edit=st.booleans(),
-          data=st.data())
+          meanwhile=st.booleans(), data=st.data())
     def killed_after_its_head_put_landed(self, c: int, policy, settle: str, edit: bool,
-                                         data: st.DataObject) -> None:
+                                         meanwhile: bool, data: st.DataObject) -> None:
         """The head PUT is applied, and the process is killed before it hears back; it is
         reopened from disk, and the next push or pull settles the in-flight commit. With
         ``edit``, a key the push did not carry is deleted with plain booklet in between (the
-        settle must record it before adopting the commit as the base)."""
+        settle must record it before adopting the commit as the base). With ``meanwhile``, the
+        other client deletes a key the commit wrote before that: a settling push that took
+        its changes for unpushed ones would put the key back (its side wins)."""
         lc, rc, conflicts = self._conflicts(c)
         if not lc or (conflicts and policy is None):
             return
@@ -488,6 +490,17 @@ class TwoClients(RuleBasedStateMachine):
         self._abandon(c, "kill")
         event(f"killed after the head PUT, settled by {settle}")
         self._pushed(c, lc, rc, conflicts, policy)
+        other = 1 - c
+        carried = sorted(k for k, v in lc.items() if v is not GONE)
+        if meanwhile and carried:
+            self.pull(other, "local")
+            key = data.draw(st.sampled_from(carried))
+            if key in self.local[other]:
+                before = _now_us()
+                del self.dbs[other][key]
+                del self.local[other][key]
+                self._stamped_delete(other, key, before)
+            self.push(other, "local")
         untouched = sorted(k for k in self.local[c] if k not in lc)
         if edit and settle == "pull" and untouched:
             key = data.draw(st.sampled_from(untouched))
@@ -500,12 +513,13 @@ class TwoClients(RuleBasedStateMachine):
                     self.dts[c][key] = None
                     self.unscanned[c].add(key)
         self.dbs[c] = self._open(c)
-        before = _now_us()
         if settle == "push":
-            assert not self.dbs[c].changes().push(max_delete=None).committed
+            # Settled, nothing is left to push (and a push with nothing to push pulls nothing).
+            before = _now_us()
+            assert not self.dbs[c].changes().push(on_conflict="local", max_delete=None).committed
+            self._note_scan(c, before)
         else:
-            assert not self.dbs[c].changes().pull().updated
-        self._note_scan(c, before)
+            self.pull(c, None)
 
     @rule(c=CLIENTS, side_file=st.sampled_from(["state.json", "journal.log", "mirror.log", "bits"]),
           how=st.sampled_from(["flip", "truncate", "zero", "remove"]), data=st.data())
