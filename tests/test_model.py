@@ -2,7 +2,9 @@
 
 The model keeps, per client, its local view and its base (the remote as of its last sync),
 and the remote itself; every rule applies the documented sync semantics to those dicts and
-the real databases must agree after every step.
+the real databases must agree after every step. Processes also end without close() (an exit
+or a kill, also right after a commit's head PUT landed), and side files are damaged between
+sessions: none of it may lose an acknowledged change or bring back a delete.
 """
 
 from __future__ import annotations
