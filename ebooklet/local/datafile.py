@@ -260,6 +260,10 @@ class DataFile:
     def flush(self) -> None:
         """Write booklet's buffered entries out (through the fast path when it can)."""
         db = self._db
+        if db.writable and (db._file is None or db._file.closed):
+            # booklet's finalizer closed it (at interpreter exit) with writes still in its
+            # buffer, and its sync() would skip it silently: never report them as flushed.
+            raise LocalFileError(f"{self.path} was closed by booklet; its buffered writes are lost")
         if self._fast and db.writable and db._buffer_index:
             with db._thread_lock:
                 fastwrite.flush(db)

@@ -129,15 +129,17 @@ def local_changes(index: BaseIndex) -> LocalDiff:
         assert diff.scanned is not None
         reset = local.presence_reset
         for p in local.parts.stored():
-            if not reset and not any(local.bits(p)):
-                continue
             for row, key in enumerate(index.part(base, p).keys):
-                if reset:
+                if key in diff.scanned:
+                    # Seen now. Its bit may be clear although it was fetched: bits set since
+                    # the last sync die with a killed process (and a repair forgets them all).
+                    if not index.present(p, row):
+                        local.mark_present(p, row)
+                elif reset:
                     # After a repair, a key missing from the data file may have been lost:
                     # only the keys present now count as seen.
-                    if key in diff.scanned:
-                        local.mark_present(p, row)
-                elif index.present(p, row) and key not in diff.scanned and key not in local.touched:
+                    continue
+                elif index.present(p, row) and key not in local.touched:
                     # Deleted with plain booklet: seen in the data file once, absent now.
                     changes[key] = LocalChange(None, None, None)
         if reset:
