@@ -72,6 +72,16 @@ COMMIT_ID_RE = re.compile(_COMMIT_ID)
 #: The names :func:`segment_name` and :func:`part_name` make (numbers without leading zeros).
 SEGMENT_NAME_RE = re.compile(rf"seg/({_COMMIT_ID})-(0|[1-9][0-9]{{0,8}})")
 PART_NAME_RE = re.compile(rf"index/(0|[1-9][0-9]?)-(0|[1-9][0-9]{{0,9}})-({_COMMIT_ID})")
+#: A log object's name, as :func:`log_name` makes it.
+LOG_NAME_RE = re.compile(rf"log/([0-9]{{12,19}})-({_COMMIT_ID})")
+_KINDS = (
+    ("segment", SEGMENT_NAME_RE),
+    ("part", PART_NAME_RE),
+    ("log", LOG_NAME_RE),
+    # The lease, and the objects of s3func's lock that stands in for it (lease.lock.<id>-<n>).
+    ("lease", re.compile(r"lease|lease\.lock\.[0-9a-f]{1,32}-[0-9]")),
+    ("probe", re.compile(r"probe-[0-9a-f]{32}")),
+)
 #: A name is always relative to the database's prefix, and these patterns keep it there: no
 #: '..', no '/' at the start, no other prefix. Log objects are named from a commit number and
 #: a commit id (``log_name``), which the head's rules check.
@@ -142,23 +152,19 @@ def part_name(bits: int, part: int, commit_id: str) -> str:
     return f"index/{bits}-{part}-{commit_id}"
 
 
-def created_at(name: str) -> int | None:
-    """When an object of the format was created (microseconds), read from its name: every
-    segment, index part and log object is named after the commit id that wrote it, and a
-    commit id starts with its time. None for other names."""
-    base = name.rsplit("/", 1)[-1]
-    if name.startswith("seg/"):
-        stamp = base.split("-", 1)[0]
-    elif name.startswith("index/"):
-        stamp = base.split("-")[2] if base.count("-") >= 3 else ""
-    elif name.startswith("log/"):
-        stamp = base.split("-")[1] if base.count("-") >= 2 else ""
-    else:
-        return None
-    try:
-        return int(stamp, 16)
-    except ValueError:
-        return None
+def object_kind(name: str) -> str | None:
+    """Which of the format's objects ``name`` (relative to the database's prefix) is:
+    ``"segment"``, ``"part"``, ``"log"``, ``"lease"`` (the lease and the fallback lock's
+    objects) or ``"probe"`` (a store's conditional-write probe); None for any other name.
+
+    The whole name must match: garbage collection and ``delete_remote`` remove nothing
+    else, so whatever else lies under the prefix (another database whose key runs through
+    this one's prefix, a user's file) is left alone.
+    """
+    for kind, pattern in _KINDS:
+        if pattern.fullmatch(name):
+            return kind
+    return None
 
 
 def log_name(commit: int, commit_id: str) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import EbookletError
 from ..remote import Transport
-from ..remote.base import Blob, FallbackLock, PutMode
+from ..remote.base import Blob, FallbackLock, ObjectStat, PutMode
 
 
 class Stopped(EbookletError):
@@ -94,6 +94,7 @@ class StoppableTransport(Transport):
         self.description = inner.description
         self.writable = inner.writable
         self.delete_batch_size = inner.delete_batch_size
+        self.knows_ages = inner.knows_ages
         self.head_written = False
         #: How many GETs in a row read the same key: 2 or more is a wait (polling a lock).
         self.repeated_gets = 0
@@ -147,6 +148,18 @@ class StoppableTransport(Transport):
     def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         self._check()
         return self.inner.list_sizes(prefix)
+
+    def list_stats(self, prefix: str) -> Iterator[ObjectStat]:
+        self._check()
+        return self.inner.list_stats(prefix)
+
+    def stat(self, key: str) -> ObjectStat:
+        self._check()
+        return self.inner.stat(key)
+
+    def store_time(self) -> float:
+        self._check()
+        return self.inner.store_time()
 
     def copy(self, key: str, target: Transport, target_key: str) -> bool:
         self._check()

@@ -12,7 +12,7 @@ import pathlib
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Blob, PutMode, Transport, Update
+from .base import Blob, PutMode, Transport, Update, check_db_key
 from .connection import S3Connection, _url_name, _url_parent
 from .counting import CountingTransport, Stats
 from .fs import FolderTransport
@@ -65,6 +65,7 @@ class Remote:
     location: str
 
     def __post_init__(self) -> None:
+        check_db_key(self.db_key)
         if not isinstance(self.transport, CountingTransport):
             self.transport = CountingTransport(self.transport)
 
@@ -101,6 +102,7 @@ def connect(remote_conn: RemoteConn) -> Remote:
     if isinstance(remote_conn, (str, os.PathLike)):
         parsed = parse_remote(remote_conn)  # without S3 options: a folder path or a public URL
         if isinstance(parsed, pathlib.Path):
+            check_db_key(parsed.as_posix())  # the folder too: not inside a database's objects
             return Remote(FolderTransport(parsed.parent), parsed.name, remote_location(parsed))
         return Remote(HttpTransport(_url_parent(parsed)), _url_name(parsed), remote_location(parsed))
     raise TypeError(

@@ -8,7 +8,7 @@ import urllib.parse
 from typing import Any
 
 from ..errors import RemoteAccessError
-from .base import Transport
+from .base import Transport, check_db_key
 from .credentials import (
     Credentials,
     NoCredentialsError,
@@ -93,6 +93,7 @@ class S3Connection:
                 raise ValueError("S3Connection needs bucket, the name of the S3 bucket (a str)")
             if db_key.endswith("/"):
                 raise ValueError(f"db_key {db_key!r} must name an object, not end with '/'")
+            check_db_key(db_key)
         self._given = (access_key_id, access_key, session_token)
         self._credentials: Credentials | None = None
         self._credentials_error: Exception | None = None

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..errors import EbookletError
-from .base import Blob, FallbackLock, PutMode, Transport
+from .base import Blob, FallbackLock, ObjectStat, PutMode, Transport
 
 
 @dataclass
@@ -107,6 +107,7 @@ class CountingTransport(Transport):
         self.description = inner.description
         self.writable = inner.writable
         self.delete_batch_size = inner.delete_batch_size
+        self.knows_ages = inner.knows_ages
 
     def __repr__(self) -> str:
         return f"CountingTransport({self.inner!r})"
@@ -151,6 +152,23 @@ class CountingTransport(Transport):
     def _list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         self.stats.add()
         yield from self.inner.list_sizes(prefix)
+
+    def list_stats(self, prefix: str) -> Iterator[ObjectStat]:
+        if not self.writable:
+            return self.inner.list_stats(prefix)
+        return self._list_stats(prefix)
+
+    def _list_stats(self, prefix: str) -> Iterator[ObjectStat]:
+        self.stats.add()
+        yield from self.inner.list_stats(prefix)
+
+    def stat(self, key: str) -> ObjectStat:
+        self.stats.add()
+        return self.inner.stat(key)
+
+    def store_time(self) -> float:
+        self.stats.add()
+        return self.inner.store_time()
 
     def copy(self, key: str, target: Transport, target_key: str) -> bool:
         # The inner transport decides by the target's class, so it gets the target unwrapped;

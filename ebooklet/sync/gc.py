@@ -5,7 +5,13 @@ for the database's retention window (see :mod:`.history`); everything under the 
 prefix that none of them references, and that is older than ``min_age``, is garbage: objects
 replaced by later commits, leftovers of pushes that failed or were interrupted, and the log
 objects of commits past retention. Objects younger than ``min_age`` may belong to a push still
-in flight and are never removed (a push that takes longer than that refuses to commit).
+in flight and are never removed (a push whose first upload is older than that, by the store's
+clock, refuses to commit).
+
+An object's age is judged by the store's clock alone: the time the store wrote it
+(``LastModified``, a file's mtime) against the store's time now. Names are chosen by clients,
+whose clocks may be hours off, so they never tell an age. Only names that fully match one of
+the format's patterns (:func:`~ebooklet.format.object_kind`) are ever removed.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..format import Head, created_at
+from ..errors import RemoteError, RemoteNotFoundError, SyncError
+from ..format import Head, object_kind
 from ..remote import Remote
 from .commit import references
 from .heads import HeadStore
@@ -21,6 +28,11 @@ from .history import retained_heads
 
 #: Objects younger than this are never collected: a push must commit within this age.
 MIN_AGE_S = 6 * 3600.0
+#: A push commits only while its first upload is younger than MIN_AGE_S less this margin, by
+#: the store's clock: time for the head write after the check.
+COMMIT_MARGIN_S = 600.0
+#: Kinds of object that garbage collection may remove (never the lease).
+COLLECTABLE = frozenset({"segment", "part", "log", "probe"})
 
 
 @dataclass
@@ -54,36 +66,82 @@ def collect(
     *,
     min_age: float = MIN_AGE_S,
     dry_run: bool = False,
-    now_us: int | None = None,
 ) -> GcReport:
-    """Remove what no retained commit of the database at ``remote`` references."""
+    """Remove what no retained commit of the database at ``remote`` references.
+
+    Raises RemoteError when the store cannot tell its objects' ages by its own clock.
+    """
     report = GcReport(remote.location, dry_run=dry_run)
     if head is None:
         head, _ = heads.read_latest()
     if head is None:
         return report
-    now_us = now_us if now_us is not None else time.time_ns() // 1000
-    kept = retained_heads(heads, head, now_us)
+    transport = remote.transport
+    if not transport.knows_ages:
+        raise RemoteError(
+            f"{remote.location} cannot tell when its objects were written by its own clock, so "
+            "ebooklet cannot judge which are old enough to collect; nothing was removed"
+        )
+    # The store's clock, read before the listing: an object written after this moment is
+    # younger than any cutoff derived from it.
+    now = transport.store_time()
+    kept = retained_heads(heads, head, int(now * 1e6))
     live: set[str] = set()
     for h in kept:
         live |= references(h)
     report.commits_kept = len(kept)
     report.objects_kept = len(live)
-    cutoff = now_us - int(min_age * 1e6)
+    cutoff = now - min_age
     garbage: list[str] = []
-    for key, size in remote.transport.list_sizes(remote.prefix):
-        name = key[len(remote.prefix):]
-        born = created_at(name)
-        if name in live or born is None:
-            continue  # referenced, or not an object of the format (the lease, for one)
-        if born > cutoff:
+    for info in transport.list_stats(remote.prefix):
+        name = info.key[len(remote.prefix):]
+        if name in live or object_kind(name) not in COLLECTABLE:
+            continue  # referenced, or not an object gc may remove (the lease, a stranger's)
+        if info.modified > cutoff:
             report.too_young += 1
             continue
         garbage.append(name)
-        report.bytes_removed += size
+        report.bytes_removed += info.size
     report.removed = sorted(garbage)
     if garbage and not dry_run:
         # The log objects go last: until then the history that explains the rest stays whole.
         garbage.sort(key=lambda n: n.startswith("log/"))
-        remote.transport.delete([remote.prefix + name for name in garbage])
+        transport.delete([remote.prefix + name for name in garbage])
     return report
+
+
+def check_uploads_kept(remote: Remote, first_upload: str | None, started_us: int) -> None:
+    """Before a push writes its head: make sure garbage collection cannot have taken (and
+    will not take) what the head is about to reference.
+
+    A collection removes unreferenced objects older than MIN_AGE_S by the store's clock, so
+    the push asks the store for its first upload (the oldest): it must still be there, and
+    younger than MIN_AGE_S less COMMIT_MARGIN_S by the store's clock. The writer's clock
+    plays no part; a clock hours off, or a machine suspended mid-push, cannot fool it. A
+    store that cannot tell ages falls back to the writer's own clock (the push's duration).
+
+    Raises SyncError when the push must not commit (nothing is committed; push again).
+    """
+    transport = remote.transport
+    limit = MIN_AGE_S - COMMIT_MARGIN_S
+    if first_upload is None or not transport.knows_ages:
+        if time.time_ns() // 1000 - started_us <= limit * 1e6:
+            return
+        why = f"this push took longer than {MIN_AGE_S / 3600:.0f} hours"
+    else:
+        try:
+            info = transport.stat(remote.prefix + first_upload)
+        except RemoteNotFoundError:
+            why = f"its upload {first_upload} is gone (removed by garbage collection)"
+        else:
+            now = info.now if info.now is not None else transport.store_time()
+            if now - info.modified <= limit:
+                return
+            why = (
+                f"its first upload is {(now - info.modified) / 3600:.1f} hours old by the store's "
+                f"clock, and garbage collection may take objects over {MIN_AGE_S / 3600:.0f} hours old"
+            )
+    raise SyncError(
+        f"{remote.location}: {why}, so the commit could reference removed objects; nothing was "
+        "committed. Push again."
+    )
