@@ -8,7 +8,7 @@ from typing import Any
 
 from ebooklet.errors import RemoteUnavailableError
 from ebooklet.remote import Remote, connect
-from ebooklet.remote.base import Blob, FallbackLock, PutMode, Transport
+from ebooklet.remote.base import Blob, FallbackLock, ObjectStat, PutMode, Transport
 from ebooklet.remote.s3 import S3Transport
 
 
@@ -24,6 +24,7 @@ class FaultyTransport(Transport):
         self.fail_gets = False
         self.description = inner.description
         self.writable = inner.writable
+        self.knows_ages = inner.knows_ages
         self.stats = inner.stats
 
     def _check_reads(self) -> None:
@@ -50,6 +51,15 @@ class FaultyTransport(Transport):
 
     def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         return self.inner.list_sizes(prefix)
+
+    def list_stats(self, prefix: str) -> Iterator[ObjectStat]:
+        return self.inner.list_stats(prefix)
+
+    def stat(self, key: str) -> ObjectStat:
+        return self.inner.stat(key)
+
+    def store_time(self) -> float:
+        return self.inner.store_time()
 
     def supports_conditional_writes(self, scratch_prefix: str) -> bool:
         return self.inner.supports_conditional_writes(scratch_prefix)
