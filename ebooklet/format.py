@@ -62,6 +62,13 @@ MAX_PART_BITS = 20
 #: some 50 MB at MAX_PART_BITS) and each segment; anything larger is not an ebooklet head,
 #: and is refused without being downloaded.
 MAX_HEAD_BYTES = 128 * 1024 * 1024
+#: The largest metadata value a head carries (as compact JSON).
+MAX_METADATA_BYTES = 4 * 1024 * 1024
+#: Bytes a head may take beyond what its index parts' names need (its own fields, the recent
+#: list, the segments and the metadata).
+HEAD_BASE_BYTES = 4 * 1024 * 1024 + MAX_METADATA_BYTES
+#: Bytes per index part a head may take (a part's name and its quotes and comma).
+HEAD_BYTES_PER_PART = 64
 #: A head's key count may exceed what its index parts can hold at their split size by this
 #: factor at most: it sizes local tables, so a crafted head must not make it arbitrary.
 N_KEYS_SLACK = 4
@@ -458,10 +465,21 @@ class Head:
 
     @classmethod
     def decode(cls, data: bytes, where: str = "remote") -> Head:
+        problem = _head_bytes_problem(data)
+        if problem:
+            raise RemoteFormatError(
+                f"{where} is not an ebooklet head ({problem}); check the db_key or URL, or ask "
+                "whoever writes this database"
+            )
         try:
             raw = json.loads(data)
             if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
                 raise ValueError("no ebooklet format marker")
+        except RecursionError:
+            raise RemoteFormatError(
+                f"{where} is not an ebooklet head: its JSON is nested too deeply to read. Check the "
+                "db_key or URL, or ask whoever writes this database"
+            ) from None
         except ValueError as exc:
             raise RemoteFormatError(
                 f"{where} is not an ebooklet database ({exc}); check the db_key or URL"
@@ -604,8 +622,12 @@ def _author(value: Any, head: Head) -> str | None:
     return f"is {_shown(value)}, not a printable name of at most 256 characters"
 
 
-def _any(value: Any, head: Head) -> str | None:
-    return None  # the metadata is the user's JSON, whatever it is
+def _metadata(value: Any, head: Head) -> str | None:
+    # The user's JSON, whatever it is, up to a size: every reader parses it with the head.
+    size = len(json.dumps(value, separators=(",", ":")))
+    if size > MAX_METADATA_BYTES:
+        return f"is {size:,} bytes of JSON, more than {MAX_METADATA_BYTES:,}"
+    return None
 
 
 def _format(value: Any, head: Head) -> str | None:
@@ -629,7 +651,7 @@ HEAD_RULES: dict[str, HeadRule] = {
     "key_bytes": _int_in(0, _I64),
     "segments": _segments,
     "value_serializer": _optional(_matches(_SERIALIZER_RE, "a serializer name")),
-    "metadata": _any,
+    "metadata": _metadata,
     "metadata_timestamp": _optional(_timestamp),
     "lease_token": _int_in(0, _I64),
     "recent": _recent,
@@ -638,6 +660,39 @@ HEAD_RULES: dict[str, HeadRule] = {
     "author": _author,
     "retention": _retention,
 }
+
+
+def head_size_limit(data: bytes) -> int:
+    """The largest size a head that starts with ``data`` may have: it names one index part per
+    ``2**part_bits``, so its size is bounded by its ``part_bits`` (read from its start, where
+    ebooklet writes it; MAX_HEAD_BYTES when the start does not say)."""
+    found = _PART_BITS_RE.search(data)
+    if found is None:
+        return HEAD_BASE_BYTES
+    bits = min(int(found[1]), MAX_PART_BITS)
+    return min(MAX_HEAD_BYTES, HEAD_BASE_BYTES + HEAD_BYTES_PER_PART * 2**bits)
+
+
+def _head_bytes_problem(data: bytes) -> str | None:
+    """Why ``data`` cannot be a head, judged before it is parsed (parsing crafted JSON costs
+    ten times its size in memory), or None. Beyond HEAD_BASE_BYTES, a head may only grow by
+    its list of index part names, which must then be exactly that."""
+    if len(data) <= HEAD_BASE_BYTES:
+        return None
+    if len(data) > head_size_limit(data):
+        return f"{len(data):,} bytes, more than its part_bits allow"
+    start = data.find(b'"parts":[')
+    end = data.find(b"]", start)
+    if start < 0 or end < 0 or not _PART_LIST_RE.fullmatch(data, start + 9, end):
+        return f"{len(data):,} bytes, and not a list of index part names"
+    if len(data) - (end - start) > HEAD_BASE_BYTES:
+        return f"{len(data):,} bytes, of which more than {HEAD_BASE_BYTES:,} are not index part names"
+    return None
+
+
+_PART_ENTRY = rb'(?:null|"index/[0-9]{1,2}-[0-9]{1,10}-[0-9a-f]{1,16}-[0-9a-f]{12}")'
+_PART_LIST_RE = re.compile(rb"%s(?:,%s)*" % (_PART_ENTRY, _PART_ENTRY))
+_PART_BITS_RE = re.compile(rb'"part_bits":\s*([0-9]{1,2})[,}\s]')
 
 
 def check_head(head: Head, where: str = "remote") -> None:
