@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 from ..errors import (
     CommitUnknownError,
-    LeaseLostError,
     PreconditionFailed,
     RemoteError,
     RemoteFormatError,
@@ -130,9 +129,15 @@ class HeadStore:
 
     @staticmethod
     def check_fence(current: Head | None, lease: Lease | None) -> None:
-        """A writer whose lease was taken over must not commit (fencing)."""
+        """A writer whose lease was taken over must not commit (fencing).
+
+        A head whose token is above ours means another holder committed since we took the
+        lease, unless the lease's history was lost (a malformed lease taken over, a broken
+        lease): then the lease is still ours, and moving it past the head's token with a write
+        conditional on our own lease tells the two apart (LeaseLostError when it is not ours).
+        """
         if lease is not None and current is not None and current.lease_token > lease.token:
-            raise LeaseLostError(lease.remote.location)
+            lease.advance(current.lease_token + 1)
 
     def commit_id_at(self, number: int, head: Head) -> str | None:
         """The id of the commit numbered ``number`` in the chain that leads to ``head``, or
