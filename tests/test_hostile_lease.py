@@ -20,7 +20,7 @@ HOSTILE = {
     "negative token": {"owner": "x", "expires": 10**18, "token": -5},
     "expiry far ahead": {"owner": "x", "expires": 2**62, "token": 3},
     "expiry past any date": {"owner": "x", "expires": 10**30, "token": 3},
-    "owner with terminal escapes": {"owner": "\x1b[2Jroot\nforged line", "expires": 2**40 * 10**6, "token": 3},
+    "owner with terminal escapes": {"owner": "\x1b[2Jroot\nforged", "expires": 2**40 * 10**6, "token": 3},
     "not a mapping": [1, 2, 3],
     "deeply nested": "[" * 4000,
     "not JSON": "\xff\x00garbage",
