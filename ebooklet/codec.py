@@ -122,3 +122,20 @@ class Codec:
                 "with another serializer (e.g. through plain booklet). Overwrite or delete the key",
                 key,
             ) from exc
+
+
+def zstd_content_size(frame: bytes) -> int | None:
+    """The content size a zstd frame's header declares (RFC 8878, 3.1.1.1), or None when
+    ``frame`` is not a zstd frame or its header does not declare one."""
+    if len(frame) < 6 or frame[:4] != b"\x28\xb5\x2f\xfd":
+        return None
+    descriptor = frame[4]
+    fcs_flag, single_segment, dict_flag = descriptor >> 6, descriptor >> 5 & 1, descriptor & 3
+    fcs_size = (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
+    if fcs_size == 0:
+        return None
+    start = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[dict_flag]
+    field = frame[start : start + fcs_size]
+    if len(field) != fcs_size:
+        return None
+    return int.from_bytes(field, "little") + (256 if fcs_size == 2 else 0)

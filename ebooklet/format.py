@@ -55,7 +55,10 @@ _PART_MAGIC = b"EBKI"
 HASH_LEN = 16
 #: Index parts decompress to at most this many bytes (a legitimate part stays near
 #: PART_SPLIT_BYTES); a crafted one cannot make a reader inflate it without limit.
-MAX_PART_BYTES = 64 * PART_SPLIT_BYTES
+MAX_PART_BYTES = 16 * PART_SPLIT_BYTES
+#: The largest index part object a reader downloads (compressed; parts are about half their
+#: estimated size, so a legitimate one stays well under this).
+MAX_PART_OBJECT_BYTES = 8 * PART_SPLIT_BYTES
 #: The most index parts a head may have (2**20 parts hold tens of billions of keys).
 MAX_PART_BITS = 20
 #: The largest head a reader accepts. A head names each index part (about 50 bytes each, so
@@ -72,6 +75,10 @@ HEAD_BYTES_PER_PART = 64
 #: A head's key count may exceed what its index parts can hold at their split size by this
 #: factor at most: it sizes local tables, so a crafted head must not make it arbitrary.
 N_KEYS_SLACK = 4
+#: An index part holds at most this many keys: the split rule keeps a part near
+#: PART_SPLIT_BYTES / ENTRY_OVERHEAD entries, and N_KEYS_SLACK is the margin (a crafted part
+#: of millions of tiny entries would cost a reader gigabytes).
+MAX_PART_KEYS = N_KEYS_SLACK * PART_SPLIT_BYTES // ENTRY_OVERHEAD
 
 #: A commit id as :func:`new_commit_id` makes it.
 _COMMIT_ID = r"[0-9a-f]{1,16}-[0-9a-f]{12}"
@@ -342,7 +349,10 @@ class Part:
                 raise ValueError(f"it inflates to more than {MAX_PART_BYTES:,} bytes")
             # Strings in a part are keys and segment names: msgpack refuses longer ones (and
             # invalid UTF-8) itself, so every key fits the local file's key length.
-            raw = msgpack.unpackb(payload, raw=False, max_str_len=MAX_KEY_BYTES)
+            raw = msgpack.unpackb(
+                payload, raw=False, max_str_len=MAX_KEY_BYTES, max_array_len=MAX_PART_KEYS,
+                max_map_len=16, max_bin_len=MAX_PART_KEYS * HASH_LEN,
+            )
         except (ValueError, zlib.error, msgpack.UnpackException) as exc:
             raise RemoteFormatError(f"{name} cannot be decoded: {exc}") from exc
         version = raw.get("v", 0) if isinstance(raw, dict) else None
@@ -359,7 +369,7 @@ class Part:
             part._seg = _le_array("I", raw["seg"])
             part._off = _le_array("Q", raw["off"])
             part._len = _le_array("I", raw["len"])
-            problem = _part_problem(part, raw["ts"])
+            problem = _part_problem(part, raw["ts"]) or _membership_problem(part.keys, name)
             if problem:
                 raise ValueError(problem)
             part._rows = dict(zip(part.keys, range(len(part.keys)), strict=True))
@@ -398,6 +408,18 @@ def _part_problem(part: Part, ts_bytes: bytes) -> str | None:
     # 0 <= ts <= MAX_TIMESTAMP (2**56 - 1) exactly when the top byte of each 8 is zero.
     if ts_bytes[7::8].strip(b"\0"):
         return f"a timestamp is outside 0..{MAX_TIMESTAMP}"
+    return None
+
+
+def _membership_problem(keys: list[str], name: str) -> str | None:
+    """Every key of a part must belong to it (a misplaced key could be listed but neither
+    read nor deleted); the part's number comes from its name, when it is one of the format's."""
+    match = PART_NAME_RE.fullmatch(name)
+    if match is None:
+        return None
+    bits, p = int(match[1]), int(match[2])
+    if any(q != p for q in parts_of(keys, bits)):
+        return f"it holds a key that belongs to another index part than {p} of {2**bits}"
     return None
 
 
