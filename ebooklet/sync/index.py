@@ -89,16 +89,8 @@ class BaseIndex:
         known = self.local.state.get("remote_uuid")
         if self.replacing:
             return
-        ours = self.local.codec.name
-        if head.value_serializer is not None and head.value_serializer != ours:
-            # Adopting it would decode every cached value with the wrong serializer.
-            raise SerializerMismatchError(
-                f"{self.remote.location} now stores values with serializer "
-                f"{head.value_serializer!r}, and {self.local.path} holds them with {ours!r}: the "
-                "remote was rewritten with another serializer. Nothing was changed; open a new "
-                "local path to read it"
-            )
         if known is None or head.uuid == known:
+            self._check_serializer(head)
             return
         advice = " Open a new local path for it"
         if self.remote.writable:
@@ -112,6 +104,17 @@ class BaseIndex:
             f"{self.local.path} was synced with ({synced}, uuid {self.local.state.get('remote_uuid')})."
             f"{advice}."
         )
+
+    def _check_serializer(self, head: Head) -> None:
+        ours = self.local.codec.name
+        if head.value_serializer is not None and head.value_serializer != ours:
+            # Adopting it would decode every cached value with the wrong serializer.
+            raise SerializerMismatchError(
+                f"{self.remote.location} now stores values with serializer "
+                f"{head.value_serializer!r}, and {self.local.path} holds them with {ours!r}: the "
+                "remote was rewritten with another serializer. Nothing was changed; open a new "
+                "local path to read it"
+            )
 
     def metadata(self) -> tuple[Any, int] | None:
         """The newer of the local metadata and the base's."""
