@@ -19,8 +19,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..errors import RemoteError, RemoteNotFoundError, SyncError
+from ..errors import LeaseHeldError, RemoteError, RemoteNotFoundError, SyncError
 from ..format import Head, object_kind
+from ..lock import Lease
 from ..remote import Remote
 from .commit import references
 from .heads import HeadStore
@@ -49,6 +50,9 @@ class GcReport:
     #: Garbage left because it is younger than the safe age.
     too_young: int = 0
     dry_run: bool = False
+    #: A push held the lease, so the collection kept to the safe age (MIN_AGE_S) whatever
+    #: ``min_age`` asked.
+    lease_held: bool = False
 
     def __str__(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
@@ -56,6 +60,7 @@ class GcReport:
             f"{self.location}: {verb} {len(self.removed):,} object(s), {self.bytes_removed:,} bytes; "
             f"kept {self.objects_kept:,} object(s) for {self.commits_kept:,} commit(s)"
             + (f"; {self.too_young:,} unreferenced but too recent to remove" if self.too_young else "")
+            + ("; a push held the lock: nothing younger than 6 hours went" if self.lease_held else "")
         )
 
 
@@ -69,7 +74,10 @@ def collect(
 ) -> GcReport:
     """Remove what no retained commit of the database at ``remote`` references.
 
-    Raises RemoteError when the store cannot tell its objects' ages by its own clock.
+    A ``min_age`` below MIN_AGE_S holds the database's lease while collecting (a push checks
+    that its uploads are still there while it holds the lease); when a push holds it, the
+    collection keeps to MIN_AGE_S instead. Raises RemoteError when the store cannot tell its
+    objects' ages by its own clock.
     """
     report = GcReport(remote.location, dry_run=dry_run)
     if head is None:
@@ -82,6 +90,28 @@ def collect(
             f"{remote.location} cannot tell when its objects were written by its own clock, so "
             "ebooklet cannot judge which are old enough to collect; nothing was removed"
         )
+    if min_age >= MIN_AGE_S or dry_run:
+        _collect(remote, head, heads, report, min_age)
+        return report
+    # Below the safe age, a push in flight could lose uploads it has checked and is about to
+    # commit: hold the lease meanwhile (a push checks its uploads while it holds it), or, when
+    # a push holds it now, keep to the safe age.
+    lease = Lease(remote, wait=0)
+    try:
+        lease.__enter__()
+    except LeaseHeldError:
+        report.lease_held = True
+        _collect(remote, head, heads, report, MIN_AGE_S)
+        return report
+    try:
+        _collect(remote, head, heads, report, min_age)
+    finally:
+        lease.__exit__()
+    return report
+
+
+def _collect(remote: Remote, head: Head, heads: HeadStore, report: GcReport, min_age: float) -> None:
+    transport = remote.transport
     # The store's clock, read before the listing: an object written after this moment is
     # younger than any cutoff derived from it.
     now = transport.store_time()
@@ -103,11 +133,10 @@ def collect(
         garbage.append(name)
         report.bytes_removed += info.size
     report.removed = sorted(garbage)
-    if garbage and not dry_run:
+    if garbage and not report.dry_run:
         # The log objects go last: until then the history that explains the rest stays whole.
         garbage.sort(key=lambda n: n.startswith("log/"))
         transport.delete([remote.prefix + name for name in garbage])
-    return report
 
 
 def check_uploads_kept(remote: Remote, first_upload: str | None, started_us: int) -> None:
