@@ -95,7 +95,7 @@ def test_a_recreated_data_file_does_not_inherit_the_old_files_pending_changes(tm
 
 
 def test_threads_listing_keys_while_another_reads_lazily(tmp_path, monkeypatch):
-    from ebooklet import format as fmt
+    from ebooklet.format import names as fmt
 
     monkeypatch.setattr(fmt, "PART_SPLIT_BYTES", 2048)
     monkeypatch.setattr(fmt, "PART_TARGET_BYTES", 1024)

@@ -355,7 +355,7 @@ class Push:
             # third of its ttl is still ours (allowing for clock skew between writers).
             lease.renew(if_older_than=1 / 3)
         # Garbage collection may take uploads this old for leftovers: never commit them.
-        check_uploads_kept(self.remote, next(iter(state.uploader.stored), None), state.started)
+        check_uploads_kept(self.remote, next(iter(state.uploader.names), None), state.started)
         # Recorded durably first: if the outcome is lost with the reply (or the process), the
         # next operation settles it (see Replica.settle_inflight).
         # Local changes the remote's side overruled are named with the time of the change, so
