@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import threading
 import time
 
 import pytest
 
 import ebooklet
 from ebooklet.remote.fs import FolderTransport
-from tests.faults import faulty_remote
+from tests.faults import Gate, faulty_remote
 from tests.subprocs import conn_code, python
 
 SEVEN_HOURS_NS = 7 * 3600 * 10**9
@@ -236,3 +237,27 @@ def test_folder_transport_deleting_objects_whose_folders_are_already_gone_is_no_
     shutil.rmtree(root / "db" / "a" / "b")
     transport.delete(["db/a/b/1", "db/a/c/2", "db/zzz/3"])
     assert not (root / "db").exists()
+
+
+def test_gc_below_the_safe_age_keeps_the_uploads_of_a_push_that_holds_the_lease(tmp_path):
+    conn = tmp_path / "remote" / "db.blt"
+    with ebooklet.open(conn, tmp_path / "a.blt", "c", value_serializer="bytes") as db:
+        db["a"] = b"1"
+        db.changes().push()
+    remote, transport = faulty_remote(conn)
+    gate = Gate(remote.db_key)
+    transport.before_put = gate
+    reports = []
+    with ebooklet.open(remote, tmp_path / "a.blt", "w", value_serializer="bytes") as db:
+        db["b"] = b"2" * 1000
+        pusher = threading.Thread(target=db.changes().push)
+        pusher.start()
+        assert gate.reached.wait(60)  # uploads checked, lease held, head write next
+        reports.append(ebooklet.gc(conn, min_age=0))
+        gate.release.set()
+        pusher.join(60)
+    assert reports[0].lease_held and reports[0].removed == []
+    with ebooklet.open(conn, tmp_path / "fresh.blt", "r", value_serializer="bytes") as fresh:
+        assert dict(fresh.items()) == {"a": b"1", "b": b"2" * 1000}
+    assert ebooklet.verify(conn, deep=True)
+    assert ebooklet.gc(conn, min_age=0).lease_held is False  # no push now: the lease is free

@@ -88,3 +88,15 @@ def test_each_commit_keeps_its_author(tmp_path, monkeypatch):
             db.changes().push()
     with ebooklet.open(conn, tmp_path / "log.blt", "r") as db:
         assert [(c.number, c.author) for c in db.log()] == [(3, "carol"), (2, "bob"), (1, "alice")]
+
+
+def test_a_log_object_holding_another_commit_is_refused(tmp_path):
+    conn, log = _three_commits(tmp_path)
+    newest, oldest = log[0], log[2]
+    # The log object of commit 1 replaced by the head of commit 3: at=1 would open the wrong data.
+    _log_path(conn, oldest.number, oldest.commit_id).write_bytes(
+        _log_path(conn, newest.number, newest.commit_id).read_bytes()
+    )
+    with pytest.raises(ebooklet.RemoteFormatError, match="not the commit it is named after"):
+        ebooklet.open(conn, tmp_path / "old.blt", "r", at=1)
+    assert any("not the commit it is named after" in p for p in ebooklet.verify(conn).problems)

@@ -94,3 +94,18 @@ def test_a_writer_whose_lease_was_taken_over_still_cannot_commit(tmp_path):
     with pytest.raises(ebooklet.LeaseLostError):
         stale.advance(10)
     thief.release()
+
+
+def test_ebooklet_never_writes_a_head_it_would_refuse(tmp_path):
+    from ebooklet.remote import connect
+    from ebooklet.sync.heads import HeadStore
+
+    conn = _seed(tmp_path)
+    before = conn.read_bytes()
+    heads = HeadStore(connect(conn))
+    head, etag = heads.read_latest()
+    assert head is not None
+    head.lease_token = 2**63  # what taking over a lease of token 2**63 - 1 used to record
+    with pytest.raises(ebooklet.RemoteFormatError, match="'lease_token'"):
+        heads.commit(head, etag)
+    assert conn.read_bytes() == before

@@ -107,11 +107,15 @@ def test_a_head_nested_too_deeply_or_with_oversized_metadata_is_a_remote_format_
         ebooklet.open(conn, tmp_path / "r2.blt", "r")
 
 
-def test_a_head_padded_beyond_its_index_parts_is_refused_without_parsing_it(tmp_path):
+@pytest.mark.parametrize("bits", [0, 20])
+def test_a_head_padded_beyond_its_index_parts_is_refused_without_parsing_it(tmp_path, bits):
     conn = _seed(tmp_path)
-    padded = conn.read_bytes()[:-1] + b',"pad":"' + b"x" * (format.HEAD_BASE_BYTES + 10) + b'"}'
+    head = conn.read_bytes().replace(b'"part_bits":0', b'"part_bits":%d' % bits)
+    padded = head[:-1] + b',"pad":"' + b"x" * (format.HEAD_BASE_BYTES + 10) + b'"}'
     conn.write_bytes(padded)
-    with pytest.raises(ebooklet.RemoteFormatError, match="is not an ebooklet"):
+    # Small part_bits: too large for a head at all; many: only its part names may be that large.
+    why = "for its index parts" if bits == 0 else "are not index part names|not a list of index part"
+    with pytest.raises(ebooklet.RemoteFormatError, match=why):
         ebooklet.open(conn, tmp_path / "r.blt", "r")
 
 
