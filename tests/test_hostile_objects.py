@@ -16,6 +16,7 @@ from ebooklet import format
 from ebooklet.format import Part, part_of, value_hash
 
 from .httpserver import FileServer
+from .subprocs import conn_code, python
 from .test_cli import ebk
 
 CID = "18c0ffee000000-0123456789ab"
@@ -165,3 +166,51 @@ def test_keys_are_escaped_on_the_terminal_unless_raw_or_json(tmp_path):
     assert raw.out == "\x1b[2Jclear\nplain\ntwo\nlines\n"
     as_json = ebk(tmp_path, "keys", str(conn), "--json")
     assert json.loads(as_json.out) == ["\x1b[2Jclear", "plain", "two\nlines"]
+
+
+@pytest.mark.parametrize("target", ["part", "log", "lease"])
+def test_reading_a_hostile_object_of_any_size_stays_under_256_mb_in_a_child(tmp_path, target):
+    conn = _seed(tmp_path)
+    with ebooklet.open(conn, tmp_path / "writer.blt", "w") as db:
+        db["b"] = 2
+        db.changes().push()
+    prefix = conn.with_name("db.blt.ebooklet")
+    head = json.loads(conn.read_bytes())
+    path = {
+        "part": prefix / head["parts"][0],
+        "log": sorted((prefix / "log").iterdir())[0],
+        "lease": prefix / "lease",
+    }[target]
+    with open(path, "wb") as f:
+        f.truncate(3 * 1024**3)  # sparse: costs its writer nothing
+    child = python(f"""
+        import json, tracemalloc
+        import ebooklet
+        tracemalloc.start()
+        conn = {conn_code(conn)}
+        errors = []
+        def attempt(fn):
+            try:
+                fn()
+            except ebooklet.EbookletError as exc:
+                errors.append(type(exc).__name__)
+        def read():
+            with ebooklet.open(conn, {str(tmp_path / "reader.blt")!r}, "r") as db:
+                dict(db.items())
+                db.log()
+        def push():
+            with ebooklet.open(conn, {str(tmp_path / "writer.blt")!r}, "w", lock_wait=2) as db:
+                db["c"] = 3
+                db.changes().push()
+        attempt(read)
+        attempt(push)
+        attempt(lambda: ebooklet.verify(conn))
+        attempt(lambda: ebooklet.gc(conn, min_age=0))
+        attempt(lambda: ebooklet.open(conn, {str(tmp_path / "at.blt")!r}, "r", at=1).close())
+        print(json.dumps({{"errors": errors, "peak": tracemalloc.get_traced_memory()[1]}}))
+    """)
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 0, err
+    report = json.loads(out)
+    assert report["peak"] < 256 * 1024 * 1024, report
+    assert report["errors"], report  # the object is refused somewhere, with an ebooklet error
