@@ -76,10 +76,17 @@ class HeldPushRules:
         if any(self.local[i] != self.base[i] for i in (0, 1)):
             return
         o = 1 - c
-        if self.remote.get(key) == value:
-            value = next(v for v in range(6) if v != value)  # a change, so that there is a commit
+        for i in (c, o) if what != "gc" else (c,):
+            if self.base[i] != self.remote:
+                self.dbs[i].changes().pull()  # each writer starts from the remote: no conflict
+                self.local[i] = dict(self.remote)
+                self.base[i] = dict(self.remote)
+        taken = {self.remote.get(key)}
+        if value in taken:
+            value = next(v for v in range(6) if v not in taken)  # a change: there is a commit
         if other_key == key:
             other_key = next(k for k in ("a", "b", "c", "d") if k != key)
+        other_value = next(v for v in range(6) if v != self.remote.get(other_key))
         self.dbs[c].close()
         remote, transport = faulty_remote(self.conn)
         gate = Gate(remote.db_key)
@@ -97,11 +104,14 @@ class HeldPushRules:
                 held.changes().push(max_delete=None)
             except BaseException as exc:  # noqa: BLE001 - raised in the test's thread
                 errors.append(exc)
+                gate.reached.set()  # wake the test: there is nothing to wait for
 
         thread = threading.Thread(target=push)
         thread.start()
         try:
             assert gate.reached.wait(60), "the push never reached its head write"
+            if errors:
+                raise errors[0]
             if what == "gc":
                 ebooklet.gc(self.conn, min_age=0)
             elif what == "compact":
@@ -109,9 +119,9 @@ class HeldPushRules:
                 self.local[o] = dict(self.remote)
                 self.base[o] = dict(self.remote)
             else:
-                self.dbs[o][other_key] = value
+                self.dbs[o][other_key] = other_value
                 self.dbs[o].changes().push(max_delete=None)
-                self.remote[other_key] = value
+                self.remote[other_key] = other_value
                 self.local[o] = dict(self.remote)
                 self.base[o] = dict(self.remote)
         finally:
