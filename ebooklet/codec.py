@@ -19,7 +19,20 @@ from typing import Any
 
 from .errors import DeserializationError, SerializationError
 
-__all__ = ["SAFE_SERIALIZERS", "Codec", "runs_code"]
+__all__ = ["MAX_INFLATE_RATIO", "MIN_INFLATE_LIMIT", "SAFE_SERIALIZERS", "Codec", "runs_code",
+           "zstd_content_size"]
+
+#: Serializers whose stored bytes are one zstd frame (booklet's ``*_zstd``, but for the pandas
+#: ones, whose frames sit inside Feather files).
+ZSTD_FRAMED = frozenset(
+    {"zstd", "pickle_zstd", "orjson_zstd", "msgpack_zstd", "numpy_int2_zstd", "numpy_int4_zstd",
+     "numpy_int8_zstd", "wkb_zstd"}
+)
+#: A zstd-framed value may inflate to this many bytes whatever its stored size...
+MIN_INFLATE_LIMIT = 64 * 1024 * 1024
+#: ...and beyond that to at most this many times its stored size: a 65 KB value that declares
+#: 2 GiB is a bomb, not data (zstd at level 1, booklet's, rarely passes 1:100 on real values).
+MAX_INFLATE_RATIO = 1000
 
 #: booklet serializers that decode data without running code the data chooses. Any other
 #: name (pickle, pickle_zstd, and whatever a later booklet adds) needs the reader's consent
@@ -111,7 +124,10 @@ class Codec:
 
     def decode(self, raw: bytes, key: str | None = None) -> Any:
         """The value stored as ``raw``; :class:`~ebooklet.DeserializationError` names ``key``
-        when the serializer cannot decode it."""
+        when the serializer cannot decode it, or when a compressed value would inflate past
+        the limit (MIN_INFLATE_LIMIT, or MAX_INFLATE_RATIO times its stored size)."""
+        if self.name in ZSTD_FRAMED:
+            self._check_inflate(raw, key)
         try:
             return self.loads(raw)
         except Exception as exc:  # a serializer may raise anything for bytes it cannot read
@@ -122,3 +138,36 @@ class Codec:
                 "with another serializer (e.g. through plain booklet). Overwrite or delete the key",
                 key,
             ) from exc
+
+
+    def _check_inflate(self, raw: bytes, key: str | None) -> None:
+        """Refuse a zstd frame that declares more than the limit, before inflating it (the
+        decompressor allocates what the frame declares)."""
+        declared = zstd_content_size(raw)
+        if declared is None:
+            return  # not a frame, or one that does not say (then zstandard refuses it itself)
+        limit = max(MIN_INFLATE_LIMIT, MAX_INFLATE_RATIO * len(raw))
+        if declared > limit:
+            of = f" of {key!r}" if key is not None else ""
+            raise DeserializationError(
+                f"the stored value{of} ({len(raw):,} bytes) declares that it inflates to "
+                f"{declared:,} bytes, more than ebooklet inflates ({limit:,}); it was not "
+                "decoded. A remote's values are untrusted: ask whoever wrote it",
+                key,
+            )
+
+def zstd_content_size(frame: bytes) -> int | None:
+    """The content size a zstd frame's header declares (RFC 8878, 3.1.1.1), or None when
+    ``frame`` is not a zstd frame or its header does not declare one."""
+    if len(frame) < 6 or frame[:4] != b"\x28\xb5\x2f\xfd":
+        return None
+    descriptor = frame[4]
+    fcs_flag, single_segment, dict_flag = descriptor >> 6, descriptor >> 5 & 1, descriptor & 3
+    fcs_size = (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
+    if fcs_size == 0:
+        return None
+    start = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[dict_flag]
+    field = frame[start : start + fcs_size]
+    if len(field) != fcs_size:
+        return None
+    return int.from_bytes(field, "little") + (256 if fcs_size == 2 else 0)

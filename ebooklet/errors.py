@@ -255,10 +255,13 @@ class LeaseHeldError(EbookletError, TimeoutError):
         if expires:
             import time
 
-            until = " until " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires / 1e6))
+            try:
+                until = " until " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires / 1e6))
+            except (OverflowError, ValueError, OSError):
+                until = " (with an expiry that is no date)"
         super().__init__(
-            f"{location} is locked by {owner}{until}. Wait and try again; if that writer is gone, "
-            "its lease expires by itself."
+            f"{location} is locked by {owner!r}{until}. Wait and try again; if that writer is gone, "
+            "its lease expires by itself (or push with --break-lease)."
         )
 
 

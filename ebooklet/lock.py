@@ -48,6 +48,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_TTL = 60.0
 #: Seconds to wait for another writer's lease before giving up.
 DEFAULT_WAIT = 300.0
+#: The largest lease object read; a lease is about 100 bytes.
+MAX_LEASE_BYTES = 4096
+#: Fencing tokens stay in 0..MAX_TOKEN: the next holder's token, recorded in a head, must
+#: still fit a head's 63-bit field.
+MAX_TOKEN = 2**63 - 2
+#: A lease expiring further ahead than this is not believed (a holder renews every ttl / 3;
+#: this leaves room for clocks hours apart, and bounds how long a forged lease can block).
+MAX_LEASE_AHEAD_US = 24 * 3600 * 10**6
+#: The longest owner name (host:pid:id as ebooklet writes it is well under this).
+MAX_OWNER_CHARS = 256
 
 
 def _now_us() -> int:
@@ -66,12 +76,35 @@ class LeaseInfo:
         return json.dumps({"owner": self.owner, "expires": self.expires, "token": self.token}).encode()
 
     @classmethod
-    def decode(cls, data: bytes) -> LeaseInfo:
+    def decode(cls, data: bytes, now_us: int) -> LeaseInfo:
+        """The lease in ``data``, checked as untrusted input (anyone who can write to the
+        bucket can write it); RemoteFormatError says what is wrong."""
         try:
             raw = json.loads(data)
-            return cls(str(raw["owner"]), int(raw["expires"]), int(raw["token"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RemoteFormatError(f"the lease object is not readable ({exc})") from None
+        except (ValueError, RecursionError) as exc:
+            raise RemoteFormatError(f"the lease object is not JSON ({exc.__class__.__name__})") from None
+        problem = lease_problem(raw, now_us)
+        if problem:
+            raise RemoteFormatError(f"the lease object {problem}")
+        return cls(raw["owner"], raw["expires"], raw["token"])
+
+
+def lease_problem(raw: Any, now_us: int) -> str | None:
+    """What is wrong with a decoded lease object, or None: the rule of each field."""
+    if not isinstance(raw, dict) or set(raw) != {"owner", "expires", "token"}:
+        return "is not {owner, expires, token}"
+    owner, expires, token = raw["owner"], raw["expires"], raw["token"]
+    if not isinstance(owner, str) or len(owner) > MAX_OWNER_CHARS or not owner.isprintable():
+        return f"has an owner that is not a printable name of at most {MAX_OWNER_CHARS} characters"
+    for name, value, hi in (("token", token, MAX_TOKEN), ("expires", expires, now_us + MAX_LEASE_AHEAD_US)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= hi:
+            return f"has {name} {_shown(value)}, outside 0..{hi}"
+    return None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:30] + "..."
 
 
 class Lease:
@@ -108,13 +141,27 @@ class Lease:
         return self._etag is not None or self._fallback is not None
 
     def read(self) -> tuple[LeaseInfo | None, str | None]:
-        """The lease as stored now, and its ETag."""
+        """The lease as stored now, and its ETag. A malformed lease (see :func:`lease_problem`)
+        reads as one that has expired, with token 0, and a warning: it was not written by an
+        ebooklet that holds it."""
         try:
-            blob = self.remote.transport.get(self.key)
+            blob = self.remote.transport.get_start(self.key, MAX_LEASE_BYTES)
         except RemoteNotFoundError:
             return None, None
         assert blob is not None
-        return LeaseInfo.decode(blob.data), blob.etag
+        try:
+            if blob.size is not None and blob.size > len(blob.data):
+                raise RemoteFormatError(f"is {blob.size:,} bytes, more than {MAX_LEASE_BYTES:,}")
+            return LeaseInfo.decode(blob.data, _now_us()), blob.etag
+        except RemoteFormatError as exc:
+            why = str(exc).removeprefix("the lease object ")
+            if not blob.etag:
+                raise RemoteFormatError(
+                    f"the lease object of {self.remote.location} {why}, and cannot be taken over; "
+                    "push with --break-lease (see docs/operations.rst)"
+                ) from None
+            logger.warning("the lease object of %s %s; it is treated as expired", self.remote.location, why)
+            return LeaseInfo("", 0, 0), blob.etag
 
     def acquire(self) -> None:
         """Take the lease, waiting up to ``wait`` seconds for another holder."""
@@ -197,6 +244,40 @@ class Lease:
                 self._lost = exc
                 self._etag = None
                 raise LeaseLostError(self.remote.location) from exc
+
+    def advance(self, token: int) -> None:
+        """Hold the lease under ``token`` from now on (a token the lease's history lost, when a
+        malformed lease was taken over or the lease was broken): a conditional write on our own
+        lease, so it fails with LeaseLostError when the lease is no longer ours."""
+        if self._fallback is not None or token <= self.token:
+            return
+        if token > MAX_TOKEN + 1:
+            raise LeaseLostError(self.remote.location)
+        with self._io:
+            if self._etag is None:
+                raise LeaseLostError(self.remote.location)
+            mine = LeaseInfo(self.owner, _now_us() + int(self.ttl * 1e6), token)
+            try:
+                self._etag = self.remote.transport.put(self.key, mine.encode(), Update(self._etag))
+            except PreconditionFailed as exc:
+                self._etag = None
+                self._lost = exc
+                raise LeaseLostError(self.remote.location) from exc
+            self.token = token
+            self._renewed_at = time.monotonic()
+
+    def break_lease(self) -> LeaseInfo | None:
+        """Remove the lease object whoever holds it, and return what it said (None: there was
+        none). A writer that still held it loses it: it cannot commit (fencing), and its push
+        fails with LeaseLostError."""
+        try:
+            info, _ = self.read()
+        except RemoteFormatError:
+            info = None  # unreadable: that is why it is being broken
+        self.remote.transport.delete([self.key])
+        holder = info.owner if info else "?"
+        logger.warning("broke the lease on %s (held by %s)", self.remote.location, holder)
+        return info
 
     def cancel(self) -> None:
         """Stop an :meth:`acquire` that waits for another holder (from another thread)."""

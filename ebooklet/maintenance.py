@@ -24,8 +24,10 @@ def gc(remote_conn: RemoteConn, *, min_age: float | None = None, dry_run: bool =
     Commits stay readable for the database's retention window (see
     :meth:`ebooklet.EBooklet.set_retention`); objects none of them uses go: those replaced by
     later commits, leftovers of failed or interrupted pushes, and log objects of commits past
-    retention. Objects younger than ``min_age`` seconds are kept, because they may belong to
-    a push in flight (a push refuses to commit once it is older than the default).
+    retention. Objects younger than ``min_age`` seconds, by the store's clock, are kept, because
+    they may belong to a push in flight (a push refuses to commit once its first upload is
+    older than the default, by the store's clock). Below the default, gc holds the
+    database's lock while it collects, and keeps to the default while a push holds it.
 
     Parameters
     ----------

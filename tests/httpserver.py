@@ -67,6 +67,9 @@ class FileServer:
         self.root = pathlib.Path(root).absolute()
         self.log: list[Request] = []
         self._faults: dict[str | None, _Fault] = {}
+        #: URL path prefix -> where requests under it are redirected (302 to the target plus
+        #: the rest of the path).
+        self.redirects: dict[str, str] = {}
         self._lock = threading.Lock()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
@@ -218,6 +221,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         def record(status: int, fault: str | None = None) -> None:
             owner._record(Request(self.command, path, status, range_header, inm, fault))
 
+        for prefix, target in owner.redirects.items():
+            if path.startswith(prefix):
+                record(302)
+                self._send_simple(302, body, {"Location": target + path[len(prefix):]})
+                return
         fault = owner._take_fault(path)
         if fault in ("403", "404", "500"):
             status = int(fault)

@@ -344,8 +344,8 @@ def test_a_store_is_probed_once_not_by_every_command(
     second = push()
     assert not [r for r in second if "probe" in r[1]]
     # What docs/operations.rst counts: lease read and take, head read, one segment, one index
-    # part, the head's log object, head write, lease release.
-    assert len(second) == 8, second
+    # part, the head's log object, a HEAD of the first upload, head write, lease release.
+    assert len(second) == 9, second
 
 
 def test_ctrl_c_during_pull_load_keeps_what_it_fetched(

@@ -311,11 +311,13 @@ def test_a_lease_holder_facing_a_head_with_a_higher_fencing_token_refuses_to_com
         gate = proxied.proxy.hold(head_get(conn))
         push = in_background(a.changes().push)
         assert gate.reached.wait(60)
-        # A holds the lease with token t. Behind its back the head is replaced by one committed
-        # under a lease taken over later (token t + 1), as after A's lease expired.
-        token = proxied.get_json(f"{conn.db_key}.ebooklet/lease")["token"]
+        # A holds the lease with token t. Behind its back the lease is taken over (token t + 1),
+        # as after A's lease expired, and the head replaced by one committed under it.
+        lease = proxied.get_json(f"{conn.db_key}.ebooklet/lease")
+        token = lease["token"]
         head = proxied.get_json(conn.db_key)
         assert head["lease_token"] < token
+        proxied.put_json(f"{conn.db_key}.ebooklet/lease", {**lease, "owner": "b", "token": token + 1})
         head["lease_token"] = token + 1
         proxied.put_json(conn.db_key, head)
         gate.release()

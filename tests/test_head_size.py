@@ -96,7 +96,7 @@ def test_the_head_command_reads_only_the_start_of_an_oversized_object(tmp_path: 
         assert error_line(run) == (
             f"ebooklet: error: {server.url('video.mp4')} is not an ebooklet database: the object at its "
             "key 'video.mp4' is not an ebooklet head (it is 134,218,752 bytes, and a head is at most "
-            "134,217,728); it was not downloaded. Check the db_key or URL\n"
+            "8,388,608 (for its index parts)); it was not downloaded. Check the db_key or URL\n"
         )
         assert [(r.method, r.range) for r in server.log] == [("GET", f"bytes=0-{HEAD_READ_BYTES - 1}")]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import ebooklet
-from ebooklet import format as fmt
+from ebooklet.format import names as fmt
 from ebooklet.remote import connect
 from ebooklet.settings import settings as ebooklet_settings
 

@@ -13,6 +13,7 @@ import datetime
 import pathlib
 import shutil
 import tempfile
+import threading
 import time
 
 import booklet
@@ -24,7 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import ebooklet
 from ebooklet.local import store as local_store
 
-from .faults import faulty_remote
+from .faults import Gate, faulty_remote
 
 KEYS = st.sampled_from(["a", "b", "c", "d"])
 VALUES = st.integers(0, 5)
@@ -97,7 +98,118 @@ def _damage(path: pathlib.Path, how: str, data: st.DataObject) -> None:
     path.write_bytes(bytes(blob))
 
 
-class TwoClients(RuleBasedStateMachine):
+# -- pushes held at their head write, and creators racing (issue 16) ----------------------
+#
+# Rules mixed into TwoClients. A push is stopped just before its head write while garbage
+# collection (min_age=0), a compaction or another client's push runs; then it goes on. And two
+# creators race on an empty location. Nothing acknowledged may be lost either way.
+
+INTERLEAVED = st.sampled_from(["gc", "compact", "push"])
+
+
+class HeldPushRules:
+    conn: pathlib.Path
+    tmp: pathlib.Path
+    remote: dict
+    local: list[dict]
+    base: list[dict]
+    paths: list[pathlib.Path]
+    dbs: list[ebooklet.EBooklet]
+    races: int
+
+    @precondition(lambda self: all(self.local[c] == self.base[c] for c in (0, 1)))
+    @rule(c=CLIENTS, what=INTERLEAVED, key=KEYS, other_key=KEYS, value=VALUES)
+    def push_held_at_its_head_write(self, c: int, what: str, key: str, other_key: str, value: int) -> None:
+        if any(self.local[i] != self.base[i] for i in (0, 1)):
+            return
+        o = 1 - c
+        for i in (c, o) if what != "gc" else (c,):
+            if self.base[i] != self.remote:
+                self.dbs[i].changes().pull()  # each writer starts from the remote: no conflict
+                self.local[i] = dict(self.remote)
+                self.base[i] = dict(self.remote)
+        taken = {self.remote.get(key)}
+        if value in taken:
+            value = next(v for v in range(6) if v not in taken)  # a change: there is a commit
+        if other_key == key:
+            other_key = next(k for k in ("a", "b", "c", "d") if k != key)
+        other_value = next(v for v in range(6) if v != self.remote.get(other_key))
+        self.dbs[c].close()
+        remote, transport = faulty_remote(self.conn)
+        gate = Gate(remote.db_key)
+        transport.before_put = gate
+        # Against gc the held push holds the lease, as pushes do by default (gc below the safe
+        # age then keeps to it); against another writer it holds none, or that writer would
+        # wait for it.
+        lock = "push" if what == "gc" else "none"
+        held = ebooklet.open(remote, self.paths[c], "w", allow_pickle=True, remote_lock=lock)
+        held[key] = value
+        errors: list[BaseException] = []
+
+        def push() -> None:
+            try:
+                held.changes().push(max_delete=None)
+            except BaseException as exc:  # noqa: BLE001 - raised in the test's thread
+                errors.append(exc)
+                gate.reached.set()  # wake the test: there is nothing to wait for
+
+        thread = threading.Thread(target=push)
+        thread.start()
+        try:
+            assert gate.reached.wait(60), "the push never reached its head write"
+            if errors:
+                raise errors[0]
+            if what == "gc":
+                ebooklet.gc(self.conn, min_age=0)
+            elif what == "compact":
+                self.dbs[o].compact()
+                self.local[o] = dict(self.remote)
+                self.base[o] = dict(self.remote)
+            else:
+                self.dbs[o][other_key] = other_value
+                self.dbs[o].changes().push(max_delete=None)
+                self.remote[other_key] = other_value
+                self.local[o] = dict(self.remote)
+                self.base[o] = dict(self.remote)
+        finally:
+            gate.release.set()
+            thread.join(60)
+            held.close()
+            self.dbs[c] = self._open(c)  # type: ignore[attr-defined]
+        assert not errors, errors
+        self.remote[key] = value
+        self.local[c] = dict(self.remote)
+        self.base[c] = dict(self.remote)
+        self._check_remote()  # type: ignore[attr-defined]
+
+    @rule()
+    def two_creators_race_on_an_empty_location(self) -> None:
+        self.races = getattr(self, "races", 0) + 1
+        where = self.tmp / "races" / f"db-{self.races}"
+        start = threading.Barrier(2)
+        results: list[object] = [None, None]
+
+        def create(i: int) -> None:
+            try:
+                with ebooklet.open(where, self.tmp / f"race-{where.name}-{i}.blt", "c",
+                                   value_serializer="json", remote_lock="none") as db:
+                    db[f"k{i}"] = i
+                    start.wait(30)
+                    results[i] = db.changes().push().commit
+            except BaseException as exc:  # noqa: BLE001 - judged below
+                results[i] = exc
+
+        threads = [threading.Thread(target=create, args=(i,)) for i in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sorted(results) == [1, 2], results  # type: ignore[type-var]
+        with ebooklet.open(where, self.tmp / f"race-{where.name}-check.blt", "r") as db:
+            assert dict(db.items()) == {"k0": 0, "k1": 1}
+
+
+class TwoClients(HeldPushRules, RuleBasedStateMachine):
     """Pushes pass ``max_delete=None``: the model deletes keys with plain booklet on purpose,
     which the guard against mass deletes would otherwise stop (it has tests of its own)."""
 

@@ -12,7 +12,7 @@ import booklet
 import pytest
 
 import ebooklet
-from ebooklet import format as fmt
+from ebooklet.format import names as fmt
 from ebooklet.remote import connect
 from ebooklet.settings import settings as ebooklet_settings
 from ebooklet.sync import commit as sync_commit

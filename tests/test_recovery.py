@@ -100,7 +100,7 @@ def test_a_data_file_moved_away_keeps_its_pending_changes_from_the_journal(tmp_p
 
 
 def test_threads_listing_keys_while_another_reads_lazily(tmp_path, monkeypatch):
-    from ebooklet import format as fmt
+    from ebooklet.format import names as fmt
 
     monkeypatch.setattr(fmt, "PART_SPLIT_BYTES", 2048)
     monkeypatch.setattr(fmt, "PART_TARGET_BYTES", 1024)

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import EbookletError
 from ..remote import Transport
-from ..remote.base import Blob, PutMode
+from ..remote.base import Blob, ObjectStat, PutMode
 from ..remote.wrapper import WrapperTransport
 
 
@@ -146,6 +146,17 @@ class StoppableTransport(WrapperTransport):
     def list(self, prefix: str) -> Iterator[str]:
         self._check()
         return self.inner.list(prefix)
+    def list_stats(self, prefix: str) -> Iterator[ObjectStat]:
+        self._check()
+        return self.inner.list_stats(prefix)
+
+    def stat(self, key: str) -> ObjectStat:
+        self._check()
+        return self.inner.stat(key)
+
+    def store_time(self) -> float:
+        self._check()
+        return self.inner.store_time()
 
     def copy(self, key: str, target: Transport, target_key: str) -> bool:
         self._check()

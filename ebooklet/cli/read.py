@@ -11,7 +11,7 @@ from ..errors import EbookletError
 from ..info import remote_info
 from .interrupt import handling_interrupts
 from .local import CACHE_HELP, reader
-from .output import CliError, bad_input, print_json, print_table, size
+from .output import CliError, bad_input, print_json, print_table, show_key, size
 from .parser import COMMIT_HELP, Commands, commit_ref
 from .remote_arg import no_database, remote_arg
 
@@ -20,11 +20,16 @@ def register(commands: Commands) -> None:
     keys = commands.add(
         "keys", _keys, "list the keys of a database",
         "List REMOTE's keys, sorted, one per line. REMOTE may be a local file:\n"
-        "then its own keys are listed, unpushed changes included.",
+        "then its own keys are listed, unpushed changes included. A key that is not\n"
+        "printable as it is (control characters, terminal escapes, line breaks, spaces\n"
+        "at its ends) is shown as a Python string literal, unless --raw or --json is given.",
         ["local", "pickle", "json", "timeout", "s3"], notes=CACHE_HELP,
     )
     keys.add_argument("--prefix", default="", metavar="P", help="only the keys that start with P")
     keys.add_argument("--at", type=commit_ref, metavar="COMMIT", help=f"as at this commit: {COMMIT_HELP}")
+    keys.add_argument("--raw", action="store_true",
+                      help="print every key exactly as it is (for scripts; a key may then hold "
+                      "line breaks or terminal escapes)")
 
     get = commands.add(
         "get", _get, "print the value of one key",
@@ -55,7 +60,9 @@ def _keys(args: argparse.Namespace) -> int:
         print_json(keys)
     else:
         for key in keys:
-            print(key)
+            # Keys come from whoever can write to the remote: escape sequences in them would
+            # reach the terminal, and a line break would forge output lines.
+            print(key if args.raw else show_key(key))
     return 0
 
 

@@ -34,7 +34,7 @@ from ..remote import (
     connect,
     folder_message,
 )
-from ..remote.base import FallbackLock
+from ..remote.base import FallbackLock, ObjectStat
 from ..remote.credentials import NoCredentialsError
 from ..remote.url import S3Options, parse_remote, remote_location
 from . import stores
@@ -112,6 +112,7 @@ class DeferredTransport(Transport):
     looked up (and their absence reported as :func:`check_credentials` does)."""
 
     delete_batch_size = 1000  # S3's, as S3Transport declares it
+    knows_ages = True  # as S3Transport declares it
 
     def __init__(self, text: str, conn: S3Connection, location: str) -> None:
         self.text, self.conn = text, conn
@@ -144,6 +145,15 @@ class DeferredTransport(Transport):
 
     def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         return self._real().list_sizes(prefix)
+
+    def list_stats(self, prefix: str) -> Iterator[ObjectStat]:
+        return self._real().list_stats(prefix)
+
+    def stat(self, key: str) -> ObjectStat:
+        return self._real().stat(key)
+
+    def store_time(self) -> float:
+        return self._real().store_time()
 
     def copy(self, key: str, target: Transport, target_key: str) -> bool:
         return self._real().copy(key, target, target_key)

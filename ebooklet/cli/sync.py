@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import pathlib
+import sys
 from typing import Any
 
 from ..db import EBooklet
 from ..errors import LeaseHeldError, MassDeleteError, RemoteNotFoundError, RemoteUnavailableError, SyncError
 from ..info import remote_info
 from ..local import synced_with
+from ..lock import Lease
 from ..results import Change, PushResult
 from ..settings import settings
 from .interrupt import handling_interrupts, stop_requested
@@ -74,6 +76,10 @@ def register(commands: Commands) -> None:
                       "100 to allow any")
     push.add_argument("--recreate", action="store_true",
                       help="when the remote database was deleted, create it again from LOCAL")
+    push.add_argument("--break-lease", action="store_true",
+                      help="remove the remote lock first, whoever holds it (for a lock left by a "
+                      "writer that is gone, or a damaged one); a writer still pushing then fails "
+                      "and must push again")
 
     pull = commands.add(
         "pull", _pull, "bring in the changes others pushed",
@@ -194,6 +200,10 @@ def _push(args: argparse.Namespace) -> int:
     with handling_interrupts(), open_database(remote, local, "w", args) as db:
         if args.recreate:
             _recreate(db, remote, local)
+        if args.break_lease:
+            broken = Lease(remote.remote()).break_lease()
+            holder = f" held by {broken.owner}" if broken is not None and broken.owner else ""
+            print(f"broke the lock on {remote.location}{holder}", file=sys.stderr)
         result = push_changes(args, db, remote, local)
     report_push(args, result, remote, local)
     return 0

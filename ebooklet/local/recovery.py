@@ -44,7 +44,7 @@ from .datafile import (
     lock_unreadable,
     serializer_arg,
 )
-from .journal import read_legacy_touched
+from .legacy import read_legacy_touched
 from .parts import PartCache
 from .pending import PendingChanges
 from .state import STATE_FILE, STATE_VERSION, SyncState, read_state, state_dir

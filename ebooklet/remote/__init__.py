@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ArgumentTypeError, InvalidArgumentError
-from .base import Blob, PutMode, Transport, Update
+from .base import Blob, PutMode, Transport, Update, check_db_key
 from .clouds import AzureConnection, GCSConnection
 from .connection import S3Connection, _url_name, _url_parent
 from .counting import CountingTransport, Stats
@@ -74,6 +74,7 @@ class Remote:
     location: str
 
     def __post_init__(self) -> None:
+        check_db_key(self.db_key)
         if not isinstance(self.transport, CountingTransport):
             self.transport = CountingTransport(self.transport)
 
@@ -120,6 +121,7 @@ def connect(remote_conn: RemoteConn) -> Remote:
     if isinstance(remote_conn, (str, os.PathLike)):
         parsed = parse_remote(remote_conn)
         if isinstance(parsed, pathlib.Path):
+            check_db_key(parsed.as_posix())  # the folder too: not inside a database's objects
             if parsed.is_dir():
                 # A database is a file in its folder; a folder there could never become one.
                 raise InvalidArgumentError(folder_message(parsed))

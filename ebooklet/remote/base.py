@@ -21,7 +21,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from ..errors import ReadOnlyError, RemoteError
+from ..errors import InvalidArgumentError, ReadOnlyError, RemoteError
+
+#: The suffix of a database's object prefix (``{db_key}.ebooklet/``).
+PREFIX_SUFFIX = ".ebooklet"
+
+
+def check_db_key(db_key: str) -> None:
+    """Refuse a database key that lies inside another database's objects.
+
+    Everything under ``X.ebooklet/`` belongs to the database ``X``: its garbage collection and
+    ``delete_remote`` may remove it. A key with a component ending in ``.ebooklet`` would put
+    one database under another's prefix (or its own objects where another's folder is).
+    """
+    if any(part.endswith(PREFIX_SUFFIX) for part in db_key.split("/")):
+        raise InvalidArgumentError(
+            f"the database key {db_key!r} has a component ending in {PREFIX_SUFFIX!r}: that is "
+            "where another database keeps its objects, and its garbage collection would delete "
+            "this one. Choose a key without it"
+        )
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,21 @@ class Blob:
     size: int | None = None
 
 
+@dataclass(frozen=True)
+class ObjectStat:
+    """An object's size and when the store last wrote it, by the store's own clock.
+
+    ``modified`` is seconds since the epoch as the store keeps it (``LastModified`` on S3, the
+    file's mtime on a folder); ``now`` is the store's clock when it answered, where the answer
+    carries it (:meth:`Transport.stat`), else None. A client's own clock never enters either.
+    """
+
+    key: str
+    size: int
+    modified: float
+    now: float | None = None
+
+
 class FallbackLock(Protocol):
     """A lock for stores without conditional writes (see :meth:`Transport.fallback_lock`)."""
 
@@ -70,6 +103,10 @@ class Transport(abc.ABC):
     ----------
     description : str
         Where the objects live, for messages; never contains credentials.
+    knows_ages : bool
+        True when :meth:`list_stats`, :meth:`stat` and :meth:`store_time` answer with the
+        store's clock. Garbage collection refuses to run without it: it judges an object's
+        age by the store's clock alone.
     writable : bool
         False for read-only transports (public URLs): :meth:`put`, :meth:`delete` and
         :meth:`list` raise :class:`~ebooklet.errors.ReadOnlyError` without a request.
@@ -81,6 +118,7 @@ class Transport(abc.ABC):
     description: str = ""
     writable: bool = True
     delete_batch_size: int = 1
+    knows_ages: bool = False
 
     @abc.abstractmethod
     def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
@@ -194,7 +232,6 @@ class Transport(abc.ABC):
         """
 
     @abc.abstractmethod
-    @abc.abstractmethod
     def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         """Yield ``(key, size in bytes)`` of every object whose key starts with ``prefix``, in
         no given order.
@@ -207,6 +244,45 @@ class Transport(abc.ABC):
         ReadOnlyError
             The transport is read-only (it cannot list).
         """
+
+    def list_stats(self, prefix: str) -> Iterator[ObjectStat]:
+        """Yield an :class:`ObjectStat` of every object whose key starts with ``prefix``, in no
+        given order (as :meth:`list_sizes`), each with the time the store last wrote it.
+
+        Raises
+        ------
+        RemoteError
+            The store cannot tell (``knows_ages`` is False; the default).
+        """
+        raise self._no_ages()
+
+    def stat(self, key: str) -> ObjectStat:
+        """The object's size and write time, and the store's clock when it answered (``now``).
+
+        Raises
+        ------
+        RemoteNotFoundError
+            The object does not exist.
+        RemoteError
+            The store cannot tell (``knows_ages`` is False; the default).
+        """
+        raise self._no_ages()
+
+    def store_time(self) -> float:
+        """The store's clock now, in seconds since the epoch (the clock of :meth:`stat`).
+
+        Raises
+        ------
+        RemoteError
+            The store cannot tell (``knows_ages`` is False; the default).
+        """
+        raise self._no_ages()
+
+    def _no_ages(self) -> RemoteError:
+        return RemoteError(
+            f"{self.description} cannot tell when its objects were written by its own clock, so "
+            "ebooklet cannot judge which objects are old enough to collect"
+        )
 
     def list(self, prefix: str) -> Iterator[str]:
         """The keys of :meth:`list_sizes`."""
@@ -287,6 +363,9 @@ class ReadOnlyTransport(Transport):
         raise self._refuse()
 
     def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        raise self._refuse()
+
+    def list_stats(self, prefix: str) -> Iterator[ObjectStat]:
         raise self._refuse()
 
     def supports_conditional_writes(self, scratch_prefix: str) -> bool:

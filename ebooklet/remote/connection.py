@@ -8,7 +8,7 @@ import urllib.parse
 from typing import Any
 
 from ..errors import InvalidArgumentError, RemoteAccessError
-from .base import Transport
+from .base import Transport, check_db_key
 from .credentials import (
     Credentials,
     NoCredentialsError,
@@ -96,6 +96,7 @@ class S3Connection:
                     f"db_key {db_key!r} must name the database's object, not end with '/': e.g. "
                     f"{db_key}db.blt"
                 )
+            check_db_key(db_key)
         self._given = (access_key_id, access_key, session_token)
         self._credentials: Credentials | None = None
         self._credentials_error: Exception | None = None

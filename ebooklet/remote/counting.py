@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import EbookletError
-from .base import Blob, PutMode, Transport
+from .base import Blob, ObjectStat, PutMode, Transport
 from .wrapper import WrapperTransport
 
 
@@ -153,6 +153,23 @@ class CountingTransport(WrapperTransport):
     def _counted_listing(self, listing: Callable[[str], Iterator[Any]], prefix: str) -> Iterator[Any]:
         self.stats.add()
         yield from listing(prefix)
+
+    def list_stats(self, prefix: str) -> Iterator[ObjectStat]:
+        if not self.writable:
+            return self.inner.list_stats(prefix)
+        return self._list_stats(prefix)
+
+    def _list_stats(self, prefix: str) -> Iterator[ObjectStat]:
+        self.stats.add()
+        yield from self.inner.list_stats(prefix)
+
+    def stat(self, key: str) -> ObjectStat:
+        self.stats.add()
+        return self.inner.stat(key)
+
+    def store_time(self) -> float:
+        self.stats.add()
+        return self.inner.store_time()
 
     def copy(self, key: str, target: Transport, target_key: str) -> bool:
         # The inner transport decides by the target's class, so it gets the target unwrapped;

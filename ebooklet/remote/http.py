@@ -22,6 +22,9 @@ from ..errors import (
 from .base import Blob, ReadOnlyTransport
 from .retry import Retry, never_connected
 
+#: Redirects a public URL may answer with; followed only within its scheme and host.
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
 #: Transient statuses worth retrying on idempotent requests.
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
@@ -206,10 +209,28 @@ class HttpTransport(ReadOnlyTransport):
     def _url(self, key: str) -> str:
         return urllib.parse.urljoin(self.base_url, urllib.parse.quote(key))
 
+    def _get(self, key: str, headers: dict[str, str]) -> tuple[urllib3.BaseHTTPResponse, str]:
+        """GET ``key``, following redirects only within the same scheme and host: a redirect
+        elsewhere (another host, or https to http) would hand the reader to whoever controls
+        that host, so it is refused."""
+        url = self._url(key)
+        what = f"GET {url}"
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = send(lambda u=url: self._pool.request("GET", u, headers=headers, redirect=False), what)
+            if resp.status not in REDIRECT_STATUSES:
+                return resp, what
+            target = urllib.parse.urljoin(url, resp.headers.get("Location", ""))
+            if urllib.parse.urlsplit(target)[:2] != urllib.parse.urlsplit(url)[:2]:
+                raise RemoteAccessError(
+                    f"{what}: the server redirects to {target!r}, another host or scheme; ebooklet "
+                    "follows redirects only within the same one. Use the URL the database is at"
+                )
+            url = target
+        raise RemoteError(f"{what}: more than {MAX_REDIRECTS} redirects")
+
     def get(self, key: str, if_none_match: str | None = None) -> Blob | None:
         headers = {"If-None-Match": if_none_match} if if_none_match else {}
-        what = f"GET {self._url(key)}"
-        resp = send(lambda: self._pool.request("GET", self._url(key), headers=headers), what)
+        resp, what = self._get(key, headers)
         if resp.status == 304:
             return None
         check_status(resp, what, key, anonymous=True)
@@ -220,8 +241,7 @@ class HttpTransport(ReadOnlyTransport):
         headers = {"Range": range_header(0, length)}
         if if_none_match:
             headers["If-None-Match"] = if_none_match
-        what = f"GET {self._url(key)}"
-        resp = send(lambda: self._pool.request("GET", self._url(key), headers=headers), what)
+        resp, what = self._get(key, headers)
         if resp.status == 304:
             return None
         if resp.status != 416:
@@ -231,9 +251,7 @@ class HttpTransport(ReadOnlyTransport):
     def get_range(self, key: str, start: int, length: int) -> bytes:
         if length == 0:
             return b""
-        what = f"GET {self._url(key)}"
-        headers = {"Range": range_header(start, length)}
-        resp = send(lambda: self._pool.request("GET", self._url(key), headers=headers), what)
+        resp, what = self._get(key, {"Range": range_header(start, length)})
         check_status(resp, what, key, anonymous=True)
         return check_range(read_body(resp, what), length, what, key)
 

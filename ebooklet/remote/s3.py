@@ -19,6 +19,7 @@ import urllib.parse
 import uuid
 import warnings
 from collections.abc import Iterator
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import s3func
@@ -31,16 +32,25 @@ from ..errors import (
     PreconditionFailed,
     RemoteAccessError,
     RemoteError,
+    RemoteFormatError,
     RemoteNotFoundError,
     RemoteUnavailableError,
 )
 from ..phases import timed
-from .base import Blob, PutMode, Transport, Update
+from .base import Blob, ObjectStat, PutMode, Transport, Update
 from .credentials import Credentials
 from .http import check_range, check_status, not_connected, range_header, read_body, send, start_blob
 from .retry import Retry
 
 logger = logging.getLogger(__name__)
+
+
+def _http_time(value: str | None, header: str, what: str) -> float:
+    """Seconds since the epoch from an HTTP date header (the store's clock)."""
+    try:
+        return parsedate_to_datetime(value or "").timestamp()
+    except (TypeError, ValueError):
+        raise RemoteFormatError(f"{what}: the server's {header} header {value!r} is not a date") from None
 
 
 def _never_connected(exc: BaseException) -> bool:
@@ -119,6 +129,7 @@ class S3Transport(Transport):
 
     #: DeleteObjects takes at most 1000 keys per request.
     delete_batch_size = 1000
+    knows_ages = True
 
     #: Whether each store, by (endpoint_url, bucket), honours conditional writes: probed once
     #: per process, because a store cannot be asked.
@@ -247,9 +258,19 @@ class S3Transport(Transport):
                 ) from exc
 
     def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        for info in self.list_stats(prefix):
+            yield info.key, info.size
+
+    def list_stats(self, prefix: str) -> Iterator[ObjectStat]:
         try:
             for record in self._session.list_objects(prefix=prefix).iter_objects():
-                yield record["key"], int(record.get("content_length") or 0)
+                stamp = record.get("upload_timestamp")
+                if stamp is None:
+                    raise RemoteFormatError(
+                        f"listing s3://{self.bucket}/{prefix}: the store gave no LastModified for "
+                        f"{record['key']!r}, so the object's age cannot be judged"
+                    )
+                yield ObjectStat(record["key"], int(record.get("content_length") or 0), stamp.timestamp())
         except S3ListError as exc:
             what = f"listing s3://{self.bucket}/{prefix}"
             if exc.status == 404:  # a listing finds nothing to miss but the bucket
@@ -263,6 +284,24 @@ class S3Transport(Transport):
         except urllib3.exceptions.HTTPError as exc:
             what = f"listing s3://{self.bucket}/{prefix}"
             raise not_connected(exc, what) or RemoteUnavailableError(f"{what} failed: {exc}") from exc
+
+    def stat(self, key: str) -> ObjectStat:
+        resp = self._request("HEAD", key)
+        what = f"HEAD s3://{self.bucket}/{key}"
+        size = resp.headers.get("Content-Length", "")
+        return ObjectStat(
+            key,
+            int(size) if size.isdigit() else 0,
+            _http_time(resp.headers.get("Last-Modified"), "Last-Modified", what),
+            _http_time(resp.headers.get("Date"), "Date", what),
+        )
+
+    def store_time(self) -> float:
+        # Any answer carries the server's Date; a HEAD of a key that need not exist is the
+        # cheapest request that gets one.
+        key = f"ebooklet-clock-{uuid.uuid4().hex}"
+        resp = self._request("HEAD", key, ok=(200, 403, 404))
+        return _http_time(resp.headers.get("Date"), "Date", f"HEAD s3://{self.bucket}/{key}")
 
     def copy(self, key: str, target: Transport, target_key: str) -> bool:
         """Server-side CopyObject when ``target`` is the same endpoint with the same credentials."""

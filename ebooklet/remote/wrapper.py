@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .base import Blob, FallbackLock, PutMode, Transport
+from .base import Blob, FallbackLock, ObjectStat, PutMode, Transport
 
 
 class WrapperTransport(Transport):
@@ -41,6 +41,7 @@ class WrapperTransport(Transport):
         self.description = inner.description
         self.writable = inner.writable
         self.delete_batch_size = inner.delete_batch_size
+        self.knows_ages = inner.knows_ages
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"
@@ -62,6 +63,15 @@ class WrapperTransport(Transport):
 
     def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         return self.inner.list_sizes(prefix)
+
+    def list_stats(self, prefix: str) -> Iterator[ObjectStat]:
+        return self.inner.list_stats(prefix)
+
+    def stat(self, key: str) -> ObjectStat:
+        return self.inner.stat(key)
+
+    def store_time(self) -> float:
+        return self.inner.store_time()
 
     def list(self, prefix: str) -> Iterator[str]:
         return self.inner.list(prefix)

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 
 from ..errors import (
     CommitUnknownError,
-    LeaseLostError,
     PreconditionFailed,
     RemoteError,
     RemoteFormatError,
     RemoteNotFoundError,
 )
-from ..format import MAX_HEAD_BYTES, Head, log_name
+from ..format import Head, check_head, head_size_limit, log_name
 from ..lock import Lease
 from ..remote import Blob, Remote, Update
 from .objects import ObjectStore
@@ -37,8 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: How much of the head object one read fetches. Heads are a few kB (about 50 bytes per
 #: index part), so this is the whole head but for databases of billions of keys, whose head
-#: takes a second read. An object named like the head that is larger than MAX_HEAD_BYTES, or
-#: does not start like a head, is refused after this first read.
+#: takes a second read. An object named like the head that is larger than its part_bits allow
+#: (format.head_size_limit), or does not start like a head, is refused after this first read.
 HEAD_READ_BYTES = 1024 * 1024
 
 
@@ -65,14 +64,8 @@ class HeadStore:
         ETag the caller holds), an unchanged head costs one small request and comes back as
         ``(None, if_none_match, False)``: the caller already has it.
         """
-        transport, key = self.remote.transport, self.remote.db_key
         try:
-            blob = transport.get_start(key, HEAD_READ_BYTES, if_none_match=if_none_match)
-            if blob is not None and blob.size is not None and blob.size > len(blob.data):
-                self._check_large(blob)
-                blob = transport.get_start(key, MAX_HEAD_BYTES, if_none_match=if_none_match)
-                if blob is not None and blob.size is not None and blob.size > len(blob.data):
-                    self._check_large(blob)  # it grew in between
+            blob = self._get_head(self.remote.db_key, self.remote.location, if_none_match)
         except RemoteNotFoundError as exc:
             if exc.bucket_missing:
                 raise  # no bucket is a wrong name or endpoint, not a database yet to create
@@ -81,20 +74,34 @@ class HeadStore:
             return None, if_none_match, False
         return Head.decode(blob.data, where=self.remote.location), blob.etag, True
 
-    def _check_large(self, blob: Blob) -> None:
+    def _get_head(self, key: str, where: str, if_none_match: str | None = None) -> Blob | None:
+        """The object at ``key`` that should be a head (the head, or a log object), read with a
+        bound: the first HEAD_READ_BYTES, and the rest only when its start shows a head that
+        large may be genuine (its part_bits allow it); anything else is refused unread."""
+        transport = self.remote.transport
+        blob = transport.get_start(key, HEAD_READ_BYTES, if_none_match=if_none_match)
+        if blob is not None and blob.size is not None and blob.size > len(blob.data):
+            self._check_large(blob, key, where)
+            blob = transport.get_start(key, head_size_limit(blob.data), if_none_match=if_none_match)
+            if blob is not None and blob.size is not None and blob.size > len(blob.data):
+                self._check_large(blob, key, where)  # it grew in between
+        return blob
+
+    @staticmethod
+    def _check_large(blob: Blob, key: str, where: str) -> None:
         """Refuse an object too large to be a head, or one whose start is not a head's,
         before more of it is downloaded."""
         assert blob.size is not None
-        if blob.size > MAX_HEAD_BYTES:
-            why = f"it is {blob.size:,} bytes, and a head is at most {MAX_HEAD_BYTES:,}"
+        limit = head_size_limit(blob.data)
+        if blob.size > limit:
+            why = f"it is {blob.size:,} bytes, and a head is at most {limit:,} (for its index parts)"
         elif not blob.data.startswith(b"{"):
             why = f"it is {blob.size:,} bytes and does not start like a head (JSON)"
         else:
             return
         raise RemoteFormatError(
-            f"{self.remote.location} is not an ebooklet database: the object at its key "
-            f"{self.remote.db_key!r} is not an ebooklet head ({why}); it was not downloaded. "
-            "Check the db_key or URL"
+            f"{where} is not an ebooklet database: the object at its key {key!r} is not an ebooklet "
+            f"head ({why}); it was not downloaded. Check the db_key or URL"
         )
 
     def read_latest(self) -> tuple[Head | None, str | None]:
@@ -105,17 +112,32 @@ class HeadStore:
     def read_log(self, commit: int, commit_id: str) -> Head | None:
         """The head of an earlier commit, from its log object (None: not kept)."""
         name = log_name(commit, commit_id)
+        where = f"{self.remote.location} ({name})"
         try:
-            data = self.objects.get(name)
+            blob = self._get_head(self.remote.prefix + name, where)
         except RemoteNotFoundError:
             return None
-        return Head.decode(data, where=f"{self.remote.location} ({name})")
+        assert blob is not None
+        head = Head.decode(blob.data, where=where)
+        if (head.commit, head.commit_id) != (commit, commit_id):
+            # A log object holds the head of the commit it is named after, or it is forged.
+            raise RemoteFormatError(
+                f"{where} holds commit {head.commit} ({head.commit_id}), not the commit it is "
+                "named after: the history is damaged. Ask whoever writes this database"
+            )
+        return head
 
     @staticmethod
     def check_fence(current: Head | None, lease: Lease | None) -> None:
-        """A writer whose lease was taken over must not commit (fencing)."""
+        """A writer whose lease was taken over must not commit (fencing).
+
+        A head whose token is above ours means another holder committed since we took the
+        lease, unless the lease's history was lost (a malformed lease taken over, a broken
+        lease): then the lease is still ours, and moving it past the head's token with a write
+        conditional on our own lease tells the two apart (LeaseLostError when it is not ours).
+        """
         if lease is not None and current is not None and current.lease_token > lease.token:
-            raise LeaseLostError(lease.remote.location)
+            lease.advance(current.lease_token + 1)
 
     def commit_id_at(self, number: int, head: Head) -> str | None:
         """The id of the commit numbered ``number`` in the chain that leads to ``head``, or
@@ -157,6 +179,8 @@ class HeadStore:
         :class:`~ebooklet.errors.CommitUnknownError` when neither can be known (the server
         could not be asked); the caller then keeps everything the commit references.
         """
+        # Never write a head that a reader (this ebooklet included) would refuse.
+        check_head(head, f"the head of commit {head.commit} for {self.remote.location}")
         blob = head.encode()
         mode = Update(current_etag) if current_etag is not None else "create"
         try:

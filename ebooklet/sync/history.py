@@ -8,35 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from typing import Any
 
-from ..errors import ArgumentTypeError, RemoteNotFoundError
+from ..errors import ArgumentTypeError, EbookletError, RemoteNotFoundError
 from ..format import Head
 from ..results import CommitInfo
+from ..settings import now_us as clock_now_us
 from .heads import HeadStore
 from .objects import parallel_map
-
-
-def commit_info(head: Head) -> CommitInfo:
-    return CommitInfo(
-        number=head.commit,
-        commit_id=head.commit_id,
-        committed_at=datetime.fromtimestamp(head.timestamp / 1e6, tz=timezone.utc),
-        written=head.written,
-        deleted=head.deleted,
-        author=head.author,
-    )
-
-
-def iter_heads(heads: HeadStore, head: Head) -> Iterator[Head]:
-    """``head``, then the head of every earlier commit whose log object is kept, newest first."""
-    while True:
-        yield head
-        if head.parent is None or head.commit <= 1:
-            return
-        older = heads.read_log(head.commit - 1, head.parent)
-        if older is None:
-            return
-        head = older
 
 
 def retained_heads(heads: HeadStore, head: Head, now_us: int) -> list[Head]:
@@ -68,25 +47,44 @@ def retained_heads(heads: HeadStore, head: Head, now_us: int) -> list[Head]:
         newest = out[-1]
 
 
-def find(heads: HeadStore, head: Head, at: int | datetime) -> Head:
+def find(heads: HeadStore, head: Head, at: int | datetime, now_us: int | None = None) -> Head:
     """The head of commit number ``at``, or of the last commit made at or before the time
-    ``at``, from the chain that leads to ``head``."""
-    for h in iter_heads(heads, head):
-        if isinstance(at, int) and not isinstance(at, bool):
-            if h.commit == at:
-                return h
-            if h.commit < at:
-                break
-        elif isinstance(at, datetime):
-            if h.timestamp <= at.timestamp() * 1e6:
-                return h
-        else:
-            raise ArgumentTypeError(
-                f"at must be a commit number (int) or a timezone-aware datetime, not {at!r}"
-            )
+    ``at``: exactly the commits :func:`iter_commits` lists are found (the retention window of
+    ``head``), so a reader never opens a commit that garbage collection may remove."""
+    by_number = isinstance(at, int) and not isinstance(at, bool)
+    if not by_number and not isinstance(at, datetime):
+        raise ArgumentTypeError(
+            f"at must be a commit number (int) or a timezone-aware datetime, not {at!r}"
+        )
+    if by_number and not 1 <= at <= head.commit:  # type: ignore[operator]
+        raise RemoteNotFoundError(
+            f"commit {at} of {heads.remote.location} does not exist: the latest is {head.commit}"
+        )
+    now_us = now_us if now_us is not None else clock_now_us()
+    oldest = None
+    for info in iter_commits(heads, head, now_us):
+        oldest = info
+        stamp = int(info.committed_at.timestamp() * 1e6)
+        if info.number == at if by_number else stamp <= at.timestamp() * 1e6:  # type: ignore[union-attr]
+            if info.number == head.commit:
+                return head
+            found = heads.read_log(info.number, info.commit_id)
+            if found is None:
+                raise RemoteNotFoundError(
+                    f"commit {info.number} of {heads.remote.location} is listed but its log object "
+                    "is missing: the history is damaged (`ebooklet verify` reports it)"
+                )
+            return found
+        if by_number and info.number < at:  # type: ignore[operator]
+            break
+    if not by_number and oldest is not None and oldest.number == 1:
+        raise RemoteNotFoundError(
+            f"no commit of {heads.remote.location} was made at or before {at} (the first was "
+            f"made {oldest.committed_at})"
+        )
     raise RemoteNotFoundError(
-        f"commit {at} of {heads.remote.location} is not kept (commits stay readable for the "
-        "database's retention window); list the kept ones with db.log() or `ebooklet log`"
+        f"commit {at} of {heads.remote.location} is not kept any more (commits stay readable for "
+        "the database's retention window); list the kept ones with db.log() or `ebooklet log`"
     )
 
 
@@ -104,10 +102,9 @@ def iter_commits(heads: HeadStore, head: Head, now_us: int) -> Iterator[CommitIn
 def _iter_commits(heads: HeadStore, head: Head) -> Iterator[CommitInfo]:
     seen: set[int] = set()
     while True:
-        entries = sorted(head.recent_entries(), key=lambda e: -e[0])
+        entries = [e for e in sorted(head.recent_entries(), key=lambda e: -e[0]) if e[0] not in seen]
+        authors = _authors(heads, head, entries)
         for number, commit_id, stamp, written, deleted in entries:
-            if number in seen:
-                continue
             seen.add(number)
             when = stamp if stamp is not None else head.timestamp
             yield CommitInfo(
@@ -116,12 +113,30 @@ def _iter_commits(heads: HeadStore, head: Head) -> Iterator[CommitInfo]:
                 committed_at=datetime.fromtimestamp(when / 1e6, tz=timezone.utc),
                 written=written,
                 deleted=deleted,
-                author=head.author if number == head.commit else None,
+                author=authors.get(number),
             )
+        if not entries:
+            return
         oldest_number, oldest_id = entries[-1][0], entries[-1][1]
         if oldest_number <= 1 or oldest_number == head.commit and head.parent is None:
             return
         older = heads.read_log(oldest_number, oldest_id)
-        if older is None or older.commit != oldest_number or min(older.known_commits()) >= oldest_number:
+        if older is None or min(older.known_commits()) >= oldest_number:
             return
         head = older
+
+
+def _authors(heads: HeadStore, head: Head, entries: list[list[Any]]) -> dict[int, str | None]:
+    """Who made each commit of ``entries``: the head names only its own author, so the others
+    come from their log objects (fetched in parallel; a missing or damaged one: unknown)."""
+
+    def author(entry: list[Any]) -> str | None:
+        if entry[0] == head.commit:
+            return head.author
+        try:
+            older = heads.read_log(entry[0], entry[1])
+        except EbookletError:
+            return None
+        return None if older is None else older.author
+
+    return dict(zip((e[0] for e in entries), parallel_map(author, entries), strict=True))

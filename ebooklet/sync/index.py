@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from ..errors import IntegrityError, RemoteFormatError, SyncError
+from ..errors import IntegrityError, RemoteFormatError, SerializerMismatchError, SyncError
 from ..format import Entry, Head, Part, part_of
 from ..local import LocalStore
 from ..phases import timed
@@ -88,7 +88,10 @@ class BaseIndex:
         """Refuse a head of another database than the synced one: the local file was synced
         with a different remote (or the database was deleted and created again)."""
         known = self.local.state.remote_uuid
-        if known is None or head.uuid == known or self.replacing:
+        if self.replacing:
+            return
+        if known is None or head.uuid == known:
+            self._check_serializer(head)
             return
         advice = " Open a new local path for it"
         if self.remote.writable:
@@ -102,6 +105,17 @@ class BaseIndex:
             f"{self.local.path} was synced with ({synced}, uuid {self.local.state.remote_uuid})."
             f"{advice}."
         )
+
+    def _check_serializer(self, head: Head) -> None:
+        ours = self.local.codec.name
+        if head.value_serializer is not None and head.value_serializer != ours:
+            # Adopting it would decode every cached value with the wrong serializer.
+            raise SerializerMismatchError(
+                f"{self.remote.location} now stores values with serializer "
+                f"{head.value_serializer!r}, and {self.local.path} holds them with {ours!r}: the "
+                "remote was rewritten with another serializer. Nothing was changed; open a new "
+                "local path to read it"
+            )
 
     def metadata(self) -> tuple[Any, int] | None:
         """The newer of the local metadata and the base's."""

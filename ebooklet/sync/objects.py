@@ -18,7 +18,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal, NamedTuple, TypeVar
 
-from ..errors import PreconditionFailed, RemoteError, RemoteNotFoundError
+from ..errors import PreconditionFailed, RemoteError, RemoteFormatError, RemoteNotFoundError
+from ..format import MAX_PART_OBJECT_BYTES
 from ..phases import timed
 from ..remote import Remote
 from ..results import Progress, ProgressCallback
@@ -39,6 +40,9 @@ MAX_REQUEST = 8 * 1024 * 1024
 #: Large reads are cut into requests of at least this size (so that they are not all
 #: round trip) and of at most MAX_REQUEST, about THREADS of them per read.
 MIN_REQUEST = 1024 * 1024
+#: A whole-object read fetches this much first; only a larger object that may be genuine
+#: takes a second request.
+FIRST_READ = 1024 * 1024
 #: At most this many bytes of ranged reads are in flight or waiting to be used at once.
 READ_AHEAD = 64 * 1024 * 1024
 
@@ -147,13 +151,25 @@ class ObjectStore:
             "old objects. Pull, then try again."
         )
 
-    def get(self, name: str) -> bytes:
-        """The whole object ``name``."""
+    def get(self, name: str, limit: int = MAX_PART_OBJECT_BYTES) -> bytes:
+        """The whole object ``name``, which must be at most ``limit`` bytes: a larger one is
+        refused after reading its first MiB (it is not one of the format's)."""
+        transport, key = self.remote.transport, self.prefix + name
         try:
-            blob = self.remote.transport.get(self.prefix + name)
+            blob = transport.get_start(key, min(limit, FIRST_READ))
+            assert blob is not None
+            if blob.size is not None and blob.size > len(blob.data):
+                if blob.size <= limit:
+                    blob = transport.get_start(key, limit)
+                    assert blob is not None
+                if blob.size is not None and blob.size > len(blob.data):
+                    raise RemoteFormatError(
+                        f"{name} on {self.remote.location} is {blob.size:,} bytes, more than such an "
+                        f"object may be ({limit:,}); it was not downloaded. The remote database is "
+                        "damaged or was not written by ebooklet; ask whoever writes it"
+                    )
         except RemoteNotFoundError:
             raise self.gone(name) from None
-        assert blob is not None
         return blob.data
 
     def get_many(self, names: Sequence[str]) -> dict[str, bytes]:
@@ -227,9 +243,9 @@ class ObjectStore:
             self.remote.transport.put(self.prefix + name, data, "create")
         except PreconditionFailed:
             try:
-                there = self.get(name)
-            except RemoteNotFoundError:
-                there = None
+                there = self.get(name, limit=len(data))
+            except (RemoteNotFoundError, RemoteFormatError):
+                there = None  # gone, or larger than ours: not this write
             if there != data:
                 raise RemoteError(
                     f"{name} already exists on {self.remote.location} with other content; object "

@@ -38,7 +38,7 @@ from ..settings import now_us, settings
 from .commit import INFERRED, MOVED, SegmentWriter, Spool, build_head, next_head, plan_compaction
 from .conflicts import DecodedInputs, Policy, apply_merged, resolve
 from .diff import ChangeSet, LocalChange, local_changes, remote_changes, same
-from .gc import collect
+from .gc import check_uploads_kept, collect
 from .heads import HeadStore
 from .index import BaseIndex
 from .inflight import InFlight
@@ -348,12 +348,8 @@ class Push:
             # Nobody can take a lease over before it expires: one written within the last
             # third of its ttl is still ours (allowing for clock skew between writers).
             lease.renew(if_older_than=1 / 3)
-        if now_us() - state.started > (settings.gc_min_age - 600) * 1e6:
-            # Garbage collection may take uploads this old for leftovers: never commit them.
-            raise SyncError(
-                f"this push took longer than {settings.gc_min_age / 3600:.0f} hours, so its uploads may "
-                "have been collected as garbage; nothing was committed. Push again."
-            )
+        # Garbage collection may take uploads this old for leftovers: never commit them.
+        check_uploads_kept(self.remote, next(iter(state.uploader.names), None), state.started)
         # Recorded durably first: if the outcome is lost with the reply (or the process), the
         # next operation settles it (see InFlight.settle).
         self.replica.inflight.record(head, dropped, keep_remote)

@@ -25,7 +25,7 @@ from ..errors import (
     RemoteNotFoundError,
     SyncError,
 )
-from ..format import Head
+from ..format import Head, object_kind
 from ..local import LocalStore
 from ..lock import DEFAULT_TTL, DEFAULT_WAIT, Lease
 from ..phases import timed
@@ -282,7 +282,13 @@ class Replica:
         try:
             # The head goes first: from then on every reader sees no database.
             transport.delete([self.remote.db_key])
-            names = [k for k in transport.list(self.remote.prefix) if lease is None or k != lease.key]
+            # Only the format's names: whatever else lies under the prefix (a file of the
+            # user's, another database whose key runs through this prefix) is not ours.
+            prefix = self.remote.prefix
+            names = [
+                k for k in transport.list(prefix)
+                if object_kind(k[len(prefix):]) is not None and (lease is None or k != lease.key)
+            ]
             transport.delete(names)
         finally:
             if lease is not None:

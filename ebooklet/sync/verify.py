@@ -16,7 +16,7 @@ from ..remote import Remote
 from ..settings import now_us
 from ..words import counted
 from .heads import HeadStore
-from .history import retained_heads
+from .history import iter_commits
 from .objects import ObjectStore, RangeRequest, parallel_map
 from .reads import plan_ranges
 
@@ -56,8 +56,7 @@ def check(remote: Remote, heads: HeadStore, objects: ObjectStore, *, deep: bool 
     if head is None:
         report.problems.append("there is no database here (no head object)")
         return report
-    kept = retained_heads(heads, head, now_us())
-    report.commits_checked = len(kept)
+    kept = _retained(heads, head, report)
     segments: dict[str, int] = {}
     parts: set[str] = set()
     logs: set[str] = set()
@@ -83,7 +82,9 @@ def check(remote: Remote, heads: HeadStore, objects: ObjectStore, *, deep: bool 
         except EbookletError as exc:
             return name, None, str(exc)
 
-    for name, data, error in parallel_map(read, sorted(parts | logs)):
+    # The older commits' log objects were read and checked while walking the history.
+    latest_log = {log_name(head.commit, head.commit_id)} if head.version >= 2 else set()
+    for name, data, error in parallel_map(read, sorted(parts | latest_log)):
         if error is not None:
             report.problems.append(f"{name}: {error}")
             continue
@@ -95,9 +96,47 @@ def check(remote: Remote, heads: HeadStore, objects: ObjectStore, *, deep: bool 
                 decoded[name] = Part.decode(data, name)
         except EbookletError as exc:
             report.problems.append(f"{name}: {exc}")
+    named = [name for name in head.parts if name]
+    if all(name in decoded for name in named):
+        counted = sum(len(decoded[name]) for name in named)
+        if counted != head.n_keys:
+            report.problems.append(f"the index parts hold {counted:,} keys, the head says {head.n_keys:,}")
     if deep:
         _check_values(head, decoded, objects, size_of, report)
     return report
+
+
+def _retained(heads: HeadStore, head: Head, report: VerifyReport) -> list[Head]:
+    """The heads of every commit the history lists (as ``log()`` does), each read from its log
+    object; one that is missing or damaged is a problem, and the walk goes on with the rest."""
+    listed = []
+    try:
+        for info in iter_commits(heads, head, now_us()):
+            listed.append(info)
+    except EbookletError as exc:
+        report.problems.append(f"the history cannot be listed further: {exc}")
+    report.commits_checked = len(listed)
+    older = [info for info in listed if info.number != head.commit]
+
+    def read(number: int, commit_id: str) -> tuple[Head | None, str | None]:
+        try:
+            found = heads.read_log(number, commit_id)
+        except EbookletError as exc:
+            return None, str(exc)
+        return found, None if found is not None else "missing"
+
+    kept = [head]
+    for info, (found, error) in zip(
+        older, parallel_map(lambda i: read(i.number, i.commit_id), older), strict=True
+    ):
+        if found is None:
+            name = log_name(info.number, info.commit_id)
+            report.problems.append(
+                f"{name}: {error} (the log object of commit {info.number}, which the history lists)"
+            )
+        else:
+            kept.append(found)
+    return kept
 
 
 def _sizes(
