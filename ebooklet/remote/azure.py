@@ -8,7 +8,9 @@ upload is committed in one step, whatever its size). Deletes go through the Blob
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
@@ -33,7 +35,7 @@ from ..errors import (
     RemoteNotFoundError,
     RemoteUnavailableError,
 )
-from .base import Blob, PutMode, Transport, Update
+from .base import Blob, ObjectStat, PutMode, Transport, Update
 from .http import check_range
 
 T = TypeVar("T")
@@ -110,6 +112,7 @@ class AzureTransport(Transport):
     """
 
     delete_batch_size = BATCH_LIMIT
+    knows_ages = True
 
     def __init__(self, client: ContainerClient) -> None:
         self._client = client
@@ -247,13 +250,41 @@ class AzureTransport(Transport):
                 )
 
     def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        for stat in self.list_stats(prefix):
+            yield stat.key, stat.size
+
+    def list_stats(self, prefix: str) -> Iterator[ObjectStat]:
         what = f"listing az://{self.container}/{prefix}"
         pages = self._call(what, prefix, lambda: iter(self._client.list_blobs(name_starts_with=prefix)))
         while True:
             item = self._call(what, prefix, lambda: next(pages, None))
             if item is None:
                 return
-            yield item.name, int(item.size or 0)
+            yield ObjectStat(item.name, int(item.size or 0), item.last_modified.timestamp())
+
+    def stat(self, key: str) -> ObjectStat:
+        what = f"reading the properties of az://{self.container}/{key}"
+        props = self._call(what, key, lambda: self._client.get_blob_client(key).get_blob_properties())
+        return ObjectStat(key, int(props.size or 0), props.last_modified.timestamp())
+
+    def store_time(self) -> float:
+        # Every answer carries the server's Date; asking for a blob that does not exist is the
+        # cheapest request that gets one (its 404 is the answer wanted).
+        key = f"ebooklet-clock-{uuid.uuid4().hex}"
+        what = f"reading the clock of az://{self.container}"
+        try:
+            self._client.get_blob_client(key).get_blob_properties()
+        except ResourceNotFoundError as exc:
+            date = exc.response.headers.get("Date") if exc.response is not None else None
+        except AzureError:
+            date = None
+            self._call(what, key, lambda: self._client.get_blob_client(key).get_blob_properties())
+        else:
+            date = None
+        try:
+            return parsedate_to_datetime(date or "").timestamp()
+        except (TypeError, ValueError):
+            raise RemoteFormatError(f"{what}: the server's Date header {date!r} is not a date") from None
 
     def close(self) -> None:
         self._client.close()

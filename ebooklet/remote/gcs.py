@@ -13,10 +13,12 @@ not on plain media uploads).
 
 from __future__ import annotations
 
+import datetime
 import json
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import urllib3
@@ -29,7 +31,7 @@ from ..errors import (
     RemoteNotFoundError,
     RemoteUnavailableError,
 )
-from .base import Blob, PutMode, Transport, Update
+from .base import Blob, ObjectStat, PutMode, Transport, Update
 from .http import RETRY_STATUSES, check_range, make_pool, range_header, read_body, send
 
 #: Where GCS's JSON API lives, unless an endpoint (or ``STORAGE_EMULATOR_HOST``, see
@@ -72,6 +74,19 @@ def find_credentials(service_account_file: str | None = None) -> Any:
         ) from exc
 
 
+def _rfc3339(value: Any) -> float:
+    """Seconds since the epoch from GCS's ``updated`` field (the store's clock)."""
+    return datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def _http_date(value: str | None, what: str) -> float:
+    """Seconds since the epoch from an HTTP Date header (the store's clock)."""
+    try:
+        return parsedate_to_datetime(value or "").timestamp()
+    except (TypeError, ValueError):
+        raise RemoteFormatError(f"{what}: the server's Date header {value!r} is not a date") from None
+
+
 class GCSTransport(Transport):
     """Objects in one Google Cloud Storage bucket.
 
@@ -88,6 +103,7 @@ class GCSTransport(Transport):
     """
 
     delete_batch_size = BATCH_LIMIT
+    knows_ages = True
 
     def __init__(
         self,
@@ -294,8 +310,12 @@ class GCSTransport(Transport):
             raise self._fail(fake, what, keys[0])
 
     def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        for stat in self.list_stats(prefix):
+            yield stat.key, stat.size
+
+    def list_stats(self, prefix: str) -> Iterator[ObjectStat]:
         bucket = urllib.parse.quote(self.bucket, safe="")
-        query = {"prefix": prefix, "fields": "items(name,size),nextPageToken"}
+        query = {"prefix": prefix, "fields": "items(name,size,updated),nextPageToken"}
         what = f"listing gs://{self.bucket}/{prefix}"
         while True:
             resp = self._request("GET", self._url(f"/storage/v1/b/{bucket}/o", **query), what)
@@ -303,14 +323,40 @@ class GCSTransport(Transport):
                 raise self._fail(resp, what, prefix, bucket_level=True)
             try:
                 page = json.loads(resp.data)
-                for item in page.get("items", []):
-                    yield str(item["name"]), int(item.get("size") or 0)
+                items = [
+                    ObjectStat(str(item["name"]), int(item.get("size") or 0), _rfc3339(item["updated"]))
+                    for item in page.get("items", [])
+                ]
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise RemoteError(f"{what}: the server's answer is not a listing ({exc})") from None
+            yield from items
             token = page.get("nextPageToken")
             if not token:
                 return
             query["pageToken"] = str(token)
+
+    def stat(self, key: str) -> ObjectStat:
+        bucket, name = (urllib.parse.quote(v, safe="") for v in (self.bucket, key))
+        what = f"reading the metadata of gs://{self.bucket}/{key}"
+        url = self._url(f"/storage/v1/b/{bucket}/o/{name}", fields="size,updated")
+        resp = self._request("GET", url, what)
+        if resp.status >= 300:
+            raise self._fail(resp, what, key)
+        try:
+            meta = json.loads(resp.data)
+            modified, size = _rfc3339(meta["updated"]), int(meta.get("size") or 0)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RemoteError(f"{what}: the server's answer is not an object's metadata ({exc})") from None
+        return ObjectStat(key, size, modified, _http_date(resp.headers.get("Date"), what))
+
+    def store_time(self) -> float:
+        # Any answer carries the server's Date: the bucket's metadata is a small one.
+        bucket = urllib.parse.quote(self.bucket, safe="")
+        what = f"reading the clock of gs://{self.bucket}"
+        resp = self._request("GET", self._url(f"/storage/v1/b/{bucket}", fields="name"), what)
+        if resp.status >= 300:
+            raise self._fail(resp, what, "", bucket_level=True)
+        return _http_date(resp.headers.get("Date"), what)
 
     def copy(self, key: str, target: Transport, target_key: str) -> bool:
         """A server-side rewrite when ``target`` is a bucket on the same endpoint reached with
