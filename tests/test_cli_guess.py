@@ -240,9 +240,10 @@ def test_a_remembered_endpoint_wins_over_the_environment_and_says_so(
     assert err == (f"ebooklet: warning: st.blt remembers the endpoint {endpoint}, and AWS_ENDPOINT_URL is "
                    f"{moved}: using {endpoint} (give --endpoint-url {moved} to use that one)\n")
     assert sh("status", "st.blt", "-q")[2] == ""  # -q: no warning
-    # The option wins over both: nothing listens there.
-    code, _, err = sh("status", "st.blt", "--endpoint-url", moved)
-    assert code == 1 and "could not connect to 127.0.0.1:9 (connection refused)" in err
+    # The option wins over both: nothing listens there, so status lists the local changes
+    # only, says why, and exits 5 (issue 15: the remote was not checked).
+    code, out, err = sh("status", "st.blt", "--endpoint-url", moved)
+    assert code == 5 and "could not connect to 127.0.0.1:9 (connection refused)" in out
 
 
 def test_a_refused_connection_is_one_sentence_and_verbose_shows_the_chain(sh: Shell, monkeypatch) -> None:

@@ -21,8 +21,9 @@ def register(commands: Commands) -> None:
         "keys", _keys, "list the keys of a database",
         "List REMOTE's keys, sorted, one per line. REMOTE may be a local file:\n"
         "then its own keys are listed, unpushed changes included. A key that is not\n"
-        "printable as it is (control characters, terminal escapes, line breaks, spaces\n"
-        "at its ends) is shown as a Python string literal, unless --raw or --json is given.",
+        "printable as it is (control characters, terminal escapes, line breaks,\n"
+        "spaces at its ends) is shown as a Python string literal, unless --raw or\n"
+        "--json is given.",
         ["local", "pickle", "json", "timeout", "s3"], notes=CACHE_HELP,
     )
     keys.add_argument("--prefix", default="", metavar="P", help="only the keys that start with P")
