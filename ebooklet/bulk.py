@@ -6,6 +6,7 @@ it uses the database's lock, local store, base index and codec.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -16,6 +17,9 @@ from .local import LocalStore
 from .results import ProgressCallback
 from .sync import Replica
 from .sync.index import BaseIndex
+
+#: Entries of the local file read at a time, under the database's lock, by items() and values().
+_LOCAL_CHUNK = 1024
 
 
 class BulkReads:
@@ -71,9 +75,18 @@ class BulkReads:
                 yield from values
 
     def _local_items(self) -> Iterator[tuple[str, Any]]:
+        # The file is read a chunk at a time under the database's lock, so that no write of
+        # another thread lands in the middle of a read; a write between two chunks makes
+        # booklet's iteration refuse to go on.
+        items = self._local.raw_items()
         try:
-            for key, _ts, raw in self._local.raw_items():
-                yield key, self._decode_local(key, raw)
+            while True:
+                with self._lock:
+                    chunk = list(itertools.islice(items, _LOCAL_CHUNK))
+                if not chunk:
+                    return
+                for key, _ts, raw in chunk:
+                    yield key, self._decode_local(key, raw)
         except ChangedDuringIterationError:
             raise
         except RuntimeError as exc:  # booklet's "mutated during iteration"

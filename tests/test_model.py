@@ -128,6 +128,7 @@ class HeldPushRules:
                 self.dbs[i].changes().pull()  # each writer starts from the remote: no conflict
                 self.local[i] = dict(self.remote)
                 self.base[i] = dict(self.remote)
+                self._synced_stamps(i)  # type: ignore[attr-defined]
         taken = {self.remote.get(key)}
         if value in taken:
             value = next(v for v in range(6) if v not in taken)  # a change: there is a commit
@@ -180,7 +181,11 @@ class HeldPushRules:
         self.remote[key] = value
         self.local[c] = dict(self.remote)
         self.base[c] = dict(self.remote)
+        # The values these commits wrote are dated by them: the timestamp model reads them back.
+        self.unknown_rts.update({key, other_key})  # type: ignore[attr-defined]
         self._check_remote()  # type: ignore[attr-defined]
+        for i in (c, o) if what != "gc" else (c,):
+            self._synced_stamps(i)  # type: ignore[attr-defined]
 
     @rule()
     def two_creators_race_on_an_empty_location(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -75,8 +76,10 @@ def find_credentials(service_account_file: str | None = None) -> Any:
 
 
 def _rfc3339(value: Any) -> float:
-    """Seconds since the epoch from GCS's ``updated`` field (the store's clock)."""
-    return datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    """Seconds since the epoch from GCS's ``updated`` field (the store's clock), in whole
+    seconds: the ``Date`` it is compared with has no fraction, so an object written in the
+    current second must not look younger than now."""
+    return float(math.floor(datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()))
 
 
 def _http_date(value: str | None, what: str) -> float:
