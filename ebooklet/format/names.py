@@ -150,8 +150,9 @@ def part_name(bits: int, part: int, commit_id: str) -> str:
 
 def object_kind(name: str) -> str | None:
     """Which of the format's objects ``name`` (relative to the database's prefix) is:
-    ``"segment"``, ``"part"``, ``"log"``, ``"run"`` (staged index entries), ``"lease"`` (the lease and the fallback lock's
-    objects) or ``"probe"`` (a store's conditional-write probe); None for any other name.
+    ``"segment"``, ``"part"``, ``"log"``, ``"run"`` (staged index entries), ``"lease"``
+    (the lease and the fallback lock's objects) or ``"probe"`` (a store's conditional-write
+    probe); None for any other name.
 
     The whole name must match: garbage collection and ``delete_remote`` remove nothing
     else, so whatever else lies under the prefix (another database whose key runs through

@@ -11,6 +11,7 @@ read with a ranged GET; the header lists the blocks.
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
 from array import array
 from collections.abc import Sequence
@@ -21,7 +22,6 @@ import msgpack
 from ..errors import RemoteFormatError, UnsupportedFormatError
 from ..limits import MAX_KEY_BYTES, MAX_TIMESTAMP, RESERVED_KEYS
 from .names import HASH_LEN, parts_of, value_hash
-from .part import _le_array, _le_bytes
 
 RUN_MAGIC = b"EBKR"
 RUN_VERSION = 1
@@ -36,6 +36,21 @@ MAX_BLOCK_BYTES = BLOCK_ENTRIES * (MAX_KEY_BYTES // 64 + 64)
 #: A block inflates to at most this many bytes.
 MAX_BLOCK_INFLATED = BLOCK_ENTRIES * (MAX_KEY_BYTES + 64)
 _PREFIX = struct.Struct(">4sI")
+
+
+def _le_bytes(column: array) -> bytes:
+    if sys.byteorder == "big":
+        column = array(column.typecode, column)
+        column.byteswap()
+    return column.tobytes()
+
+
+def _le_array(typecode: str, data: bytes) -> array:
+    column = array(typecode)
+    column.frombytes(data)
+    if sys.byteorder == "big":
+        column.byteswap()
+    return column
 
 
 def key_order(keys: Sequence[str]) -> list[int]:

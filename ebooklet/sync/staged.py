@@ -299,10 +299,25 @@ def _check_tokens(current: Head | None, remote: Remote, tokens: Sequence[StageTo
     return current
 
 
+def _check_kept(remote: Remote, tokens: Sequence[StageToken]) -> None:
+    """Every token's oldest upload is still there, and young enough by the store's clock
+    that garbage collection will not take it before the head is written (gc.py)."""
+    for token in tokens:
+        try:
+            check_uploads_kept(remote, token.first_upload, token.started)
+        except SyncError as exc:
+            raise SyncError(
+                f"{str(exc).removesuffix(' Push again.')} (stage {token.stage}). Stage those writes "
+                "again: uploads left uncommitted are garbage once older than gc's min_age"
+            ) from None
+
+
 def _commit_once(remote: Remote, objects: ObjectStore, heads: HeadStore, tokens: Sequence[StageToken],
                  policy: Policy, lease: Lease | None, attempt: int) -> PushResult | None:
     current, etag = heads.read_latest()
     current = _check_tokens(current, remote, tokens)
+    if attempt == 1:
+        _check_kept(remote, tokens)  # early, before reading runs that may be gone
     adds = sum(t.written for t in tokens)
     bits = bits_for(current.n_keys + adds, current.key_bytes + sum(t.key_bytes for t in tokens),
                     current.part_bits)
@@ -332,8 +347,7 @@ def _commit_once(remote: Remote, objects: ObjectStore, heads: HeadStore, tokens:
         if lease is not None:
             lease.renew(if_older_than=1 / 3)
         # A gc between the stages and now must not leave the head pointing at removed objects.
-        for token in tokens:
-            check_uploads_kept(remote, token.first_upload, token.started)
+        _check_kept(remote, tokens)
         sent = True
         committed = heads.commit(head, etag)
     except BaseException as exc:
