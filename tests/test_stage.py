@@ -236,7 +236,7 @@ def _run_of(token, db, keys, segs=None, offs=None, lens=None, stage=None) -> byt
                              segs or [0] * n, offs or [0] * n, lens or [1] * n)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "cut-block", "unsorted", "reserved", "other-stage",
+@pytest.mark.parametrize("damage", ["truncated", "cut-block", "unsorted", "duplicate", "reserved", "other-stage",
                                     "past-segment", "foreign-segment"])
 def test_hostile_runs_are_refused_with_remote_format_error(tmp_path, damage):
     conn = tmp_path / "remote" / "db"
@@ -254,6 +254,7 @@ def test_hostile_runs_are_refused_with_remote_format_error(tmp_path, damage):
         "unsorted": lambda: runfmt.encode_run(token.db, token.stage, 0, keys[::-1] if order[0] < order[1]
                                               else keys, sorted(order), [1, 1], [b"h" * 16] * 2,
                                               [0, 0], [0, 0], [1, 1]),
+        "duplicate": lambda: _run_of(token, token.db, ["x", "x"]),
         "reserved": lambda: _run_of(token, token.db, ["adb01ebc1ba3433eb043527"]),
         "other-stage": lambda: _run_of(token, token.db, ["x"], stage="1-000000000000"),
         "past-segment": lambda: _run_of(token, token.db, ["x"], offs=[10**6]),
