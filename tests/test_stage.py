@@ -236,7 +236,8 @@ def _run_of(token, db, keys, segs=None, offs=None, lens=None, stage=None) -> byt
                              segs or [0] * n, offs or [0] * n, lens or [1] * n)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "cut-block", "unsorted", "duplicate", "reserved", "other-stage",
+@pytest.mark.parametrize("damage", ["truncated", "cut-block", "unsorted", "duplicate", "reserved",
+                                    "other-stage",
                                     "past-segment", "foreign-segment"])
 def test_hostile_runs_are_refused_with_remote_format_error(tmp_path, damage):
     conn = tmp_path / "remote" / "db"
