@@ -33,6 +33,9 @@ from .objects import ObjectStore, Tracker, Uploader
 RUN_ENTRIES = 131_072
 #: ...or this many bytes of values (the stage's memory, beside the uploads in flight).
 RUN_BYTES = 32 * 1024 * 1024
+#: Values handed to the segment writer at a time (a batch that fits the segment being
+#: filled is packed without a call per value).
+PACK_CHUNK = 1024
 
 
 def run_name(stage_id: str, n: int) -> str:
@@ -184,35 +187,58 @@ class Stage:
         rows = sorted(zip(order, keys, strict=True))
         keys = [k for _, k in rows]
         order = [o for o, _ in rows]
-        ts, raws = zip(*map(buffer.__getitem__, keys), strict=True)
+        ts, raws_ = zip(*map(buffer.__getitem__, keys), strict=True)
+        raws = list(raws_)
         del buffer
-        writes = [raw for raw in raws if raw is not None]
-        seg_w, off_w = self._writer.add_many(writes) if writes else ([], [])
         fresh = hashlib.blake2b(digest_size=HASH_LEN).copy
-        segs, offs, lens, hashes = [], [], [], []
-        w = 0
-        for key, raw in zip(keys, raws, strict=True):
-            if raw is None:
-                segs.append(0)
-                offs.append(0)
-                lens.append(0)
-                hashes.append(None)
-                self._deleted += 1
-                continue
+
+        def digest(raw: bytes) -> bytes:
             h = fresh()
             h.update(raw)
-            hashes.append(h.digest())
-            segs.append(seg_w[w])
-            offs.append(off_w[w])
-            lens.append(len(raw))
-            w += 1
-            self._written += 1
-            self._key_bytes += len(key.encode())
+            return h.digest()
+
+        if None not in raws:
+            # Writes only (the common case): column by column.
+            segs, offs = self._pack(raws)  # type: ignore[arg-type]
+            lens = list(map(len, raws))  # type: ignore[arg-type]
+            hashes: list[bytes | None] = list(map(digest, raws))  # type: ignore[arg-type]
+            self._written += len(keys)
+            self._key_bytes += sum(map(len, map(str.encode, keys)))
+        else:
+            writes = [raw for raw in raws if raw is not None]
+            seg_w, off_w = self._pack(writes)
+            segs, offs, lens, hashes = [], [], [], []
+            w = 0
+            for key, raw in zip(keys, raws, strict=True):
+                if raw is None:
+                    segs.append(0)
+                    offs.append(0)
+                    lens.append(0)
+                    hashes.append(None)
+                    self._deleted += 1
+                    continue
+                hashes.append(digest(raw))
+                segs.append(seg_w[w])
+                offs.append(off_w[w])
+                lens.append(len(raw))
+                w += 1
+                self._written += 1
+                self._key_bytes += len(key.encode())
         # A run refers to segments by number, the one still being filled included.
         name = run_name(self.id, len(self._runs))
         blob = encode_run(self.db, self.id, len(self._runs), keys, order, ts, hashes, segs, offs, lens)
         self._runs.append(name)
         self._uploader.submit(name, blob)
+
+    def _pack(self, raws: list[bytes]) -> tuple[list[int], list[int]]:
+        """Values into segments, in order: their segment numbers and offsets."""
+        segs: list[int] = []
+        offs: list[int] = []
+        for lo in range(0, len(raws), PACK_CHUNK):
+            s, o = self._writer.add_many(raws[lo:lo + PACK_CHUNK])
+            segs += s
+            offs += o
+        return segs, offs
 
     def close(self) -> StageToken:
         """Upload what is still buffered and wait for every upload; return the token for
