@@ -103,10 +103,16 @@ def commit(
             raise ReadOnlyError(f"cannot commit to {remote.location}: it is read-only")
         if not tokens:
             return PushResult()
+        start = remote.transport.stats.snapshot()
         if not remote_lock:
-            return commit_staged(remote, tokens, on_conflict, None)
-        with Lease(remote, lease_ttl, lock_wait) as lease:
-            return commit_staged(remote, tokens, on_conflict, lease)
+            result = commit_staged(remote, tokens, on_conflict, None)
+        else:
+            with Lease(remote, lease_ttl, lock_wait) as lease:
+                result = commit_staged(remote, tokens, on_conflict, lease)
+        # Counted here: the lease's requests (taken and released) are the commit's too.
+        end = remote.transport.stats.snapshot()
+        result.requests, result.bytes_sent = end[0] - start[0], end[1] - start[1]
+        return result
     except RemoteNotFoundError as exc:
         if "is gone from" not in str(exc):
             raise

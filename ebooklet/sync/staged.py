@@ -268,15 +268,11 @@ def commit_staged(remote: Remote, tokens: Sequence[StageToken], policy: Policy,
     """Publish ``tokens`` in one commit on ``remote``, holding ``lease`` (when given)."""
     objects = ObjectStore(remote)
     heads = HeadStore(remote, objects)
-    stats = remote.transport.stats
-    start = stats.snapshot()
     for attempt in range(1, settings.push_attempts + 1):
         result = _commit_once(remote, objects, heads, tokens, policy, lease, attempt)
         if result is not None:
             if result.committed:
                 objects.delete_quietly([name for token in tokens for name in token.runs])
-            result.requests = stats.requests - start[0]
-            result.bytes_sent = stats.bytes_sent - start[1]
             return result
     raise PushConflictError(
         f"{remote.location} kept changing while committing staged writes ({settings.push_attempts} "
