@@ -77,7 +77,8 @@ def _conn_args(server, bucket: str, key: str) -> list[str]:
 def _create(server, bucket: str, key: str, workdir: pathlib.Path) -> ebooklet.S3Connection:
     conn = ebooklet.S3Connection(server.access_key_id, server.access_key, key, bucket,
                                  endpoint_url=server.endpoint_url)
-    with ebooklet.open(conn, workdir / f"{key.replace('/', '_')}-seed.blt", "c", value_serializer="bytes") as db:
+    seed = workdir / f"{key.replace('/', '_')}-seed.blt"
+    with ebooklet.open(conn, seed, "c", value_serializer="bytes") as db:
         db["seed"] = b"0"
         db.changes().push()
     return conn
@@ -97,9 +98,11 @@ def one_process(server, bucket: str, n: int, workdir: pathlib.Path, tag: str) ->
     key = f"stage/one-{tag}"
     _create(server, bucket, key, workdir)
     t0 = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-c", _ONE, *_conn_args(server, bucket, key), str(n),
-                              str(workdir / f"one-{tag}.blt")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, cwd=ROOT)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _ONE, *_conn_args(server, bucket, key), str(n),
+         str(workdir / f"one-{tag}.blt")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
     (got,) = _run([child])
     return time.perf_counter() - t0, got["peak"]
 
@@ -142,8 +145,8 @@ def reads(conn: ebooklet.S3Connection, runs: int) -> list[str]:
     for i, names in enumerate(plan_partitions(head, 2)):
         scan = Scan(remote, names)
         wanted = sum(scan._len)
-        plan.append([str(i), f"{len(names)}", f"{len(scan):,}", f"{len(scan.requests):,}", fmt_bytes(scan.bytes),
-                     fmt_bytes(wanted), f"{scan.bytes / wanted:.3f}"])
+        plan.append([str(i), f"{len(names)}", f"{len(scan):,}", f"{len(scan.requests):,}",
+                     fmt_bytes(scan.bytes), fmt_bytes(wanted), f"{scan.bytes / wanted:.3f}"])
     remote.transport.close()
     one = []
     for _ in range(runs):
@@ -162,11 +165,12 @@ def reads(conn: ebooklet.S3Connection, runs: int) -> list[str]:
             assert count == head.n_keys
     m1, m2 = statistics.median(one), statistics.median(two)
     lines = ["", f"read_bag of the {head.n_keys:,} keys (count on the workers), median of {runs}:"]
-    lines += table([["one reader (npartitions=1, synchronous)", fmt_s(m1), "1.00x", " ".join(fmt_s(x) for x in one)],
-                    ["read_bag, 2 worker processes", fmt_s(m2), f"{m1 / m2:.2f}x", " ".join(fmt_s(x) for x in two)]],
-                   ["read", "median", "speedup", "runs"])
+    rows = [["one reader (npartitions=1, synchronous)", fmt_s(m1), "1.00x", " ".join(map(fmt_s, one))],
+            ["read_bag, 2 worker processes", fmt_s(m2), f"{m1 / m2:.2f}x", " ".join(map(fmt_s, two))]]
+    lines += table(rows, ["read", "median", "speedup", "runs"])
     lines += ["", "partitions of read_bag(npartitions=2): requests and bytes each"]
-    lines += table(plan, ["partition", "parts", "keys", "requests", "bytes fetched", "values", "fetched/values"])
+    lines += table(plan, ["partition", "parts", "keys", "requests", "bytes fetched", "values",
+                          "fetched/values"])
     return lines
 
 
@@ -192,8 +196,8 @@ def main() -> None:
             one_runs.append(s)
             one_peaks.append(peak)
         base = statistics.median(one_runs)
-        rows = [["one process: write + push", "1", fmt_s(base), "", "1.00x", "1.00x", fmt_bytes(max(one_peaks)),
-                 " ".join(fmt_s(x) for x in one_runs)]]
+        rows = [["one process: write + push", "1", fmt_s(base), "", "1.00x", "1.00x",
+                 fmt_bytes(max(one_peaks)), " ".join(fmt_s(x) for x in one_runs)]]
         first_conn = None
         for workers in args.workers:
             runs, stage_runs, peaks = [], [], []
