@@ -144,7 +144,7 @@ def reads(conn: ebooklet.S3Connection, runs: int) -> list[str]:
     plan = []
     for i, names in enumerate(plan_partitions(head, 2)):
         scan = Scan(remote, names)
-        wanted = sum(scan._len)
+        wanted = scan.value_bytes
         plan.append([str(i), f"{len(names)}", f"{len(scan):,}", f"{len(scan.requests):,}",
                      fmt_bytes(scan.bytes), fmt_bytes(wanted), f"{scan.bytes / wanted:.3f}"])
     remote.transport.close()

@@ -70,6 +70,11 @@ class Scan:
         """Bytes the requests fetch: the values, and the gaps coalescing bridges."""
         return sum(r.length for r in self.requests)
 
+    @property
+    def value_bytes(self) -> int:
+        """Bytes of the values themselves."""
+        return sum(self._len)
+
     def __len__(self) -> int:
         return len(self.keys)
 
