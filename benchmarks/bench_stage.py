@@ -5,6 +5,7 @@ Run from the repository root (with ebooklet's test dependencies, which include t
     python benchmarks/bench_stage.py                        # 1,000,000 keys x 100 B, 2 and 8 workers
     python benchmarks/bench_stage.py --keys 100000 --runs 1 # a quick look
     python benchmarks/bench_stage.py --save                 # also append to benchmarks/results/
+    python benchmarks/bench_stage.py --reads-only           # only read_bag against one reader
 
 Writes. The same keys go to a fresh database on the server (SeaweedFS by default, a child process
 of its own on 127.0.0.1) three ways, each timed from the start of its processes to the commit:
@@ -181,6 +182,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--server", choices=["seaweedfs", "moto"], default="seaweedfs")
     parser.add_argument("--no-reads", action="store_true")
+    parser.add_argument("--reads-only", action="store_true",
+                        help="write the database once (staged, 2 workers, untimed) and time the reads")
     parser.add_argument("--save", action="store_true")
     args = parser.parse_args()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench-stage-"))
@@ -189,6 +192,14 @@ def main() -> None:
         bucket = server.make_bucket()
         info = machine_info(server)
         n = args.keys
+        if args.reads_only:
+            conn = staged(server, bucket, n, 2, workdir, "reads")[3]
+            text = "\n".join(["bench_stage: read_bag against one reader", *info,
+                              f"keys      : {n:,} x 100 B", *reads(conn, args.runs)])
+            print(text)
+            if args.save:
+                append_results("stage", text)
+            return
         one_runs, one_peaks = [], []
         for r in range(args.runs):
             log(f"one process, run {r + 1}")
