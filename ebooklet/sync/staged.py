@@ -23,6 +23,7 @@ from ..errors import (
     PushConflictError,
     RemoteFormatError,
     RemoteNotFoundError,
+    SerializerMismatchError,
     SyncError,
 )
 from ..format import Entry, Head, Part, bits_for, new_commit_id, part_of, value_hash
@@ -196,12 +197,20 @@ class Conflicts:
             base = heads.read_log(*token.base)
             if base is None:
                 raise SyncError(
-                    f"{current_location(objects)}: the commit a stage started from ({token.base[0]}) "
+                    f"{objects.remote.location}: the commit a stage started from ({token.base[0]}) "
                     "is no longer kept, so changes made since cannot be told from the stage's; "
                     "stage those writes again"
                 )
             self.bases[t] = base
-        self.codec = codec_for(current.value_serializer) if callable(policy) else None
+        self.codec = None
+        if callable(policy):
+            try:
+                self.codec = codec_for(current.value_serializer)
+            except ValueError as exc:
+                raise SerializerMismatchError(
+                    f"{objects.remote.location}: {exc}; a conflict function needs the values "
+                    "decoded: settle the conflicts with 'local', 'remote' or 'newest' instead"
+                ) from None
 
     def settle(self, p: int, records: list[Record]) -> list[Record]:
         if not self.bases:
@@ -257,10 +266,6 @@ class Conflicts:
             raise decode_error(entry.segment, "a value does not match its content hash")
         assert self.codec is not None
         return self.codec.decode(data)
-
-
-def current_location(objects: ObjectStore) -> str:
-    return objects.remote.location
 
 
 def commit_staged(remote: Remote, tokens: Sequence[StageToken], policy: Policy,
