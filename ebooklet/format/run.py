@@ -183,7 +183,7 @@ def decode_block(data: bytes, name: str, row: tuple[int, int, int, int, int], se
         if inflate.unconsumed_tail:
             raise ValueError("it inflates too far")
         keys, ts, hashes, dels, segs, offs, lens = msgpack.unpackb(
-            payload, raw=False, max_str_len=MAX_KEY_BYTES, max_array_len=BLOCK_ENTRIES, max_map_len=0,
+            payload, raw=False, max_str_len=MAX_KEY_BYTES, max_array_len=max(BLOCK_ENTRIES, 7), max_map_len=0,
             max_bin_len=BLOCK_ENTRIES * HASH_LEN,
         )
         block = Block(keys, [], _le_array("q", ts), [], _le_array("I", segs), _le_array("Q", offs),

@@ -27,7 +27,7 @@ from ..errors import (
     SyncError,
 )
 from ..format import Entry, Head, Part, bits_for, new_commit_id, part_of, value_hash
-from ..format.run import MAX_HEADER_BYTES, Block, RunHeader, decode_block, decode_header, header_length
+from ..format.run import Block, RunHeader, decode_block, decode_header, header_length
 from ..local import codec_for
 from ..lock import Lease
 from ..remote import Remote
@@ -44,6 +44,10 @@ from .stage import StageToken
 logger = logging.getLogger(__name__)
 
 
+#: The first read of a run: its header, which lists about 40 bytes per block of 4,096 entries.
+HEADER_READ = 16 * 1024
+
+
 class _Run:
     """One run, read block by block in order, the next block fetched ahead."""
 
@@ -58,11 +62,17 @@ class _Run:
         self.row = 0  # the next entry of self.block
 
     def open(self) -> None:
-        blob = self.objects.remote.transport.get_start(self.objects.prefix + self.name, MAX_HEADER_BYTES + 8)
-        if blob is None:
-            raise self.objects.gone(self.name)
+        transport, key = self.objects.remote.transport, self.objects.prefix + self.name
+        try:
+            blob = transport.get_start(key, HEADER_READ)
+            assert blob is not None
+            self._end = header_length(blob.data, self.name)  # at most MAX_HEADER_BYTES
+            if self._end > len(blob.data) and blob.size is not None and blob.size > len(blob.data):
+                blob = transport.get_start(key, self._end)  # a header of many blocks
+                assert blob is not None
+        except RemoteNotFoundError:
+            raise self.objects.gone(self.name) from None
         size = blob.size if blob.size is not None else len(blob.data)
-        self._end = header_length(blob.data, self.name)
         header = decode_header(blob.data, self.name, size)
         if (header.db, header.stage) != (self.token.db, self.token.stage):
             raise decode_error(self.name, "it belongs to another stage or database than its token")
