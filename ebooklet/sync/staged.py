@@ -11,9 +11,12 @@ push settles its own (:mod:`.conflicts`).
 
 from __future__ import annotations
 
+import bisect
 import collections
 import concurrent.futures
+import itertools
 import logging
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -90,13 +93,12 @@ class _Run:
 
     def _read(self, row: tuple[int, int, int, int, int]) -> Block:
         data = self.objects.get_range(RangeRequest(self.name, self._end + row[0], row[1], ()))
-        return decode_block(data, self.name, row, len(self.token.segments))
+        return decode_block(data, self.name, row, [size for _, size in self.token.segments])
 
-    def take(self, p: int, shift: int) -> list[tuple[str, int, bytes | None, int, int, int]]:
-        """The run's entries of part ``p`` (parts are the top bits: ``order >> shift``);
+    def take(self, p: int, shift: int) -> list[Record]:
+        """The run's records of part ``p`` (parts are the top bits: ``order >> shift``);
         entries of earlier parts are skipped."""
-        out = []
-        sizes = self.token.segments
+        out: list[Record] = []
         while True:
             if self.block is None or self.row >= len(self.block.keys):
                 if self._ahead is None:
@@ -104,18 +106,14 @@ class _Run:
                 self.block, self.row = self._ahead.result(), 0
                 self._fetch_ahead()
             b = self.block
-            n = len(b.keys)
-            i = self.row
-            while i < n and b.order[i] >> shift < p:
-                i += 1
-            while i < n and b.order[i] >> shift == p:
-                seg, off, length = b.segs[i], b.offs[i], b.lens[i]
-                if b.hashes[i] is not None and off + length > sizes[seg][1]:
-                    raise decode_error(self.name, "an entry points past the end of its segment")
-                out.append((b.keys[i], b.ts[i], b.hashes[i], self.seg_base + seg, off, length))
-                i += 1
-            self.row = i
-            if i < n:
+            lo = bisect.bisect_left(b.order, p << shift, self.row)
+            hi = bisect.bisect_left(b.order, (p + 1) << shift, lo)
+            base = self.seg_base
+            segs = b.segs[lo:hi] if not base else [base + s for s in b.segs[lo:hi]]
+            out += zip(b.keys[lo:hi], b.ts[lo:hi], b.hashes[lo:hi], segs, b.offs[lo:hi], b.lens[lo:hi],
+                       itertools.repeat(0))
+            self.row = hi
+            if hi < len(b.keys):
                 return out
 
 
@@ -159,9 +157,10 @@ class RunSpool:
         latest: dict[str, Record] = {}
         owner: dict[str, int] = {}
         for t, run in self.runs:
-            for key, ts, h, seg, off, length in run.take(p, shift):
-                latest[key] = (key, ts, h, seg, off, length, 0)
-                owner[key] = t
+            records = run.take(p, shift)
+            keys = list(map(operator.itemgetter(0), records))
+            latest.update(zip(keys, records, strict=True))  # a later run wins
+            owner.update(dict.fromkeys(keys, t))
         self.owner = owner
         return self.on_group(p, list(latest.values()))
 
