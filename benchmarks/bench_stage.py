@@ -28,6 +28,7 @@ import argparse
 import json
 import pathlib
 import pickle
+import shutil
 import statistics
 import subprocess
 import sys
@@ -242,6 +243,7 @@ def main() -> None:
             append_results("stage", text)
     finally:
         server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # a million keys, nine times over
 
 
 if __name__ == "__main__":
