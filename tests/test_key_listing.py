@@ -124,3 +124,46 @@ def test_a_push_or_pull_while_keys_are_listed_stops_the_listing(many_parts, tmp_
         with pytest.raises(ebooklet.ChangedDuringIterationError, match="keys.. was iterating"):
             list(it)
         assert "other-key" in set(db.keys())
+
+
+def _lie_about_n_keys(conn: pathlib.Path, by: int) -> None:
+    """Make the head of ``conn`` say it holds ``by`` more keys than its parts do."""
+    head = json.loads(conn.read_bytes())
+    head["n_keys"] += by
+    conn.write_bytes(json.dumps(head, separators=(",", ":")).encode())
+
+
+def _seed_small(tmp_path: pathlib.Path) -> pathlib.Path:
+    conn = tmp_path / "remote" / "db.blt"
+    with ebooklet.open(conn, tmp_path / "writer.blt", "c", value_serializer="json") as db:
+        db.update({f"k{i}": i for i in range(20)})
+        db.changes().push()
+    return conn
+
+
+@pytest.mark.parametrize("by", [1, -1])
+@pytest.mark.parametrize("read", ["keys", "items", "load_items", "timestamps"])
+def test_a_head_whose_key_count_disagrees_with_its_parts_is_refused_by_a_full_read(tmp_path, read, by):
+    conn = _seed_small(tmp_path)
+    _lie_about_n_keys(conn, by)
+    with ebooklet.open(conn, tmp_path / "reader.blt", "r") as db:
+        with pytest.raises(ebooklet.RemoteFormatError, match=f"hold 20 keys, and its head says {20 + by}"):
+            if read == "load_items":
+                db.load_items()
+            else:
+                list(getattr(db, read)())
+        assert db["k3"] == 3  # a single read needs no count
+
+
+def test_a_pull_of_a_head_whose_key_count_disagrees_with_its_parts_is_refused(tmp_path):
+    conn = _seed_small(tmp_path)
+    with ebooklet.open(conn, tmp_path / "reader.blt", "w") as db:
+        assert db["k1"] == 1
+    with ebooklet.open(conn, tmp_path / "writer.blt", "w") as writer:
+        writer["k99"] = 99
+        writer.changes().push()
+    _lie_about_n_keys(conn, 1)
+    with ebooklet.open(conn, tmp_path / "reader.blt", "w") as db:
+        with pytest.raises(ebooklet.RemoteFormatError, match="hold 21 keys, and its head says 22"):
+            db.changes().pull()
+        assert "k99" not in db  # nothing adopted
