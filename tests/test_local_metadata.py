@@ -112,6 +112,17 @@ def test_a_lost_metadata_file_is_read_again_from_the_remote(tmp_path, damage, ca
         assert db.get_metadata() == BIG
 
 
+def test_a_push_after_the_metadata_file_was_lost_keeps_the_remote_metadata(tmp_path):
+    conn, local = _seed(tmp_path)
+    _metadata_files(local)[0].unlink()
+    with ebooklet.open(conn, local, "w") as db:
+        db["b"] = 2
+        assert db.changes().push().keys == ["b"]
+    assert json.loads(conn.read_bytes())["metadata"] == BIG
+    with ebooklet.open(conn, local, "r") as db:
+        assert db.get_metadata() == BIG
+
+
 def test_a_push_in_flight_records_its_head_without_the_metadata(tmp_path):
     conn, local = _seed(tmp_path)
     remote, transport = faulty_remote(conn)
@@ -143,7 +154,7 @@ def test_a_sync_state_of_version_3_with_its_metadata_inside_is_upgraded(tmp_path
         assert ebooklet.__file__.startswith({str(code_dir)!r}), ebooklet.__file__
         db = ebooklet.open({str(conn)!r}, {str(local)!r}, "c", value_serializer="json")
         db["a"] = 1
-        db.set_metadata({BIG!r})
+        db.set_metadata({{"stations": ["x" * 1024] * 3 * 1024}})  # BIG
         db.changes().push()
         db["pending"] = 2
         db.close()
