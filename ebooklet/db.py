@@ -158,6 +158,8 @@ class EBooklet(BulkReads, WholeDatabase, MutableMapping):
 
     def _decode_local(self, key: str, raw: bytes) -> Any:
         """A value of the local file, however it is read (one key, many, or all)."""
+        # Past the inflate limit is not damage: it is refused, never decoded another way.
+        self._codec.check_inflation(raw, key)
         try:
             return self._codec.decode(raw, key)
         except DeserializationError as exc:
