@@ -21,7 +21,8 @@ message of each error says what the caller can do about it::
     │                                          set() on a remote connection group)
     ├── ReadOnlyError (PermissionError)        the database or remote was opened read-only
     ├── ClosedError (ValueError)               the database was used after close()
-    ├── ChangedDuringIterationError (RuntimeError)  written while items()/values() ran
+    ├── ChangedDuringIterationError (RuntimeError)  written while items()/values() ran,
+    │                                          pushed or pulled while keys() ran
     ├── LocalFileError                         the local file cannot be used as it is
     │   ├── LocalFileBusyError (TimeoutError)  another process holds the local file
     │   ├── LocalPathError (OSError)           the path cannot hold a database file:
@@ -168,7 +169,7 @@ class ClosedError(EbookletError, ValueError):
 
 class ChangedDuringIterationError(EbookletError, RuntimeError):
     """The local file was written (by this thread or another) while ``items()`` or
-    ``values()`` iterated over it."""
+    ``values()`` iterated over it, or the database was pushed or pulled while ``keys()`` did."""
 
 
 class LocalFileError(EbookletError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -29,6 +29,17 @@ PART_CACHE = 64
 SCAN_FRACTION = 8
 
 EMPTY = Part()
+
+
+def check_count(head: Head, counted: int, location: str) -> None:
+    """Refuse a head whose index parts hold another number of keys than it says (``n_keys``):
+    a reader would list one number of keys and count another."""
+    if counted != head.n_keys:
+        raise RemoteFormatError(
+            f"the index parts of {location} (commit {head.commit}) hold {counted:,} keys, and its "
+            f"head says {head.n_keys:,}: the remote database is damaged or was not written by "
+            "ebooklet. Run 'ebooklet verify' on it, and ask whoever writes it"
+        )
 
 
 class BaseIndex:
@@ -128,43 +139,41 @@ class BaseIndex:
 
     # -- index parts -----------------------------------------------------------------------
 
-    def _is_base(self, head: Head) -> bool:
+    def is_base(self, head: Head) -> bool:
         base = self.base
         return base is not None and head.commit_id == base.commit_id and head.uuid == base.uuid
 
-    def part(self, head: Head, p: int) -> Part:
-        """Index part ``p`` of ``head``: from memory, the local state, or the remote.
-
-        A part of the base is always stored locally (with its presence bits) once used,
-        whichever way it arrived.
-        """
+    def part(self, head: Head, p: int, keep: bool = True, blob: bytes | None = None) -> Part:
+        """Index part ``p`` of ``head``: from memory, the local state, or the remote (``blob``:
+        its object, downloaded already). A part of the base is always stored locally (with its
+        presence bits) once used. ``keep=False``: not held in memory (for a walk over all)."""
         name = head.parts[p]
         if name is None:
             return EMPTY
-        is_base = self._is_base(head)
+        is_base = self.is_base(head)
         stored = is_base and self.local.parts.has(p, name)
         part = self._parts.get(name)
-        blob = None
         if part is None:
-            blob = self.local.parts.blob(p, name) if stored else None
-            if blob is not None:
-                try:
-                    part = Part.decode(blob, name)
-                except (IntegrityError, RemoteFormatError):
-                    # The local copy was torn (e.g. by a crash): fetch it again.
-                    blob, stored = None, False
-            if blob is None:
-                blob = self._fresh.get(name)
+            if blob is None and stored:
+                blob = self.local.parts.blob(p, name)
+                if blob is not None:
+                    try:
+                        part = Part.decode(blob, name)
+                    except (IntegrityError, RemoteFormatError):
+                        # The local copy was torn (e.g. by a crash): fetch it again.
+                        blob, stored = None, False
+            blob = blob if blob is not None else self._fresh.get(name)
             if blob is None:
                 blob = self.objects.get(name)
                 if not is_base:
                     self._fresh[name] = blob
             if part is None:
                 part = Part.decode(blob, name)
-            self._parts[name] = part
-            if len(self._parts) > PART_CACHE:
-                self._parts.popitem(last=False)
-        else:
+            if keep:
+                self._parts[name] = part
+                if len(self._parts) > PART_CACHE:
+                    self._parts.popitem(last=False)
+        elif keep:
             self._parts.move_to_end(name)
         if is_base and not stored:
             # An empty data file (a fresh copy) holds none of the keys: no lookup per key.
@@ -173,6 +182,13 @@ class BaseIndex:
             self.local.store_part(p, name, blob, part.keys, present)
             self._fresh.pop(name, None)
         return part
+
+    def at_hand(self, head: Head, p: int) -> bool:
+        """Whether index part ``p`` of ``head`` can be had without a request."""
+        name = head.parts[p]
+        if name is None or name in self._parts or name in self._fresh:
+            return True
+        return self.is_base(head) and self.local.parts.has(p, name)
 
     def peek_part(self, head: Head, p: int) -> Part:
         """Index part ``p`` of ``head`` without keeping it (neither in memory nor stored): for
@@ -183,7 +199,7 @@ class BaseIndex:
         part = self._parts.get(name)
         if part is not None:
             return part
-        if self._is_base(head):
+        if self.is_base(head):
             blob = self.local.parts.blob(p, name)
             if blob is not None:
                 with contextlib.suppress(IntegrityError, RemoteFormatError):
@@ -195,7 +211,7 @@ class BaseIndex:
     def parts(self, head: Head, indexes: Iterable[int]) -> dict[int, Part]:
         """Several parts of ``head``, downloading the missing ones in parallel."""
         indexes = list(indexes)
-        is_base = self._is_base(head)
+        is_base = self.is_base(head)
         missing: dict[str, int] = {}
         for p in indexes:
             name = head.parts[p]
@@ -213,7 +229,10 @@ class BaseIndex:
         return {p: got[p] if p in got else self.part(head, p) for p in indexes}
 
     def all_parts(self, head: Head) -> dict[int, Part]:
-        return self.parts(head, range(len(head.parts)))
+        """Every part of ``head``, whose key counts must add up to the head's ``n_keys``."""
+        parts = self.parts(head, range(len(head.parts)))
+        check_count(head, sum(map(len, parts.values())), self.remote.location)
+        return parts
 
     def merged(self, head: Head | None) -> Part:
         """Every entry of ``head`` in one part (for comparing heads with different layouts)."""
@@ -270,14 +289,6 @@ class BaseIndex:
         if found is None or found[1]:
             return None  # not on the remote, or deleted with plain booklet
         return found[0]
-
-    def lazy_keys(self) -> Iterator[tuple[str, Entry]]:
-        """Every lazy key of the base, with its entry."""
-        for _p, part, rows in self.lazy_selection():
-            part_keys = part.keys
-            for row in rows:
-                key = part_keys[row]
-                yield key, part.get(key)  # type: ignore[misc]
 
     def lazy_selection(self, keys: Iterable[str] | None = None) -> list[tuple[int, Part, Sequence[int]]]:
         """The lazy keys of the base (all, or those among ``keys``) as rows of its parts:
