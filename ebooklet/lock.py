@@ -135,6 +135,11 @@ class Lease:
         self._io = threading.Lock()
         self._renewed_at = 0.0  # time.monotonic() of the last successful write of the lease
         self._cancelled = threading.Event()
+        #: Set once :meth:`acquire` has read the lease for the first time; ``expected_token``
+        #: then tells the token it is about to hold when the lease was free (None: another
+        #: writer held it, and the caller must expect to wait).
+        self.first_look = threading.Event()
+        self.expected_token: int | None = None
 
     @property
     def held(self) -> bool:
@@ -165,7 +170,21 @@ class Lease:
 
     def acquire(self) -> None:
         """Take the lease, waiting up to ``wait`` seconds for another holder."""
+        self.first_look.clear()
+        self.expected_token = None
+        try:
+            self._acquire()
+        finally:
+            self.first_look.set()  # whatever happened, nobody waits for the first look
+
+    def _looked(self, token: int | None) -> None:
+        if not self.first_look.is_set():
+            self.expected_token = token
+            self.first_look.set()
+
+    def _acquire(self) -> None:
         if not self.remote.transport.supports_conditional_writes(self.remote.prefix):
+            self._looked(0)
             self._acquire_fallback()
             return
         deadline = time.monotonic() + self.wait
@@ -175,10 +194,12 @@ class Lease:
             now = _now_us()
             if info is not None and info.owner == self.owner and info.expires > now:
                 # Ours: an earlier attempt of this loop was applied but its reply was lost.
+                self._looked(info.token)
                 self._adopt(info, etag)
                 return
             if info is None or info.expires <= now:
                 token = (info.token if info else 0) + 1
+                self._looked(token)
                 mine = LeaseInfo(self.owner, now + int(self.ttl * 1e6), token)
                 mode: Any = "create" if etag is None else Update(etag)
                 try:
@@ -196,6 +217,7 @@ class Lease:
                         "took over the expired lease of %s on %s", info.owner, self.remote.location
                     )
                 return
+            self._looked(None)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LeaseHeldError(info.owner, info.expires, self.remote.location)

@@ -51,8 +51,6 @@ class Settings:
     ----------
     segment_bytes : int
         A push packs values into segment objects of about this size.
-    push_attempts : int
-        Attempts of a push whose commit others keep beating, before it gives up.
     gc_every : int
         Every ``gc_every``-th commit collects garbage after committing.
     max_delete : float
@@ -66,7 +64,6 @@ class Settings:
     """
 
     segment_bytes: int = 8 * 1024 * 1024
-    push_attempts: int = 8
     gc_every: int = 64
     max_delete: float = 50.0
     gc_min_age: float = 6 * 3600.0
