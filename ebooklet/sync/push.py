@@ -300,9 +300,10 @@ class Push:
         )
 
     def _await_lease(self, lease: Lease | None) -> tuple[Head | None, str | None]:
-        """The current head, read while the lease is being taken when it was free at the
-        first look (the commit checks that the lease was taken with the token expected);
-        when another writer held it, read again once it is ours (they committed meanwhile)."""
+        """The current head, read beside the lease's first look; when the lease was not free
+        then, read again beside the write that takes it (once it is free, the writer before
+        us has committed). The commit checks that the lease was taken with the token
+        expected."""
         taking = self._taking
         if taking is not None and taking.done():
             taking.result()  # held (or why not): the head read now is read under it
@@ -310,10 +311,10 @@ class Push:
         current, etag = self.replica.current()
         if taking is not None:
             assert lease is not None
-            lease.first_look.wait()
+            lease.taking.wait()
             if lease.expected_token is None:
-                taking.result()  # our turn
-                self._taking = None
+                taking.result()  # why it could not be taken
+            if lease.waited:
                 current, etag = self.replica.current()
         return current, etag
 
