@@ -179,7 +179,7 @@ class _Presence:
 
 class _Backoff:
     """Jittered exponential pauses between attempts ("full jitter": a random pause up to a
-    bound that doubles each time, from 50 ms to 2 s)."""
+    bound that doubles each time, from 50 ms to ``most``)."""
 
     def __init__(self, first: float = 0.05, most: float = 2.0) -> None:
         self.bound = first
@@ -263,7 +263,7 @@ class Push:
             self._taking = taking.submit(lease.__enter__)
             self._giving_up = taking
         deadline = time.monotonic() + wait
-        pause = _Backoff()
+        pause = _Backoff(most=min(2.0, max(0.05, wait / 8)))
         try:
             # The layout of the index is estimated from the base; the commit refines it.
             base = self.index.base
