@@ -309,8 +309,13 @@ def test_a_lease_holder_facing_a_head_with_a_higher_fencing_token_refuses_to_com
     with writer(proxied, conn, tmp_path / "a.blt") as a:
         a["a"] = "a1"
         gate = proxied.proxy.hold(head_get(conn))
+        # The head is read while the lease is taken: hold the lease's answer until it is
+        # replaced below.
+        taken = proxied.proxy.hold(
+            lambda r: r.method == "PUT" and r.key == f"{conn.db_key}.ebooklet/lease", where="after"
+        )
         push = in_background(a.changes().push)
-        assert gate.reached.wait(60)
+        assert gate.reached.wait(60) and taken.reached.wait(60)
         # A holds the lease with token t. Behind its back the lease is taken over (token t + 1),
         # as after A's lease expired, and the head replaced by one committed under it.
         lease = proxied.get_json(f"{conn.db_key}.ebooklet/lease")
@@ -320,6 +325,7 @@ def test_a_lease_holder_facing_a_head_with_a_higher_fencing_token_refuses_to_com
         proxied.put_json(f"{conn.db_key}.ebooklet/lease", {**lease, "owner": "b", "token": token + 1})
         head["lease_token"] = token + 1
         proxied.put_json(conn.db_key, head)
+        taken.release()
         gate.release()
         with pytest.raises(ebooklet.LeaseLostError):
             push.result(timeout=60)

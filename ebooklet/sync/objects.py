@@ -284,11 +284,13 @@ class Uploader:
         self.stored.append(name)  # list.append is atomic: no lock needed
         self.tracker.add(keys, len(data))
 
-    def submit(self, name: str, data: bytes, keys: int = 0) -> None:
+    def submit(self, name: str, data: bytes, keys: int = 0) -> concurrent.futures.Future[None]:
         self._reap(len(data))
         self.names.append(name)
-        self._pending.append((self._pool.submit(self._put, name, data, keys), len(data)))
+        future = self._pool.submit(self._put, name, data, keys)
+        self._pending.append((future, len(data)))
         self._bytes += len(data)
+        return future
 
     def forget(self, names: Iterable[str] | None = None) -> None:
         """Stop listing objects (all, or ``names``) as this uploader's: they were deleted."""

@@ -15,7 +15,10 @@ import hashlib
 import itertools
 import logging
 import operator
+import random
 import socket
+import threading
+import time
 from typing import Any, Protocol
 
 from ..errors import (
@@ -75,11 +78,14 @@ class PushState:
         self.add_key_bytes = 0
         self.sent = False  # a commit request went out: its objects may be referenced
         self.both_changed = 0  # keys changed both here (against the base) and remotely
+        self.first: concurrent.futures.Future[None] | None = None  # the first upload
 
     def put(self, name: str, data: bytes, keys: int = 0) -> None:
         """Upload an object in the background (the progress total grows with it)."""
         self.tracker.bytes_total += len(data)
-        self.uploader.submit(name, data, keys)
+        future = self.uploader.submit(name, data, keys)
+        if self.first is None:
+            self.first = future
 
     def close(self) -> None:
         self.uploader.close()
@@ -171,6 +177,20 @@ class _Presence:
         return bytes(out)
 
 
+class _Backoff:
+    """Jittered exponential pauses between attempts ("full jitter": a random pause up to a
+    bound that doubles each time, from 50 ms to ``most``)."""
+
+    def __init__(self, first: float = 0.05, most: float = 2.0) -> None:
+        self.bound = first
+        self.most = most
+        self._never = threading.Event()
+
+    def sleep(self, remaining: float) -> None:
+        self._never.wait(max(0.0, min(random.uniform(0, self.bound), remaining)))
+        self.bound = min(self.bound * 2, self.most)
+
+
 class Engine(Protocol):
     """What a push needs of the replica it runs for (see sync.replica.Replica)."""
 
@@ -196,6 +216,10 @@ class Push:
         self.objects = replica.objects
         self.heads = replica.heads
         self.values = replica.values
+        # The lease being taken in the background (see _await_lease); None once it is held.
+        self._taking: concurrent.futures.Future[Any] | None = None
+        # Where a lease this push took is given up, as soon as the commit has landed.
+        self._giving_up: concurrent.futures.ThreadPoolExecutor | None = None
 
     @timed("Push.run")
     def run(
@@ -206,11 +230,13 @@ class Push:
         compact: bool,
         max_delete: float | None,
         take_lease: bool = False,
+        wait: float = 300.0,
     ) -> PushResult:
         """Push, holding ``lease`` for the commit; with ``take_lease``, the lease is taken (and
-        given up at the end) here, in the background while the changes are streamed: taking
-        it costs round trips, streaming costs CPU, and uploads need no lease (their names are
-        new, and only the commit makes them part of the database)."""
+        given up at the end) here, in the background while the changes are streamed and the
+        head is read: taking it costs round trips, streaming costs CPU, and uploads need no
+        lease (their names are new, and only the commit makes them part of the database).
+        While other writers keep committing first, attempts go on for ``wait`` seconds."""
         if not self.remote.writable:
             raise ReadOnlyError(
                 f"cannot push to {self.remote.location}: it is read-only (a public URL or a "
@@ -234,18 +260,25 @@ class Push:
         taking = None
         if take_lease and lease is not None:
             taking = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ebooklet-lease")
-            took = taking.submit(lease.__enter__)
+            self._taking = taking.submit(lease.__enter__)
+            self._giving_up = taking
+        deadline = time.monotonic() + wait
+        pause = _Backoff(most=min(2.0, max(0.05, wait / 8)))
         try:
             # The layout of the index is estimated from the base; the commit refines it.
             base = self.index.base
             self._stream(state, base, base is None)
-            if taking is not None:
-                took.result()  # the lease, or why it could not be taken
-            for attempt in range(1, settings.push_attempts + 1):
+            for attempt in itertools.count(1):
                 result = self._push_once(policy, lease, state, metadata, attempt, compact, max_delete)
                 if result is not None:
                     return result
                 logger.info("push: another writer committed first; rebasing (attempt %d)", attempt)
+                if time.monotonic() >= deadline:
+                    break
+                if lease is None:
+                    # Without a lease, writers that collided back off, each for a random
+                    # while, so that one of them gets through next time.
+                    pause.sleep(deadline - time.monotonic())
         except BaseException as exc:
             state.uploader.close()
             unanswered = isinstance(exc, (RemoteUnavailableError, RemoteAccessError))
@@ -262,9 +295,34 @@ class Push:
                 lease.__exit__()  # give up the lease if it was taken
         self.objects.delete_quietly(state.uploader.names)
         raise PushConflictError(
-            f"{self.remote.location} kept changing while pushing ({settings.push_attempts} attempts); "
-            "nothing was committed. Push again."
+            f"{self.remote.location} kept changing while pushing ({attempt} attempts in "
+            f"{wait:g} s); nothing was committed. Push again, or give a longer lock_wait."
         )
+
+    def _await_lease(self, lease: Lease | None) -> tuple[Head | None, str | None]:
+        """The current head, read beside the lease's first look; when the lease was not free
+        then, read again beside the write that takes it (once it is free, the writer before
+        us has committed). The commit checks that the lease was taken with the token
+        expected."""
+        taking = self._taking
+        if taking is not None and taking.done():
+            taking.result()  # held (or why not): the head read now is read under it
+            taking = self._taking = None
+        current, etag = self.replica.current()
+        if taking is not None:
+            assert lease is not None
+            lease.taking.wait()
+            if lease.expected_token is None:
+                taking.result()  # why it could not be taken
+            if lease.waited:
+                current, etag = self.replica.current()
+        return current, etag
+
+    def _lease_token(self, lease: Lease) -> int:
+        """The token the commit records: the lease's, or the one it is being taken with."""
+        if self._taking is None:
+            return lease.token
+        return lease.expected_token if lease.expected_token is not None else -1
 
     @timed("Push.attempt")
     def _push_once(
@@ -279,7 +337,7 @@ class Push:
     ) -> PushResult | None:
         """One attempt: rebase on the current head, upload, commit. Returns None when another
         writer committed first (the caller tries again)."""
-        current, etag = self.replica.current()
+        current, etag = self._await_lease(lease)
         self._check_pushable(current)
         replacing = self.index.replacing
         fresh = current is None or replacing
@@ -337,19 +395,31 @@ class Push:
             self.index.adopt(current, etag, {}, dropped)
             return PushResult(pulled=sorted(dropped))
         if lease is not None:
-            HeadStore.check_fence(current, lease)
-            head.lease_token = lease.token
+            if self._taking is None:
+                HeadStore.check_fence(current, lease)
+            head.lease_token = self._lease_token(lease)
         # The head's log object goes up with the index parts, after the values.
         log = self.heads.log_entry(head)
         mine.append(log[0])
         state.put(*log)
+        # Garbage collection may take uploads this old for leftovers: never commit them. The
+        # store is asked about the first upload as soon as it is stored, beside the others.
+        state.uploader.call(self._check_kept, state)
         state.uploader.wait()  # every value is up before the head may point at it
         if lease is not None:
+            if self._taking is not None:
+                self._taking.result()  # the lease, or why it could not be taken
+                self._taking = None
+                HeadStore.check_fence(current, lease)
+            if lease.token != head.lease_token:
+                # Taken with another token than expected (another writer held it between
+                # our look and our write): this attempt's head is stale; build it again.
+                self.objects.delete_quietly(mine)
+                state.uploader.forget(mine)
+                return None
             # Nobody can take a lease over before it expires: one written within the last
             # third of its ttl is still ours (allowing for clock skew between writers).
             lease.renew(if_older_than=1 / 3)
-        # Garbage collection may take uploads this old for leftovers: never commit them.
-        check_uploads_kept(self.remote, next(iter(state.uploader.names), None), state.started)
         # Recorded durably first: if the outcome is lost with the reply (or the process), the
         # next operation settles it (see InFlight.settle).
         self.replica.inflight.record(head, dropped, keep_remote)
@@ -376,6 +446,9 @@ class Push:
             deleted=built.deleted,
             pulled=sorted(dropped),
         )
+        if self._giving_up is not None:
+            # Landed: the next writer may go on while this one adopts its commit locally.
+            self._giving_up.submit(lease.release)  # type: ignore[union-attr]
         self.replica.inflight.forget(durably=False)  # saved with the new base
         self.local.state.retention = None
         self.index.adopt(head, committed.etag, {}, dropped, staged=staged)
@@ -390,6 +463,11 @@ class Push:
             except Exception as exc:  # noqa: BLE001 - garbage waits for the next collection
                 logger.warning("collecting garbage on %s failed: %s", self.remote.location, exc)
         return result
+
+    def _check_kept(self, state: PushState) -> None:
+        if state.first is not None:
+            state.first.result()
+        check_uploads_kept(self.remote, next(iter(state.uploader.names), None), state.started)
 
     @timed("Push.stream")
     def _stream(self, state: PushState, current: Head | None, fresh: bool) -> None:
