@@ -56,6 +56,7 @@ from .info import RemoteInfo, remote_info  # noqa: E402
 from .maintenance import GcReport, VerifyReport, gc, verify  # noqa: E402
 from .remote import AzureConnection, GCSConnection, Remote, S3Connection, Stats  # noqa: E402
 from .results import Change, CommitInfo, Progress, PullResult, PushResult  # noqa: E402
+from .staging import Stage, StageToken, commit, stage  # noqa: E402
 from .sync import DELETED  # noqa: E402
 
 __all__ = [
@@ -109,13 +110,17 @@ __all__ = [
     "S3Connection",
     "SerializationError",
     "SerializerMismatchError",
+    "Stage",
+    "StageToken",
     "Stats",
     "SyncError",
     "UnsafeSerializerError",
     "UnsupportedFormatError",
     "VerifyReport",
+    "commit",
     "gc",
     "open",
     "remote_info",
+    "stage",
     "verify",
 ]

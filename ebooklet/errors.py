@@ -19,6 +19,7 @@ message of each error says what the caller can do about it::
     ├── DeserializationError (ValueError)      stored bytes the value serializer cannot decode
     ├── NotSupportedError (TypeError)          this kind of database does not do that (e.g.
     │                                          set() on a remote connection group)
+    ├── MissingExtraError (ImportError)        an optional extra is not installed (e.g. dask)
     ├── ReadOnlyError (PermissionError)        the database or remote was opened read-only
     ├── ClosedError (ValueError)               the database was used after close()
     ├── ChangedDuringIterationError (RuntimeError)  written while items()/values() ran,
@@ -80,6 +81,7 @@ __all__ = [
     "LocalPathError",
     "LocalPathIsAFolderError",
     "MassDeleteError",
+    "MissingExtraError",
     "NoCredentialsError",
     "NotSupportedError",
     "PreconditionFailed",
@@ -157,6 +159,11 @@ class DeserializationError(EbookletError, ValueError):
 
 class NotSupportedError(EbookletError, TypeError):
     """This kind of database does not support the operation; the message names what does."""
+
+
+class MissingExtraError(EbookletError, ImportError):
+    """A module of ebooklet needs an optional extra that is not installed; the message names
+    what to install."""
 
 
 class ReadOnlyError(EbookletError, PermissionError):
