@@ -16,7 +16,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Literal, NamedTuple, TypeVar
+from typing import Literal, NamedTuple, TypeVar, overload
 
 from ..errors import PreconditionFailed, RemoteError, RemoteFormatError, RemoteNotFoundError
 from ..format import MAX_PART_OBJECT_BYTES
@@ -177,37 +177,59 @@ class ObjectStore:
         return dict(zip(names, parallel_map(self.get, names), strict=True))
 
     def get_range(self, req: RangeRequest) -> bytes:
-        """The bytes of one request."""
+        """The bytes of one request; one longer than MAX_REQUEST (a value larger than that)
+        is fetched as parallel ranged GETs of about MAX_REQUEST each, joined in order."""
+        if req.length > MAX_REQUEST:
+            n = -(-req.length // MAX_REQUEST)
+            size = -(-req.length // n)
+            pieces = [
+                RangeRequest(req.name, start, min(size, req.start + req.length - start), ())
+                for start in range(req.start, req.start + req.length, size)
+            ]
+            return b"".join(parallel_map(self.get_range, pieces))
         try:
             return self.remote.transport.get_range(self.prefix + req.name, req.start, req.length)
         except RemoteNotFoundError:
             raise self.gone(req.name) from None
 
-    def get_ranges(self, requests: Iterable[RangeRequest]) -> Iterator[tuple[RangeRequest, bytes]]:
+    @overload
+    def get_ranges(self, requests: Iterable[RangeRequest]) -> Iterator[tuple[RangeRequest, bytes]]: ...
+
+    @overload
+    def get_ranges(
+        self, requests: Iterable[RangeRequest], prepare: Callable[[RangeRequest, bytes], T]
+    ) -> Iterator[tuple[RangeRequest, T]]: ...
+
+    def get_ranges(
+        self, requests: Iterable[RangeRequest], prepare: Callable[[RangeRequest, bytes], object] | None = None
+    ) -> Iterator[tuple[RangeRequest, object]]:
         """The bytes of each request, fetched in parallel and yielded in order.
 
         ``requests`` is consumed as the fetching goes: at most THREADS requests run at once and
         at most READ_AHEAD bytes are in flight or waiting to be taken, so a read of any size
         holds a bounded amount of it in memory. Closing the iterator early cancels what has
-        not started.
+        not started. ``prepare(request, data)``, when given, runs in the fetching thread and
+        its result is yielded instead of the bytes: work on large answers (slicing values,
+        hashing them) then runs beside the other requests, not after them.
         """
+        fetch = self.get_range if prepare is None else lambda req: prepare(req, self.get_range(req))
         requests = iter(requests)
         first = next(requests, None)
         if first is None:
             return
         second = next(requests, None)
         if second is None:
-            yield first, self.get_range(first)  # one request: no thread
+            yield first, fetch(first)  # one request: no thread
             return
         pool = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="ebooklet-read")
-        pending: collections.deque[tuple[RangeRequest, concurrent.futures.Future[bytes]]]
+        pending: collections.deque[tuple[RangeRequest, concurrent.futures.Future[object]]]
         pending = collections.deque()
         queued = itertools.chain((first, second), requests)
         in_flight = 0
         try:
             while True:
                 for req in queued:
-                    pending.append((req, pool.submit(self.get_range, req)))
+                    pending.append((req, pool.submit(fetch, req)))
                     in_flight += req.length
                     if in_flight >= READ_AHEAD or len(pending) >= 2 * THREADS:
                         break
