@@ -83,6 +83,7 @@ LABELS = {
     "ebooklet": "ebooklet 0.11.1",
     "slatedb": "slatedb 0.17",
     "sqlitedict": "sqlitedict + 1 PUT",
+    "base": "ours at --base",
 }
 PHASES = ["write_push", "push_alone", "cold_one", "read_all", "noop_changes"]
 PHASE_LABELS = {
@@ -98,6 +99,7 @@ HAS_PHASE = {
     "ebooklet": set(PHASES),
     "slatedb": {"write_push", "cold_one", "read_all"},
     "sqlitedict": {"write_push", "push_alone", "cold_one", "read_all"},
+    "base": set(PHASES),
 }
 
 
@@ -106,7 +108,7 @@ HAS_PHASE = {
 
 def peer_python(impl: str, cache: pathlib.Path) -> str:
     """The Python of ``impl``'s venv, created and filled on first use."""
-    if impl == "ours":
+    if impl in ("ours", "base"):
         return sys.executable
     venv = cache / impl
     python = venv / "bin" / "python"
@@ -130,8 +132,8 @@ def peer_python(impl: str, cache: pathlib.Path) -> str:
 def run_phase(python: str, cfg: dict[str, Any]) -> dict[str, Any]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
-    if cfg["impl"] == "ours":
-        env["PYTHONPATH"] = str(ROOT)
+    if cfg["impl"] in ("ours", "base"):
+        env["PYTHONPATH"] = cfg.pop("root")
     proc = subprocess.run(
         [python, str(pathlib.Path(__file__).resolve().parent / "peers_worker.py"), json.dumps(cfg)],
         capture_output=True, text=True, env=env, cwd=cfg["workdir"],
@@ -151,6 +153,7 @@ def phase_config(args: argparse.Namespace, impl: str, phase: str, rep: int, run:
         "proxy": proxy.url, "counters": proxy.url + proxy.CONTROL_PATH,
         "workdir": str(workdir), "read_ahead": args.read_ahead,
         "db_key": f"{impl}-{run}/db", "path": str(workdir / f"{impl}-{run}.db"),
+        "root": str(args.base if impl == "base" else ROOT),
     }
     if phase == "push_alone":
         cfg.update(db_key=f"{impl}-{run}/push", path=str(workdir / f"{impl}-{run}-push.db"))
@@ -169,7 +172,7 @@ def report(results: dict[tuple[str, str], dict[str, Any]], impls: list[str], hea
 
     def cell(impl: str, phase: str, metric: str, show: Any) -> str:
         r = results.get((impl, phase))
-        if r is None:
+        if r is None or metric not in r:
             return "-"
         text = show(r[metric])
         ours = results.get(("ours", phase))
@@ -179,6 +182,7 @@ def report(results: dict[tuple[str, str], dict[str, Any]], impls: list[str], hea
 
     for metric, title, show in [
         ("seconds", "time (ratio to ours)", fmt_s),
+        ("cpu", "CPU time of the client process, all threads (ratio to ours)", fmt_s),
         ("requests", "requests (ratio to ours)", str),
         ("received", "bytes downloaded (ratio to ours)", fmt_bytes),
         ("sent", "bytes uploaded (ratio to ours)", fmt_bytes),
@@ -204,6 +208,9 @@ def main() -> None:
     parser.add_argument("--cache", type=pathlib.Path, default=ROOT / "benchmarks" / ".venvs")
     parser.add_argument("--read-ahead", type=int, default=8 * 1024 * 1024,
                         help="slatedb scan read-ahead bytes")
+    parser.add_argument("--base", type=pathlib.Path,
+                        help="another tree of this project (e.g. a `git archive` of main), run as "
+                        "implementation 'base' beside ours: a before/after in one run")
     parser.add_argument("--phases", default=",".join(PHASES),
                         help="comma-separated phases (the read phases read write_push's database)")
     parser.add_argument("--save", action="store_true", help="write benchmarks/results/peers-<date>.txt")
@@ -212,12 +219,14 @@ def main() -> None:
     args = parser.parse_args()
 
     impls = [i for i in args.only.split(",") if i]
+    if args.base is not None and "base" not in impls:
+        impls.insert(1, "base")
     phases = {p for p in args.phases.split(",") if p}
     if phases - set(PHASES):
         parser.error(f"unknown phases {sorted(phases - set(PHASES))}; choose from {PHASES}")
     if phases & {"cold_one", "read_all", "noop_changes"}:
         phases.add("write_push")  # they read its database
-    unknown = set(impls) - set(IMPLS)
+    unknown = set(impls) - set(IMPLS) - ({"base"} if args.base else set())
     if unknown:
         parser.error(f"unknown implementations {sorted(unknown)}; choose from {IMPLS}")
     args.cache.mkdir(parents=True, exist_ok=True)
