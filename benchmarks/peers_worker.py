@@ -51,10 +51,12 @@ class Clock:
             self.profile = cProfile.Profile()
             self.profile.enable()
         self.t0 = time.perf_counter()
+        self.cpu0 = time.process_time()
         return self
 
     def __exit__(self, *exc: object) -> None:
         seconds = time.perf_counter() - self.t0
+        cpu = time.process_time() - self.cpu0
         if self.profile is not None:
             # BENCH_PEERS_PROFILE=DIR: one .prof file per timed region (python -m pstats).
             self.profile.disable()
@@ -62,7 +64,7 @@ class Clock:
             out.mkdir(parents=True, exist_ok=True)
             self.profile.dump_stats(out / f"{os.getpid()}.prof")
         after = self.counters()
-        self.result = {"seconds": seconds, **{k: after[k] - self.before[k] for k in after}}
+        self.result = {"seconds": seconds, "cpu": cpu, **{k: after[k] - self.before[k] for k in after}}
 
 
 def worker(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +72,7 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     keys, values = make_data(cfg["keys"], cfg["value_bytes"])
     clock = Clock(cfg["counters"])
     out: dict[str, Any] = {}
-    if impl in ("ours", "ebooklet"):
+    if impl in ("ours", "base", "ebooklet"):
         out = _worker_ebooklet(cfg, impl, phase, keys, values, clock)
     elif impl == "slatedb":
         import asyncio
@@ -87,7 +89,7 @@ def _worker_ebooklet(cfg, impl, phase, keys, values, clock) -> dict[str, Any]:  
     args = (ACCESS_KEY_ID, ACCESS_KEY, cfg["db_key"], BUCKET)
     conn = ebooklet.S3Connection(*args, endpoint_url=cfg["proxy"])
     path = pathlib.Path(cfg["path"])
-    if impl == "ours":
+    if impl in ("ours", "base"):
         def open_db(flag: str):  # type: ignore[no-untyped-def]
             return ebooklet.open(conn, path, flag)
     else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import getpass
-import hashlib
 import itertools
 import logging
 import operator
@@ -31,7 +30,7 @@ from ..errors import (
     RemoteUnavailableError,
     SyncError,
 )
-from ..format import HASH_LEN, Entry, Head, Part, bits_for, new_commit_id, parts_of, value_hash
+from ..format import Entry, Head, Part, bits_for, new_commit_id, parts_of, value_hash
 from ..local import LocalStore
 from ..lock import Lease
 from ..phases import timed
@@ -45,7 +44,7 @@ from .gc import check_uploads_kept, collect
 from .heads import HeadStore
 from .index import BaseIndex
 from .inflight import InFlight
-from .objects import ObjectStore, Tracker, Uploader
+from .objects import ObjectStore, Tracker, Uploader, hash_ahead
 from .reads import ValueReader
 
 logger = logging.getLogger(__name__)
@@ -485,32 +484,23 @@ class Push:
             0 if fresh else current.part_bits,  # type: ignore[union-attr]
         ))
         writer, bits = state.writer, spool.bits
-        fresh_hasher = hashlib.blake2b(digest_size=HASH_LEN).copy  # value_hash, inlined
         seen = 0
         key_of, ts_of, raw_of = (operator.itemgetter(i) for i in range(3))
-        for batch in local.pending_batches():
+        for batch, hashes in hash_ahead(local.pending_batches()):
             seen += len(batch)
             keys = list(map(key_of, batch))
             raws = list(map(raw_of, batch))
             if None in raws:
                 # Deletes among the writes: one at a time.
                 records = []
-                for key, ts, raw, flags in batch:
+                for (key, ts, raw, flags), h in zip(batch, hashes, strict=True):
                     if raw is None:
                         records.append((key, ts, None, 0, 0, 0, flags & INFERRED))
                     else:
                         seg, off = writer.add(raw)
-                        hasher = fresh_hasher()
-                        hasher.update(raw)
-                        h = hasher.digest()
                         records.append((key, ts, h, seg, off, len(raw), 0))
             else:
                 segs, offsets = writer.add_many(raws)  # type: ignore[arg-type]
-                hashes = []
-                for raw in raws:
-                    hasher = fresh_hasher()
-                    hasher.update(raw)  # type: ignore[arg-type]
-                    hashes.append(hasher.digest())
                 records = list(zip(
                     keys, map(ts_of, batch), hashes, segs, offsets,
                     map(len, raws), itertools.repeat(0), strict=False,  # type: ignore[arg-type]
