@@ -14,9 +14,7 @@ import getpass
 import itertools
 import logging
 import operator
-import random
 import socket
-import threading
 import time
 from typing import Any, Protocol
 
@@ -37,6 +35,7 @@ from ..phases import timed
 from ..remote import Remote
 from ..results import ProgressCallback, PushResult
 from ..settings import now_us, settings
+from .backoff import Backoff
 from .commit import INFERRED, MOVED, SegmentWriter, Spool, build_head, next_head, plan_compaction
 from .conflicts import DecodedInputs, Policy, apply_merged, resolve
 from .diff import ChangeSet, LocalChange, local_changes, remote_changes, same
@@ -176,20 +175,6 @@ class _Presence:
         return bytes(out)
 
 
-class _Backoff:
-    """Jittered exponential pauses between attempts ("full jitter": a random pause up to a
-    bound that doubles each time, from 50 ms to ``most``)."""
-
-    def __init__(self, first: float = 0.05, most: float = 2.0) -> None:
-        self.bound = first
-        self.most = most
-        self._never = threading.Event()
-
-    def sleep(self, remaining: float) -> None:
-        self._never.wait(max(0.0, min(random.uniform(0, self.bound), remaining)))
-        self.bound = min(self.bound * 2, self.most)
-
-
 class Engine(Protocol):
     """What a push needs of the replica it runs for (see sync.replica.Replica)."""
 
@@ -262,7 +247,7 @@ class Push:
             self._taking = taking.submit(lease.__enter__)
             self._giving_up = taking
         deadline = time.monotonic() + wait
-        pause = _Backoff(most=min(2.0, max(0.05, wait / 8)))
+        pause = Backoff(most=min(2.0, max(0.05, wait / 8)))
         try:
             # The layout of the index is estimated from the base; the commit refines it.
             base = self.index.base
