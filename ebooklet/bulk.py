@@ -57,6 +57,8 @@ class BulkReads:
         for pair in self._local_items():
             yield pair if with_keys else pair[1]
         decode, loads = self._codec.decode, self._codec.loads
+        if self._codec.bounds_inflation:
+            loads = decode  # each value's inflated size is checked before it is inflated
         for fetched in bulk.fetch():
             with self._lock:
                 self._check()

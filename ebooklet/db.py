@@ -36,6 +36,7 @@ from .settings import now_us
 from .sync import Replica
 from .sync.diff import local_changes
 from .sync.listing import lazy_rows
+from .sync.metadata import current_metadata
 from .whole import WholeDatabase
 
 __all__ = ["EBooklet"]
@@ -157,6 +158,8 @@ class EBooklet(BulkReads, WholeDatabase, MutableMapping):
 
     def _decode_local(self, key: str, raw: bytes) -> Any:
         """A value of the local file, however it is read (one key, many, or all)."""
+        # Past the inflate limit is not damage: it is refused, never decoded another way.
+        self._codec.check_inflation(raw, key)
         try:
             return self._codec.decode(raw, key)
         except DeserializationError as exc:
@@ -265,7 +268,7 @@ class EBooklet(BulkReads, WholeDatabase, MutableMapping):
     def get_metadata(self, include_timestamp: bool = False) -> Any:
         """The database's metadata (a JSON-serialisable object), or None."""
         self._check()
-        meta = self._index.metadata()
+        meta = current_metadata(self._index)
         if meta is None:
             return None
         return meta if include_timestamp else meta[0]
@@ -352,7 +355,7 @@ class EBooklet(BulkReads, WholeDatabase, MutableMapping):
             stamp = now_us()
             for key in list(self.keys()):
                 self._local.delete(key, stamp)
-            if self._index.metadata() is not None:
+            if current_metadata(self._index) is not None:
                 self._local.set_metadata(None, stamp)
 
     def prune(self, timestamp: int | str | datetime | None = None, reindex: bool = False) -> int:

@@ -13,11 +13,11 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
-from typing import Any
 
 from ..errors import IntegrityError, RemoteFormatError, SerializerMismatchError, SyncError
 from ..format import Entry, Head, Part, part_of
 from ..local import LocalStore
+from ..local.headmeta import Lost
 from ..phases import timed
 from ..remote import Remote
 from .objects import ObjectStore, parallel_map
@@ -53,7 +53,7 @@ class BaseIndex:
         # Parts of non-base heads downloaded during this operation, kept until the head
         # they belong to becomes the base (so presence bits can be stored with them).
         self._fresh: dict[str, bytes] = {}
-        head = local.state.head
+        head = local.state.full_head()
         self._head: Head | None = Head.from_saved(head) if head else None
 
     # -- the base --------------------------------------------------------------------------
@@ -89,7 +89,7 @@ class BaseIndex:
         old = self._head
         if head is None or old is None or old.uuid != head.uuid or old.part_bits != head.part_bits:
             self.local.forget_parts()
-        state.head = asdict(head) if head else None
+        state.set_head(asdict(head) if head else None)
         state.etag = etag
         state.remote_uuid = head.uuid if head else None
         state.location = self.remote.location
@@ -102,7 +102,7 @@ class BaseIndex:
         if self.replacing:
             return
         if known is None or head.uuid == known:
-            self._check_serializer(head)
+            _check_serializer(self.local, self.remote, head)
             return
         advice = " Open a new local path for it"
         if self.remote.writable:
@@ -117,25 +117,10 @@ class BaseIndex:
             f"{advice}."
         )
 
-    def _check_serializer(self, head: Head) -> None:
-        ours = self.local.codec.name
-        if head.value_serializer is not None and head.value_serializer != ours:
-            # Adopting it would decode every cached value with the wrong serializer.
-            raise SerializerMismatchError(
-                f"{self.remote.location} now stores values with serializer "
-                f"{head.value_serializer!r}, and {self.local.path} holds them with {ours!r}: the "
-                "remote was rewritten with another serializer. Nothing was changed; open a new "
-                "local path to read it"
-            )
-
-    def metadata(self) -> tuple[Any, int] | None:
-        """The newer of the local metadata and the base's."""
-        mine = self.local.get_metadata()
-        base = self.base
-        if base is not None and base.metadata_timestamp is not None:
-            if mine is None or mine[1] < base.metadata_timestamp:
-                return base.metadata, base.metadata_timestamp
-        return mine
+    @property
+    def metadata_lost(self) -> bool:
+        """Whether the synced head's metadata was lost locally (its file damaged)."""
+        return self._head is not None and isinstance(self._head.metadata, Lost)
 
     # -- index parts -----------------------------------------------------------------------
 
@@ -441,3 +426,16 @@ class BaseIndex:
         self._fresh.clear()
         local.clear_touched(set(local.touched) - still_pending if still_pending else None)
         local.sync()
+
+
+def _check_serializer(local: LocalStore, remote: Remote, head: Head) -> None:
+    ours = local.codec.name
+    if head.value_serializer is not None and head.value_serializer != ours:
+        # Adopting it would decode every cached value with the wrong serializer.
+        raise SerializerMismatchError(
+            f"{remote.location} now stores values with serializer "
+            f"{head.value_serializer!r}, and {local.path} holds them with {ours!r}: the "
+            "remote was rewritten with another serializer. Nothing was changed; open a new "
+            "local path to read it"
+        )
+

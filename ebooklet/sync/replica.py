@@ -95,7 +95,9 @@ class Replica:
         """The current remote head, asked for conditionally on the base, and its ETag."""
         if self.pinned is not None:
             return self.pinned, None
-        head, etag, changed = self.heads.read(if_none_match=self.index.etag)
+        # A base whose metadata was lost locally is read in full again (a push copies it).
+        known = None if self.index.metadata_lost else self.index.etag
+        head, etag, changed = self.heads.read(if_none_match=known)
         if not changed:
             return self.index.synced_head, etag
         if head is not None:
