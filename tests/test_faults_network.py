@@ -53,10 +53,11 @@ def lease_put(conn, renew: bool | None = None) -> Callable[[Request], bool]:
 
 def lose_the_commit_reply(proxy: FaultProxy, conn) -> Rule:
     """The next head PUT of ``conn`` is applied and its reply lost; from then on the server
-    answers nothing (503), so that the push cannot learn whether its commit landed. Returns
-    the rule of the lost reply; ``proxy.clear_rules()`` brings the server back."""
+    answers no read (503), so that the push cannot learn whether its commit landed (its
+    writes, such as the lease's release, still go through). Returns the rule of the lost
+    reply; ``proxy.clear_rules()`` brings the reads back."""
     lost = proxy.add_rule(head_put(conn), "lost_reply")
-    proxy.add_rule(lambda r: lost.fired.is_set(), "503", times=None)
+    proxy.add_rule(lambda r: lost.fired.is_set() and r.method in ("GET", "HEAD"), "503", times=None)
     return lost
 
 
