@@ -22,7 +22,7 @@ import pytest
 
 import ebooklet
 
-from .faultproxy import Request
+from .faultproxy import FaultProxy, Request, Rule
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -49,6 +49,16 @@ def lease_put(conn, renew: bool | None = None) -> Callable[[Request], bool]:
         return renew is None or (r.header("if-match") is not None) == renew
 
     return match
+
+
+def lose_the_commit_reply(proxy: FaultProxy, conn) -> Rule:
+    """The next head PUT of ``conn`` is applied and its reply lost; from then on the server
+    answers no read (503), so that the push cannot learn whether its commit landed (its
+    writes, such as the lease's release, still go through). Returns the rule of the lost
+    reply; ``proxy.clear_rules()`` brings the reads back."""
+    lost = proxy.add_rule(head_put(conn), "lost_reply")
+    proxy.add_rule(lambda r: lost.fired.is_set() and r.method in ("GET", "HEAD"), "503", times=None)
+    return lost
 
 
 def seed(conn, path, data: dict[str, Any]) -> None:
