@@ -5,12 +5,14 @@ uploaded, and a one-key push waits for few round trips (each mutation named in a
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
 import pathlib
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -253,26 +255,26 @@ def test_the_lease_of_a_holder_whose_clock_runs_hours_ahead_expires_by_the_store
 # -- without the lease: backoff until lock_wait, and uploads reused --------------------------
 
 
-def _racing(conn: pathlib.Path, tmp_path: pathlib.Path, losses: int | None):
+@contextlib.contextmanager
+def _racing(conn: pathlib.Path, tmp_path: pathlib.Path, losses: int | None) -> Iterator[tuple]:
     """A remote whose head is committed by another writer just before each of our head
     writes (the first ``losses`` ones; None: every one), and what was put through it."""
     puts: list[str] = []
-    other = tmp_path / "other.blt"
     state = {"lost": 0}
     head: list[str] = []
+    other_path = tmp_path / "other.blt"
+    with ebooklet.open(conn, other_path, "c", value_serializer="json", remote_lock="none") as other:
 
-    def before_put(key: str) -> None:
-        puts.append(key)
-        if key == head[0]:
-            if losses is None or state["lost"] < losses:
+        def before_put(key: str) -> None:
+            puts.append(key)
+            if key == head[0] and (losses is None or state["lost"] < losses):
                 state["lost"] += 1
-                with ebooklet.open(conn, other, "c", value_serializer="json", remote_lock="none") as db:
-                    db[f"other-{state['lost']}"] = state["lost"]
-                    db.changes().push()
+                other[f"other-{state['lost']}"] = state["lost"]
+                other.changes().push()
 
-    remote, _ = faulty_remote(conn, before_put)
-    head.append(remote.db_key)
-    return remote, puts, state
+        remote, _ = faulty_remote(conn, before_put)
+        head.append(remote.db_key)
+        yield remote, puts, state
 
 
 def test_a_lease_less_push_outlasts_many_lost_races_and_uploads_its_values_once(tmp_path):
@@ -282,9 +284,9 @@ def test_a_lease_less_push_outlasts_many_lost_races_and_uploads_its_values_once(
     Mutations: a fixed number of attempts again; the changes streamed (segments uploaded)
     in every attempt instead of once."""
     conn = _seed(tmp_path)
-    remote, puts, state = _racing(conn, tmp_path, losses=12)
-    with ebooklet.open(remote, tmp_path / "a.blt", "w", value_serializer="json", remote_lock="none",
-                       lock_wait=60) as db:
+    with _racing(conn, tmp_path, losses=12) as (remote, puts, state), ebooklet.open(
+        remote, tmp_path / "a.blt", "w", value_serializer="json", remote_lock="none", lock_wait=60
+    ) as db:
         db["mine"] = "x"
         result = db.changes().push()
     assert result.committed and result.attempts == 13 and state["lost"] == 12
@@ -294,16 +296,23 @@ def test_a_lease_less_push_outlasts_many_lost_races_and_uploads_its_values_once(
         assert db["mine"] == "x" and len(db) == 1 + 1 + 12
 
 
-def test_a_lease_less_push_that_keeps_losing_gives_up_at_lock_wait_having_backed_off(tmp_path):
-    """Mutations: no pause between attempts (hundreds of attempts in the time); no deadline
-    (the push never ends)."""
+def test_a_lease_less_push_that_keeps_losing_backs_off_and_gives_up_at_lock_wait(tmp_path, caplog):
+    """Mutations: no pause between attempts; no deadline (the push never ends)."""
     conn = _seed(tmp_path)
-    remote, puts, state = _racing(conn, tmp_path, losses=None)
-    with ebooklet.open(remote, tmp_path / "a.blt", "w", value_serializer="json", remote_lock="none",
-                       lock_wait=1.0) as db:
+    with caplog.at_level(logging.INFO, logger="ebooklet.sync.push"), _racing(
+        conn, tmp_path, losses=None
+    ) as (remote, puts, state), ebooklet.open(
+        remote, tmp_path / "a.blt", "w", value_serializer="json", remote_lock="none", lock_wait=1.0
+    ) as db:
         db["mine"] = "x"
         with pytest.raises(ebooklet.PushConflictError, match="lock_wait") as err:
             db.changes().push()
     attempts = state["lost"]
-    assert 2 <= attempts <= 60, attempts  # pauses of up to 1/8 of lock_wait, jittered
     assert f"({attempts} attempts" in str(err.value)
+    pauses = [float(m.split()[3]) for m in caplog.messages if m.startswith("push: backed off")]
+    assert len(pauses) == attempts - 1 >= 2
+    # Full jitter: each pause is random below a bound that doubles from 50 ms, up to 1/8 of
+    # lock_wait.
+    bounds = [min(0.05 * 2**i, 1.0 / 8) for i in range(len(pauses))]
+    assert all(0 <= p <= b for p, b in zip(pauses, bounds, strict=True)), pauses
+    assert len(set(pauses)) == len(pauses)

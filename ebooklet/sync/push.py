@@ -186,9 +186,12 @@ class _Backoff:
         self.most = most
         self._never = threading.Event()
 
-    def sleep(self, remaining: float) -> None:
-        self._never.wait(max(0.0, min(random.uniform(0, self.bound), remaining)))
+    def sleep(self, remaining: float) -> float:
+        """Pause (never past ``remaining`` seconds); return the pause."""
+        pause = max(0.0, min(random.uniform(0, self.bound), remaining))
+        self._never.wait(pause)
         self.bound = min(self.bound * 2, self.most)
+        return pause
 
 
 class Engine(Protocol):
@@ -278,7 +281,8 @@ class Push:
                 if lease is None:
                     # Without a lease, writers that collided back off, each for a random
                     # while, so that one of them gets through next time.
-                    pause.sleep(deadline - time.monotonic())
+                    waited = pause.sleep(deadline - time.monotonic())
+                    logger.info("push: backed off %.3f s before attempt %d", waited, attempt + 1)
         except BaseException as exc:
             state.uploader.close()
             unanswered = isinstance(exc, (RemoteUnavailableError, RemoteAccessError))
