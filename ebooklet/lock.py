@@ -6,6 +6,11 @@ and a fencing token. It is created with ``If-None-Match: *``, renewed and releas
 writers can never both believe they hold it. The token grows by one with every new holder and
 is recorded in each commit's head.
 
+Writers that find the lease held wait in a queue beside it (:mod:`.lockqueue`) and are served
+in order of arrival. A lease that claims to last longer than any writer may ask
+(``settings.lease_max_ttl``) is also judged by the store's clock: once the store has not seen it
+rewritten for 1.25 times that, it has expired, whatever it says.
+
 The lease keeps writers from wasting work on pushes that would have to rebase; correctness
 does not depend on it: every commit is a conditional write of the head, so even a writer that
 lost its lease cannot overwrite another's commit. A writer checks its lease just before
@@ -285,19 +290,10 @@ class Lease:
             raise LeaseHeldError(holder.owner, holder.expires, self.remote.location)
 
     def _leave(self, line: Line | None, skipped: frozenset[str]) -> None:
-        """Give up our place in the queue in the background (the lease is ours now); the
+        """Give our place in the queue up in the background (the lease is ours now); the
         release waits for it, so that the next waiter is first by then."""
-        if line is None or not (line.placed or skipped):
-            return
-
-        def leave() -> None:
-            try:
-                line.leave(skipped)
-            except Exception as exc:  # noqa: BLE001 - the place expires by itself
-                logger.info("leaving the lock queue of %s failed (%s)", self.remote.location, exc)
-
-        self._leaving = threading.Thread(target=leave, name="ebooklet-lease-queue", daemon=True)
-        self._leaving.start()
+        if line is not None:
+            self._leaving = line.leave_in_background(skipped)
 
     def _stale(self, info: LeaseInfo, etag: str | None, now: int) -> bool:
         """Whether a lease that claims to last longer than any holder may ask for

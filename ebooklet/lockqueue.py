@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -245,3 +246,20 @@ class Line:
             return
         self._placed_at = None
         self.queue.leave(self.owner, self.store_now(), skipped)
+
+    def leave_in_background(self, skipped: frozenset[str]) -> threading.Thread | None:
+        """:meth:`leave` in a thread of its own (returned, to join), when there is anything
+        to leave."""
+        if self._placed_at is None and not skipped:
+            return None
+
+        def leave() -> None:
+            try:
+                self.leave(skipped)
+            except Exception as exc:  # noqa: BLE001 - the place expires by itself
+                logger.info("leaving the lock queue of %s failed (%s)", self.queue.remote.location, exc)
+
+        thread = threading.Thread(target=leave, name="ebooklet-lease-queue", daemon=True)
+        thread.start()
+        return thread
+

@@ -35,7 +35,6 @@ from ..phases import timed
 from ..remote import Remote
 from ..results import ProgressCallback, PushResult
 from ..settings import now_us, settings
-from .backoff import Backoff
 from .commit import INFERRED, MOVED, SegmentWriter, Spool, build_head, next_head, plan_compaction
 from .conflicts import DecodedInputs, Policy, apply_merged, resolve
 from .diff import ChangeSet, LocalChange, local_changes, remote_changes, same
@@ -43,6 +42,7 @@ from .gc import check_uploads_kept, collect
 from .heads import HeadStore
 from .index import BaseIndex
 from .inflight import InFlight
+from .leasing import Backoff, LeaseUse
 from .objects import ObjectStore, Tracker, Uploader, hash_ahead
 from .reads import ValueReader
 
@@ -200,10 +200,7 @@ class Push:
         self.objects = replica.objects
         self.heads = replica.heads
         self.values = replica.values
-        # The lease being taken in the background (see _await_lease); None once it is held.
-        self._taking: concurrent.futures.Future[Any] | None = None
-        # Where a lease this push took is given up, as soon as the commit has landed.
-        self._giving_up: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lease = LeaseUse(None, False)
 
     @timed("Push.run")
     def run(
@@ -241,11 +238,7 @@ class Push:
             return PushResult()
         writes = list(local.touched.values()).count(None)
         state = PushState(self.objects, Tracker(progress, "upload", writes, 0))
-        taking = None
-        if take_lease and lease is not None:
-            taking = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ebooklet-lease")
-            self._taking = taking.submit(lease.__enter__)
-            self._giving_up = taking
+        self._lease = LeaseUse(lease, take_lease)
         deadline = time.monotonic() + wait
         pause = Backoff(most=min(2.0, max(0.05, wait / 8)))
         try:
@@ -262,7 +255,8 @@ class Push:
                 if lease is None:
                     # Without a lease, writers that collided back off, each for a random
                     # while, so that one of them gets through next time.
-                    pause.sleep(deadline - time.monotonic())
+                    waited = pause.sleep(deadline - time.monotonic())
+                    logger.info("push: backed off %.3f s before attempt %d", waited, attempt + 1)
         except BaseException as exc:
             state.uploader.close()
             unanswered = isinstance(exc, (RemoteUnavailableError, RemoteAccessError))
@@ -273,40 +267,12 @@ class Push:
             raise
         finally:
             state.close()
-            if taking is not None:
-                lease.cancel()  # stop waiting for another writer, if still waiting
-                taking.shutdown(wait=True)
-                lease.__exit__()  # give up the lease if it was taken
+            self._lease.close()
         self.objects.delete_quietly(state.uploader.names)
         raise PushConflictError(
             f"{self.remote.location} kept changing while pushing ({attempt} attempts in "
             f"{wait:g} s); nothing was committed. Push again, or give a longer lock_wait."
         )
-
-    def _await_lease(self, lease: Lease | None) -> tuple[Head | None, str | None]:
-        """The current head, read beside the lease's first look; when the lease was not free
-        then, read again beside the write that takes it (once it is free, the writer before
-        us has committed). The commit checks that the lease was taken with the token
-        expected."""
-        taking = self._taking
-        if taking is not None and taking.done():
-            taking.result()  # held (or why not): the head read now is read under it
-            taking = self._taking = None
-        current, etag = self.replica.current()
-        if taking is not None:
-            assert lease is not None
-            lease.taking.wait()
-            if lease.expected_token is None:
-                taking.result()  # why it could not be taken
-            if lease.waited:
-                current, etag = self.replica.current()
-        return current, etag
-
-    def _lease_token(self, lease: Lease) -> int:
-        """The token the commit records: the lease's, or the one it is being taken with."""
-        if self._taking is None:
-            return lease.token
-        return lease.expected_token if lease.expected_token is not None else -1
 
     @timed("Push.attempt")
     def _push_once(
@@ -321,7 +287,7 @@ class Push:
     ) -> PushResult | None:
         """One attempt: rebase on the current head, upload, commit. Returns None when another
         writer committed first (the caller tries again)."""
-        current, etag = self._await_lease(lease)
+        current, etag = self._lease.read_head(self.replica.current)
         self._check_pushable(current)
         replacing = self.index.replacing
         fresh = current is None or replacing
@@ -379,9 +345,7 @@ class Push:
             self.index.adopt(current, etag, {}, dropped)
             return PushResult(pulled=sorted(dropped))
         if lease is not None:
-            if self._taking is None:
-                HeadStore.check_fence(current, lease)
-            head.lease_token = self._lease_token(lease)
+            head.lease_token = self._lease.token(current)
         # The head's log object goes up with the index parts, after the values.
         log = self.heads.log_entry(head)
         mine.append(log[0])
@@ -391,13 +355,8 @@ class Push:
         state.uploader.call(self._check_kept, state)
         state.uploader.wait()  # every value is up before the head may point at it
         if lease is not None:
-            if self._taking is not None:
-                self._taking.result()  # the lease, or why it could not be taken
-                self._taking = None
-                HeadStore.check_fence(current, lease)
-            if lease.token != head.lease_token:
-                # Taken with another token than expected (another writer held it between
-                # our look and our write): this attempt's head is stale; build it again.
+            if not self._lease.settle(current, head.lease_token):
+                # Taken with another token than expected: build the head again.
                 self.objects.delete_quietly(mine)
                 state.uploader.forget(mine)
                 return None
@@ -430,9 +389,7 @@ class Push:
             deleted=built.deleted,
             pulled=sorted(dropped),
         )
-        if self._giving_up is not None:
-            # Landed: the next writer may go on while this one adopts its commit locally.
-            self._giving_up.submit(lease.release)  # type: ignore[union-attr]
+        self._lease.landed()
         self.replica.inflight.forget(durably=False)  # saved with the new base
         self.local.state.retention = None
         self.index.adopt(head, committed.etag, {}, dropped, staged=staged)

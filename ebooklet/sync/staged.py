@@ -34,12 +34,12 @@ from ..lock import Lease
 from ..remote import Remote
 from ..results import PushResult
 from ..settings import now_us, settings
-from .backoff import Backoff
 from .commit import Record, SegmentWriter, build_head, next_head
 from .conflicts import DELETED, Policy
 from .diff import LocalChange, same
 from .gc import check_uploads_kept, collect
 from .heads import HeadStore
+from .leasing import Backoff
 from .objects import THREADS, ObjectStore, RangeRequest, Tracker, Uploader
 from .stage import StageToken
 
