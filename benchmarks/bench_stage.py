@@ -5,6 +5,7 @@ Run from the repository root (with ebooklet's test dependencies, which include t
     python benchmarks/bench_stage.py                        # 1,000,000 keys x 100 B, 2 and 8 workers
     python benchmarks/bench_stage.py --keys 100000 --runs 1 # a quick look
     python benchmarks/bench_stage.py --save                 # also append to benchmarks/results/
+    python benchmarks/bench_stage.py --reads-only           # only read_bag against one reader
 
 Writes. The same keys go to a fresh database on the server (SeaweedFS by default, a child process
 of its own on 127.0.0.1) three ways, each timed from the start of its processes to the commit:
@@ -77,7 +78,8 @@ def _conn_args(server, bucket: str, key: str) -> list[str]:
 def _create(server, bucket: str, key: str, workdir: pathlib.Path) -> ebooklet.S3Connection:
     conn = ebooklet.S3Connection(server.access_key_id, server.access_key, key, bucket,
                                  endpoint_url=server.endpoint_url)
-    with ebooklet.open(conn, workdir / f"{key.replace('/', '_')}-seed.blt", "c", value_serializer="bytes") as db:
+    seed = workdir / f"{key.replace('/', '_')}-seed.blt"
+    with ebooklet.open(conn, seed, "c", value_serializer="bytes") as db:
         db["seed"] = b"0"
         db.changes().push()
     return conn
@@ -97,9 +99,11 @@ def one_process(server, bucket: str, n: int, workdir: pathlib.Path, tag: str) ->
     key = f"stage/one-{tag}"
     _create(server, bucket, key, workdir)
     t0 = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-c", _ONE, *_conn_args(server, bucket, key), str(n),
-                              str(workdir / f"one-{tag}.blt")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, cwd=ROOT)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _ONE, *_conn_args(server, bucket, key), str(n),
+         str(workdir / f"one-{tag}.blt")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
     (got,) = _run([child])
     return time.perf_counter() - t0, got["peak"]
 
@@ -141,9 +145,9 @@ def reads(conn: ebooklet.S3Connection, runs: int) -> list[str]:
     plan = []
     for i, names in enumerate(plan_partitions(head, 2)):
         scan = Scan(remote, names)
-        wanted = sum(scan._len)
-        plan.append([str(i), f"{len(names)}", f"{len(scan):,}", f"{len(scan.requests):,}", fmt_bytes(scan.bytes),
-                     fmt_bytes(wanted), f"{scan.bytes / wanted:.3f}"])
+        wanted = scan.value_bytes
+        plan.append([str(i), f"{len(names)}", f"{len(scan):,}", f"{len(scan.requests):,}",
+                     fmt_bytes(scan.bytes), fmt_bytes(wanted), f"{scan.bytes / wanted:.3f}"])
     remote.transport.close()
     one = []
     for _ in range(runs):
@@ -162,11 +166,12 @@ def reads(conn: ebooklet.S3Connection, runs: int) -> list[str]:
             assert count == head.n_keys
     m1, m2 = statistics.median(one), statistics.median(two)
     lines = ["", f"read_bag of the {head.n_keys:,} keys (count on the workers), median of {runs}:"]
-    lines += table([["one reader (npartitions=1, synchronous)", fmt_s(m1), "1.00x", " ".join(fmt_s(x) for x in one)],
-                    ["read_bag, 2 worker processes", fmt_s(m2), f"{m1 / m2:.2f}x", " ".join(fmt_s(x) for x in two)]],
-                   ["read", "median", "speedup", "runs"])
+    rows = [["one reader (npartitions=1, synchronous)", fmt_s(m1), "1.00x", " ".join(map(fmt_s, one))],
+            ["read_bag, 2 worker processes", fmt_s(m2), f"{m1 / m2:.2f}x", " ".join(map(fmt_s, two))]]
+    lines += table(rows, ["read", "median", "speedup", "runs"])
     lines += ["", "partitions of read_bag(npartitions=2): requests and bytes each"]
-    lines += table(plan, ["partition", "parts", "keys", "requests", "bytes fetched", "values", "fetched/values"])
+    lines += table(plan, ["partition", "parts", "keys", "requests", "bytes fetched", "values",
+                          "fetched/values"])
     return lines
 
 
@@ -177,6 +182,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--server", choices=["seaweedfs", "moto"], default="seaweedfs")
     parser.add_argument("--no-reads", action="store_true")
+    parser.add_argument("--reads-only", action="store_true",
+                        help="write the database once (staged, 2 workers, untimed) and time the reads")
     parser.add_argument("--save", action="store_true")
     args = parser.parse_args()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench-stage-"))
@@ -185,6 +192,14 @@ def main() -> None:
         bucket = server.make_bucket()
         info = machine_info(server)
         n = args.keys
+        if args.reads_only:
+            conn = staged(server, bucket, n, 2, workdir, "reads")[3]
+            text = "\n".join(["bench_stage: read_bag against one reader", *info,
+                              f"keys      : {n:,} x 100 B", *reads(conn, args.runs)])
+            print(text)
+            if args.save:
+                append_results("stage", text)
+            return
         one_runs, one_peaks = [], []
         for r in range(args.runs):
             log(f"one process, run {r + 1}")
@@ -192,8 +207,8 @@ def main() -> None:
             one_runs.append(s)
             one_peaks.append(peak)
         base = statistics.median(one_runs)
-        rows = [["one process: write + push", "1", fmt_s(base), "", "1.00x", "1.00x", fmt_bytes(max(one_peaks)),
-                 " ".join(fmt_s(x) for x in one_runs)]]
+        rows = [["one process: write + push", "1", fmt_s(base), "", "1.00x", "1.00x",
+                 fmt_bytes(max(one_peaks)), " ".join(fmt_s(x) for x in one_runs)]]
         first_conn = None
         for workers in args.workers:
             runs, stage_runs, peaks = [], [], []

@@ -122,7 +122,10 @@ def read_partition(remote: RemoteConn, part_names: Sequence[str], serializer: st
     codec = codec_for(serializer, value_serializer)
     conn = connect(remote)
     try:
-        return [(k, codec.decode(raw, k)) for k, raw in Scan(conn, part_names)]
+        scan = Scan(conn, part_names)
+        if codec.name == "bytes":
+            return list(scan)  # raw bytes: nothing to decode
+        return [(k, codec.decode(raw, k)) for k, raw in scan]
     finally:
         conn.transport.close()
 

@@ -85,7 +85,7 @@ def test_a_partitions_reads_carry_few_bytes_it_does_not_need(tmp_path, monkeypat
     values = 0
     for names in groups:
         scan = Scan(conn, names)
-        wanted = sum(scan._len)
+        wanted = scan.value_bytes
         values += wanted
         assert scan.bytes <= 1.05 * wanted
         assert len(scan.requests) <= 2 * len({r.name for r in scan.requests}) + 2

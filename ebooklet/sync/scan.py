@@ -43,8 +43,9 @@ class Scan:
         hashes = bytearray()
         offs, lens = array("Q"), array("I")
         by_segment: dict[str, list[int]] = {}
+        blobs = self.objects.get_many(part_names)  # in parallel
         for name in part_names:
-            part = Part.decode(self.objects.get(name), name)
+            part = Part.decode(blobs.pop(name), name)
             k, _, h, segs, seg_names, o, n = part.columns()
             first = len(keys)
             keys += k
@@ -53,22 +54,35 @@ class Scan:
             lens += n
             for i, s in enumerate(segs, first):
                 by_segment.setdefault(seg_names[s], []).append(i)
-        self.keys = keys
-        self._hash = bytes(hashes)
-        self._off, self._len = offs, lens
+        # The columns are put in request order (segment, then offset), so that each request's
+        # entries are one slice of them.
+        order: list[int] = []
+        for _, members in sorted(by_segment.items()):
+            members.sort(key=offs.__getitem__)
+            order += members
+        h = HASH_LEN
+        self.keys = [keys[i] for i in order]
+        self._hash = b"".join([hashes[i * h:i * h + h] for i in order])
+        self._off = array("Q", [offs[i] for i in order])
+        self._len = array("I", [lens[i] for i in order])
         self.requests: list[RangeRequest] = []
         size = request_size(sum(lens))
+        first = 0
         for seg, members in sorted(by_segment.items()):
-            members.sort(key=offs.__getitem__)
-            o = [offs[i] for i in members]
-            n = [lens[i] for i in members]
-            for start, length, lo, hi in coalesce(o, n, size):
-                self.requests.append(RangeRequest(seg, start, length, members[lo:hi]))
+            end = first + len(members)
+            for start, length, lo, hi in coalesce(self._off[first:end], self._len[first:end], size):
+                self.requests.append(RangeRequest(seg, start, length, range(first + lo, first + hi)))
+            first = end
 
     @property
     def bytes(self) -> int:
         """Bytes the requests fetch: the values, and the gaps coalescing bridges."""
         return sum(r.length for r in self.requests)
+
+    @property
+    def value_bytes(self) -> int:
+        """Bytes of the values themselves."""
+        return sum(self._len)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -76,17 +90,15 @@ class Scan:
     def __iter__(self) -> Iterator[tuple[str, bytes]]:
         h = HASH_LEN
         for req, data in self.objects.get_ranges(self.requests):
-            start = req.start
-            members = req.members
-            raws = [data[self._off[i] - start:self._off[i] - start + self._len[i]] for i in members]
-            want = b"".join(self._hash[i * h:(i + 1) * h] for i in members)
-            got = value_hashes(raws)
+            lo, hi, start = req.members.start, req.members.stop, req.start
+            spans = zip(self._off[lo:hi], self._len[lo:hi], strict=True)
+            raws = [data[o - start:o - start + n] for o, n in spans]
+            got, want = value_hashes(raws), self._hash[lo * h:hi * h]
             if got != want:
-                bad = next(j for j in range(len(members)) if got[j * h:j * h + h] != want[j * h:j * h + h])
+                bad = next(j for j in range(hi - lo) if got[j * h:j * h + h] != want[j * h:j * h + h])
                 raise IntegrityError(
-                    f"the value of {self.keys[members[bad]]!r} from {self.objects.remote.location} "
+                    f"the value of {self.keys[lo + bad]!r} from {self.objects.remote.location} "
                     f"does not match its content hash: {req.name} is corrupt. Ask the database's "
                     "writer to write that key again"
                 )
-            for i, raw in zip(members, raws, strict=True):
-                yield self.keys[i], raw
+            yield from zip(self.keys[lo:hi], raws, strict=True)
