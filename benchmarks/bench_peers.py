@@ -17,6 +17,11 @@ Implementations (each phase runs in a fresh process of its own):
                 batches of 1,000 puts, scanned with read-ahead and parallel fetches.
 ``sqlitedict``  a sqlitedict file (raw bytes values, one commit) uploaded with one PUT and
                 downloaded with one GET (boto3).
+``file``        the values written to one plain file, uploaded with one PUT; read: one GET
+                of it into a local file (boto3, in the sqlitedict venv). Not a database: the
+                floor that a transfer of the same bytes through the same server costs.
+``base``        (with ``--base DIR``) this project from another tree, e.g. ``git archive``
+                of main: a before/after in one run.
 
 The peers are installed with pip into venvs of their own under ``--cache`` (default
 ``benchmarks/.venvs/``, git-ignored); none becomes a dependency of this project.
@@ -77,13 +82,14 @@ PEERS: dict[str, list[str]] = {
     "slatedb": ["slatedb==0.17.0"],
     "sqlitedict": ["sqlitedict==2.1.0", "boto3"],
 }
-IMPLS = ["ours", "ebooklet", "slatedb", "sqlitedict"]
+IMPLS = ["ours", "ebooklet", "slatedb", "sqlitedict", "file"]
 LABELS = {
     "ours": "ours",
     "ebooklet": "ebooklet 0.11.1",
     "slatedb": "slatedb 0.17",
     "sqlitedict": "sqlitedict + 1 PUT",
     "base": "ours at --base",
+    "file": "1 file, 1 PUT/GET",
 }
 PHASES = ["write_push", "push_alone", "cold_one", "read_all", "noop_changes"]
 PHASE_LABELS = {
@@ -100,6 +106,7 @@ HAS_PHASE = {
     "slatedb": {"write_push", "cold_one", "read_all"},
     "sqlitedict": {"write_push", "push_alone", "cold_one", "read_all"},
     "base": set(PHASES),
+    "file": {"write_push", "push_alone", "read_all"},
 }
 
 
@@ -110,6 +117,7 @@ def peer_python(impl: str, cache: pathlib.Path) -> str:
     """The Python of ``impl``'s venv, created and filled on first use."""
     if impl in ("ours", "base"):
         return sys.executable
+    impl = "sqlitedict" if impl == "file" else impl  # one venv serves both
     venv = cache / impl
     python = venv / "bin" / "python"
     stamp = venv / "installed.json"
@@ -191,6 +199,21 @@ def report(results: dict[tuple[str, str], dict[str, Any]], impls: list[str], hea
         for phase in PHASES:
             rows.append([PHASE_LABELS[phase]] + [cell(i, phase, metric, show) for i in impls])
         out.append("\n".join([title, *(line.rstrip() for line in table(rows[1:], rows[0]))]))
+    lines = ["ours / each other implementation, median times (below 1: ours is faster):"]
+    for phase in ("write_push", "push_alone", "read_all"):
+        ours = results.get(("ours", phase))
+        if ours is None:
+            continue
+        ratios = [f"{LABELS[i]} {ours['seconds'] / results[i, phase]['seconds']:.2f}"
+                  for i in impls if i != "ours" and (i, phase) in results]
+        lines.append(f"  {PHASE_LABELS[phase]}: " + ", ".join(ratios))
+    out.append("\n".join(lines))
+    lines = ["spread of the runs (min - max):"]
+    for (impl, phase), r in sorted(results.items()):
+        if "spread" in r:
+            lines.append(f"  {LABELS[impl]}, {PHASE_LABELS[phase]}: "
+                         f"{fmt_s(r['spread'][0])} - {fmt_s(r['spread'][1])}")
+    out.append("\n".join(lines))
     lines = ["fresh read of all values, bytes downloaded / value bytes:"]
     for impl in impls:
         r = results.get((impl, "read_all"))

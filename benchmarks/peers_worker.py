@@ -78,7 +78,7 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
         import asyncio
 
         out = asyncio.run(_worker_slatedb(cfg, phase, keys, values, clock))
-    elif impl == "sqlitedict":
+    elif impl in ("sqlitedict", "file"):
         out = _worker_sqlitedict(cfg, phase, keys, values, clock)
     return {**clock.result, **out}
 
@@ -210,6 +210,10 @@ def _worker_sqlitedict(cfg, phase, keys, values, clock) -> dict[str, Any]:  # ty
         return SqliteDict(path, flag=flag, encode=same, decode=same, autocommit=False)
 
     def write() -> None:
+        if cfg["impl"] == "file":  # the values as one file: no database at all
+            with open(path, "wb") as f:
+                f.writelines(values)
+            return
         with open_db("n") as db:
             for k, v in zip(keys, values, strict=True):
                 db[k] = v
@@ -237,6 +241,10 @@ def _worker_sqlitedict(cfg, phase, keys, values, clock) -> dict[str, Any]:  # ty
             with open_db("r") as db:
                 value = db[keys[i]]
         out["ok"] = value == values[i]
+    elif phase == "read_all" and cfg["impl"] == "file":
+        with clock:
+            get()
+        out["ok"] = pathlib.Path(path).stat().st_size == sum(map(len, values))
     elif phase == "read_all":
         with clock:
             get()

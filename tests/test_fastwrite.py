@@ -125,7 +125,8 @@ def _short_writes(real):  # type: ignore[no-untyped-def]
 def test_large_values_are_written_from_where_they_are_and_make_the_same_file(tmp_path, monkeypatch, short):
     # Values of 0 to 300 KB in chunks of several buffers (pwritev), some written short.
     rng = random.Random(7)
-    records = [(f"big-{i % 40}", rng.randbytes(rng.choice([0, 5, 4096, 70_000, 300_000])), i) for i in range(120)]
+    sizes = [0, 5, 4096, 70_000, 300_000]
+    records = [(f"big-{i % 40}", rng.randbytes(rng.choice(sizes)), i) for i in range(120)]
     steps = [("many", records[:50]), ("put", "small", b"x", 1), ("many", records[50:])]
     monkeypatch.setattr(fastwrite, "_IOV_MAX", 7)  # several pwritev calls a chunk
     calls: list[int] = []

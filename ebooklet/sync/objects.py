@@ -95,6 +95,8 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
 #: Values at least this long on average are hashed in threads (:func:`hash_ahead`): hashing
 #: releases the GIL only for long inputs, and short ones are quicker hashed where they are.
 BIG_VALUE = 64 * 1024
+#: A batch of more values than this (a MiB of them, at most, comes at a time) holds small ones.
+BIG_BATCH = 16
 
 
 def hash_ahead(
@@ -125,7 +127,9 @@ def hash_ahead(
     pending = collections.deque()
     try:
         for batch in batches:
-            big = sum(len(raw) for _, _, raw, _ in batch if raw is not None) >= BIG_VALUE * len(batch)
+            big = len(batch) <= BIG_BATCH and (
+                sum(len(raw) for _, _, raw, _ in batch if raw is not None) >= BIG_VALUE * len(batch)
+            )
             if big and pool is None:
                 pool = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="ebooklet-hash")
             pending.append((batch, pool.submit(hashes, batch) if big and pool is not None else None))

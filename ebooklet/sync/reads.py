@@ -21,7 +21,7 @@ from ..format import HASH_LEN, Entry, Part, value_hash, value_hashes
 from ..local import LocalStore
 from ..results import ProgressCallback
 from .index import BaseIndex
-from .objects import ObjectStore, RangeRequest, Tracker, coalesce, request_size
+from .objects import BIG_VALUE, ObjectStore, RangeRequest, Tracker, coalesce, request_size
 
 T = TypeVar("T")
 
@@ -88,9 +88,11 @@ class ValueReader:
 
 
 class Answer(NamedTuple):
-    """One request's values, cut from its bytes, and their hashes (joined)."""
+    """One request's bytes; when its values are large, the values cut from them and their
+    hashes (joined), computed in the thread that fetched them (None: left to the caller)."""
 
-    raws: list[bytes]
+    data: bytes  # empty when the values are cut
+    raws: list[bytes] | None
     hashes: bytes
 
 
@@ -190,8 +192,16 @@ class BulkRead:
     def cut(self, req: RangeRequest, data: bytes) -> Answer:
         """The values of one request's bytes, and their hashes as computed (not yet checked).
 
-        It runs in the thread that fetched them: hashing releases the GIL, so with large
-        values it runs beside the other requests and the caller's writes to the local file."""
+        It runs in the thread that fetched them when the values are large: hashing releases
+        the GIL for them, so it runs beside the other requests and the caller's writes to the
+        local file. Small values hold the GIL while they are cut and hashed, and are left to
+        :meth:`store` (threads taking turns at the GIL would only slow them down)."""
+        lo, hi = req.members.start, req.members.stop
+        if len(data) < BIG_VALUE * (hi - lo):
+            return Answer(data, None, b"")
+        return Answer(b"", *self._cut(req, data))  # the values only: not their bytes twice
+
+    def _cut(self, req: RangeRequest, data: bytes) -> tuple[list[bytes], bytes]:
         lo, hi = req.members.start, req.members.stop
         start = req.start
         if hi - lo == 1 and self._len[lo] == len(data):
@@ -201,7 +211,7 @@ class BulkRead:
                 data[o - start : o - start + n]
                 for o, n in zip(self._off[lo:hi], self._len[lo:hi], strict=True)
             ]
-        return Answer(raws, value_hashes(raws))
+        return raws, value_hashes(raws)
 
     def store(self, req: RangeRequest, answer: Answer) -> list[tuple[str, bytes]]:
         """Check the values of one answer, cache them, and return them as (key, value)."""
@@ -214,7 +224,11 @@ class BulkRead:
                 "while iterating"
             )
         lo, hi = req.members.start, req.members.stop
-        raws, got = list(answer.raws), answer.hashes
+        raws, got = answer.raws, answer.hashes
+        if raws is None:
+            raws, got = self._cut(req, answer.data)
+        else:
+            raws = list(raws)
         want = self._hash[lo * HASH_LEN : hi * HASH_LEN]
         bad = None
         if got != want:
