@@ -12,11 +12,15 @@ Python with credentials and endpoints from each SDK's own environment variables,
 and copies between stores.
 
 Every test here is marked ``clouds`` (``-m "not clouds"`` leaves them out of a quick run).
+The scenarios collected a second time are also marked ``slow``, all but :data:`SMOKE`: the
+quick subset (``-m "not slow"``) runs those on each cloud, and what is particular to the
+clouds; the whole suite runs every scenario on both.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import http.server
 import inspect
 import json
@@ -47,6 +51,24 @@ pytestmark = pytest.mark.clouds
 _S3_ONLY = {"moto_server", "seaweedfs_server", "proxied", "moto_proxied", "seaweedfs_proxied"}
 
 
+#: The scenarios that the quick subset runs on each cloud: a push, and a fresh reader that
+#: fetches one value with one request; two writers whose commits race and both land.
+SMOKE = {
+    "test_a_fresh_open_lists_every_key_and_fetches_a_value_only_when_read",
+    "test_two_clients_pushing_different_keys_from_one_base_both_land",
+}
+
+
+def _rerun(test: Callable[..., Any]) -> Callable[..., Any]:
+    """``test`` again, as a function of its own: marks added here stay off the original."""
+
+    @functools.wraps(test)
+    def again(*args: Any, **kwargs: Any) -> Any:
+        return test(*args, **kwargs)
+
+    return again if test.__name__ in SMOKE else pytest.mark.slow(again)
+
+
 def _scenarios(module: ModuleType, fixture: str) -> dict[str, Any]:
     chosen = {}
     for name, test in vars(module).items():
@@ -54,7 +76,7 @@ def _scenarios(module: ModuleType, fixture: str) -> dict[str, Any]:
             continue
         params = set(inspect.signature(test).parameters)
         if fixture in params and not params & _S3_ONLY:
-            chosen[name] = test
+            chosen[name] = _rerun(test)
     return chosen
 
 

@@ -12,6 +12,7 @@ import ebooklet
 from ebooklet.sync.commit import COMPACT_SMALL
 
 from .faults import Gate, faulty_remote
+from .test_faults_network import head_put
 
 
 def _objects(conn: pathlib.Path) -> set[str]:
@@ -108,26 +109,25 @@ def test_compaction_and_a_concurrent_writer_both_commit_and_nothing_is_lost(s3_r
     assert ebooklet.verify(conn, deep=True)
 
 
-def test_gc_never_removes_what_a_push_in_flight_has_uploaded(tmp_path):
-    conn = tmp_path / "remote" / "db"
+def test_gc_never_removes_what_a_push_in_flight_has_uploaded(moto_proxied, tmp_path):
+    conn = moto_proxied.conn()
     with ebooklet.open(conn, tmp_path / "a.blt", "c") as db:
         db.update({"a": b"1"})
         db.changes().push()
-    slow, transport = faulty_remote(conn)
-    gate = Gate(slow.db_key)
-    transport.before_put = gate
-    db = ebooklet.open(slow, tmp_path / "a.blt", "w", allow_pickle=True)
+    held = moto_proxied.proxy.hold(head_put(conn))  # the commit waits on the wire
+    db = ebooklet.open(conn, tmp_path / "a.blt", "w", allow_pickle=True)
     db.update({f"k{i}": b"x" * 100 for i in range(100)})
     pusher = threading.Thread(target=lambda: db.changes().push())
     pusher.start()
+    prefix = conn.db_key + ".ebooklet/"
     try:
-        assert gate.reached.wait(timeout=60)
-        uploaded = _objects(conn)
-        report = ebooklet.gc(conn)  # the default safe age
+        assert held.reached.wait(timeout=60)
+        uploaded = set(moto_proxied.keys(prefix))
+        report = ebooklet.gc(moto_proxied.direct(conn))  # the default safe age
         assert report.removed == [] and report.too_young > 0
-        assert _objects(conn) == uploaded
+        assert set(moto_proxied.keys(prefix)) == uploaded
     finally:
-        gate.release.set()
+        held.release()
         pusher.join()
         db.close()
     with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as check:

@@ -23,7 +23,7 @@ straight into that layout), :mod:`.pending` and :mod:`.journal`, :mod:`.parts`, 
 See docs/architecture.rst.
 """
 
-from .datafile import DEFAULT_N_BUCKETS, check_serializer, serializer_name
+from .datafile import DEFAULT_N_BUCKETS, check_serializer, codec_for, serializer_name
 from .state import STATE_FILE, Synced, SyncState, synced_with
 from .store import LocalStore
 
@@ -34,6 +34,7 @@ __all__ = [
     "SyncState",
     "Synced",
     "check_serializer",
+    "codec_for",
     "serializer_name",
     "synced_with",
 ]

@@ -77,6 +77,30 @@ def builtin_serializer(name: str | None) -> Any:
     raise LookupError(name)
 
 
+def codec_for(name: str | None, serializer: Any = None) -> Codec:
+    """The codec of a remote whose head names the serializer ``name``, without a local file
+    (a staged write, a worker's read). A custom serializer (``custom:...``) must be passed as
+    ``serializer``, the class itself; raises ValueError when it is not, or when this
+    installation of booklet lacks the named one."""
+    if serializer is not None:
+        if serializer_name(serializer) != (name or "bytes"):
+            raise ValueError(
+                f"the database stores values with serializer {name!r}, not "
+                f"{serializer_name(serializer)!r}"
+            )
+    elif name is not None and name.startswith("custom:"):
+        raise ValueError(f"the database uses a custom value serializer ({name[7:]}); pass that class")
+    elif name is None or name == "bytes":
+        serializer = booklet.serializers.serial_dict[None]
+    elif name in booklet.serializers.serial_dict:
+        serializer = booklet.serializers.serial_dict[name]
+    else:
+        raise ValueError(f"this installation of booklet has no serializer {name!r}; upgrade booklet")
+    if isinstance(serializer, str):
+        serializer = booklet.serializers.serial_dict[serializer]
+    return Codec(serializer_name(serializer), serializer.dumps, serializer.loads)
+
+
 def check_serializer(value_serializer: Any) -> None:
     if isinstance(value_serializer, str) and value_serializer not in booklet.available_serializers:
         raise ValueError(

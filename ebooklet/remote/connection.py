@@ -119,6 +119,18 @@ class S3Connection:
             f"endpoint_url={self.endpoint_url!r})"
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (e.g. sent to Dask workers) with the keys it was given, if any; credentials
+        found through the chain are not pickled: each process looks them up itself."""
+        state = dict(self.__dict__)
+        del state["_resolving"]
+        state["_credentials"] = state["_credentials_error"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._resolving = threading.Lock()
+
     def to_dict(self) -> dict[str, Any]:
         """The connection parameters without the credentials."""
         return {

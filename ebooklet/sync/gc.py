@@ -3,7 +3,8 @@
 A commit references its index parts, its segments and its log object. Commits stay readable
 for the database's retention window (see :mod:`.history`); everything under the database's
 prefix that none of them references, and that is older than ``min_age``, is garbage: objects
-replaced by later commits, leftovers of pushes that failed or were interrupted, and the log
+replaced by later commits, leftovers of pushes that failed or were interrupted, the segments
+and runs of staged writes never committed (or already committed: runs are read once), and the log
 objects of commits past retention. Objects younger than ``min_age`` may belong to a push still
 in flight and are never removed (a push whose first upload is older than that, by the store's
 clock, refuses to commit).
@@ -34,7 +35,7 @@ from .history import retained_heads
 #: the store's clock: time for the head write after the check.
 COMMIT_MARGIN_S = 600.0
 #: Kinds of object that garbage collection may remove (never the lease).
-COLLECTABLE = frozenset({"segment", "part", "log", "probe"})
+COLLECTABLE = frozenset({"segment", "part", "log", "run", "probe"})
 
 
 @dataclass

@@ -189,9 +189,11 @@ class Replica:
             if self.remote_lock == "push" and self.remote.writable and (compact or self._has_changes()):
                 # Taken by the push while it streams its changes (see Push.run).
                 lease = Lease(self.remote, *self._lease_args)
-                result = Push(self).run(policy, lease, progress, compact, max_delete, take_lease=True)
+                result = Push(self).run(policy, lease, progress, compact, max_delete, take_lease=True,
+                                        wait=self._lease_args[1])
             else:
-                result = Push(self).run(policy, self._session_lease, progress, compact, max_delete)
+                result = Push(self).run(policy, self._session_lease, progress, compact, max_delete,
+                                        wait=self._lease_args[1])
         result.requests = stats.requests - start[0]
         result.bytes_sent = stats.bytes_sent - start[1]
         return result

@@ -1,0 +1,243 @@
+"""Staged commits against one process writing and pushing, and read_bag against one reader.
+
+Run from the repository root (with ebooklet's test dependencies, which include the dask extra)::
+
+    python benchmarks/bench_stage.py                        # 1,000,000 keys x 100 B, 2 and 8 workers
+    python benchmarks/bench_stage.py --keys 100000 --runs 1 # a quick look
+    python benchmarks/bench_stage.py --save                 # also append to benchmarks/results/
+    python benchmarks/bench_stage.py --reads-only           # only read_bag against one reader
+
+Writes. The same keys go to a fresh database on the server (SeaweedFS by default, a child process
+of its own on 127.0.0.1) three ways, each timed from the start of its processes to the commit:
+
+* ``one process``: a child process opens a local file, writes every key and pushes;
+* ``staged xW``: W child processes each stage a W-th of the keys (``ebooklet.stage``) and
+  print their token; this process commits the tokens (``ebooklet.commit``).
+
+Reads. The database the first staged run wrote is read by ``read_bag`` (a count, so that
+values are decoded on the workers, not shipped back) on a ``LocalCluster`` of 2 worker
+processes (started before the timing), against the same read in one process (``npartitions=1``,
+synchronous scheduler). The requests and bytes of each partition's plan are listed.
+
+Medians of ``--runs`` runs. Peak RSS is each process's VmHWM. Nothing asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from harness import ROOT, append_results, fmt_bytes, fmt_s, log, machine_info, start_server, table
+
+import ebooklet
+
+_PEAK = """
+def peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+"""
+
+_ONE = _PEAK + r"""
+import ebooklet, json, pathlib, sys
+conn = ebooklet.S3Connection(*sys.argv[1:5], endpoint_url=sys.argv[5])
+n, path = int(sys.argv[6]), sys.argv[7]
+value = bytes(range(100))
+with ebooklet.open(conn, path, "w") as db:
+    for i in range(n):
+        db[f"station-{i:08d}/x"] = value
+    result = db.changes().push()
+print(json.dumps({"committed": len(result.keys), "peak": peak()}))
+"""
+
+_STAGER = _PEAK + r"""
+import ebooklet, json, pickle, sys
+conn = ebooklet.S3Connection(*sys.argv[1:5], endpoint_url=sys.argv[5])
+lo, hi, out = int(sys.argv[6]), int(sys.argv[7]), sys.argv[8]
+value = bytes(range(100))
+with ebooklet.stage(conn) as s:
+    for i in range(lo, hi):
+        s[f"station-{i:08d}/x"] = value
+with open(out, "wb") as f:
+    pickle.dump(s.token, f)
+print(json.dumps({"peak": peak()}))
+"""
+
+
+def _conn_args(server, bucket: str, key: str) -> list[str]:
+    return [server.access_key_id, server.access_key, key, bucket, server.endpoint_url]
+
+
+def _create(server, bucket: str, key: str, workdir: pathlib.Path) -> ebooklet.S3Connection:
+    conn = ebooklet.S3Connection(server.access_key_id, server.access_key, key, bucket,
+                                 endpoint_url=server.endpoint_url)
+    seed = workdir / f"{key.replace('/', '_')}-seed.blt"
+    with ebooklet.open(conn, seed, "c", value_serializer="bytes") as db:
+        db["seed"] = b"0"
+        db.changes().push()
+    return conn
+
+
+def _run(children: list[subprocess.Popen]) -> list[dict]:
+    out = []
+    for child in children:
+        stdout, stderr = child.communicate()
+        if child.returncode != 0:
+            raise RuntimeError(stderr)
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
+    return out
+
+
+def one_process(server, bucket: str, n: int, workdir: pathlib.Path, tag: str) -> tuple[float, int]:
+    key = f"stage/one-{tag}"
+    _create(server, bucket, key, workdir)
+    t0 = time.perf_counter()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _ONE, *_conn_args(server, bucket, key), str(n),
+         str(workdir / f"one-{tag}.blt")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    (got,) = _run([child])
+    return time.perf_counter() - t0, got["peak"]
+
+
+def staged(server, bucket: str, n: int, workers: int, workdir: pathlib.Path, tag: str
+           ) -> tuple[float, float, list[int], ebooklet.S3Connection]:
+    key = f"stage/w{workers}-{tag}"
+    conn = _create(server, bucket, key, workdir)
+    t0 = time.perf_counter()
+    children, outs = [], []
+    for w in range(workers):
+        out = workdir / f"token-{tag}-{w}.pickle"
+        outs.append(out)
+        lo, hi = w * n // workers, (w + 1) * n // workers
+        children.append(subprocess.Popen(
+            [sys.executable, "-c", _STAGER, *_conn_args(server, bucket, key), str(lo), str(hi), str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        ))
+    peaks = [got["peak"] for got in _run(children)]
+    staged_s = time.perf_counter() - t0
+    tokens = [pickle.loads(out.read_bytes()) for out in outs]
+    result = ebooklet.commit(conn, tokens)
+    assert len(result.keys) == n, len(result.keys)
+    return time.perf_counter() - t0, staged_s, peaks, conn
+
+
+def reads(conn: ebooklet.S3Connection, runs: int) -> list[str]:
+    import dask
+    from dask.distributed import Client, LocalCluster
+
+    import ebooklet.dask as edask
+    from ebooklet.remote import connect
+    from ebooklet.sync.heads import HeadStore
+    from ebooklet.sync.scan import Scan, plan_partitions
+
+    remote = connect(conn)
+    head, _ = HeadStore(remote).read_latest()
+    assert head is not None
+    plan = []
+    for i, names in enumerate(plan_partitions(head, 2)):
+        scan = Scan(remote, names)
+        wanted = scan.value_bytes
+        plan.append([str(i), f"{len(names)}", f"{len(scan):,}", f"{len(scan.requests):,}",
+                     fmt_bytes(scan.bytes), fmt_bytes(wanted), f"{scan.bytes / wanted:.3f}"])
+    remote.transport.close()
+    one = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        with dask.config.set(scheduler="synchronous"):
+            count = edask.read_bag(conn, npartitions=1).count().compute()
+        one.append(time.perf_counter() - t0)
+        assert count == head.n_keys
+    two = []
+    with LocalCluster(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster):
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            count = edask.read_bag(conn, npartitions=2).count().compute()
+            two.append(time.perf_counter() - t0)
+            assert count == head.n_keys
+    m1, m2 = statistics.median(one), statistics.median(two)
+    lines = ["", f"read_bag of the {head.n_keys:,} keys (count on the workers), median of {runs}:"]
+    rows = [["one reader (npartitions=1, synchronous)", fmt_s(m1), "1.00x", " ".join(map(fmt_s, one))],
+            ["read_bag, 2 worker processes", fmt_s(m2), f"{m1 / m2:.2f}x", " ".join(map(fmt_s, two))]]
+    lines += table(rows, ["read", "median", "speedup", "runs"])
+    lines += ["", "partitions of read_bag(npartitions=2): requests and bytes each"]
+    lines += table(plan, ["partition", "parts", "keys", "requests", "bytes fetched", "values",
+                          "fetched/values"])
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[2, 8])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--server", choices=["seaweedfs", "moto"], default="seaweedfs")
+    parser.add_argument("--no-reads", action="store_true")
+    parser.add_argument("--reads-only", action="store_true",
+                        help="write the database once (staged, 2 workers, untimed) and time the reads")
+    parser.add_argument("--save", action="store_true")
+    args = parser.parse_args()
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench-stage-"))
+    server = start_server(args.server, workdir)
+    try:
+        bucket = server.make_bucket()
+        info = machine_info(server)
+        n = args.keys
+        if args.reads_only:
+            conn = staged(server, bucket, n, 2, workdir, "reads")[3]
+            text = "\n".join(["bench_stage: read_bag against one reader", *info,
+                              f"keys      : {n:,} x 100 B", *reads(conn, args.runs)])
+            print(text)
+            if args.save:
+                append_results("stage", text)
+            return
+        one_runs, one_peaks = [], []
+        for r in range(args.runs):
+            log(f"one process, run {r + 1}")
+            s, peak = one_process(server, bucket, n, workdir, str(r))
+            one_runs.append(s)
+            one_peaks.append(peak)
+        base = statistics.median(one_runs)
+        rows = [["one process: write + push", "1", fmt_s(base), "", "1.00x", "1.00x",
+                 fmt_bytes(max(one_peaks)), " ".join(fmt_s(x) for x in one_runs)]]
+        first_conn = None
+        for workers in args.workers:
+            runs, stage_runs, peaks = [], [], []
+            for r in range(args.runs):
+                log(f"staged x{workers}, run {r + 1}")
+                s, staged_s, p, conn = staged(server, bucket, n, workers, workdir, f"{workers}-{r}")
+                runs.append(s)
+                stage_runs.append(staged_s)
+                peaks += p
+                first_conn = first_conn or conn
+            m = statistics.median(runs)
+            cores = min(workers, 2)
+            rows.append([f"staged: {workers} workers + commit", str(workers), fmt_s(m),
+                         fmt_s(statistics.median(stage_runs)), f"{base / m:.2f}x", f"{base / m / cores:.2f}x",
+                         fmt_bytes(max(peaks)), " ".join(fmt_s(x) for x in runs)])
+        lines = ["bench_stage: staged commits vs one process writing and pushing", *info,
+                 f"keys      : {n:,} x 100 B; median of {args.runs}; cores used: min(workers, 2)", ""]
+        lines += table(rows, ["how", "processes", "median", "of which staging", "speedup", "per core",
+                              "peak RSS/process", "runs"])
+        if not args.no_reads and first_conn is not None:
+            log("reads")
+            lines += reads(first_conn, args.runs)
+        text = "\n".join(lines)
+        print(text)
+        if args.save:
+            append_results("stage", text)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
