@@ -16,7 +16,6 @@ import pytest
 import ebooklet
 from ebooklet.local.state import STATE_VERSION
 
-from .faults import faulty_remote
 from .test_inflight import _landed_with_its_outcome_unknown
 from .test_local_upgrade import _export, _first_adding, _git, _has_history
 
@@ -123,12 +122,15 @@ def test_a_push_after_the_metadata_file_was_lost_keeps_the_remote_metadata(tmp_p
         assert db.get_metadata() == BIG
 
 
-def test_a_push_in_flight_records_its_head_without_the_metadata(tmp_path):
-    conn, local = _seed(tmp_path)
-    remote, transport = faulty_remote(conn)
-    with ebooklet.open(remote, local, "w", remote_lock="none") as db:
+def test_a_push_in_flight_records_its_head_without_the_metadata(moto_proxied, tmp_path):
+    conn, local = moto_proxied.conn(), tmp_path / "writer.blt"
+    with ebooklet.open(conn, local, "c", value_serializer="json") as db:
+        db["a"] = 1
+        db.set_metadata(BIG)
+        db.changes().push()
+    with ebooklet.open(conn, local, "w", remote_lock="none") as db:
         db["b"] = 2
-        _landed_with_its_outcome_unknown(remote, transport, db)
+        _landed_with_its_outcome_unknown(moto_proxied, conn, db)
         state = json.loads((_folder(local) / "state.json").read_bytes().partition(b"\n")[0])
         assert state["inflight"] is not None
         assert max(_side_files(local).values()) < SMALL_FILE
