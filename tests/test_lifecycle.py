@@ -11,7 +11,7 @@ import pytest
 import ebooklet
 from ebooklet.sync.commit import COMPACT_SMALL
 
-from .faults import Gate, faulty_remote
+from .faults import faulty_remote
 from .test_faults_network import head_put
 
 
@@ -74,31 +74,28 @@ def test_compact_rewrites_dead_segments_and_readers_of_older_commits_keep_readin
     assert ebooklet.verify(conn, deep=True)
 
 
-def test_compaction_and_a_concurrent_writer_both_commit_and_nothing_is_lost(s3_remote, tmp_path):
-    conn = s3_remote.conn()
+def test_compaction_and_a_concurrent_writer_both_commit_and_nothing_is_lost(wire, tmp_path):
+    conn = wire.conn()
     with ebooklet.open(conn, tmp_path / "a.blt", "c", value_serializer="pickle") as db:
         db.update({f"k{i}": i for i in range(200)})
         db.changes().push()
         for i in range(100):
             db[f"k{i}"] = -i
         db.changes().push()
-    compactor_remote, compactor_transport = faulty_remote(conn)
-    gate = Gate(compactor_remote.db_key)
-    compactor_transport.before_put = gate
-    compactor = ebooklet.open(
-        compactor_remote, tmp_path / "c.blt", "w", remote_lock="none", allow_pickle=True
-    )
+    held = wire.proxy.hold(wire.head_write(conn))  # the compactor's first commit waits on the wire
+    compactor = ebooklet.open(conn, tmp_path / "c.blt", "w", remote_lock="none", allow_pickle=True)
     outcome: dict[str, object] = {}
     thread = threading.Thread(target=lambda: outcome.setdefault("result", compactor.compact()))
     thread.start()
     try:
-        assert gate.reached.wait(timeout=60)  # its new segments are up; its head is not
-        with ebooklet.open(conn, tmp_path / "b.blt", "w", remote_lock="none", allow_pickle=True) as other:
+        assert held.reached.wait(timeout=60)  # its new segments are up; its head is not
+        with ebooklet.open(wire.direct(conn), tmp_path / "b.blt", "w", remote_lock="none",
+                           allow_pickle=True) as other:
             other["k150"] = "other"
             del other["k199"]
             assert other.changes().push().committed
     finally:
-        gate.release.set()
+        held.release()
         thread.join()
         compactor.close()
     assert outcome["result"].committed and outcome["result"].attempts == 2
