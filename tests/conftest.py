@@ -204,6 +204,10 @@ class Proxied:
         """Matches the writes of the database's head (a rule's ``match``)."""
         return lambda r: r.method == "PUT" and r.key == conn.db_key
 
+    def writes(self, part: str) -> Callable[[Request], bool]:
+        """Matches the writes of objects whose key holds ``part`` (``".ebooklet/lease"``)."""
+        return lambda r: r.method == "PUT" and part in r.key
+
     @property
     def client(self) -> Any:
         return self.server.admin_client

@@ -325,6 +325,13 @@ class CloudProxied:
         """The same database, reached without the proxy."""
         return self.conn(conn.db_key.removeprefix("dbs/"), direct=True)
 
+    def writes(self, part: str) -> Callable[[Request], bool]:
+        """Matches the writes of objects whose key holds ``part`` (GCS names the object in the
+        upload's body)."""
+        if self.kind == "gcs":
+            return lambda r: r.method == "POST" and r.path.startswith("/upload/") and part.encode() in r.body
+        return lambda r: r.method == "PUT" and part in r.path
+
     def head_write(self, conn: Any) -> Callable[[Request], bool]:
         """Matches the writes of the database's head (GCS names the object in the upload's body)."""
         if self.kind == "gcs":

@@ -226,34 +226,25 @@ def test_a_held_lease_makes_other_pushers_wait_then_fail_naming_the_holder(s3_re
         assert other.changes().push().keys == ["k2"]
 
 
-def test_a_writer_whose_lease_was_taken_over_cannot_commit(s3_remote, tmp_path):
+def test_a_writer_whose_lease_was_taken_over_cannot_commit(wire, tmp_path):
     from ebooklet.lock import Lease
     from ebooklet.remote import connect
 
-    from .faults import Gate, faulty_remote
-
-    conn = s3_remote.conn()
-    stalled, transport = faulty_remote(conn)
-    with ebooklet.open(stalled, tmp_path / "a.blt", "c", remote_lock="session", lease_ttl=0.2) as slow:
+    conn = wire.conn()
+    with ebooklet.open(conn, tmp_path / "a.blt", "c", remote_lock="session", lease_ttl=0.2) as slow:
         slow["k"] = b"slow"
         # It stalls: its next renewal hangs on the network, holding the lease's lock, until the
         # push is under way (its first upload); the push must then find the lease lost.
-        gate = Gate(stalled.prefix + "lease")
-
-        def stall(key: str) -> None:
-            if "/seg/" in key:
-                gate.release.set()
-            gate(key)
-
-        transport.before_put = stall
-        assert gate.reached.wait(timeout=60)
-        remote = connect(conn)
-        thief = Lease(remote, ttl=30, wait=10)
+        stalled = wire.proxy.hold(wire.writes(conn.db_key + ".ebooklet/lease"))
+        uploads = wire.writes(".ebooklet/seg/")
+        wire.proxy.add_rule(lambda r: uploads(r) and (stalled.release() or True), times=None)
+        assert stalled.reached.wait(timeout=60)
+        thief = Lease(connect(wire.direct(conn)), ttl=30, wait=10)
         thief.acquire()  # waits for the stalled lease to expire, then takes it over
         with pytest.raises(ebooklet.LeaseLostError, match="Push again"):
             slow.changes().push()
         thief.release()
-    with ebooklet.open(conn, tmp_path / "check.blt", "c") as check:
+    with ebooklet.open(wire.direct(conn), tmp_path / "check.blt", "c") as check:
         assert "k" not in check
 
 
