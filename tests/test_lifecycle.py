@@ -132,22 +132,20 @@ def test_gc_never_removes_what_a_push_in_flight_has_uploaded(moto_proxied, tmp_p
     assert ebooklet.verify(conn, deep=True)
 
 
-def test_gc_removes_the_leftovers_of_a_failed_push_and_never_what_commits_use(remote, tmp_path):
-    conn = remote.conn()
+def _seeded(conn, tmp_path) -> None:
     with ebooklet.open(conn, tmp_path / "a.blt", "c") as db:
         db.update({"a": b"1", "b": b"2"})
         db.changes().push()
-    failing, transport = faulty_remote(conn)
 
-    def cut_off(key: str) -> None:
-        if key == failing.db_key:
-            raise ebooklet.RemoteUnavailableError("cut off before the commit")
 
-    transport.before_put = cut_off
-    with ebooklet.open(failing, tmp_path / "a.blt", "w", allow_pickle=True) as db:
+def _push_cut_off_before_its_commit(conn, tmp_path) -> None:
+    with ebooklet.open(conn, tmp_path / "a.blt", "w", allow_pickle=True) as db:
         db["c"] = b"3" * 1000
         with pytest.raises(ebooklet.RemoteUnavailableError):
             db.changes().push()
+
+
+def _gc_removes_the_leftovers_and_nothing_else(conn, tmp_path) -> None:
     assert ebooklet.gc(conn).removed == []  # too recent: it might be a push in flight
     report = ebooklet.gc(conn, min_age=0)
     assert report.removed and report.bytes_removed >= 1000
@@ -156,6 +154,30 @@ def test_gc_removes_the_leftovers_of_a_failed_push_and_never_what_commits_use(re
     with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as check:
         assert dict(check.items()) == {"a": b"1", "b": b"2"}
     assert ebooklet.verify(conn, deep=True)
+
+
+def test_gc_removes_the_leftovers_of_a_failed_push_and_never_what_commits_use(wire, tmp_path):
+    conn = wire.conn()
+    _seeded(conn, tmp_path)
+    wire.proxy.add_rule(wire.head_write(conn), "503", times=None)  # every try of the commit
+    _push_cut_off_before_its_commit(conn, tmp_path)
+    wire.proxy.clear_rules()
+    _gc_removes_the_leftovers_and_nothing_else(conn, tmp_path)
+
+
+def test_gc_removes_the_leftovers_of_a_failed_push_on_a_folder(tmp_path):
+    # The folder remote has no wire: its fault goes through a transport wrapper.
+    conn = tmp_path / "remote" / "db"
+    _seeded(conn, tmp_path)
+    failing, transport = faulty_remote(conn)
+
+    def cut_off(key: str) -> None:
+        if key == failing.db_key:
+            raise ebooklet.RemoteUnavailableError("cut off before the commit")
+
+    transport.before_put = cut_off
+    _push_cut_off_before_its_commit(failing, tmp_path)
+    _gc_removes_the_leftovers_and_nothing_else(conn, tmp_path)
 
 
 def test_gc_dry_run_removes_nothing(tmp_path):
