@@ -28,6 +28,7 @@ import pathlib
 import sys
 import threading
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -84,6 +85,9 @@ for _module in (test_database, test_safety, test_lifecycle, test_remote_ops):
     globals().update(_scenarios(_module, "remote"))
 globals().update(_scenarios(test_collaboration, "s3_remote"))
 globals().update(_scenarios(test_lifecycle, "s3_remote"))
+# Scenarios with faults on the wire: the proxy in front of each cloud emulator (``wire``).
+globals().update(_scenarios(test_collaboration, "wire"))
+globals().update(_scenarios(test_lifecycle, "wire"))
 
 
 @pytest.fixture(params=CLOUDS)
@@ -306,7 +310,8 @@ class CloudProxied:
     bucket: str
     proxy: FaultProxy
 
-    def conn(self, name: str, direct: bool = False) -> Any:
+    def conn(self, name: str | None = None, direct: bool = False) -> Any:
+        name = name or uuid.uuid4().hex[:12]
         if self.kind == "gcs":
             endpoint = self.emulator.endpoint_url if direct else self.proxy.url
             return ebooklet.GCSConnection(self.bucket, f"dbs/{name}", endpoint_url=endpoint, anonymous=True,
@@ -316,6 +321,17 @@ class CloudProxied:
             connection = connection.replace(self.emulator.endpoint_url.rsplit("/", 1)[0], self.proxy.url)
         return ebooklet.AzureConnection(self.bucket, f"dbs/{name}", connection_string=connection, retries=1)
 
+    def direct(self, conn: Any) -> Any:
+        """The same database, reached without the proxy."""
+        return self.conn(conn.db_key.removeprefix("dbs/"), direct=True)
+
+    def writes(self, part: str) -> Callable[[Request], bool]:
+        """Matches the writes of objects whose key holds ``part`` (GCS names the object in the
+        upload's body)."""
+        if self.kind == "gcs":
+            return lambda r: r.method == "POST" and r.path.startswith("/upload/") and part.encode() in r.body
+        return lambda r: r.method == "PUT" and part in r.path
+
     def head_write(self, conn: Any) -> Callable[[Request], bool]:
         """Matches the writes of the database's head (GCS names the object in the upload's body)."""
         if self.kind == "gcs":
@@ -324,8 +340,7 @@ class CloudProxied:
         return lambda r: r.method == "PUT" and r.path.endswith(f"/{self.bucket}/{conn.db_key}")
 
 
-@pytest.fixture(params=CLOUDS)
-def cloud_proxied(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[CloudProxied]:
+def _cloud_proxied(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[CloudProxied]:
     kind = cloud_kind(request, request.param, tmp_path)
     assert kind.emulator is not None and kind.bucket is not None
     upstream = kind.emulator.endpoint_url
@@ -333,6 +348,18 @@ def cloud_proxied(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Ite
         upstream = upstream.rsplit("/", 1)[0]  # Azurite's root: the account is in the path
     with FaultProxy(upstream) as proxy:
         yield CloudProxied(kind.kind, kind.emulator, kind.bucket, proxy)
+
+
+@pytest.fixture(params=CLOUDS)
+def cloud_proxied(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[CloudProxied]:
+    yield from _cloud_proxied(request, tmp_path)
+
+
+@pytest.fixture(params=CLOUDS)
+def wire(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[CloudProxied]:
+    """Each cloud emulator behind a fresh FaultProxy, where the scenarios collected above
+    expect an S3 server behind one."""
+    yield from _cloud_proxied(request, tmp_path)
 
 
 def _push(conn: Any, path: pathlib.Path, writes: dict[str, bytes], **open_args: Any) -> ebooklet.PushResult:

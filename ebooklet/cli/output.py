@@ -21,10 +21,11 @@ SHOWN_KEYS = 20
 class CliError(Exception):
     """An expected failure: printed as ``ebooklet: error: <message>``, exit status 1.
 
-    ``error`` is the class of the exception a Python program doing the same would catch: an
-    :class:`ebooklet.EbookletError` (``KeyError`` for a missing key, ``KeyboardInterrupt`` for
-    an interrupt, whose status is 130). Its name is the ``type`` of the JSON form of the error
-    (``--json``), so that a program can tell the failures apart; ``details`` go in there too.
+    ``error`` is the class of the exception a Python program doing the same would catch: a
+    subclass of :class:`ebooklet.EbookletError`, ``KeyError`` for a missing key, or
+    ``KeyboardInterrupt`` for an interrupt (status 130, reported as ``Interrupted``). Its name
+    is the ``type`` of the JSON form of the error (``--json``), so that a program can tell the
+    failures apart; ``details`` go in there too.
     """
 
     def __init__(self, error: type[BaseException], message: str, status: int = 1, **details: Any) -> None:
