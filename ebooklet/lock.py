@@ -210,12 +210,14 @@ class Lease:
         info: LeaseInfo | None = None
         looked = False
         while True:
-            if line is not None and looked and not line.lease_due():
-                # Behind another waiter: watch the queue for our turn.
+            if line is not None and looked and not line.first:
+                # Behind another waiter: watch the queue for our turn, and now and then the
+                # lease (the waiter before us may be gone, see Line.may_take).
                 line.refresh()
-                line.keep_place()
-                self._pause(line.pause(), deadline, info, line)
-                continue
+                if not line.first and not line.lease_due():
+                    line.keep_place()
+                    self._pause(line.pause(), deadline, info, line)
+                    continue
             waiters = None
             if line is not None and not looked:
                 # The first look reads the lease and the queue together.

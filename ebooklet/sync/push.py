@@ -256,7 +256,7 @@ class Push:
                     # Without a lease, writers that collided back off, each for a random
                     # while, so that one of them gets through next time.
                     waited = pause.sleep(deadline - time.monotonic())
-                    logger.info("push: backed off %.3f s before attempt %d", waited, attempt + 1)
+                    logger.info("push: backed off %.6f s before attempt %d", waited, attempt + 1)
         except BaseException as exc:
             state.uploader.close()
             unanswered = isinstance(exc, (RemoteUnavailableError, RemoteAccessError))
