@@ -28,6 +28,7 @@ import argparse
 import json
 import pathlib
 import pickle
+import shutil
 import statistics
 import subprocess
 import sys
@@ -142,12 +143,15 @@ def reads(conn: ebooklet.S3Connection, runs: int) -> list[str]:
     remote = connect(conn)
     head, _ = HeadStore(remote).read_latest()
     assert head is not None
-    plan = []
+    plan, cpus = [], []
     for i, names in enumerate(plan_partitions(head, 2)):
+        cpu = time.process_time()
         scan = Scan(remote, names)
+        assert sum(1 for _ in scan) == len(scan)
+        cpus.append(time.process_time() - cpu)
         wanted = scan.value_bytes
         plan.append([str(i), f"{len(names)}", f"{len(scan):,}", f"{len(scan.requests):,}",
-                     fmt_bytes(scan.bytes), fmt_bytes(wanted), f"{scan.bytes / wanted:.3f}"])
+                     fmt_bytes(scan.bytes), fmt_bytes(wanted), f"{scan.bytes / wanted:.3f}", fmt_s(cpus[-1])])
     remote.transport.close()
     one = []
     for _ in range(runs):
@@ -171,7 +175,9 @@ def reads(conn: ebooklet.S3Connection, runs: int) -> list[str]:
     lines += table(rows, ["read", "median", "speedup", "runs"])
     lines += ["", "partitions of read_bag(npartitions=2): requests and bytes each"]
     lines += table(plan, ["partition", "parts", "keys", "requests", "bytes fetched", "values",
-                          "fetched/values"])
+                          "fetched/values", "CPU to read"])
+    lines.append(f"the partitions' CPU, all / the largest: {sum(cpus) / max(cpus):.2f} (the speedup two "
+                 "free cores would allow this process's share of the work)")
     return lines
 
 
@@ -237,6 +243,7 @@ def main() -> None:
             append_results("stage", text)
     finally:
         server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # a million keys, nine times over
 
 
 if __name__ == "__main__":

@@ -424,3 +424,15 @@ def test_the_commit_reads_runs_block_by_block_while_it_writes_parts(tmp_path, mo
              for w in range(3)]
     assert at_first_part and at_first_part[0] <= sum(n // 16 + 2 for n in first) < len(blocks_read) // 2
     assert len(remote_items(conn, tmp_path / "r.blt")) == 2401
+
+
+def test_a_run_whose_header_is_longer_than_the_first_read_commits(tmp_path, monkeypatch):
+    monkeypatch.setattr(runfmt, "BLOCK_ENTRIES", 4)  # 1,000 blocks: a header of about 30 KB
+    conn = tmp_path / "remote" / "db"
+    create(conn, tmp_path / "w.blt")
+    with ebooklet.stage(conn) as s:
+        s.update({f"k{i}": i for i in range(4000)})
+    (run,) = s.token.runs
+    assert runfmt.header_length(_get(conn, run), run) > staged.HEADER_READ
+    ebooklet.commit(conn, [s.token])
+    assert len(remote_items(conn, tmp_path / "r.blt")) == 4001

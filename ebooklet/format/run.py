@@ -10,6 +10,7 @@ read with a ranged GET; the header lists the blocks.
 
 from __future__ import annotations
 
+import operator
 import struct
 import sys
 import zlib
@@ -167,10 +168,11 @@ def decode_header(data: bytes, name: str, size: int) -> RunHeader:
     return header
 
 
-def decode_block(data: bytes, name: str, row: tuple[int, int, int, int, int], segments: int) -> Block:
+def decode_block(data: bytes, name: str, row: tuple[int, int, int, int, int],
+                 segments: Sequence[int]) -> Block:
     """The entries of one block (``row`` from the header), checked: keys the local file can
-    hold, in run order within the hashes the header gave, locations in the stage's
-    ``segments`` segments."""
+    hold, in run order within the hashes the header gave, locations within the stage's
+    segments (``segments``: their sizes, by number)."""
     _, length, count, lo, hi = row
     if len(data) != length:
         raise _bad(name, f"a block is {len(data):,} bytes, not {length:,}")
@@ -183,7 +185,7 @@ def decode_block(data: bytes, name: str, row: tuple[int, int, int, int, int], se
         if inflate.unconsumed_tail:
             raise ValueError("it inflates too far")
         keys, ts, hashes, dels, segs, offs, lens = msgpack.unpackb(
-            payload, raw=False, max_str_len=MAX_KEY_BYTES, max_array_len=BLOCK_ENTRIES, max_map_len=0,
+            payload, raw=False, max_str_len=MAX_KEY_BYTES, max_array_len=max(BLOCK_ENTRIES, 7), max_map_len=0,
             max_bin_len=BLOCK_ENTRIES * HASH_LEN,
         )
         block = Block(keys, [], _le_array("q", ts), [], _le_array("I", segs), _le_array("Q", offs),
@@ -204,7 +206,7 @@ def decode_block(data: bytes, name: str, row: tuple[int, int, int, int, int], se
     return block
 
 
-def _block_problem(block: Block, lo: int, hi: int, segments: int) -> str | None:
+def _block_problem(block: Block, lo: int, hi: int, segments: Sequence[int]) -> str | None:
     keys = block.keys
     if not RESERVED_KEYS.isdisjoint(keys):
         return "it holds a reserved key"
@@ -220,6 +222,9 @@ def _block_problem(block: Block, lo: int, hi: int, segments: int) -> str | None:
         return "its keys are not sorted (or one appears twice)"
     if block.ts.tobytes() and max(block.ts) > MAX_TIMESTAMP or block.ts and min(block.ts) < 0:
         return f"a timestamp is outside 0..{MAX_TIMESTAMP}"
-    if block.segs and max(block.segs) >= segments:
+    if block.segs and max(block.segs) >= len(segments):
         return "an entry refers to a segment the stage did not upload"
+    ends = zip(map(operator.add, block.offs, block.lens), block.segs, block.hashes, strict=True)
+    if any(end > segments[s] for end, s, h in ends if h is not None):
+        return "an entry points past the end of its segment"
     return None

@@ -11,10 +11,12 @@ push settles its own (:mod:`.conflicts`).
 
 from __future__ import annotations
 
+import bisect
 import collections
 import concurrent.futures
 import itertools
 import logging
+import operator
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,10 +27,11 @@ from ..errors import (
     PushConflictError,
     RemoteFormatError,
     RemoteNotFoundError,
+    SerializerMismatchError,
     SyncError,
 )
 from ..format import Entry, Head, Part, bits_for, new_commit_id, part_of, value_hash
-from ..format.run import MAX_HEADER_BYTES, Block, RunHeader, decode_block, decode_header, header_length
+from ..format.run import Block, RunHeader, decode_block, decode_header, header_length
 from ..local import codec_for
 from ..lock import Lease
 from ..remote import Remote
@@ -46,6 +49,10 @@ from .stage import StageToken
 logger = logging.getLogger(__name__)
 
 
+#: The first read of a run: its header, which lists about 40 bytes per block of 4,096 entries.
+HEADER_READ = 16 * 1024
+
+
 class _Run:
     """One run, read block by block in order, the next block fetched ahead."""
 
@@ -60,11 +67,17 @@ class _Run:
         self.row = 0  # the next entry of self.block
 
     def open(self) -> None:
-        blob = self.objects.remote.transport.get_start(self.objects.prefix + self.name, MAX_HEADER_BYTES + 8)
-        if blob is None:
-            raise self.objects.gone(self.name)
+        transport, key = self.objects.remote.transport, self.objects.prefix + self.name
+        try:
+            blob = transport.get_start(key, HEADER_READ)
+            assert blob is not None
+            self._end = header_length(blob.data, self.name)  # at most MAX_HEADER_BYTES
+            if self._end > len(blob.data) and blob.size is not None and blob.size > len(blob.data):
+                blob = transport.get_start(key, self._end)  # a header of many blocks
+                assert blob is not None
+        except RemoteNotFoundError:
+            raise self.objects.gone(self.name) from None
         size = blob.size if blob.size is not None else len(blob.data)
-        self._end = header_length(blob.data, self.name)
         header = decode_header(blob.data, self.name, size)
         if (header.db, header.stage) != (self.token.db, self.token.stage):
             raise decode_error(self.name, "it belongs to another stage or database than its token")
@@ -82,13 +95,12 @@ class _Run:
 
     def _read(self, row: tuple[int, int, int, int, int]) -> Block:
         data = self.objects.get_range(RangeRequest(self.name, self._end + row[0], row[1], ()))
-        return decode_block(data, self.name, row, len(self.token.segments))
+        return decode_block(data, self.name, row, [size for _, size in self.token.segments])
 
-    def take(self, p: int, shift: int) -> list[tuple[str, int, bytes | None, int, int, int]]:
-        """The run's entries of part ``p`` (parts are the top bits: ``order >> shift``);
+    def take(self, p: int, shift: int) -> list[Record]:
+        """The run's records of part ``p`` (parts are the top bits: ``order >> shift``);
         entries of earlier parts are skipped."""
-        out = []
-        sizes = self.token.segments
+        out: list[Record] = []
         while True:
             if self.block is None or self.row >= len(self.block.keys):
                 if self._ahead is None:
@@ -96,18 +108,14 @@ class _Run:
                 self.block, self.row = self._ahead.result(), 0
                 self._fetch_ahead()
             b = self.block
-            n = len(b.keys)
-            i = self.row
-            while i < n and b.order[i] >> shift < p:
-                i += 1
-            while i < n and b.order[i] >> shift == p:
-                seg, off, length = b.segs[i], b.offs[i], b.lens[i]
-                if b.hashes[i] is not None and off + length > sizes[seg][1]:
-                    raise decode_error(self.name, "an entry points past the end of its segment")
-                out.append((b.keys[i], b.ts[i], b.hashes[i], self.seg_base + seg, off, length))
-                i += 1
-            self.row = i
-            if i < n:
+            lo = bisect.bisect_left(b.order, p << shift, self.row)
+            hi = bisect.bisect_left(b.order, (p + 1) << shift, lo)
+            base = self.seg_base
+            segs = b.segs[lo:hi] if not base else [base + s for s in b.segs[lo:hi]]
+            out += zip(b.keys[lo:hi], b.ts[lo:hi], b.hashes[lo:hi], segs, b.offs[lo:hi], b.lens[lo:hi],
+                       itertools.repeat(0))
+            self.row = hi
+            if hi < len(b.keys):
                 return out
 
 
@@ -151,9 +159,10 @@ class RunSpool:
         latest: dict[str, Record] = {}
         owner: dict[str, int] = {}
         for t, run in self.runs:
-            for key, ts, h, seg, off, length in run.take(p, shift):
-                latest[key] = (key, ts, h, seg, off, length, 0)
-                owner[key] = t
+            records = run.take(p, shift)
+            keys = list(map(operator.itemgetter(0), records))
+            latest.update(zip(keys, records, strict=True))  # a later run wins
+            owner.update(dict.fromkeys(keys, t))
         self.owner = owner
         return self.on_group(p, list(latest.values()))
 
@@ -199,12 +208,20 @@ class Conflicts:
             base = heads.read_log(*token.base)
             if base is None:
                 raise SyncError(
-                    f"{current_location(objects)}: the commit a stage started from ({token.base[0]}) "
+                    f"{objects.remote.location}: the commit a stage started from ({token.base[0]}) "
                     "is no longer kept, so changes made since cannot be told from the stage's; "
                     "stage those writes again"
                 )
             self.bases[t] = base
-        self.codec = codec_for(current.value_serializer) if callable(policy) else None
+        self.codec = None
+        if callable(policy):
+            try:
+                self.codec = codec_for(current.value_serializer)
+            except ValueError as exc:
+                raise SerializerMismatchError(
+                    f"{objects.remote.location}: {exc}; a conflict function needs the values "
+                    "decoded: settle the conflicts with 'local', 'remote' or 'newest' instead"
+                ) from None
 
     def settle(self, p: int, records: list[Record]) -> list[Record]:
         if not self.bases:
@@ -260,10 +277,6 @@ class Conflicts:
             raise decode_error(entry.segment, "a value does not match its content hash")
         assert self.codec is not None
         return self.codec.decode(data)
-
-
-def current_location(objects: ObjectStore) -> str:
-    return objects.remote.location
 
 
 def commit_staged(remote: Remote, tokens: Sequence[StageToken], policy: Policy,
