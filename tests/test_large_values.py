@@ -245,3 +245,29 @@ def test_a_push_uploads_four_full_segments_at_once(tmp_path):
     finally:
         uploader.close()
     assert sorted(uploader.stored) == [f"seg/test-{i}" for i in range(objects.UPLOAD_SEGMENTS + 1)]
+
+
+def test_a_damaged_remote_value_given_to_a_conflict_function_is_refused_and_nothing_commits(tmp_path):
+    # ValueReader.read checks each value in the thread that fetched it: the damage is still
+    # an IntegrityError, and the push that needed the value commits nothing.
+    conn = tmp_path / "remote" / "db"
+    seg_dir = tmp_path / "remote" / "db.ebooklet" / "seg"
+    _push(conn, tmp_path / "a.blt", {"k": b"base" * 1000})
+    with ebooklet.open(conn, tmp_path / "b.blt", "w") as b:
+        b["k"] = b"mine" * 1000
+        b.sync()
+    before = set(seg_dir.iterdir())
+    with ebooklet.open(conn, tmp_path / "a.blt", "w") as a:
+        a["k"] = b"theirs" * 1000
+        assert a.changes().push().committed
+    [theirs] = set(seg_dir.iterdir()) - before
+    body = bytearray(theirs.read_bytes())
+    body[10] ^= 0x01
+    theirs.write_bytes(bytes(body))
+    head = (tmp_path / "remote" / "db").read_bytes()
+    seen = []
+    with ebooklet.open(conn, tmp_path / "b.blt", "w") as b:
+        with pytest.raises(ebooklet.IntegrityError, match="'k'.*content hash"):
+            b.changes().push(on_conflict=lambda key, mine, remote, base: seen.append(key) or mine)
+    assert seen == []  # the function never saw the damaged value
+    assert (tmp_path / "remote" / "db").read_bytes() == head  # nothing committed
