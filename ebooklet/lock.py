@@ -210,9 +210,11 @@ class Lease:
         info: LeaseInfo | None = None
         looked = False
         while True:
-            if line is not None and looked and not line.first:
+            if line is not None and looked and (not line.first or line.recheck_due()):
                 # Behind another waiter: watch the queue for our turn, and now and then the
-                # lease (the waiter before us may be gone, see Line.may_take).
+                # lease (the waiter before us may be gone, see Line.may_take). The first
+                # waiter looks at the queue now and then too: one that was too slow to take
+                # the lease was skipped, and queues again.
                 line.refresh()
                 if not line.first and not line.lease_due():
                     line.keep_place()

@@ -149,7 +149,7 @@ class WaitQueue:
 
 #: Seconds a free lease is left to the first waiter before the next waiters may take it (a
 #: first waiter that is gone, or a forged place, costs this once).
-GRACE_S = 2.0
+GRACE_S = 3.0
 #: How often the first waiter looks at the lease, and the pause per place further back with
 #: which the others look at the queue (at most MAX_POLL_S).
 FRONT_POLL_S = 0.025
@@ -172,6 +172,7 @@ class Line:
         self._placed_at: float | None = None  # time.monotonic() of our last write of our place
         self._free: tuple[str | None, float] | None = None  # a free lease's ETag, first seen when
         self._lease_looked = 0.0
+        self._queue_looked = time.monotonic()
 
     def store_now(self) -> int:
         """The store's clock now, in microseconds (measured once; our clock where the store
@@ -214,9 +215,11 @@ class Line:
         return frozenset(self.order[:mine])
 
     def keep_place(self) -> None:
-        """Take a place, or renew ours once a third of its time has passed."""
+        """Take a place, or renew ours once a third of its time has passed (or at once, when
+        it is gone: we were skipped)."""
         now = time.monotonic()
-        if self._placed_at is not None and now - self._placed_at < self.ttl_us / 3e6:
+        if (self._placed_at is not None and now - self._placed_at < self.ttl_us / 3e6
+                and self.owner in self.order):
             return
         store_now = self.store_now()
         order = self.queue.join(self.owner, store_now + self.ttl_us, store_now)
@@ -230,6 +233,15 @@ class Line:
             return FRONT_POLL_S
         place = self.order.index(self.owner) if self.owner in self.order else len(self.order)
         return min(MAX_POLL_S, POLL_PER_PLACE_S * place)
+
+    def recheck_due(self) -> bool:
+        """Whether the first waiter should read the queue again (about every GRACE_S / 2: to
+        find that it was skipped)."""
+        now = time.monotonic()
+        if now - self._queue_looked >= GRACE_S / 2:
+            self._queue_looked = now
+            return True
+        return False
 
     def lease_due(self) -> bool:
         """Whether a waiter behind the first should look at the lease now (about every
