@@ -76,7 +76,11 @@ def _scenarios(module: ModuleType, fixture: str) -> dict[str, Any]:
         if not name.startswith("test_") or not callable(test):
             continue
         params = set(inspect.signature(test).parameters)
-        if fixture in params and not params & _S3_ONLY:
+        pinned = any(
+            mark.name == "parametrize" and fixture in str(mark.args[0]).replace(" ", "").split(",")
+            for mark in getattr(test, "pytestmark", [])
+        )  # a scenario pinned to one kind of remote (e.g. ["folder"]) is about that kind
+        if fixture in params and not params & _S3_ONLY and not pinned:
             chosen[name] = _rerun(test)
     return chosen
 
