@@ -17,6 +17,11 @@ Implementations (each phase runs in a fresh process of its own):
                 batches of 1,000 puts, scanned with read-ahead and parallel fetches.
 ``sqlitedict``  a sqlitedict file (raw bytes values, one commit) uploaded with one PUT and
                 downloaded with one GET (boto3).
+``file``        the values written to one plain file, uploaded with one PUT; read: one GET
+                of it into a local file (boto3, in the sqlitedict venv). Not a database: the
+                floor that a transfer of the same bytes through the same server costs.
+``base``        (with ``--base DIR``) this project from another tree, e.g. ``git archive``
+                of main: a before/after in one run.
 
 The peers are installed with pip into venvs of their own under ``--cache`` (default
 ``benchmarks/.venvs/``, git-ignored); none becomes a dependency of this project.
@@ -77,12 +82,14 @@ PEERS: dict[str, list[str]] = {
     "slatedb": ["slatedb==0.17.0"],
     "sqlitedict": ["sqlitedict==2.1.0", "boto3"],
 }
-IMPLS = ["ours", "ebooklet", "slatedb", "sqlitedict"]
+IMPLS = ["ours", "ebooklet", "slatedb", "sqlitedict", "file"]
 LABELS = {
     "ours": "ours",
     "ebooklet": "ebooklet 0.11.1",
     "slatedb": "slatedb 0.17",
     "sqlitedict": "sqlitedict + 1 PUT",
+    "base": "ours at --base",
+    "file": "1 file, 1 PUT/GET",
 }
 PHASES = ["write_push", "push_alone", "cold_one", "read_all", "noop_changes"]
 PHASE_LABELS = {
@@ -98,6 +105,8 @@ HAS_PHASE = {
     "ebooklet": set(PHASES),
     "slatedb": {"write_push", "cold_one", "read_all"},
     "sqlitedict": {"write_push", "push_alone", "cold_one", "read_all"},
+    "base": set(PHASES),
+    "file": {"write_push", "push_alone", "read_all"},
 }
 
 
@@ -106,8 +115,9 @@ HAS_PHASE = {
 
 def peer_python(impl: str, cache: pathlib.Path) -> str:
     """The Python of ``impl``'s venv, created and filled on first use."""
-    if impl == "ours":
+    if impl in ("ours", "base"):
         return sys.executable
+    impl = "sqlitedict" if impl == "file" else impl  # one venv serves both
     venv = cache / impl
     python = venv / "bin" / "python"
     stamp = venv / "installed.json"
@@ -130,8 +140,8 @@ def peer_python(impl: str, cache: pathlib.Path) -> str:
 def run_phase(python: str, cfg: dict[str, Any]) -> dict[str, Any]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
-    if cfg["impl"] == "ours":
-        env["PYTHONPATH"] = str(ROOT)
+    if cfg["impl"] in ("ours", "base"):
+        env["PYTHONPATH"] = cfg.pop("root")
     proc = subprocess.run(
         [python, str(pathlib.Path(__file__).resolve().parent / "peers_worker.py"), json.dumps(cfg)],
         capture_output=True, text=True, env=env, cwd=cfg["workdir"],
@@ -141,13 +151,36 @@ def run_phase(python: str, cfg: dict[str, Any]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def phase_config(args: argparse.Namespace, impl: str, phase: str, rep: int, run: str,
+                 proxy: CountingProxy, workdir: pathlib.Path) -> dict[str, Any]:
+    """The worker's configuration for run ``rep`` of one phase of one implementation: the
+    read phases read the first run's database of ``write_push``; other runs write databases
+    and local files of their own."""
+    cfg = {
+        "impl": impl, "phase": phase, "keys": args.keys, "value_bytes": args.value_bytes,
+        "proxy": proxy.url, "counters": proxy.url + proxy.CONTROL_PATH,
+        "workdir": str(workdir), "read_ahead": args.read_ahead,
+        "db_key": f"{impl}-{run}/db", "path": str(workdir / f"{impl}-{run}.db"),
+        "root": str(args.base if impl == "base" else ROOT),
+    }
+    if phase == "push_alone":
+        cfg.update(db_key=f"{impl}-{run}/push", path=str(workdir / f"{impl}-{run}-push.db"))
+    elif phase in ("cold_one", "read_all"):
+        cfg["path"] = str(workdir / f"{impl}-{run}-{phase}.db")
+    if rep and phase != "noop_changes":
+        cfg["path"] = f"{cfg['path']}.rep{rep}"
+        if phase in ("write_push", "push_alone"):
+            cfg["db_key"] = f"{cfg['db_key']}-rep{rep}"
+    return cfg
+
+
 def report(results: dict[tuple[str, str], dict[str, Any]], impls: list[str], header: list[str],
            value_bytes: int) -> str:
     out = ["\n".join(header)]
 
     def cell(impl: str, phase: str, metric: str, show: Any) -> str:
         r = results.get((impl, phase))
-        if r is None:
+        if r is None or metric not in r:
             return "-"
         text = show(r[metric])
         ours = results.get(("ours", phase))
@@ -157,6 +190,7 @@ def report(results: dict[tuple[str, str], dict[str, Any]], impls: list[str], hea
 
     for metric, title, show in [
         ("seconds", "time (ratio to ours)", fmt_s),
+        ("cpu", "CPU time of the client process, all threads (ratio to ours)", fmt_s),
         ("requests", "requests (ratio to ours)", str),
         ("received", "bytes downloaded (ratio to ours)", fmt_bytes),
         ("sent", "bytes uploaded (ratio to ours)", fmt_bytes),
@@ -165,6 +199,21 @@ def report(results: dict[tuple[str, str], dict[str, Any]], impls: list[str], hea
         for phase in PHASES:
             rows.append([PHASE_LABELS[phase]] + [cell(i, phase, metric, show) for i in impls])
         out.append("\n".join([title, *(line.rstrip() for line in table(rows[1:], rows[0]))]))
+    lines = ["ours / each other implementation, median times (below 1: ours is faster):"]
+    for phase in ("write_push", "push_alone", "read_all"):
+        ours = results.get(("ours", phase))
+        if ours is None:
+            continue
+        ratios = [f"{LABELS[i]} {ours['seconds'] / results[i, phase]['seconds']:.2f}"
+                  for i in impls if i != "ours" and (i, phase) in results]
+        lines.append(f"  {PHASE_LABELS[phase]}: " + ", ".join(ratios))
+    out.append("\n".join(lines))
+    lines = ["spread of the runs (min - max):"]
+    for (impl, phase), r in sorted(results.items()):
+        if "spread" in r:
+            lines.append(f"  {LABELS[impl]}, {PHASE_LABELS[phase]}: "
+                         f"{fmt_s(r['spread'][0])} - {fmt_s(r['spread'][1])}")
+    out.append("\n".join(lines))
     lines = ["fresh read of all values, bytes downloaded / value bytes:"]
     for impl in impls:
         r = results.get((impl, "read_all"))
@@ -182,13 +231,25 @@ def main() -> None:
     parser.add_argument("--cache", type=pathlib.Path, default=ROOT / "benchmarks" / ".venvs")
     parser.add_argument("--read-ahead", type=int, default=8 * 1024 * 1024,
                         help="slatedb scan read-ahead bytes")
+    parser.add_argument("--base", type=pathlib.Path,
+                        help="another tree of this project (e.g. a `git archive` of main), run as "
+                        "implementation 'base' beside ours: a before/after in one run")
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help="comma-separated phases (the read phases read write_push's database)")
     parser.add_argument("--save", action="store_true", help="write benchmarks/results/peers-<date>.txt")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of each phase (fresh process and paths each); the median is reported")
     args = parser.parse_args()
 
     impls = [i for i in args.only.split(",") if i]
-    unknown = set(impls) - set(IMPLS)
+    if args.base is not None and "base" not in impls:
+        impls.insert(1, "base")
+    phases = {p for p in args.phases.split(",") if p}
+    if phases - set(PHASES):
+        parser.error(f"unknown phases {sorted(phases - set(PHASES))}; choose from {PHASES}")
+    if phases & {"cold_one", "read_all", "noop_changes"}:
+        phases.add("write_push")  # they read its database
+    unknown = set(impls) - set(IMPLS) - ({"base"} if args.base else set())
     if unknown:
         parser.error(f"unknown implementations {sorted(unknown)}; choose from {IMPLS}")
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -202,42 +263,31 @@ def main() -> None:
     versions: dict[str, str] = {}
     try:
         moto.make_bucket(BUCKET)
-        for impl in impls:
-            run = uuid.uuid4().hex[:8]
-            main_key, main_path = f"{impl}-{run}/db", workdir / f"{impl}-{run}.db"
-            for phase in PHASES:
-                if phase not in HAS_PHASE[impl]:
-                    continue
-                cfg = {
-                    "impl": impl, "phase": phase, "keys": args.keys, "value_bytes": args.value_bytes,
-                    "proxy": proxy.url, "counters": proxy.url + proxy.CONTROL_PATH,
-                    "workdir": str(workdir), "read_ahead": args.read_ahead,
-                    "db_key": main_key, "path": str(main_path),
-                }
-                if phase == "push_alone":
-                    cfg.update(db_key=f"{impl}-{run}/push", path=str(workdir / f"{impl}-{run}-push.db"))
-                elif phase in ("cold_one", "read_all"):
-                    cfg["path"] = str(workdir / f"{impl}-{run}-{phase}.db")
-                log(f"{LABELS[impl]}: {PHASE_LABELS[phase]}")
-                runs = []
-                for rep in range(args.repeat):
-                    rcfg = dict(cfg)
-                    if rep and phase != "noop_changes":
-                        # Later runs write to databases and local paths of their own (the first
-                        # run's database is the one the read phases read).
-                        rcfg["path"] = f"{cfg['path']}.rep{rep}"
-                        if phase in ("write_push", "push_alone"):
-                            rcfg["db_key"] = f"{cfg['db_key']}-rep{rep}"
-                    r = run_phase(pythons[impl], rcfg)
+        runs_of = {impl: uuid.uuid4().hex[:8] for impl in impls}
+        # Phase by phase, and within a phase run by run across the implementations, so that
+        # a change in the machine's load between runs falls on all of them alike.
+        for phase in PHASES:
+            if phase not in phases:
+                continue
+            runs: dict[str, list[dict[str, Any]]] = {}
+            for rep in range(args.repeat):
+                for impl in impls:
+                    if phase not in HAS_PHASE[impl]:
+                        continue
+                    if rep == 0:
+                        log(f"{LABELS[impl]}: {PHASE_LABELS[phase]}")
+                    r = run_phase(pythons[impl], phase_config(args, impl, phase, rep, runs_of[impl],
+                                                              proxy, workdir))
                     if r.get("ok") is False:
                         raise RuntimeError(f"{impl} {phase} read wrong values: {r}")
                     versions[impl] = r.pop("version", "?")
-                    runs.append(r)
-                r = sorted(runs, key=lambda x: x["seconds"])[len(runs) // 2]  # the median run
-                if len(runs) > 1:
-                    r["spread"] = (min(x["seconds"] for x in runs), max(x["seconds"] for x in runs))
+                    runs.setdefault(impl, []).append(r)
+            for impl, done in runs.items():
+                r = sorted(done, key=lambda x: x["seconds"])[len(done) // 2]  # the median run
+                if len(done) > 1:
+                    r["spread"] = (min(x["seconds"] for x in done), max(x["seconds"] for x in done))
                 results[impl, phase] = r
-                log(f"  {fmt_s(r['seconds'])}, {r['requests']} requests, "
+                log(f"  {LABELS[impl]}: {fmt_s(r['seconds'])}, {r['requests']} requests, "
                     f"{fmt_bytes(r['received'])} down, {fmt_bytes(r['sent'])} up")
     finally:
         proxy.close()

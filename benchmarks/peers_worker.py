@@ -51,10 +51,12 @@ class Clock:
             self.profile = cProfile.Profile()
             self.profile.enable()
         self.t0 = time.perf_counter()
+        self.cpu0 = time.process_time()
         return self
 
     def __exit__(self, *exc: object) -> None:
         seconds = time.perf_counter() - self.t0
+        cpu = time.process_time() - self.cpu0
         if self.profile is not None:
             # BENCH_PEERS_PROFILE=DIR: one .prof file per timed region (python -m pstats).
             self.profile.disable()
@@ -62,7 +64,7 @@ class Clock:
             out.mkdir(parents=True, exist_ok=True)
             self.profile.dump_stats(out / f"{os.getpid()}.prof")
         after = self.counters()
-        self.result = {"seconds": seconds, **{k: after[k] - self.before[k] for k in after}}
+        self.result = {"seconds": seconds, "cpu": cpu, **{k: after[k] - self.before[k] for k in after}}
 
 
 def worker(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -70,13 +72,13 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     keys, values = make_data(cfg["keys"], cfg["value_bytes"])
     clock = Clock(cfg["counters"])
     out: dict[str, Any] = {}
-    if impl in ("ours", "ebooklet"):
+    if impl in ("ours", "base", "ebooklet"):
         out = _worker_ebooklet(cfg, impl, phase, keys, values, clock)
     elif impl == "slatedb":
         import asyncio
 
         out = asyncio.run(_worker_slatedb(cfg, phase, keys, values, clock))
-    elif impl == "sqlitedict":
+    elif impl in ("sqlitedict", "file"):
         out = _worker_sqlitedict(cfg, phase, keys, values, clock)
     return {**clock.result, **out}
 
@@ -87,7 +89,7 @@ def _worker_ebooklet(cfg, impl, phase, keys, values, clock) -> dict[str, Any]:  
     args = (ACCESS_KEY_ID, ACCESS_KEY, cfg["db_key"], BUCKET)
     conn = ebooklet.S3Connection(*args, endpoint_url=cfg["proxy"])
     path = pathlib.Path(cfg["path"])
-    if impl == "ours":
+    if impl in ("ours", "base"):
         def open_db(flag: str):  # type: ignore[no-untyped-def]
             return ebooklet.open(conn, path, flag)
     else:
@@ -208,6 +210,10 @@ def _worker_sqlitedict(cfg, phase, keys, values, clock) -> dict[str, Any]:  # ty
         return SqliteDict(path, flag=flag, encode=same, decode=same, autocommit=False)
 
     def write() -> None:
+        if cfg["impl"] == "file":  # the values as one file: no database at all
+            with open(path, "wb") as f:
+                f.writelines(values)
+            return
         with open_db("n") as db:
             for k, v in zip(keys, values, strict=True):
                 db[k] = v
@@ -235,6 +241,10 @@ def _worker_sqlitedict(cfg, phase, keys, values, clock) -> dict[str, Any]:  # ty
             with open_db("r") as db:
                 value = db[keys[i]]
         out["ok"] = value == values[i]
+    elif phase == "read_all" and cfg["impl"] == "file":
+        with clock:
+            get()
+        out["ok"] = pathlib.Path(path).stat().st_size == sum(map(len, values))
     elif phase == "read_all":
         with clock:
             get()

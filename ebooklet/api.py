@@ -26,6 +26,7 @@ from .groups import GROUP_SERIALIZER, RemoteConnGroup
 from .local import LocalStore, check_serializer, serializer_name
 from .lock import DEFAULT_TTL, DEFAULT_WAIT
 from .remote import Remote, RemoteConn, connect
+from .settings import settings
 from .sync import RemoteLock, Replica, history
 from .sync.heads import HeadStore
 
@@ -155,6 +156,11 @@ def open(
         raise ReadOnlyError(
             f"{remote.location} is read-only (a public URL or no credentials); open it with "
             "flag='r', or use an S3Connection with credentials to write"
+        )
+    if not 0 < lease_ttl <= settings.lease_max_ttl:
+        raise InvalidArgumentError(
+            f"lease_ttl is seconds, more than 0 and at most {settings.lease_max_ttl:g}, not {lease_ttl!r} "
+            "(a lease is renewed while it is held: a long push needs no long lease_ttl)"
         )
     lock = {"remote_lock": remote_lock, "lease_ttl": lease_ttl, "lock_wait": lock_wait}
     sizing = {"n_buckets": n_buckets, "buffer_size": buffer_size}

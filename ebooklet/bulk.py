@@ -17,6 +17,7 @@ from .local import LocalStore
 from .results import ProgressCallback
 from .sync import Replica
 from .sync.index import BaseIndex
+from .sync.listing import lazy_rows
 
 #: Entries of the local file read at a time, under the database's lock, by items() and values().
 _LOCAL_CHUNK = 1024
@@ -39,8 +40,8 @@ class BulkReads:
         requests at a time, and cached in the local file as they arrive; memory holds a few
         requests' worth of them, however large the database. The keys are a snapshot taken
         when iteration starts. As with booklet, writing to the database while
-        iterating (from this thread or another) raises ChangedDuringIterationError; ``keys()`` is a
-        snapshot to iterate over instead.
+        iterating (from this thread or another) raises ChangedDuringIterationError;
+        ``list(db.keys())`` is a list to iterate over instead.
         """
         return self._iter_pairs(with_keys=True)
 
@@ -56,6 +57,8 @@ class BulkReads:
         for pair in self._local_items():
             yield pair if with_keys else pair[1]
         decode, loads = self._codec.decode, self._codec.loads
+        if self._codec.bounds_inflation:
+            loads = decode  # each value's inflated size is checked before it is inflated
         for fetched in bulk.fetch():
             with self._lock:
                 self._check()
@@ -138,6 +141,9 @@ class BulkReads:
             return
         with self._lock:
             stamps = list(self._local.timestamps())
-            stamps += [(key, entry.timestamp) for key, entry in self._index.lazy_keys()]
+            listed = {key for key, _ in stamps}
+            for part, rows in lazy_rows(self._index, self._index.base, listed):
+                keys, ts = part.columns(rows)[:2]
+                stamps += zip(keys, ts, strict=True)
         yield from stamps
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import feather
 from .errors import DeserializationError, SerializationError
 
 __all__ = ["MAX_INFLATE_RATIO", "MIN_INFLATE_LIMIT", "SAFE_SERIALIZERS", "Codec", "runs_code",
@@ -28,6 +29,8 @@ ZSTD_FRAMED = frozenset(
     {"zstd", "pickle_zstd", "orjson_zstd", "msgpack_zstd", "numpy_int2_zstd", "numpy_int4_zstd",
      "numpy_int8_zstd", "wkb_zstd"}
 )
+#: Serializers whose stored bytes are a Feather file of zstd-compressed buffers.
+FEATHER = frozenset({"pd_zstd", "gpd_zstd"})
 #: A zstd-framed value may inflate to this many bytes whatever its stored size...
 MIN_INFLATE_LIMIT = 64 * 1024 * 1024
 #: ...and beyond that to at most this many times its stored size: a 65 KB value that declares
@@ -84,6 +87,12 @@ class Codec:
     loads: Callable[[bytes], Any]
 
     @property
+    def bounds_inflation(self) -> bool:
+        """Whether :meth:`decode` checks what a value inflates to before decoding it (a bulk
+        read must not take a shortcut around it)."""
+        return self.name in ZSTD_FRAMED or self.name in FEATHER
+
+    @property
     def is_custom(self) -> bool:
         """A class of the user's own, which every reader must be given."""
         return self.name.startswith("custom:")
@@ -126,8 +135,7 @@ class Codec:
         """The value stored as ``raw``; :class:`~ebooklet.DeserializationError` names ``key``
         when the serializer cannot decode it, or when a compressed value would inflate past
         the limit (MIN_INFLATE_LIMIT, or MAX_INFLATE_RATIO times its stored size)."""
-        if self.name in ZSTD_FRAMED:
-            self._check_inflate(raw, key)
+        self.check_inflation(raw, key)
         try:
             return self.loads(raw)
         except Exception as exc:  # a serializer may raise anything for bytes it cannot read
@@ -140,15 +148,26 @@ class Codec:
             ) from exc
 
 
-    def _check_inflate(self, raw: bytes, key: str | None) -> None:
-        """Refuse a zstd frame that declares more than the limit, before inflating it (the
-        decompressor allocates what the frame declares)."""
-        declared = zstd_content_size(raw)
+    def check_inflation(self, raw: bytes, key: str | None = None) -> None:
+        """Refuse a zstd frame (or a Feather file) that declares more than the limit, before
+        inflating it (the decompressor allocates what the frame declares)."""
+        if not self.bounds_inflation:
+            return
+        of = f" of {key!r}" if key is not None else ""
+        if self.name in FEATHER:
+            try:
+                declared: int | None = feather.inflated_size(raw)
+            except ValueError as exc:
+                raise DeserializationError(
+                    f"the stored value{of} ({len(raw):,} bytes) cannot be decoded with "
+                    f"{_describe(self.name)}: {exc}. Overwrite or delete the key", key,
+                ) from None
+        else:
+            declared = zstd_content_size(raw)
         if declared is None:
             return  # not a frame, or one that does not say (then zstandard refuses it itself)
         limit = max(MIN_INFLATE_LIMIT, MAX_INFLATE_RATIO * len(raw))
         if declared > limit:
-            of = f" of {key!r}" if key is not None else ""
             raise DeserializationError(
                 f"the stored value{of} ({len(raw):,} bytes) declares that it inflates to "
                 f"{declared:,} bytes, more than ebooklet inflates ({limit:,}); it was not "

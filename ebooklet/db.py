@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 from collections.abc import (
     ItemsView,
@@ -34,6 +35,8 @@ from .remote import Remote, Stats
 from .settings import now_us
 from .sync import Replica
 from .sync.diff import local_changes
+from .sync.listing import lazy_rows
+from .sync.metadata import current_metadata
 from .whole import WholeDatabase
 
 __all__ = ["EBooklet"]
@@ -155,6 +158,8 @@ class EBooklet(BulkReads, WholeDatabase, MutableMapping):
 
     def _decode_local(self, key: str, raw: bytes) -> Any:
         """A value of the local file, however it is read (one key, many, or all)."""
+        # Past the inflate limit is not damage: it is refused, never decoded another way.
+        self._codec.check_inflation(raw, key)
         try:
             return self._codec.decode(raw, key)
         except DeserializationError as exc:
@@ -192,7 +197,8 @@ class EBooklet(BulkReads, WholeDatabase, MutableMapping):
 
     def keys(self) -> KeysView[str]:
         """Every key, as a view (``len``, ``in``, iteration): local ones, then remote ones not
-        fetched yet. Each iteration is a snapshot."""
+        fetched yet, one index part at a time. Writes by other threads meanwhile do not stop
+        an iteration; a push or pull meanwhile raises ChangedDuringIterationError."""
         return _Keys(self)
 
     def values(self) -> ValuesView[Any]:
@@ -204,18 +210,25 @@ class EBooklet(BulkReads, WholeDatabase, MutableMapping):
         order they are stored on the remote, several requests at a time, and cached as they
         arrive. Writing to the local file while iterating (from this thread or another, a
         lazy read included) raises ChangedDuringIterationError (a RuntimeError), as booklet
-        does; ``keys()`` is a snapshot."""
+        does; ``list(db.keys())`` is a list to iterate over instead."""
         return _Items(self)
 
     def _iter_keys(self) -> Iterator[str]:
         self._check()
-        # One snapshot of both sides: another thread's lazy read moves a key from one to the
-        # other, and must not make it vanish from (or appear twice in) the listing.
         with self._lock:
-            local_keys = list(self._local.keys())
-            lazy = [key for key, _ in self._index.lazy_keys()]
-        yield from local_keys
-        yield from lazy
+            listed = dict.fromkeys(self._local.keys())
+            base = self._index.base
+        yield from listed
+        # The remote's keys one index part at a time (see sync.listing.lazy_rows): a lazy read
+        # by another thread meanwhile moves a key into the file, and it is still listed once.
+        for part, rows in lazy_rows(self._index, base, listed, self._locked):
+            yield from map(part.keys.__getitem__, rows)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock:
+            self._check()
+            yield
 
     def local_keys(self) -> Iterator[str]:
         """The keys whose values are in the local file: readable offline, without a request."""
@@ -232,7 +245,8 @@ class EBooklet(BulkReads, WholeDatabase, MutableMapping):
             if base is None:
                 return len(self._local)
             if self._local.external_edits:
-                return len(self._local) + sum(1 for _ in index.lazy_keys())
+                listed = set(self._local.keys())
+                return len(listed) + sum(len(rows) for _, rows in lazy_rows(index, base, listed))
             n = base.n_keys
             for key in self._local.touched:
                 n += (key in self._local) - (index.entry(key) is not None)
@@ -254,7 +268,7 @@ class EBooklet(BulkReads, WholeDatabase, MutableMapping):
     def get_metadata(self, include_timestamp: bool = False) -> Any:
         """The database's metadata (a JSON-serialisable object), or None."""
         self._check()
-        meta = self._index.metadata()
+        meta = current_metadata(self._index)
         if meta is None:
             return None
         return meta if include_timestamp else meta[0]
@@ -341,7 +355,7 @@ class EBooklet(BulkReads, WholeDatabase, MutableMapping):
             stamp = now_us()
             for key in list(self.keys()):
                 self._local.delete(key, stamp)
-            if self._index.metadata() is not None:
+            if current_metadata(self._index) is not None:
                 self._local.set_metadata(None, stamp)
 
     def prune(self, timestamp: int | str | datetime | None = None, reindex: bool = False) -> int:

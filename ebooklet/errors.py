@@ -22,20 +22,25 @@ message of each error says what the caller can do about it::
     ├── MissingExtraError (ImportError)        an optional extra is not installed (e.g. dask)
     ├── ReadOnlyError (PermissionError)        the database or remote was opened read-only
     ├── ClosedError (ValueError)               the database was used after close()
-    ├── ChangedDuringIterationError (RuntimeError)  written while items()/values() ran
+    ├── ChangedDuringIterationError (RuntimeError)  written while items()/values() ran,
+    │                                          pushed or pulled while keys() ran
     ├── LocalFileError                         the local file cannot be used as it is
     │   ├── LocalFileBusyError (TimeoutError)  another process holds the local file
     │   ├── LocalPathError (OSError)           the path cannot hold a database file:
     │   │   ├── LocalPathIsAFolderError (IsADirectoryError)   it is a folder
-    │   │   └── LocalFolderIsAFileError (NotADirectoryError)  its folder is a file
+    │   │   ├── LocalFolderIsAFileError (NotADirectoryError)  its folder is a file
+    │   │   ├── LocalFileNotFoundError (FileNotFoundError)    it (or its folder) does not exist
+    │   │   └── LocalFileExistsError (FileExistsError)        it exists, and a new one was asked for
     │   └── DamagedLocalFileError              the local file was damaged (e.g. a crash)
     ├── RemoteError                            talking to the remote failed
     │   ├── RemoteNotFoundError (FileNotFoundError)
     │   ├── RemoteAccessError (PermissionError)  credentials were refused
+    │   ├── RemoteExistsError (FileExistsError)  a database is there, and a new one was asked for
     │   ├── RemoteUnavailableError (ConnectionError)  the server failed or dropped the connection
     │   ├── RemoteFormatError                  the remote is not an ebooklet database we can read
     │   │   └── UnsupportedFormatError          written by a newer ebooklet
     │   └── IntegrityError                     a value or object failed its hash check
+    ├── NoCredentialsError (ValueError)        no credentials were found for an S3 remote
     ├── PreconditionFailed                     a conditional write lost the race (internal;
     │                                          surfaces as PushConflictError)
     ├── LeaseHeldError (TimeoutError)          another writer holds the remote lock
@@ -70,14 +75,21 @@ __all__ = [
     "LeaseLostError",
     "LocalFileBusyError",
     "LocalFileError",
+    "LocalFileExistsError",
+    "LocalFileNotFoundError",
+    "LocalFolderIsAFileError",
+    "LocalPathError",
+    "LocalPathIsAFolderError",
     "MassDeleteError",
     "MissingExtraError",
+    "NoCredentialsError",
     "NotSupportedError",
     "PreconditionFailed",
     "PushConflictError",
     "ReadOnlyError",
     "RemoteAccessError",
     "RemoteError",
+    "RemoteExistsError",
     "RemoteFormatError",
     "RemoteNotFoundError",
     "RemoteUnavailableError",
@@ -164,7 +176,7 @@ class ClosedError(EbookletError, ValueError):
 
 class ChangedDuringIterationError(EbookletError, RuntimeError):
     """The local file was written (by this thread or another) while ``items()`` or
-    ``values()`` iterated over it."""
+    ``values()`` iterated over it, or the database was pushed or pulled while ``keys()`` did."""
 
 
 class LocalFileError(EbookletError):
@@ -194,6 +206,14 @@ class LocalFolderIsAFileError(LocalPathError, NotADirectoryError):
     """What should be the local file's folder is a file."""
 
 
+class LocalFileNotFoundError(LocalPathError, FileNotFoundError):
+    """The local file, or the folder it would be in, does not exist (and is not created)."""
+
+
+class LocalFileExistsError(LocalPathError, FileExistsError):
+    """The local file exists, and the operation makes a new one."""
+
+
 class DamagedLocalFileError(LocalFileError):
     """The local file is damaged and could not be rebuilt automatically."""
 
@@ -221,6 +241,15 @@ class RemoteNotFoundError(RemoteError, FileNotFoundError):
 
 class RemoteAccessError(RemoteError, PermissionError):
     """The remote refused the credentials or the request."""
+
+
+class NoCredentialsError(EbookletError, ValueError):
+    """No source in the credential chain had credentials for an S3 remote (or only half a
+    key pair); the message lists where they were looked for."""
+
+
+class RemoteExistsError(RemoteError, FileExistsError):
+    """A database exists at the remote location, and the operation makes a new one there."""
 
 
 class RemoteUnavailableError(RemoteError, ConnectionError):

@@ -6,6 +6,11 @@ and a fencing token. It is created with ``If-None-Match: *``, renewed and releas
 writers can never both believe they hold it. The token grows by one with every new holder and
 is recorded in each commit's head.
 
+Writers that find the lease held wait in a queue beside it (:mod:`.lockqueue`) and are served
+in order of arrival. A lease that claims to last longer than any writer may ask
+(``settings.lease_max_ttl``) is also judged by the store's clock: once the store has not seen it
+rewritten for 1.25 times that, it has expired, whatever it says.
+
 The lease keeps writers from wasting work on pushes that would have to rebase; correctness
 does not depend on it: every commit is a conditional write of the head, so even a writer that
 lost its lease cannot overwrite another's commit. A writer checks its lease just before
@@ -20,6 +25,7 @@ S3), because the head's conditional write cannot be trusted either.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import os
@@ -35,12 +41,14 @@ from .errors import (
     LeaseHeldError,
     LeaseLostError,
     PreconditionFailed,
+    RemoteError,
     RemoteFormatError,
     RemoteNotFoundError,
     RemoteUnavailableError,
 )
+from .lockqueue import Line
 from .remote import Remote, Update
-from .settings import now_us
+from .settings import now_us, settings
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +143,15 @@ class Lease:
         self._io = threading.Lock()
         self._renewed_at = 0.0  # time.monotonic() of the last successful write of the lease
         self._cancelled = threading.Event()
+        #: Set when :meth:`acquire` is about to write the lease as ours (or has ended), with
+        #: ``expected_token`` the token it writes (None: it ended without the lease): a
+        #: caller may then read what the lease guards, beside the write.
+        self.taking = threading.Event()
+        self.expected_token: int | None = None
+        #: Whether :meth:`acquire` had to wait for another writer before its write.
+        self.waited = False
+        self._leaving: threading.Thread | None = None  # giving up our place in the queue
+        self._stale_at: tuple[str | None, float] | None = None  # see _stale
 
     @property
     def held(self) -> bool:
@@ -165,45 +182,146 @@ class Lease:
 
     def acquire(self) -> None:
         """Take the lease, waiting up to ``wait`` seconds for another holder."""
+        self.taking.clear()
+        self.expected_token = None
+        self.waited = False
+        try:
+            self._acquire()
+        except BaseException:
+            self.expected_token = None
+            raise
+        finally:
+            self.taking.set()  # whatever happened, nobody waits for it any longer
+
+    def _looked(self, token: int | None) -> None:
+        self.expected_token = token
+        self.taking.set()
+
+    def _acquire(self) -> None:
         if not self.remote.transport.supports_conditional_writes(self.remote.prefix):
+            self._looked(0)
             self._acquire_fallback()
             return
         deadline = time.monotonic() + self.wait
+        # A writer that waits takes a place in the queue (docs/sync.rst); one that would not
+        # wait (garbage collection's look) never queues.
+        line = Line(self.remote, self.owner, self.ttl) if self.wait > 0 else None
         delay = 0.05
+        info: LeaseInfo | None = None
+        looked = False
         while True:
-            info, etag = self.read()
+            if line is not None and looked and (not line.first or line.recheck_due()):
+                # Behind another waiter: watch the queue for our turn, and now and then the
+                # lease (the waiter before us may be gone, see Line.may_take). The first
+                # waiter looks at the queue now and then too: one that was too slow to take
+                # the lease was skipped, and queues again.
+                line.refresh()
+                if not line.first and not line.lease_due():
+                    line.keep_place()
+                    self._pause(line.pause(), deadline, info, line)
+                    continue
+            waiters = None
+            if line is not None and not looked:
+                # The first look reads the lease and the queue together.
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    queued = pool.submit(line.queue.read, _now_us())
+                    info, etag = self.read()
+                    waiters = queued.result()
+            else:
+                info, etag = self.read()
+            looked = True
             now = _now_us()
             if info is not None and info.owner == self.owner and info.expires > now:
                 # Ours: an earlier attempt of this loop was applied but its reply was lost.
+                self._looked(info.token)
                 self._adopt(info, etag)
+                self._leave(line, frozenset())
                 return
-            if info is None or info.expires <= now:
-                token = (info.token if info else 0) + 1
-                mine = LeaseInfo(self.owner, now + int(self.ttl * 1e6), token)
-                mode: Any = "create" if etag is None else Update(etag)
+            if info is None or info.expires <= now or self._stale(info, etag, now):
+                skipped: frozenset[str] | None = frozenset()
+                if line is not None:
+                    if waiters is not None:
+                        line.seen(waiters)
+                    skipped = line.may_take(etag)
+                if skipped is not None and self._take(info, etag, now, deadline):
+                    self._leave(line, skipped)
+                    return
+                if skipped is not None:
+                    continue  # someone else took it first, or our write's reply was lost: look again
+            if line is not None:
+                line.keep_place()
+                pause = line.pause()
+            else:
+                # Poll with backoff, never past the holder's expiry.
+                pause = min(delay, max(0.01, ((info.expires if info else 0) - now) / 1e6))
+                delay = min(delay * 2, 2.0)
+            self._pause(pause, deadline, info, line)
+
+    def _take(self, info: LeaseInfo | None, etag: str | None, now: int, deadline: float) -> bool:
+        """Write the lease as ours over the free or expired ``info``; False when another writer
+        wrote it first (or the reply was lost: the next look tells)."""
+        token = (info.token if info else 0) + 1
+        self._looked(token)
+        mine = LeaseInfo(self.owner, now + int(self.ttl * 1e6), token)
+        mode: Any = "create" if etag is None else Update(etag)
+        try:
+            self._etag = self.remote.transport.put(self.key, mine.encode(), mode)
+        except PreconditionFailed:
+            return False
+        except RemoteUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            return False
+        self.token = token
+        self._renewed_at = time.monotonic()
+        if info is not None and info.owner != "" and info.expires > 0:
+            logger.warning("took over the expired lease of %s on %s", info.owner, self.remote.location)
+        return True
+
+    def _pause(self, pause: float, deadline: float, info: LeaseInfo | None, line: Line | None) -> None:
+        """Wait ``pause`` seconds (jittered) before the next look; give up (and our place) at
+        the deadline or when cancelled."""
+        self.waited = True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or self._cancelled.wait(min(pause, remaining) * (1 + random.random() / 4)):
+            if line is not None:
                 try:
-                    self._etag = self.remote.transport.put(self.key, mine.encode(), mode)
-                except PreconditionFailed:
-                    continue  # someone else took it first; look again
-                except RemoteUnavailableError:
-                    if time.monotonic() > deadline:
-                        raise
-                    continue  # our write's reply may have been lost: look again
-                self.token = token
-                self._renewed_at = time.monotonic()
-                if info is not None and info.owner != "" and info.expires > 0:
-                    logger.warning(
-                        "took over the expired lease of %s on %s", info.owner, self.remote.location
-                    )
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LeaseHeldError(info.owner, info.expires, self.remote.location)
-            # Poll with backoff, never past the holder's expiry or our deadline.
-            pause = min(delay, remaining, max(0.01, (info.expires - now) / 1e6))
-            if self._cancelled.wait(pause * (1 + random.random() / 4)):
-                raise LeaseHeldError(info.owner, info.expires, self.remote.location)
-            delay = min(delay * 2, 2.0)
+                    line.leave()
+                except RemoteError as exc:
+                    logger.info("leaving the lock queue of %s failed (%s); the place expires",
+                                self.remote.location, exc)
+            holder = info or LeaseInfo("another writer", 0, 0)
+            raise LeaseHeldError(holder.owner, holder.expires, self.remote.location)
+
+    def _leave(self, line: Line | None, skipped: frozenset[str]) -> None:
+        """Give our place in the queue up in the background (the lease is ours now); the
+        release waits for it, so that the next waiter is first by then."""
+        if line is not None:
+            self._leaving = line.leave_in_background(skipped)
+
+    def _stale(self, info: LeaseInfo, etag: str | None, now: int) -> bool:
+        """Whether a lease that claims to last longer than any holder may ask for
+        (settings.lease_max_ttl, with a quarter more for margin) has gone without renewal that
+        long by the store's clock: it is then expired, whatever its ``expires`` says (a forged
+        lease, or a holder whose clock runs ahead, that stopped renewing)."""
+        limit = settings.lease_max_ttl * 1.25
+        transport = self.remote.transport
+        if info.expires - now <= limit * 1e6 or not transport.knows_ages:
+            return False
+        if self._stale_at is None or self._stale_at[0] != etag:
+            try:
+                stat = transport.stat(self.key)
+                store_now = stat.now if stat.now is not None else transport.store_time()
+            except RemoteError:
+                return False  # gone (the next look tells) or cannot tell: go by its expiry
+            self._stale_at = (etag, time.monotonic() + limit - max(0.0, store_now - stat.modified))
+        if time.monotonic() < self._stale_at[1]:
+            return False
+        logger.warning(
+            "the lease of %s on %s was not renewed for %.0f s by the store's clock; it is treated "
+            "as expired", info.owner, self.remote.location, limit,
+        )
+        return True
 
     def _adopt(self, info: LeaseInfo, etag: str | None) -> None:
         """Hold the stored lease ``info``, which a write of ours put there."""
@@ -286,6 +404,9 @@ class Lease:
     def release(self) -> None:
         """Give the lease up (best effort: an expired lease frees itself)."""
         self._stop_renewing()
+        if self._leaving is not None:
+            self._leaving.join()
+            self._leaving = None
         if self._fallback is not None:
             self._fallback.release()
             self._fallback = None

@@ -51,8 +51,10 @@ class Settings:
     ----------
     segment_bytes : int
         A push packs values into segment objects of about this size.
-    push_attempts : int
-        Attempts of a push whose commit others keep beating, before it gives up.
+    lease_max_ttl : float
+        Seconds: the longest ``lease_ttl`` a writer may ask for. A lease that claims to last
+        longer is judged by the store's clock: once the store has not seen it rewritten for
+        1.25 times this, it has expired, whatever it says.
     gc_every : int
         Every ``gc_every``-th commit collects garbage after committing.
     max_delete : float
@@ -66,7 +68,7 @@ class Settings:
     """
 
     segment_bytes: int = 8 * 1024 * 1024
-    push_attempts: int = 8
+    lease_max_ttl: float = 300.0
     gc_every: int = 64
     max_delete: float = 50.0
     gc_min_age: float = 6 * 3600.0

@@ -105,10 +105,10 @@ def commit(
             return PushResult()
         start = remote.transport.stats.snapshot()
         if not remote_lock:
-            result = commit_staged(remote, tokens, on_conflict, None)
+            result = commit_staged(remote, tokens, on_conflict, None, lock_wait)
         else:
             with Lease(remote, lease_ttl, lock_wait) as lease:
-                result = commit_staged(remote, tokens, on_conflict, lease)
+                result = commit_staged(remote, tokens, on_conflict, lease, lock_wait)
         # Counted here: the lease's requests (taken and released) are the commit's too.
         end = remote.transport.stats.snapshot()
         result.requests, result.bytes_sent = end[0] - start[0], end[1] - start[1]

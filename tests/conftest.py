@@ -10,7 +10,7 @@ import itertools
 import json
 import pathlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 import ebooklet
 
 from .emulators import Emulator, make_azure_container, make_gcs_bucket, start_azurite, start_fake_gcs
-from .faultproxy import FaultProxy
+from .faultproxy import FaultProxy, Request
 from .servers import S3Server, start_moto, start_seaweedfs
 
 REMOTES = ["folder", "moto", "seaweedfs"]
@@ -200,6 +200,14 @@ class Proxied:
         """The same database, reached without the proxy."""
         return self.conn(conn.db_key, direct=True, retries=retries)
 
+    def head_write(self, conn: ebooklet.S3Connection) -> Callable[[Request], bool]:
+        """Matches the writes of the database's head (a rule's ``match``)."""
+        return lambda r: r.method == "PUT" and r.key == conn.db_key
+
+    def writes(self, part: str) -> Callable[[Request], bool]:
+        """Matches the writes of objects whose key holds ``part`` (``".ebooklet/lease"``)."""
+        return lambda r: r.method == "PUT" and part in r.key
+
     @property
     def client(self) -> Any:
         return self.server.admin_client
@@ -242,4 +250,12 @@ def seaweedfs_proxied(request: pytest.FixtureRequest, tmp_path: pathlib.Path) ->
 @pytest.fixture(params=["moto", "seaweedfs"])
 def proxied(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Proxied]:
     """Each real S3 server in turn, behind a fresh FaultProxy."""
+    yield from _proxied(request, request.param, tmp_path)
+
+
+@pytest.fixture(params=["moto", "seaweedfs"])
+def wire(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Proxied]:
+    """Each real S3 server in turn behind a fresh FaultProxy, for scenarios that use only
+    ``conn()``, ``direct(conn)``, ``head_write(conn)`` and ``proxy``: tests/test_clouds.py runs
+    them again with each cloud emulator behind the proxy."""
     yield from _proxied(request, request.param, tmp_path)

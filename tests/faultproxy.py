@@ -35,8 +35,10 @@ Two ways to drive it:
   RNG (decisions are taken in the order requests arrive). ``calm()`` turns it off.
 
 Counters (``stats``): requests, bytes from the clients and to them, and faults by kind.
-``log`` records every request (method, target, status or None, fault), before its answer is
-sent: a client that got an answer always finds it logged. Any problem of the
+``log`` records every request (method, target, status or None, fault, and when it arrived and
+was answered), before its answer is sent: a client that got an answer always finds it logged.
+:func:`sequential_depth` reads the longest chain of requests each sent after the previous one
+was answered: the round trips an operation waits for, whatever latency the store adds. Any problem of the
 proxy itself (the server unreachable, a hold never released) is recorded in ``errors``, and
 the connection is reset.
 
@@ -94,6 +96,7 @@ class Request:
     target: str  # the request target as sent, e.g. "/bucket/dbs/x?delete"
     headers: dict[str, str]  # lower-cased names
     body: bytes
+    received: float = 0.0  # time.monotonic() when the whole request had been read
 
     @property
     def path(self) -> str:
@@ -165,6 +168,10 @@ class LogEntry:
     target: str
     status: int | None  # None when the client got no status line
     fault: str | None
+    #: time.monotonic() when the request was read, and when its answer (or fault) was decided
+    #: and about to go out: requests that overlap in time were in flight together.
+    started: float = 0.0
+    answered: float = 0.0
 
 
 @dataclass
@@ -335,7 +342,7 @@ class FaultProxy:
 
     def _record(self, req: Request, status: int | None, fault: str | None, sent: int) -> None:
         with self._lock:
-            self.log.append(LogEntry(req.method, req.target, status, fault))
+            self.log.append(LogEntry(req.method, req.target, status, fault, req.received, time.monotonic()))
             self.stats.bytes_out += sent
 
     def _error(self, message: str) -> None:
@@ -432,7 +439,7 @@ class _Handler(socketserver.BaseRequestHandler):
         elif "content-length" in headers:
             body = body_raw = self.rfile.read(int(headers["content-length"]))
         raw = b"".join(head) + body_raw
-        return Request(method, target, headers, body), raw
+        return Request(method, target, headers, body, time.monotonic()), raw
 
     # -- answering ---------------------------------------------------------------------------
 
@@ -510,3 +517,16 @@ class _Handler(socketserver.BaseRequestHandler):
         proxy._record(req, status, fault, len(head) + len(body))
         self.sock.sendall(head + body)
         return keep_alive
+
+
+def sequential_depth(entries: Iterable[LogEntry]) -> int:
+    """The longest chain of requests in ``entries`` where each arrived after the one before
+    it was answered: how many round trips the client waited for one after another (requests
+    in flight together count once)."""
+    ordered = sorted(entries, key=lambda e: e.started)
+    depth: list[int] = []
+    for i, entry in enumerate(ordered):
+        before = [depth[j] for j in range(i) if ordered[j].answered <= entry.started]
+        depth.append(1 + max(before, default=0))
+    return max(depth, default=0)
+

@@ -622,31 +622,35 @@ class FakeClock:
 
 def test_progress_bar_throttles_and_ends_its_line() -> None:
     clock, out = FakeClock(), io.StringIO()
-    bar = ProgressBar(out, width=80, interval=0.1, delay=0.5, clock=clock)
-    bar(Progress("upload", 0, 10, 0, 100))
-    clock.now += 0.4
-    bar(Progress("upload", 1, 10, 10, 100))
-    assert out.getvalue() == ""  # nothing in the first half second
-    clock.now += 0.2
+    bar = ProgressBar(out, width=80, interval=0.1, clock=clock)
+    bar.tick()  # as progress_bar does when it makes the bar: the line is there at once
+    assert out.getvalue() == "\rpushing     0 s  reading the remote and packing the changes"
+    clock.now += 0.05
+    bar(Progress("upload", 0, 10, 0, 100))  # within the interval: not drawn now
+    assert out.getvalue().count("\r") == 1
+    clock.now += 0.55
     bar(Progress("upload", 2, 10, 20, 100))
     bar(Progress("upload", 3, 10, 30, 100))  # within the interval: not drawn now
-    assert out.getvalue().count("\r") == 1 and " 20%" in out.getvalue()
+    assert out.getvalue().count("\r") == 2 and " 20%" in out.getvalue()
     clock.now += 0.15
     bar(Progress("upload", 4, 10, 40, 100))
-    assert out.getvalue().count("\r") == 2 and " 40%" in out.getvalue()
+    assert out.getvalue().count("\r") == 3 and " 40%" in out.getvalue()
     bar(Progress("upload", 10, 10, 100, 100))
     bar.close()
     text = out.getvalue()
     # The rate counts from the first progress, and the time left at that pace (0:00 once done).
-    assert text.count("\r") == 3
-    assert text.endswith("] 100%       100 B  10/10 keys       133 B/s  ETA  0:00\n")
-    assert "  20%        20 B   2/10 keys        33 B/s  ETA  0:02\r" in text
+    assert text.count("\r") == 4
+    assert text.endswith("] 100%       100 B  10/10 keys       142 B/s  ETA  0:00\n")
+    assert "  20%        20 B   2/10 keys        36 B/s  ETA  0:02" in text
 
     out = io.StringIO()
-    quick = ProgressBar(out, delay=0.5, clock=FakeClock())
+    quick = ProgressBar(out, clock=FakeClock(), phase="download")
+    quick.tick()
     quick(Progress("download", 1, 1, 5, 5))
     quick.close()
-    assert out.getvalue() == ""  # a quick transfer leaves no trace
+    # A quick transfer: what it prepared, overwritten by its last state, and the line ended.
+    assert out.getvalue().startswith("\rfetching    0 s  reading the index\r")
+    assert out.getvalue().endswith("] 100%         5 B received  1/1 keys\n")
 
 
 def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -249,16 +249,24 @@ def test_ls_cp_rm(alice: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "kind"),
     [
-        ["status", "alice.blt"], ["push", "alice.blt"], ["push", "-n", "alice.blt"], ["pull", "alice.blt"],
-        ["discard", "alice.blt", "--yes"], ["put", "alice.blt", "k", "1"], ["del", "alice.blt", "station-2"],
-        ["keys", REMOTE], ["get", REMOTE, "station-1"], ["head", REMOTE], ["ls", "bucket"],
-        ["cp", REMOTE, "bucket/copy.blt"], ["rm", REMOTE, "--yes"],
+        (["status", "alice.blt"], "LocalFileNotFoundError"),
+        (["push", "alice.blt"], "LocalFileNotFoundError"),
+        # alice.blt is synced with another remote than nowhere/x.blt.
+        (["push", "-n", "alice.blt"], "SyncError"), (["pull", "alice.blt"], "LocalFileNotFoundError"),
+        (["discard", "alice.blt", "--yes"], "LocalFileNotFoundError"),
+        (["put", "alice.blt", "k", "1"], "LocalFileNotFoundError"),
+        (["del", "alice.blt", "station-2"], "LocalFileNotFoundError"),
+        (["keys", REMOTE], "RemoteNotFoundError"), (["get", REMOTE, "station-1"], "RemoteNotFoundError"),
+        (["head", REMOTE], "RemoteNotFoundError"), (["ls", "bucket"], "InvalidArgumentError"),
+        # The first run made the copy that the failing one would overwrite.
+        (["cp", REMOTE, "bucket/copy.blt"], "RemoteExistsError"),
+        (["rm", REMOTE, "--yes"], "RemoteNotFoundError"),
     ],
-    ids=lambda args: args[0] + ("-n" if "-n" in args else ""),
+    ids=lambda args: args[0] + ("-n" if "-n" in args else "") if isinstance(args, list) else "",
 )
-def test_every_command_speaks_json(alice: pathlib.Path, args: list[str]) -> None:
+def test_every_command_speaks_json(alice: pathlib.Path, args: list[str], kind: str) -> None:
     ok = ebk(alice, *args, "--json")
     assert ok.code == 0 and ok.err == "", ok.err
     assert isinstance(ok.json(), (dict, list))
@@ -269,32 +277,33 @@ def test_every_command_speaks_json(alice: pathlib.Path, args: list[str]) -> None
         failing = ["ls", "nowhere"]
     run = ebk(alice, *failing, "--json")
     error = error_line(run)
-    assert run.json() == {"error": {"message": error[len("ebooklet: error: "):-1], "type": "Error",
+    # The type is the class of the error, which a program can tell apart from the others.
+    assert run.json() == {"error": {"message": error[len("ebooklet: error: "):-1], "type": kind,
                                     "exit_status": 1}}
     usage = ebk(alice, args[0], "--json", "--no-such-option")
     assert usage.code == 2 and usage.json()["error"]["exit_status"] == 2  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
-    ("args", "failing"),
+    ("args", "failing", "kind"),
     [
-        (["log", REMOTE], ["log", "nowhere/x.blt"]),
-        (["diff", REMOTE, "1", "1"], ["diff", "nowhere/x.blt", "1", "2"]),
-        (["compact", "alice.blt"], ["compact", "nowhere.blt"]),
-        (["gc", REMOTE, "--dry-run"], ["gc", "s3://bucket/db"]),
-        (["verify", REMOTE], ["verify", "https://example.invalid/"]),
+        (["log", REMOTE], ["log", "nowhere/x.blt"], "RemoteNotFoundError"),
+        (["diff", REMOTE, "1", "1"], ["diff", "nowhere/x.blt", "1", "2"], "RemoteNotFoundError"),
+        (["compact", "alice.blt"], ["compact", "nowhere.blt"], "RemoteNotFoundError"),
+        (["gc", REMOTE, "--dry-run"], ["gc", "s3://bucket/db"], "NoCredentialsError"),
+        (["verify", REMOTE], ["verify", "https://example.invalid/"], "InvalidArgumentError"),
     ],
     ids=["log", "diff", "compact", "gc", "verify"],
 )
 def test_the_lifecycle_commands_speak_json_too(
-    alice: pathlib.Path, args: list[str], failing: list[str]
+    alice: pathlib.Path, args: list[str], failing: list[str], kind: str
 ) -> None:
     ok = ebk(alice, *args, "--json")
     assert ok.code == 0 and ok.err == "", ok.err
     assert isinstance(ok.json(), (dict, list))
     run = ebk(alice, *failing, "--json")
     error = error_line(run)
-    assert run.json() == {"error": {"message": error[len("ebooklet: error: "):-1], "type": "Error",
+    assert run.json() == {"error": {"message": error[len("ebooklet: error: "):-1], "type": kind,
                                     "exit_status": 1}}
 
 

@@ -125,6 +125,7 @@ def test_the_page_lists_every_command() -> None:
         assert f"  ebooklet {command}" in text, command
 
 
+@pytest.mark.slow  # a whole day in the shell: some forty commands, each a new process
 def test_the_examples_run(
     tmp_path: pathlib.Path, moto_server: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -149,6 +149,23 @@ class Terminal:
                 self.output += chunk
         return self.text
 
+    def written(self) -> str:
+        """Everything the command has written to the terminal so far, without waiting: a read
+        of the terminal takes in what the command's writes left in flight."""
+        os.set_blocking(self.fd, False)
+        try:
+            while True:
+                try:
+                    chunk = os.read(self.fd, 65536)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    break
+                self.output += chunk
+        finally:
+            os.set_blocking(self.fd, True)
+        return self.text
+
     def type(self, keys: bytes) -> None:
         os.write(self.fd, keys)
 
@@ -242,6 +259,29 @@ def test_the_progress_bar_is_drawn_in_place_and_ends_its_line(
     assert re.search(r"120/120 keys +[\d.]+ [KM]?i?B/s  ETA  0:00$", bar.rstrip())
     after = lines[lines.index(bar) + 1]
     assert re.fullmatch(r"commit 1: 120 keys written, 0 deleted, 4,\d{3},\d{3} bytes in \d+ requests", after)
+
+
+def test_a_push_says_what_it_prepares_from_its_first_moment(
+    tmp_path: pathlib.Path, moto_server: S3Server, proxy: GatedProxy, terminals: list[Terminal]
+) -> None:
+    """Before its first request, a push has drawn its "preparing" line: a push that reads a
+    large database or packs many changes is never silent while it starts."""
+    bucket = moto_server.make_bucket()
+    through_proxy = ebooklet.S3Connection(moto_server.access_key_id, moto_server.access_key, "db", bucket,
+                                          endpoint_url=proxy.url)
+    with ebooklet.open(through_proxy, tmp_path / "a.blt", "c", value_serializer="str") as db:
+        db["k"] = "v"
+    proxy.hold(r".")  # every request waits
+    push = Terminal(tmp_path, ["push", f"s3://{bucket}/db", "a.blt", "--endpoint-url", proxy.url],
+                    s3_env(moto_server, proxy))
+    terminals.append(push)
+    proxy.wait_held()
+    # Written before the first request went out: what the terminal shows first.
+    first = push.written()
+    assert first.startswith("\rpushing     0 s  reading the remote and packing the changes"), first
+    proxy.release()
+    assert push.wait() == 0, push.text
+    assert "commit 1: 1 key written" in push.text
 
 
 def test_ctrl_c_during_a_push_stops_at_once_and_leaves_nothing_behind(

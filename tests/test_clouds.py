@@ -12,11 +12,15 @@ Python with credentials and endpoints from each SDK's own environment variables,
 and copies between stores.
 
 Every test here is marked ``clouds`` (``-m "not clouds"`` leaves them out of a quick run).
+The scenarios collected a second time are also marked ``slow``, all but :data:`SMOKE`: the
+quick subset (``-m "not slow"``) runs those on each cloud, and what is particular to the
+clouds; the whole suite runs every scenario on both.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import http.server
 import inspect
 import json
@@ -24,6 +28,7 @@ import pathlib
 import sys
 import threading
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -47,14 +52,36 @@ pytestmark = pytest.mark.clouds
 _S3_ONLY = {"moto_server", "seaweedfs_server", "proxied", "moto_proxied", "seaweedfs_proxied"}
 
 
+#: The scenarios that the quick subset runs on each cloud: a push, and a fresh reader that
+#: fetches one value with one request; two writers whose commits race and both land.
+SMOKE = {
+    "test_a_fresh_open_lists_every_key_and_fetches_a_value_only_when_read",
+    "test_two_clients_pushing_different_keys_from_one_base_both_land",
+}
+
+
+def _rerun(test: Callable[..., Any]) -> Callable[..., Any]:
+    """``test`` again, as a function of its own: marks added here stay off the original."""
+
+    @functools.wraps(test)
+    def again(*args: Any, **kwargs: Any) -> Any:
+        return test(*args, **kwargs)
+
+    return again if test.__name__ in SMOKE else pytest.mark.slow(again)
+
+
 def _scenarios(module: ModuleType, fixture: str) -> dict[str, Any]:
     chosen = {}
     for name, test in vars(module).items():
         if not name.startswith("test_") or not callable(test):
             continue
         params = set(inspect.signature(test).parameters)
-        if fixture in params and not params & _S3_ONLY:
-            chosen[name] = test
+        pinned = any(
+            mark.name == "parametrize" and fixture in str(mark.args[0]).replace(" ", "").split(",")
+            for mark in getattr(test, "pytestmark", [])
+        )  # a scenario pinned to one kind of remote (e.g. ["folder"]) is about that kind
+        if fixture in params and not params & _S3_ONLY and not pinned:
+            chosen[name] = _rerun(test)
     return chosen
 
 
@@ -62,6 +89,9 @@ for _module in (test_database, test_safety, test_lifecycle, test_remote_ops):
     globals().update(_scenarios(_module, "remote"))
 globals().update(_scenarios(test_collaboration, "s3_remote"))
 globals().update(_scenarios(test_lifecycle, "s3_remote"))
+# Scenarios with faults on the wire: the proxy in front of each cloud emulator (``wire``).
+globals().update(_scenarios(test_collaboration, "wire"))
+globals().update(_scenarios(test_lifecycle, "wire"))
 
 
 @pytest.fixture(params=CLOUDS)
@@ -284,7 +314,8 @@ class CloudProxied:
     bucket: str
     proxy: FaultProxy
 
-    def conn(self, name: str, direct: bool = False) -> Any:
+    def conn(self, name: str | None = None, direct: bool = False) -> Any:
+        name = name or uuid.uuid4().hex[:12]
         if self.kind == "gcs":
             endpoint = self.emulator.endpoint_url if direct else self.proxy.url
             return ebooklet.GCSConnection(self.bucket, f"dbs/{name}", endpoint_url=endpoint, anonymous=True,
@@ -294,6 +325,17 @@ class CloudProxied:
             connection = connection.replace(self.emulator.endpoint_url.rsplit("/", 1)[0], self.proxy.url)
         return ebooklet.AzureConnection(self.bucket, f"dbs/{name}", connection_string=connection, retries=1)
 
+    def direct(self, conn: Any) -> Any:
+        """The same database, reached without the proxy."""
+        return self.conn(conn.db_key.removeprefix("dbs/"), direct=True)
+
+    def writes(self, part: str) -> Callable[[Request], bool]:
+        """Matches the writes of objects whose key holds ``part`` (GCS names the object in the
+        upload's body)."""
+        if self.kind == "gcs":
+            return lambda r: r.method == "POST" and r.path.startswith("/upload/") and part.encode() in r.body
+        return lambda r: r.method == "PUT" and part in r.path
+
     def head_write(self, conn: Any) -> Callable[[Request], bool]:
         """Matches the writes of the database's head (GCS names the object in the upload's body)."""
         if self.kind == "gcs":
@@ -302,8 +344,7 @@ class CloudProxied:
         return lambda r: r.method == "PUT" and r.path.endswith(f"/{self.bucket}/{conn.db_key}")
 
 
-@pytest.fixture(params=CLOUDS)
-def cloud_proxied(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[CloudProxied]:
+def _cloud_proxied(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[CloudProxied]:
     kind = cloud_kind(request, request.param, tmp_path)
     assert kind.emulator is not None and kind.bucket is not None
     upstream = kind.emulator.endpoint_url
@@ -311,6 +352,18 @@ def cloud_proxied(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Ite
         upstream = upstream.rsplit("/", 1)[0]  # Azurite's root: the account is in the path
     with FaultProxy(upstream) as proxy:
         yield CloudProxied(kind.kind, kind.emulator, kind.bucket, proxy)
+
+
+@pytest.fixture(params=CLOUDS)
+def cloud_proxied(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[CloudProxied]:
+    yield from _cloud_proxied(request, tmp_path)
+
+
+@pytest.fixture(params=CLOUDS)
+def wire(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[CloudProxied]:
+    """Each cloud emulator behind a fresh FaultProxy, where the scenarios collected above
+    expect an S3 server behind one."""
+    yield from _cloud_proxied(request, tmp_path)
 
 
 def _push(conn: Any, path: pathlib.Path, writes: dict[str, bytes], **open_args: Any) -> ebooklet.PushResult:

@@ -226,60 +226,47 @@ def test_a_held_lease_makes_other_pushers_wait_then_fail_naming_the_holder(s3_re
         assert other.changes().push().keys == ["k2"]
 
 
-def test_a_writer_whose_lease_was_taken_over_cannot_commit(s3_remote, tmp_path):
+def test_a_writer_whose_lease_was_taken_over_cannot_commit(wire, tmp_path):
     from ebooklet.lock import Lease
     from ebooklet.remote import connect
 
-    from .faults import Gate, faulty_remote
-
-    conn = s3_remote.conn()
-    stalled, transport = faulty_remote(conn)
-    with ebooklet.open(stalled, tmp_path / "a.blt", "c", remote_lock="session", lease_ttl=0.2) as slow:
+    conn = wire.conn()
+    with ebooklet.open(conn, tmp_path / "a.blt", "c", remote_lock="session", lease_ttl=0.2) as slow:
         slow["k"] = b"slow"
         # It stalls: its next renewal hangs on the network, holding the lease's lock, until the
         # push is under way (its first upload); the push must then find the lease lost.
-        gate = Gate(stalled.prefix + "lease")
-
-        def stall(key: str) -> None:
-            if "/seg/" in key:
-                gate.release.set()
-            gate(key)
-
-        transport.before_put = stall
-        assert gate.reached.wait(timeout=60)
-        remote = connect(conn)
-        thief = Lease(remote, ttl=30, wait=10)
+        stalled = wire.proxy.hold(wire.writes(conn.db_key + ".ebooklet/lease"))
+        uploads = wire.writes(".ebooklet/seg/")
+        wire.proxy.add_rule(lambda r: uploads(r) and (stalled.release() or True), times=None)
+        assert stalled.reached.wait(timeout=60)
+        thief = Lease(connect(wire.direct(conn)), ttl=30, wait=10)
         thief.acquire()  # waits for the stalled lease to expire, then takes it over
         with pytest.raises(ebooklet.LeaseLostError, match="Push again"):
             slow.changes().push()
         thief.release()
-    with ebooklet.open(conn, tmp_path / "check.blt", "c") as check:
+    with ebooklet.open(wire.direct(conn), tmp_path / "check.blt", "c") as check:
         assert "k" not in check
 
 
 
 
-def test_a_holder_killed_mid_push_leaves_the_remote_consistent_and_its_changes_pending(s3_remote, tmp_path):
-    conn = s3_remote.conn()
+def test_a_holder_killed_mid_push_leaves_the_remote_consistent_and_its_changes_pending(wire, tmp_path):
+    conn = wire.conn()
     with ebooklet.open(conn, tmp_path / "seed.blt", "c", value_serializer="pickle") as seed:
         seed.update({"a": 1})
         seed.changes().push()
     victim = tmp_path / "victim.blt"
+    # The victim's commit is held on the wire, never to reach the store: the proxy resets it
+    # once released (the victim is dead by then).
+    held = wire.proxy.add_rule(wire.head_write(conn), "reset", hold="before")
     proc = python(f"""
-        import sys, ebooklet
-        from tests.faults import faulty_remote
-        remote, faulty = faulty_remote({conn_code(conn)})
-        db = ebooklet.open(remote, {str(victim)!r}, "w", lease_ttl=1.0, allow_pickle=True)
+        import ebooklet
+        db = ebooklet.open({conn_code(conn)}, {str(victim)!r}, "w", lease_ttl=1.0, allow_pickle=True)
         db["a"] = "victim"
         db["v"] = "victim"
-        def stop_at_commit(key):
-            if key == remote.db_key:
-                print("at-commit", flush=True)
-                sys.stdin.readline()
-        faulty.before_put = stop_at_commit
         db.changes().push()
     """)
-    assert proc.stdout.readline().strip() == "at-commit", proc.stderr.read()
+    assert held.reached.wait(60), proc.stderr.read() if proc.poll() is not None else "no commit"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     with ebooklet.open(conn, tmp_path / "reader.blt", "r", allow_pickle=True) as reader:

@@ -329,8 +329,11 @@ def test_the_chain_takes_the_first_source_that_has_credentials(
         resolve_credentials()
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.setenv("AWS_PROFILE", "missing")
-    with pytest.raises(ValueError, match="the AWS profile 'missing' is in neither .*check the name"):
+    # Both ebooklet errors, so that a program catches every failure with EbookletError.
+    with pytest.raises(ebooklet.InvalidArgumentError, match="the AWS profile 'missing' is in neither"):
         resolve_credentials()
+    assert issubclass(NoCredentialsError, ebooklet.EbookletError)
+    assert issubclass(NoCredentialsError, ValueError)
 
 
 # -- credentials stay secret ---------------------------------------------------------------------

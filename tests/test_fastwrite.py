@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import random
 
 import booklet
 import pytest
@@ -106,3 +107,35 @@ def test_an_untested_booklet_writes_through_its_public_api(tmp_path, monkeypatch
         assert data.get_raw("b") == (6, b"2")
     finally:
         data.close()
+
+
+def _short_writes(real):  # type: ignore[no-untyped-def]
+    """``os.pwritev`` that writes at most 5,000 bytes a call, as a kernel may."""
+    calls = []
+
+    def pwritev(fd: int, buffers: list, offset: int) -> int:
+        calls.append(len(buffers))
+        joined = b"".join(buffers)[:5000]
+        return real(fd, [joined], offset)
+
+    return pwritev, calls
+
+
+@pytest.mark.parametrize("short", [False, True])
+def test_large_values_are_written_from_where_they_are_and_make_the_same_file(tmp_path, monkeypatch, short):
+    # Values of 0 to 300 KB in chunks of several buffers (pwritev), some written short.
+    rng = random.Random(7)
+    sizes = [0, 5, 4096, 70_000, 300_000]
+    records = [(f"big-{i % 40}", rng.randbytes(rng.choice(sizes)), i) for i in range(120)]
+    steps = [("many", records[:50]), ("put", "small", b"x", 1), ("many", records[50:])]
+    monkeypatch.setattr(fastwrite, "_IOV_MAX", 7)  # several pwritev calls a chunk
+    calls: list[int] = []
+    if short:
+        pwritev, calls = _short_writes(os.pwritev)
+        monkeypatch.setattr(fastwrite.os, "pwritev", pwritev)
+    got_fast = _session(tmp_path / "fast.blt", steps, 12007, fast=True)
+    got_plain = _session(tmp_path / "plain.blt", steps, 12007, fast=False)
+    assert got_fast == got_plain
+    assert layout.inspect(tmp_path / "fast.blt").problems == []
+    if short:
+        assert calls and max(calls) <= 7

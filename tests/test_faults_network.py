@@ -22,7 +22,7 @@ import pytest
 
 import ebooklet
 
-from .faultproxy import Request
+from .faultproxy import FaultProxy, Request, Rule
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -49,6 +49,16 @@ def lease_put(conn, renew: bool | None = None) -> Callable[[Request], bool]:
         return renew is None or (r.header("if-match") is not None) == renew
 
     return match
+
+
+def lose_the_commit_reply(proxy: FaultProxy, conn) -> Rule:
+    """The next head PUT of ``conn`` is applied and its reply lost; from then on the server
+    answers no read (503), so that the push cannot learn whether its commit landed (its
+    writes, such as the lease's release, still go through). Returns the rule of the lost
+    reply; ``proxy.clear_rules()`` brings the reads back."""
+    lost = proxy.add_rule(head_put(conn), "lost_reply")
+    proxy.add_rule(lambda r: lost.fired.is_set() and r.method in ("GET", "HEAD"), "503", times=None)
+    return lost
 
 
 def seed(conn, path, data: dict[str, Any]) -> None:
@@ -309,8 +319,13 @@ def test_a_lease_holder_facing_a_head_with_a_higher_fencing_token_refuses_to_com
     with writer(proxied, conn, tmp_path / "a.blt") as a:
         a["a"] = "a1"
         gate = proxied.proxy.hold(head_get(conn))
+        # The head is read while the lease is taken: hold the lease's answer until it is
+        # replaced below.
+        taken = proxied.proxy.hold(
+            lambda r: r.method == "PUT" and r.key == f"{conn.db_key}.ebooklet/lease", where="after"
+        )
         push = in_background(a.changes().push)
-        assert gate.reached.wait(60)
+        assert gate.reached.wait(60) and taken.reached.wait(60)
         # A holds the lease with token t. Behind its back the lease is taken over (token t + 1),
         # as after A's lease expired, and the head replaced by one committed under it.
         lease = proxied.get_json(f"{conn.db_key}.ebooklet/lease")
@@ -320,6 +335,7 @@ def test_a_lease_holder_facing_a_head_with_a_higher_fencing_token_refuses_to_com
         proxied.put_json(f"{conn.db_key}.ebooklet/lease", {**lease, "owner": "b", "token": token + 1})
         head["lease_token"] = token + 1
         proxied.put_json(conn.db_key, head)
+        taken.release()
         gate.release()
         with pytest.raises(ebooklet.LeaseLostError):
             push.result(timeout=60)

@@ -153,6 +153,7 @@ def _bounded(op: Callable[[], object]) -> BaseException | None:
     return error
 
 
+@pytest.mark.slow  # a minute: five operations on each example, each under tracemalloc
 @settings(
     # EBOOKLET_HOSTILE_EXAMPLES=200 explores further (minutes).
     max_examples=int(os.environ.get("EBOOKLET_HOSTILE_EXAMPLES", "12")),

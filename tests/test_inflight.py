@@ -1,9 +1,9 @@
 """The in-flight commit record (ebooklet/sync/inflight.py): a push that never learnt whether
 its commit landed is settled by the next operation, before anything else.
 
-Each test takes the way a user meets it: a reply lost on the network (tests/faults.py, or the
-proxy of tests/faultproxy.py), a process killed while its head PUT was applied and its answer
-was on the way, and edits made with plain booklet in between.
+Each test takes the way a user meets it: a reply lost on the network (the proxy of
+tests/faultproxy.py), a process killed while its head PUT was applied and its answer was on
+the way, and edits made with plain booklet in between.
 """
 
 from __future__ import annotations
@@ -15,38 +15,30 @@ import pytest
 
 import ebooklet
 
-from .faults import faulty_remote
 from .subprocs import conn_code, python
-from .test_faults_network import commit, head_put, remote_items, seed
+from .test_faults_network import commit, head_put, lose_the_commit_reply, remote_items, seed
 
 
-def _landed_with_its_outcome_unknown(remote, transport, db, **push_args) -> None:
-    """Push ``db`` (opened on ``remote``) so that its head PUT is applied, its reply lost and
-    the server stops answering reads: the push cannot tell whether it landed."""
-
-    def lose_reply(key: str) -> None:
-        if key == remote.db_key:
-            transport.after_put = None
-            transport.fail_gets = True
-            raise ebooklet.RemoteUnavailableError("the reply was lost")
-
-    transport.after_put = lose_reply
+def _landed_with_its_outcome_unknown(proxied, conn, db, **push_args) -> None:
+    """Push ``db`` so that its head PUT is applied, its reply lost and the server stops
+    answering: the push cannot tell whether it landed. Then the server answers again."""
+    lost = lose_the_commit_reply(proxied.proxy, conn)
     with pytest.raises(ebooklet.CommitUnknownError):
         db.changes().push(**push_args)
-    transport.fail_gets = False
+    proxied.proxy.clear_rules()
+    assert lost.fired.is_set()
 
 
-def test_push_itself_settles_a_commit_whose_outcome_was_unknown(tmp_path):
+def test_push_itself_settles_a_commit_whose_outcome_was_unknown(moto_proxied, tmp_path):
     # A's commit adds "new"; B deletes it. A push that did not settle A's commit first would
     # see "new" as a local change still, and add it again over B's delete.
-    conn = tmp_path / "remote" / "db"
+    conn = moto_proxied.conn()
     with ebooklet.open(conn, tmp_path / "seed.blt", "c") as db:
         db["old"] = b"0"
         db.changes().push()
-    remote, transport = faulty_remote(conn)
-    with ebooklet.open(remote, tmp_path / "a.blt", "w", remote_lock="none") as a:
+    with ebooklet.open(conn, tmp_path / "a.blt", "w", remote_lock="none") as a:
         a["new"] = b"1"
-        _landed_with_its_outcome_unknown(remote, transport, a)
+        _landed_with_its_outcome_unknown(moto_proxied, conn, a)
         with ebooklet.open(conn, tmp_path / "b.blt", "w") as b:
             assert b["new"] == b"1"  # A's commit did land
             del b["new"]
@@ -59,17 +51,18 @@ def test_push_itself_settles_a_commit_whose_outcome_was_unknown(tmp_path):
 
 
 @pytest.mark.parametrize("operation", ["push", "pull", "changes"])
-def test_a_plain_booklet_delete_made_while_a_commits_outcome_was_unknown_is_kept(tmp_path, operation):
+def test_a_plain_booklet_delete_made_while_a_commits_outcome_was_unknown_is_kept(
+    moto_proxied, tmp_path, operation
+):
     # A's landed commit replaces the index part that holds "gone"; "gone" is then deleted with
     # plain booklet. Settling the commit must record that delete before it adopts the new
     # base, whose part would otherwise read "gone" as never fetched (and fetch it again).
-    conn = tmp_path / "remote" / "db"
-    remote, transport = faulty_remote(conn)
-    with ebooklet.open(remote, tmp_path / "a.blt", "n", remote_lock="none") as a:
+    conn = moto_proxied.conn()
+    with ebooklet.open(conn, tmp_path / "a.blt", "n", value_serializer="bytes", remote_lock="none") as a:
         a.update({"gone": b"g", "kept": b"k"})
         a.changes().push()
         a["kept"] = b"k2"
-        _landed_with_its_outcome_unknown(remote, transport, a)
+        _landed_with_its_outcome_unknown(moto_proxied, conn, a)
     with booklet.open(tmp_path / "a.blt", "w") as raw:
         del raw["gone"]
     with ebooklet.open(conn, tmp_path / "a.blt", "w") as a:

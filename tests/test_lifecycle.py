@@ -11,7 +11,8 @@ import pytest
 import ebooklet
 from ebooklet.sync.commit import COMPACT_SMALL
 
-from .faults import Gate, faulty_remote
+from .faults import faulty_remote
+from .test_faults_network import head_put
 
 
 def _objects(conn: pathlib.Path) -> set[str]:
@@ -73,31 +74,28 @@ def test_compact_rewrites_dead_segments_and_readers_of_older_commits_keep_readin
     assert ebooklet.verify(conn, deep=True)
 
 
-def test_compaction_and_a_concurrent_writer_both_commit_and_nothing_is_lost(s3_remote, tmp_path):
-    conn = s3_remote.conn()
+def test_compaction_and_a_concurrent_writer_both_commit_and_nothing_is_lost(wire, tmp_path):
+    conn = wire.conn()
     with ebooklet.open(conn, tmp_path / "a.blt", "c", value_serializer="pickle") as db:
         db.update({f"k{i}": i for i in range(200)})
         db.changes().push()
         for i in range(100):
             db[f"k{i}"] = -i
         db.changes().push()
-    compactor_remote, compactor_transport = faulty_remote(conn)
-    gate = Gate(compactor_remote.db_key)
-    compactor_transport.before_put = gate
-    compactor = ebooklet.open(
-        compactor_remote, tmp_path / "c.blt", "w", remote_lock="none", allow_pickle=True
-    )
+    held = wire.proxy.hold(wire.head_write(conn))  # the compactor's first commit waits on the wire
+    compactor = ebooklet.open(conn, tmp_path / "c.blt", "w", remote_lock="none", allow_pickle=True)
     outcome: dict[str, object] = {}
     thread = threading.Thread(target=lambda: outcome.setdefault("result", compactor.compact()))
     thread.start()
     try:
-        assert gate.reached.wait(timeout=60)  # its new segments are up; its head is not
-        with ebooklet.open(conn, tmp_path / "b.blt", "w", remote_lock="none", allow_pickle=True) as other:
+        assert held.reached.wait(timeout=60)  # its new segments are up; its head is not
+        with ebooklet.open(wire.direct(conn), tmp_path / "b.blt", "w", remote_lock="none",
+                           allow_pickle=True) as other:
             other["k150"] = "other"
             del other["k199"]
             assert other.changes().push().committed
     finally:
-        gate.release.set()
+        held.release()
         thread.join()
         compactor.close()
     assert outcome["result"].committed and outcome["result"].attempts == 2
@@ -108,26 +106,25 @@ def test_compaction_and_a_concurrent_writer_both_commit_and_nothing_is_lost(s3_r
     assert ebooklet.verify(conn, deep=True)
 
 
-def test_gc_never_removes_what_a_push_in_flight_has_uploaded(tmp_path):
-    conn = tmp_path / "remote" / "db"
+def test_gc_never_removes_what_a_push_in_flight_has_uploaded(moto_proxied, tmp_path):
+    conn = moto_proxied.conn()
     with ebooklet.open(conn, tmp_path / "a.blt", "c") as db:
         db.update({"a": b"1"})
         db.changes().push()
-    slow, transport = faulty_remote(conn)
-    gate = Gate(slow.db_key)
-    transport.before_put = gate
-    db = ebooklet.open(slow, tmp_path / "a.blt", "w", allow_pickle=True)
+    held = moto_proxied.proxy.hold(head_put(conn))  # the commit waits on the wire
+    db = ebooklet.open(conn, tmp_path / "a.blt", "w", allow_pickle=True)
     db.update({f"k{i}": b"x" * 100 for i in range(100)})
     pusher = threading.Thread(target=lambda: db.changes().push())
     pusher.start()
+    prefix = conn.db_key + ".ebooklet/"
     try:
-        assert gate.reached.wait(timeout=60)
-        uploaded = _objects(conn)
-        report = ebooklet.gc(conn)  # the default safe age
+        assert held.reached.wait(timeout=60)
+        uploaded = set(moto_proxied.keys(prefix))
+        report = ebooklet.gc(moto_proxied.direct(conn))  # the default safe age
         assert report.removed == [] and report.too_young > 0
-        assert _objects(conn) == uploaded
+        assert set(moto_proxied.keys(prefix)) == uploaded
     finally:
-        gate.release.set()
+        held.release()
         pusher.join()
         db.close()
     with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as check:
@@ -135,22 +132,20 @@ def test_gc_never_removes_what_a_push_in_flight_has_uploaded(tmp_path):
     assert ebooklet.verify(conn, deep=True)
 
 
-def test_gc_removes_the_leftovers_of_a_failed_push_and_never_what_commits_use(remote, tmp_path):
-    conn = remote.conn()
+def _seeded(conn, tmp_path) -> None:
     with ebooklet.open(conn, tmp_path / "a.blt", "c") as db:
         db.update({"a": b"1", "b": b"2"})
         db.changes().push()
-    failing, transport = faulty_remote(conn)
 
-    def cut_off(key: str) -> None:
-        if key == failing.db_key:
-            raise ebooklet.RemoteUnavailableError("cut off before the commit")
 
-    transport.before_put = cut_off
-    with ebooklet.open(failing, tmp_path / "a.blt", "w", allow_pickle=True) as db:
+def _push_cut_off_before_its_commit(conn, tmp_path) -> None:
+    with ebooklet.open(conn, tmp_path / "a.blt", "w", allow_pickle=True) as db:
         db["c"] = b"3" * 1000
         with pytest.raises(ebooklet.RemoteUnavailableError):
             db.changes().push()
+
+
+def _gc_removes_the_leftovers_and_nothing_else(conn, tmp_path) -> None:
     assert ebooklet.gc(conn).removed == []  # too recent: it might be a push in flight
     report = ebooklet.gc(conn, min_age=0)
     assert report.removed and report.bytes_removed >= 1000
@@ -159,6 +154,30 @@ def test_gc_removes_the_leftovers_of_a_failed_push_and_never_what_commits_use(re
     with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as check:
         assert dict(check.items()) == {"a": b"1", "b": b"2"}
     assert ebooklet.verify(conn, deep=True)
+
+
+def test_gc_removes_the_leftovers_of_a_failed_push_and_never_what_commits_use(wire, tmp_path):
+    conn = wire.conn()
+    _seeded(conn, tmp_path)
+    wire.proxy.add_rule(wire.head_write(conn), "503", times=None)  # every try of the commit
+    _push_cut_off_before_its_commit(conn, tmp_path)
+    wire.proxy.clear_rules()
+    _gc_removes_the_leftovers_and_nothing_else(conn, tmp_path)
+
+
+def test_gc_removes_the_leftovers_of_a_failed_push_on_a_folder(tmp_path):
+    # The folder remote has no wire: its fault goes through a transport wrapper.
+    conn = tmp_path / "remote" / "db"
+    _seeded(conn, tmp_path)
+    failing, transport = faulty_remote(conn)
+
+    def cut_off(key: str) -> None:
+        if key == failing.db_key:
+            raise ebooklet.RemoteUnavailableError("cut off before the commit")
+
+    transport.before_put = cut_off
+    _push_cut_off_before_its_commit(failing, tmp_path)
+    _gc_removes_the_leftovers_and_nothing_else(conn, tmp_path)
 
 
 def test_gc_dry_run_removes_nothing(tmp_path):

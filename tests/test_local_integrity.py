@@ -17,6 +17,7 @@ import booklet
 import pytest
 
 import ebooklet
+from ebooklet.local.state import STATE_VERSION
 
 from .subprocs import python
 
@@ -478,7 +479,7 @@ def test_the_sync_state_of_ebooklet_0_6_0_is_read_and_upgraded(tmp_path):
     with ebooklet.open(remote, local, "w") as db:
         assert _local_changes(db) == PENDING
     assert (folder / "journal.log").exists() and not (folder / "touched.log").exists()
-    assert json.loads((folder / "state.json").read_bytes().partition(b"\n")[0])["version"] == 3
+    assert json.loads((folder / "state.json").read_bytes().partition(b"\n")[0])["version"] == STATE_VERSION
     with ebooklet.open(remote, local, "w") as db:
         assert _local_changes(db) == PENDING
         db.changes().push()

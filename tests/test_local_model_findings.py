@@ -5,6 +5,8 @@ Each test failed before its fix and names the rule of the model that exposed it.
 
 from __future__ import annotations
 
+import pytest
+
 import ebooklet
 
 from .subprocs import python
@@ -85,7 +87,7 @@ def test_a_sync_after_booklets_finalizer_closed_the_file_does_not_claim_the_writ
         assert dict(db.items()) == {f"k{i}": i for i in range(20)}
 
 
-def test_a_plain_booklet_delete_made_while_a_landed_commit_is_unsettled_is_kept(tmp_path):
+def test_a_plain_booklet_delete_made_while_a_landed_commit_is_unsettled_is_kept(moto_proxied, tmp_path):
     """The model's ``killed_after_its_head_put_landed`` rule, with ``edit``: the commit's
     outcome is unknown when the file is closed, a key the push did not carry is deleted with
     plain booklet, and the next pull settles the commit. Settling adopted the commit as the
@@ -94,29 +96,19 @@ def test_a_plain_booklet_delete_made_while_a_landed_commit_is_unsettled_is_kept(
     (the defect issue 15 describes; pull() already scans first)."""
     import booklet
 
-    from .faults import faulty_remote
+    from .test_faults_network import lose_the_commit_reply
 
-    conn, path = tmp_path / "remote" / "db", tmp_path / "a.blt"
+    conn, path = moto_proxied.conn(), tmp_path / "a.blt"
     with ebooklet.open(conn, tmp_path / "seed.blt", "c", value_serializer="pickle") as seed:
         seed.update({"a": 0, "b": 0})
         seed.changes().push()
-    remote, transport = faulty_remote(conn)
-
-    def lose_reply(key: str) -> None:
-        if key == remote.db_key:
-            transport.after_put = None
-            transport.fail_gets = True
-            raise ebooklet.RemoteUnavailableError("the reply was lost")
-
-    with ebooklet.open(remote, path, "w", allow_pickle=True) as db:
+    with ebooklet.open(conn, path, "w", allow_pickle=True) as db:
         assert db["a"] == 0  # fetched: in the data file, its presence bit set
         db["b"] = 1
-        transport.after_put = lose_reply
-        try:
+        lose_the_commit_reply(moto_proxied.proxy, conn)
+        with pytest.raises(ebooklet.CommitUnknownError):
             db.changes().push()
-        except ebooklet.CommitUnknownError:
-            pass
-        transport.fail_gets = False
+        moto_proxied.proxy.clear_rules()
     with booklet.open(path, "w") as raw:
         del raw["a"]
     with ebooklet.open(conn, path, "w", allow_pickle=True) as db:

@@ -17,7 +17,7 @@ from ebooklet.remote import connect
 from ebooklet.settings import settings as ebooklet_settings
 from ebooklet.sync import commit as sync_commit
 
-from .faults import faulty_remote
+from .test_faults_network import lose_the_commit_reply
 
 
 def _objects(conn) -> set[str]:
@@ -153,33 +153,25 @@ def test_a_pending_write_deleted_with_plain_booklet_is_not_pushed(tmp_path):
         assert dict(fresh.items()) == {"kept": b"1"}
 
 
-def test_a_change_the_remote_overruled_is_settled_after_a_lost_reply(tmp_path):
+def test_a_change_the_remote_overruled_is_settled_after_a_lost_reply(moto_proxied, tmp_path):
     # The push keeps the remote's value of a conflicting key, its commit's reply is lost and
     # the server stops answering; the next operation learns the commit landed. The local
     # change it overruled must not survive as a pending change (found by the Hypothesis model).
-    conn = tmp_path / "remote" / "db"
+    conn = moto_proxied.conn()
     with ebooklet.open(conn, tmp_path / "seed.blt", "c") as seed:
         seed["k"] = b"base"
         seed.changes().push()
-    remote, transport = faulty_remote(conn)
-    with ebooklet.open(remote, tmp_path / "a.blt", "w") as a:
+    with ebooklet.open(conn, tmp_path / "a.blt", "w") as a:
         assert a["k"] == b"base"
         a["k"] = b"mine"
         a["other"] = b"also mine"
         with ebooklet.open(conn, tmp_path / "b.blt", "w") as b:
             b["k"] = b"theirs"
             b.changes().push()
-
-        def lose_reply(key: str) -> None:
-            if key == remote.db_key:
-                transport.after_put = None
-                transport.fail_gets = True
-                raise ebooklet.RemoteUnavailableError("the reply was lost")
-
-        transport.after_put = lose_reply
+        lose_the_commit_reply(moto_proxied.proxy, conn)
         with pytest.raises(ebooklet.CommitUnknownError):
             a.changes().push(on_conflict="remote")
-        transport.fail_gets = False
+        moto_proxied.proxy.clear_rules()
         a.changes().pull()  # settles the commit first
         assert a["k"] == b"theirs" and a["other"] == b"also mine"
         assert list(a.changes().iter_changes()) == []

@@ -9,7 +9,7 @@ import pytest
 import ebooklet
 from ebooklet.remote import connect
 
-from .faults import Gate
+from .test_faults_network import head_put
 
 
 def _make(conn, path, data):
@@ -119,29 +119,24 @@ def test_copy_remote_refuses_to_replace_an_existing_database_unless_asked(tmp_pa
         assert dict(check.items()) == {"new": 1}
 
 
-def test_a_reader_of_the_target_never_sees_half_a_copy(tmp_path):
-    source, target = tmp_path / "remote" / "src", tmp_path / "remote" / "dst"
+def test_a_reader_of_the_target_never_sees_half_a_copy(moto_proxied, tmp_path):
+    source, target = moto_proxied.conn(), moto_proxied.conn()
     _make(source, tmp_path / "a.blt", {f"k{i}": i for i in range(100)})
     db = ebooklet.open(source, tmp_path / "a.blt", "w")
-    target_remote = connect(target)
-    gate = Gate(target_remote.db_key)
-
-    folder = target_remote.transport.inner
-
-    class Pausing(type(folder)):
-        def put(self, key, data, mode="overwrite"):
-            gate(key)
-            return super().put(key, data, mode)
-
-    pausing = ebooklet.Remote(Pausing(folder.root), target_remote.db_key, target_remote.location)
+    held = moto_proxied.proxy.hold(head_put(target))  # the copy's head waits on the wire
     try:
-        copier = threading.Thread(target=lambda: db.copy_remote(pausing))
+        copier = threading.Thread(target=lambda: db.copy_remote(target))
         copier.start()
-        assert gate.reached.wait(timeout=60)
-        assert ebooklet.remote_info(target) is None  # all objects copied, no head yet
+        assert held.reached.wait(timeout=60)
+        # The head is written last: every object it names is on the server before it.
+        head = moto_proxied.get_json(source.db_key)
+        names = {target.db_key + ".ebooklet/" + n for n in [*head["parts"], *head["segments"]] if n}
+        assert names <= set(moto_proxied.keys(target.db_key + ".ebooklet/"))
+        direct = moto_proxied.direct(target)
+        assert ebooklet.remote_info(direct) is None  # all objects copied, no head yet
         with pytest.raises(FileNotFoundError):
-            ebooklet.open(target, tmp_path / "early.blt", "r")
-        gate.release.set()
+            ebooklet.open(direct, tmp_path / "early.blt", "r")
+        held.release()
         copier.join()
     finally:
         db.close()

@@ -11,7 +11,15 @@ import tempfile
 import urllib.parse
 
 from ..api import open as open_db
-from ..errors import RemoteFormatError, RemoteNotFoundError
+from ..errors import (
+    InvalidArgumentError,
+    LocalFileExistsError,
+    NotSupportedError,
+    ReadOnlyError,
+    RemoteExistsError,
+    RemoteFormatError,
+    RemoteNotFoundError,
+)
 from ..info import RemoteInfo, remote_info
 from ..local import STATE_FILE
 from ..remote import Remote, S3Connection, Transport
@@ -95,14 +103,21 @@ def _init(args: argparse.Namespace) -> int:
     remote = remote_arg(args)
     local = pathlib.Path(args.local)
     if not remote.writable:
-        raise CliError(f"cannot create a database at {remote.location}: a public URL is read-only; use "
-                       "s3://BUCKET/KEY (with credentials) or a folder")
+        raise CliError(
+            ReadOnlyError,
+            f"cannot create a database at {remote.location}: a public URL is read-only; use "
+            "s3://BUCKET/KEY (with credentials) or a folder"
+        )
     if local.exists():
-        raise CliError(f"{local} already exists: init makes a new local file; give another LOCAL")
+        raise CliError(
+            LocalFileExistsError,
+            f"{local} already exists: init makes a new local file; give another LOCAL"
+        )
     with handling_interrupts():
         existing = remote_info(remote.remote())
         if existing is not None:
             raise CliError(
+                RemoteExistsError,
                 f"{remote.location} already holds a database (commit {existing.commit:,}, "
                 f"{count(existing.n_keys, 'key')}): 'ebooklet pull {remote.text} {local}' makes a local copy"
             )
@@ -143,12 +158,15 @@ def _place(args: argparse.Namespace) -> _Place:
     text = args.prefix
     parts = urllib.parse.urlsplit(text)
     if parts.scheme in ("http", "https"):
-        raise CliError(f"{text} is a public URL, which cannot be listed: list s3://BUCKET/PREFIX (with "
-                       "credentials) or a folder")
+        raise CliError(
+            NotSupportedError,
+            f"{text} is a public URL, which cannot be listed: list s3://BUCKET/PREFIX (with "
+            "credentials) or a folder"
+        )
     if parts.scheme == "s3":
         bucket, _, prefix = text[len("s3://"):].partition("/")
         if not bucket:
-            raise CliError(f"{text!r} must name a bucket, e.g. s3://my-bucket or s3://my-bucket/data/")
+            raise CliError(InvalidArgumentError, f"{text!r} must name a bucket, e.g. s3://my-bucket or s3://my-bucket/data/")
         options = s3_options(args)
         # A connection to the bucket; its db_key is never read by a listing.
         conn = S3Connection(
@@ -160,7 +178,10 @@ def _place(args: argparse.Namespace) -> _Place:
         return _Place(conn.transport(), prefix, f"s3://{bucket}/", f"s3://{bucket}/{{}} ({endpoint})")
     path = pathlib.Path(urllib.parse.unquote(parts.path) if parts.scheme == "file" else text)
     if not path.is_dir():
-        raise CliError(f"{text} is not a folder: ls lists the databases in a folder or under an s3:// prefix")
+        raise CliError(
+            InvalidArgumentError,
+            f"{text} is not a folder: ls lists the databases in a folder or under an s3:// prefix"
+        )
     base = "" if text in (".", "./") else text.rstrip("/") + "/"
     return _Place(FolderTransport(path), "", base, path.absolute().as_uri().rstrip("/") + "/{}")
 
@@ -222,14 +243,18 @@ def _cp(args: argparse.Namespace) -> int:
     source = remote_arg(args)
     target = remote_arg(_target_options(args), args.target)
     if not target.writable:
-        raise CliError(f"cannot copy to {target.location}: a public URL is read-only; copy to "
+        raise CliError(ReadOnlyError, f"cannot copy to {target.location}: a public URL is read-only; copy to "
                        "s3://BUCKET/KEY (with credentials) or to a folder")
     if source.location == target.location:
-        raise CliError(f"{source.location} is both the source and the target: give another TARGET")
+        raise CliError(
+            InvalidArgumentError,
+            f"{source.location} is both the source and the target: give another TARGET"
+        )
     with handling_interrupts():
         existing = remote_info(target.remote())
         if existing is not None and not args.overwrite:
             raise CliError(
+                RemoteExistsError,
                 f"{target.location} already holds a database (commit {existing.commit:,}, "
                 f"{count(existing.n_keys, 'key')}): add --overwrite to replace it"
             )
@@ -265,8 +290,11 @@ def _target_options(args: argparse.Namespace) -> argparse.Namespace:
 def _rm(args: argparse.Namespace) -> int:
     remote = remote_arg(args)
     if not remote.writable:
-        raise CliError(f"cannot delete {remote.location}: a public URL is read-only; delete it through "
-                       "s3://BUCKET/KEY (with credentials)")
+        raise CliError(
+            ReadOnlyError,
+            f"cannot delete {remote.location}: a public URL is read-only; delete it through "
+            "s3://BUCKET/KEY (with credentials)"
+        )
     with handling_interrupts():
         info = remote_info(remote.remote())
         if info is None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import __version__
 from ..api import open as open_db
-from ..errors import ConflictError
+from ..errors import ConflictError, InvalidArgumentError, LocalFolderIsAFileError, ReadOnlyError
 from ..info import remote_info
 from ..remote.url import remote_location
 from ..words import counted
@@ -31,11 +31,15 @@ def _demo(args: argparse.Namespace) -> int:
     workdir = pathlib.Path(args.dir) if args.dir else pathlib.Path(tempfile.mkdtemp(prefix="ebooklet-demo-"))
     if workdir.is_dir() and any(workdir.iterdir()):
         raise CliError(
+            InvalidArgumentError,
             f"{workdir} is not empty: the demo starts from nothing, in a new or empty folder. Give "
             "another --dir, or leave it out for a new temporary folder."
         )
     if workdir.exists() and not workdir.is_dir():
-        raise CliError(f"{workdir} is a file: --dir names a folder for the demo's files")
+        raise CliError(
+            LocalFolderIsAFileError,
+            f"{workdir} is a file: --dir names a folder for the demo's files"
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     remote: Any = workdir / "remote" / "stations.blt"
     # -q: nothing but errors; --json: one object at the end, for a program that checks the demo.
@@ -45,8 +49,11 @@ def _demo(args: argparse.Namespace) -> int:
     if args.remote:
         chosen = remote_arg(args, args.remote)
         if not chosen.writable:
-            raise CliError(f"{chosen.location} is read-only: the demo writes, so give s3://, gs://, az:// "
-                           "or a folder path as --remote")
+            raise CliError(
+                ReadOnlyError,
+                f"{chosen.location} is read-only: the demo writes, so give s3://, gs://, az:// "
+                "or a folder path as --remote"
+            )
         remote = chosen.conn
         say(f"The remote is {remote_location(remote)}\n")
     else:

@@ -15,6 +15,14 @@ import sys
 from typing import Any
 
 from ..db import EBooklet
+from ..errors import (
+    InvalidArgumentError,
+    LocalFileNotFoundError,
+    LocalPathIsAFolderError,
+    ReadOnlyError,
+    RemoteNotFoundError,
+    SerializationError,
+)
 from ..info import remote_info
 from .interrupt import handling_interrupts
 from .local import open_database
@@ -70,18 +78,28 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _open(args: argparse.Namespace) -> tuple[EBooklet, RemoteArg, pathlib.Path]:
     local = pathlib.Path(args.local)
     if local.is_dir():
-        raise CliError(f"the local file {local} is a folder; LOCAL names a database file in it")
+        raise CliError(
+            LocalPathIsAFolderError,
+            f"the local file {local} is a folder; LOCAL names a database file in it"
+        )
     if not local.exists() and args.remote is None:
-        raise CliError(f"{local} does not exist: name its remote with --remote REMOTE (an existing "
-                       "database is copied, a new one created)")
+        raise CliError(
+            LocalFileNotFoundError,
+            f"{local} does not exist: name its remote with --remote REMOTE (an existing "
+            "database is copied, a new one created)"
+        )
     # Without --push the command works on LOCAL alone: S3 credentials are needed only if the
     # remote is read after all (a LOCAL that does not exist yet is copied from it).
     remote = remote_for_local(args, local, deferred=not args.push)
     if not remote.writable:
-        raise CliError(f"{remote.location} is read-only (a public URL): a local copy of it cannot be "
-                       "changed. Use s3://BUCKET/KEY (with credentials) or a folder remote")
+        raise CliError(
+            ReadOnlyError,
+            f"{remote.location} is read-only (a public URL): a local copy of it cannot be "
+            "changed. Use s3://BUCKET/KEY (with credentials) or a folder remote"
+        )
     if not local.exists() and args.serializer is None and remote_info(remote.remote()) is None:
         raise CliError(
+            RemoteNotFoundError,
             f"there is no database at {remote.location} yet: to create one, choose how it stores "
             "values with --serializer (bytes, str, orjson, pickle, msgpack, ...)"
         )
@@ -93,15 +111,18 @@ def _open(args: argparse.Namespace) -> tuple[EBooklet, RemoteArg, pathlib.Path]:
 def _read_value(args: argparse.Namespace) -> bytes:
     if args.file is not None:
         if args.value is not None:
-            raise CliError("give the value once: as VALUE or with --file, not both")
+            raise CliError(InvalidArgumentError, "give the value once: as VALUE or with --file, not both")
         try:
             return pathlib.Path(args.file).read_bytes()
         except OSError as exc:
-            raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+            raise CliError(InvalidArgumentError, f"cannot read {args.file}: {exc.strerror or exc}") from None
     if args.value is not None and args.value != "-":
         return args.value.encode()
     if sys.stdin.isatty():
-        raise CliError("no value: give VALUE, --file PATH, or pipe the value into standard input")
+        raise CliError(
+            InvalidArgumentError,
+            "no value: give VALUE, --file PATH, or pipe the value into standard input"
+        )
     return sys.stdin.buffer.read()
 
 
@@ -111,14 +132,18 @@ def _decode(raw: bytes, serializer: str, text: bool, where: str) -> Any:
     try:
         string = raw.decode()
     except UnicodeDecodeError:
-        raise CliError(f"the value is not UTF-8 text, and {where} stores {serializer} values: store "
-                       "binary data in a database whose serializer is bytes") from None
+        raise CliError(
+            SerializationError,
+            f"the value is not UTF-8 text, and {where} stores {serializer} values: store "
+            "binary data in a database whose serializer is bytes"
+        ) from None
     if serializer == "str" or text:
         return string
     try:
         return json.loads(string)
     except ValueError:
         raise CliError(
+            SerializationError,
             f"the value is not JSON, and {where} stores {serializer} values: give it as JSON (e.g. "
             "'{\"rain_mm\": [0.2]}', '3' or '\"text\"'), or add --text to store it as a string"
         ) from None
@@ -133,7 +158,10 @@ def _put(args: argparse.Namespace) -> int:
             try:
                 db[args.key] = value
             except (TypeError, ValueError) as exc:
-                raise CliError(f"the value cannot be stored with {db.value_serializer} ({exc})") from None
+                raise CliError(
+                    SerializationError,
+                    f"the value cannot be stored with {db.value_serializer} ({exc})"
+                ) from None
             result = push_changes(args, db, remote, local) if args.push else None
     _report(args, remote, local, f"set {show_key(args.key)}", {"set": args.key}, result)
     return 0
@@ -146,7 +174,7 @@ def _del(args: argparse.Namespace) -> int:
             missing = [key for key in args.keys if key not in db]
             if missing:
                 shown = ", ".join(repr(k) for k in missing)
-                raise CliError(f"no key {shown} in {local}; nothing was deleted")
+                raise CliError(KeyError, f"no key {shown} in {local}; nothing was deleted")
             for key in args.keys:
                 del db[key]
             result = push_changes(args, db, remote, local) if args.push else None

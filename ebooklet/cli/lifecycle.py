@@ -7,7 +7,7 @@ import dataclasses
 import pathlib
 import tempfile
 
-from ..errors import EbookletError
+from ..errors import EbookletError, ReadOnlyError
 from ..info import remote_info
 from ..local import synced_with
 from ..maintenance import gc, verify
@@ -124,8 +124,11 @@ def _compact(args: argparse.Namespace) -> int:
 
 def _compact_from(args: argparse.Namespace, remote: RemoteArg, local: pathlib.Path) -> PushResult:
     if not remote.writable:
-        raise CliError(f"cannot compact {remote.location}: a public URL is read-only; compact it through "
-                       "s3://BUCKET/KEY (with credentials) or a folder")
+        raise CliError(
+            ReadOnlyError,
+            f"cannot compact {remote.location}: a public URL is read-only; compact it through "
+            "s3://BUCKET/KEY (with credentials) or a folder"
+        )
     if not local.exists() and remote_info(remote.remote()) is None:
         raise no_database(remote)
     with handling_interrupts(), open_database(remote, local, "w", args) as db, progress_bar(args) as bar:

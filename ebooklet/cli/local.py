@@ -27,6 +27,10 @@ from ..errors import (
     DamagedLocalFileError,
     EbookletError,
     LocalFileBusyError,
+    LocalFileNotFoundError,
+    LocalFolderIsAFileError,
+    LocalPathError,
+    LocalPathIsAFolderError,
     RemoteNotFoundError,
     SyncError,
     UnsafeSerializerError,
@@ -55,10 +59,12 @@ def _local_advice(local: pathlib.Path, remote: RemoteArg, exc: DamagedLocalFileE
     reason = str(exc).split(" (", 1)[1].split(")", 1)[0] if " (" in str(exc) else str(exc)
     if synced_with(local) is None:
         return CliError(
+            DamagedLocalFileError,
             f"{local} is not a database file ({reason}): LOCAL must be a file made by ebooklet "
             "or booklet. Check the path (the arguments are REMOTE, then LOCAL)."
         )
     return CliError(
+        DamagedLocalFileError,
         f"{local} is damaged ({reason}). Move it aside (changes never pushed are in it only), "
         f"then run 'ebooklet pull {remote.text} {local}' to fetch a fresh copy from the remote."
     )
@@ -71,8 +77,11 @@ def check_folder(local: pathlib.Path) -> None:
     if folder.is_dir():
         return
     what = "is a file, not a folder" if folder.exists() else "does not exist"
-    raise CliError(f"cannot create {local}: the folder {folder} {what}. Check the path (LOCAL is a file "
-                   "in a folder that exists)")
+    raise CliError(
+        LocalFolderIsAFileError if folder.exists() else LocalFileNotFoundError,
+        f"cannot create {local}: the folder {folder} {what}. Check the path (LOCAL is a file "
+        "in a folder that exists)"
+    )
 
 
 def open_database(
@@ -103,6 +112,7 @@ def open_database(
             return attempt(timeout)
     except LocalFileBusyError:
         raise CliError(
+            LocalFileBusyError,
             f"{local} is still open in another process (another ebooklet command or a Python "
             f"session) after {timeout:g} s: close it there, or wait longer with --timeout SECONDS"
         ) from None
@@ -110,6 +120,7 @@ def open_database(
         raise _local_advice(local, remote, exc) from None
     except UnsafeSerializerError:
         raise CliError(
+            UnsafeSerializerError,
             f"{remote.location} stores pickled values: reading them runs code chosen by whoever "
             "can write to it. If you trust it, run the command again with --allow-pickle"
         ) from None
@@ -125,11 +136,13 @@ def open_database(
         where = exc.filename
         if not isinstance(exc, PermissionError) and exc.errno != errno.EROFS:
             raise CliError(
+                LocalPathError,
                 f"cannot use {where}: {exc.strerror or exc}. Check the path, and that LOCAL's folder "
                 "is one you can write to"
             ) from None
         why = "permission denied" if isinstance(exc, PermissionError) else "the file system is read-only"
         raise CliError(
+            LocalPathError,
             f"cannot write {where}: {why}. ebooklet keeps LOCAL's sync state beside "
             f"it (in {state_dir(local).name}/), so LOCAL's folder must be writable: copy the file "
             "to a folder you can write to, or fix the permissions"
@@ -142,9 +155,12 @@ def existing_local(path: str, why: str) -> pathlib.Path:
     """LOCAL, which must be a file; ``why`` ends the message when it does not exist."""
     local = pathlib.Path(path)
     if local.is_dir():
-        raise CliError(f"the local file {local} is a folder; LOCAL names a database file in it")
+        raise CliError(
+            LocalPathIsAFolderError,
+            f"the local file {local} is a folder; LOCAL names a database file in it"
+        )
     if not local.exists():
-        raise CliError(f"the local file {local} does not exist; {why}")
+        raise CliError(LocalFileNotFoundError, f"the local file {local} does not exist; {why}")
     return local
 
 
@@ -195,7 +211,10 @@ def reader(args: argparse.Namespace) -> Iterator[EBooklet]:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = open(path.with_suffix(".lock"), "a")
     except OSError as exc:
-        raise CliError(f"cannot use the cache folder {path.parent}: {exc.strerror or exc}") from None
+        raise CliError(
+            LocalPathError,
+            f"cannot use the cache folder {path.parent}: {exc.strerror or exc}"
+        ) from None
     # One command at a time per cache file: two could otherwise both create it.
     with lock:
         portalocker.lock(lock, portalocker.LOCK_EX)

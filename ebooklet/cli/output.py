@@ -11,6 +11,7 @@ import json
 import sys
 from typing import Any
 
+from ..errors import ArgumentTypeError, InvalidArgumentError
 from ..words import counted
 
 #: How many keys ``push`` and ``pull`` list (``--verbose``: all). A longer list is summed up.
@@ -20,15 +21,17 @@ SHOWN_KEYS = 20
 class CliError(Exception):
     """An expected failure: printed as ``ebooklet: error: <message>``, exit status 1.
 
-    ``kind`` is its ``type`` in the JSON form of the error (``--json``): the class of the
-    exception a Python program would have caught (``KeyError`` for a missing key), else
-    ``Error``; ``details`` go in there too.
+    ``error`` is the class of the exception a Python program doing the same would catch: a
+    subclass of :class:`ebooklet.EbookletError`, ``KeyError`` for a missing key, or
+    ``KeyboardInterrupt`` for an interrupt (status 130, reported as ``Interrupted``). Its name
+    is the ``type`` of the JSON form of the error (``--json``), so that a program can tell the
+    failures apart; ``details`` go in there too.
     """
 
-    def __init__(self, message: str, status: int = 1, kind: str = "Error", **details: Any) -> None:
+    def __init__(self, error: type[BaseException], message: str, status: int = 1, **details: Any) -> None:
         super().__init__(message)
         self.status = status
-        self.kind = kind
+        self.kind = error.__name__
         self.details = details
 
 
@@ -41,6 +44,7 @@ def confirm(what: str, command: str) -> None:
     a pipe) refuse, since ``--yes`` was not given."""
     if not sys.stdin.isatty():
         raise CliError(
+            InvalidArgumentError,
             f"{command} would {what}, which cannot be undone: add --yes to confirm (standard input "
             "is not a terminal, so there is nobody to ask)"
         )
@@ -55,12 +59,14 @@ def one_line(message: str) -> str:
 
 
 def bad_input(exc: Exception) -> CliError:
-    """A ValueError, TypeError or OSError from ebooklet, as a :class:`CliError`."""
-    return CliError(one_line(str(exc)) or type(exc).__name__)
+    """A ValueError, TypeError or OSError that is not an ebooklet error (from a library ebooklet
+    uses), as a :class:`CliError`."""
+    error = ArgumentTypeError if isinstance(exc, TypeError) else InvalidArgumentError
+    return CliError(error, one_line(str(exc)) or type(exc).__name__)
 
 
 def print_error(
-    message: str, as_json: bool = False, kind: str = "Error", status: int = 1, **details: Any
+    message: str, as_json: bool, kind: str, status: int = 1, **details: Any
 ) -> int:
     """Print ``ebooklet: error: <message>`` on one line of stderr (and, ``as_json``, the error
     as JSON on stdout); return the exit status."""

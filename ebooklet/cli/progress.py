@@ -1,9 +1,10 @@
 """What ``push`` and ``pull --load`` show on stderr while they work.
 
 :func:`render_progress` lays out one line; :class:`ProgressBar` is the ``progress=`` callback
-that redraws it, throttled, and until the first progress arrives it says what the command is
-waiting for (reading the index, another writer's lock), with the seconds so far, so that a
-long wait is never silent. :func:`progress_bar` gives a command its bar when stderr is a
+that redraws it, throttled. From the command's first moment until the first progress arrives
+it says what the command is doing (reading the index, packing the changes) or waiting for
+(another writer's lock), with the seconds so far, so that the start of a push is never
+silent. :func:`progress_bar` gives a command its bar when stderr is a
 terminal; elsewhere a wait that lasts is reported once, as a line of its own.
 """
 
@@ -22,9 +23,8 @@ from ..results import Progress
 from .interrupt import when_stopped
 from .output import human_bytes
 
-#: Seconds between two redraws of the progress bar, and before the first one.
+#: Seconds between two redraws of the progress bar.
 PROGRESS_INTERVAL = 0.1
-PROGRESS_DELAY = 0.5
 #: Seconds of a wait before it is reported on a stderr that is not a terminal.
 NOTICE_AFTER = 2.0
 
@@ -82,11 +82,11 @@ def _clock(seconds: float) -> str:
 class ProgressBar:
     """A ``progress=`` callback that redraws one line of ``stream`` with ``\\r``.
 
-    Thread-safe (callbacks come from ebooklet's transfer threads). Nothing is drawn during
-    the first ``delay`` seconds, so quick transfers leave no trace; then at most one redraw
-    per ``interval``. Until the first progress arrives, :meth:`tick` (called by a timer)
-    draws what the command is waiting for. :meth:`close` draws the last state and ends the
-    line; :meth:`abandon` ends it as it is (an interrupt).
+    Thread-safe (callbacks come from ebooklet's transfer threads). At most one redraw per
+    ``interval``. Until the first progress arrives, :meth:`tick` draws what the command is
+    doing or waiting for: :func:`progress_bar` calls it once as the bar is made, so that the
+    line is there from the command's first moment, then a timer calls it. :meth:`close`
+    draws the last state and ends the line; :meth:`abandon` ends it as it is (an interrupt).
     """
 
     def __init__(
@@ -94,7 +94,6 @@ class ProgressBar:
         stream: IO[str],
         width: int | None = None,
         interval: float = PROGRESS_INTERVAL,
-        delay: float = PROGRESS_DELAY,
         clock: Callable[[], float] = time.monotonic,
         phase: str = "upload",
     ) -> None:
@@ -105,7 +104,6 @@ class ProgressBar:
         self.phase = phase
         self.waiting_for: Callable[[], str | None] = lambda: None
         self._start = clock()
-        self._delay = delay
         self._lock = threading.Lock()
         self._last_draw: float | None = None
         self._last_len = 0
@@ -124,8 +122,6 @@ class ProgressBar:
             self._progressed = True
             if self._began is None:
                 self._began = now
-            if now - self._start < self._delay:
-                return
             if self._last_draw is not None and now - self._last_draw < self.interval:
                 return
             self._draw(self._render(progress, now), now)
@@ -140,7 +136,7 @@ class ProgressBar:
         far."""
         with self._lock:
             now = self.clock()
-            if self._closed or now - self._start < self._delay:
+            if self._closed:
                 return
             if self._pending is not None:
                 if self._last_draw is None or now - self._last_draw >= self.interval:
@@ -244,6 +240,7 @@ def progress_bar(
         return
     bar = ProgressBar(sys.stderr, phase=phase)
     bar.waiting_for = waiting
+    bar.tick()  # what the command prepares, drawn before it sends its first request
     done, thread = _ticking(bar)
     forget = when_stopped(bar.freeze)  # at Ctrl-C the bar stops where it is, at once
     try:

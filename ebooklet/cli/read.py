@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 
-from ..errors import EbookletError
+from ..errors import EbookletError, SerializationError
 from ..info import remote_info
 from .interrupt import handling_interrupts
 from .local import CACHE_HELP, reader
@@ -73,13 +73,17 @@ def _get(args: argparse.Namespace) -> int:
             value = db[args.key]
         except KeyError:
             at = f" at commit {args.at}" if args.at is not None else ""
-            raise CliError(f"no key {args.key!r} in {db.remote}{at}: 'ebooklet keys {args.remote}' lists its "
-                           "keys (--prefix P those that start with P)", kind="KeyError") from None
+            raise CliError(
+                KeyError,
+                f"no key {args.key!r} in {db.remote}{at}: 'ebooklet keys {args.remote}' lists its "
+                "keys (--prefix P those that start with P)"
+            ) from None
     if args.json:
         try:
             text = json.dumps(value, indent=2, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise CliError(
+                SerializationError,
                 f"the value of {args.key!r} cannot be shown as JSON ({exc}); leave out --json"
             ) from None
         print(text)

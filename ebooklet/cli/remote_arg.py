@@ -19,6 +19,7 @@ import threading
 import urllib.parse
 from collections.abc import Iterator
 
+from ..errors import EbookletError, InvalidArgumentError, RemoteNotFoundError, SyncError
 from ..info import remote_info
 from ..local import synced_with
 from ..remote import (
@@ -193,7 +194,7 @@ def remote_arg(
     try:
         conn = parse_remote(text, s3=s3_options(args, endpoint_url))
     except ValueError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(_error_class(exc), str(exc)) from None
     location = remote_location(conn)
     if isinstance(conn, pathlib.Path):
         _refuse_local_file(args, conn)
@@ -209,6 +210,10 @@ def remote_arg(
     return RemoteArg(conn, text, location, cache_key, writable=True, deferred=deferred)
 
 
+def _error_class(exc: Exception) -> type[Exception]:
+    return type(exc) if isinstance(exc, EbookletError) else InvalidArgumentError
+
+
 def _refuse_local_file(args: argparse.Namespace, path: pathlib.Path) -> None:
     """A REMOTE that is a synced local file: the arguments are probably the wrong way round."""
     synced = synced_with(path)
@@ -219,6 +224,7 @@ def _refuse_local_file(args: argparse.Namespace, path: pathlib.Path) -> None:
     if isinstance(local, str) and synced_with(pathlib.Path(local)) is None:
         hint = f": did you mean 'ebooklet {args.command} {local} {args.remote}'"
     raise CliError(
+        InvalidArgumentError,
         f"{args.remote} is a local database file (its sync state is in {path.name}.ebooklet/), not a "
         f"remote. The arguments are REMOTE, then LOCAL{hint}? {args.remote} was last synced with "
         f"{synced.location}."
@@ -231,6 +237,7 @@ def check_credentials(text: str, conn: S3Connection) -> None:
         _ = conn.credentials
     except NoCredentialsError as exc:
         raise CliError(
+            NoCredentialsError,
             f"no credentials for {text}: {exc}. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
             "(the key id may be --access-key-id), or name a profile with --profile or "
             "AWS_PROFILE; to read a public database without credentials, give its https:// URL "
@@ -238,10 +245,11 @@ def check_credentials(text: str, conn: S3Connection) -> None:
         ) from None
     except ValueError as exc:
         # The API's words for the option are not the command line's.
-        raise CliError(f"{text}: {exc}".replace("the profile argument", "--profile")) from None
+        message = f"{text}: {exc}".replace("the profile argument", "--profile")
+        raise CliError(_error_class(exc), message) from None
     endpoint = conn.endpoint_url
     if endpoint and urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
-        raise CliError(f"the endpoint {endpoint!r} must be an http:// or https:// URL")
+        raise CliError(InvalidArgumentError, f"the endpoint {endpoint!r} must be an http:// or https:// URL")
 
 
 def location_fields(location: str) -> dict[str, str | None]:
@@ -275,6 +283,7 @@ def remote_for_local(args: argparse.Namespace, local: pathlib.Path, deferred: bo
     if args.remote is None:
         if synced is None:
             raise CliError(
+                InvalidArgumentError,
                 f"{local} has never been synced, so there is no remote to remember: give it, as in "
                 f"'ebooklet {args.command} REMOTE {local}'"
             )
@@ -289,6 +298,7 @@ def remote_for_local(args: argparse.Namespace, local: pathlib.Path, deferred: bo
         return remote  # the same database, reached another way
     what = "another database" if info is not None else "no database"
     raise CliError(
+        SyncError,
         f"{local} is synced with {synced.location}, and {remote.location} holds {what}. Leave "
         f"REMOTE out to use the remote {local} remembers ('ebooklet {args.command} {local}'), or "
         f"pull {args.remote} into another file ('ebooklet pull {args.remote} OTHER.blt')."
@@ -315,7 +325,7 @@ def no_database(remote: RemoteArg) -> CliError:
     """There is no database at REMOTE, with a hint when REMOTE names a folder, or else where
     to look for the databases that are there."""
     if remote.path is not None and remote.path.is_dir():
-        return CliError(folder_message(remote.path))
+        return CliError(InvalidArgumentError, folder_message(remote.path))
     if remote.path is not None:
         hint = f"check the path; 'ebooklet ls {remote.path.parent}' lists the databases in its folder"
     elif isinstance(remote.conn, S3Connection):
@@ -326,4 +336,4 @@ def no_database(remote: RemoteArg) -> CliError:
         hint = "check the bucket (or container) and the key"
     else:
         hint = "check the URL: it names the database's head object (docs/s3.rst, 'Forming the URL')"
-    return CliError(f"no ebooklet database at {remote.location}: {hint}")
+    return CliError(RemoteNotFoundError, f"no ebooklet database at {remote.location}: {hint}")

@@ -12,7 +12,18 @@ import sys
 from typing import Any
 
 from ..db import EBooklet
-from ..errors import LeaseHeldError, MassDeleteError, RemoteNotFoundError, RemoteUnavailableError, SyncError
+from ..errors import (
+    ConflictError,
+    LeaseHeldError,
+    LocalFileNotFoundError,
+    LocalPathIsAFolderError,
+    MassDeleteError,
+    ReadOnlyError,
+    RemoteExistsError,
+    RemoteNotFoundError,
+    RemoteUnavailableError,
+    SyncError,
+)
 from ..info import remote_info
 from ..local import synced_with
 from ..lock import Lease
@@ -191,6 +202,7 @@ def _push(args: argparse.Namespace) -> int:
     remote = remote_for_local(args, local)
     if not remote.writable:
         raise CliError(
+            ReadOnlyError,
             f"cannot push to {remote.location}: a public URL is read-only; push to "
             "s3://BUCKET/KEY (with credentials) or to a folder"
         )
@@ -212,6 +224,7 @@ def _push(args: argparse.Namespace) -> int:
 def _recreate(db: EBooklet, remote: RemoteArg, local: pathlib.Path) -> None:
     if remote_info(remote.remote()) is not None:
         raise CliError(
+            RemoteExistsError,
             f"--recreate is for a remote database that was deleted, and {remote.location} exists: "
             f"push without --recreate (or 'ebooklet pull {remote.text} {local}' first)"
         )
@@ -251,6 +264,7 @@ def push_changes(
         raise _interrupted_push(remote, local) from None
     except MassDeleteError as exc:
         raise CliError(
+            MassDeleteError,
             f"this push would delete {len(exc.keys):,} of the remote's {exc.total:,} keys that were "
             f"not deleted through ebooklet: they are missing from {local}, e.g. "
             f"{', '.join(repr(k) for k in exc.keys[:5])}. Nothing was committed. If you meant to "
@@ -258,7 +272,10 @@ def push_changes(
             f"{local} --key KEY' for each (they are read from the remote again)"
         ) from None
     except LeaseHeldError as exc:
-        raise CliError(f"{exc} To wait longer, give --lock-wait SECONDS (now {args.lock_wait:g}).") from None
+        raise CliError(
+            LeaseHeldError,
+            f"{exc} To wait longer, give --lock-wait SECONDS (now {args.lock_wait:g})."
+        ) from None
     except (SyncError, RemoteNotFoundError) as exc:
         raise _gone(remote, local) or exc from None
 
@@ -273,12 +290,14 @@ def _interrupted_push(remote: RemoteArg, local: pathlib.Path) -> CliError:
     else:
         if discarded is None:
             return CliError(
+                KeyboardInterrupt,
                 f"interrupted while committing: whether the commit landed on {remote.location} is "
                 f"not known yet. Nothing is lost: {local} keeps its changes, and the next push, pull "
                 "or status finds out. Run the push again.", status=130, interrupted=True,
             )
         cleaned = f" The {count(discarded, 'object')} it had uploaded were deleted." if discarded else ""
     return CliError(
+        KeyboardInterrupt,
         f"interrupted: nothing was committed.{cleaned} {local} keeps its changes: run the push again "
         "to push them.", status=130, interrupted=True,
     )
@@ -290,6 +309,7 @@ def _gone(remote: RemoteArg, local: pathlib.Path) -> CliError | None:
     if synced is None or synced.uuid is None or remote_info(remote.remote()) is not None:
         return None  # never pushed or pulled (nothing to be gone), or the database is there
     return CliError(
+        RemoteNotFoundError,
         f"there is no database at {remote.location} any more: it was deleted after {local} was "
         f"last synced with it. {local} keeps its data; to create the database again from it, run "
         f"'ebooklet push --recreate {remote.text} {local}'"
@@ -323,6 +343,7 @@ def _dry_run(args: argparse.Namespace, db: EBooklet, remote: RemoteArg, local: p
         shown = ", ".join(repr(k) for k in conflicts[:10])
         more = f" and {len(conflicts) - 10:,} more" if len(conflicts) > 10 else ""
         raise CliError(
+            ConflictError,
             f"the push would stop: {count(len(conflicts), 'key')} changed both locally and on the "
             f"remote: {shown}{more}. Choose the side to keep with push --on-conflict "
             "local|remote|newest (nothing was pushed: --dry-run)", keys=conflicts,
@@ -361,16 +382,20 @@ def _dry_run(args: argparse.Namespace, db: EBooklet, remote: RemoteArg, local: p
 def _pull(args: argparse.Namespace) -> int:
     local = pathlib.Path(args.local)
     if local.is_dir():
-        raise CliError(f"the local file {local} is a folder; LOCAL names a database file in it")
+        raise CliError(
+            LocalPathIsAFolderError,
+            f"the local file {local} is a folder; LOCAL names a database file in it"
+        )
     fresh = not local.exists()
     if fresh and args.remote is None:
-        raise CliError(f"{local} does not exist: give the REMOTE to copy, as in "
+        raise CliError(LocalFileNotFoundError, f"{local} does not exist: give the REMOTE to copy, as in "
                        f"'ebooklet pull REMOTE {local}'")
     if fresh:
         check_folder(local)
     remote = remote_for_local(args, local)
     if not remote.writable and args.on_conflict in ("local", "newest"):
         raise CliError(
+            ReadOnlyError,
             f"{remote.location} is read-only, so local changes to conflicting keys could never be "
             "pushed: use --on-conflict remote"
         )
@@ -381,8 +406,11 @@ def _pull(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             if not stop_requested():
                 raise
-            raise CliError("interrupted: the pull did not complete. Run it again.", status=130,
-                           interrupted=True) from None
+            raise CliError(
+                KeyboardInterrupt,
+                "interrupted: the pull did not complete. Run it again.", status=130,
+                interrupted=True
+            ) from None
         except (SyncError, RemoteNotFoundError) as exc:
             raise _gone(remote, local) or exc from None
         n_keys = len(db)
@@ -400,6 +428,7 @@ def _load(args: argparse.Namespace, db: EBooklet, local: pathlib.Path, commit: i
         if not stop_requested():
             raise
         raise CliError(
+            KeyboardInterrupt,
             f"interrupted while fetching values: {local} is up to date with commit {commit or 0:,}, and "
             "values not fetched yet are fetched when first read. Run the pull --load again to fetch "
             "them all now.", status=130, interrupted=True,
@@ -442,8 +471,11 @@ def _discard(args: argparse.Namespace) -> int:
     local = existing_local(args.local, "there is nothing to discard")
     remote = remote_for_local(args, local)
     if not remote.writable:
-        raise CliError(f"{remote.location} is read-only, and so is every local copy of it: there are no "
-                       "local changes to discard")
+        raise CliError(
+            ReadOnlyError,
+            f"{remote.location} is read-only, and so is every local copy of it: there are no "
+            "local changes to discard"
+        )
     with handling_interrupts(), open_database(remote, local, "w", args) as db:
         pending = [c.key for c in db.changes().iter_changes() if c.side in ("local", "both")]
         chosen = pending if args.keys is None else sorted(set(args.keys) & set(pending))

@@ -75,7 +75,7 @@ _KINDS = (
     ("log", LOG_NAME_RE),
     ("run", RUN_NAME_RE),
     # The lease, and the objects of s3func's lock that stands in for it (lease.lock.<id>-<n>).
-    ("lease", re.compile(r"lease|lease\.lock\.[0-9a-f]{1,32}-[0-9]")),
+    ("lease", re.compile(r"lease|lease\.queue|lease\.lock\.[0-9a-f]{1,32}-[0-9]")),
     ("probe", re.compile(r"probe-[0-9a-f]{32}")),
 )
 #: A name is always relative to the database's prefix, and these patterns keep it there: no
@@ -150,9 +150,9 @@ def part_name(bits: int, part: int, commit_id: str) -> str:
 
 def object_kind(name: str) -> str | None:
     """Which of the format's objects ``name`` (relative to the database's prefix) is:
-    ``"segment"``, ``"part"``, ``"log"``, ``"run"`` (staged index entries), ``"lease"``
-    (the lease and the fallback lock's objects) or ``"probe"`` (a store's conditional-write
-    probe); None for any other name.
+    ``"segment"``, ``"part"``, ``"log"``, ``"run"`` (staged index entries), ``"lease"`` (the
+    lease, its queue and the fallback lock's objects) or ``"probe"`` (a store's
+    conditional-write probe); None for any other name.
 
     The whole name must match: garbage collection and ``delete_remote`` remove nothing
     else, so whatever else lies under the prefix (another database whose key runs through

@@ -130,23 +130,38 @@ def write_many(db: Any, records: Iterable[tuple[str, bytes, int]]) -> None:
             links += pos.to_bytes(6, "little")
             pos += 32 + kl + vl
             if pos - start >= _BULK_CHUNK:
-                start = _append(fd, b"".join(pieces), start)
+                start = _append(fd, pieces, start)
                 db._n_keys += _link(fd, links, n_buckets, index_offset)
                 pieces.clear()
                 links.clear()
         if pieces:
-            _append(fd, b"".join(pieces), start)
+            _append(fd, pieces, start)
             db._n_keys += _link(fd, links, n_buckets, index_offset)
         os.pwrite(fd, db._n_keys.to_bytes(4, "little"), db._n_keys_pos)  # as booklet's sync()
 
 
-def _append(fd: int, data: bytes, at: int) -> int:
-    """Write ``data`` at byte ``at`` (the end of the file); return the new end."""
-    done = 0
-    with memoryview(data) as view:
-        while done < len(data):
-            done += os.pwrite(fd, view[done:], at + done)
-    return at + done
+#: Buffers one ``pwritev`` takes at most (POSIX's IOV_MAX is at least this).
+_IOV_MAX = 1024
+#: Pieces at least this long on average are written as they are, with ``pwritev``; shorter
+#: ones are joined first (one copy costs less than many small buffers).
+_GATHER_PIECE = 4096
+
+
+def _append(fd: int, pieces: list[bytes], at: int) -> int:
+    """Write ``pieces`` back to back from byte ``at`` (the end of the file); return the new
+    end. Large values go to the kernel from where they are, without being joined first."""
+    gather = hasattr(os, "pwritev") and sum(map(len, pieces)) >= _GATHER_PIECE * len(pieces)
+    step = _IOV_MAX if gather else len(pieces)
+    for i in range(0, len(pieces), step):
+        group = pieces[i : i + step]
+        want = sum(map(len, group))
+        done = os.pwritev(fd, group, at) if gather else 0
+        if done < want:  # joined pieces, or what a short write left
+            with memoryview(b"".join(group)) as view:
+                while done < want:
+                    done += os.pwrite(fd, view[done:], at + done)
+        at += want
+    return at
 
 
 #: Chain walks after which :func:`_link` lets go of the file's pages it touched (they stay

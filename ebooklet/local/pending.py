@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..files import aside_name, write_atomic
+from .headmeta import SPLIT_VERSION, MetadataFiles
 from .journal import INFERRED, Journal, Pending, Touched
 from .state import BASE_FIELDS, STATE_FILE, SyncState, encode
 
@@ -29,6 +30,7 @@ class PendingChanges:
         self.touched: Touched = self.journal.touched()
         self._base = ""  # the base both journals record (as SyncState.base_text); "": unknown
         self._aside: pathlib.Path | None = None  # where a damaged journal goes at its rewrite
+        self.metadata = MetadataFiles(folder)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -56,6 +58,17 @@ class PendingChanges:
     @property
     def meta(self) -> tuple[Any, int] | None:
         return self.journal.meta
+
+    def load_metadata(self, state: SyncState) -> str | None:
+        """Read the metadata of the heads ``state`` records; says which files were lost."""
+        lost = self.metadata.load(state.metadata_refs(), state.head_metadata)
+        if not lost:
+            return None
+        return (
+            f"the metadata file(s) {', '.join(self.metadata.path(r).name for r in lost)} in "
+            f"{self.folder} are missing or damaged: the metadata is read again from the remote "
+            "when it is needed"
+        )
 
     def problems(self, state: SyncState) -> list[str]:
         """What is wrong with the journal, one phrase each (none: it is intact)."""
@@ -121,8 +134,13 @@ class PendingChanges:
 
     def rewrite(self, state: SyncState) -> None:
         """Write the journal and its mirror anew: the base, then what is still pending."""
+        self._write_metadata(state)
         base = state.base_fields()
         journal = self.journal
+        pushed = (state.head or {}).get("metadata_timestamp")
+        if journal.meta is not None and not state.replace and isinstance(pushed, int):
+            if journal.meta[1] <= pushed:
+                journal.meta = None  # the base holds it (pushed), or a newer one: not pending
         if self._aside is not None:
             # The damaged journal is kept; rewriting reads its intact records through the
             # descriptor it still holds.
@@ -135,11 +153,20 @@ class PendingChanges:
     def save_state(self, state: SyncState) -> None:
         """Write ``state`` to state.json, atomically and durably, after rewriting the
         journals if the base they record is not the state's."""
+        self._write_metadata(state)
         if state.base_text() != self._base:
             self.rewrite(state)
         state.journal = [self.journal.id, self.journal.durable]
         state.mirror = [self.mirror.id, self.mirror.durable]
         write_atomic(self.folder / STATE_FILE, encode(state))
+        if state.version >= SPLIT_VERSION:
+            # Both journals were rewritten above if they named other metadata.
+            self.metadata.sweep(state.metadata_refs(), state.head_metadata)
+
+    def _write_metadata(self, state: SyncState) -> None:
+        """The metadata files the state names, written before any record names them."""
+        if state.version >= SPLIT_VERSION:
+            self.metadata.write(state.metadata_refs(), state.head_metadata)
 
     def compact_if_wasteful(self, state: SyncState) -> None:
         if self.journal.wasteful:

@@ -304,6 +304,8 @@ class _Opener:
                 state = self._state_from_journal(problem)
                 rebuilt = True
         self._set_state(state)
+        if (lost := pending.load_metadata(state)) is not None:
+            self.note(lost)
         if state.version < 2:
             self.legacy, complete = read_legacy_touched(self.folder / "touched.log")
             if not complete:
@@ -344,9 +346,11 @@ class _Opener:
                 "is intact."
             )
         state = SyncState()
-        for name in ("head", "etag", "remote_uuid", "location", "replace", "codec"):
+        for name in ("etag", "remote_uuid", "location", "replace", "codec"):
             if base.get(name) is not None:
                 setattr(state, name, base[name])
+        if isinstance(base.get("head"), dict):
+            state.set_head(base["head"])
         parts = PartCache(self.folder / "parts", state, self.note)
         for p, name in enumerate((state.head or {}).get("parts") or []):
             if name and parts.file(name).exists() and parts.file(name, ".bits").exists():

@@ -2,12 +2,13 @@
 
 It lives in ``state.json`` in the folder ``{data file}.ebooklet/``: JSON, then a line with its
 blake2b-128 checksum. The journal's base record carries the fields of :data:`BASE_FIELDS`
-too, so that a lost or damaged ``state.json`` is rebuilt from the journal.
+too, so that a lost or damaged ``state.json`` is rebuilt from the journal. The metadata of the
+heads it records is kept apart, once (see :mod:`.headmeta`).
 
 Versions: 1 (ebooklet 0.6.0: no checksum, ``touched.log``), 2 (journal of batched records),
-3 (this one: changes written through to the journal one record each, checksummed presence
-bits). Every earlier version is read and upgraded on the first write; a newer one is
-refused.
+3 (changes written through to the journal one record each, checksummed presence bits), 4
+(this one: heads' metadata in files of their own). Every earlier version is read and
+upgraded on the first write; a newer one is refused.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Any
 
-STATE_VERSION = 3
+from .headmeta import REF, SPLIT_VERSION, join, split
+
+STATE_VERSION = 4
 #: The sync state's file name, in the folder ``{data file}.ebooklet/`` beside the data file.
 STATE_FILE = "state.json"
 #: What state.json shares with the journal's base record: enough to rebuild the state.
@@ -66,9 +69,42 @@ class SyncState:
     mirror: list[Any] | None = None
     #: Fields of a later state version of this major format, kept as they were.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The metadata of the heads above, by ref (see headmeta; not saved in state.json).
+    head_metadata: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    # -- heads, their metadata apart -----------------------------------------------------
+
+    def set_head(self, head: dict[str, Any] | None) -> None:
+        """Record the base head (a dict of its fields, with its metadata)."""
+        self.head = None if head is None else split(head, self.head_metadata)
+
+    def full_head(self) -> dict[str, Any] | None:
+        """The base head's fields, with its metadata (``headmeta.Lost`` when it is lost)."""
+        return None if self.head is None else join(self.head, self.head_metadata)
+
+    def split_head(self, head: dict[str, Any]) -> dict[str, Any]:
+        """A head to record elsewhere in the state (a push in flight), its metadata apart."""
+        return split(head, self.head_metadata)
+
+    def join_head(self, head: dict[str, Any]) -> dict[str, Any]:
+        return join(head, self.head_metadata)
+
+    def metadata_refs(self) -> set[str]:
+        """The refs of the metadata the state's heads name."""
+        inflight = self.inflight if isinstance(self.inflight, dict) else {}
+        heads = [self.head, inflight.get("head")]
+        return {h[REF] for h in heads if isinstance(h, dict) and isinstance(h.get(REF), str)}
+
+    def _stored(self, head: Any) -> Any:
+        # Before version 4 the metadata is kept in the head, as those versions read it.
+        if isinstance(head, dict) and self.version < SPLIT_VERSION:
+            return join(head, self.head_metadata)
+        return head
 
     def base_fields(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in BASE_FIELDS}
+        fields = {name: getattr(self, name) for name in BASE_FIELDS}
+        fields["head"] = self._stored(self.head)
+        return fields
 
     def base_text(self) -> str:
         return json.dumps(self.base_fields(), sort_keys=True)
@@ -81,7 +117,11 @@ class SyncState:
         return None
 
     def to_json(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        skip = ("extra", "head_metadata")
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        out["head"] = self._stored(self.head)
+        if isinstance(self.inflight, dict):
+            out["inflight"] = {**self.inflight, "head": self._stored(self.inflight.get("head"))}
         return {**self.extra, **out}
 
     @classmethod
@@ -94,12 +134,18 @@ class SyncState:
         values: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         for name, value in raw.items():
-            if name not in known or name == "extra":
+            if name not in known or name in ("extra", "head_metadata"):
                 extra[name] = value
             elif value is not None or name in _OPTIONAL:
                 values[name] = value
         state = cls(**values, extra=extra)
         state._check()
+        # Metadata held in the heads (version 3 and earlier) is taken apart in memory.
+        if state.head is not None:
+            state.head = split(state.head, state.head_metadata)
+        inflight = state.inflight
+        if isinstance(inflight, dict) and isinstance(inflight.get("head"), dict):
+            state.inflight = {**inflight, "head": split(inflight["head"], state.head_metadata)}
         return state
 
     def _check(self) -> None:

@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import RemoteAccessError
+from ..errors import InvalidArgumentError, NoCredentialsError, RemoteAccessError
 
 __all__ = ["Credentials", "NoCredentialsError", "resolve_credentials", "resolve_endpoint", "resolve_region"]
 
@@ -53,10 +53,6 @@ _BOTOCORE_KEYS = (
 )
 
 DEFAULT_REGION = "us-east-1"
-
-
-class NoCredentialsError(ValueError):
-    """No source in the chain had credentials; the message lists where they were looked for."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,7 +266,7 @@ def resolve_credentials(
         return found
     named = profile is not None or name != "default"
     if named and not shared.exists:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"the AWS profile {name!r} is in neither {shared.credentials_path} nor "
             f"{shared.config_path}; check the name ({'the profile argument' if profile else 'AWS_PROFILE'})"
         )

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from ..format import HASH_LEN, Entry, Head, part_of, value_hash
 from ..results import Change, ChangeKind
 from ..settings import now_us
-from .index import EMPTY, SCAN_FRACTION, BaseIndex
+from .index import EMPTY, SCAN_FRACTION, BaseIndex, check_count
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +219,9 @@ def remote_changes(index: BaseIndex, base: Head | None, current: Head | None) ->
         changed = [p for p in range(len(current.parts)) if current.parts[p] != base.parts[p]]
         old, new = index.parts(base, changed), index.parts(current, changed)
         pairs = [(old[p], new[p]) for p in changed]
+        # The parts that did not change hold as many keys in both heads.
+        counted = base.n_keys + sum(len(new[p]) - len(old[p]) for p in changed)
+        check_count(current, counted, index.remote.location)
     else:
         pairs = [(index.merged(base), index.merged(current))]
     out: dict[str, Entry | None] = {}

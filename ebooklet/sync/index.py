@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
-from typing import Any
 
 from ..errors import IntegrityError, RemoteFormatError, SerializerMismatchError, SyncError
 from ..format import Entry, Head, Part, part_of
 from ..local import LocalStore
+from ..local.headmeta import Lost
 from ..phases import timed
 from ..remote import Remote
 from .objects import ObjectStore, parallel_map
@@ -31,6 +31,17 @@ SCAN_FRACTION = 8
 EMPTY = Part()
 
 
+def check_count(head: Head, counted: int, location: str) -> None:
+    """Refuse a head whose index parts hold another number of keys than it says (``n_keys``):
+    a reader would list one number of keys and count another."""
+    if counted != head.n_keys:
+        raise RemoteFormatError(
+            f"the index parts of {location} (commit {head.commit}) hold {counted:,} keys, and its "
+            f"head says {head.n_keys:,}: the remote database is damaged or was not written by "
+            "ebooklet. Run 'ebooklet verify' on it, and ask whoever writes it"
+        )
+
+
 class BaseIndex:
     """The base of one local file and the index parts of any head of its remote."""
 
@@ -42,7 +53,7 @@ class BaseIndex:
         # Parts of non-base heads downloaded during this operation, kept until the head
         # they belong to becomes the base (so presence bits can be stored with them).
         self._fresh: dict[str, bytes] = {}
-        head = local.state.head
+        head = local.state.full_head()
         self._head: Head | None = Head.from_saved(head) if head else None
 
     # -- the base --------------------------------------------------------------------------
@@ -78,7 +89,7 @@ class BaseIndex:
         old = self._head
         if head is None or old is None or old.uuid != head.uuid or old.part_bits != head.part_bits:
             self.local.forget_parts()
-        state.head = asdict(head) if head else None
+        state.set_head(asdict(head) if head else None)
         state.etag = etag
         state.remote_uuid = head.uuid if head else None
         state.location = self.remote.location
@@ -91,7 +102,7 @@ class BaseIndex:
         if self.replacing:
             return
         if known is None or head.uuid == known:
-            self._check_serializer(head)
+            _check_serializer(self.local, self.remote, head)
             return
         advice = " Open a new local path for it"
         if self.remote.writable:
@@ -106,65 +117,48 @@ class BaseIndex:
             f"{advice}."
         )
 
-    def _check_serializer(self, head: Head) -> None:
-        ours = self.local.codec.name
-        if head.value_serializer is not None and head.value_serializer != ours:
-            # Adopting it would decode every cached value with the wrong serializer.
-            raise SerializerMismatchError(
-                f"{self.remote.location} now stores values with serializer "
-                f"{head.value_serializer!r}, and {self.local.path} holds them with {ours!r}: the "
-                "remote was rewritten with another serializer. Nothing was changed; open a new "
-                "local path to read it"
-            )
-
-    def metadata(self) -> tuple[Any, int] | None:
-        """The newer of the local metadata and the base's."""
-        mine = self.local.get_metadata()
-        base = self.base
-        if base is not None and base.metadata_timestamp is not None:
-            if mine is None or mine[1] < base.metadata_timestamp:
-                return base.metadata, base.metadata_timestamp
-        return mine
+    @property
+    def metadata_lost(self) -> bool:
+        """Whether the synced head's metadata was lost locally (its file damaged)."""
+        return self._head is not None and isinstance(self._head.metadata, Lost)
 
     # -- index parts -----------------------------------------------------------------------
 
-    def _is_base(self, head: Head) -> bool:
+    def is_base(self, head: Head) -> bool:
         base = self.base
         return base is not None and head.commit_id == base.commit_id and head.uuid == base.uuid
 
-    def part(self, head: Head, p: int) -> Part:
-        """Index part ``p`` of ``head``: from memory, the local state, or the remote.
-
-        A part of the base is always stored locally (with its presence bits) once used,
-        whichever way it arrived.
-        """
+    def part(self, head: Head, p: int, keep: bool = True, blob: bytes | None = None) -> Part:
+        """Index part ``p`` of ``head``: from memory, the local state, or the remote (``blob``:
+        its object, downloaded already). A part of the base is always stored locally (with its
+        presence bits) once used. ``keep=False``: not held in memory (for a walk over all)."""
         name = head.parts[p]
         if name is None:
             return EMPTY
-        is_base = self._is_base(head)
+        is_base = self.is_base(head)
         stored = is_base and self.local.parts.has(p, name)
         part = self._parts.get(name)
-        blob = None
         if part is None:
-            blob = self.local.parts.blob(p, name) if stored else None
-            if blob is not None:
-                try:
-                    part = Part.decode(blob, name)
-                except (IntegrityError, RemoteFormatError):
-                    # The local copy was torn (e.g. by a crash): fetch it again.
-                    blob, stored = None, False
-            if blob is None:
-                blob = self._fresh.get(name)
+            if blob is None and stored:
+                blob = self.local.parts.blob(p, name)
+                if blob is not None:
+                    try:
+                        part = Part.decode(blob, name)
+                    except (IntegrityError, RemoteFormatError):
+                        # The local copy was torn (e.g. by a crash): fetch it again.
+                        blob, stored = None, False
+            blob = blob if blob is not None else self._fresh.get(name)
             if blob is None:
                 blob = self.objects.get(name)
                 if not is_base:
                     self._fresh[name] = blob
             if part is None:
                 part = Part.decode(blob, name)
-            self._parts[name] = part
-            if len(self._parts) > PART_CACHE:
-                self._parts.popitem(last=False)
-        else:
+            if keep:
+                self._parts[name] = part
+                if len(self._parts) > PART_CACHE:
+                    self._parts.popitem(last=False)
+        elif keep:
             self._parts.move_to_end(name)
         if is_base and not stored:
             # An empty data file (a fresh copy) holds none of the keys: no lookup per key.
@@ -173,6 +167,13 @@ class BaseIndex:
             self.local.store_part(p, name, blob, part.keys, present)
             self._fresh.pop(name, None)
         return part
+
+    def at_hand(self, head: Head, p: int) -> bool:
+        """Whether index part ``p`` of ``head`` can be had without a request."""
+        name = head.parts[p]
+        if name is None or name in self._parts or name in self._fresh:
+            return True
+        return self.is_base(head) and self.local.parts.has(p, name)
 
     def peek_part(self, head: Head, p: int) -> Part:
         """Index part ``p`` of ``head`` without keeping it (neither in memory nor stored): for
@@ -183,7 +184,7 @@ class BaseIndex:
         part = self._parts.get(name)
         if part is not None:
             return part
-        if self._is_base(head):
+        if self.is_base(head):
             blob = self.local.parts.blob(p, name)
             if blob is not None:
                 with contextlib.suppress(IntegrityError, RemoteFormatError):
@@ -195,7 +196,7 @@ class BaseIndex:
     def parts(self, head: Head, indexes: Iterable[int]) -> dict[int, Part]:
         """Several parts of ``head``, downloading the missing ones in parallel."""
         indexes = list(indexes)
-        is_base = self._is_base(head)
+        is_base = self.is_base(head)
         missing: dict[str, int] = {}
         for p in indexes:
             name = head.parts[p]
@@ -213,7 +214,10 @@ class BaseIndex:
         return {p: got[p] if p in got else self.part(head, p) for p in indexes}
 
     def all_parts(self, head: Head) -> dict[int, Part]:
-        return self.parts(head, range(len(head.parts)))
+        """Every part of ``head``, whose key counts must add up to the head's ``n_keys``."""
+        parts = self.parts(head, range(len(head.parts)))
+        check_count(head, sum(map(len, parts.values())), self.remote.location)
+        return parts
 
     def merged(self, head: Head | None) -> Part:
         """Every entry of ``head`` in one part (for comparing heads with different layouts)."""
@@ -270,14 +274,6 @@ class BaseIndex:
         if found is None or found[1]:
             return None  # not on the remote, or deleted with plain booklet
         return found[0]
-
-    def lazy_keys(self) -> Iterator[tuple[str, Entry]]:
-        """Every lazy key of the base, with its entry."""
-        for _p, part, rows in self.lazy_selection():
-            part_keys = part.keys
-            for row in rows:
-                key = part_keys[row]
-                yield key, part.get(key)  # type: ignore[misc]
 
     def lazy_selection(self, keys: Iterable[str] | None = None) -> list[tuple[int, Part, Sequence[int]]]:
         """The lazy keys of the base (all, or those among ``keys``) as rows of its parts:
@@ -430,3 +426,16 @@ class BaseIndex:
         self._fresh.clear()
         local.clear_touched(set(local.touched) - still_pending if still_pending else None)
         local.sync()
+
+
+def _check_serializer(local: LocalStore, remote: Remote, head: Head) -> None:
+    ours = local.codec.name
+    if head.value_serializer is not None and head.value_serializer != ours:
+        # Adopting it would decode every cached value with the wrong serializer.
+        raise SerializerMismatchError(
+            f"{remote.location} now stores values with serializer "
+            f"{head.value_serializer!r}, and {local.path} holds them with {ours!r}: the "
+            "remote was rewritten with another serializer. Nothing was changed; open a new "
+            "local path to read it"
+        )
+

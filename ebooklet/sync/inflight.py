@@ -46,7 +46,8 @@ class InFlight:
             pending = local.pending_change(key)
             if pending is not None:
                 changed_at[key] = pending.timestamp
-        local.state.inflight = {"head": asdict(head), "pulled": sorted(pulled), "overruled": changed_at}
+        record = {"head": local.state.split_head(asdict(head)), "pulled": sorted(pulled)}
+        local.state.inflight = {**record, "overruled": changed_at}
         local.save_state()
 
     def forget(self, durably: bool = True) -> None:
@@ -68,7 +69,7 @@ class InFlight:
         if not intent:
             return
         local, index = self.local, self.index
-        head = Head.from_saved(intent["head"])
+        head = Head.from_saved(local.state.join_head(intent["head"]))
         latest, _ = self.heads.read_latest()
         landed = self.heads.landed(head, latest)
         if landed is None:

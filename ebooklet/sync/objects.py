@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import hashlib
 import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Literal, NamedTuple, TypeVar
+from typing import Literal, NamedTuple, TypeVar, overload
 
 from ..errors import PreconditionFailed, RemoteError, RemoteFormatError, RemoteNotFoundError
-from ..format import MAX_PART_OBJECT_BYTES
+from ..format import HASH_LEN, MAX_PART_OBJECT_BYTES
 from ..phases import timed
 from ..remote import Remote
 from ..results import Progress, ProgressCallback
+from ..settings import settings
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ MIN_REQUEST = 1024 * 1024
 FIRST_READ = 1024 * 1024
 #: At most this many bytes of ranged reads are in flight or waiting to be used at once.
 READ_AHEAD = 64 * 1024 * 1024
+#: Segments of a push that may upload at once (see :func:`in_flight_bytes`).
+UPLOAD_SEGMENTS = 4
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -86,6 +90,58 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
         return
     with concurrent.futures.ThreadPoolExecutor(min(THREADS, len(items))) as pool:
         yield from pool.map(fn, items)
+
+
+#: Values at least this long on average are hashed in threads (:func:`hash_ahead`): hashing
+#: releases the GIL only for long inputs, and short ones are quicker hashed where they are.
+BIG_VALUE = 64 * 1024
+#: A batch of more values than this (a MiB of them, at most, comes at a time) holds small ones.
+BIG_BATCH = 16
+
+
+def hash_ahead(
+    batches: Iterable[list[tuple[str, int, bytes | None, int]]], window: int = THREADS
+) -> Iterator[tuple[list[tuple[str, int, bytes | None, int]], list[bytes | None]]]:
+    """Each batch of changes ``(key, timestamp, value or None, flags)`` with the content
+    hash of each value (None for a delete), in order.
+
+    Batches of large values are hashed in threads, up to ``window`` batches ahead of the
+    caller, so that their hashing runs beside the caller's reading and uploading; the
+    batches read ahead are the only extra memory.
+    """
+    fresh = hashlib.blake2b(digest_size=HASH_LEN).copy  # value_hash, inlined: no arguments to parse
+
+    def hashes(batch: list[tuple[str, int, bytes | None, int]]) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        for _, _, raw, _ in batch:
+            if raw is None:
+                out.append(None)
+                continue
+            h = fresh()
+            h.update(raw)
+            out.append(h.digest())
+        return out
+
+    pool: concurrent.futures.ThreadPoolExecutor | None = None
+    pending: collections.deque[tuple[list, concurrent.futures.Future[list[bytes | None]] | None]]
+    pending = collections.deque()
+    try:
+        for batch in batches:
+            big = len(batch) <= BIG_BATCH and (
+                sum(len(raw) for _, _, raw, _ in batch if raw is not None) >= BIG_VALUE * len(batch)
+            )
+            if big and pool is None:
+                pool = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="ebooklet-hash")
+            pending.append((batch, pool.submit(hashes, batch) if big and pool is not None else None))
+            while pending and (len(pending) > window or pending[0][1] is None):
+                done, future = pending.popleft()
+                yield done, hashes(done) if future is None else future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, hashes(done) if future is None else future.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class RangeRequest(NamedTuple):
@@ -177,37 +233,59 @@ class ObjectStore:
         return dict(zip(names, parallel_map(self.get, names), strict=True))
 
     def get_range(self, req: RangeRequest) -> bytes:
-        """The bytes of one request."""
+        """The bytes of one request; one longer than MAX_REQUEST (a value larger than that)
+        is fetched as parallel ranged GETs of about MAX_REQUEST each, joined in order."""
+        if req.length > MAX_REQUEST:
+            n = -(-req.length // MAX_REQUEST)
+            size = -(-req.length // n)
+            pieces = [
+                RangeRequest(req.name, start, min(size, req.start + req.length - start), ())
+                for start in range(req.start, req.start + req.length, size)
+            ]
+            return b"".join(parallel_map(self.get_range, pieces))
         try:
             return self.remote.transport.get_range(self.prefix + req.name, req.start, req.length)
         except RemoteNotFoundError:
             raise self.gone(req.name) from None
 
-    def get_ranges(self, requests: Iterable[RangeRequest]) -> Iterator[tuple[RangeRequest, bytes]]:
+    @overload
+    def get_ranges(self, requests: Iterable[RangeRequest]) -> Iterator[tuple[RangeRequest, bytes]]: ...
+
+    @overload
+    def get_ranges(
+        self, requests: Iterable[RangeRequest], prepare: Callable[[RangeRequest, bytes], T]
+    ) -> Iterator[tuple[RangeRequest, T]]: ...
+
+    def get_ranges(
+        self, requests: Iterable[RangeRequest], prepare: Callable[[RangeRequest, bytes], object] | None = None
+    ) -> Iterator[tuple[RangeRequest, object]]:
         """The bytes of each request, fetched in parallel and yielded in order.
 
         ``requests`` is consumed as the fetching goes: at most THREADS requests run at once and
         at most READ_AHEAD bytes are in flight or waiting to be taken, so a read of any size
         holds a bounded amount of it in memory. Closing the iterator early cancels what has
-        not started.
+        not started. ``prepare(request, data)``, when given, runs in the fetching thread and
+        its result is yielded instead of the bytes: work on large answers (slicing values,
+        hashing them) then runs beside the other requests, not after them.
         """
+        fetch = self.get_range if prepare is None else lambda req: prepare(req, self.get_range(req))
         requests = iter(requests)
         first = next(requests, None)
         if first is None:
             return
         second = next(requests, None)
         if second is None:
-            yield first, self.get_range(first)  # one request: no thread
+            yield first, fetch(first)  # one request: no thread
             return
         pool = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="ebooklet-read")
-        pending: collections.deque[tuple[RangeRequest, concurrent.futures.Future[bytes]]]
+        pending: collections.deque[tuple[RangeRequest, concurrent.futures.Future[object]]]
         pending = collections.deque()
         queued = itertools.chain((first, second), requests)
         in_flight = 0
         try:
             while True:
                 for req in queued:
-                    pending.append((req, pool.submit(self.get_range, req)))
+                    pending.append((req, pool.submit(fetch, req)))
                     in_flight += req.length
                     if in_flight >= READ_AHEAD or len(pending) >= 2 * THREADS:
                         break
@@ -262,16 +340,24 @@ class ObjectStore:
             logger.warning("could not delete %d unreferenced objects: %s", len(names), exc)
 
 
+def in_flight_bytes() -> int:
+    """How many bytes of a push may be waiting or in flight: UPLOAD_SEGMENTS segments (at
+    least 16 MiB), so that several segments upload at once; on a store far away each
+    connection carries a share of the bandwidth, and two uploads at a time leave most of it
+    unused."""
+    return max(16 * 1024 * 1024, UPLOAD_SEGMENTS * settings.segment_bytes)
+
+
 class Uploader:
     """Creates objects in parallel while the caller goes on producing them, with at most
     ``max_bytes`` of them waiting or in flight (the caller blocks past that). ``names`` lists
     every object submitted, for cleaning up after a push that does not commit; the first
     failure is raised by the next :meth:`submit` or by :meth:`wait`."""
 
-    def __init__(self, store: ObjectStore, tracker: Tracker, max_bytes: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, store: ObjectStore, tracker: Tracker, max_bytes: int | None = None) -> None:
         self.store = store
         self.tracker = tracker
-        self.max_bytes = max_bytes
+        self.max_bytes = max_bytes if max_bytes is not None else in_flight_bytes()
         self.names: list[str] = []
         #: The objects known to be stored (their upload returned).
         self.stored: list[str] = []
@@ -284,11 +370,13 @@ class Uploader:
         self.stored.append(name)  # list.append is atomic: no lock needed
         self.tracker.add(keys, len(data))
 
-    def submit(self, name: str, data: bytes, keys: int = 0) -> None:
+    def submit(self, name: str, data: bytes, keys: int = 0) -> concurrent.futures.Future[None]:
         self._reap(len(data))
         self.names.append(name)
-        self._pending.append((self._pool.submit(self._put, name, data, keys), len(data)))
+        future = self._pool.submit(self._put, name, data, keys)
+        self._pending.append((future, len(data)))
         self._bytes += len(data)
+        return future
 
     def forget(self, names: Iterable[str] | None = None) -> None:
         """Stop listing objects (all, or ``names``) as this uploader's: they were deleted."""

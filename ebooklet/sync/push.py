@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import getpass
-import hashlib
 import itertools
 import logging
 import operator
 import socket
+import time
 from typing import Any, Protocol
 
 from ..errors import (
@@ -28,7 +28,7 @@ from ..errors import (
     RemoteUnavailableError,
     SyncError,
 )
-from ..format import HASH_LEN, Entry, Head, Part, bits_for, new_commit_id, parts_of, value_hash
+from ..format import Entry, Head, Part, bits_for, new_commit_id, parts_of, value_hash
 from ..local import LocalStore
 from ..lock import Lease
 from ..phases import timed
@@ -42,7 +42,8 @@ from .gc import check_uploads_kept, collect
 from .heads import HeadStore
 from .index import BaseIndex
 from .inflight import InFlight
-from .objects import ObjectStore, Tracker, Uploader
+from .leasing import Backoff, LeaseUse
+from .objects import ObjectStore, Tracker, Uploader, hash_ahead
 from .reads import ValueReader
 
 logger = logging.getLogger(__name__)
@@ -75,11 +76,14 @@ class PushState:
         self.add_key_bytes = 0
         self.sent = False  # a commit request went out: its objects may be referenced
         self.both_changed = 0  # keys changed both here (against the base) and remotely
+        self.first: concurrent.futures.Future[None] | None = None  # the first upload
 
     def put(self, name: str, data: bytes, keys: int = 0) -> None:
         """Upload an object in the background (the progress total grows with it)."""
         self.tracker.bytes_total += len(data)
-        self.uploader.submit(name, data, keys)
+        future = self.uploader.submit(name, data, keys)
+        if self.first is None:
+            self.first = future
 
     def close(self) -> None:
         self.uploader.close()
@@ -196,6 +200,7 @@ class Push:
         self.objects = replica.objects
         self.heads = replica.heads
         self.values = replica.values
+        self._lease = LeaseUse(None, False)
 
     @timed("Push.run")
     def run(
@@ -206,11 +211,13 @@ class Push:
         compact: bool,
         max_delete: float | None,
         take_lease: bool = False,
+        wait: float = 300.0,
     ) -> PushResult:
         """Push, holding ``lease`` for the commit; with ``take_lease``, the lease is taken (and
-        given up at the end) here, in the background while the changes are streamed: taking
-        it costs round trips, streaming costs CPU, and uploads need no lease (their names are
-        new, and only the commit makes them part of the database)."""
+        given up at the end) here, in the background while the changes are streamed and the
+        head is read: taking it costs round trips, streaming costs CPU, and uploads need no
+        lease (their names are new, and only the commit makes them part of the database).
+        While other writers keep committing first, attempts go on for ``wait`` seconds."""
         if not self.remote.writable:
             raise ReadOnlyError(
                 f"cannot push to {self.remote.location}: it is read-only (a public URL or a "
@@ -231,21 +238,25 @@ class Push:
             return PushResult()
         writes = list(local.touched.values()).count(None)
         state = PushState(self.objects, Tracker(progress, "upload", writes, 0))
-        taking = None
-        if take_lease and lease is not None:
-            taking = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ebooklet-lease")
-            took = taking.submit(lease.__enter__)
+        self._lease = LeaseUse(lease, take_lease)
+        deadline = time.monotonic() + wait
+        pause = Backoff(most=min(2.0, max(0.05, wait / 8)))
         try:
             # The layout of the index is estimated from the base; the commit refines it.
             base = self.index.base
             self._stream(state, base, base is None)
-            if taking is not None:
-                took.result()  # the lease, or why it could not be taken
-            for attempt in range(1, settings.push_attempts + 1):
+            for attempt in itertools.count(1):
                 result = self._push_once(policy, lease, state, metadata, attempt, compact, max_delete)
                 if result is not None:
                     return result
                 logger.info("push: another writer committed first; rebasing (attempt %d)", attempt)
+                if time.monotonic() >= deadline:
+                    break
+                if lease is None:
+                    # Without a lease, writers that collided back off, each for a random
+                    # while, so that one of them gets through next time.
+                    waited = pause.sleep(deadline - time.monotonic())
+                    logger.info("push: backed off %.6f s before attempt %d", waited, attempt + 1)
         except BaseException as exc:
             state.uploader.close()
             unanswered = isinstance(exc, (RemoteUnavailableError, RemoteAccessError))
@@ -256,14 +267,11 @@ class Push:
             raise
         finally:
             state.close()
-            if taking is not None:
-                lease.cancel()  # stop waiting for another writer, if still waiting
-                taking.shutdown(wait=True)
-                lease.__exit__()  # give up the lease if it was taken
+            self._lease.close()
         self.objects.delete_quietly(state.uploader.names)
         raise PushConflictError(
-            f"{self.remote.location} kept changing while pushing ({settings.push_attempts} attempts); "
-            "nothing was committed. Push again."
+            f"{self.remote.location} kept changing while pushing ({attempt} attempts in "
+            f"{wait:g} s); nothing was committed. Push again, or give a longer lock_wait."
         )
 
     @timed("Push.attempt")
@@ -279,7 +287,7 @@ class Push:
     ) -> PushResult | None:
         """One attempt: rebase on the current head, upload, commit. Returns None when another
         writer committed first (the caller tries again)."""
-        current, etag = self.replica.current()
+        current, etag = self._lease.read_head(self.replica.current)
         self._check_pushable(current)
         replacing = self.index.replacing
         fresh = current is None or replacing
@@ -337,19 +345,24 @@ class Push:
             self.index.adopt(current, etag, {}, dropped)
             return PushResult(pulled=sorted(dropped))
         if lease is not None:
-            HeadStore.check_fence(current, lease)
-            head.lease_token = lease.token
+            head.lease_token = self._lease.token(current)
         # The head's log object goes up with the index parts, after the values.
         log = self.heads.log_entry(head)
         mine.append(log[0])
         state.put(*log)
+        # Garbage collection may take uploads this old for leftovers: never commit them. The
+        # store is asked about the first upload as soon as it is stored, beside the others.
+        state.uploader.call(self._check_kept, state)
         state.uploader.wait()  # every value is up before the head may point at it
         if lease is not None:
+            if not self._lease.settle(current, head.lease_token):
+                # Taken with another token than expected: build the head again.
+                self.objects.delete_quietly(mine)
+                state.uploader.forget(mine)
+                return None
             # Nobody can take a lease over before it expires: one written within the last
             # third of its ttl is still ours (allowing for clock skew between writers).
             lease.renew(if_older_than=1 / 3)
-        # Garbage collection may take uploads this old for leftovers: never commit them.
-        check_uploads_kept(self.remote, next(iter(state.uploader.names), None), state.started)
         # Recorded durably first: if the outcome is lost with the reply (or the process), the
         # next operation settles it (see InFlight.settle).
         self.replica.inflight.record(head, dropped, keep_remote)
@@ -376,6 +389,7 @@ class Push:
             deleted=built.deleted,
             pulled=sorted(dropped),
         )
+        self._lease.landed()
         self.replica.inflight.forget(durably=False)  # saved with the new base
         self.local.state.retention = None
         self.index.adopt(head, committed.etag, {}, dropped, staged=staged)
@@ -390,6 +404,11 @@ class Push:
             except Exception as exc:  # noqa: BLE001 - garbage waits for the next collection
                 logger.warning("collecting garbage on %s failed: %s", self.remote.location, exc)
         return result
+
+    def _check_kept(self, state: PushState) -> None:
+        if state.first is not None:
+            state.first.result()
+        check_uploads_kept(self.remote, next(iter(state.uploader.names), None), state.started)
 
     @timed("Push.stream")
     def _stream(self, state: PushState, current: Head | None, fresh: bool) -> None:
@@ -407,32 +426,23 @@ class Push:
             0 if fresh else current.part_bits,  # type: ignore[union-attr]
         ))
         writer, bits = state.writer, spool.bits
-        fresh_hasher = hashlib.blake2b(digest_size=HASH_LEN).copy  # value_hash, inlined
         seen = 0
         key_of, ts_of, raw_of = (operator.itemgetter(i) for i in range(3))
-        for batch in local.pending_batches():
+        for batch, hashes in hash_ahead(local.pending_batches()):
             seen += len(batch)
             keys = list(map(key_of, batch))
             raws = list(map(raw_of, batch))
             if None in raws:
                 # Deletes among the writes: one at a time.
                 records = []
-                for key, ts, raw, flags in batch:
+                for (key, ts, raw, flags), h in zip(batch, hashes, strict=True):
                     if raw is None:
                         records.append((key, ts, None, 0, 0, 0, flags & INFERRED))
                     else:
                         seg, off = writer.add(raw)
-                        hasher = fresh_hasher()
-                        hasher.update(raw)
-                        h = hasher.digest()
                         records.append((key, ts, h, seg, off, len(raw), 0))
             else:
                 segs, offsets = writer.add_many(raws)  # type: ignore[arg-type]
-                hashes = []
-                for raw in raws:
-                    hasher = fresh_hasher()
-                    hasher.update(raw)  # type: ignore[arg-type]
-                    hashes.append(hasher.digest())
                 records = list(zip(
                     keys, map(ts_of, batch), hashes, segs, offsets,
                     map(len, raws), itertools.repeat(0), strict=False,  # type: ignore[arg-type]

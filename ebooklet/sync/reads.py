@@ -14,14 +14,14 @@ from __future__ import annotations
 import operator
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from ..errors import ChangedDuringIterationError, IntegrityError
 from ..format import HASH_LEN, Entry, Part, value_hash, value_hashes
 from ..local import LocalStore
 from ..results import ProgressCallback
 from .index import BaseIndex
-from .objects import ObjectStore, RangeRequest, Tracker, coalesce, request_size
+from .objects import BIG_VALUE, ObjectStore, RangeRequest, Tracker, coalesce, request_size
 
 T = TypeVar("T")
 
@@ -62,13 +62,18 @@ class ValueReader:
         cached: these are values of any head, e.g. to settle a conflict)."""
         requests = plan_ranges(entries)
         tracker = Tracker(progress, "download", len(entries), sum(r.length for r in requests))
-        values: dict[str, bytes] = {}
-        for req, data in self.objects.get_ranges(requests):
+        def check(req: RangeRequest, data: bytes) -> list[tuple[str, bytes]]:  # in the fetching thread
+            out = []
             for offset, n, key in req.members:
                 raw = data[offset - req.start : offset - req.start + n]
                 if value_hash(raw) != entries[key].hash:
                     raise self.corrupt(key, req.name)
-                values[key] = raw
+                out.append((key, raw))
+            return out
+
+        values: dict[str, bytes] = {}
+        for req, checked in self.objects.get_ranges(requests, check):
+            values.update(checked)
             tracker.add(len(req.members), req.length)
         return values
 
@@ -80,6 +85,15 @@ class ValueReader:
         """Download base keys' values, check them, and cache them in the data file."""
         bulk = BulkRead(self, self.index.rows_of(keys))
         return {key: raw for fetched in bulk.fetch(progress) for key, raw in bulk.store(*fetched)}
+
+
+class Answer(NamedTuple):
+    """One request's bytes; when its values are large, the values cut from them and their
+    hashes (joined), computed in the thread that fetched them (None: left to the caller)."""
+
+    data: bytes  # empty when the values are cut
+    raws: list[bytes] | None
+    hashes: bytes
 
 
 #: Entries put in request order at a time by a bulk read's plan.
@@ -170,12 +184,36 @@ class BulkRead:
         """Bytes the requests fetch (the values plus the gaps coalescing bridges)."""
         return sum(r.length for r in self.requests)
 
-    def fetch(self, progress: ProgressCallback | None = None) -> Iterator[tuple[RangeRequest, bytes]]:
-        """Each request with its bytes, fetched in parallel, in segment order."""
+    def fetch(self, progress: ProgressCallback | None = None) -> Iterator[tuple[RangeRequest, Answer]]:
+        """Each request with its answer, fetched in parallel, in segment order."""
         self._tracker = Tracker(progress, "download", len(self.keys), self.bytes_total)
-        return self._reader.objects.get_ranges(self.requests)
+        return self._reader.objects.get_ranges(self.requests, self.cut)
 
-    def store(self, req: RangeRequest, data: bytes) -> list[tuple[str, bytes]]:
+    def cut(self, req: RangeRequest, data: bytes) -> Answer:
+        """The values of one request's bytes, and their hashes as computed (not yet checked).
+
+        It runs in the thread that fetched them when the values are large: hashing releases
+        the GIL for them, so it runs beside the other requests and the caller's writes to the
+        local file. Small values hold the GIL while they are cut and hashed, and are left to
+        :meth:`store` (threads taking turns at the GIL would only slow them down)."""
+        lo, hi = req.members.start, req.members.stop
+        if len(data) < BIG_VALUE * (hi - lo):
+            return Answer(data, None, b"")
+        return Answer(b"", *self._cut(req, data))  # the values only: not their bytes twice
+
+    def _cut(self, req: RangeRequest, data: bytes) -> tuple[list[bytes], bytes]:
+        lo, hi = req.members.start, req.members.stop
+        start = req.start
+        if hi - lo == 1 and self._len[lo] == len(data):
+            raws = [data]  # the answer is the value: no slice
+        else:
+            raws = [
+                data[o - start : o - start + n]
+                for o, n in zip(self._off[lo:hi], self._len[lo:hi], strict=True)
+            ]
+        return raws, value_hashes(raws)
+
+    def store(self, req: RangeRequest, answer: Answer) -> list[tuple[str, bytes]]:
         """Check the values of one answer, cache them, and return them as (key, value)."""
         reader = self._reader
         local, index = reader.local, reader.index
@@ -186,12 +224,12 @@ class BulkRead:
                 "while iterating"
             )
         lo, hi = req.members.start, req.members.stop
-        start = req.start
-        raws = [
-            data[o - start : o - start + n] for o, n in zip(self._off[lo:hi], self._len[lo:hi], strict=True)
-        ]
+        raws, got = answer.raws, answer.hashes
+        if raws is None:
+            raws, got = self._cut(req, answer.data)
+        else:
+            raws = list(raws)
         want = self._hash[lo * HASH_LEN : hi * HASH_LEN]
-        got = value_hashes(raws)
         bad = None
         if got != want:
             h = HASH_LEN

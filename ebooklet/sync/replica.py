@@ -95,7 +95,9 @@ class Replica:
         """The current remote head, asked for conditionally on the base, and its ETag."""
         if self.pinned is not None:
             return self.pinned, None
-        head, etag, changed = self.heads.read(if_none_match=self.index.etag)
+        # A base whose metadata was lost locally is read in full again (a push copies it).
+        known = None if self.index.metadata_lost else self.index.etag
+        head, etag, changed = self.heads.read(if_none_match=known)
         if not changed:
             return self.index.synced_head, etag
         if head is not None:
@@ -187,9 +189,11 @@ class Replica:
             if self.remote_lock == "push" and self.remote.writable and (compact or self._has_changes()):
                 # Taken by the push while it streams its changes (see Push.run).
                 lease = Lease(self.remote, *self._lease_args)
-                result = Push(self).run(policy, lease, progress, compact, max_delete, take_lease=True)
+                result = Push(self).run(policy, lease, progress, compact, max_delete, take_lease=True,
+                                        wait=self._lease_args[1])
             else:
-                result = Push(self).run(policy, self._session_lease, progress, compact, max_delete)
+                result = Push(self).run(policy, self._session_lease, progress, compact, max_delete,
+                                        wait=self._lease_args[1])
         result.requests = stats.requests - start[0]
         result.bytes_sent = stats.bytes_sent - start[1]
         return result

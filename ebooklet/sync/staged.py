@@ -17,6 +17,7 @@ import concurrent.futures
 import itertools
 import logging
 import operator
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,6 +42,7 @@ from .conflicts import DELETED, Policy
 from .diff import LocalChange, same
 from .gc import check_uploads_kept, collect
 from .heads import HeadStore
+from .leasing import Backoff
 from .objects import THREADS, ObjectStore, RangeRequest, Tracker, Uploader
 from .stage import StageToken
 
@@ -278,19 +280,27 @@ class Conflicts:
 
 
 def commit_staged(remote: Remote, tokens: Sequence[StageToken], policy: Policy,
-                  lease: Lease | None) -> PushResult:
-    """Publish ``tokens`` in one commit on ``remote``, holding ``lease`` (when given)."""
+                  lease: Lease | None, wait: float) -> PushResult:
+    """Publish ``tokens`` in one commit on ``remote``, holding ``lease`` (when given). While
+    other writers keep committing first, attempts go on for ``wait`` seconds (without a lease,
+    with jittered pauses between them, as a push does)."""
     objects = ObjectStore(remote)
     heads = HeadStore(remote, objects)
-    for attempt in range(1, settings.push_attempts + 1):
+    deadline = time.monotonic() + wait
+    pause = Backoff(most=min(2.0, max(0.05, wait / 8)))
+    for attempt in itertools.count(1):
         result = _commit_once(remote, objects, heads, tokens, policy, lease, attempt)
         if result is not None:
             if result.committed:
                 objects.delete_quietly([name for token in tokens for name in token.runs])
             return result
+        if time.monotonic() >= deadline:
+            break
+        if lease is None:
+            pause.sleep(deadline - time.monotonic())
     raise PushConflictError(
-        f"{remote.location} kept changing while committing staged writes ({settings.push_attempts} "
-        "attempts); nothing was committed. Commit again."
+        f"{remote.location} kept changing while committing staged writes ({attempt} attempts in "
+        f"{wait:g} s); nothing was committed. Commit again, or give a longer lock_wait."
     )
 
 

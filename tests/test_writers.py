@@ -1,0 +1,361 @@
+"""Many writers on one database: the lease serves them in order of arrival, a forged lease is
+judged by the store's clock, lease-less pushes back off until lock_wait and reuse what they
+uploaded, and a one-key push waits for few round trips (each mutation named in a docstring)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import itertools
+import json
+import logging
+import os
+import pathlib
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import ebooklet
+from ebooklet.lock import Lease
+from ebooklet.lockqueue import MAX_WAITERS, WaitQueue, queue_problem
+from ebooklet.remote import connect
+from ebooklet.settings import SkewedClock, override
+from tests.faultproxy import sequential_depth
+from tests.faults import faulty_remote
+from tests.subprocs import conn_code, python
+
+# -- round trips -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lock, most", [("none", 3), ("push", 4)])
+def test_a_one_key_push_waits_for_few_round_trips_and_keeps_its_order(moto_proxied, tmp_path, lock, most):
+    """Mutations: push reads the head only once the lease is taken (4 -> 5); the log object
+    goes up after the uploads are waited for (3 -> 4); the first upload is checked after the
+    others are stored (3 -> 4). The order of the safety promises is checked too: the head PUT
+    goes out after every other upload and the store's answer about the first upload."""
+    conn = moto_proxied.conn()
+    proxy = moto_proxied.proxy
+    with ebooklet.open(conn, tmp_path / "a.blt", "c", value_serializer="json", remote_lock=lock) as db:
+        db["seed"] = 0
+        db.changes().push()
+        for i in range(2):
+            db[f"k{i}"] = i
+            # Every request takes at least 100 ms: requests in flight together overlap.
+            rule = proxy.add_rule(lambda r: True, "delay", times=None, delay=0.1)
+            first = len(proxy.requests())
+            assert db.changes().push().committed
+            proxy.remove_rule(rule)
+            entries = proxy.requests()[first:]
+            assert sequential_depth(entries) <= most, [(e.method, e.target) for e in entries]
+            head_put = next(e for e in entries if e.method == "PUT" and e.target.endswith(conn.db_key))
+            before = [e for e in entries if e.target.split("?")[0].split(".ebooklet/")[-1].startswith(
+                ("seg/", "index/", "log/"))]
+            assert {e.method for e in before} == {"PUT", "HEAD"}
+            assert all(e.answered <= head_put.started for e in before)
+
+
+# -- fairness --------------------------------------------------------------------------------
+
+_WRITER = """
+import sys, ebooklet
+conn = {conn}
+commits, attempts = [], []
+with ebooklet.open(conn, {path!r}, "c", value_serializer="json", lock_wait=120) as db:
+    db.changes().pull()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for n in range({pushes}):
+        db["{me}-%d" % n] = n
+        result = db.changes().push()
+        commits.append(result.commit)
+        attempts.append(result.attempts)
+print(" ".join(map(str, commits)), flush=True)
+print(" ".join(map(str, attempts)), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_writer_processes_are_served_in_order_of_arrival(seaweedfs_proxied, tmp_path):
+    """Each of several writer processes, pushing one key at a time, commits within a bounded
+    number of the others' commits (no writer starves).
+
+    Under the lease pushes rarely need a second attempt: a writer that waited reads the
+    head again beside the write that takes the lease.
+
+    Mutations: Lease waits without a place in the queue (``line = None``): whoever polls at
+    the right moment wins, and a writer waits through many of the others' commits; the head
+    is not read again after waiting (the attempt built on it loses its commit)."""
+    conn = seaweedfs_proxied.conn(direct=True)
+    with ebooklet.open(conn, tmp_path / "seed.blt", "c", value_serializer="json") as db:
+        db["seed"] = 0
+        start = db.changes().push().commit
+    writers, pushes = 5, 10
+    procs = [python(_WRITER.format(conn=conn_code(conn), path=str(tmp_path / f"w{i}.blt"), me=f"w{i}",
+                                   pushes=pushes)) for i in range(writers)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    mine, attempts = [], []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        commits_line, attempts_line = out.strip().splitlines()[-2:]
+        mine.append([int(n) for n in commits_line.split()])
+        attempts += [int(n) for n in attempts_line.split()]
+    # A writer whose write of a free lease loses to another's builds its attempt again
+    # (rare: the writers arriving together); one that waited its turn never does.
+    assert sum(a - 1 for a in attempts) <= writers, attempts
+    assert sorted(n for m in mine for n in m) == list(range(start + 1, start + 1 + writers * pushes))
+    # In order of arrival, a writer waits for each other writer at most about once between
+    # two of its commits; twice the number of writers leaves room for the races of arrival.
+    # (Before its first commit it may also have been slow to arrive: a process the machine
+    # did not run for a while.)
+    bound = 2 * writers
+    for commits in mine:
+        gaps = [b - a - 1 for a, b in itertools.pairwise(commits)]
+        assert max(gaps) <= bound, (mine, gaps)
+
+
+# -- the queue as untrusted input ------------------------------------------------------------
+
+NOW = 1_800_000_000 * 10**6
+HOSTILE_QUEUES = {
+    "not a mapping": [["a", NOW]],
+    "extra field": {"waiters": [], "x": 1},
+    "waiter not a pair": {"waiters": [["a"]]},
+    "owner with escapes": {"waiters": [["\x1b[2Jroot", NOW + 10**6]]},
+    "owner too long": {"waiters": [["a" * 257, NOW + 10**6]]},
+    "empty owner": {"waiters": [["", NOW + 10**6]]},
+    "owner twice": {"waiters": [["a", NOW + 10**6], ["a", NOW + 2 * 10**6]]},
+    "until far ahead": {"waiters": [["a", NOW + 2 * 86_400 * 10**6]]},
+    "until negative": {"waiters": [["a", -1]]},
+    "until a float": {"waiters": [["a", 1.5]]},
+    "until a bool": {"waiters": [["a", True]]},
+    "too many waiters": {"waiters": [[f"w{i}", NOW + 10**6] for i in range(MAX_WAITERS + 1)]},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_QUEUES))
+def test_each_rule_of_the_queue_refuses_its_hostile_value(kind):
+    """Mutation: drop any one rule of queue_problem."""
+    assert queue_problem(HOSTILE_QUEUES[kind], NOW) is not None
+    assert queue_problem({"waiters": [["host:1:ab", NOW + 10**6], ["b", NOW]]}, NOW) is None
+
+
+def _seed(tmp_path: pathlib.Path) -> pathlib.Path:
+    conn = tmp_path / "remote" / "db.blt"
+    with ebooklet.open(conn, tmp_path / "a.blt", "c", value_serializer="json") as db:
+        db["a"] = 1
+        db.changes().push()
+    return conn
+
+
+@pytest.mark.parametrize("kind", ["not JSON", "owner with escapes", "until far ahead", "too many waiters"])
+def test_a_hostile_queue_is_read_as_empty_and_rewritten(tmp_path, kind, caplog):
+    """Mutation: WaitQueue.read trusts the queue object (no queue_problem check)."""
+    conn = _seed(tmp_path)
+    queue = conn.with_name(conn.name + ".ebooklet") / "lease.queue"
+    now = int(time.time() * 1e6)
+    value = {**HOSTILE_QUEUES, "not JSON": None}[kind]
+    text = "[[\xff" if value is None else json.dumps(value).replace(str(NOW), str(now))
+    queue.write_text(text, "utf-8", "surrogateescape")
+    with caplog.at_level(logging.WARNING, logger="ebooklet"):
+        assert WaitQueue(connect(conn)).read(now).entries == []
+    assert any("read as empty" in r.getMessage() for r in caplog.records)
+    assert not any("\x1b" in r.getMessage() for r in caplog.records)
+    # A waiter replaces it with a queue of its own.
+    assert WaitQueue(connect(conn)).join("me", now + 10**6, now) == ["me"]
+
+
+def test_a_forged_first_place_costs_one_grace_period_not_the_lease(tmp_path):
+    """A forged place at the head of the queue, whose owner never takes the free lease, is
+    skipped once the lease has lain free for the grace period, and dropped from the queue.
+
+    Mutation: Line.may_take never lets a waiter behind the first take the lease."""
+    conn = _seed(tmp_path)
+    remote = connect(conn)
+    now = int(time.time() * 1e6)
+    WaitQueue(remote).join("ghost", now + 3600 * 10**6, now)
+    with ebooklet.open(conn, tmp_path / "a.blt", "w", value_serializer="json", lock_wait=30) as db:
+        db["b"] = 2
+        assert db.changes().push().committed
+    assert WaitQueue(remote).read(int(time.time() * 1e6)).entries == []
+
+
+def test_a_waiter_holds_its_place_while_the_lease_is_held_and_gives_it_up_when_served(tmp_path):
+    """Mutation: Lease.acquire never joins the queue (``line.keep_place()`` dropped)."""
+    conn = _seed(tmp_path)
+    remote = connect(conn)
+    holder = Lease(remote, ttl=30)
+    holder.acquire()
+    placed = threading.Event()
+    seen, transport = faulty_remote(conn)
+    transport.after_put = lambda key: placed.set() if key.endswith("lease.queue") else None
+    waiter = Lease(seen, ttl=30, wait=30)
+    queue = WaitQueue(remote)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        taking = pool.submit(waiter.acquire)
+        assert placed.wait(30) and not taking.done()
+        # The waiter's place is in the queue object, where every writer sees it.
+        assert [o for o, _ in queue.read(int(time.time() * 1e6)).entries] == [waiter.owner]
+        holder.release()
+        taking.result(timeout=30)
+    assert waiter.held
+    waiter.release()  # after giving its place up
+    assert queue.read(int(time.time() * 1e6)).entries == []
+
+
+# -- a forged or abandoned lease, judged by the store's clock ------------------------------
+
+
+def test_a_forged_far_future_lease_not_rewritten_for_long_is_expired_by_the_store_clock(tmp_path, caplog):
+    """Mutation: Lease.acquire judges expiry by ``expires`` alone (``_stale`` dropped)."""
+    conn = _seed(tmp_path)
+    lease = conn.with_name(conn.name + ".ebooklet") / "lease"
+    ahead = int(time.time() * 1e6) + 20 * 3600 * 10**6  # within the day a lease may claim
+    lease.write_text(json.dumps({"owner": "forger", "expires": ahead, "token": 7}))
+    # Written an hour ago by the store's clock (a folder's clock is its files' mtimes).
+    old = time.time() - 3600
+    os.utime(lease, (old, old))
+    with caplog.at_level(logging.WARNING, logger="ebooklet"), ebooklet.open(
+        conn, tmp_path / "a.blt", "w", value_serializer="json", lock_wait=5
+    ) as db:
+        db["b"] = 2
+        assert db.changes().push().committed
+    assert any("by the store's clock" in r.getMessage() for r in caplog.records)
+
+
+def test_a_far_future_lease_written_just_now_is_still_respected(tmp_path):
+    """The store's clock shortens a lease's claim, it does not ignore the lease.
+
+    Mutation: ``_stale`` calls every far-future lease stale."""
+    conn = _seed(tmp_path)
+    lease = conn.with_name(conn.name + ".ebooklet") / "lease"
+    ahead = int(time.time() * 1e6) + 20 * 3600 * 10**6
+    lease.write_text(json.dumps({"owner": "other", "expires": ahead, "token": 7}))
+    with ebooklet.open(conn, tmp_path / "a.blt", "w", value_serializer="json", lock_wait=0.5) as db:
+        db["b"] = 2
+        with pytest.raises(ebooklet.LeaseHeldError):
+            db.changes().push()
+
+
+@pytest.mark.slow
+def test_the_lease_of_a_holder_whose_clock_runs_hours_ahead_expires_by_the_store_clock(
+    moto_proxied, tmp_path
+):
+    """A holder whose clock is 3 hours ahead wrote a lease that says it lasts 3 hours; it
+    stopped renewing. Another writer takes it once the store has not seen it rewritten for
+    1.25 lease_max_ttl.
+
+    Mutation: ``_stale`` dropped (the push waits out lock_wait: LeaseHeldError)."""
+    conn = moto_proxied.conn(direct=True)
+    with ebooklet.open(conn, tmp_path / "seed.blt", "c", value_serializer="json") as db:
+        db["a"] = 1
+        db.changes().push()
+    with override(clock=SkewedClock(3 * 3600)):
+        gone = Lease(connect(conn), ttl=2)
+        gone.acquire()  # and never renewed: its process died
+    with override(lease_max_ttl=3):
+        with ebooklet.open(conn, tmp_path / "a.blt", "w", value_serializer="json", lease_ttl=2,
+                           lock_wait=60) as db:
+            db["b"] = 2
+            result = db.changes().push()
+    assert result.committed
+
+
+# -- without the lease: backoff until lock_wait, and uploads reused --------------------------
+
+
+@contextlib.contextmanager
+def _racing(conn: pathlib.Path, tmp_path: pathlib.Path, losses: int | None) -> Iterator[tuple]:
+    """A remote whose head is committed by another writer just before each of our head
+    writes (the first ``losses`` ones; None: every one), and what was put through it."""
+    puts: list[str] = []
+    state = {"lost": 0}
+    head: list[str] = []
+    other_path = tmp_path / "other.blt"
+    with ebooklet.open(conn, other_path, "c", value_serializer="json", remote_lock="none") as other:
+
+        def before_put(key: str) -> None:
+            puts.append(key)
+            if key == head[0] and (losses is None or state["lost"] < losses):
+                state["lost"] += 1
+                other[f"other-{state['lost']}"] = state["lost"]
+                other.changes().push()
+
+        remote, _ = faulty_remote(conn, before_put)
+        head.append(remote.db_key)
+        yield remote, puts, state
+
+
+def test_a_lease_less_push_outlasts_many_lost_races_and_uploads_its_values_once(tmp_path):
+    """Twelve lost races (more than the 8 attempts pushes used to make) and the push still
+    commits, having uploaded its segment once: a rebase reuses what it uploaded.
+
+    Mutations: a fixed number of attempts again; the changes streamed (segments uploaded)
+    in every attempt instead of once."""
+    conn = _seed(tmp_path)
+    with _racing(conn, tmp_path, losses=12) as (remote, puts, state), ebooklet.open(
+        remote, tmp_path / "a.blt", "w", value_serializer="json", remote_lock="none", lock_wait=60
+    ) as db:
+        db["mine"] = "x"
+        result = db.changes().push()
+    assert result.committed and result.attempts == 13 and state["lost"] == 12
+    segments = [k for k in puts if "/seg/" in k]
+    assert len(segments) == 1  # the other writer's go straight to the store
+    with ebooklet.open(conn, tmp_path / "check.blt", "r") as db:
+        assert db["mine"] == "x" and len(db) == 1 + 1 + 12
+
+
+def test_a_lease_less_push_that_keeps_losing_backs_off_and_gives_up_at_lock_wait(tmp_path, caplog):
+    """Mutations: no pause between attempts; no deadline (the push never ends)."""
+    conn = _seed(tmp_path)
+    with caplog.at_level(logging.INFO, logger="ebooklet.sync.push"), _racing(
+        conn, tmp_path, losses=None
+    ) as (remote, puts, state), ebooklet.open(
+        remote, tmp_path / "a.blt", "w", value_serializer="json", remote_lock="none", lock_wait=1.0
+    ) as db:
+        db["mine"] = "x"
+        with pytest.raises(ebooklet.PushConflictError, match="lock_wait") as err:
+            db.changes().push()
+    attempts = state["lost"]
+    assert f"({attempts} attempts" in str(err.value)
+    pauses = [float(m.split()[3]) for m in caplog.messages if m.startswith("push: backed off")]
+    assert len(pauses) == attempts - 1 >= 2
+    # Full jitter: each pause is random below a bound that doubles from 50 ms, up to 1/8 of
+    # lock_wait.
+    bounds = [min(0.05 * 2**i, 1.0 / 8) for i in range(len(pauses))]
+    assert all(0 <= p <= b for p, b in zip(pauses, bounds, strict=True)), pauses
+    assert len(set(pauses)) == len(pauses)
+
+
+def test_a_push_whose_lease_was_taken_with_another_token_than_expected_records_the_right_one(
+    moto_proxied, tmp_path
+):
+    """The head is built beside the lease's write with the token that write would give; when
+    another writer took and gave up the lease in between, the lease comes with a later
+    token, and the commit records that one (the attempt is built again).
+
+    Mutation: LeaseUse.settle does not compare the tokens."""
+    conn = moto_proxied.conn()
+    lease_key = f"{conn.db_key}.ebooklet/lease"
+    with ebooklet.open(conn, tmp_path / "a.blt", "c", value_serializer="json") as db:
+        db["a"] = 1
+        db.changes().push()
+        gate = moto_proxied.proxy.hold(lambda r: r.method == "PUT" and r.key == lease_key)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            db["b"] = 2
+            push = pool.submit(db.changes().push)
+            assert gate.reached.wait(60)
+            # Another writer takes the lease and gives it up while ours is on its way.
+            other = Lease(connect(moto_proxied.direct(conn)), wait=0)
+            other.acquire()
+            other.release()
+            gate.release()
+            assert push.result(timeout=60).committed
+    head = moto_proxied.get_json(conn.db_key)
+    assert head["lease_token"] == other.token + 1
