@@ -359,3 +359,22 @@ def test_a_push_whose_lease_was_taken_with_another_token_than_expected_records_t
             assert push.result(timeout=60).committed
     head = moto_proxied.get_json(conn.db_key)
     assert head["lease_token"] == other.token + 1
+
+
+def test_a_lease_ttl_beyond_the_longest_a_store_clock_allows_is_refused(tmp_path):
+    """A lease_ttl past settings.lease_max_ttl would let a live holder's lease look
+    abandoned by the store's clock. Mutation: api.open does not check lease_ttl."""
+    with pytest.raises(ebooklet.InvalidArgumentError, match="lease_ttl"):
+        ebooklet.open(tmp_path / "remote" / "db.blt", tmp_path / "a.blt", "c", lease_ttl=301)
+    with pytest.raises(ebooklet.InvalidArgumentError, match="lease_ttl"):
+        ebooklet.open(tmp_path / "remote" / "db.blt", tmp_path / "a.blt", "c", lease_ttl=0)
+
+
+def test_the_queue_is_an_object_of_the_format_that_gc_never_removes():
+    """Mutation: ``lease.queue`` left out of the format's names (delete_remote would leave
+    it behind), or made collectable."""
+    from ebooklet.format import object_kind
+    from ebooklet.sync.gc import COLLECTABLE
+
+    assert object_kind("lease.queue") == "lease" not in COLLECTABLE
+    assert object_kind("lease.queue2") is None
