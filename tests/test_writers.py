@@ -378,3 +378,31 @@ def test_the_queue_is_an_object_of_the_format_that_gc_never_removes():
 
     assert object_kind("lease.queue") == "lease" not in COLLECTABLE
     assert object_kind("lease.queue2") is None
+
+
+def test_a_first_waiter_that_was_skipped_queues_again(tmp_path):
+    """A first waiter too slow to take a free lease is skipped by those behind it (its place
+    dropped); it finds out at its next look at the queue and queues again.
+
+    Mutation: Line.keep_place renews only by the clock (``self.owner in self.order`` dropped)."""
+    conn = _seed(tmp_path)
+    remote = connect(conn)
+    holder = Lease(remote, ttl=30)
+    holder.acquire()
+    writes = [threading.Event(), threading.Event()]
+    count = itertools.count()
+    seen, transport = faulty_remote(conn)
+    transport.after_put = lambda key: key.endswith("lease.queue") and writes[min(next(count), 1)].set()
+    # Its place would be renewed by the clock only after ttl / 3 = 60 s: it queues again
+    # well before, at its next look at the queue.
+    waiter = Lease(seen, ttl=180, wait=60)
+    queue = WaitQueue(remote)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        taking = pool.submit(waiter.acquire)
+        assert writes[0].wait(30)
+        queue.leave(waiter.owner, int(time.time() * 1e6))  # as a waiter behind it would
+        assert writes[1].wait(30) and not taking.done()
+        assert [o for o, _ in queue.read(int(time.time() * 1e6)).entries] == [waiter.owner]
+        holder.release()
+        taking.result(timeout=30)
+    waiter.release()
