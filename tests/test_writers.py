@@ -359,3 +359,50 @@ def test_a_push_whose_lease_was_taken_with_another_token_than_expected_records_t
             assert push.result(timeout=60).committed
     head = moto_proxied.get_json(conn.db_key)
     assert head["lease_token"] == other.token + 1
+
+
+def test_a_lease_ttl_beyond_the_longest_a_store_clock_allows_is_refused(tmp_path):
+    """A lease_ttl past settings.lease_max_ttl would let a live holder's lease look
+    abandoned by the store's clock. Mutation: api.open does not check lease_ttl."""
+    with pytest.raises(ebooklet.InvalidArgumentError, match="lease_ttl"):
+        ebooklet.open(tmp_path / "remote" / "db.blt", tmp_path / "a.blt", "c", lease_ttl=301)
+    with pytest.raises(ebooklet.InvalidArgumentError, match="lease_ttl"):
+        ebooklet.open(tmp_path / "remote" / "db.blt", tmp_path / "a.blt", "c", lease_ttl=0)
+
+
+def test_the_queue_is_an_object_of_the_format_that_gc_never_removes():
+    """Mutation: ``lease.queue`` left out of the format's names (delete_remote would leave
+    it behind), or made collectable."""
+    from ebooklet.format import object_kind
+    from ebooklet.sync.gc import COLLECTABLE
+
+    assert object_kind("lease.queue") == "lease" not in COLLECTABLE
+    assert object_kind("lease.queue2") is None
+
+
+def test_a_first_waiter_that_was_skipped_queues_again(tmp_path):
+    """A first waiter too slow to take a free lease is skipped by those behind it (its place
+    dropped); it finds out at its next look at the queue and queues again.
+
+    Mutation: Line.keep_place renews only by the clock (``self.owner in self.order`` dropped)."""
+    conn = _seed(tmp_path)
+    remote = connect(conn)
+    holder = Lease(remote, ttl=30)
+    holder.acquire()
+    writes = [threading.Event(), threading.Event()]
+    count = itertools.count()
+    seen, transport = faulty_remote(conn)
+    transport.after_put = lambda key: key.endswith("lease.queue") and writes[min(next(count), 1)].set()
+    # Its place would be renewed by the clock only after ttl / 3 = 60 s: it queues again
+    # well before, at its next look at the queue.
+    waiter = Lease(seen, ttl=180, wait=60)
+    queue = WaitQueue(remote)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        taking = pool.submit(waiter.acquire)
+        assert writes[0].wait(30)
+        queue.leave(waiter.owner, int(time.time() * 1e6))  # as a waiter behind it would
+        assert writes[1].wait(30) and not taking.done()
+        assert [o for o, _ in queue.read(int(time.time() * 1e6)).entries] == [waiter.owner]
+        holder.release()
+        taking.result(timeout=30)
+    waiter.release()
