@@ -39,6 +39,10 @@ WASTE_ALLOWANCE = 64 * 1024
 #: A coalesced request grows up to this size; one value longer than that gets a request of
 #: its own.
 MAX_REQUEST = 8 * 1024 * 1024
+#: A value up to this long is fetched as parallel pieces; its bytes are held twice for a
+#: moment (the pieces, then the value they are joined into). A longer one comes with one
+#: GET, held once.
+MAX_SPLIT = 256 * 1024 * 1024
 #: Large reads are cut into requests of at least this size (so that they are not all
 #: round trip) and of at most MAX_REQUEST, about THREADS of them per read.
 MIN_REQUEST = 1024 * 1024
@@ -234,8 +238,9 @@ class ObjectStore:
 
     def get_range(self, req: RangeRequest) -> bytes:
         """The bytes of one request; one longer than MAX_REQUEST (a value larger than that)
-        is fetched as parallel ranged GETs of about MAX_REQUEST each, joined in order."""
-        if req.length > MAX_REQUEST:
+        is fetched as parallel ranged GETs of about MAX_REQUEST each, joined in order, up to
+        MAX_SPLIT bytes."""
+        if MAX_REQUEST < req.length <= MAX_SPLIT:
             n = -(-req.length // MAX_REQUEST)
             size = -(-req.length // n)
             pieces = [
