@@ -202,6 +202,20 @@ def test_hash_ahead_reads_a_bounded_number_of_batches_ahead():
         assert taken <= n + 3
 
 
+def test_hash_ahead_holds_a_bounded_number_of_bytes_ahead(monkeypatch):
+    monkeypatch.setattr(objects, "HASH_AHEAD_BYTES", 5 * objects.BIG_VALUE)
+    taken = 0
+
+    def batches():  # type: ignore[no-untyped-def]
+        nonlocal taken
+        for i in range(20):
+            taken += 1
+            yield [(f"k{i}", i, bytes(2 * objects.BIG_VALUE), 0)]
+
+    for n, _ in enumerate(objects.hash_ahead(batches(), window=objects.THREADS), 1):
+        assert taken <= n + 2  # two batches of 2 x BIG_VALUE fit in 5 x BIG_VALUE, three do not
+
+
 def test_large_values_and_deletes_pushed_across_many_segments_read_back_intact(remote, tmp_path,
                                                                                small_requests):
     conn = remote.conn()
