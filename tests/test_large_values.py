@@ -70,6 +70,21 @@ def test_a_value_larger_than_a_request_is_read_intact_with_parallel_ranged_gets(
         assert local["big"] == data["big"]
 
 
+def test_a_value_beyond_max_split_comes_with_one_get(tmp_path, small_requests, monkeypatch):
+    # Held once, as a single GET's answer, rather than as pieces and their join.
+    monkeypatch.setattr(objects, "MAX_SPLIT", BIG - 1)
+    conn = tmp_path / "remote" / "db"
+    data = _data()
+    _push(conn, tmp_path / "w.blt", data)
+    with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
+        sum(1 for _ in db.keys())
+        before = db.stats.requests
+        assert db["big"] == data["big"]
+        assert db.stats.requests - before == 1
+        assert db["medium"] == data["medium"]  # within MAX_SPLIT: still in pieces
+        assert db.stats.requests - before == 3
+
+
 def test_the_pieces_of_a_large_value_are_fetched_at_once(tmp_path, small_requests):
     # The first two pieces' requests each wait for the other: a read that fetched the
     # pieces one after the other would break the barrier (and fail).
@@ -185,6 +200,20 @@ def test_hash_ahead_reads_a_bounded_number_of_batches_ahead():
 
     for n, _ in enumerate(objects.hash_ahead(batches(), window=3), 1):
         assert taken <= n + 3
+
+
+def test_hash_ahead_holds_a_bounded_number_of_bytes_ahead(monkeypatch):
+    monkeypatch.setattr(objects, "HASH_AHEAD_BYTES", 5 * objects.BIG_VALUE)
+    taken = 0
+
+    def batches():  # type: ignore[no-untyped-def]
+        nonlocal taken
+        for i in range(20):
+            taken += 1
+            yield [(f"k{i}", i, bytes(2 * objects.BIG_VALUE), 0)]
+
+    for n, _ in enumerate(objects.hash_ahead(batches(), window=objects.THREADS), 1):
+        assert taken <= n + 2  # two batches of 2 x BIG_VALUE fit in 5 x BIG_VALUE, three do not
 
 
 def test_large_values_and_deletes_pushed_across_many_segments_read_back_intact(remote, tmp_path,

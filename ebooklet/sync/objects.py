@@ -39,6 +39,10 @@ WASTE_ALLOWANCE = 64 * 1024
 #: A coalesced request grows up to this size; one value longer than that gets a request of
 #: its own.
 MAX_REQUEST = 8 * 1024 * 1024
+#: A value up to this long is fetched as parallel pieces; its bytes are held twice for a
+#: moment (the pieces, then the value they are joined into). A longer one comes with one
+#: GET, held once.
+MAX_SPLIT = 256 * 1024 * 1024
 #: Large reads are cut into requests of at least this size (so that they are not all
 #: round trip) and of at most MAX_REQUEST, about THREADS of them per read.
 MIN_REQUEST = 1024 * 1024
@@ -97,6 +101,9 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
 BIG_VALUE = 64 * 1024
 #: A batch of more values than this (a MiB of them, at most, comes at a time) holds small ones.
 BIG_BATCH = 16
+#: Bytes of large values :func:`hash_ahead` holds ahead of its caller, beyond the batch it
+#: waits for (a single larger value is hashed alone).
+HASH_AHEAD_BYTES = 16 * 1024 * 1024
 
 
 def hash_ahead(
@@ -105,9 +112,9 @@ def hash_ahead(
     """Each batch of changes ``(key, timestamp, value or None, flags)`` with the content
     hash of each value (None for a delete), in order.
 
-    Batches of large values are hashed in threads, up to ``window`` batches ahead of the
-    caller, so that their hashing runs beside the caller's reading and uploading; the
-    batches read ahead are the only extra memory.
+    Batches of large values are hashed in threads, up to ``window`` batches and
+    HASH_AHEAD_BYTES ahead of the caller, so that their hashing runs beside the caller's
+    reading and uploading; the batches read ahead are the only extra memory.
     """
     fresh = hashlib.blake2b(digest_size=HASH_LEN).copy  # value_hash, inlined: no arguments to parse
 
@@ -123,21 +130,25 @@ def hash_ahead(
         return out
 
     pool: concurrent.futures.ThreadPoolExecutor | None = None
-    pending: collections.deque[tuple[list, concurrent.futures.Future[list[bytes | None]] | None]]
+    pending: collections.deque[tuple[list, concurrent.futures.Future[list[bytes | None]] | None, int]]
     pending = collections.deque()
+    held = 0
     try:
         for batch in batches:
-            big = len(batch) <= BIG_BATCH and (
-                sum(len(raw) for _, _, raw, _ in batch if raw is not None) >= BIG_VALUE * len(batch)
-            )
+            size = 0
+            if len(batch) <= BIG_BATCH:
+                size = sum(len(raw) for _, _, raw, _ in batch if raw is not None)
+            big = size > 0 and size >= BIG_VALUE * len(batch)
             if big and pool is None:
                 pool = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="ebooklet-hash")
-            pending.append((batch, pool.submit(hashes, batch) if big and pool is not None else None))
-            while pending and (len(pending) > window or pending[0][1] is None):
-                done, future = pending.popleft()
+            pending.append((batch, pool.submit(hashes, batch) if big and pool is not None else None, size))
+            held += size
+            while pending and (len(pending) > window or held > HASH_AHEAD_BYTES or pending[0][1] is None):
+                done, future, size = pending.popleft()
+                held -= size
                 yield done, hashes(done) if future is None else future.result()
         while pending:
-            done, future = pending.popleft()
+            done, future, _ = pending.popleft()
             yield done, hashes(done) if future is None else future.result()
     finally:
         if pool is not None:
@@ -234,8 +245,9 @@ class ObjectStore:
 
     def get_range(self, req: RangeRequest) -> bytes:
         """The bytes of one request; one longer than MAX_REQUEST (a value larger than that)
-        is fetched as parallel ranged GETs of about MAX_REQUEST each, joined in order."""
-        if req.length > MAX_REQUEST:
+        is fetched as parallel ranged GETs of about MAX_REQUEST each, joined in order, up to
+        MAX_SPLIT bytes."""
+        if MAX_REQUEST < req.length <= MAX_SPLIT:
             n = -(-req.length // MAX_REQUEST)
             size = -(-req.length // n)
             pieces = [
