@@ -383,9 +383,10 @@ def test_a_store_is_probed_once_not_by_every_command(
     assert edit.code == 0, edit.err
     second = push()
     assert not [r for r in second if "probe" in r[1]]
-    # What docs/operations.rst counts: lease read and take, head read, one segment, one index
-    # part, the head's log object, a HEAD of the first upload, head write, lease release.
-    assert len(second) == 9, second
+    # What docs/operations.rst counts: lease and queue reads, lease take, head read, one
+    # segment, one index part, the head's log object, a HEAD of the first upload, head write,
+    # lease release.
+    assert len(second) == 10, second
 
 
 def test_ctrl_c_during_pull_load_keeps_what_it_fetched(

@@ -127,7 +127,7 @@ def test_iter_changes_lists_added_modified_and_deleted_keys_with_timestamps(remo
     assert all(c.remote is None and not c.conflict for c in changes)
 
 
-@pytest.mark.parametrize("remote_lock, requests", [("push", 9), ("none", 6)])
+@pytest.mark.parametrize("remote_lock, requests", [("push", 10), ("none", 6)])
 def test_a_push_reports_what_it_sent(tmp_path, remote_lock, requests):
     with ebooklet.open(tmp_path / "remote" / "db", tmp_path / "a.blt", "c", remote_lock=remote_lock) as db:
         db.update({f"k{i}": b"x" * 100 for i in range(50)})
@@ -136,7 +136,8 @@ def test_a_push_reports_what_it_sent(tmp_path, remote_lock, requests):
         assert result.keys == sorted(f"k{i}" for i in range(50))
         assert result.bytes_sent > 50 * 100
         # Head read, segment, index part, the head's log object, the store's word that the
-        # first upload is still there (gc), head write; with the lease: read, take, release.
+        # first upload is still there (gc), head write; with the lease: the lease and its queue
+        # read, take, release.
         assert result.requests == requests
         nothing = db.changes().push()
         assert not nothing.committed and nothing.requests == 0

@@ -106,7 +106,7 @@ def test_a_large_object_that_does_not_start_like_a_head_is_refused_after_one_rea
 ) -> None:
     remote = tmp_path / "remote" / "data.bin"
     remote.parent.mkdir()
-    remote.write_bytes(os.urandom(16) + b"x" * (2 * HEAD_READ_BYTES))
+    remote.write_bytes(b"\x00" + os.urandom(15) + b"x" * (2 * HEAD_READ_BYTES))  # never "{"
     with pytest.raises(ebooklet.RemoteFormatError, match="does not start like a head"):
         ebooklet.open(remote, tmp_path / "local.blt", "r")
 
