@@ -13,7 +13,6 @@ import pathlib
 import re
 import shutil
 import socket
-import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from ebooklet.cli.output import human_bytes
 from ebooklet.cli.progress import ProgressBar, progress_bar, render_progress
 from ebooklet.results import Progress
 
+from . import clirunner
 from .servers import S3Server
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -58,20 +58,15 @@ def _environ(cwd: pathlib.Path, env: dict[str, str] | None) -> dict[str, str]:
 def ebk_all(
     cwd: pathlib.Path, *commands: list[str], env: dict[str, str] | None = None, stdin: bytes | None = None
 ) -> list[Run]:
-    """``python -m ebooklet ARGS`` for each command, side by side, in ``cwd``; standard input is
-    ``stdin``, or empty (never a terminal)."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "ebooklet", *args], cwd=cwd, env=_environ(cwd, env),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        for args in commands
-    ]
+    """``python -m ebooklet ARGS`` for each command, side by side, in ``cwd``, each its own
+    process (forked from a warm parent: tests/clirunner.py); standard input is ``stdin``, or
+    empty (never a terminal)."""
+    environ = _environ(cwd, env)
     runs = []
-    for proc in procs:
-        out, err = proc.communicate(stdin or b"", timeout=60)
+    commands_in = [(str(cwd), args, environ) for args in commands]
+    for code, out, err in clirunner.run_all(commands_in, stdin or b"", 60):
         assert "Traceback" not in err.decode(), err.decode()
-        runs.append(Run(proc.returncode, out, err.decode()))
+        runs.append(Run(code, out, err.decode()))
     return runs
 
 
