@@ -28,7 +28,7 @@ from .names import (
 _PART_MAGIC = b"EBKI"
 
 
-def _le_bytes(column: array) -> bytes:
+def le_bytes(column: array) -> bytes:
     """A column as little-endian bytes, whatever the machine's byte order."""
     if sys.byteorder == "big":
         column = array(column.typecode, column)
@@ -36,7 +36,7 @@ def _le_bytes(column: array) -> bytes:
     return column.tobytes()
 
 
-def _le_array(typecode: str, data: bytes) -> array:
+def le_array(typecode: str, data: bytes) -> array:
     column = array(typecode)
     column.frombytes(data)
     if sys.byteorder == "big":
@@ -165,11 +165,11 @@ class Part:
                 "v": FORMAT_VERSION,
                 "keys": self.keys,
                 "segs": self._segs,
-                "ts": _le_bytes(self._ts),
+                "ts": le_bytes(self._ts),
                 "hash": self._hash,
-                "seg": _le_bytes(self._seg),
-                "off": _le_bytes(self._off),
-                "len": _le_bytes(self._len),
+                "seg": le_bytes(self._seg),
+                "off": le_bytes(self._off),
+                "len": le_bytes(self._len),
             },
             use_bin_type=True,
         )
@@ -207,11 +207,11 @@ class Part:
                 raise ValueError(f"no format version in {type(raw).__name__}")
             part.keys = raw["keys"]
             part._segs = raw["segs"]
-            part._ts = _le_array("q", raw["ts"])
+            part._ts = le_array("q", raw["ts"])
             part._hash = raw["hash"]
-            part._seg = _le_array("I", raw["seg"])
-            part._off = _le_array("Q", raw["off"])
-            part._len = _le_array("I", raw["len"])
+            part._seg = le_array("I", raw["seg"])
+            part._off = le_array("Q", raw["off"])
+            part._len = le_array("I", raw["len"])
             problem = _part_problem(part, raw["ts"]) or _membership_problem(part.keys, name)
             if problem:
                 raise ValueError(problem)

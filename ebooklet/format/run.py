@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import operator
 import struct
-import sys
 import zlib
 from array import array
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ import msgpack
 from ..errors import RemoteFormatError, UnsupportedFormatError
 from ..limits import MAX_KEY_BYTES, MAX_TIMESTAMP, RESERVED_KEYS
 from .names import HASH_LEN, parts_of, value_hash
+from .part import le_array, le_bytes
 
 RUN_MAGIC = b"EBKR"
 RUN_VERSION = 1
@@ -37,21 +37,6 @@ MAX_BLOCK_BYTES = BLOCK_ENTRIES * (MAX_KEY_BYTES // 64 + 64)
 #: A block inflates to at most this many bytes.
 MAX_BLOCK_INFLATED = BLOCK_ENTRIES * (MAX_KEY_BYTES + 64)
 _PREFIX = struct.Struct(">4sI")
-
-
-def _le_bytes(column: array) -> bytes:
-    if sys.byteorder == "big":
-        column = array(column.typecode, column)
-        column.byteswap()
-    return column.tobytes()
-
-
-def _le_array(typecode: str, data: bytes) -> array:
-    column = array(typecode)
-    column.frombytes(data)
-    if sys.byteorder == "big":
-        column.byteswap()
-    return column
 
 
 def key_order(keys: Sequence[str]) -> list[int]:
@@ -96,10 +81,10 @@ def encode_run(db: str, stage: str, number: int, keys: list[str], order: list[in
         hi = min(len(keys), lo + BLOCK_ENTRIES)
         hs = hashes[lo:hi]
         body = zlib.compress(msgpack.packb([
-            keys[lo:hi], _le_bytes(array("q", ts[lo:hi])),
+            keys[lo:hi], le_bytes(array("q", ts[lo:hi])),
             b"".join(h if h is not None else bytes(HASH_LEN) for h in hs),
-            bytes(h is None for h in hs), _le_bytes(array("I", segs[lo:hi])),
-            _le_bytes(array("Q", offs[lo:hi])), _le_bytes(array("I", lens[lo:hi])),
+            bytes(h is None for h in hs), le_bytes(array("I", segs[lo:hi])),
+            le_bytes(array("Q", offs[lo:hi])), le_bytes(array("I", lens[lo:hi])),
         ], use_bin_type=True), 1)
         blob = value_hash(body) + body
         blocks.append(blob)
@@ -188,8 +173,8 @@ def decode_block(data: bytes, name: str, row: tuple[int, int, int, int, int],
             payload, raw=False, max_str_len=MAX_KEY_BYTES, max_array_len=max(BLOCK_ENTRIES, 7), max_map_len=0,
             max_bin_len=BLOCK_ENTRIES * HASH_LEN,
         )
-        block = Block(keys, [], _le_array("q", ts), [], _le_array("I", segs), _le_array("Q", offs),
-                      _le_array("I", lens))
+        block = Block(keys, [], le_array("q", ts), [], le_array("I", segs), le_array("Q", offs),
+                      le_array("I", lens))
         if not isinstance(keys, list) or not all(type(k) is str for k in keys):
             raise ValueError("its keys are not strings")
         n = len(keys)
