@@ -311,6 +311,29 @@ def test_a_lease_less_push_outlasts_many_lost_races_and_uploads_its_values_once(
         assert db["mine"] == "x" and len(db) == 1 + 1 + 12
 
 
+def test_a_lease_less_staged_commit_outlasts_many_lost_races_and_gives_up_at_lock_wait(tmp_path):
+    """A staged commit retries as a push does: past the 8 attempts of old while other writers
+    keep committing first, and until lock_wait, not forever.
+
+    Mutations: one attempt only (the deadline ignored); no deadline (the commit never ends)."""
+    conn = _seed(tmp_path)
+    with ebooklet.stage(conn) as stage:
+        stage["staged"] = "s"
+    with _racing(conn, tmp_path, losses=12) as (remote, _, state):
+        result = ebooklet.commit(remote, [stage.token], remote_lock=False, lock_wait=60)
+    assert result.committed and state["lost"] == 12
+    with ebooklet.open(conn, tmp_path / "check.blt", "r") as db:
+        assert db["staged"] == "s" and len(db) == 1 + 1 + 12
+    (tmp_path / "again").mkdir()  # a new database, where the racing writer's keys are new again
+    conn = _seed(tmp_path / "again")
+    with ebooklet.stage(conn) as stage:
+        stage["late"] = "l"
+    with _racing(conn, tmp_path / "again", losses=None) as (remote, _, state):
+        with pytest.raises(ebooklet.PushConflictError, match="lock_wait"):
+            ebooklet.commit(remote, [stage.token], remote_lock=False, lock_wait=1.0)
+    assert state["lost"] >= 2
+
+
 def test_a_lease_less_push_that_keeps_losing_backs_off_and_gives_up_at_lock_wait(tmp_path, caplog):
     """Mutations: no pause between attempts; no deadline (the push never ends)."""
     conn = _seed(tmp_path)
