@@ -150,3 +150,28 @@ def test_a_key_read_before_a_kill_and_then_deleted_with_plain_booklet_stays_dele
         db.changes().push(max_delete=None)
     with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as reader:
         assert dict(reader.items()) == {"b": 1}
+
+
+@pytest.mark.parametrize("journal", ["emptied", "removed"])
+def test_a_delete_of_a_remote_key_survives_a_journal_emptied_after_close(tmp_path, journal):
+    """The model's ``side_file_damaged`` rule (truncate at byte 0): the only change of a fresh
+    copy was the delete of a key never fetched. After ``close()`` the journal was emptied; the
+    next open read an empty journal as an intact one with nothing pending (no record named the
+    journal, so the length the sync acknowledged was never compared), and the key came back.
+    An emptied journal is damage now, and the delete is taken from the mirror, as for a
+    removed journal."""
+    conn, path = tmp_path / "remote" / "db", tmp_path / "fresh.blt"
+    with ebooklet.open(conn, tmp_path / "seed.blt", "c", value_serializer="pickle") as seed:
+        seed["a"] = 0
+        seed["b"] = 1
+        seed.changes().push()
+    with ebooklet.open(conn, path, "w", allow_pickle=True) as db:
+        del db["a"]
+    log = path.with_name(path.name + ".ebooklet") / "journal.log"
+    if journal == "emptied":
+        log.write_bytes(b"")
+    else:
+        log.unlink()
+    with ebooklet.open(conn, path, "w", allow_pickle=True) as db:
+        assert "a" not in db and dict(db.items()) == {"b": 1}
+        assert [(c.key, c.local) for c in db.changes().iter_changes()] == [("a", "deleted")]

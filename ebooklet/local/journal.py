@@ -232,6 +232,10 @@ class Journal:
             pos = resume
         if ack > end:
             self.damage.append(Damage(end, ack))  # cut short
+        elif end == 0 and acknowledged is not None and acknowledged[1] > 0:
+            # Emptied: no record says which journal this was, but a journal is only ever
+            # replaced whole (renamed into place), never left empty after a sync wrote to it.
+            self.damage.append(Damage(0, acknowledged[1]))
         if torn:
             self.torn = end - pos
             if not self.damage:
