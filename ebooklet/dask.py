@@ -20,12 +20,12 @@ from typing import Any
 
 from .errors import MissingExtraError, RemoteNotFoundError
 from .format import Head
+from .info import latest_head
 from .local import codec_for
 from .remote import RemoteConn, connect
 from .results import PushResult
 from .staging import StageToken, commit, stage
 from .sync.conflicts import Policy
-from .sync.heads import HeadStore
 from .sync.scan import Scan, plan_partitions
 
 try:
@@ -106,13 +106,9 @@ def to_ebooklet(
 
 
 def _latest(remote: RemoteConn) -> Head:
-    conn = connect(remote)
-    try:
-        head, _ = HeadStore(conn).read_latest()
-    finally:
-        conn.transport.close()
+    location, head = latest_head(remote)
     if head is None:
-        raise RemoteNotFoundError(f"there is no database at {conn.location}")
+        raise RemoteNotFoundError(f"there is no database at {location}")
     return head
 
 

@@ -58,11 +58,15 @@ def remote_info(remote_conn: RemoteConn) -> RemoteInfo | None:
     >>> ebooklet.remote_info(remote) is None
     True
     """
+    location, head = latest_head(remote_conn)
+    return None if head is None else RemoteInfo.from_head(location, head)
+
+
+def latest_head(remote_conn: RemoteConn) -> tuple[str, Head | None]:
+    """Where ``remote_conn`` points, and its latest head (None: no database there)."""
     remote = connect(remote_conn)
     try:
         head, _etag = HeadStore(remote).read_latest()
     finally:
         remote.transport.close()
-    if head is None:
-        return None
-    return RemoteInfo.from_head(remote.location, head)
+    return remote.location, head
