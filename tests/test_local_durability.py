@@ -200,13 +200,26 @@ def test_a_write_or_delete_the_journal_refused_changes_nothing(tmp_path):
         db.update({{f"big{{i}}": "x" * 100_000 for i in range(10)}})
         db.sync()
         resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(journal), resource.RLIM_INFINITY))
-        for change in ("db['kept'] = 'refused'", "db['refused'] = 'refused'", "del db['kept']"):
+        size = os.path.getsize(journal)
+        changes = ("db['kept'] = 'refused'", "db['refused'] = 'refused'", "del db['kept']",
+                   "db['kept'] = 'refused' * 20_000")  # a large value: written with writev
+        for change in changes:
             try:
                 exec(change)
             except OSError:
                 pass
             else:
                 raise SystemExit("the journal took a change past the limit: " + change)
+        # Room for part of a large value's record: the part written is taken back.
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 5000, resource.RLIM_INFINITY))
+        try:
+            db['kept'] = 'refused' * 20_000
+        except OSError:
+            pass
+        else:
+            raise SystemExit("the journal took a large change past the limit")
+        if os.path.getsize(journal) != size:
+            raise SystemExit("a part of a refused record was left in the journal")
         resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
         print(sorted(db), db.get("kept"), flush=True)
         db.close()

@@ -38,6 +38,8 @@ _FAST_ATTRS = (
     "_ts_bytes_len", "_buffer_data", "_buffer_index", "_buffer_index_set", "_write_buffer_size",
     "_n_keys_pos",
 )
+#: Values at least this long are written by :func:`put` straight to the file.
+_DIRECT_VALUE = 64 << 10
 #: Bytes of entries written and hooked into the index at a time by :func:`write_many`.
 _BULK_CHUNK = 4 << 20
 
@@ -70,7 +72,12 @@ def capable(db: Any) -> bool:
 
 
 def put(db: Any, key: str, value: bytes, timestamp: int) -> None:
-    """``db.set(key, value, timestamp, encode_value=False)`` for a writable file."""
+    """``db.set(key, value, timestamp, encode_value=False)`` for a writable file. A large
+    value goes to the file at once, from where it is (:func:`write_many`), rather than
+    being copied into booklet's write buffer first."""
+    if len(value) >= _DIRECT_VALUE:
+        write_many(db, ((key, value, timestamp),))
+        return
     kb = key.encode("utf-8")
     h = key_hasher()
     h.update(kb)

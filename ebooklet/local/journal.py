@@ -2,20 +2,15 @@
 
 Every key written or deleted through ebooklet since the last push is recorded here, with the
 serialized value of each write, *before* the write or delete returns: each change is one
-checksummed record handed to the operating system with one ``write`` call. A change that
+checksummed record handed to the operating system with one ``write`` (or, for a large value,
+``writev``) call. A change that
 ``db[k] = v`` or ``del db[k]`` acknowledged therefore survives the interpreter ending in any
 way and a SIGKILL of the process (the kernel holds the bytes); ``sync()`` and ``close()``
 fsync the journal, after which it survives a power cut too (RocksDB's default, as
 docs/usage.rst states). The data file is a cache of the journal plus the remote: opening
 replays what the journal holds and the data file lacks.
 
-The file is a sequence of records::
-
-    magic b"\\xebJ" | kind u8 | flags u8 | payload length u32 | payload | checksum
-
-(little-endian; the checksum covers everything before it: CRC-32 in 4 bytes for W records,
-the one written per change, as in RocksDB's write-ahead log; blake2b-64 for the others).
-Kinds:
+The file is a sequence of records (their bytes and checks are :mod:`.records`'s). Kinds:
 
 ``B`` base      JSON: the remote head at the last sync and what goes with it (so that the
                 sync state can be rebuilt if ``state.json`` is lost), and the journal's id.
@@ -42,14 +37,11 @@ when overwritten changes make up most of it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import operator
 import os
 import pathlib
-import struct
 import uuid
-import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
@@ -57,52 +49,36 @@ from typing import Any, NamedTuple
 import msgpack
 
 from ..files import fsync_dir
+from .records import (
+    BASE,
+    BATCH_BYTES,
+    BATCH_ITEMS,
+    CHANGES,
+    DELETE,
+    HEAD,
+    INFERRED,
+    META,
+    ONE,
+    OVERHEAD,
+    Change,
+    change,
+    parse,
+    read_all,
+    record,
+    resync,
+    scan,
+    trailer,
+)
 
-MAGIC = b"\xebJ"
-_HEAD = struct.Struct("<2sBBI")
-_U32 = struct.Struct("<I")
-_ONE = struct.Struct("<HQ")  # key length, timestamp: the start of a W record's payload
-_SUM_LEN = 8  # blake2b-64 of B, C and M records
-_CRC_LEN = 4  # CRC-32 of W records, as a write-ahead log's (RocksDB's): cheap per change
-_OVERHEAD = _HEAD.size + _SUM_LEN
+__all__ = ["INFERRED", "Damage", "Journal", "Pending", "Touched"]
 
-BASE, CHANGES, META, ONE = (ord(c) for c in "BCMW")
-_KINDS = (BASE, CHANGES, META, ONE)
-#: Flag of a delete: inferred from the data file, not asked for.
-INFERRED = 1
-#: Flag of a W record that deletes its key.
-DELETE = 0x80
-#: A batch of a rewritten journal is sealed into a record once its values reach this many
-#: bytes, or it holds this many changes.
-_BATCH_BYTES = 1 << 20
-_BATCH_ITEMS = 1 << 16
 #: Unpacked batches kept in memory for reading values back.
 _CACHE_BYTES = 16 << 20
 #: Where a pending change is: its record's offset, shifted, and its index in the record.
 _SHIFT = 24
 _INDEX = (1 << _SHIFT) - 1
 
-_blake2b = hashlib.blake2b
-_crc32 = zlib.crc32
 _KEY = operator.itemgetter(0)
-
-
-def _checksum(head: bytes, payload: bytes | memoryview) -> bytes:
-    h = _blake2b(head, digest_size=_SUM_LEN)
-    h.update(payload)
-    return h.digest()
-
-
-def _record(kind: int, payload: bytes, flags: int = 0) -> bytes:
-    head = _HEAD.pack(MAGIC, kind, flags, len(payload))
-    if kind == ONE:
-        body = head + payload
-        return body + _crc32(body).to_bytes(_CRC_LEN, "little")
-    return head + payload + _checksum(head, payload)
-
-
-def _trailer(kind: int) -> int:
-    return _CRC_LEN if kind == ONE else _SUM_LEN
 
 
 class Pending(NamedTuple):
@@ -206,22 +182,22 @@ class Journal:
             return
         except PermissionError:
             self._fd = os.open(self.path, os.O_RDONLY)  # a reader without write access
-        data = _read_all(self._fd)
+        data = read_all(self._fd)
         pos, end = 0, len(data)
         ack = -1  # the acknowledged length of this very journal; -1 while unknown
         torn = False
         while pos < end:
-            rec = _parse(data, pos)
+            rec = parse(data, pos)
             if rec is not None:
                 self._apply(pos, rec)
                 if pos == 0 and acknowledged is not None and acknowledged[0] == self.id:
                     ack = acknowledged[1]
-                pos += _HEAD.size + _trailer(rec[0]) + _HEAD.unpack_from(data, pos)[3]
+                pos += HEAD.size + trailer(rec[0]) + HEAD.unpack_from(data, pos)[3]
                 continue
             # Past the acknowledged length too, an intact record further on means damage
             # (changes written through since the last sync were acknowledged); only bad
             # bytes at the very end are a torn tail, a write whose call never returned.
-            resume = _resync(data, pos + 1)
+            resume = resync(data, pos + 1)
             if resume is None:
                 if pos < ack or (pos == 0 and acknowledged is not None):
                     self.damage.append(Damage(pos, end))  # acknowledged changes are lost
@@ -276,15 +252,15 @@ class Journal:
             _, (_, old) = self._cache.popitem(last=False)
             self._cache_bytes -= old
 
-    def _read_record(self, offset: int, check_items: bool = True) -> tuple[int, memoryview, Any, int] | None:
+    def _readrecord(self, offset: int, check_items: bool = True) -> tuple[int, memoryview, Any, int] | None:
         if self._fd is None:
             return None
-        head = os.pread(self._fd, _HEAD.size, offset)
-        if len(head) < _HEAD.size:
+        head = os.pread(self._fd, HEAD.size, offset)
+        if len(head) < HEAD.size:
             return None
-        n = _HEAD.unpack(head)[3]
-        data = memoryview(os.pread(self._fd, _OVERHEAD + n, offset))
-        return _parse(data, 0, check_items)
+        n = HEAD.unpack(head)[3]
+        data = memoryview(os.pread(self._fd, OVERHEAD + n, offset))
+        return parse(data, 0, check_items)
 
     def get(self, key: str) -> Pending | None:
         """The pending change of ``key``, checked (None: none, or unreadable since)."""
@@ -296,7 +272,7 @@ class Journal:
         if cached is not None:
             _, ts, value, flags = cached[0][index]
             return Pending(ts, value, flags)
-        rec = self._read_record(offset)
+        rec = self._readrecord(offset)
         if rec is None:
             return None  # damaged since it was read
         kind, payload, items, flags = rec
@@ -309,87 +285,34 @@ class Journal:
         _, ts, value, flags = items[index]
         return Pending(ts, value, flags)
 
-    def pending_batches(self) -> Iterator[list[tuple[str, int, bytes | None, int]]]:
+    def pending_batches(self) -> Iterator[list[Change]]:
         """Every key's pending change as ``(key, timestamp, value, flags)``, in the order they
         were made, about a MiB of values at a time, reading the file once from start to end
         (this is how a push streams the changes it sends), around the damage found when it was
-        read. Reading a stretch stops at a record damaged since: the keys from there on are
-        missing from the result.
-
-        Records were checked when the journal was read or written, and are checked again
-        here (the checksum is what tells a record is still the one it was). W records, the
-        common kind, are decoded inline: every pending change goes through this loop."""
+        read (:func:`.records.scan`). Records were checked when the journal was read or
+        written, and are checked again here (the checksum is what tells a record is still
+        the one it was); reading a stretch stops at a record damaged since."""
         if self._fd is None or not self.where:
             return
-        where_get, fd, end = self.where.get, self._fd, self._file_len
-        head_size, one_size, crc, u32 = _HEAD.size, _ONE.size, _crc32, _U32.unpack_from
-        unpack_head, unpack_one = _HEAD.unpack_from, _ONE.unpack_from
-        out: list[tuple[str, int, bytes | None, int]] = []
-        add = out.append
-        size = 0
-        for pos, stretch in _intact_stretches(end, self.damage):
-            while pos < stretch:
-                buf = os.pread(fd, min(_SCAN_BYTES, stretch - pos), pos)
-                avail, at, broken = len(buf), 0, False
-                while at + head_size <= avail:
-                    magic, kind, flags, n = unpack_head(buf, at)
-                    body = at + head_size + n
-                    stop = body + (_CRC_LEN if kind == ONE else _SUM_LEN)
-                    if stop > avail:
-                        if at == 0:  # a record larger than the window: read it whole
-                            buf = os.pread(fd, stop, pos)
-                            avail = len(buf)
-                            if stop > avail:
-                                broken = True
-                                break
-                            continue
-                        break
-                    if magic != MAGIC:
-                        broken = True
-                        break
-                    if kind == ONE:
-                        if n < one_size or crc(buf[at:body]) != u32(buf, body)[0]:
-                            broken = True
-                            break
-                        klen, ts = unpack_one(buf, at + head_size)
-                        start = at + head_size + one_size
-                        key = buf[start : start + klen].decode("utf-8")
-                        if where_get(key) == (pos + at) << _SHIFT:
-                            if flags & DELETE:
-                                add((key, ts, None, flags & ~DELETE))
-                            else:
-                                add((key, ts, buf[start + klen : body], flags))
-                                size += n
-                    else:
-                        rec = _parse(memoryview(buf), at, check_items=False)
-                        if rec is None:
-                            broken = True
-                            break
-                        if kind == CHANGES:
-                            first = (pos + at) << _SHIFT
-                            items = enumerate(rec[2])
-                            out.extend(item for i, item in items if where_get(item[0]) == first | i)
-                            size += n
-                    at = stop
-                    if size >= _BATCH_BYTES or len(out) >= _BATCH_ITEMS:
-                        yield out
-                        out, size = [], 0
-                        add = out.append
-                if broken or at == 0:
-                    break  # damage since the journal was read: the rest of this stretch is not trusted
-                pos += at
-        if out:
-            yield out
+        yield from scan(self._fd, _intact_stretches(self._file_len, self.damage), self.where.get, _SHIFT)
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _append(self, data: bytes) -> int:
-        """Hand ``data`` to the operating system at the end of the file; return its offset."""
+    def _append(self, data: bytes | list[bytes]) -> int:
+        """Hand ``data`` (bytes, or pieces written back to back with one ``writev``) to the
+        operating system at the end of the file; return its offset."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
         offset = self._file_len
         done = 0
         try:
+            if isinstance(data, list):
+                done = os.writev(self._fd, data)
+                want = sum(map(len, data))
+                if done < want:  # a short write (a full disk): the rest, joined
+                    data = b"".join(data)
+                else:
+                    data = b""
             while done < len(data):
                 done += os.write(self._fd, data[done:] if done else data)
         except BaseException:
@@ -402,23 +325,20 @@ class Journal:
 
     def write(self, key: str, timestamp: int, raw: bytes, flags: int = 0) -> None:
         """Record a write of ``key`` (returns once the record is with the operating system)."""
-        kb = key.encode("utf-8")
-        payload = _ONE.pack(len(kb), timestamp) + kb + raw
-        offset = self._append(_record(ONE, payload, flags & ~DELETE))
+        offset = self._append(change(key.encode("utf-8"), timestamp, raw, flags))
         self.where[key] = offset << _SHIFT
         self.deletes.pop(key, None)
         self._changes += 1
 
     def delete(self, key: str, deleted_at: int, flags: int = 0) -> None:
         """Record a delete of ``key`` (returns once the record is with the operating system)."""
-        kb = key.encode("utf-8")
-        offset = self._append(_record(ONE, _ONE.pack(len(kb), deleted_at) + kb, flags | DELETE))
+        offset = self._append(change(key.encode("utf-8"), deleted_at, None, flags))
         self.where[key] = offset << _SHIFT
         self.deletes[key] = deleted_at
         self._changes += 1
 
     def set_metadata(self, data: Any, timestamp: int) -> None:
-        self._append(_record(META, json.dumps([data, timestamp]).encode()))
+        self._append(record(META, json.dumps([data, timestamp]).encode()))
         self.meta = (data, timestamp)
 
     def forget(self, keys: Iterable[str] | None) -> None:
@@ -454,12 +374,12 @@ class Journal:
         batch: list[tuple[str, int, bytes | None, int]] = []
         size = 0
         with open(tmp, "wb") as f:
-            pos = f.write(_record(BASE, json.dumps(base).encode()))
+            pos = f.write(record(BASE, json.dumps(base).encode()))
 
             def seal() -> None:
                 nonlocal pos, batch, size
                 if batch:
-                    pos += f.write(_record(CHANGES, msgpack.packb(batch, use_bin_type=True)))
+                    pos += f.write(record(CHANGES, msgpack.packb(batch, use_bin_type=True)))
                     batch, size = [], 0
 
             for key in keys:
@@ -471,11 +391,11 @@ class Journal:
                     deletes[key] = change.timestamp
                 batch.append((key, change.timestamp, change.value, change.flags))
                 size += len(change.value or b"")
-                if size >= _BATCH_BYTES or len(batch) >= _BATCH_ITEMS:
+                if size >= BATCH_BYTES or len(batch) >= BATCH_ITEMS:
                     seal()
             seal()
             if source is None and self.meta is not None:
-                pos += f.write(_record(META, json.dumps(list(self.meta)).encode()))
+                pos += f.write(record(META, json.dumps(list(self.meta)).encode()))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
@@ -502,10 +422,6 @@ class Journal:
             self._fd = None
 
 
-#: Bytes read at a time when the journal is read from start to end.
-_SCAN_BYTES = 8 << 20
-
-
 def _intact_stretches(end: int, damage: list[Damage]) -> list[tuple[int, int]]:
     """The stretches of the first ``end`` bytes of a journal around the ``damage`` found when
     it was read (the intact records after a damaged one hold acknowledged changes too)."""
@@ -517,79 +433,3 @@ def _intact_stretches(end: int, damage: list[Damage]) -> list[tuple[int, int]]:
     if start < end:
         out.append((start, end))
     return out
-
-
-def _read_all(fd: int) -> memoryview:
-    size = os.fstat(fd).st_size
-    chunks = []
-    pos = 0
-    while pos < size:
-        chunk = os.pread(fd, size - pos, pos)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        pos += len(chunk)
-    return memoryview(b"".join(chunks))
-
-
-def _parse(data: memoryview, pos: int, check_items: bool = True) -> tuple[int, memoryview, Any, int] | None:
-    """(kind, payload, decoded payload, flags) of an intact record at ``pos``, or None. (A W
-    record's decoded payload is ``(key, timestamp, value)``.)"""
-    if pos + _HEAD.size + _CRC_LEN > len(data):
-        return None
-    magic, kind, flags, n = _HEAD.unpack_from(data, pos)
-    if magic != MAGIC or kind not in _KINDS:
-        return None
-    end = pos + _HEAD.size + n
-    trailer = _trailer(kind)
-    if end + trailer > len(data):
-        return None
-    payload = data[pos + _HEAD.size : end]
-    if kind == ONE:
-        if _crc32(data[pos:end]).to_bytes(_CRC_LEN, "little") != data[end : end + _CRC_LEN]:
-            return None
-        if n < _ONE.size:
-            return None
-        klen, ts = _ONE.unpack_from(payload)
-        if _ONE.size + klen > n or (flags & DELETE and _ONE.size + klen != n):
-            return None
-        try:
-            key = bytes(payload[_ONE.size : _ONE.size + klen]).decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        raw = None if flags & DELETE else bytes(payload[_ONE.size + klen :])
-        return kind, payload, (key, ts, raw), flags
-    head = bytes(data[pos : pos + _HEAD.size])
-    if _checksum(head, payload) != data[end : end + _SUM_LEN]:
-        return None
-    try:
-        if kind == CHANGES:
-            value = msgpack.unpackb(payload, raw=False, use_list=False)
-            ok = isinstance(value, tuple) and (not check_items or all(_is_change(it) for it in value))
-        else:
-            value = json.loads(bytes(payload))
-            ok = isinstance(value, dict) if kind == BASE else isinstance(value, list) and len(value) == 2
-    except (ValueError, msgpack.UnpackException, RecursionError):
-        return None
-    return (kind, payload, value, flags) if ok else None
-
-
-def _is_change(item: Any) -> bool:
-    return (
-        isinstance(item, tuple) and len(item) == 4 and isinstance(item[0], str)
-        and isinstance(item[1], int) and isinstance(item[2], (bytes, type(None)))
-        and isinstance(item[3], int)
-    )
-
-
-def _resync(data: memoryview, start: int) -> int | None:
-    """The position of the next intact record at or after ``start``."""
-    raw = data.obj if isinstance(data.obj, bytes) else bytes(data)
-    pos = start
-    while True:
-        pos = raw.find(MAGIC, pos)
-        if pos < 0:
-            return None
-        if _parse(data, pos) is not None:
-            return pos
-        pos += 1
