@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import os
 import pathlib
+import threading
 from typing import Any
 
 import pytest
 
 import ebooklet
+from ebooklet.local import writeback
+from ebooklet.remote import Remote, connect
+from ebooklet.remote.wrapper import WrapperTransport
 
 KEYS = [f"k{i:04d}" for i in range(300)]
 
@@ -126,3 +130,64 @@ def test_a_rebuild_makes_each_rename_durable_before_the_next_step(tmp_path, monk
     start = steps.index("link aside")
     assert "fsync copy" in steps[:start], "the rebuilt copy is on disk before it is used"
     assert steps[start : start + 4] == ["link aside", "fsync folder", "replace", "fsync folder"]
+
+
+def test_a_push_commits_only_changes_already_on_disk(tmp_path, monkeypatch, fsynced):
+    """A push sends its changes to the disk while it streams them (a background fsync) and
+    syncs before its commit: when the head's PUT goes out, the journal and the data file as
+    they are then were fsynced, so a power cut after the commit cannot lose a change the
+    remote acknowledges."""
+    conn = tmp_path / "remote" / "db"
+    local = tmp_path / "a.blt"
+    folder = local.with_name(local.name + ".ebooklet")
+    at_commit: list[list[str]] = []
+
+    class Watching(WrapperTransport):
+        def put(self, key, data, mode="overwrite"):  # type: ignore[no-untyped-def]
+            if key == real.db_key:  # the commit
+                things = [local, folder / "journal.log"]
+                at_commit.append([str(p) for p in things if _identity(os.stat(p)) not in fsynced])
+            return super().put(key, data, mode)
+
+    # Without the write-back, only the sync before the commit makes them durable.
+    monkeypatch.setattr(writeback.WriteBack, "start", lambda self: None)
+    real = connect(conn)
+    remote = Remote(Watching(real.transport), real.db_key, real.location)
+    with ebooklet.open(remote, local, "c", value_serializer="str") as db:
+        db.update({k: f"v-{k}" * 1000 for k in KEYS})
+        db.changes().push()
+        db["later"] = "x"
+        del db[KEYS[0]]
+        db.changes().push()
+    assert at_commit == [[], []]
+
+
+def _wait_for_write_back() -> None:
+    for thread in threading.enumerate():
+        if thread.name == "ebooklet-write-back":
+            thread.join()
+
+
+def test_bulk_writes_and_reads_are_written_back_before_the_sync(tmp_path, monkeypatch, fsynced):
+    """Past WRITE_BACK_BYTES of large values written or fetched, the files' pages go to the
+    disk in the background, so that the sync at the end finds them written."""
+    monkeypatch.setattr(writeback, "WRITE_BACK_BYTES", 1 << 20)
+    conn = tmp_path / "remote" / "db"
+    big = {f"big{i}": os.urandom(200_000) for i in range(20)}  # 4 MB: large values
+
+    def fsynced_with_values(path: pathlib.Path, start: int) -> bool:
+        ino = os.stat(path).st_ino
+        return any(s[1] == ino and s[2] > start + 1_000_000 for s in fsynced)
+
+    with ebooklet.open(conn, tmp_path / "w.blt", "c") as db:
+        start = os.stat(tmp_path / "w.blt").st_size
+        db.update(big)
+        _wait_for_write_back()
+        assert fsynced_with_values(tmp_path / "w.blt", start), "written back before any sync"
+        db.changes().push()
+    local = tmp_path / "r.blt"
+    with ebooklet.open(conn, local, "r") as db:
+        start = os.stat(local).st_size
+        assert dict(db.items()) == big
+        _wait_for_write_back()
+        assert fsynced_with_values(local, start), "fetched values written back before the sync"

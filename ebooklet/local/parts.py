@@ -153,6 +153,10 @@ class PartCache:
         self._bits.pop(part, None)
         self._dirty.discard(part)
 
+    def forget_all(self) -> None:
+        for part in list(self.stored()):
+            self.forget(part)
+
     def bits(self, part: int) -> bytearray:
         """Presence bits of base part ``part``: bit i set = its i-th key was in the data file."""
         bits = self._bits.get(part)

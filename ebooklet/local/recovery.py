@@ -93,6 +93,18 @@ def open_local(
         raise
 
 
+def opened_before(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` has been opened through ebooklet before: its sync state folder
+    holds a state or a journal, and the data file is there or the folder holds changes
+    that it would lose (then opening recovers the data file)."""
+    p = pathlib.Path(path).absolute()
+    folder = state_dir(p)
+    names = (STATE_FILE, "journal.log", "mirror.log", "touched.log")
+    if not any((folder / name).exists() for name in names):
+        return False
+    return p.exists() or holds_changes(folder)
+
+
 def holds_changes(folder: pathlib.Path) -> bool:
     """Whether the sync state folder records anything a new data file would lose: a base, or
     pending changes (read without the data file's lock: a hint, checked again under it)."""

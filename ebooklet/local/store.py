@@ -33,10 +33,13 @@ from .datafile import DataFile
 from .journal import Pending
 from .parts import PartCache
 from .pending import PendingChanges, disagrees
-from .state import STATE_FILE, SyncState, state_dir
+from .state import SyncState, state_dir
+from .writeback import WriteBack
 
 logger = logging.getLogger("ebooklet.local")
 
+#: User writes of values at least this long count towards writing the files back early.
+_WRITE_BACK_VALUE = 64 << 10
 #: What booklet raises while iterating a damaged file (UnicodeDecodeError is a ValueError).
 _ITER_DAMAGE = (ValueError, IndexError, OverflowError, struct.error)
 
@@ -194,18 +197,9 @@ class LocalStore:
         self._unsynced = False
         self._saved = self.state.to_json()
         self._closed = False
+        self.writeback = WriteBack(lambda: (self.data.path, self.pending.journal.path))
 
-    @staticmethod
-    def has_state(path: str | os.PathLike[str]) -> bool:
-        """Whether ``path`` has been opened through ebooklet before: its sync state folder
-        holds a state or a journal, and the data file is there or the folder holds changes
-        that it would lose (then opening recovers the data file)."""
-        p = pathlib.Path(path).absolute()
-        folder = state_dir(p)
-        names = (STATE_FILE, "journal.log", "mirror.log", "touched.log")
-        if not any((folder / name).exists() for name in names):
-            return False
-        return p.exists() or recovery.holds_changes(folder)
+    has_state = staticmethod(recovery.opened_before)
 
     # -- the sync state --------------------------------------------------------------------
 
@@ -342,6 +336,8 @@ class LocalStore:
             self._before_write()
         self.pending.write(key, timestamp, raw)
         self.data.put(key, raw, timestamp)
+        if len(raw) >= _WRITE_BACK_VALUE:  # the journal's copy and the data file's:
+            self.writeback.wrote(2 * len(raw))
 
     def set_timestamp(self, key: str, timestamp: int) -> None:
         self._before_write()
@@ -372,10 +368,11 @@ class LocalStore:
         self._before_write()
         self.data.put(key, raw, timestamp)
 
-    def put_raw_many(self, items: Iterable[tuple[str, bytes, int]]) -> None:
-        """:meth:`put_raw` for many ``(key, value, timestamp)``, in order."""
+    def put_raw_many(self, items: Iterable[tuple[str, bytes, int]], nbytes: int = 0) -> None:
+        """:meth:`put_raw` for many ``(key, value, timestamp)`` (``nbytes`` of values), in order."""
         self._before_write()
         self.data.put_many(items)
+        self.writeback.wrote(nbytes)
 
     def drop(self, key: str) -> None:
         """Remove a cached copy (not a user change)."""
@@ -458,8 +455,7 @@ class LocalStore:
         self.parts.stage(name, blob, bits)
 
     def forget_parts(self) -> None:
-        for part in list(self.parts.stored()):
-            self.parts.forget(part)
+        self.parts.forget_all()
 
     def bits(self, part: int) -> bytearray:
         bits = self.parts.bits(part)
@@ -500,6 +496,13 @@ class LocalStore:
             self.save_state()
             self.parts.sweep()
 
+    def write_back(self) -> None:
+        """Start writing the data file and the journal to the disk (see :mod:`.writeback`)."""
+        with self.lock:
+            if not self._closed and self.data.writable:
+                self.data.flush()  # booklet's buffered writes, to the operating system
+                self.writeback.start()
+
     def close(self) -> None:
         with self.lock:
             try:
@@ -513,6 +516,7 @@ class LocalStore:
             if self._closed:
                 return
             self._closed = True
+            self.writeback.join()
             try:
                 self.data.close()
             finally:

@@ -218,13 +218,14 @@ class Push:
         head is read: taking it costs round trips, streaming costs CPU, and uploads need no
         lease (their names are new, and only the commit makes them part of the database).
         While other writers keep committing first, attempts go on for ``wait`` seconds."""
+        local = self.local
         if not self.remote.writable:
+            local.sync()
             raise ReadOnlyError(
                 f"cannot push to {self.remote.location}: it is read-only (a public URL or a "
                 "connection without credentials); push through an S3Connection with credentials"
             )
         self.replica.inflight.settle()
-        local = self.local
         local.refuse_if_damaged()
         if local.external_edits:
             # Something wrote to the file behind ebooklet's back: a full comparison records
@@ -235,6 +236,7 @@ class Push:
         meta_changed = metadata is not None and (base is None or metadata[1] > (base.metadata_timestamp or 0))
         retention = local.state.retention
         if not local.touched and not meta_changed and retention is None and base is not None and not compact:
+            local.sync()
             return PushResult()
         writes = list(local.touched.values()).count(None)
         state = PushState(self.objects, Tracker(progress, "upload", writes, 0))
@@ -245,6 +247,9 @@ class Push:
             # The layout of the index is estimated from the base; the commit refines it.
             base = self.index.base
             self._stream(state, base, base is None)
+            # The changes it carries are durable before anything commits them (their pages
+            # went to the disk while they streamed: Replica.push).
+            local.sync()
             for attempt in itertools.count(1):
                 result = self._push_once(policy, lease, state, metadata, attempt, compact, max_delete)
                 if result is not None:

@@ -240,7 +240,7 @@ class BulkRead:
         # the same bytes, rarely, rather than a presence lookup for every key.
         n = len(raws)
         keys = self.keys[lo : lo + n]
-        local.put_raw_many(zip(keys, raws, self._ts[lo : lo + n], strict=True))
+        local.put_raw_many(zip(keys, raws, self._ts[lo : lo + n], strict=True), req.length)
         local.mark_rows_present(self._part[lo : lo + n], self._row[lo : lo + n])
         if bad is not None:
             raise reader.corrupt(self.keys[lo + bad], req.name)

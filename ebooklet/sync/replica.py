@@ -180,8 +180,9 @@ class Replica:
             )
         stats = self.remote.transport.stats
         start = stats.snapshot()
-        # Whatever happens to this push, the local changes it carries are durable first.
-        self.local.sync()
+        # The local changes it carries go to the disk while the push reads and uploads them;
+        # they are durable before anything commits them (Push.run syncs).
+        self.local.write_back()
         if self._session_lease is not None and not self._session_lease.held:
             self.end_session()  # the session's lease was lost: take a new one
             self.start_session()
