@@ -139,3 +139,32 @@ def test_large_values_are_written_from_where_they_are_and_make_the_same_file(tmp
     assert layout.inspect(tmp_path / "fast.blt").problems == []
     if short:
         assert calls and max(calls) <= 7
+
+
+@pytest.mark.parametrize("n_buckets", [1, 7, 12007, 360_007])
+@pytest.mark.parametrize("buffer", [6, 100, 2**21])
+def test_new_bucket_tables_have_booklets_bytes(n_buckets, buffer):
+    """fastwrite.install replaces booklet's bucket-table writer (one bucket per Python step)
+    with one that writes a buffer at a time: the same bytes, at the same place, leaving the
+    file at the same position."""
+    import io
+
+    assert booklet.utils.write_init_bucket_indexes is fastwrite.init_bucket_indexes
+    theirs, ours = io.BytesIO(b"h" * 300), io.BytesIO(b"h" * 300)
+    fastwrite.booklets_init_bucket_indexes(theirs, n_buckets, 200, buffer)
+    fastwrite.init_bucket_indexes(ours, n_buckets, 200, buffer)
+    assert ours.getvalue() == theirs.getvalue()
+    assert ours.tell() == theirs.tell() == 200 + 6 * n_buckets
+
+
+def test_a_new_file_is_the_file_booklet_makes(tmp_path, monkeypatch):
+    with booklet.open(tmp_path / "ours.blt", "n", n_buckets=360_007):
+        pass
+    monkeypatch.setattr(booklet.utils, "write_init_bucket_indexes", fastwrite.booklets_init_bucket_indexes)
+    with booklet.open(tmp_path / "theirs.blt", "n", n_buckets=360_007):
+        pass
+    ours, theirs = (tmp_path / "ours.blt").read_bytes(), (tmp_path / "theirs.blt").read_bytes()
+    assert len(ours) == len(theirs)
+    # The header holds a creation time and the file's uuid: the rest is the same.
+    same = sum(a == b for a, b in zip(ours, theirs, strict=True))
+    assert same > len(ours) - 64
