@@ -187,7 +187,7 @@ class Journal:
         ack = -1  # the acknowledged length of this very journal; -1 while unknown
         torn = False
         while pos < end:
-            rec = parse(data, pos)
+            rec = parse(data, pos, value=False)  # only where each change is
             if rec is not None:
                 self._apply(pos, rec)
                 if pos == 0 and acknowledged is not None and acknowledged[0] == self.id:

@@ -100,9 +100,11 @@ def read_all(fd: int) -> memoryview:
     return memoryview(b"".join(chunks))
 
 
-def parse(data: memoryview, pos: int, check_items: bool = True) -> tuple[int, memoryview, Any, int] | None:
+def parse(data: memoryview, pos: int, check_items: bool = True, value: bool = True
+          ) -> tuple[int, memoryview, Any, int] | None:
     """(kind, payload, decoded payload, flags) of an intact record at ``pos``, or None. (A W
-    record's decoded payload is ``(key, timestamp, value)``.)"""
+    record's decoded payload is ``(key, timestamp, value)``; the value is None when not
+    asked for, so that reading a whole journal copies no value.)"""
     if pos + HEAD.size + CRC_LEN > len(data):
         return None
     magic, kind, flags, n = HEAD.unpack_from(data, pos)
@@ -124,7 +126,7 @@ def parse(data: memoryview, pos: int, check_items: bool = True) -> tuple[int, me
             key = bytes(payload[ONE_HEAD.size : ONE_HEAD.size + klen]).decode("utf-8")
         except UnicodeDecodeError:
             return None
-        raw = None if flags & DELETE else bytes(payload[ONE_HEAD.size + klen :])
+        raw = None if flags & DELETE or not value else bytes(payload[ONE_HEAD.size + klen :])
         return kind, payload, (key, ts, raw), flags
     head = bytes(data[pos : pos + HEAD.size])
     if checksum(head, payload) != data[end : end + SUM_LEN]:
@@ -157,7 +159,7 @@ def resync(data: memoryview, start: int) -> int | None:
         pos = raw.find(MAGIC, pos)
         if pos < 0:
             return None
-        if parse(data, pos) is not None:
+        if parse(data, pos, value=False) is not None:
             return pos
         pos += 1
 
