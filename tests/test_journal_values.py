@@ -112,3 +112,65 @@ def test_a_large_record_cut_short_in_a_session_is_never_pushed(tmp_path):
         with pytest.raises(SyncError, match="damaged while this push read it"):
             db.changes().push()
     assert not remote.exists() or ebooklet.remote_info(remote).n_keys == 0
+
+
+@pytest.mark.parametrize("window", [None, 7, 4096])
+@pytest.mark.parametrize("damaged", ["small", "large"])
+def test_a_journal_damaged_between_sessions_is_read_around_the_damage(tmp_path, monkeypatch, caplog,
+                                                                       window, damaged):
+    """Opening reads the journal a window at a time (a large value's record checked a window
+    at a time too): a record damaged between sessions is found, reading resumes at the next
+    intact one across window edges, and no acknowledged change is lost."""
+    if window is not None:
+        monkeypatch.setattr(records, "READ_WINDOW", window)
+    remote = tmp_path / "remote" / "db"
+    local = tmp_path / "a.blt"
+    big = {f"big{i}": bytes([97 + i]) * (SIZES["large"] + i) for i in range(4)}
+    values = {**_values(SIZES["small"]), **big}
+    with ebooklet.open(remote, local, "c") as db:
+        db.update(values)
+    _flip_in(_journal(local), values["k3" if damaged == "small" else "big2"])
+    with caplog.at_level("WARNING", logger="ebooklet"):
+        with ebooklet.open(remote, local, "w") as db:
+            assert sorted(c.key for c in db.changes().iter_changes()) == sorted(values)
+            db.changes().push()
+    assert "journal" in caplog.text, "the damage is reported"
+    assert _fresh(remote, tmp_path) == values
+
+
+def test_opening_a_journal_of_large_values_does_not_hold_them(tmp_path):
+    """A journal holding 48 MiB of pending values is opened with a few windows of it in
+    memory, not the whole file (nor a copy of each value)."""
+    import tracemalloc
+
+    remote = tmp_path / "remote" / "db"
+    local = tmp_path / "a.blt"
+    with ebooklet.open(remote, local, "c") as db:
+        for i in range(12):
+            db[f"big{i}"] = os.urandom(4 << 20)
+    tracemalloc.start()
+    try:
+        with ebooklet.open(remote, local, "w") as db:
+            _, peak = tracemalloc.get_traced_memory()
+            assert len(db) == 12
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"opening held {peak:,} bytes"
+
+
+@pytest.mark.parametrize("window", [2, 3, 5, 6, 7, 64])
+def test_the_next_intact_record_is_found_across_window_edges(tmp_path, monkeypatch, window):
+    monkeypatch.setattr(records, "READ_WINDOW", window)
+    good = records.change(b"key", 7, b"value", 0)
+    junk = b"\xebJ" + b"junk" + b"\xeb"  # a magic that starts no record, and half of one
+    path = tmp_path / "journal"
+    path.write_bytes(junk + good)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        reader = records.Reader(fd, len(junk) + len(good))
+        assert reader.record(0) is None
+        assert reader.resync(1) == len(junk)
+        length, (kind, _, (key, ts, _), _) = reader.record(len(junk))
+        assert (length, kind, key, ts) == (len(good), records.ONE, "key", 7)
+    finally:
+        os.close(fd)

@@ -61,13 +61,11 @@ from .records import (
     ONE,
     OVERHEAD,
     Change,
+    Reader,
     change,
     parse,
-    read_all,
     record,
-    resync,
     scan,
-    trailer,
 )
 
 __all__ = ["INFERRED", "Damage", "Journal", "Pending", "Touched"]
@@ -182,22 +180,22 @@ class Journal:
             return
         except PermissionError:
             self._fd = os.open(self.path, os.O_RDONLY)  # a reader without write access
-        data = read_all(self._fd)
-        pos, end = 0, len(data)
+        reader = Reader(self._fd, os.fstat(self._fd).st_size)
+        pos, end = 0, reader.end
         ack = -1  # the acknowledged length of this very journal; -1 while unknown
         torn = False
         while pos < end:
-            rec = parse(data, pos, value=False)  # only where each change is
-            if rec is not None:
-                self._apply(pos, rec)
+            got = reader.record(pos)  # where each change is, not its value
+            if got is not None:
+                self._apply(pos, got[1])
                 if pos == 0 and acknowledged is not None and acknowledged[0] == self.id:
                     ack = acknowledged[1]
-                pos += HEAD.size + trailer(rec[0]) + HEAD.unpack_from(data, pos)[3]
+                pos += got[0]
                 continue
             # Past the acknowledged length too, an intact record further on means damage
             # (changes written through since the last sync were acknowledged); only bad
             # bytes at the very end are a torn tail, a write whose call never returned.
-            resume = resync(data, pos + 1)
+            resume = reader.resync(pos + 1)
             if resume is None:
                 if pos < ack or (pos == 0 and acknowledged is not None):
                     self.damage.append(Damage(pos, end))  # acknowledged changes are lost

@@ -7,8 +7,9 @@ A journal is a sequence of records::
 (little-endian; the checksum covers everything before it: CRC-32 in 4 bytes for W records,
 the one written per change, as in RocksDB's write-ahead log; blake2b-64 for the others). The
 kinds are described in :mod:`.journal`. This module builds records (:func:`record`,
-:func:`change`), checks one (:func:`parse`), finds the next intact one (:func:`resync`), and
-reads the pending changes of a journal from start to end (:func:`scan`).
+:func:`change`), checks one (:func:`parse`), reads a whole journal's records and finds the
+next intact one after damage (:class:`Reader`), and reads the pending changes of a journal
+from start to end (:func:`scan`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ BIG_VALUE = 64 << 10
 #: Bytes read at a time when the journal is read from start to end: small enough that the
 #: buffer comes from the heap, not from fresh pages (large values are read on their own).
 SCAN_BYTES = 64 << 10
+#: Bytes read at a time when a journal is opened (:class:`Reader`).
+READ_WINDOW = 1 << 20
 
 _blake2b = hashlib.blake2b
 _crc32 = zlib.crc32
@@ -85,19 +88,6 @@ def change(key: bytes, timestamp: int, raw: bytes | None, flags: int) -> bytes |
 
 def trailer(kind: int) -> int:
     return CRC_LEN if kind == ONE else SUM_LEN
-
-
-def read_all(fd: int) -> memoryview:
-    size = os.fstat(fd).st_size
-    chunks = []
-    pos = 0
-    while pos < size:
-        chunk = os.pread(fd, size - pos, pos)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        pos += len(chunk)
-    return memoryview(b"".join(chunks))
 
 
 def parse(data: memoryview, pos: int, check_items: bool = True, value: bool = True
@@ -151,17 +141,84 @@ def is_change(item: Any) -> bool:
     )
 
 
-def resync(data: memoryview, start: int) -> int | None:
-    """The position of the next intact record at or after ``start``."""
-    raw = data.obj if isinstance(data.obj, bytes) else bytes(data)
-    pos = start
-    while True:
-        pos = raw.find(MAGIC, pos)
-        if pos < 0:
+class Reader:
+    """The records of a journal file of ``end`` bytes, read through windows of READ_WINDOW
+    bytes: opening reads every record, and never holds the whole file, nor a large value
+    (whose record is checked a window at a time)."""
+
+    def __init__(self, fd: int, end: int) -> None:
+        self.fd, self.end = fd, end
+        self._buf, self._at = b"", 0
+
+    def _view(self, pos: int, n: int) -> memoryview | None:
+        """Bytes ``pos`` to ``pos + n`` of the file (None when it has fewer)."""
+        if pos + n > self.end:
             return None
-        if parse(data, pos, value=False) is not None:
-            return pos
-        pos += 1
+        if not (self._at <= pos and pos + n <= self._at + len(self._buf)):
+            self._buf, self._at = os.pread(self.fd, max(n, READ_WINDOW), pos), pos
+            if len(self._buf) < n:
+                return None
+        return memoryview(self._buf)[pos - self._at : pos - self._at + n]
+
+    def record(self, pos: int) -> tuple[int, tuple[int, memoryview | None, Any, int]] | None:
+        """(its length, :func:`parse`'s answer) for an intact record at ``pos``, or None; W
+        records come without their value (a large one's payload is None)."""
+        head = self._view(pos, HEAD.size)
+        if head is None:
+            return None
+        magic, kind, flags, n = HEAD.unpack(head)
+        if magic != MAGIC or kind not in KINDS:
+            return None
+        total = HEAD.size + n + trailer(kind)
+        if kind == ONE and not flags & DELETE and n >= BIG_VALUE:
+            got = self._big(pos, n) if pos + total <= self.end else None
+            return None if got is None else (total, (ONE, None, got, flags))
+        view = self._view(pos, total)
+        rec = None if view is None else parse(view, 0, value=False)
+        return None if rec is None else (total, rec)
+
+    def _big(self, pos: int, n: int) -> tuple[str, int, None] | None:
+        """(key, timestamp, None) of the W record of a large value at ``pos``, checked."""
+        first = os.pread(self.fd, HEAD.size + ONE_HEAD.size, pos)
+        if len(first) < HEAD.size + ONE_HEAD.size:
+            return None
+        klen, ts = ONE_HEAD.unpack_from(first, HEAD.size)
+        start, body = HEAD.size + ONE_HEAD.size + klen, HEAD.size + n
+        if start > body:
+            return None
+        prefix = first + os.pread(self.fd, klen, pos + len(first))
+        if len(prefix) != start:
+            return None
+        crc = _crc32(prefix)
+        for at in range(pos + start, pos + body, READ_WINDOW):
+            chunk = os.pread(self.fd, min(READ_WINDOW, pos + body - at), at)
+            if not chunk:
+                return None
+            crc = _crc32(chunk, crc)
+        tail = os.pread(self.fd, CRC_LEN, pos + body)
+        if len(tail) != CRC_LEN or crc != U32.unpack(tail)[0]:
+            return None
+        try:
+            return prefix[start - klen :].decode("utf-8"), ts, None
+        except UnicodeDecodeError:
+            return None
+
+    def resync(self, start: int) -> int | None:
+        """The position of the next intact record at or after ``start``."""
+        pos = start
+        while pos < self.end:
+            window = self._view(pos, min(READ_WINDOW, self.end - pos))
+            if window is None:
+                return None
+            found = bytes(window).find(MAGIC)
+            if found < 0:
+                # A magic cut by the window's end is found again from its first byte.
+                pos += max(1, len(window) - len(MAGIC) + 1)
+                continue
+            if self.record(pos + found) is not None:
+                return pos + found
+            pos += found + 1
+        return None
 
 
 def _big_change(fd: int, pos: int, n: int, flags: int) -> tuple[str, int, bytes] | None:
