@@ -148,33 +148,38 @@ class Reader:
 
     def __init__(self, fd: int, end: int) -> None:
         self.fd, self.end = fd, end
-        self._buf, self._at = b"", 0
+        self._buf, self._at = memoryview(b""), 0
 
-    def _view(self, pos: int, n: int) -> memoryview | None:
-        """Bytes ``pos`` to ``pos + n`` of the file (None when it has fewer)."""
+    def _window(self, pos: int, n: int) -> int:
+        """Where bytes ``pos`` to ``pos + n`` of the file start in the window (read anew when
+        they are not all in it); -1 when the file has fewer."""
         if pos + n > self.end:
-            return None
-        if not (self._at <= pos and pos + n <= self._at + len(self._buf)):
-            self._buf, self._at = os.pread(self.fd, max(n, READ_WINDOW), pos), pos
+            return -1
+        off = pos - self._at
+        if off < 0 or off + n > len(self._buf):
+            self._buf, self._at, off = memoryview(os.pread(self.fd, max(n, READ_WINDOW), pos)), pos, 0
             if len(self._buf) < n:
-                return None
-        return memoryview(self._buf)[pos - self._at : pos - self._at + n]
+                return -1
+        return off
 
     def record(self, pos: int) -> tuple[int, tuple[int, memoryview | None, Any, int]] | None:
         """(its length, :func:`parse`'s answer) for an intact record at ``pos``, or None; W
         records come without their value (a large one's payload is None)."""
-        head = self._view(pos, HEAD.size)
-        if head is None:
+        off = self._window(pos, HEAD.size)
+        if off < 0:
             return None
-        magic, kind, flags, n = HEAD.unpack(head)
+        magic, kind, flags, n = HEAD.unpack_from(self._buf, off)
         if magic != MAGIC or kind not in KINDS:
             return None
         total = HEAD.size + n + trailer(kind)
         if kind == ONE and not flags & DELETE and n >= BIG_VALUE:
             got = self._big(pos, n) if pos + total <= self.end else None
             return None if got is None else (total, (ONE, None, got, flags))
-        view = self._view(pos, total)
-        rec = None if view is None else parse(view, 0, value=False)
+        if off + total > len(self._buf):
+            off = self._window(pos, total)
+            if off < 0:
+                return None
+        rec = parse(self._buf, off, value=False)
         return None if rec is None else (total, rec)
 
     def _big(self, pos: int, n: int) -> tuple[str, int, None] | None:
@@ -207,9 +212,11 @@ class Reader:
         """The position of the next intact record at or after ``start``."""
         pos = start
         while pos < self.end:
-            window = self._view(pos, min(READ_WINDOW, self.end - pos))
-            if window is None:
+            n = min(READ_WINDOW, self.end - pos)
+            off = self._window(pos, n)
+            if off < 0:
                 return None
+            window = self._buf[off : off + n]
             found = bytes(window).find(MAGIC)
             if found < 0:
                 # A magic cut by the window's end is found again from its first byte.
