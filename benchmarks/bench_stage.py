@@ -233,6 +233,9 @@ def reads(conn: ebooklet.S3Connection, runs: int) -> list[str]:
               "run's scheduler and nannies"]
     lines += table([[k, fmt_s(c1[k]) if k in c1 else "", fmt_s(v)] for k, v in c2.items()],
                    ["process", "one reader", "2 workers"])
+    for label, meter in (("one reader", one_cpu), ("2 workers", two_cpu)):
+        others = " ".join(fmt_s(r["other processes"]) for r in meter.runs)
+        lines.append(f"CPU of other processes in each run, {label}: {others}")
     lines.append(f"the 2-worker run's processes need {fmt_s(ours)} of CPU: on 2 free cores at least "
                  f"{fmt_s(ours / 2)}, a speedup of at most {m1 / (ours / 2):.2f}x over this run's one reader")
     lines += ["", "partitions of read_bag(npartitions=2): requests and bytes each"]
