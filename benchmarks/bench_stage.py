@@ -17,7 +17,10 @@ of its own on 127.0.0.1) three ways, each timed from the start of its processes 
 Reads. The database the first staged run wrote is read by ``read_bag`` (a count, so that
 values are decoded on the workers, not shipped back) on a ``LocalCluster`` of 2 worker
 processes (started before the timing), against the same read in one process (``npartitions=1``,
-synchronous scheduler). The requests and bytes of each partition's plan are listed.
+synchronous scheduler). The requests and bytes of each partition's plan are listed, and the CPU
+each process spent in a run (this one, the server, each worker, and the rest of the machine), with
+the speedup two free cores would allow the 2-worker run: on a 2-core machine the server and the
+scheduler share the workers' cores, while the one reader leaves a core to them.
 
 Medians of ``--runs`` runs. Peak RSS is each process's VmHWM. Nothing asserts on time.
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import pickle
 import shutil
@@ -131,6 +135,52 @@ def staged(server, bucket: str, n: int, workers: int, workdir: pathlib.Path, tag
     return time.perf_counter() - t0, staged_s, peaks, conn
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of process ``pid`` so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _busy() -> float:
+    """CPU seconds the whole machine has been busy so far (/proc/stat)."""
+    fields = [int(x) for x in pathlib.Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / _TICK
+
+
+def _worker_cpu() -> float:
+    return _cpu(os.getpid())
+
+
+class CpuMeter:
+    """CPU seconds of this process, the server's processes (this process's children when the
+    meter is made), the dask workers (through ``client``) and the whole machine, per timed run."""
+
+    def __init__(self) -> None:
+        import psutil  # a dependency of distributed
+
+        self.server = [c.pid for c in psutil.Process().children(recursive=True)]
+        self.runs: list[dict[str, float]] = []
+
+    def start(self, client=None) -> None:
+        self._workers = client.run(_worker_cpu) if client is not None else {}
+        self._t0 = (_cpu(os.getpid()), sum(map(_cpu, self.server)), _busy())
+
+    def stop(self, client=None) -> None:
+        me, server, busy = _cpu(os.getpid()), sum(map(_cpu, self.server)), _busy()
+        workers = client.run(_worker_cpu) if client is not None else {}
+        run = {"this process": me - self._t0[0], "server": server - self._t0[1]}
+        for i, (addr, cpu) in enumerate(sorted(workers.items())):
+            run[f"worker {i}"] = cpu - self._workers[addr]
+        run["other processes"] = busy - self._t0[2] - sum(run.values())
+        self.runs.append(run)
+
+    def medians(self) -> dict[str, float]:
+        return {k: statistics.median(r[k] for r in self.runs) for k in self.runs[0]}
+
+
 def reads(conn: ebooklet.S3Connection, runs: int) -> list[str]:
     import dask
     from dask.distributed import Client, LocalCluster
@@ -153,26 +203,41 @@ def reads(conn: ebooklet.S3Connection, runs: int) -> list[str]:
         plan.append([str(i), f"{len(names)}", f"{len(scan):,}", f"{len(scan.requests):,}",
                      fmt_bytes(scan.bytes), fmt_bytes(wanted), f"{scan.bytes / wanted:.3f}", fmt_s(cpus[-1])])
     remote.transport.close()
-    one = []
+    one, one_cpu = [], CpuMeter()
     for _ in range(runs):
+        one_cpu.start()
         t0 = time.perf_counter()
         with dask.config.set(scheduler="synchronous"):
             count = edask.read_bag(conn, npartitions=1).count().compute()
         one.append(time.perf_counter() - t0)
+        one_cpu.stop()
         assert count == head.n_keys
-    two = []
+    two, two_cpu = [], CpuMeter()
     with LocalCluster(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
-            Client(cluster):
+            Client(cluster) as client:
         for _ in range(runs):
+            two_cpu.start(client)  # outside the timing: client.run is a round trip to each worker
             t0 = time.perf_counter()
             count = edask.read_bag(conn, npartitions=2).count().compute()
             two.append(time.perf_counter() - t0)
+            two_cpu.stop(client)
             assert count == head.n_keys
     m1, m2 = statistics.median(one), statistics.median(two)
     lines = ["", f"read_bag of the {head.n_keys:,} keys (count on the workers), median of {runs}:"]
     rows = [["one reader (npartitions=1, synchronous)", fmt_s(m1), "1.00x", " ".join(map(fmt_s, one))],
             ["read_bag, 2 worker processes", fmt_s(m2), f"{m1 / m2:.2f}x", " ".join(map(fmt_s, two))]]
     lines += table(rows, ["read", "median", "speedup", "runs"])
+    c1, c2 = one_cpu.medians(), two_cpu.medians()
+    ours = sum(v for k, v in c2.items() if k != "other processes")
+    lines += ["", "CPU per run (median) of each process; 'this process' is the client, with the 2-worker "
+              "run's scheduler and nannies"]
+    lines += table([[k, fmt_s(c1[k]) if k in c1 else "", fmt_s(v)] for k, v in c2.items()],
+                   ["process", "one reader", "2 workers"])
+    for label, meter in (("one reader", one_cpu), ("2 workers", two_cpu)):
+        others = " ".join(fmt_s(r["other processes"]) for r in meter.runs)
+        lines.append(f"CPU of other processes in each run, {label}: {others}")
+    lines.append(f"the 2-worker run's processes need {fmt_s(ours)} of CPU: on 2 free cores at least "
+                 f"{fmt_s(ours / 2)}, a speedup of at most {m1 / (ours / 2):.2f}x over this run's one reader")
     lines += ["", "partitions of read_bag(npartitions=2): requests and bytes each"]
     lines += table(plan, ["partition", "parts", "keys", "requests", "bytes fetched", "values",
                           "fetched/values", "CPU to read"])
