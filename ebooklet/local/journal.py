@@ -250,7 +250,7 @@ class Journal:
             _, (_, old) = self._cache.popitem(last=False)
             self._cache_bytes -= old
 
-    def _readrecord(self, offset: int, check_items: bool = True) -> tuple[int, memoryview, Any, int] | None:
+    def _read_record(self, offset: int, check_items: bool = True) -> tuple[int, memoryview, Any, int] | None:
         if self._fd is None:
             return None
         head = os.pread(self._fd, HEAD.size, offset)
@@ -270,7 +270,7 @@ class Journal:
         if cached is not None:
             _, ts, value, flags = cached[0][index]
             return Pending(ts, value, flags)
-        rec = self._readrecord(offset)
+        rec = self._read_record(offset)
         if rec is None:
             return None  # damaged since it was read
         kind, payload, items, flags = rec

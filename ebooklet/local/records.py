@@ -183,30 +183,21 @@ class Reader:
         return None if rec is None else (total, rec)
 
     def _big(self, pos: int, n: int) -> tuple[str, int, None] | None:
-        """(key, timestamp, None) of the W record of a large value at ``pos``, checked."""
-        first = os.pread(self.fd, HEAD.size + ONE_HEAD.size, pos)
-        if len(first) < HEAD.size + ONE_HEAD.size:
+        """(key, timestamp, None) of the W record of a large value at ``pos``, checked a
+        window at a time."""
+        got = _big_prefix(self.fd, pos, n)
+        if got is None:
             return None
-        klen, ts = ONE_HEAD.unpack_from(first, HEAD.size)
-        start, body = HEAD.size + ONE_HEAD.size + klen, HEAD.size + n
-        if start > body:
-            return None
-        prefix = first + os.pread(self.fd, klen, pos + len(first))
-        if len(prefix) != start:
-            return None
+        prefix, key, ts = got
         crc = _crc32(prefix)
-        for at in range(pos + start, pos + body, READ_WINDOW):
+        body = HEAD.size + n
+        for at in range(pos + len(prefix), pos + body, READ_WINDOW):
             chunk = os.pread(self.fd, min(READ_WINDOW, pos + body - at), at)
             if not chunk:
                 return None
             crc = _crc32(chunk, crc)
         tail = os.pread(self.fd, CRC_LEN, pos + body)
-        if len(tail) != CRC_LEN or crc != U32.unpack(tail)[0]:
-            return None
-        try:
-            return prefix[start - klen :].decode("utf-8"), ts, None
-        except UnicodeDecodeError:
-            return None
+        return (key, ts, None) if len(tail) == CRC_LEN and crc == U32.unpack(tail)[0] else None
 
     def resync(self, start: int) -> int | None:
         """The position of the next intact record at or after ``start``."""
@@ -228,29 +219,40 @@ class Reader:
         return None
 
 
-def _big_change(fd: int, pos: int, n: int, flags: int) -> tuple[str, int, bytes] | None:
-    """(key, timestamp, value) of the W record of a large value at ``pos``, checked, or
-    None. The value is read into bytes of its own, and checked there: not copied out of a
-    larger buffer."""
+def _big_prefix(fd: int, pos: int, n: int) -> tuple[bytes, str, int] | None:
+    """(the bytes before the value, key, timestamp) of the W record of a large value at
+    ``pos`` whose payload is ``n`` bytes, or None when they are short or do not fit."""
     first = os.pread(fd, HEAD.size + ONE_HEAD.size, pos)
     if len(first) < HEAD.size + ONE_HEAD.size:
         return None
     klen, ts = ONE_HEAD.unpack_from(first, HEAD.size)
-    start = HEAD.size + ONE_HEAD.size + klen
-    body = HEAD.size + n
-    if start > body:
+    if ONE_HEAD.size + klen > n:
         return None
     prefix = first + os.pread(fd, klen, pos + len(first))
-    value = os.pread(fd, body - start, pos + start)
+    if len(prefix) != len(first) + klen:
+        return None
+    try:
+        return prefix, prefix[len(first) :].decode("utf-8"), ts
+    except UnicodeDecodeError:
+        return None
+
+
+def _big_change(fd: int, pos: int, n: int) -> tuple[str, int, bytes] | None:
+    """(key, timestamp, value) of the W record of a large value at ``pos``, checked, or
+    None. The value is read into bytes of its own, and checked there: not copied out of a
+    larger buffer."""
+    got = _big_prefix(fd, pos, n)
+    if got is None:
+        return None
+    prefix, key, ts = got
+    body = HEAD.size + n
+    value = os.pread(fd, body - len(prefix), pos + len(prefix))
     tail = os.pread(fd, CRC_LEN, pos + body)
-    if len(prefix) != start or len(value) != body - start or len(tail) != CRC_LEN:
+    if len(value) != body - len(prefix) or len(tail) != CRC_LEN:
         return None
     if _crc32(value, _crc32(prefix)) != U32.unpack(tail)[0]:
         return None
-    try:
-        return prefix[start - klen :].decode("utf-8"), ts, value
-    except UnicodeDecodeError:
-        return None
+    return key, ts, value
 
 
 def scan(fd: int, stretches: list[tuple[int, int]], pending: Callable[[str], int | None],
@@ -285,7 +287,7 @@ def scan(fd: int, stretches: list[tuple[int, int]], pending: Callable[[str], int
                     if pos + stop > stretch:
                         broken = True
                         break
-                    big = _big_change(fd, pos + at, n, flags)
+                    big = _big_change(fd, pos + at, n)
                     if big is None:
                         broken = True
                         break

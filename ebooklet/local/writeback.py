@@ -29,8 +29,6 @@ class WriteBack:
         self._paths = paths
         self._thread: threading.Thread | None = None
         self._bytes = 0
-        #: Background fsyncs started (for tests: a count, not a time).
-        self.started = 0
 
     def wrote(self, n: int) -> None:
         """Count ``n`` bytes written; past WRITE_BACK_BYTES since the last start, start one."""
@@ -38,11 +36,11 @@ class WriteBack:
         if self._bytes >= WRITE_BACK_BYTES:
             self.start()
 
-    def start(self) -> threading.Thread | None:
+    def start(self) -> None:
         """Start a background fsync of the files (unless one is still running)."""
         self._bytes = 0
         if self._thread is not None and self._thread.is_alive():
-            return self._thread
+            return
         paths = list(self._paths())
 
         def fsync_all() -> None:
@@ -52,8 +50,6 @@ class WriteBack:
 
         self._thread = threading.Thread(target=fsync_all, name="ebooklet-write-back", daemon=True)
         self._thread.start()
-        self.started += 1
-        return self._thread
 
     def join(self) -> None:
         if self._thread is not None:
