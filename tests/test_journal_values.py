@@ -174,3 +174,22 @@ def test_the_next_intact_record_is_found_across_window_edges(tmp_path, monkeypat
         assert (length, kind, key, ts) == (len(good), records.ONE, "key", 7)
     finally:
         os.close(fd)
+
+
+def test_a_large_record_whose_key_overruns_it_is_refused_not_read(tmp_path):
+    """A W record whose key length runs past its payload (a hostile or garbled record that
+    still carries a valid checksum) is not a change, for the opening check and for the push's
+    scan alike: neither reads a negative length."""
+    n = records.BIG_VALUE + 4
+    # A checksum of ASCII bytes, so that the overrun key (which takes it in) still decodes.
+    head = records.ONE_HEAD.pack(65535, 7)
+    fills = (bytes([c]) * (n - len(head)) for c in range(32, 127))
+    rec = next(r for r in (records.record(records.ONE, head + f) for f in fills) if max(r[-4:]) < 0x80)
+    path = tmp_path / "journal"
+    path.write_bytes(rec + b"y" * 70_000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert records.Reader(fd, path.stat().st_size).record(0) is None
+        assert list(records.scan(fd, [(0, path.stat().st_size)], lambda key: 0, 24)) == []
+    finally:
+        os.close(fd)
