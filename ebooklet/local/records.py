@@ -90,7 +90,7 @@ def trailer(kind: int) -> int:
     return CRC_LEN if kind == ONE else SUM_LEN
 
 
-def parse(data: memoryview, pos: int, check_items: bool = True, value: bool = True
+def parse(data: memoryview, pos: int, check_items: bool = True, with_value: bool = True
           ) -> tuple[int, memoryview, Any, int] | None:
     """(kind, payload, decoded payload, flags) of an intact record at ``pos``, or None. (A W
     record's decoded payload is ``(key, timestamp, value)``; the value is None when not
@@ -116,7 +116,7 @@ def parse(data: memoryview, pos: int, check_items: bool = True, value: bool = Tr
             key = bytes(payload[ONE_HEAD.size : ONE_HEAD.size + klen]).decode("utf-8")
         except UnicodeDecodeError:
             return None
-        raw = None if flags & DELETE or not value else bytes(payload[ONE_HEAD.size + klen :])
+        raw = None if flags & DELETE or not with_value else bytes(payload[ONE_HEAD.size + klen :])
         return kind, payload, (key, ts, raw), flags
     head = bytes(data[pos : pos + HEAD.size])
     if checksum(head, payload) != data[end : end + SUM_LEN]:
@@ -179,7 +179,7 @@ class Reader:
             off = self._window(pos, total)
             if off < 0:
                 return None
-        rec = parse(self._buf, off, value=False)
+        rec = parse(self._buf, off, with_value=False)
         return None if rec is None else (total, rec)
 
     def _big(self, pos: int, n: int) -> tuple[str, int, None] | None:
