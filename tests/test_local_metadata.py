@@ -5,11 +5,7 @@ read again from the remote; a state of version 3 (metadata inside the head) is u
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
@@ -17,7 +13,7 @@ import ebooklet
 from ebooklet.local.state import STATE_VERSION
 
 from .test_inflight import _landed_with_its_outcome_unknown
-from .test_local_upgrade import _export, _first_adding, _git, _has_history
+from .test_local_upgrade import _export, _first_adding, _git, _has_history, run_old_code
 
 #: 3 MiB of metadata, as JSON (the head's limit is 4 MiB).
 BIG = {"stations": ["x" * 1024] * 3 * 1024}
@@ -151,23 +147,14 @@ def test_a_sync_state_of_version_3_with_its_metadata_inside_is_upgraded(tmp_path
     commit = _git("rev-parse", _first_adding("STATE_VERSION = 4", "ebooklet/local/state.py") + "^")
     code_dir = _export(commit, tmp_path / "old-code")
     conn, local = tmp_path / "remote" / "db.blt", tmp_path / "old.blt"
-    script = f"""
-        import ebooklet
-        assert ebooklet.__file__.startswith({str(code_dir)!r}), ebooklet.__file__
+    run_old_code(code_dir, f"""
         db = ebooklet.open({str(conn)!r}, {str(local)!r}, "c", value_serializer="json")
         db["a"] = 1
         db.set_metadata({{"stations": ["x" * 1024] * 3 * 1024}})  # BIG
         db.changes().push()
         db["pending"] = 2
         db.close()
-        print("written", flush=True)
-    """
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)], env={**env, "PYTHONPATH": str(code_dir)},
-        cwd=code_dir, capture_output=True, text=True, timeout=120,
-    )
-    assert proc.stdout.strip() == "written", proc.stderr
+    """)
     old = _state(local)
     assert old["version"] == 3 and old["head"]["metadata"] == BIG
     with ebooklet.open(conn, local, "r") as db:

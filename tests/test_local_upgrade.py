@@ -85,25 +85,29 @@ def _export(commit: str, into: pathlib.Path) -> pathlib.Path:
     return into
 
 
+def run_old_code(code_dir: pathlib.Path, session: str) -> None:
+    """Run ``session`` (Python lines using ``ebooklet``) in a child process with the old code
+    exported to ``code_dir``, and only it, importable."""
+    script = f"import ebooklet\nassert ebooklet.__file__.startswith({str(code_dir)!r}), ebooklet.__file__\n"
+    script += textwrap.dedent(session) + "\nprint('written', flush=True)\n"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env={**env, "PYTHONPATH": str(code_dir)},
+        cwd=code_dir, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.stdout.strip() == "written", proc.stderr
+
+
 def _old_session(code_dir: pathlib.Path, remote: pathlib.Path, local: pathlib.Path) -> None:
     """With the old code only: push SYNCED, then leave PENDING_WRITES and the delete pending."""
-    script = f"""
-        import ebooklet
-        assert ebooklet.__file__.startswith({str(code_dir)!r}), ebooklet.__file__
+    run_old_code(code_dir, f"""
         db = ebooklet.open({str(remote)!r}, {str(local)!r}, "c", value_serializer="pickle")
         db.update({SYNCED!r})
         assert db.changes().push()
         db.update({PENDING_WRITES!r})
         del db[{PENDING_DELETE!r}]
         db.close()
-        print("written", flush=True)
-    """
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)], env={**env, "PYTHONPATH": str(code_dir)},
-        cwd=code_dir, capture_output=True, text=True, timeout=120,
-    )
-    assert proc.stdout.strip() == "written", proc.stderr
+    """)
 
 
 def _ebooklet_cli(cwd: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
