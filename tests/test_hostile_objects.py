@@ -13,7 +13,7 @@ import pytest
 
 import ebooklet
 from ebooklet import format
-from ebooklet.format import Part, part_of, value_hash
+from ebooklet.format import Part, checksum, part_of
 
 from .httpserver import FileServer
 from .subprocs import conn_code, python
@@ -24,7 +24,7 @@ CID = "18c0ffee000000-0123456789ab"
 
 def _part_blob(payload: dict) -> bytes:
     body = zlib.compress(msgpack.packb(payload, use_bin_type=True), 9)
-    return b"EBKI" + value_hash(body) + body
+    return b"EBKI" + checksum(body) + body
 
 
 def _payload(keys: list[str]) -> dict:

@@ -22,7 +22,7 @@ import pytest
 
 import ebooklet
 from ebooklet import api, codec, format
-from ebooklet.format import Entry, Head, Part, value_hash
+from ebooklet.format import Entry, Head, Part, checksum, value_hash
 
 from .conftest import RemoteKind
 from .test_cli import ebk, ebk_all, error_line
@@ -279,7 +279,7 @@ def test_a_malformed_index_part_is_a_remote_format_error(tmp_path, entries, mess
 
 def test_an_index_part_that_inflates_without_limit_is_refused():
     body = zlib.compress(b"\x00" * (format.MAX_PART_BYTES + 1), 9)
-    blob = b"EBKI" + value_hash(body) + body
+    blob = b"EBKI" + checksum(body) + body
     with pytest.raises(ebooklet.RemoteFormatError, match="inflates to more than"):
         Part.decode(blob, "index/0-0-x")
 
@@ -397,7 +397,7 @@ def test_the_command_line_asks_for_allow_pickle_and_reads_other_databases_withou
 
 def _part_blob(payload: dict[str, Any]) -> bytes:
     body = zlib.compress(msgpack.packb(payload, use_bin_type=True))
-    return b"EBKI" + value_hash(body) + body
+    return b"EBKI" + checksum(body) + body
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,8 @@ from .names import (
     MAX_PART_KEYS,
     PART_NAME_RE,
     SEGMENT_NAME_RE,
+    checksum,
     parts_of,
-    value_hash,
 )
 
 _PART_MAGIC = b"EBKI"
@@ -174,7 +174,7 @@ class Part:
             use_bin_type=True,
         )
         body = zlib.compress(payload, 1)
-        return _PART_MAGIC + value_hash(body) + body
+        return _PART_MAGIC + checksum(body) + body
 
     @classmethod
     def decode(cls, data: bytes, name: str = "index part") -> Part:
@@ -183,7 +183,7 @@ class Part:
         if data[:4] != _PART_MAGIC:
             raise RemoteFormatError(f"{name} is not an ebooklet index part")
         body = data[4 + HASH_LEN :]
-        if value_hash(body) != data[4 : 4 + HASH_LEN]:
+        if checksum(body) != data[4 : 4 + HASH_LEN]:
             raise IntegrityError(f"{name} is corrupt: its checksum does not match its content")
         try:
             inflate = zlib.decompressobj()

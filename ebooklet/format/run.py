@@ -21,11 +21,13 @@ import msgpack
 
 from ..errors import RemoteFormatError, UnsupportedFormatError
 from ..limits import MAX_KEY_BYTES, MAX_TIMESTAMP, RESERVED_KEYS
-from .names import HASH_LEN, parts_of, value_hash
+from .names import HASH_LEN, checksum, parts_of
 from .part import le_array, le_bytes
 
 RUN_MAGIC = b"EBKR"
-RUN_VERSION = 1
+#: Version 2 (format 3) hashes values of SHA256_FROM bytes or more with SHA-256; version 1
+#: runs, staged by earlier ebooklet, are still committed (their entries keep their hashes).
+RUN_VERSION = 2
 #: Entries per block: a commit holds one decoded block per run at a time.
 BLOCK_ENTRIES = 4096
 #: The most blocks a run header lists (a run holds at most RUN_MAX_ENTRIES entries).
@@ -86,14 +88,14 @@ def encode_run(db: str, stage: str, number: int, keys: list[str], order: list[in
             bytes(h is None for h in hs), le_bytes(array("I", segs[lo:hi])),
             le_bytes(array("Q", offs[lo:hi])), le_bytes(array("I", lens[lo:hi])),
         ], use_bin_type=True), 1)
-        blob = value_hash(body) + body
+        blob = checksum(body) + body
         blocks.append(blob)
         table.append([at, len(blob), hi - lo, order[lo], order[hi - 1]])
         at += len(blob)
     # Block offsets count from the end of the header.
     body = msgpack.packb({"v": RUN_VERSION, "db": db, "stage": stage, "n": number,
                           "entries": len(keys), "blocks": table}, use_bin_type=True)
-    header = value_hash(body) + body
+    header = checksum(body) + body
     return _PREFIX.pack(RUN_MAGIC, len(header)) + header + b"".join(blocks)
 
 
@@ -124,7 +126,7 @@ def decode_header(data: bytes, name: str, size: int) -> RunHeader:
         raise _bad(name, "it is cut short inside its header")
     blob = data[_PREFIX.size:end]
     body = blob[HASH_LEN:]
-    if value_hash(body) != blob[:HASH_LEN]:
+    if checksum(body) != blob[:HASH_LEN]:
         raise _bad(name, "its header does not match its checksum")
     try:
         raw = msgpack.unpackb(body, raw=False, max_array_len=MAX_BLOCKS, max_map_len=16, max_str_len=256)
@@ -135,7 +137,7 @@ def decode_header(data: bytes, name: str, size: int) -> RunHeader:
     try:
         blocks = tuple(tuple(int(x) for x in row) for row in raw["blocks"])
         header = RunHeader(str(raw["db"]), str(raw["stage"]), int(raw["n"]), int(raw["entries"]), blocks)
-        if raw["v"] != RUN_VERSION:
+        if raw["v"] not in (1, RUN_VERSION):
             raise ValueError(f"version {raw['v']!r}")
     except (KeyError, TypeError, ValueError) as exc:
         raise _bad(name, f"its header is malformed: {exc}") from None
@@ -162,7 +164,7 @@ def decode_block(data: bytes, name: str, row: tuple[int, int, int, int, int],
     if len(data) != length:
         raise _bad(name, f"a block is {len(data):,} bytes, not {length:,}")
     body = data[HASH_LEN:]
-    if value_hash(body) != data[:HASH_LEN]:
+    if checksum(body) != data[:HASH_LEN]:
         raise _bad(name, "a block does not match its checksum")
     try:
         inflate = zlib.decompressobj()

@@ -8,12 +8,11 @@ back, so that the next comparison needs no scan.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..format import HASH_LEN, Entry, Head, part_of, value_hash
+from ..format import Entry, Head, hash_matches, legacy_match, part_of, value_hash
 from ..results import Change, ChangeKind
 from ..settings import now_us
 from .index import EMPTY, SCAN_FRACTION, BaseIndex, check_count
@@ -58,7 +57,7 @@ def same(lc: LocalChange, rc: Entry | None) -> bool:
     """Both sides made the same change (same bytes, or both deleted)."""
     if lc.raw is None:
         return rc is None
-    return rc is not None and lc.hash == rc.hash
+    return rc is not None and (lc.hash == rc.hash or legacy_match(lc.raw, rc.hash))
 
 
 def local_changes(index: BaseIndex) -> LocalDiff:
@@ -88,7 +87,7 @@ def local_changes(index: BaseIndex) -> LocalDiff:
         touched = local.touched
         wanted = None if external else touched
         scanned = []
-        blake2b, new = hashlib.blake2b, LocalChange
+        new = LocalChange
         for key, ts, raw in local.raw_items():
             scanned.append(key)
             if wanted is not None and key not in wanted:
@@ -96,14 +95,14 @@ def local_changes(index: BaseIndex) -> LocalDiff:
             entry = parts[part_of(key, bits)].get(key) if parts else None
             mine = key in touched
             if entry is not None and ts == entry.timestamp and not mine:
-                if external and blake2b(raw, digest_size=HASH_LEN).digest() != entry.hash:
+                if external and not hash_matches(raw, entry.hash):
                     damaged.append(key)
                 continue
             if mine and touched[key] is None and local.disagrees(key, ts, raw):
                 suspect.append(key)
                 continue
-            h = blake2b(raw, digest_size=HASH_LEN).digest()  # value_hash, inlined
-            if entry is None or h != entry.hash:
+            h = value_hash(raw)
+            if entry is None or (h != entry.hash and not legacy_match(raw, entry.hash)):
                 changes[key] = new(raw, ts, h)
         diff.scanned = set(scanned)
         rest = [key for key in touched if key not in diff.scanned]
@@ -202,7 +201,7 @@ def _compare(
     if entry is not None and ts == entry.timestamp and key not in touched:
         return None
     h = value_hash(raw)
-    if entry is not None and h == entry.hash:
+    if entry is not None and (h == entry.hash or legacy_match(raw, entry.hash)):
         return None
     return LocalChange(raw, ts, h)
 

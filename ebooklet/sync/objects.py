@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import hashlib
 import itertools
 import logging
 import threading
@@ -20,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal, NamedTuple, TypeVar, overload
 
 from ..errors import PreconditionFailed, RemoteError, RemoteFormatError, RemoteNotFoundError
-from ..format import HASH_LEN, MAX_PART_OBJECT_BYTES
+from ..format import MAX_PART_OBJECT_BYTES, value_hash
 from ..phases import timed
 from ..remote import Remote
 from ..results import Progress, ProgressCallback
@@ -116,17 +115,13 @@ def hash_ahead(
     HASH_AHEAD_BYTES ahead of the caller, so that their hashing runs beside the caller's
     reading and uploading; the batches read ahead are the only extra memory.
     """
-    fresh = hashlib.blake2b(digest_size=HASH_LEN).copy  # value_hash, inlined: no arguments to parse
-
     def hashes(batch: list[tuple[str, int, bytes | None, int]]) -> list[bytes | None]:
         out: list[bytes | None] = []
         for _, _, raw, _ in batch:
             if raw is None:
                 out.append(None)
                 continue
-            h = fresh()
-            h.update(raw)
-            out.append(h.digest())
+            out.append(value_hash(raw))
         return out
 
     pool: concurrent.futures.ThreadPoolExecutor | None = None

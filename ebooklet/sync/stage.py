@@ -13,13 +13,12 @@ its ``min_age``, by the store's clock.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ClosedError, ReadOnlyError, RemoteNotFoundError, SerializerMismatchError
-from ..format import HASH_LEN, new_commit_id, segment_name
+from ..format import new_commit_id, segment_name, value_hash
 from ..format.run import RUN_MAX_ENTRIES, encode_run, key_order
 from ..limits import check_key, check_value_size
 from ..local import codec_for
@@ -190,18 +189,11 @@ class Stage:
         ts, raws_ = zip(*map(buffer.__getitem__, keys), strict=True)
         raws = list(raws_)
         del buffer
-        fresh = hashlib.blake2b(digest_size=HASH_LEN).copy
-
-        def digest(raw: bytes) -> bytes:
-            h = fresh()
-            h.update(raw)
-            return h.digest()
-
         if None not in raws:
             # Writes only (the common case): column by column.
             segs, offs = self._pack(raws)  # type: ignore[arg-type]
             lens = list(map(len, raws))  # type: ignore[arg-type]
-            hashes: list[bytes | None] = list(map(digest, raws))  # type: ignore[arg-type]
+            hashes: list[bytes | None] = list(map(value_hash, raws))  # type: ignore[arg-type]
             self._written += len(keys)
             self._key_bytes += sum(map(len, map(str.encode, keys)))
         else:
@@ -217,7 +209,7 @@ class Stage:
                     hashes.append(None)
                     self._deleted += 1
                     continue
-                hashes.append(digest(raw))
+                hashes.append(value_hash(raw))
                 segs.append(seg_w[w])
                 offs.append(off_w[w])
                 lens.append(len(raw))

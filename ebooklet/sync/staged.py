@@ -30,7 +30,7 @@ from ..errors import (
     SerializerMismatchError,
     SyncError,
 )
-from ..format import Entry, Head, Part, bits_for, new_commit_id, part_of, value_hash
+from ..format import Entry, Head, Part, bits_for, hash_matches, new_commit_id, part_of, value_hash
 from ..format.run import Block, RunHeader, decode_block, decode_header, header_length
 from ..local import codec_for
 from ..lock import Lease
@@ -273,7 +273,7 @@ class Conflicts:
         if entry is None:
             return DELETED
         data = self.objects.get_range(RangeRequest(entry.segment, entry.offset, entry.length, ()))
-        if value_hash(data) != entry.hash:
+        if not hash_matches(data, entry.hash):
             raise decode_error(entry.segment, "a value does not match its content hash")
         assert self.codec is not None
         return self.codec.decode(data)
