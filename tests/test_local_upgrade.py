@@ -60,6 +60,7 @@ GENERATIONS = {
     ),
     "last-format-1": lambda: _first_adding("FORMAT_VERSION = 2", "ebooklet/format.py") + "^",
     "first-format-2": lambda: _first_adding("FORMAT_VERSION = 2", "ebooklet/format.py"),
+    "last-format-2": lambda: _first_adding("FORMAT_VERSION = 3", "ebooklet/format/names.py") + "^",
     "last-state-version-1": lambda: _first_adding("STATE_VERSION = 2", "ebooklet/local.py") + "^",
     "last-state-version-3": lambda: _first_adding("STATE_VERSION = 4", "ebooklet/local/state.py") + "^",
 }

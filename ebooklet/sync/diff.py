@@ -102,7 +102,7 @@ def local_changes(index: BaseIndex) -> LocalDiff:
                 suspect.append(key)
                 continue
             h = value_hash(raw)
-            if entry is None or (h != entry.hash and not legacy_match(raw, entry.hash)):
+            if entry is None or h != entry.hash:
                 changes[key] = new(raw, ts, h)
         diff.scanned = set(scanned)
         rest = [key for key in touched if key not in diff.scanned]
@@ -201,7 +201,7 @@ def _compare(
     if entry is not None and ts == entry.timestamp and key not in touched:
         return None
     h = value_hash(raw)
-    if entry is not None and (h == entry.hash or legacy_match(raw, entry.hash)):
+    if entry is not None and h == entry.hash:
         return None
     return LocalChange(raw, ts, h)
 

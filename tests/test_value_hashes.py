@@ -1,0 +1,309 @@
+"""Content hashes of values (format 3): SHA-256 from SHA256_FROM bytes, blake2b-128 below, and
+the blake2b-128 hashes of every value written before format 3 still accepted.
+
+A database written by the last commit of format 2 (exported from the project's history, as in
+test_local_upgrade) is read, verified, rewritten and damaged by today's code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+
+import pytest
+
+import ebooklet
+from ebooklet.errors import IntegrityError
+from ebooklet.format import (
+    FORMAT_VERSION,
+    HASH_LEN,
+    SHA256_FROM,
+    checksum,
+    first_mismatch,
+    hash_matches,
+    legacy_match,
+    value_hash,
+    value_hashes,
+)
+from ebooklet.info import latest_head
+from ebooklet.remote import connect
+from ebooklet.sync.scan import Scan, plan_partitions
+
+from .test_local_upgrade import _commit, _export, _has_history, run_old_code
+
+
+def blake(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()[:16]
+
+
+# --- the hash functions ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 1, 100, SHA256_FROM - 1])
+def test_values_under_the_threshold_are_hashed_with_blake2b(n):
+    data = bytes(range(256)) * (n // 256) + bytes(n % 256)
+    assert value_hash(data) == blake(data) == checksum(data)
+    assert value_hashes([data]) == value_hashes([data], legacy=True) == blake(data)
+
+
+@pytest.mark.parametrize("n", [SHA256_FROM, SHA256_FROM + 1, 1 << 20])
+def test_values_from_the_threshold_on_are_hashed_with_sha256(n):
+    data = b"\x5a" * n
+    assert len(value_hash(data)) == HASH_LEN
+    assert value_hash(data) == sha(data) != blake(data)
+    assert value_hashes([data, b"x"]) == sha(data) + blake(b"x")
+    assert value_hashes([data, b"x"], legacy=True) == blake(data) + blake(b"x")
+    assert value_hash(memoryview(data)) == sha(data)  # buffers hash like bytes
+
+
+def test_hash_matches_takes_the_hash_now_or_the_blake2b_of_a_large_value_only():
+    large, small = b"L" * SHA256_FROM, b"s" * 100
+    assert hash_matches(large, sha(large)) and hash_matches(large, blake(large))
+    assert legacy_match(large, blake(large)) and not legacy_match(large, sha(large))
+    assert hash_matches(small, blake(small))
+    # A small value was never hashed with SHA-256: that hash is not its hash.
+    assert not hash_matches(small, sha(small)) and not legacy_match(small, blake(small))
+    assert not hash_matches(large, sha(large[:-1] + b"M"))
+    assert not hash_matches(large, blake(large[:-1] + b"M"))
+    assert not hash_matches(large + b"!", sha(large)) and not hash_matches(large + b"!", blake(large))
+
+
+def test_first_mismatch_accepts_either_scheme_per_value_and_finds_the_first_bad_one():
+    a, b, c = b"a" * SHA256_FROM, b"b" * 5000, b"c" * 10
+    want = sha(a) + blake(b) + blake(c)  # b was written before format 3
+    for legacy in (False, True):
+        got = value_hashes([a, b, c], legacy)
+        assert first_mismatch([a, b, c], got, want, legacy) is None
+        bad = sha(a) + sha(b"x" * 5000) + blake(c)
+        assert first_mismatch([a, b, c], got, bad, legacy) == 1
+        bad_small = sha(a) + blake(b) + sha(c)
+        assert first_mismatch([a, b, c], got, bad_small, legacy) == 2
+
+
+# --- a database of format 2 ------------------------------------------------------------------
+
+#: The values the old code writes, as code (the old code runs it too; 1 KiB is SHA256_FROM).
+OLD_VALUES_CODE = (
+    '{"small": b"s" * 100, "edge": b"e" * 1023, "from": b"f" * 1024, '
+    '"mid": bytes(range(256)) * 400, "large": b"L" * (1 << 20) + b"end"}'
+)
+OLD_VALUES = eval(OLD_VALUES_CODE)  # noqa: S307 - our own literal
+assert len(OLD_VALUES["from"]) == SHA256_FROM
+
+
+@pytest.fixture(scope="module")
+def format_2(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """A folder remote (as a directory to copy) written by the last commit of format 2."""
+    if not _has_history():
+        pytest.skip("no git history: the last commit of format 2 cannot be exported")
+    root = tmp_path_factory.mktemp("format2")
+    code_dir = _export(_commit("last-format-2"), root / "old-code")
+    run_old_code(code_dir, f"""
+        from ebooklet import format
+        assert format.FORMAT_VERSION == 2
+        with ebooklet.open({str(root / "remote" / "db")!r}, {str(root / "old.blt")!r}, "n") as db:
+            db.update({OLD_VALUES_CODE})
+            assert db.changes().push()
+    """)
+    return root / "remote"
+
+
+@pytest.fixture
+def remote(format_2: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
+    import shutil
+
+    shutil.copytree(format_2, tmp_path / "remote")
+    return tmp_path / "remote" / "db"
+
+
+def _entries(remote: pathlib.Path) -> dict[str, bytes]:
+    """Each key's hash in the latest commit."""
+    with ebooklet.open(remote, remote.parent / "entries.blt", "r") as db:
+        base = db._replica.index.base  # noqa: SLF001 - the stored hashes themselves
+        return {k: e.hash for k, e in db._replica.index.merged(base).items()}  # noqa: SLF001
+
+
+def test_the_old_database_holds_blake2b_hashes_for_every_value(remote):
+    assert latest_head(str(remote))[1].version == 2
+    assert _entries(remote) == {k: blake(v) for k, v in OLD_VALUES.items()}
+
+
+def test_a_format_2_database_reads_whole_one_by_one_and_verifies(remote, tmp_path):
+    with ebooklet.open(remote, tmp_path / "bulk.blt", "r") as db:
+        assert dict(db.items()) == OLD_VALUES
+        # The bulk read learnt which segment holds hashes of format 2.
+        assert db._replica.values.legacy_segments  # noqa: SLF001
+    with ebooklet.open(remote, tmp_path / "one.blt", "r") as db:
+        assert {k: db[k] for k in OLD_VALUES} == OLD_VALUES
+    report = ebooklet.verify(remote, deep=True)
+    assert report.ok and report.values_checked == len(OLD_VALUES), report.problems
+    head = latest_head(str(remote))[1]
+    (names,) = plan_partitions(head, 1)
+    assert dict(iter(Scan(connect(remote), names))) == OLD_VALUES
+
+
+def test_the_same_bytes_written_again_are_pushed_once_with_their_new_hash(remote, tmp_path):
+    """A hash of format 2 cannot be compared with one of format 3: a large value written again
+    unchanged is a change once (listed and pushed alike), then never again."""
+    large = sorted(k for k, v in OLD_VALUES.items() if len(v) >= SHA256_FROM)
+    with ebooklet.open(remote, tmp_path / "w.blt", "w") as db:
+        db.update(OLD_VALUES)
+        assert sorted(c.key for c in db.changes().iter_changes()) == large
+        assert db.changes().push().keys == large
+        db.update(OLD_VALUES)
+        assert list(db.changes().iter_changes()) == []
+        assert not db.changes().push()
+    assert _entries(remote) == {k: value_hash(v) for k, v in OLD_VALUES.items()}
+
+
+def test_a_push_upgrades_to_format_3_and_keeps_the_old_hashes(remote, tmp_path):
+    new = {"mid": b"m" * 5000, "added": b"a" * 3000, "tiny": b"t"}
+    with ebooklet.open(remote, tmp_path / "w.blt", "w") as db:
+        db.update(new)
+        assert db.changes().push()
+    head = latest_head(str(remote))[1]
+    assert head.version == FORMAT_VERSION == 3
+    hashes = _entries(remote)
+    for key, value in (OLD_VALUES | new).items():
+        want = value_hash(value) if key in new else blake(value)
+        assert hashes[key] == want, key
+    with ebooklet.open(remote, tmp_path / "again.blt", "r") as db:
+        assert dict(db.items()) == OLD_VALUES | new
+    assert ebooklet.verify(remote, deep=True).ok
+
+
+def test_the_last_format_2_code_refuses_a_database_of_format_3(remote, tmp_path):
+    with ebooklet.open(remote, tmp_path / "w.blt", "w") as db:
+        db["added"] = b"a" * 3000
+        db.changes().push()
+    code_dir = _export(_commit("last-format-2"), tmp_path / "old-code")
+    run_old_code(code_dir, f"""
+        import ebooklet.errors
+        try:
+            ebooklet.open({str(remote)!r}, {str(tmp_path / "old.blt")!r}, "r")
+        except ebooklet.errors.UnsupportedFormatError as exc:
+            assert "upgrade ebooklet" in str(exc).lower(), exc
+        else:
+            raise AssertionError("format 3 was read by the code of format 2")
+    """)
+
+
+@pytest.mark.parametrize("key", ["large", "from", "small"])
+def test_a_damaged_value_of_a_format_2_database_is_refused(remote, tmp_path, key):
+    segments = sorted((remote.with_name(remote.name + ".ebooklet") / "seg").iterdir())
+    assert len(segments) == 1
+    data = bytearray(segments[0].read_bytes())
+    at = data.find(OLD_VALUES[key])
+    assert at >= 0
+    data[at + len(OLD_VALUES[key]) // 2] ^= 0x01
+    segments[0].write_bytes(bytes(data))
+    with ebooklet.open(remote, tmp_path / "r.blt", "r") as db:
+        with pytest.raises(IntegrityError, match="content hash"):
+            db[key]
+        with pytest.raises(IntegrityError, match="content hash"):
+            dict(db.items())
+    report = ebooklet.verify(remote, deep=True)
+    assert not report.ok and any(repr(key) in p for p in report.problems)
+    head = latest_head(str(remote))[1]
+    with pytest.raises(IntegrityError, match="content hash"):
+        dict(iter(Scan(connect(remote), plan_partitions(head, 1)[0])))
+
+
+def test_a_comparison_after_a_lost_journal_takes_the_old_hashes_as_intact(remote, tmp_path, caplog):
+    """After the journal is lost, the data file is compared with the remote: cached values of
+    format 2 are the base's bytes, not damage to fetch again."""
+    local = tmp_path / "w.blt"
+    with ebooklet.open(remote, local, "w") as db:
+        assert dict(db.items()) == OLD_VALUES  # cached
+    (local.with_name(local.name + ".ebooklet") / "journal.log").unlink()
+    with caplog.at_level("INFO", logger="ebooklet"), ebooklet.open(remote, local, "w") as db:
+        assert db._local.external_edits  # noqa: SLF001 - the full comparison is what is tested
+        assert list(db.changes().iter_changes()) == []
+        assert dict(db.items()) == OLD_VALUES
+    assert "damaged" not in caplog.text
+
+
+def test_the_same_change_made_by_the_code_of_format_2_is_not_a_conflict(remote, tmp_path):
+    """Both sides wrote the same bytes, hashed once each way: the same change."""
+    value = b"n" * 4000
+    with ebooklet.open(remote, tmp_path / "w.blt", "w") as db:
+        db["from"] = value
+        code_dir = _export(_commit("last-format-2"), tmp_path / "old-code")
+        run_old_code(code_dir, f"""
+            with ebooklet.open({str(remote)!r}, {str(tmp_path / "old.blt")!r}, "w") as db:
+                db["from"] = b"n" * 4000
+                assert db.changes().push()
+        """)
+        result = db.changes().push()  # a conflict would raise
+        assert not result.committed and result.pulled == ["from"]  # already made remotely
+    assert _entries(remote)["from"] == blake(value)
+
+
+def test_a_stage_of_the_code_of_format_2_is_committed(remote, tmp_path):
+    """Runs of version 1 (blake2b hashes) are still committed, and their values read."""
+    import pickle
+
+    code_dir = _export(_commit("last-format-2"), tmp_path / "old-code")
+    token_file = tmp_path / "token.pickle"
+    run_old_code(code_dir, f"""
+        import pickle
+        stage = ebooklet.stage({str(remote)!r})
+        stage.update({{"staged": b"z" * 5000, "large": b"L2" * 1000}})
+        with open({str(token_file)!r}, "wb") as f:
+            pickle.dump(stage.close(), f)
+    """)
+    with open(token_file, "rb") as f:
+        token = pickle.load(f)  # noqa: S301 - written by this test
+    ebooklet.commit(remote, [token])
+    expected = OLD_VALUES | {"staged": b"z" * 5000, "large": b"L2" * 1000}
+    assert _entries(remote)["staged"] == blake(b"z" * 5000)
+    with ebooklet.open(remote, tmp_path / "r.blt", "r") as db:
+        assert dict(db.items()) == expected
+    assert ebooklet.verify(remote, deep=True).ok
+
+
+def _old_push(tmp_path: pathlib.Path, remote: pathlib.Path, key: str, code: str) -> None:
+    """The last code of format 2 writes ``key`` (its value as ``code``) and pushes."""
+    code_dir = _export(_commit("last-format-2"), tmp_path / "old-code")
+    run_old_code(code_dir, f"""
+        with ebooklet.open({str(remote)!r}, {str(tmp_path / "old.blt")!r}, "w") as db:
+            db[{key!r}] = {code}
+            assert db.changes().push()
+    """)
+
+
+def test_a_conflict_settled_by_a_function_reads_the_values_of_format_2(remote, tmp_path):
+    seen = {}
+
+    def settle(key, local, remote_value, base):
+        seen[key] = (local, remote_value, base)
+        return local + remote_value
+
+    with ebooklet.open(remote, tmp_path / "w.blt", "w") as db:
+        db["large"] = b"mine" * 1000
+        _old_push(tmp_path, remote, "large", 'b"theirs" * 1000')
+        assert db.changes().push(on_conflict=settle).keys == ["large"]
+    assert seen == {"large": (b"mine" * 1000, b"theirs" * 1000, OLD_VALUES["large"])}
+    assert _entries(remote)["large"] == value_hash(b"mine" * 1000 + b"theirs" * 1000)
+
+
+def test_a_staged_commit_hashes_with_sha256_and_settles_against_values_of_format_2(remote, tmp_path):
+    seen = {}
+
+    def settle(key, mine, now, was):
+        seen[key] = (mine, now, was)
+        return mine
+
+    stage = ebooklet.stage(remote)
+    stage.update({"large": b"S" * 3000, "fresh": b"q" * 5000})
+    token = stage.close()
+    _old_push(tmp_path, remote, "large", 'b"theirs" * 1000')
+    ebooklet.commit(remote, [token], on_conflict=settle)
+    assert seen == {"large": (b"S" * 3000, b"theirs" * 1000, OLD_VALUES["large"])}
+    hashes = _entries(remote)
+    assert hashes["fresh"] == sha(b"q" * 5000) and hashes["large"] == sha(b"S" * 3000)
+    assert ebooklet.verify(remote, deep=True).ok
