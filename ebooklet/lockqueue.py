@@ -151,9 +151,11 @@ class WaitQueue:
 #: first waiter that is gone, or a forged place, costs this once).
 GRACE_S = 3.0
 #: How often the first waiter looks at the lease, and the pause per place further back with
-#: which the others look at the queue (at most MAX_POLL_S).
-FRONT_POLL_S = 0.025
-POLL_PER_PLACE_S = 0.1
+#: which the others look at the queue (at most MAX_POLL_S). The second waiter becomes first
+#: when the first takes the lease, and must look again within about one push of the holder's
+#: for the lease to change hands without a pause (docs/sync.rst, *The remote lock*).
+FRONT_POLL_S = 0.01
+POLL_PER_PLACE_S = 0.02
 MAX_POLL_S = 1.0
 
 
