@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import ebooklet
 from ebooklet.local import fastwrite, layout
 from ebooklet.local.datafile import DataFile
 
@@ -168,3 +169,22 @@ def test_a_new_file_is_the_file_booklet_makes(tmp_path, monkeypatch):
     # The header holds a creation time and the file's uuid: the rest is the same.
     same = sum(a == b for a, b in zip(ours, theirs, strict=True))
     assert same > len(ours) - 64
+
+
+def test_the_hash_table_grows_while_keys_are_written_not_at_the_next_push(tmp_path):
+    """booklet grows a file's table only when the file is synced. A file made for a small
+    remote (12,007 buckets) that then takes many keys grows as soon as its keys outnumber its
+    buckets, as a sync would, instead of every write walking longer chains until the push."""
+    remote = tmp_path / "remote" / "db"
+    with ebooklet.open(remote, tmp_path / "seed.blt", "n") as db:
+        db["seed"] = b"s"
+        db.changes().push()
+    local = tmp_path / "bulk.blt"
+    with ebooklet.open(remote, local, "w", buffer_size=64 * 1024) as db:
+        assert layout.inspect(local).n_buckets == 12007
+        for i in range(13_000):
+            db[f"station-{i:06d}"] = b"v" * 10
+        assert layout.inspect(local).n_buckets == 144013  # before any push or close
+        assert db.changes().push().keys[:1] == ["station-000000"]
+    with ebooklet.open(remote, tmp_path / "check.blt", "r") as db:
+        assert len(db) == 13_001 and db["station-012999"] == b"v" * 10

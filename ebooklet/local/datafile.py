@@ -10,6 +10,7 @@ state or the journal.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import pathlib
@@ -185,6 +186,7 @@ class DataFile:
         self.value_serializer = value_cls
         self.dumps = value_cls.dumps
         self._fast = fastwrite.capable(db)
+        self._grow_at = self._next_growth()
 
     @property
     def fast(self) -> bool:
@@ -212,6 +214,7 @@ class DataFile:
                 "processes have it open; close them, or open with a longer timeout"
             ) from exc
         self._fast = fastwrite.capable(self._db)
+        self._grow_at = self._next_growth()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -255,6 +258,8 @@ class DataFile:
             fastwrite.put(self._db, key, raw, timestamp)
         else:
             self._db.set(key, raw, timestamp, False)
+        if self._grow_at < math.inf and self._db._n_keys > self._grow_at:
+            self._grow()
 
     def put_many(self, items: Iterable[tuple[str, bytes, int]]) -> None:
         """:meth:`put` for many ``(key, value, timestamp)``, in order."""
@@ -263,6 +268,29 @@ class DataFile:
         else:
             for key, raw, ts in items:
                 self._db.set(key, raw, ts, False)
+        if self._grow_at < math.inf and self._db._n_keys > self._grow_at:
+            self._grow()
+
+    def _next_growth(self) -> float:
+        """The key count past which the hash table grows at once (see :meth:`_grow`)."""
+        db = self._db
+        if not (db.writable and hasattr(db, "_n_keys") and hasattr(db, "_n_buckets")):
+            return math.inf  # (a booklet without these: it grows the table when synced)
+        if booklet.utils.get_new_n_buckets(db._n_buckets) is None:
+            return math.inf
+        return float(db._n_buckets)
+
+    def _grow(self) -> None:
+        """Grow booklet's hash table now that it holds more keys than buckets.
+
+        booklet grows it only when the file is synced (by a push, or when closed); until
+        then every write walks longer chains of entries, so that writing 1,000,000 keys into
+        the 12,007 buckets of a file made for a small remote took minutes. A sync grows the
+        table when the keys outnumber the buckets (its ``_check_auto_reindex``), as it would
+        at the next push; no fsync.
+        """
+        self.flush()
+        self._grow_at = self._next_growth()
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; False when it was not there."""
