@@ -317,5 +317,6 @@ def test_bits_for_does_not_split_parts_that_are_still_under_the_split_size():
 
 
 def test_object_names_are_relative_so_a_database_can_move():
-    assert segment_name("c1", 0) == "seg/c1-0"
+    assert segment_name("c1", 0) == "seg/c1-0s"  # format 3: its large values hashed with SHA-256
+    assert segment_name("c1", 0, legacy=True) == "seg/c1-0"
     assert part_name(3, 5, "c1") == "index/3-5-c1"

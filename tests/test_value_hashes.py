@@ -1,14 +1,17 @@
-"""Content hashes of values (format 3): SHA-256 from SHA256_FROM bytes, blake2b-128 below, and
-the blake2b-128 hashes of every value written before format 3 still accepted.
+"""Content hashes of values (format 3): in a segment of format 3 (named ``...s``) a value of
+SHA256_FROM bytes or more is hashed with SHA-256, a smaller one with blake2b-128; in a
+segment of an earlier format every value keeps its blake2b-128.
 
 A database written by the last commit of format 2 (exported from the project's history, as in
-test_local_upgrade) is read, verified, rewritten and damaged by today's code.
+test_local_upgrade) is read, verified, rewritten, compacted, damaged, conflicted and staged
+into by today's code, and beside the code of format 2.
 """
 
 from __future__ import annotations
 
 import hashlib
 import pathlib
+import pickle
 
 import pytest
 
@@ -20,9 +23,10 @@ from ebooklet.format import (
     SHA256_FROM,
     Part,
     checksum,
-    first_mismatch,
-    hash_matches,
-    legacy_match,
+    hash_in,
+    legacy_segment,
+    same_value,
+    segment_name,
     value_hash,
     value_hashes,
 )
@@ -47,42 +51,38 @@ def sha(data: bytes) -> bytes:
 @pytest.mark.parametrize("n", [0, 1, 100, SHA256_FROM - 1])
 def test_values_under_the_threshold_are_hashed_with_blake2b(n):
     data = bytes(range(256)) * (n // 256) + bytes(n % 256)
-    assert value_hash(data) == blake(data) == checksum(data)
+    assert value_hash(data) == value_hash(data, legacy=True) == blake(data) == checksum(data)
     assert value_hashes([data]) == value_hashes([data], legacy=True) == blake(data)
 
 
 @pytest.mark.parametrize("n", [SHA256_FROM, SHA256_FROM + 1, 1 << 20])
-def test_values_from_the_threshold_on_are_hashed_with_sha256(n):
+def test_values_from_the_threshold_on_are_hashed_with_sha256_in_segments_of_format_3(n):
     data = b"\x5a" * n
     assert len(value_hash(data)) == HASH_LEN
-    assert value_hash(data) == sha(data) != blake(data)
+    assert value_hash(data) == sha(data) != blake(data) == value_hash(data, legacy=True)
     assert value_hashes([data, b"x"]) == sha(data) + blake(b"x")
     assert value_hashes([data, b"x"], legacy=True) == blake(data) + blake(b"x")
     assert value_hash(memoryview(data)) == sha(data)  # buffers hash like bytes
 
 
-def test_hash_matches_takes_the_hash_now_or_the_blake2b_of_a_large_value_only():
+def test_a_segments_name_says_how_its_values_are_hashed():
+    new, old = segment_name("18c0ffee-0123456789ab", 3), "seg/18c0ffee-0123456789ab-3"
+    assert new == old + "s" and not legacy_segment(new) and legacy_segment(old)
+    assert segment_name("18c0ffee-0123456789ab", 3, legacy=True) == old
+    large = b"L" * SHA256_FROM
+    assert hash_in(new, large) == sha(large) and hash_in(old, large) == blake(large)
+    assert hash_in(new, b"small") == hash_in(old, b"small") == blake(b"small")
+
+
+def test_same_value_hashes_again_only_for_a_large_value_of_an_older_segment():
+    new, old = "seg/18c0ffee-0123456789ab-0s", "seg/18c0ffee-0123456789ab-0"
     large, small = b"L" * SHA256_FROM, b"s" * 100
-    assert hash_matches(large, sha(large)) and hash_matches(large, blake(large))
-    assert legacy_match(large, blake(large)) and not legacy_match(large, sha(large))
-    assert hash_matches(small, blake(small))
-    # A small value was never hashed with SHA-256: that hash is not its hash.
-    assert not hash_matches(small, sha(small)) and not legacy_match(small, blake(small))
-    assert not hash_matches(large, sha(large[:-1] + b"M"))
-    assert not hash_matches(large, blake(large[:-1] + b"M"))
-    assert not hash_matches(large + b"!", sha(large)) and not hash_matches(large + b"!", blake(large))
-
-
-def test_first_mismatch_accepts_either_scheme_per_value_and_finds_the_first_bad_one():
-    a, b, c = b"a" * SHA256_FROM, b"b" * 5000, b"c" * 10
-    want = sha(a) + blake(b) + blake(c)  # b was written before format 3
-    for legacy in (False, True):
-        got = value_hashes([a, b, c], legacy)
-        assert first_mismatch([a, b, c], got, want, legacy) is None
-        bad = sha(a) + sha(b"x" * 5000) + blake(c)
-        assert first_mismatch([a, b, c], got, bad, legacy) == 1
-        bad_small = sha(a) + blake(b) + sha(c)
-        assert first_mismatch([a, b, c], got, bad_small, legacy) == 2
+    assert same_value(large, sha(large), sha(large), new)
+    assert same_value(large, sha(large), blake(large), old)
+    assert not same_value(large, sha(large), blake(large), new)  # a segment of format 3: SHA-256 only
+    assert not same_value(large, sha(large), blake(large[:-1] + b"M"), old)
+    assert same_value(small, blake(small), blake(small), old)
+    assert not same_value(small, blake(small), sha(small), new)
 
 
 # --- a database of format 2 ------------------------------------------------------------------
@@ -91,6 +91,7 @@ def test_first_mismatch_accepts_either_scheme_per_value_and_finds_the_first_bad_
 OLD_VALUES_CODE = (
     '{"small": b"s" * 100, "edge": b"e" * 1023, "from": b"f" * 1024, '
     '"mid": bytes(range(256)) * 400, "large": b"L" * (1 << 20) + b"end"}'
+    ' | {f"pad{i}": bytes([i]) * 20 for i in range(10)}'
 )
 OLD_VALUES = eval(OLD_VALUES_CODE)  # noqa: S307 - our own literal
 assert len(OLD_VALUES["from"]) == SHA256_FROM
@@ -131,16 +132,25 @@ def _entries(remote: pathlib.Path) -> dict[str, bytes]:
     return out
 
 
+def _segments(remote: pathlib.Path) -> dict[str, str]:
+    """Each key's segment in the latest commit."""
+    head = latest_head(str(remote))[1]
+    objects = remote.with_name(remote.name + ".ebooklet")
+    out: dict[str, str] = {}
+    for name in filter(None, head.parts):
+        out.update((k, e.segment) for k, e in Part.decode((objects / name).read_bytes(), name).items())
+    return out
+
+
 def test_the_old_database_holds_blake2b_hashes_for_every_value(remote):
     assert latest_head(str(remote))[1].version == 2
     assert _entries(remote) == {k: blake(v) for k, v in OLD_VALUES.items()}
+    assert all(legacy_segment(name) for name in _segments(remote).values())
 
 
 def test_a_format_2_database_reads_whole_one_by_one_and_verifies(remote, tmp_path):
     with ebooklet.open(remote, tmp_path / "bulk.blt", "r") as db:
         assert dict(db.items()) == OLD_VALUES
-        # The bulk read learnt which segment holds hashes of format 2.
-        assert db._replica.values.legacy_segments  # noqa: SLF001
     with ebooklet.open(remote, tmp_path / "one.blt", "r") as db:
         assert {k: db[k] for k in OLD_VALUES} == OLD_VALUES
     report = ebooklet.verify(remote, deep=True)
@@ -150,18 +160,50 @@ def test_a_format_2_database_reads_whole_one_by_one_and_verifies(remote, tmp_pat
     assert dict(iter(Scan(connect(remote), names))) == OLD_VALUES
 
 
-def test_the_same_bytes_written_again_are_pushed_once_with_their_new_hash(remote, tmp_path):
-    """A hash of format 2 cannot be compared with one of format 3: a large value written again
-    unchanged is a change once (listed and pushed alike), then never again."""
-    large = sorted(k for k, v in OLD_VALUES.items() if len(v) >= SHA256_FROM)
+def test_the_same_bytes_written_again_over_entries_of_format_2_are_not_a_change(remote, tmp_path):
+    """The bytes are hashed again the older way to tell (listing, pull and push agree)."""
     with ebooklet.open(remote, tmp_path / "w.blt", "w") as db:
         db.update(OLD_VALUES)
-        assert sorted(c.key for c in db.changes().iter_changes()) == large
-        assert db.changes().push().keys == large
-        db.update(OLD_VALUES)
+        assert list(db.changes().iter_changes()) == []
+        assert db.changes().pull().updated == []
+        assert not db.changes().push()
+    assert latest_head(str(remote))[1].commit == 1
+    assert _entries(remote) == {k: blake(v) for k, v in OLD_VALUES.items()}
+
+
+def test_one_key_written_again_among_many_cached_is_not_a_change(remote, tmp_path):
+    """With few keys touched among many cached, the comparison looks each one up (the other
+    path of the local diff)."""
+    with ebooklet.open(remote, tmp_path / "w.blt", "w") as db:
+        assert dict(db.items()) == OLD_VALUES  # cached
+        db["large"] = OLD_VALUES["large"]
         assert list(db.changes().iter_changes()) == []
         assert not db.changes().push()
-    assert _entries(remote) == {k: value_hash(v) for k, v in OLD_VALUES.items()}
+
+
+@pytest.mark.parametrize("policy", [None, "local", "newest"])
+def test_the_same_bytes_written_again_while_the_code_of_format_2_changes_them(remote, tmp_path, policy):
+    """Writing the base's bytes again is no change: the other writer's change stands, with
+    every policy, and makes no conflict."""
+    with ebooklet.open(remote, tmp_path / "w.blt", "w") as db:
+        db["large"] = OLD_VALUES["large"]
+        _old_push(tmp_path, remote, "large", 'b"theirs" * 1000')
+        db.changes().pull(on_conflict=policy)
+        assert not db.changes().push()
+        assert db["large"] == b"theirs" * 1000
+    with ebooklet.open(remote, tmp_path / "r.blt", "r") as db:
+        assert db["large"] == b"theirs" * 1000
+
+
+def test_writing_the_same_bytes_again_does_not_undo_another_writers_change(remote, tmp_path):
+    with ebooklet.open(remote, tmp_path / "b.blt", "w") as b:
+        b["large"] = b"B's change" * 200
+        with ebooklet.open(remote, tmp_path / "a.blt", "w") as a:
+            a["large"] = OLD_VALUES["large"]  # the same bytes again
+            assert not a.changes().push()
+        assert b.changes().push(on_conflict="newest").keys == ["large"]
+    with ebooklet.open(remote, tmp_path / "r.blt", "r") as db:
+        assert db["large"] == b"B's change" * 200
 
 
 def test_a_push_upgrades_to_format_3_and_keeps_the_old_hashes(remote, tmp_path):
@@ -171,12 +213,30 @@ def test_a_push_upgrades_to_format_3_and_keeps_the_old_hashes(remote, tmp_path):
         assert db.changes().push()
     head = latest_head(str(remote))[1]
     assert head.version == FORMAT_VERSION == 3
-    hashes = _entries(remote)
+    hashes, segments = _entries(remote), _segments(remote)
     for key, value in (OLD_VALUES | new).items():
         want = value_hash(value) if key in new else blake(value)
         assert hashes[key] == want, key
+        assert legacy_segment(segments[key]) == (key not in new), key
     with ebooklet.open(remote, tmp_path / "again.blt", "r") as db:
         assert dict(db.items()) == OLD_VALUES | new
+    assert ebooklet.verify(remote, deep=True).ok
+
+
+def test_compaction_moves_values_of_format_2_with_their_hashes_into_segments_named_so(remote, tmp_path):
+    before = set(_segments(remote).values())
+    with ebooklet.open(remote, tmp_path / "w.blt", "w") as db:
+        db["small"] = b"changed"  # the old segment now holds garbage
+        db["added"] = b"a" * 3000
+        db.changes().push()
+        assert db.compact()
+    hashes, segments = _entries(remote), _segments(remote)
+    assert not before & set(segments.values())  # every value moved out of the old segment
+    for key in ("edge", "from", "mid", "large"):
+        assert hashes[key] == blake(OLD_VALUES[key]) and legacy_segment(segments[key]), key
+    assert hashes["added"] == sha(b"a" * 3000) and not legacy_segment(segments["added"])
+    with ebooklet.open(remote, tmp_path / "r.blt", "r") as db:
+        assert dict(db.items()) == OLD_VALUES | {"small": b"changed", "added": b"a" * 3000}
     assert ebooklet.verify(remote, deep=True).ok
 
 
@@ -249,8 +309,6 @@ def test_the_same_change_made_by_the_code_of_format_2_is_not_a_conflict(remote, 
 
 def test_a_stage_of_the_code_of_format_2_is_committed(remote, tmp_path):
     """Runs of version 1 (blake2b hashes) are still committed, and their values read."""
-    import pickle
-
     code_dir = _export(_commit("last-format-2"), tmp_path / "old-code")
     token_file = tmp_path / "token.pickle"
     run_old_code(code_dir, f"""
@@ -272,7 +330,9 @@ def test_a_stage_of_the_code_of_format_2_is_committed(remote, tmp_path):
 
 def _old_push(tmp_path: pathlib.Path, remote: pathlib.Path, key: str, code: str) -> None:
     """The last code of format 2 writes ``key`` (its value as ``code``) and pushes."""
-    code_dir = _export(_commit("last-format-2"), tmp_path / "old-code")
+    code_dir = tmp_path / "old-code"
+    if not code_dir.exists():
+        _export(_commit("last-format-2"), code_dir)
     run_old_code(code_dir, f"""
         with ebooklet.open({str(remote)!r}, {str(tmp_path / "old.blt")!r}, "w") as db:
             db[{key!r}] = {code}
@@ -311,3 +371,49 @@ def test_a_staged_commit_hashes_with_sha256_and_settles_against_values_of_format
     hashes = _entries(remote)
     assert hashes["fresh"] == sha(b"q" * 5000) and hashes["large"] == sha(b"S" * 3000)
     assert ebooklet.verify(remote, deep=True).ok
+
+
+def test_a_stage_and_the_code_of_format_2_making_the_same_change_do_not_conflict(remote, tmp_path):
+    stage = ebooklet.stage(remote)
+    stage.update({"large": b"same" * 1000})
+    token = stage.close()
+    _old_push(tmp_path, remote, "large", 'b"same" * 1000')
+    ebooklet.commit(remote, [token])  # the same bytes, hashed each way: no ConflictError
+    with ebooklet.open(remote, tmp_path / "r.blt", "r") as db:
+        assert db["large"] == b"same" * 1000
+
+
+def test_a_stage_of_the_code_of_format_2_and_a_push_making_the_same_change_do_not_conflict(remote, tmp_path):
+    code_dir = _export(_commit("last-format-2"), tmp_path / "old-code")
+    token_file = tmp_path / "token.pickle"
+    run_old_code(code_dir, f"""
+        import pickle
+        stage = ebooklet.stage({str(remote)!r})
+        stage.update({{"large": b"same" * 1000}})
+        with open({str(token_file)!r}, "wb") as f:
+            pickle.dump(stage.close(), f)
+    """)
+    with ebooklet.open(remote, tmp_path / "w.blt", "w") as db:
+        db["large"] = b"same" * 1000
+        assert db.changes().push().keys == ["large"]
+    with open(token_file, "rb") as f:
+        ebooklet.commit(remote, [pickle.load(f)])  # noqa: S301 - written by this test
+    assert _entries(remote)["large"] == sha(b"same" * 1000)  # the push's entry stands
+
+
+def test_the_code_of_format_2_refuses_to_commit_a_run_of_version_2(remote, tmp_path):
+    stage = ebooklet.stage(remote)
+    stage.update({"x": b"y" * 3000})
+    token_file = tmp_path / "token.pickle"
+    token_file.write_bytes(pickle.dumps(stage.close()))
+    code_dir = _export(_commit("last-format-2"), tmp_path / "old-code")
+    run_old_code(code_dir, f"""
+        import pickle, ebooklet.errors
+        token = pickle.loads(open({str(token_file)!r}, "rb").read())
+        try:
+            ebooklet.commit({str(remote)!r}, [token])
+        except ebooklet.errors.UnsupportedFormatError as exc:
+            assert "upgrade ebooklet" in str(exc).lower(), exc
+        else:
+            raise AssertionError("a run of version 2 was committed by the code of format 2")
+    """)

@@ -219,7 +219,7 @@ def _segments(value: Any, head: Head) -> str | None:
         return f"is {type(value).__name__}, not a mapping of segment names to [size, live]"
     for name, sizes in value.items():
         if not SEGMENT_NAME_RE.fullmatch(name):
-            return f"names {_shown(name)}, not seg/<commit id>-<n>"
+            return f"names {_shown(name)}, not seg/<commit id>-<n>[s]"
         if (
             not isinstance(sizes, list)
             or len(sizes) != 2

@@ -7,7 +7,7 @@ import hashlib
 import math
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from ..settings import now_us
 
@@ -35,7 +35,8 @@ HASH_LEN = 16
 #: Values of this many bytes or more are hashed with SHA-256 (cut to HASH_LEN bytes), smaller
 #: ones with blake2b-128: each is the faster of the two at its sizes on CPUs with SHA
 #: instructions (x86-64 since AMD Zen and Intel Ice Lake, ARMv8 with the crypto extension).
-#: Before format 3 every value was hashed with blake2b-128 (see :func:`hash_matches`).
+#: Before format 3 every value was hashed with blake2b-128; a segment's name says which way
+#: its values are hashed (see :func:`legacy_segment`).
 SHA256_FROM = 1024
 #: Index parts decompress to at most this many bytes (a legitimate part stays near
 #: PART_SPLIT_BYTES); a crafted one cannot make a reader inflate it without limit.
@@ -68,7 +69,9 @@ MAX_PART_KEYS = N_KEYS_SLACK * PART_SPLIT_BYTES // ENTRY_OVERHEAD
 _COMMIT_ID = r"[0-9a-f]{1,16}-[0-9a-f]{12}"
 COMMIT_ID_RE = re.compile(_COMMIT_ID)
 #: The names :func:`segment_name` and :func:`part_name` make (numbers without leading zeros).
-SEGMENT_NAME_RE = re.compile(rf"seg/({_COMMIT_ID})-(0|[1-9][0-9]{{0,8}})")
+SEGMENT_NAME_RE = re.compile(rf"seg/({_COMMIT_ID})-(0|[1-9][0-9]{{0,8}})(s?)")
+#: The end of the name of a segment of format 3 (see :func:`legacy_segment`).
+SHA256_SUFFIX = "s"
 PART_NAME_RE = re.compile(rf"index/(0|[1-9][0-9]?)-(0|[1-9][0-9]{{0,9}})-({_COMMIT_ID})")
 #: A log object's name, as :func:`log_name` makes it.
 LOG_NAME_RE = re.compile(rf"log/([0-9]{{12,19}})-({_COMMIT_ID})")
@@ -98,9 +101,10 @@ _BLAKE2B = hashlib.blake2b(digest_size=HASH_LEN).copy  # a copy: no arguments to
 _SHA256 = hashlib.sha256
 
 
-def value_hash(data: bytes) -> bytes:
-    """The content hash stored for a value (from format 3 on)."""
-    if len(data) < SHA256_FROM:
+def value_hash(data: bytes, legacy: bool = False) -> bytes:
+    """The content hash of a value stored in a segment of format 3 (or, with ``legacy``, in a
+    segment of an earlier format: blake2b-128 whatever its size; see :func:`legacy_segment`)."""
+    if legacy or len(data) < SHA256_FROM:
         h = _BLAKE2B()
         h.update(data)
         return h.digest()
@@ -108,8 +112,7 @@ def value_hash(data: bytes) -> bytes:
 
 
 def value_hashes(values: Iterable[bytes], legacy: bool = False) -> bytes:
-    """:func:`value_hash` of each value, joined (a bulk read checks thousands at once); with
-    ``legacy``, the hash every value had before format 3 (blake2b-128 whatever its size)."""
+    """:func:`value_hash` of each value, joined (a bulk read checks thousands at once)."""
     out = bytearray()
     small = 1 << 62 if legacy else SHA256_FROM
     fresh, sha256 = _BLAKE2B, _SHA256
@@ -123,38 +126,25 @@ def value_hashes(values: Iterable[bytes], legacy: bool = False) -> bytes:
     return bytes(out)
 
 
-def hash_matches(data: bytes, want: bytes) -> bool:
-    """Whether ``want`` is the content hash of ``data``: its hash now, or, for a value of
-    SHA256_FROM bytes or more written before format 3, the blake2b-128 it had then (a
-    database keeps such entries until their keys are written again)."""
-    return value_hash(data) == want or legacy_match(data, want)
+def legacy_segment(name: str) -> bool:
+    """Whether the values in segment ``name`` are hashed as before format 3 (blake2b-128
+    whatever their size): its name lacks the ``s`` that :func:`segment_name` gives segments
+    of format 3."""
+    return not name.endswith(SHA256_SUFFIX)
 
 
-def legacy_match(data: bytes, want: bytes) -> bool:
-    """Whether ``want`` is the hash ``data`` had before format 3, where that differs from its
-    hash now (values of SHA256_FROM bytes or more)."""
-    return len(data) >= SHA256_FROM and checksum(data) == want
+def hash_in(segment: str, data: bytes) -> bytes:
+    """The content hash of ``data`` as stored in an entry whose value is in ``segment``."""
+    return value_hash(data, legacy_segment(segment))
 
 
-def first_mismatch(values: Sequence[bytes], got: bytes, want: bytes, legacy: bool = False) -> int | None:
-    """The first of ``values`` whose hash in ``want`` (joined) is not its content hash, or None.
-
-    ``got`` holds their hashes (joined) by :func:`value_hashes` with ``legacy``; a value whose
-    hashes differ is checked with the other scheme too (see :func:`hash_matches`).
-    """
-    if got == want:
-        return None
-    h = HASH_LEN
-    for i, data in enumerate(values):
-        expected = want[i * h : i * h + h]
-        if got[i * h : i * h + h] == expected:
-            continue
-        if len(data) < SHA256_FROM:
-            return i
-        other = value_hash(data) if legacy else checksum(data)
-        if other != expected:
-            return i
-    return None
+def same_value(data: bytes, hash_now: bytes, want: bytes, segment: str) -> bool:
+    """Whether ``data`` (whose hash in a new segment is ``hash_now``) is the value of an entry
+    with hash ``want`` in ``segment``: a value of SHA256_FROM bytes or more in a segment of an
+    earlier format has the other kind of hash, and is hashed again that way to tell."""
+    if hash_now == want:
+        return True
+    return len(data) >= SHA256_FROM and legacy_segment(segment) and checksum(data) == want
 
 
 def part_of(key: str, bits: int) -> int:
@@ -196,9 +186,11 @@ def new_commit_id() -> str:
     return f"{now_us():x}-{uuid.uuid4().hex[:12]}"
 
 
-def segment_name(commit_id: str, n: int) -> str:
-    """A segment's name, relative to the database's object prefix."""
-    return f"seg/{commit_id}-{n}"
+def segment_name(commit_id: str, n: int, legacy: bool = False) -> str:
+    """A segment's name, relative to the database's object prefix: ``seg/<commit id>-<n>s``,
+    or without the ``s`` for a segment whose values keep the hashes of an earlier format
+    (compaction moves them without hashing them again)."""
+    return f"seg/{commit_id}-{n}" + ("" if legacy else SHA256_SUFFIX)
 
 
 def part_name(bits: int, part: int, commit_id: str) -> str:

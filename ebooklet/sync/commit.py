@@ -27,9 +27,11 @@ import msgpack
 from ..format import (
     FORMAT_VERSION,
     RECENT_COMMITS,
+    SHA256_FROM,
     Entry,
     Head,
     Part,
+    legacy_segment,
     log_name,
     part_name,
     part_of,
@@ -102,6 +104,9 @@ class SegmentWriter:
         self.put = put
         self.values = 0  # values written, all segments
         self.bytes = 0
+        #: Whether the values added keep hashes of an earlier format (compaction's moves):
+        #: the segments they fill are named so (format.legacy_segment).
+        self.legacy = False
         self._buf: list[bytes] = []
         self._size = 0
 
@@ -139,7 +144,7 @@ class SegmentWriter:
     def flush(self) -> None:
         if not self._buf:
             return
-        name = segment_name(self.commit_id, len(self.names))
+        name = segment_name(self.commit_id, len(self.names), self.legacy)
         body = b"".join(self._buf)
         self.names.append(name)
         self.sizes[name] = len(body)
@@ -302,12 +307,15 @@ def build_head(
     emit: Callable[[int, str, Part, set[str] | None], None],
     fresh: bool,
     author: str | None = None,
+    same_bytes: Callable[[Record, Entry], bool] | None = None,
 ) -> Built:
     """Fill in ``head`` (from :func:`next_head`): its index parts, counts and segments.
 
     Each part with spooled records (every part, when the layout changed) is the current one
     (``old_part(q)``, the entries of current part q) with the records applied, the last
-    record of a key winning. A write replaces the entry unless the bytes are the same; a
+    record of a key winning. A write replaces the entry unless the bytes are the same (the
+    same hash; for a value of the same size whose hash is of the other kind, see
+    format.legacy_segment, ``same_bytes(record, entry)`` tells, when given); a
     delete removes it; a MOVED record relocates an entry whose bytes it still matches. Keys in
     ``keep_remote`` keep the current entry (the remote's side of a settled conflict).
     Each new part goes to ``emit(p, name, part, local)`` (``local``: its keys whose value is
@@ -381,7 +389,13 @@ def build_head(
                 continue
             else:
                 local.add(key)
-                if was is not None and was.hash == h:
+                if was is not None and (
+                    was.hash == h
+                    or same_bytes is not None
+                    and length == was.length >= SHA256_FROM
+                    and legacy_segment(was.segment) != legacy_segment(segments[seg])
+                    and same_bytes(rec, was)
+                ):
                     continue  # the same bytes: not a change
                 out.written.append(key)
             new = entries[key] = Entry(ts, h, segments[seg], off, length)

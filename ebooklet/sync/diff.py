@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..format import Entry, Head, hash_matches, legacy_match, part_of, value_hash
+from ..format import Entry, Head, hash_in, part_of, same_value, value_hash
 from ..results import Change, ChangeKind
 from ..settings import now_us
 from .index import EMPTY, SCAN_FRACTION, BaseIndex, check_count
@@ -57,7 +57,7 @@ def same(lc: LocalChange, rc: Entry | None) -> bool:
     """Both sides made the same change (same bytes, or both deleted)."""
     if lc.raw is None:
         return rc is None
-    return rc is not None and (lc.hash == rc.hash or legacy_match(lc.raw, rc.hash))
+    return rc is not None and same_value(lc.raw, lc.hash, rc.hash, rc.segment)  # type: ignore[arg-type]
 
 
 def local_changes(index: BaseIndex) -> LocalDiff:
@@ -95,14 +95,14 @@ def local_changes(index: BaseIndex) -> LocalDiff:
             entry = parts[part_of(key, bits)].get(key) if parts else None
             mine = key in touched
             if entry is not None and ts == entry.timestamp and not mine:
-                if external and not hash_matches(raw, entry.hash):
+                if external and hash_in(entry.segment, raw) != entry.hash:
                     damaged.append(key)
                 continue
             if mine and touched[key] is None and local.disagrees(key, ts, raw):
                 suspect.append(key)
                 continue
             h = value_hash(raw)
-            if entry is None or h != entry.hash:
+            if entry is None or not same_value(raw, h, entry.hash, entry.segment):
                 changes[key] = new(raw, ts, h)
         diff.scanned = set(scanned)
         rest = [key for key in touched if key not in diff.scanned]
@@ -201,7 +201,7 @@ def _compare(
     if entry is not None and ts == entry.timestamp and key not in touched:
         return None
     h = value_hash(raw)
-    if entry is not None and h == entry.hash:
+    if entry is not None and same_value(raw, h, entry.hash, entry.segment):
         return None
     return LocalChange(raw, ts, h)
 

@@ -28,14 +28,14 @@ from ..errors import (
     RemoteUnavailableError,
     SyncError,
 )
-from ..format import Entry, Head, Part, bits_for, new_commit_id, parts_of, value_hash
+from ..format import Entry, Head, Part, bits_for, hash_in, legacy_segment, new_commit_id, parts_of, value_hash
 from ..local import LocalStore
 from ..lock import Lease
 from ..phases import timed
 from ..remote import Remote
 from ..results import ProgressCallback, PushResult
 from ..settings import now_us, settings
-from .commit import INFERRED, MOVED, SegmentWriter, Spool, build_head, next_head, plan_compaction
+from .commit import INFERRED, MOVED, Record, SegmentWriter, Spool, build_head, next_head, plan_compaction
 from .conflicts import DecodedInputs, Policy, apply_merged, resolve
 from .diff import ChangeSet, LocalChange, local_changes, remote_changes, same
 from .gc import check_uploads_kept, collect
@@ -328,7 +328,7 @@ class Push:
         try:
             built = build_head(
                 current, head, state.spool, state.segments, state.sizes, keep_remote,
-                old_parts, emit, fresh, _author(),  # type: ignore[arg-type]
+                old_parts, emit, fresh, _author(), self._same_bytes,  # type: ignore[arg-type]
             )
         finally:
             if old_parts is not None:
@@ -410,6 +410,12 @@ class Push:
                 logger.warning("collecting garbage on %s failed: %s", self.remote.location, exc)
         return result
 
+    def _same_bytes(self, rec: Record, was: Entry) -> bool:
+        """Whether the local value of a spooled write is the bytes of ``was``, an entry whose
+        hash is of the other kind (build_head asks only for values of the same size)."""
+        got = self.local.get_raw(rec[0])
+        return got is not None and hash_in(was.segment, got[1]) == was.hash
+
     def _check_kept(self, state: PushState) -> None:
         if state.first is not None:
             state.first.result()
@@ -480,10 +486,17 @@ class Push:
         values = self.values.read(entries)
         assert state.spool is not None
         state.tracker.keys_total += len(entries)
-        for key, e in entries.items():
-            seg, off = state.writer.add(values[key])
-            state.spool.add(key, e.timestamp, e.hash, seg, off, e.length, MOVED)
-        state.writer.flush()
+        # Moved values keep their hashes: those of an earlier format go to segments named so.
+        writer = state.writer
+        writer.flush()
+        for legacy in (True, False):
+            writer.legacy = legacy
+            for key, e in entries.items():
+                if legacy_segment(e.segment) == legacy:
+                    seg, off = writer.add(values[key])
+                    state.spool.add(key, e.timestamp, e.hash, seg, off, e.length, MOVED)
+            writer.flush()
+        writer.legacy = False
 
     def _check_deletes(self, inferred: list[str], current: Head | None, max_delete: float | None) -> None:
         """The second line of defence against reading damage as deletes: stop a push that

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple, TypeVar
 
 from ..errors import ChangedDuringIterationError, IntegrityError
-from ..format import HASH_LEN, Entry, Part, first_mismatch, hash_matches, value_hashes
+from ..format import HASH_LEN, Entry, Part, hash_in, legacy_segment, value_hashes
 from ..local import LocalStore
 from ..results import ProgressCallback
 from .index import BaseIndex
@@ -49,9 +49,6 @@ class ValueReader:
         self.local = local
         self.index = index
         self.objects = objects
-        #: Segments whose values were found hashed as before format 3 (see
-        #: format.hash_matches): their values are hashed that way first.
-        self.legacy_segments: set[str] = set()
 
     def corrupt(self, key: str, segment: str) -> IntegrityError:
         return IntegrityError(
@@ -69,7 +66,7 @@ class ValueReader:
             out = []
             for offset, n, key in req.members:
                 raw = data[offset - req.start : offset - req.start + n]
-                if not hash_matches(raw, entries[key].hash):
+                if hash_in(req.name, raw) != entries[key].hash:
                     raise self.corrupt(key, req.name)
                 out.append((key, raw))
             return out
@@ -92,13 +89,11 @@ class ValueReader:
 
 class Answer(NamedTuple):
     """One request's bytes; when its values are large, the values cut from them and their
-    hashes (joined), computed in the thread that fetched them (None: left to the caller),
-    as before format 3 when ``legacy``."""
+    hashes (joined), computed in the thread that fetched them (None: left to the caller)."""
 
     data: bytes  # empty when the values are cut
     raws: list[bytes] | None
     hashes: bytes
-    legacy: bool = False
 
 
 #: Entries put in request order at a time by a bulk read's plan.
@@ -206,7 +201,7 @@ class BulkRead:
             return Answer(data, None, b"")
         return Answer(b"", *self._cut(req, data))  # the values only: not their bytes twice
 
-    def _cut(self, req: RangeRequest, data: bytes) -> tuple[list[bytes], bytes, bool]:
+    def _cut(self, req: RangeRequest, data: bytes) -> tuple[list[bytes], bytes]:
         lo, hi = req.members.start, req.members.stop
         start = req.start
         if hi - lo == 1 and self._len[lo] == len(data):
@@ -216,8 +211,7 @@ class BulkRead:
                 data[o - start : o - start + n]
                 for o, n in zip(self._off[lo:hi], self._len[lo:hi], strict=True)
             ]
-        legacy = req.name in self._reader.legacy_segments
-        return raws, value_hashes(raws, legacy), legacy
+        return raws, value_hashes(raws, legacy_segment(req.name))
 
     def store(self, req: RangeRequest, answer: Answer) -> list[tuple[str, bytes]]:
         """Check the values of one answer, cache them, and return them as (key, value)."""
@@ -230,17 +224,17 @@ class BulkRead:
                 "while iterating"
             )
         lo, hi = req.members.start, req.members.stop
-        raws, got, legacy = answer.raws, answer.hashes, answer.legacy
+        raws, got = answer.raws, answer.hashes
         if raws is None:
-            raws, got, legacy = self._cut(req, answer.data)
+            raws, got = self._cut(req, answer.data)
         else:
             raws = list(raws)
         want = self._hash[lo * HASH_LEN : hi * HASH_LEN]
-        bad = first_mismatch(raws, got, want, legacy)
-        if bad is not None:
+        bad = None
+        if got != want:
+            h = HASH_LEN
+            bad = next(i for i in range(hi - lo) if got[i * h : (i + 1) * h] != want[i * h : (i + 1) * h])
             del raws[bad:]  # the values before it are kept
-        elif got != want:  # hashed the other way: try that way first for this segment
-            (reader.legacy_segments.discard if legacy else reader.legacy_segments.add)(req.name)
         # The values that passed go into the data file in one write, with their presence
         # bits. A key another thread has read (and cached) since the plan is cached again:
         # the same bytes, rarely, rather than a presence lookup for every key.

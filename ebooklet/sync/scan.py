@@ -14,7 +14,7 @@ from array import array
 from collections.abc import Iterator, Sequence
 
 from ..errors import IntegrityError
-from ..format import HASH_LEN, Head, Part, first_mismatch, value_hashes
+from ..format import HASH_LEN, Head, Part, legacy_segment, value_hashes
 from ..remote import Remote
 from .objects import ObjectStore, RangeRequest, coalesce, request_size
 
@@ -89,17 +89,13 @@ class Scan:
 
     def __iter__(self) -> Iterator[tuple[str, bytes]]:
         h = HASH_LEN
-        legacy_segments: set[str] = set()  # hashed as before format 3: hashed that way first
         for req, data in self.objects.get_ranges(self.requests):
             lo, hi, start = req.members.start, req.members.stop, req.start
             spans = zip(self._off[lo:hi], self._len[lo:hi], strict=True)
             raws = [data[o - start:o - start + n] for o, n in spans]
-            legacy = req.name in legacy_segments
-            got, want = value_hashes(raws, legacy), self._hash[lo * h:hi * h]
-            bad = first_mismatch(raws, got, want, legacy)
-            if bad is None and got != want:
-                (legacy_segments.discard if legacy else legacy_segments.add)(req.name)
-            if bad is not None:
+            got, want = value_hashes(raws, legacy_segment(req.name)), self._hash[lo * h:hi * h]
+            if got != want:
+                bad = next(j for j in range(hi - lo) if got[j * h:j * h + h] != want[j * h:j * h + h])
                 raise IntegrityError(
                     f"the value of {self.keys[lo + bad]!r} from {self.objects.remote.location} "
                     f"does not match its content hash: {req.name} is corrupt. Ask the database's "

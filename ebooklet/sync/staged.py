@@ -30,7 +30,18 @@ from ..errors import (
     SerializerMismatchError,
     SyncError,
 )
-from ..format import Entry, Head, Part, bits_for, hash_matches, new_commit_id, part_of, value_hash
+from ..format import (
+    SHA256_FROM,
+    Entry,
+    Head,
+    Part,
+    bits_for,
+    hash_in,
+    legacy_segment,
+    new_commit_id,
+    part_of,
+    value_hash,
+)
 from ..format.run import Block, RunHeader, decode_block, decode_header, header_length
 from ..local import codec_for
 from ..lock import Lease
@@ -242,6 +253,11 @@ class Conflicts:
         was = self.parts.entry(base, key)
         if (now.hash if now else None) == (was.hash if was else None):
             return rec  # not changed remotely since the stage opened
+        if rec[2] is not None and now is not None and self._two_kinds(rec, now):
+            # A hash of an earlier format beside one of format 3: the bytes tell whether both
+            # sides made the same change (one ranged GET, for values of the same size only).
+            if hash_in(now.segment, self._raw_at(self._entry(rec))) == now.hash:
+                return rec
         change = LocalChange(None if rec[2] is None else b"", rec[1], rec[2])
         if same(change, now):
             return rec
@@ -264,19 +280,37 @@ class Conflicts:
         self.writer.flush()
         return (key, now_us(), value_hash(raw), seg, off, len(raw), 0)
 
+    def _two_kinds(self, rec: Record, entry: Entry) -> bool:
+        """Whether a staged write and ``entry`` may hold the same bytes under hashes of two
+        kinds (see format.legacy_segment)."""
+        mine = self.spool.segments[rec[3]]
+        return rec[5] == entry.length >= SHA256_FROM and legacy_segment(mine) != legacy_segment(entry.segment)
+
+    def same_bytes(self, rec: Record, was: Entry) -> bool:
+        """Whether a staged write is the bytes of ``was``, an entry whose hash is of the other
+        kind (asked by build_head for values of the same size only)."""
+        return hash_in(was.segment, self._raw_at(self._entry(rec))) == was.hash
+
+    def _entry(self, rec: Record) -> Entry:
+        return Entry(rec[1], rec[2], self.spool.segments[rec[3]], rec[4], rec[5])  # type: ignore[arg-type]
+
     def _value(self, rec: Record) -> Any:
         if rec[2] is None:
             return DELETED
-        return self._value_at(Entry(rec[1], rec[2], self.spool.segments[rec[3]], rec[4], rec[5]))
+        return self._value_at(self._entry(rec))
+
+    def _raw_at(self, entry: Entry) -> bytes:
+        """The value ``entry`` points at, checked against its hash."""
+        data = self.objects.get_range(RangeRequest(entry.segment, entry.offset, entry.length, ()))
+        if hash_in(entry.segment, data) != entry.hash:
+            raise decode_error(entry.segment, "a value does not match its content hash")
+        return data
 
     def _value_at(self, entry: Entry | None) -> Any:
         if entry is None:
             return DELETED
-        data = self.objects.get_range(RangeRequest(entry.segment, entry.offset, entry.length, ()))
-        if not hash_matches(data, entry.hash):
-            raise decode_error(entry.segment, "a value does not match its content hash")
         assert self.codec is not None
-        return self.codec.decode(data)
+        return self.codec.decode(self._raw_at(entry))
 
 
 def commit_staged(remote: Remote, tokens: Sequence[StageToken], policy: Policy,
@@ -356,6 +390,7 @@ def _commit_once(remote: Remote, objects: ObjectStore, heads: HeadStore, tokens:
             current, head, spool, spool.segments, spool.sizes, keep_remote,
             lambda q: list(parts.part(current, q).items()),
             lambda p, name, part, local: uploader.submit(name, part.encode()), False, None,
+            conflicts.same_bytes,
         )
         if conflicts.unsettled:
             raise ConflictError(sorted(conflicts.unsettled))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import EbookletError
-from ..format import Entry, Head, Part, hash_matches, log_name
+from ..format import Entry, Head, Part, hash_in, log_name
 from ..remote import Remote
 from ..settings import now_us
 from ..words import counted
@@ -183,5 +183,5 @@ def _check_values(
         for offset, n, key in req.members:
             report.values_checked += 1
             raw = data[offset - req.start : offset - req.start + n]  # type: ignore[index]
-            if not hash_matches(raw, entries[key].hash):
+            if hash_in(req.name, raw) != entries[key].hash:
                 report.problems.append(f"{req.name}: the value of {key!r} does not match its content hash")
