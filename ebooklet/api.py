@@ -79,9 +79,9 @@ def open(
         you trust the remote: see ``allow_pickle``).
     n_buckets : int or None
         Hash buckets of the local booklet file, used only when it is created: about the
-        number of keys it will hold. A file that outgrows its table slows down until it is
-        synced, when booklet rewires every key into a larger one. None: 1.2 times the remote
-        database's key count, or a table for about 300,000 keys for a new database.
+        number of keys it will hold. A file that outgrows its table gets a larger one as soon
+        as its keys outnumber its buckets (booklet rewires every key into it). None: 1.2 times
+        the remote database's key count, or a table for about 300,000 keys for a new database.
     buffer_size : int or None
         Bytes of writes booklet buffers in memory before writing them to the file (None:
         booklet's default, 4 MiB).

@@ -32,9 +32,9 @@ from .layout import Inspection
 fastwrite.install()
 
 #: Hash buckets of a new data file when nothing says how many keys it will hold: enough for
-#: 300,000 keys (a 2 MB table, written in a few ms: fastwrite.init_bucket_indexes). booklet
-#: grows a table only when the file is synced, so keys written past its size first lengthen
-#: every bucket's chain, then are rewired one by one; measured in bench_local_write.py.
+#: 300,000 keys (a 2 MB table, written in a few ms: fastwrite.init_bucket_indexes). A file
+#: that outgrows its table gets a larger one as soon as its keys outnumber its buckets
+#: (DataFile._grow), which rewires every key once; measured in bench_local_write.py.
 DEFAULT_N_BUCKETS = 360_007
 INIT_N_BUCKETS = booklet.utils.init_n_buckets
 
