@@ -21,6 +21,7 @@ from ebooklet.format import (
     FORMAT_VERSION,
     HASH_LEN,
     SHA256_FROM,
+    Entry,
     Part,
     checksum,
     hash_in,
@@ -122,24 +123,24 @@ def remote(format_2: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
     return tmp_path / "remote" / "db"
 
 
-def _entries(remote: pathlib.Path) -> dict[str, bytes]:
-    """Each key's hash in the latest commit, from the folder remote's index parts."""
+def _index(remote: pathlib.Path) -> dict[str, Entry]:
+    """Each key's entry in the latest commit, from the folder remote's index parts."""
     head = latest_head(str(remote))[1]
     objects = remote.with_name(remote.name + ".ebooklet")
-    out: dict[str, bytes] = {}
+    out: dict[str, Entry] = {}
     for name in filter(None, head.parts):
-        out.update((k, e.hash) for k, e in Part.decode((objects / name).read_bytes(), name).items())
+        out.update(Part.decode((objects / name).read_bytes(), name).items())
     return out
+
+
+def _entries(remote: pathlib.Path) -> dict[str, bytes]:
+    """Each key's hash in the latest commit."""
+    return {k: e.hash for k, e in _index(remote).items()}
 
 
 def _segments(remote: pathlib.Path) -> dict[str, str]:
     """Each key's segment in the latest commit."""
-    head = latest_head(str(remote))[1]
-    objects = remote.with_name(remote.name + ".ebooklet")
-    out: dict[str, str] = {}
-    for name in filter(None, head.parts):
-        out.update((k, e.segment) for k, e in Part.decode((objects / name).read_bytes(), name).items())
-    return out
+    return {k: e.segment for k, e in _index(remote).items()}
 
 
 def test_the_old_database_holds_blake2b_hashes_for_every_value(remote):
