@@ -153,3 +153,22 @@ def test_after_damaged_bits_the_keys_in_the_data_file_are_seen_again(tmp_path):
     with ebooklet.open(conn, local, "w") as db:
         local_changes = [(c.key, c.local) for c in db.changes().iter_changes() if c.local]
         assert local_changes == [(FETCHED[0], "deleted")]
+
+
+def test_after_a_removed_bits_file_the_keys_in_the_data_file_are_seen_again(tmp_path):
+    """A removed bits file is read as damaged bits are (all clear, noted), so the next
+    comparison sets the bits of the keys in the data file again and a key deleted afterwards
+    with plain booklet is a delete, not a key never fetched (found by the model test)."""
+    conn = tmp_path / "remote" / "db"
+    local = _fetched_copy(conn, tmp_path)
+    for path in _bits_files(local):
+        path.unlink()
+    with ebooklet.open(conn, local, "w") as db:
+        assert FETCHED[0] in dict(db.items())  # reading finds the bits file missing
+        assert [(c.key, c.local) for c in db.changes().iter_changes()] == [("added-locally", "added")]
+    with booklet.open(local, "w") as raw:
+        del raw[FETCHED[0]]
+    with ebooklet.open(conn, local, "w") as db:
+        local_changes = [(c.key, c.local) for c in db.changes().iter_changes() if c.local]
+        assert sorted(local_changes) == sorted([("added-locally", "added"), (FETCHED[0], "deleted")])
+        assert FETCHED[0] not in db

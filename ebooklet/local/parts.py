@@ -171,15 +171,16 @@ class PartCache:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            return bytearray()
-        bits = decode_bits(name, data, self.legacy)
+            data = None  # every stored part has its bits file: removed, or lost to a crash
+        bits = decode_bits(name, data, self.legacy) if data is not None else None
         if bits is None:
             self.found_damage = True
             self._dirty.add(part)  # written again, checksummed, at the next sync
             self._note(
-                f"the presence bits {path} are damaged; the keys of that index part that are "
-                "not in the data file read as not fetched (they are fetched again when read), "
-                "never as deleted"
+                f"the presence bits {path} are {'missing' if data is None else 'damaged'}; the "
+                "keys of that index part that are not in the data file read as not fetched "
+                "(they are fetched again when read), never as deleted, and those in it get their "
+                "bits again at the next comparison with the remote"
             )
             return bytearray()
         if self.legacy:
