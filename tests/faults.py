@@ -78,3 +78,10 @@ class UnconditionalS3Transport(S3Transport):
 
     def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
         return super().put(key, data, "overwrite")
+
+
+def local_store_of(db: Any) -> Any:
+    """The local store behind an open database, for faults that act on the process itself (an
+    exit without close, a kill) simulated in the test's process: a real kill per step would
+    make the model test minutes slower. The one place the tests reach into a database."""
+    return db._local

@@ -9,6 +9,7 @@ import pytest
 
 import ebooklet
 
+from .faults import local_store_of
 from .subprocs import python
 
 
@@ -77,7 +78,7 @@ def test_a_sync_after_booklets_finalizer_closed_the_file_does_not_claim_the_writ
     db = ebooklet.open(conn, path, "c", value_serializer="pickle")
     for i in range(20):
         db[f"k{i}"] = i
-    local = db._local
+    local = local_store_of(db)
     local.data._db._finalizer()  # booklet's part of an interpreter exit: its buffer is lost
     store._sync_open_stores()  # then ebooklet's
     local.pending.close()

@@ -25,7 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import ebooklet
 from ebooklet.local import store as local_store
 
-from .faults import Gate, faulty_remote
+from .faults import Gate, faulty_remote, local_store_of
 
 KEYS = st.sampled_from(["a", "b", "c", "d"])
 VALUES = st.integers(0, 5)
@@ -525,7 +525,7 @@ class TwoClients(HeldPushRules, RuleBasedStateMachine):
     def _note_scan(self, c: int, before: int) -> None:
         """After an operation that may have scanned the data file: the deletes made with plain
         booklet that it recorded are dated within it."""
-        if not self.unscanned[c] or self.dbs[c]._local.external_edits:
+        if not self.unscanned[c] or local_store_of(self.dbs[c]).external_edits:
             return  # no scan ran
         offline = self._offline(c)
         lc = self._changes(self.base[c], self.local[c])
@@ -552,7 +552,7 @@ class TwoClients(HeldPushRules, RuleBasedStateMachine):
         registered first depends on the program), or the finalizer alone (the hook skips a
         store another thread is inside)."""
         db = self.dbs[c]
-        local = db._local
+        local = local_store_of(db)
         raw = local.data._db
         if how == "kill":
             raw._finalizer.detach()
