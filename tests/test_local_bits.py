@@ -172,3 +172,24 @@ def test_after_a_removed_bits_file_the_keys_in_the_data_file_are_seen_again(tmp_
         local_changes = [(c.key, c.local) for c in db.changes().iter_changes() if c.local]
         assert sorted(local_changes) == sorted([("added-locally", "added"), (FETCHED[0], "deleted")])
         assert FETCHED[0] not in db
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_bits_are_rebuilt_from_the_data_file_as_soon_as_they_are_read(tmp_path, damage):
+    """Damaged bits are rebuilt from the keys in the data file when first read, not at the
+    next comparison: a fetched key deleted with plain booklet after a session that only read
+    stays deleted, and is not read back from the remote (found by the model test)."""
+    conn = tmp_path / "remote" / "db"
+    local = _fetched_copy(conn, tmp_path)
+    for path in _bits_files(local):
+        DAMAGE[damage](path)
+    with ebooklet.open(conn, local, "r") as db:
+        assert db.get(FETCHED[0]) == _value(FETCHED[0])  # reads the damaged bits; no comparison
+        assert db.get(KEYS[-1]) == _value(KEYS[-1])  # a key never fetched is fetched
+    with booklet.open(local, "w") as raw:
+        del raw[FETCHED[0]]
+    with ebooklet.open(conn, local, "w") as db:
+        assert FETCHED[0] not in db
+        assert db.get(FETCHED[0]) is None
+        local_changes = [(c.key, c.local) for c in db.changes().iter_changes() if c.local]
+        assert sorted(local_changes) == sorted([("added-locally", "added"), (FETCHED[0], "deleted")])

@@ -5,8 +5,10 @@ object (a torn or damaged copy fails the part's own checksum and is downloaded a
 ``parts/<name>.bits`` marks which of its keys have been present in the data file, so that a
 key absent from the file reads as deleted (bit set) or as not fetched yet (bit clear). The
 bits are state, not cache: they are written atomically and carry a checksum over the part's
-name and the bits. A bits file that is missing, damaged or names another part reads as all
-clear: its keys read as not fetched (and are fetched again), never as deleted.
+name and the bits. A bits file that is missing, damaged or names another part is rebuilt at
+once from the keys the data file holds (when the layer above can list the part's keys): a key
+deleted with plain booklet *after* the damage still reads as deleted, and only one deleted
+that way before it reads as not fetched (fetched again), never the reverse.
 
 A stored part and its bits live in files named after the part's object, so that replacing a
 part is atomic: the new files are written first, the sync state switches to them, and the
@@ -20,7 +22,7 @@ import hashlib
 import logging
 import os
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from ..files import temp_name, write_atomic, write_atomic_many
 from .state import SyncState
@@ -48,6 +50,20 @@ def decode_bits(name: str, data: bytes, legacy: bool) -> bytearray | None:
     return bytearray(data) if legacy else None
 
 
+def empty_bits(n: int) -> bytearray:
+    return bytearray((n + 7) // 8)
+
+
+def present_bits(keys: Sequence[str], contains: Callable[[str], bool],
+                 seen: Collection[str] = frozenset()) -> bytearray:
+    """Bits set for the keys (rows of a part) that are in ``seen`` or that ``contains``."""
+    bits = empty_bits(len(keys))
+    for row, key in enumerate(keys):
+        if key in seen or contains(key):
+            bits[row >> 3] |= 1 << (row & 7)
+    return bits
+
+
 class PartCache:
     """The stored base parts of one local file and their presence bits.
 
@@ -69,8 +85,12 @@ class PartCache:
         self._dirty: set[int] = set()
         #: Whether bits files without a checksum are read (a state of version 2 or older).
         self.legacy = state.version < 3
-        #: Set when damaged bits were found: the caller forgets presence until a full scan.
+        #: Set when damaged bits were found and could not be rebuilt: the caller forgets
+        #: presence until a full scan.
         self.found_damage = False
+        #: ``rebuild(part, name)``: the bits of a stored part from the keys in the data file
+        #: now, or None when its keys cannot be listed (set by the store once it is open).
+        self.rebuild: Callable[[int, str], bytearray | None] | None = None
 
     def file(self, name: str, suffix: str = "") -> pathlib.Path:
         return self.folder / (name.replace("/", "_") + suffix)
@@ -112,11 +132,7 @@ class PartCache:
         Keys in ``seen`` (present in the part this one replaces) keep their bit;
         ``none_present`` says no key can be in the data file (all other bits clear).
         """
-        bits = bytearray((len(keys) + 7) // 8)
-        if not none_present or seen:
-            for row, key in enumerate(keys):
-                if key in seen or contains(key):
-                    bits[row >> 3] |= 1 << (row & 7)
+        bits = present_bits(keys, contains, seen) if not none_present or seen else empty_bits(len(keys))
         self._write_blob(name, blob)
         # Bits all clear say what a missing file says (no key seen): no fsync needed.
         write_atomic(self.file(name, ".bits"), encode_bits(name, bits), durable=bits.count(0) != len(bits))
@@ -174,10 +190,19 @@ class PartCache:
             data = None  # every stored part has its bits file: removed, or lost to a crash
         bits = decode_bits(name, data, self.legacy) if data is not None else None
         if bits is None:
-            self.found_damage = True
             self._dirty.add(part)  # written again, checksummed, at the next sync
+            how = "missing" if data is None else "damaged"
+            rebuilt = self.rebuild(part, name) if self.rebuild is not None else None
+            if rebuilt is not None:
+                self._note(
+                    f"the presence bits {path} were {how}; they were rebuilt from the keys in the "
+                    "data file (a key of that index part deleted with plain booklet before the "
+                    "damage reads as not fetched, and is fetched again when read)"
+                )
+                return rebuilt
+            self.found_damage = True
             self._note(
-                f"the presence bits {path} are {'missing' if data is None else 'damaged'}; the "
+                f"the presence bits {path} are {how}; the "
                 "keys of that index part that are not in the data file read as not fetched "
                 "(they are fetched again when read), never as deleted, and those in it get their "
                 "bits again at the next comparison with the remote"

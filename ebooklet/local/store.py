@@ -22,7 +22,7 @@ import struct
 import threading
 import traceback
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from ..codec import Codec
@@ -31,7 +31,7 @@ from ..settings import now_us
 from . import recovery
 from .datafile import DataFile
 from .journal import Pending
-from .parts import PartCache
+from .parts import PartCache, present_bits
 from .pending import PendingChanges, disagrees
 from .state import SyncState, state_dir
 from .writeback import WriteBack
@@ -189,6 +189,11 @@ class LocalStore:
         self.state: SyncState = opened.state
         self.pending: PendingChanges = opened.pending
         self.parts: PartCache = opened.parts
+        #: ``part_keys(part, name)``: the keys of stored base part ``part`` (object ``name``),
+        #: or None when its stored copy cannot be read. Set by the layer that decodes parts;
+        #: it lets damaged presence bits be rebuilt from the data file at once.
+        self.part_keys: Callable[[int, str], Sequence[str] | None] | None = None
+        self.parts.rebuild = self._rebuild_bits
         self.created = opened.created
         self.recovered_from_crash = opened.recovered_from_crash
         #: What opening found damaged and repaired, one sentence each.
@@ -465,6 +470,12 @@ class LocalStore:
             self.state.presence_reset = True
             self.state.external_edits = True
         return bits
+
+    def _rebuild_bits(self, part: int, name: str) -> bytearray | None:
+        keys = self.part_keys(part, name) if self.part_keys is not None else None
+        if keys is None:
+            return None
+        return present_bits(keys, self.data.__contains__)
 
     def mark_present(self, part: int, row: int, present: bool = True) -> None:
         self._need_write()

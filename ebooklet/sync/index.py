@@ -55,6 +55,21 @@ class BaseIndex:
         self._fresh: dict[str, bytes] = {}
         head = local.state.full_head()
         self._head: Head | None = Head.from_saved(head) if head else None
+        local.part_keys = self._stored_keys
+
+    def _stored_keys(self, p: int, name: str) -> Sequence[str] | None:
+        """The keys of stored base part ``p`` (object ``name``), or None if its stored copy is
+        gone or damaged (its presence bits then wait for the next full comparison)."""
+        part = self._parts.get(name)
+        if part is not None:
+            return part.keys
+        blob = self.local.parts.blob(p, name)
+        if blob is None:
+            return None
+        try:
+            return Part.decode(blob, name).keys
+        except (IntegrityError, RemoteFormatError):
+            return None
 
     # -- the base --------------------------------------------------------------------------
 
