@@ -17,10 +17,12 @@ of its own on 127.0.0.1) three ways, each timed from the start of its processes 
 Reads. The database the first staged run wrote is read by ``read_bag`` (a count, so that
 values are decoded on the workers, not shipped back) on a ``LocalCluster`` of 2 worker
 processes (started before the timing), against the same read in one process (``npartitions=1``,
-synchronous scheduler). The requests and bytes of each partition's plan are listed, and the CPU
-each process spent in a run (this one, the server, each worker, and the rest of the machine), with
-the speedup two free cores would allow the 2-worker run: on a 2-core machine the server and the
-scheduler share the workers' cores, while the one reader leaves a core to them.
+synchronous scheduler), the two taking turns run by run (so that a drift of the machine's speed
+weighs on both; each pair's speedup is printed too). The requests and bytes of each partition's
+plan are listed, and the CPU each process spent in a run (this one, the server, each worker, and
+the rest of the machine), with the speedup two free cores would allow the 2-worker run: on a
+2-core machine the server and the scheduler share the workers' cores, while the one reader
+leaves a core to them.
 
 Medians of ``--runs`` runs. Peak RSS is each process's VmHWM. Nothing asserts on time.
 """
@@ -203,19 +205,21 @@ def reads(conn: ebooklet.S3Connection, runs: int) -> list[str]:
         plan.append([str(i), f"{len(names)}", f"{len(scan):,}", f"{len(scan.requests):,}",
                      fmt_bytes(scan.bytes), fmt_bytes(wanted), f"{scan.bytes / wanted:.3f}", fmt_s(cpus[-1])])
     remote.transport.close()
-    one, one_cpu = [], CpuMeter()
-    for _ in range(runs):
-        one_cpu.start()
-        t0 = time.perf_counter()
-        with dask.config.set(scheduler="synchronous"):
-            count = edask.read_bag(conn, npartitions=1).count().compute()
-        one.append(time.perf_counter() - t0)
-        one_cpu.stop()
-        assert count == head.n_keys
-    two, two_cpu = [], CpuMeter()
+    one, two = [], []
+    one_cpu, two_cpu = CpuMeter(), CpuMeter()  # made before the cluster: its processes are not the server
     with LocalCluster(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
             Client(cluster) as client:
+        # The one reader and the 2-worker read take turns, so that a change of the machine's
+        # speed during the runs (other tenants) weighs on both alike; the idle cluster's CPU
+        # during the one reader's runs is in 'other processes'.
         for _ in range(runs):
+            one_cpu.start()
+            t0 = time.perf_counter()
+            with dask.config.set(scheduler="synchronous"):
+                count = edask.read_bag(conn, npartitions=1).count().compute()
+            one.append(time.perf_counter() - t0)
+            one_cpu.stop()
+            assert count == head.n_keys
             two_cpu.start(client)  # outside the timing: client.run is a round trip to each worker
             t0 = time.perf_counter()
             count = edask.read_bag(conn, npartitions=2).count().compute()
@@ -227,6 +231,9 @@ def reads(conn: ebooklet.S3Connection, runs: int) -> list[str]:
     rows = [["one reader (npartitions=1, synchronous)", fmt_s(m1), "1.00x", " ".join(map(fmt_s, one))],
             ["read_bag, 2 worker processes", fmt_s(m2), f"{m1 / m2:.2f}x", " ".join(map(fmt_s, two))]]
     lines += table(rows, ["read", "median", "speedup", "runs"])
+    pairs = [a / b for a, b in zip(one, two, strict=True)]
+    lines.append(f"speedup of each pair of runs (taken in turn): {' '.join(f'{x:.2f}x' for x in pairs)}; "
+                 f"median {statistics.median(pairs):.2f}x")
     c1, c2 = one_cpu.medians(), two_cpu.medians()
     ours = sum(v for k, v in c2.items() if k != "other processes")
     lines += ["", "CPU per run (median) of each process; 'this process' is the client, with the 2-worker "

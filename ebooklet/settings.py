@@ -63,6 +63,11 @@ class Settings:
     gc_min_age : float
         Seconds: unreferenced objects younger than this are never collected (they may
         belong to a push in flight).
+    multipart_from : int
+        Objects of this many bytes or more (a segment that holds a large value) are uploaded
+        to S3 in parts of ``multipart_part`` bytes, several at a time.
+    multipart_part : int
+        The size of each part (S3 wants at least 5 MiB).
     clock : Clock
         Every wall-clock reading.
     """
@@ -72,6 +77,8 @@ class Settings:
     gc_every: int = 64
     max_delete: float = 50.0
     gc_min_age: float = 6 * 3600.0
+    multipart_from: int = 16 * 1024 * 1024
+    multipart_part: int = 8 * 1024 * 1024
     clock: Clock = field(default_factory=Clock)
 
 

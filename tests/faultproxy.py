@@ -11,6 +11,10 @@ Per request, the proxy can inject one fault (``FAULTS``):
 
 ``"500"``, ``"503"``  answer with that status and an S3 XML error body, without forwarding
                       (the server never sees the request);
+``"200_error"``       answer 200 with an S3 XML error body, without forwarding (S3 may answer
+                      a multipart upload's completion so when it failed); rules only;
+``"404"``             answer 404 ``NoSuchUpload``, without forwarding (what S3 may say to a
+                      completion sent again after the first was applied); rules only;
 ``"reset"``           reset the connection (TCP RST) without forwarding;
 ``"truncate"``        forward (the server applies the request), then send the status line,
                       the headers and half of the body under the full ``Content-Length``, and
@@ -73,6 +77,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 FAULTS = ("500", "503", "reset", "truncate", "delay", "lost_reply")
+#: Faults for rules only (a random one would hit requests that S3 never answers so).
+RULE_FAULTS = (*FAULTS, "200_error", "404")
 #: Faults that forward the request first: the server applies it whatever the client sees.
 FORWARDING_FAULTS = ("truncate", "delay", "lost_reply")
 HOLDS = (None, "before", "after")
@@ -83,7 +89,12 @@ _ERROR_BODY = (
     '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
     "<Message>injected by the test fault proxy</Message></Error>"
 )
-_ERROR_CODES = {500: ("Internal Server Error", "InternalError"), 503: ("Service Unavailable", "SlowDown")}
+_ERROR_CODES = {
+    "500": (500, "Internal Server Error", "InternalError"),
+    "503": (503, "Service Unavailable", "SlowDown"),
+    "200_error": (200, "OK", "InternalError"),
+    "404": (404, "Not Found", "NoSuchUpload"),
+}
 # Hop-by-hop headers of the server's answer that the proxy replaces with its own framing.
 _FRAMING = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
@@ -142,11 +153,11 @@ class Rule:
     _released: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        if self.fault is not None and self.fault not in FAULTS:
-            raise ValueError(f"unknown fault {self.fault!r}; choose one of {FAULTS}")
+        if self.fault is not None and self.fault not in RULE_FAULTS:
+            raise ValueError(f"unknown fault {self.fault!r}; choose one of {RULE_FAULTS}")
         if self.hold not in HOLDS:
             raise ValueError(f"hold must be one of {HOLDS}, not {self.hold!r}")
-        if self.hold == "after" and self.fault in ("500", "503", "reset"):
+        if self.hold == "after" and self.fault in (*_ERROR_CODES, "reset"):
             raise ValueError(f"fault {self.fault!r} does not forward: there is no answer to hold")
 
     @property
@@ -464,9 +475,8 @@ class _Handler(socketserver.BaseRequestHandler):
         keep_alive = req.header("connection", "").lower() != "close"
         if rule is not None and rule.hold == "before":
             proxy._wait_hold(rule, req)
-        if fault in ("500", "503"):
-            status = int(fault)
-            reason, code = _ERROR_CODES[status]
+        if fault in _ERROR_CODES:
+            status, reason, code = _ERROR_CODES[fault]
             body = _ERROR_BODY.format(code=code).encode()
             head = (
                 f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n"

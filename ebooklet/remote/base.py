@@ -82,6 +82,17 @@ class ObjectStat:
     now: float | None = None
 
 
+@dataclass(frozen=True)
+class Upload:
+    """An object upload in parts that was started and neither completed nor aborted: its
+    parts take space (and are billed) until it is aborted. ``initiated`` is seconds since the
+    epoch by the store's clock."""
+
+    key: str
+    upload_id: str
+    initiated: float
+
+
 class FallbackLock(Protocol):
     """A lock for stores without conditional writes (see :meth:`Transport.fallback_lock`)."""
 
@@ -195,7 +206,10 @@ class Transport(abc.ABC):
     def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
         """Store ``data`` under ``key`` atomically and return the new version's ETag.
 
-        A reader sees the old object or the new one, never a part. ``"create"`` and
+        A reader sees the old object or the new one, never a part (a transport may upload a
+        large object in parts, as S3's multipart upload does: the object appears whole when the
+        last request completes it, and an upload that fails is aborted; one interrupted for
+        good is left to :meth:`uploads`). ``"create"`` and
         ``Update(etag)`` are compare-and-swap operations: of several writers racing on one
         key with the same condition exactly one succeeds (when
         :meth:`supports_conditional_writes` is True).
@@ -283,6 +297,15 @@ class Transport(abc.ABC):
             f"{self.description} cannot tell when its objects were written by its own clock, so "
             "ebooklet cannot judge which objects are old enough to collect"
         )
+
+    def uploads(self, prefix: str) -> Iterator[Upload]:
+        """Yield the unfinished uploads in parts (see :meth:`put`) of keys that start with
+        ``prefix``. The default has none: a store that uploads in one request leaves none."""
+        return iter(())
+
+    def abort_upload(self, upload: Upload) -> None:
+        """Abort an unfinished upload and free its parts (nothing when it is gone already)."""
+        raise RemoteError(f"{self.description} has no uploads in parts to abort")
 
     def list(self, prefix: str) -> Iterator[str]:
         """The keys of :meth:`list_sizes`."""

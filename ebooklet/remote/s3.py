@@ -37,9 +37,10 @@ from ..errors import (
     RemoteUnavailableError,
 )
 from ..phases import timed
-from .base import Blob, ObjectStat, PutMode, Transport, Update
+from .base import Blob, ObjectStat, PutMode, Transport, Update, Upload
 from .credentials import Credentials
 from .http import check_range, check_status, not_connected, range_header, read_body, send, start_blob
+from .multipart import S3Parts
 from .retry import Retry
 
 logger = logging.getLogger(__name__)
@@ -164,6 +165,8 @@ class S3Transport(Transport):
         self._session = signed_session(
             self._signing, bucket, region, max_pool_connections=max_connections, stream=False, **self._options
         )
+        #: Large objects go up in parts (see :mod:`.multipart`).
+        self.parts = S3Parts(self._request, bucket)
 
     def _request(
         self,
@@ -172,8 +175,11 @@ class S3Transport(Transport):
         headers: dict[str, str] | None = None,
         body: bytes | None = None,
         ok: tuple[int, ...] = (304,),
+        query: str = "",
     ) -> urllib3.BaseHTTPResponse:
         url = self._session._object_url(key)
+        if query:
+            url = f"{url.rstrip('/') if not key else url}?{query}"
         what = f"{method} s3://{self.bucket}/{key}"
         resp = send(
             lambda: self._session.request(
@@ -212,6 +218,8 @@ class S3Transport(Transport):
 
     @timed("S3Transport.put")
     def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
+        if self.parts.wanted(data, mode):
+            return self.parts.put(key, data, mode)
         headers = {"Content-Length": str(len(data))}
         if mode == "create":
             headers["If-None-Match"] = "*"
@@ -284,6 +292,12 @@ class S3Transport(Transport):
         except urllib3.exceptions.HTTPError as exc:
             what = f"listing s3://{self.bucket}/{prefix}"
             raise not_connected(exc, what) or RemoteUnavailableError(f"{what} failed: {exc}") from exc
+
+    def uploads(self, prefix: str) -> Iterator[Upload]:
+        return self.parts.uploads(prefix)
+
+    def abort_upload(self, upload: Upload) -> None:
+        self.parts.abort(upload)
 
     def stat(self, key: str) -> ObjectStat:
         resp = self._request("HEAD", key)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .base import Blob, FallbackLock, ObjectStat, PutMode, Transport
+from .base import Blob, FallbackLock, ObjectStat, PutMode, Transport, Upload
 
 
 class WrapperTransport(Transport):
@@ -69,6 +69,12 @@ class WrapperTransport(Transport):
 
     def stat(self, key: str) -> ObjectStat:
         return self.inner.stat(key)
+
+    def uploads(self, prefix: str) -> Iterator[Upload]:
+        return self.inner.uploads(prefix)
+
+    def abort_upload(self, upload: Upload) -> None:
+        self.inner.abort_upload(upload)
 
     def store_time(self) -> float:
         return self.inner.store_time()

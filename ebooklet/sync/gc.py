@@ -3,7 +3,8 @@
 A commit references its index parts, its segments and its log object. Commits stay readable
 for the database's retention window (see :mod:`.history`); everything under the database's
 prefix that none of them references, and that is older than ``min_age``, is garbage: objects
-replaced by later commits, leftovers of pushes that failed or were interrupted, the segments
+replaced by later commits, leftovers of pushes that failed or were interrupted (uploads in
+parts they never completed are aborted), the segments
 and runs of staged writes never committed (or already committed: runs are read once), and the log
 objects of commits past retention. Objects younger than ``min_age`` may belong to a push still
 in flight and are never removed (a push whose first upload is older than that, by the store's
@@ -55,6 +56,9 @@ class GcReport:
     #: A push held the lease, so the collection kept to the safe age (settings.gc_min_age) whatever
     #: ``min_age`` asked.
     lease_held: bool = False
+    #: Uploads in parts that were started and never completed (their process died), older than
+    #: ``min_age``: aborted (or, in a dry run, that would be), which frees their parts.
+    uploads_aborted: int = 0
 
     def __str__(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
@@ -63,6 +67,8 @@ class GcReport:
             f"{counted(self.bytes_removed, 'byte')}; "
             f"kept {counted(self.objects_kept, 'object')} for {counted(self.commits_kept, 'commit')}"
             + (f"; {self.too_young:,} unreferenced but too recent to remove" if self.too_young else "")
+            + (f"; {'would abort' if self.dry_run else 'aborted'} "
+               f"{counted(self.uploads_aborted, 'unfinished upload')}" if self.uploads_aborted else "")
             + ("; a push held the lock: nothing younger than 6 hours went" if self.lease_held else "")
         )
 
@@ -137,6 +143,15 @@ def _collect(remote: Remote, head: Head, heads: HeadStore, report: GcReport, min
         garbage.append(name)
         report.bytes_removed += info.size
     report.removed = sorted(garbage)
+    # Uploads in parts never completed (a push killed while sending a large segment) become no
+    # object, but their parts stay on the store until aborted. Only those of objects gc could
+    # remove, and started before the cutoff, by the store's clock.
+    stale = [u for u in transport.uploads(remote.prefix)
+             if object_kind(u.key[len(remote.prefix):]) in COLLECTABLE and u.initiated <= cutoff]
+    report.uploads_aborted = len(stale)
+    if not report.dry_run:
+        for upload in stale:
+            transport.abort_upload(upload)
     if garbage and not report.dry_run:
         # The log objects go last: until then the history that explains the rest stays whole.
         garbage.sort(key=lambda n: n.startswith("log/"))

@@ -1,0 +1,179 @@
+"""Large segments go up to S3 in parts (ebooklet/remote/multipart.py), on moto and SeaweedFS.
+
+The threshold and the part size are shrunk (settings.multipart_from, multipart_part) so that a
+value of 12 MiB takes three parts. What the store received is read at the fault proxy's log and
+with boto3 straight from the server: the parts, the completion under ``If-None-Match: *``, and
+the unfinished uploads (``ListMultipartUploads``) that a failed push must not leave, and that
+garbage collection aborts when a process died before aborting them itself.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import ebooklet
+from ebooklet.settings import override
+
+MIB = 1024 * 1024
+BIG = 12 * MIB + 12345  # three parts of 5 MiB, the last shorter
+
+
+@pytest.fixture
+def small_parts():
+    with override(multipart_from=6 * MIB, multipart_part=5 * MIB, segment_bytes=1 * MIB):
+        yield
+
+
+def _data(seed: int = 5) -> dict[str, bytes]:
+    rng = random.Random(seed)
+    data = {f"small-{i}": rng.randbytes(100 + i) for i in range(10)}
+    data["big"] = rng.randbytes(BIG)
+    return data
+
+
+def _unfinished(proxied, conn) -> list[str]:  # type: ignore[no-untyped-def]
+    """The keys of the database's unfinished uploads, as the server lists them."""
+    answer = proxied.client.list_multipart_uploads(Bucket=proxied.bucket, Prefix=conn.db_key + ".ebooklet/")
+    return [u["Key"] for u in answer.get("Uploads", [])]
+
+
+def _is_part(r) -> bool:  # type: ignore[no-untyped-def]
+    return r.method == "PUT" and "partNumber=" in r.query
+
+
+def _is_completion(r) -> bool:  # type: ignore[no-untyped-def]
+    return r.method == "POST" and "uploadId=" in r.query
+
+
+def test_a_large_segment_goes_up_in_parallel_parts_and_reads_back_whole(proxied, tmp_path, small_parts):
+    conn = proxied.conn()
+    data = _data()
+    parts = proxied.proxy.add_rule(_is_part, None, times=None)
+    completions = proxied.proxy.add_rule(_is_completion, None, times=None)
+    with ebooklet.open(conn, tmp_path / "w.blt", "c", value_serializer="bytes") as db:
+        db.update(data)
+        assert db.changes().push().committed
+    assert len(parts.requests) == 3  # 5 + 5 + 2 MiB
+    assert {r.query.split("partNumber=")[1].split("&")[0] for r in parts.requests} == {"1", "2", "3"}
+    sizes = sorted(len(r.body) for r in parts.requests)
+    assert sizes == [BIG - 10 * MIB, 5 * MIB, 5 * MIB]
+    # The segment is created under the same condition as a single PUT: never over an object.
+    assert [r.header("If-None-Match") for r in completions.requests] == ["*"]
+    # The parts were in flight together, not one after the other.
+    logged = [e for e in proxied.proxy.requests() if "partNumber=" in e.target]
+    assert max(e.started for e in logged) < min(e.answered for e in logged)
+    assert _unfinished(proxied, conn) == []
+    with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
+        assert dict(db.items()) == data
+    assert ebooklet.verify(conn, deep=True).ok
+
+
+def test_small_segments_still_go_up_in_one_request(proxied, tmp_path, small_parts):
+    conn = proxied.conn()
+    parts = proxied.proxy.add_rule(lambda r: "uploadId=" in r.query or "uploads" in r.query, None, times=None)
+    with ebooklet.open(conn, tmp_path / "w.blt", "c", value_serializer="bytes") as db:
+        db.update({f"k{i}": bytes(5 * MIB) for i in range(2)})  # one under the threshold each
+        assert db.changes().push().committed
+    assert parts.requests == []
+
+
+def test_a_part_that_fails_aborts_the_upload_and_the_push_can_be_run_again(proxied, tmp_path, small_parts):
+    conn = proxied.conn()
+    data = _data()
+    # Every attempt of the second part fails: the push fails, and leaves no upload behind.
+    broken = proxied.proxy.add_rule(lambda r: _is_part(r) and "partNumber=2&" in r.query, "503", times=None)
+    path = tmp_path / "w.blt"
+    with ebooklet.open(conn, path, "c", value_serializer="bytes") as db:
+        db.update(data)
+        with pytest.raises(ebooklet.RemoteUnavailableError):
+            db.changes().push()
+    assert broken.hits >= 2  # retried, then given up
+    assert _unfinished(proxied, conn) == []
+    proxied.proxy.remove_rule(broken)
+    with ebooklet.open(conn, path, "w") as db:
+        assert sorted(c.key for c in db.changes().iter_changes()) == sorted(data)
+        assert db.changes().push().committed
+    with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
+        assert dict(db.items()) == data
+
+
+def test_a_completion_whose_reply_is_lost_is_settled_and_the_push_commits(proxied, tmp_path, small_parts):
+    conn = proxied.conn()
+    data = _data()
+    lost = proxied.proxy.add_rule(_is_completion, "lost_reply", times=1)
+    with ebooklet.open(conn, tmp_path / "w.blt", "c", value_serializer="bytes") as db:
+        db.update(data)
+        assert db.changes().push().committed
+    assert lost.hits == 1
+    assert _unfinished(proxied, conn) == []
+    with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
+        assert dict(db.items()) == data
+
+
+def _abandoned_upload(proxied, tmp_path):  # type: ignore[no-untyped-def]
+    """A push that died between its parts and the completion: the completion and the abort
+    never reach the server, as when the process is killed."""
+    conn = proxied.conn()
+    with ebooklet.open(conn, tmp_path / "w.blt", "c", value_serializer="bytes") as db:
+        db["first"] = b"a first commit"
+        assert db.changes().push().committed
+        proxied.proxy.add_rule(_is_completion, "reset", times=None)
+        proxied.proxy.add_rule(lambda r: r.method == "DELETE" and "uploadId=" in r.query, "reset", times=None)
+        db.update(_data())
+        with pytest.raises(ebooklet.RemoteUnavailableError):
+            db.changes().push()
+    proxied.proxy.clear_rules()
+    assert len(_unfinished(proxied, conn)) == 1
+    return conn
+
+
+def test_gc_aborts_an_upload_a_dead_push_left_unfinished(proxied, tmp_path, small_parts):
+    conn = _abandoned_upload(proxied, tmp_path)
+    dry = ebooklet.gc(conn, min_age=0, dry_run=True)
+    assert dry.uploads_aborted == 1 and "would abort 1 unfinished upload" in str(dry)
+    assert len(_unfinished(proxied, conn)) == 1
+    # An upload under the prefix that is not one of the format's objects is a stranger's: kept.
+    stranger = conn.db_key + ".ebooklet/not-ours.bin"
+    proxied.client.create_multipart_upload(Bucket=proxied.bucket, Key=stranger)
+    report = ebooklet.gc(conn, min_age=0)
+    assert report.uploads_aborted == 1 and "aborted 1 unfinished upload" in str(report)
+    assert _unfinished(proxied, conn) == [stranger]
+
+
+def test_gc_keeps_an_unfinished_upload_younger_than_its_safe_age(seaweedfs_proxied, tmp_path, small_parts):
+    """By the store's clock (moto dates every upload 2010, so only SeaweedFS can show this)."""
+    conn = _abandoned_upload(seaweedfs_proxied, tmp_path)
+    report = ebooklet.gc(conn)  # the default safe age: hours
+    assert report.uploads_aborted == 0
+    assert len(_unfinished(seaweedfs_proxied, conn)) == 1
+
+
+def test_a_completion_answered_200_with_an_error_is_completed_again(proxied, tmp_path, small_parts):
+    """S3 may answer a completion 200 and put the failure in the body: it is not taken as done."""
+    conn = proxied.conn()
+    data = _data()
+    failed = proxied.proxy.add_rule(_is_completion, "200_error", times=1)
+    with ebooklet.open(conn, tmp_path / "w.blt", "c", value_serializer="bytes") as db:
+        db.update(data)
+        assert db.changes().push().committed
+    assert failed.hits == 1
+    assert _unfinished(proxied, conn) == []
+    with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
+        assert dict(db.items()) == data
+
+
+def test_a_completion_sent_again_after_a_lost_reply_may_find_the_upload_gone(proxied, tmp_path, small_parts):
+    """The first completion was applied and its reply lost; the second is told the upload is
+    gone (NoSuchUpload, as S3 may say): the object is then compared, found, and the push commits."""
+    conn = proxied.conn()
+    data = _data()
+    lost = proxied.proxy.add_rule(_is_completion, "lost_reply", times=1)
+    gone = proxied.proxy.add_rule(_is_completion, "404", times=1)
+    with ebooklet.open(conn, tmp_path / "w.blt", "c", value_serializer="bytes") as db:
+        db.update(data)
+        assert db.changes().push().committed
+    assert (lost.hits, gone.hits) == (1, 1)
+    with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
+        assert dict(db.items()) == data
