@@ -98,12 +98,17 @@ def start_server(kind: str, workdir: pathlib.Path, in_process: bool = False) -> 
 class CountingProxy:
     """A reverse proxy on 127.0.0.1 to ``upstream`` (an http URL) that counts every request
     and the body bytes each way. :meth:`snapshot` reads the counters in this process; another
-    process (a benchmark's worker) reads them as JSON at ``url + CONTROL_PATH``, uncounted."""
+    process (a benchmark's worker) reads them as JSON at ``url + CONTROL_PATH``, uncounted.
+
+    ``rate`` (bytes a second), when given, caps each request as one TCP stream to a distant
+    store is capped: a request and its answer take at least their bytes over ``rate``, whatever
+    the other requests in flight do (a network of streams, not a shared link)."""
 
     CONTROL_PATH = "/__bench_counters__"
     _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, rate: float | None = None) -> None:
+        self.rate = rate
         self.counts = {"requests": 0, "sent": 0, "received": 0}
         self._lock = threading.Lock()
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler(upstream))
@@ -175,9 +180,13 @@ class CountingProxy:
                 if self.path == proxy.CONTROL_PATH:
                     self._reply(200, "OK", [], json.dumps(proxy.snapshot()).encode())
                     return
+                started = time.perf_counter()
                 body = self._body()
                 resp = self._upstream(body)
                 data = resp.read()
+                if proxy.rate:
+                    # The stream's pace: what is left of (bytes / rate) after the real transfer.
+                    time.sleep(max(0.0, (len(body) + len(data)) / proxy.rate - (time.perf_counter() - started)))
                 with proxy._lock:
                     proxy.counts["requests"] += 1
                     proxy.counts["sent"] += len(body)

@@ -177,3 +177,10 @@ def test_a_completion_sent_again_after_a_lost_reply_may_find_the_upload_gone(pro
     assert (lost.hits, gone.hits) == (1, 1)
     with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
         assert dict(db.items()) == data
+
+
+def test_deleting_the_database_aborts_its_unfinished_uploads(proxied, tmp_path, small_parts):
+    conn = _abandoned_upload(proxied, tmp_path)
+    with ebooklet.open(conn, tmp_path / "w.blt", "w") as db:
+        db.delete_remote()
+    assert _unfinished(proxied, conn) == []

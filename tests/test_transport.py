@@ -216,7 +216,7 @@ def test_a_wrapper_that_overrides_nothing_forwards_every_method_of_transport():
         calls.clear()
         answer = getattr(wrapper, name)(*args)
         assert calls == [(name, args)], f"WrapperTransport.{name} does not reach the inner transport"
-        if name != "close" and name != "delete":
+        if name not in ("close", "delete", "abort_upload"):  # those answer nothing
             assert answer == f"{name}'s answer", f"WrapperTransport.{name} drops the inner answer"
 
 

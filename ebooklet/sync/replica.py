@@ -295,6 +295,10 @@ class Replica:
                 if object_kind(k[len(prefix):]) is not None and (lease is None or k != lease.key)
             ]
             transport.delete(names)
+            # Uploads in parts a dead push left unfinished hold parts that no listing shows.
+            for upload in transport.uploads(prefix):
+                if object_kind(upload.key[len(prefix):]) is not None:
+                    transport.abort_upload(upload)
         finally:
             if lease is not None:
                 lease.release()
