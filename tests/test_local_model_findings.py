@@ -176,3 +176,34 @@ def test_a_delete_of_a_remote_key_survives_a_journal_emptied_after_close(tmp_pat
     with ebooklet.open(conn, path, "w", allow_pickle=True) as db:
         assert "a" not in db and dict(db.items()) == {"b": 1}
         assert [(c.key, c.local) for c in db.changes().iter_changes()] == [("a", "deleted")]
+
+
+def test_a_pending_write_deleted_with_plain_booklet_stays_deleted_after_a_later_session_is_killed(tmp_path):
+    """Found by the model (``offline_booklet_delete`` of a pending write, then a write and
+    ``ends_without_close(kill)``): after a kill, opening replays every journal record the data
+    file lacks, as booklet's buffered writes die with the process. But a write the last sync
+    had made durable in the data file cannot have been lost that way: missing now, it was
+    deleted with plain booklet between the sessions, and replaying it brought it back. Only
+    the records written since the last sync are replayed after a kill."""
+    import booklet
+
+    from .test_faults_local import kill_when_ready
+
+    conn, path = tmp_path / "remote" / "db", tmp_path / "a.blt"
+    with ebooklet.open(conn, path, "c", value_serializer="pickle") as db:
+        db["b"] = 0  # pending, and durable in the data file once closed
+    with booklet.open(path, "w") as raw:
+        del raw["b"]
+    kill_when_ready(f"""
+        import ebooklet
+        db = ebooklet.open({str(conn)!r}, {str(path)!r}, "w", allow_pickle=True)
+        db["a"] = 1  # acknowledged; the process is killed before any sync
+        db["c"] = 2
+        del db["c"]
+    """)
+    with ebooklet.open(conn, path, "w", allow_pickle=True) as db:
+        assert dict(db.items()) == {"a": 1}
+        assert sorted((c.key, c.local) for c in db.changes().iter_changes()) == [("a", "added")]
+        db.changes().push()
+    with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as reader:
+        assert dict(reader.items()) == {"a": 1}

@@ -283,6 +283,11 @@ class Journal:
         _, ts, value, flags = items[index]
         return Pending(ts, value, flags)
 
+    def offset(self, key: str) -> int:
+        """Where the record of ``key``'s pending change starts (-1: no pending change)."""
+        at = self.where.get(key)
+        return -1 if at is None else at >> _SHIFT
+
     def pending_batches(self) -> Iterator[list[Change]]:
         """Every key's pending change as ``(key, timestamp, value, flags)``, in the order they
         were made, about a MiB of values at a time, reading the file once from start to end

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..files import aside_name, write_atomic
@@ -54,6 +54,14 @@ class PendingChanges:
 
     def batches(self) -> Iterator[list[tuple[str, int, bytes | None, int]]]:
         return self.journal.pending_batches()
+
+    def synced(self, state: SyncState) -> Callable[[str], bool]:
+        """Whether a key's pending change was in the journal when the data file was last
+        synced (so the data file held it durably then: a crash since cannot have lost it)."""
+        marker = state.acknowledged("synced_journal")
+        if marker is None or marker[0] != self.journal.id:
+            return lambda key: False  # unknown (an older state, or the journal replaced since)
+        return lambda key: self.journal.offset(key) < marker[1]
 
     @property
     def meta(self) -> tuple[Any, int] | None:
@@ -150,12 +158,15 @@ class PendingChanges:
         self.mirror.rewrite(base, list(journal.deletes), source=journal)
         self._base = state.base_text()
 
-    def save_state(self, state: SyncState) -> None:
+    def save_state(self, state: SyncState, data_synced: bool = False) -> None:
         """Write ``state`` to state.json, atomically and durably, after rewriting the
-        journals if the base they record is not the state's."""
+        journals if the base they record is not the state's. ``data_synced``: the data file
+        was just synced with every change the journal holds (recorded, see :meth:`synced`)."""
         self._write_metadata(state)
         if state.base_text() != self._base:
             self.rewrite(state)
+        if data_synced:
+            state.synced_journal = [self.journal.id, self.journal.durable]
         state.journal = [self.journal.id, self.journal.durable]
         state.mirror = [self.mirror.id, self.mirror.durable]
         write_atomic(self.folder / STATE_FILE, encode(state))

@@ -34,21 +34,27 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def replay(data: DataFile, pending: PendingChanges, crashed: bool) -> list[str]:
+def replay(
+    data: DataFile, pending: PendingChanges, crashed: bool, synced: Callable[[str], bool] = lambda key: False
+) -> list[str]:
     """Bring the data file in line with the journal where the file lost changes (after a
-    crash, everything the journal holds; otherwise only damaged values: later edits with
-    plain booklet stay). Returns the keys changed."""
+    crash, every change made since the last sync of the data file, which ``synced`` tells
+    from the others; otherwise, and for those, only damaged values: later edits with plain
+    booklet stay). Returns the keys changed."""
     changed = []
     for batch in pending.batches():
         redo: list[tuple[str, int, bytes | None]] = []
         for key, ts, raw, _flags in batch:
+            # A change the data file held durably at its last sync was not lost by the crash:
+            # missing or older now, it was edited with plain booklet between sessions.
+            lost = crashed and not synced(key)
             got = data.get_raw(key)
             if raw is None:
-                if crashed and got is not None and got[0] <= ts:
+                if lost and got is not None and got[0] <= ts:
                     redo.append((key, ts, None))
                 continue
             if got is None:
-                if not crashed:
+                if not lost:
                     continue  # deleted with plain booklet since
             elif not disagrees(Pending(ts, raw, 0), *got):
                 continue

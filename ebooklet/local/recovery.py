@@ -411,7 +411,7 @@ class _Opener:
                 what = f"left inconsistent by an interrupted session: {what}"
             self._rebuild_damaged(found, what)
             return
-        restored = rebuild.replay(data, self.pending, crashed)
+        restored = rebuild.replay(data, self.pending, crashed, self.pending.synced(state))
         dropped = [k for k in state.damaged_keys if k not in self.pending.touched and k in data]
         state.damaged_keys = []
         if dropped and not data.writable:

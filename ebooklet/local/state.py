@@ -67,6 +67,9 @@ class SyncState:
     #: [id, length] of the journal and its mirror acknowledged by the last sync.
     journal: list[Any] | None = None
     mirror: list[Any] | None = None
+    #: [id, length] of the journal when the data file was last synced (fsynced with every
+    #: change the journal held): a record within it cannot have been lost by a crash.
+    synced_journal: list[Any] | None = None
     #: Fields of a later state version of this major format, kept as they were.
     extra: dict[str, Any] = field(default_factory=dict)
     #: The metadata of the heads above, by ref (see headmeta; not saved in state.json).
@@ -110,7 +113,8 @@ class SyncState:
         return json.dumps(self.base_fields(), sort_keys=True)
 
     def acknowledged(self, name: str) -> tuple[str, int] | None:
-        """(id, length) of the journal (``name``: "journal" or "mirror") at the last sync."""
+        """(id, length) of the journal (``name``: "journal" or "mirror") at the last sync
+        (``"synced_journal"``: the journal's when the data file was last synced)."""
         value = getattr(self, name)
         if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
             return str(value[0]), value[1]
@@ -165,7 +169,7 @@ class SyncState:
 
 _OPTIONAL = {
     "head", "etag", "remote_uuid", "location", "codec", "pinned", "retention", "inflight",
-    "fingerprint", "journal", "mirror",
+    "fingerprint", "journal", "mirror", "synced_journal",
 }
 
 

@@ -230,9 +230,9 @@ class LocalStore:
     def presence_restored(self) -> None:
         self.state.presence_reset = False
 
-    def save_state(self) -> None:
+    def save_state(self, data_synced: bool = False) -> None:
         self._need_write()
-        self.pending.save_state(self.state)
+        self.pending.save_state(self.state, data_synced)
         self._saved = self.state.to_json()
 
     def refuse_if_damaged(self) -> None:
@@ -504,7 +504,7 @@ class LocalStore:
             self.state.fingerprint = self.data.fingerprint()
             self.state.unsynced = False
             self._unsynced = False
-            self.save_state()
+            self.save_state(data_synced=True)
             self.parts.sweep()
 
     def write_back(self) -> None:
