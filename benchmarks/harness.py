@@ -186,7 +186,8 @@ class CountingProxy:
                 data = resp.read()
                 if proxy.rate:
                     # The stream's pace: what is left of (bytes / rate) after the real transfer.
-                    time.sleep(max(0.0, (len(body) + len(data)) / proxy.rate - (time.perf_counter() - started)))
+                    pace = (len(body) + len(data)) / proxy.rate
+                    time.sleep(max(0.0, pace - (time.perf_counter() - started)))
                 with proxy._lock:
                     proxy.counts["requests"] += 1
                     proxy.counts["sent"] += len(body)
