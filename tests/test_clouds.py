@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 
 import ebooklet
+from ebooklet.settings import override
 
 from . import test_collaboration, test_database, test_lifecycle, test_remote_ops, test_safety
 from .conftest import CLOUDS, RemoteKind, cloud_kind
@@ -553,3 +554,25 @@ def test_cp_between_two_s3_stores_takes_each_sides_credentials_from_its_profile(
                                     endpoint_url=seaweedfs_server.endpoint_url)
     with ebooklet.open(archive, tmp_path / "copy.blt", "r") as copy:
         assert dict(copy.items()) == {"a": b"1"}
+
+
+@pytest.mark.parametrize("cloud_proxied", [pytest.param("azure", marks=pytest.mark.clouds)], indirect=True)
+def test_a_large_segment_goes_up_to_azure_as_blocks_committed_under_the_condition(
+    cloud_proxied: CloudProxied, tmp_path: pathlib.Path
+) -> None:
+    """As on S3 (tests/test_multipart.py): a segment of settings.multipart_from or more goes up
+    as parallel blocks, committed by one Put Block List that carries ``If-None-Match: *``."""
+    mib = 1 << 20
+    big = bytes(range(256)) * (12 * mib // 256) + b"tail"
+    with override(multipart_from=6 * mib, multipart_part=5 * mib):
+        conn = cloud_proxied.conn(tmp_path.name)
+        blocks = cloud_proxied.proxy.add_rule(lambda r: "comp=block&" in r.query or r.query.endswith("comp=block"),
+                                              None, times=None)
+        lists = cloud_proxied.proxy.add_rule(lambda r: "comp=blocklist" in r.query, None, times=None)
+        assert _push(conn, tmp_path / "a.blt", {"big": big, "small": b"s"}).committed
+    assert sorted(len(r.body) for r in blocks.requests) == [len(big) - 10 * mib, 5 * mib, 5 * mib]
+    assert [r.header("If-None-Match") for r in lists.requests] == ["*"]
+    sent = [e for e in cloud_proxied.proxy.requests() if "comp=block" in e.target and "blocklist" not in e.target]
+    assert max(e.started for e in sent) < min(e.answered for e in sent)  # in flight together
+    with ebooklet.open(cloud_proxied.conn(tmp_path.name, direct=True), tmp_path / "r.blt", "r") as reader:
+        assert dict(reader.items()) == {"big": big, "small": b"s"}

@@ -35,8 +35,10 @@ from ..errors import (
     RemoteNotFoundError,
     RemoteUnavailableError,
 )
+from ..settings import settings
 from .base import Blob, ObjectStat, PutMode, Transport, Update
 from .http import check_range
+from .multipart import PART_THREADS
 
 T = TypeVar("T")
 
@@ -79,9 +81,12 @@ def container_client(
         "connection_timeout": min(timeout, 30.0),
         "read_timeout": timeout,
         "connection_data_block_size": 1 << 20,
-        # One PUT per object up to 256 MiB; a larger one is staged in blocks and committed
-        # by one request that carries the conditions.
-        "max_single_put_size": 256 << 20,
+        # One PUT per object under settings.multipart_from (16 MiB); a larger one (a segment
+        # holding a large value) is staged in blocks of settings.multipart_part, several at a
+        # time, and committed by one request that carries the conditions (Put Block List).
+        # Blocks never committed, when a push dies, are discarded by the store within a week.
+        "max_single_put_size": settings.multipart_from - 1,
+        "max_block_size": settings.multipart_part,
         "max_single_get_size": 256 << 20,
     }
     if connection_string:
@@ -220,7 +225,10 @@ class AzureTransport(Transport):
             options.update(etag=mode.etag, match_condition=MatchConditions.IfNotModified)
         answer = self._call(
             f"PUT az://{self.container}/{key}", key,
-            lambda: self._client.get_blob_client(key).upload_blob(bytes(data), **options), mode,
+            lambda: self._client.get_blob_client(key).upload_blob(
+                bytes(data), max_concurrency=PART_THREADS, **options
+            ),
+            mode,
         )
         etag = answer.get("etag")
         if not etag:
