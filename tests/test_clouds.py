@@ -566,13 +566,14 @@ def test_a_large_segment_goes_up_to_azure_as_blocks_committed_under_the_conditio
     big = bytes(range(256)) * (12 * mib // 256) + b"tail"
     with override(multipart_from=6 * mib, multipart_part=5 * mib):
         conn = cloud_proxied.conn(tmp_path.name)
-        blocks = cloud_proxied.proxy.add_rule(lambda r: "comp=block&" in r.query or r.query.endswith("comp=block"),
-                                              None, times=None)
+        is_block = lambda r: "comp=block&" in r.query or r.query.endswith("comp=block")  # noqa: E731
+        blocks = cloud_proxied.proxy.add_rule(is_block, None, times=None)
         lists = cloud_proxied.proxy.add_rule(lambda r: "comp=blocklist" in r.query, None, times=None)
         assert _push(conn, tmp_path / "a.blt", {"big": big, "small": b"s"}).committed
     assert sorted(len(r.body) for r in blocks.requests) == [len(big) - 10 * mib, 5 * mib, 5 * mib]
     assert [r.header("If-None-Match") for r in lists.requests] == ["*"]
-    sent = [e for e in cloud_proxied.proxy.requests() if "comp=block" in e.target and "blocklist" not in e.target]
+    sent = [e for e in cloud_proxied.proxy.requests()
+            if "comp=block" in e.target and "blocklist" not in e.target]
     assert max(e.started for e in sent) < min(e.answered for e in sent)  # in flight together
     with ebooklet.open(cloud_proxied.conn(tmp_path.name, direct=True), tmp_path / "r.blt", "r") as reader:
         assert dict(reader.items()) == {"big": big, "small": b"s"}

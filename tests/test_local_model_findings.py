@@ -207,3 +207,76 @@ def test_a_pending_write_deleted_with_plain_booklet_stays_deleted_after_a_later_
         db.changes().push()
     with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as reader:
         assert dict(reader.items()) == {"a": 1}
+
+
+@pytest.mark.parametrize("side_file", ["none", "state.json"])
+def test_a_pending_write_deleted_with_plain_booklet_stays_deleted_after_a_kill_in_the_next_session(
+    tmp_path, side_file
+):
+    """As above, with the kill in the very session that found the plain-booklet edit (and with
+    state.json lost before it, so that no sync of the data file is on record): the open that
+    checks the file records what it holds, so the crash replays only the session's writes."""
+    import booklet
+
+    from .test_faults_local import kill_when_ready
+
+    conn, path = tmp_path / "remote" / "db", tmp_path / "a.blt"
+    with ebooklet.open(conn, path, "c", value_serializer="pickle") as db:
+        db["c"] = 0
+    with booklet.open(path, "w") as raw:
+        del raw["c"]
+    if side_file != "none":
+        (tmp_path / "a.blt.ebooklet" / side_file).write_bytes(b"")
+    kill_when_ready(f"""
+        import ebooklet
+        db = ebooklet.open({str(conn)!r}, {str(path)!r}, "w", allow_pickle=True)
+        db["a"] = 1
+    """)
+    with ebooklet.open(conn, path, "w", allow_pickle=True) as db:
+        assert dict(db.items()) == {"a": 1}
+        assert sorted((c.key, c.local) for c in db.changes().iter_changes()) == [("a", "added")]
+
+
+def test_writes_replayed_after_a_kill_survive_a_second_kill_right_after_the_open(tmp_path):
+    """The open after a kill replays the lost writes into the data file and records them as
+    synced: it must make them durable first, or a second kill (before the session writes or
+    syncs anything) loses them, and the third open takes them for plain-booklet deletes."""
+    from .test_faults_local import kill_when_ready
+
+    conn, path = tmp_path / "remote" / "db", tmp_path / "a.blt"
+    with ebooklet.open(conn, path, "c", value_serializer="pickle") as db:
+        db["seed"] = 0
+    kill_when_ready(f"""
+        import ebooklet
+        db = ebooklet.open({str(conn)!r}, {str(path)!r}, "w", allow_pickle=True)
+        db.update({{f"x{{i}}": i for i in range(50)}})  # in booklet's buffer when killed
+    """)
+    kill_when_ready(f"""
+        import ebooklet
+        db = ebooklet.open({str(conn)!r}, {str(path)!r}, "w", allow_pickle=True)  # replays them
+    """)
+    with ebooklet.open(conn, path, "w", allow_pickle=True) as db:
+        assert dict(db.items()) == {"seed": 0, **{f"x{i}": i for i in range(50)}}
+
+
+def test_a_journal_rewritten_before_a_sync_keeps_the_changes_since_the_sync_unsynced(tmp_path):
+    """The record of which journal changes the data file held at its last sync follows the
+    journal through a rewrite: only the changes before the first change made since count as
+    synced (a crash then replays the others)."""
+    from ebooklet.local.pending import PendingChanges
+    from ebooklet.local.state import SyncState
+
+    folder = tmp_path / "state"
+    folder.mkdir()
+    pending, state = PendingChanges(folder), SyncState()
+    pending.load(None)
+    pending.adopt_base(state, rewrite=True)
+    pending.write("old", 1, b"synced")
+    pending.flush()
+    pending.save_state(state, data_synced=True)
+    pending.write("new", 2, b"written since")
+    pending.flush()
+    assert [pending.synced(state)(k) for k in ("old", "new")] == [True, False]
+    pending.rewrite(state)
+    assert [pending.synced(state)(k) for k in ("old", "new")] == [True, False]
+    pending.close()

@@ -365,10 +365,13 @@ class Journal:
         """Whether overwritten changes make up most of the journal."""
         return self._changes > 2 * len(self.where) + 10_000
 
-    def rewrite(self, base: dict[str, Any], keys: Iterable[str], source: Journal | None = None) -> None:
+    def rewrite(
+        self, base: dict[str, Any], keys: Iterable[str], source: Journal | None = None, cut: int = -1
+    ) -> None:
         """Replace the journal with a new one, atomically: ``base``, then the pending
         changes of ``keys`` (taken from ``source``, this journal by default) in batches, and
-        this journal's metadata."""
+        this journal's metadata. The first ``cut`` keys end a batch of their own (so that
+        their records all start before the others')."""
         src = source or self
         base = {**base, "id": uuid.uuid4().hex}
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -385,7 +388,9 @@ class Journal:
                     pos += f.write(record(CHANGES, msgpack.packb(batch, use_bin_type=True)))
                     batch, size = [], 0
 
-            for key in keys:
+            for n, key in enumerate(keys):
+                if n == cut:
+                    seal()
                 change = src.get(key)
                 if change is None:
                     continue  # unreadable since it was read: the caller's scan finds it again

@@ -154,9 +154,16 @@ class PendingChanges:
             # descriptor it still holds.
             os.replace(journal.path, self._aside)
             self._aside = None
-        journal.rewrite(base, list(journal.where))
+        synced = self.synced(state)
+        fresh = [key for key in journal.where if not synced(key)]
+        old = [key for key in journal.where if synced(key)]
+        journal.rewrite(base, old + fresh, cut=len(old))
         self.mirror.rewrite(base, list(journal.deletes), source=journal)
         self._base = state.base_text()
+        # The changes the data file held at its last sync are carried over: the new journal's
+        # records before the first change made since stay known as synced.
+        starts = [journal.offset(key) for key in fresh if journal.offset(key) >= 0]
+        state.synced_journal = [journal.id, min(starts, default=journal.durable)]
 
     def save_state(self, state: SyncState, data_synced: bool = False) -> None:
         """Write ``state`` to state.json, atomically and durably, after rewriting the

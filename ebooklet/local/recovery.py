@@ -422,6 +422,12 @@ class _Opener:
         if dropped:
             self._zero_bits()
         state.damaged = False
+        # The data file now holds what it should of every change in the journal (replayed
+        # here, or edited behind ebooklet's back since): made durable and recorded, a crash
+        # later in this session replays only what the session wrote, never those edits.
+        if data.writable:
+            data.sync()
+        state.synced_journal = [self.pending.journal.id, self.pending.journal.durable]
         if restored and crashed:
             shown = ", ".join(repr(k) for k in restored[:10])
             self.note(
