@@ -8,7 +8,8 @@ checksummed record handed to the operating system with one ``write`` (or, for a 
 way and a SIGKILL of the process (the kernel holds the bytes); ``sync()`` and ``close()``
 fsync the journal, after which it survives a power cut too (RocksDB's default, as
 docs/usage.rst states). The data file is a cache of the journal plus the remote: opening
-replays what the journal holds and the data file lacks.
+after a crash replays what the journal holds and the data file lacks, of the changes made
+since the data file's last sync (the sync state's ``synced_journal``).
 
 The file is a sequence of records (their bytes and checks are :mod:`.records`'s). Kinds:
 
