@@ -178,3 +178,41 @@ def test_a_reserved_key_is_refused_or_round_trips_as_an_ordinary_key(tmp_path, k
     with ebooklet.open(conn, tmp_path / "r.blt", "r", allow_pickle=True) as reader:
         assert reader.get_metadata() == {"meta": 1}
         assert dict(reader.items()) == ({key: value} if stored else {})
+
+
+@pytest.mark.parametrize("how", ["discard", "pull taking the remote's side"])
+def test_a_kill_while_a_pending_change_is_given_up_never_turns_it_into_a_delete(tmp_path, how):
+    """A discard, or a pull that resolves a conflict with the remote's value, removes the
+    pending value from the data file before it forgets the journal's record. Killed in
+    between (here at the forgetting), the next open must not take the missing value for a
+    delete made with plain booklet: that delete would reach the remote at the next push. The
+    change is replayed instead (it was never given up), and the remote keeps its value."""
+    conn, path = tmp_path / "remote" / "db", tmp_path / "a.blt"
+    with ebooklet.open(conn, path, "n", value_serializer="pickle") as db:
+        db.update({"k": "remote value", "other": "x"})
+        db.changes().push()
+    with ebooklet.open(conn, path, "w", allow_pickle=True) as db:
+        db["k"] = "local edit"  # closed: the data file's sync covers the journal's record of k
+    if how == "discard":
+        give_up = 'db.changes().discard(["k"])'
+    else:
+        with ebooklet.open(conn, tmp_path / "other.blt", "w", allow_pickle=True) as other:
+            other["k"] = "another writer's value"
+            other.changes().push()
+        give_up = 'db.changes().pull(on_conflict="remote")'
+    proc = python(f"""
+        import os, signal, ebooklet
+        from ebooklet.local.store import LocalStore
+        def killed(self, keys=None):
+            os.kill(os.getpid(), signal.SIGKILL)  # after the value was dropped, before forgetting
+        LocalStore.clear_touched = killed
+        db = ebooklet.open({str(conn)!r}, {str(path)!r}, "w", allow_pickle=True)
+        {give_up}
+    """)
+    proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    with ebooklet.open(conn, path, "w", allow_pickle=True) as db:
+        assert db["k"] == "local edit"
+        assert [(c.key, c.local) for c in db.changes().iter_changes() if c.local] == [("k", "modified")]
+    with ebooklet.open(conn, tmp_path / "check.blt", "r", allow_pickle=True) as reader:
+        assert reader["k"] in ("remote value", "another writer's value")

@@ -280,3 +280,32 @@ def test_a_journal_rewritten_before_a_sync_keeps_the_changes_since_the_sync_unsy
     pending.rewrite(state)
     assert [pending.synced(state)(k) for k in ("old", "new")] == [True, False]
     pending.close()
+
+
+def test_a_journal_damaged_or_cut_short_since_the_sync_forgets_which_changes_were_synced(tmp_path):
+    """Deletes recovered from the mirror are appended to a damaged journal, where synced
+    records used to be: the record of the last sync no longer tells them apart, so a crash
+    replays everything (found by a review)."""
+    from ebooklet.local.pending import PendingChanges
+    from ebooklet.local.state import SyncState
+
+    folder = tmp_path / "state"
+    folder.mkdir()
+    pending, state = PendingChanges(folder), SyncState()
+    pending.load(None)
+    pending.adopt_base(state, rewrite=True)
+    for i in range(20):
+        pending.write(f"k{i}", i, b"v" * 100)
+    pending.flush()
+    pending.save_state(state, data_synced=True)
+    pending.close()
+    reread = PendingChanges(folder)
+    reread.load(state)
+    assert reread.synced(state)("k0")
+    reread.close()
+    journal = folder / "journal.log"
+    journal.write_bytes(journal.read_bytes()[: journal.stat().st_size // 2])
+    damaged = PendingChanges(folder)
+    damaged.load(state)
+    assert not damaged.synced(state)("k0")
+    damaged.close()

@@ -184,3 +184,65 @@ def test_deleting_the_database_aborts_its_unfinished_uploads(proxied, tmp_path, 
     with ebooklet.open(conn, tmp_path / "w.blt", "w") as db:
         db.delete_remote()
     assert _unfinished(proxied, conn) == []
+
+
+def test_starting_an_upload_is_tried_again_after_a_server_error(proxied, tmp_path, small_parts):
+    """The start is a POST, which the connection pool does not retry: ebooklet does."""
+    conn = proxied.conn()
+    data = _data()
+    busy = proxied.proxy.add_rule(lambda r: r.method == "POST" and r.query == "uploads", "503", times=1)
+    with ebooklet.open(conn, tmp_path / "w.blt", "c", value_serializer="bytes") as db:
+        db.update(data)
+        assert db.changes().push().committed
+    assert busy.hits == 1
+    with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
+        assert db["big"] == data["big"]
+
+
+def test_an_overwrite_whose_completion_reply_is_lost_returns_the_objects_etag(proxied, small_parts):
+    """Overwriting (a copy between stores): the completion was applied, its reply lost, and the
+    second one is told the upload is gone; the object's ETag is read instead."""
+    from ebooklet.remote.s3 import S3Transport
+
+    server = proxied.server
+    transport = S3Transport(server.access_key_id, server.access_key, proxied.bucket,
+                            endpoint_url=proxied.proxy.url, retries=1)
+    key = f"dbs/overwrite-{random.randrange(1 << 30)}"
+    transport.put(key, b"before", "overwrite")
+    proxied.proxy.add_rule(_is_completion, "lost_reply", times=1)
+    proxied.proxy.add_rule(_is_completion, "404", times=1)
+    etag = transport.put(key, _data()["big"], "overwrite")
+    there = transport.get(key)
+    assert there is not None and there.data == _data()["big"] and there.etag == etag
+    transport.close()
+
+
+def test_a_listing_of_uploads_that_strays_or_repeats_itself_is_refused():
+    """Hostile answers to ListMultipartUploads: a key outside the prefix asked for, or a page
+    that names the same markers again (which would list forever)."""
+    from ebooklet.remote.multipart import S3Parts
+
+    class Answer:
+        def __init__(self, body: str) -> None:
+            self.data = body.encode()
+
+    def page(key: str, truncated: bool) -> str:
+        more = "<IsTruncated>false</IsTruncated>"
+        if truncated:
+            more = ("<IsTruncated>true</IsTruncated><NextKeyMarker>m</NextKeyMarker>"
+                    "<NextUploadIdMarker>u</NextUploadIdMarker>")
+        return ("\n  <?xml version='1.0'?><ListMultipartUploadsResult><Upload><Key>" + key
+                + "</Key><UploadId>id</UploadId><Initiated>2020-01-01T00:00:00Z</Initiated></Upload>"
+                + more + "</ListMultipartUploadsResult>")
+
+    def store(answers):  # type: ignore[no-untyped-def]
+        return lambda *args, **kwargs: Answer(next(answers))
+
+    stray = S3Parts(store(iter([page("elsewhere/seg/x", False)])), "bucket")
+    with pytest.raises(ebooklet.RemoteFormatError, match="not under the prefix"):
+        list(stray.uploads("db.ebooklet/"))
+    looping = S3Parts(store(iter([page("db.ebooklet/seg/a", True)] * 3)), "bucket")
+    with pytest.raises(ebooklet.RemoteFormatError, match="same page twice"):
+        list(looping.uploads("db.ebooklet/"))
+    fine = S3Parts(store(iter([page("db.ebooklet/seg/a", False)])), "bucket")  # blanks first, too
+    assert [u.key for u in fine.uploads("db.ebooklet/")] == ["db.ebooklet/seg/a"]

@@ -59,8 +59,11 @@ class PendingChanges:
         """Whether a key's pending change was in the journal when the data file was last
         synced (so the data file held it durably then: a crash since cannot have lost it)."""
         marker = state.acknowledged("synced_journal")
-        if marker is None or marker[0] != self.journal.id:
-            return lambda key: False  # unknown (an older state, or the journal replaced since)
+        journal = self.journal
+        if marker is None or marker[0] != journal.id or journal.damage:
+            # Unknown: an older state, the journal replaced, or damaged or cut short since (its
+            # deletes recovered from the mirror are appended where synced ones used to be).
+            return lambda key: False
         return lambda key: self.journal.offset(key) < marker[1]
 
     @property

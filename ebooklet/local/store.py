@@ -380,8 +380,15 @@ class LocalStore:
         self.writeback.wrote(nbytes)
 
     def drop(self, key: str) -> None:
-        """Remove a cached copy (not a user change)."""
+        """Remove a cached copy (not a user change), or the value of a pending change that is
+        being given up (a discard, a pull that takes the remote's side)."""
         self._before_write()
+        if key in self.touched and self.state.synced_journal is not None:
+            # The data file loses a change the journal still holds, and no record says so:
+            # until the next sync, the open after a crash must replay every change (or this
+            # one would read as deleted with plain booklet, a delete nobody asked for).
+            self.state.synced_journal = None
+            self.save_state()
         self.data.delete(key)
 
     def record_write(self, key: str, timestamp: int, raw: bytes) -> None:

@@ -60,7 +60,7 @@ class Request(Protocol):
 
 def _xml(data: bytes, what: str) -> ET.Element:
     try:
-        root = ET.fromstring(data)
+        root = ET.fromstring(data.lstrip())  # S3 may send blanks ahead of a slow answer
     except ET.ParseError as exc:
         raise RemoteFormatError(f"{what}: the store's answer is not XML ({exc})") from None
     for element in root.iter():  # drop the S3 namespace, so that paths read plainly
@@ -114,8 +114,17 @@ class S3Parts:
             raise
 
     def _start(self, key: str, what: str) -> str:
-        resp = self._request("POST", key, {}, b"", query="uploads")
-        return _text(_xml(resp.data, what), "UploadId", what)
+        # A POST is not retried by the connection pool; starting again is harmless (an upload
+        # started twice leaves one that nothing completes, which gc aborts).
+        for attempt in (1, 2, 3):
+            try:
+                resp = self._request("POST", key, {}, b"", query="uploads")
+            except RemoteUnavailableError:
+                if attempt == 3:
+                    raise
+                continue
+            return _text(_xml(resp.data, what), "UploadId", what)
+        raise AssertionError("unreachable")
 
     def _part(self, key: str, upload_id: str, number: int, body: memoryview) -> str:
         query = f"partNumber={number}&uploadId={urllib.parse.quote(upload_id, safe='')}"
@@ -149,7 +158,13 @@ class S3Parts:
             except RemoteNotFoundError:
                 if attempt == 1:
                     raise
-                raise PreconditionFailed(key, exists=None) from None
+                if mode == "create":
+                    raise PreconditionFailed(key, exists=None) from None
+                # Overwriting: the upload is gone because the first completion was applied.
+                etag = self._request("HEAD", key).headers.get("ETag")
+                if not etag:
+                    raise RemoteError(f"{what}: the server returned no ETag") from None
+                return etag
             # S3 may answer 200 and report a failure in the body: completing again is the cure.
             root = _xml(resp.data, what)
             if root.tag == "Error":
@@ -176,9 +191,10 @@ class S3Parts:
                            "aborts it later)", self.bucket, upload.key, exc)
 
     def uploads(self, prefix: str) -> Iterator[Upload]:
-        """The unfinished uploads of keys under ``prefix``, page by page."""
+        """The unfinished uploads of keys under ``prefix``, page by page (a store that lists
+        other keys, or pages that do not move on, is refused)."""
         what = f"listing the uploads in parts of s3://{self.bucket}/{prefix}"
-        markers = ""
+        markers, seen = "", set()
         while True:
             query = f"uploads&prefix={urllib.parse.quote(prefix, safe='')}{markers}"
             root = _xml(self._request("GET", "", {}, None, query=query).data, what)
@@ -188,12 +204,20 @@ class S3Parts:
                     when = datetime.datetime.fromisoformat(initiated.replace("Z", "+00:00")).timestamp()
                 except ValueError:
                     raise RemoteFormatError(f"{what}: the start time {initiated!r} is not a date") from None
-                yield Upload(_text(item, "Key", what), _text(item, "UploadId", what), when)
+                key = _text(item, "Key", what)
+                if not key.startswith(prefix):
+                    raise RemoteFormatError(f"{what}: the store listed {key!r}, which is not under "
+                                            "the prefix asked for; nothing was aborted")
+                yield Upload(key, _text(item, "UploadId", what), when)
             if root.findtext("IsTruncated") != "true":
                 return
             key_marker, id_marker = root.findtext("NextKeyMarker"), root.findtext("NextUploadIdMarker")
             if not key_marker:
                 return
+            if (key_marker, id_marker) in seen:
+                raise RemoteFormatError(f"{what}: the store gave the same page twice; the listing "
+                                        "was stopped")
+            seen.add((key_marker, id_marker))
             markers = f"&key-marker={urllib.parse.quote(key_marker, safe='')}"
             if id_marker:
                 markers += f"&upload-id-marker={urllib.parse.quote(id_marker, safe='')}"
