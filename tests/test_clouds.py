@@ -577,3 +577,58 @@ def test_a_large_segment_goes_up_to_azure_as_blocks_committed_under_the_conditio
     assert max(e.started for e in sent) < min(e.answered for e in sent)  # in flight together
     with ebooklet.open(cloud_proxied.conn(tmp_path.name, direct=True), tmp_path / "r.blt", "r") as reader:
         assert dict(reader.items()) == {"big": big, "small": b"s"}
+
+
+def _gcs_names(proxied: CloudProxied, conn: Any, tmp_path: pathlib.Path) -> list[str]:
+    """The names under the database's prefix, listed straight from the emulator."""
+    from ebooklet.remote import connect
+
+    remote = connect(proxied.conn(tmp_path.name, direct=True))
+    try:
+        return sorted(k[len(remote.prefix):] for k in remote.transport.list(remote.prefix))
+    finally:
+        remote.transport.close()
+
+
+@pytest.mark.parametrize("cloud_proxied", [pytest.param("gcs", marks=pytest.mark.clouds)], indirect=True)
+def test_a_large_segment_goes_up_to_gcs_as_pieces_composed_under_the_condition(
+    cloud_proxied: CloudProxied, tmp_path: pathlib.Path
+) -> None:
+    """GCS: pieces uploaded together, composed by one request with ifGenerationMatch=0, then
+    deleted; the segment reads back whole."""
+    mib = 1 << 20
+    big = bytes(range(256)) * (12 * mib // 256) + b"tail"
+    with override(multipart_from=6 * mib, multipart_part=5 * mib):
+        conn = cloud_proxied.conn(tmp_path.name)
+        is_piece = lambda r: r.path.startswith("/upload/") and b".piece-" in r.body[:4096]  # noqa: E731
+        pieces = cloud_proxied.proxy.add_rule(is_piece, None, times=None)
+        compose = cloud_proxied.proxy.add_rule(lambda r: r.path.endswith("/compose"), None, times=None)
+        assert _push(conn, tmp_path / "a.blt", {"big": big, "small": b"s"}).committed
+    assert len(pieces.requests) == 3
+    assert [urllib.parse.parse_qs(r.query).get("ifGenerationMatch") for r in compose.requests] == [["0"]]
+    started = {r.received for r in pieces.requests}
+    logged = [e for e in cloud_proxied.proxy.requests() if e.started in started]
+    assert max(e.started for e in logged) < min(e.answered for e in logged)  # in flight together
+    assert not [n for n in _gcs_names(cloud_proxied, conn, tmp_path) if ".piece-" in n]  # deleted
+    with ebooklet.open(cloud_proxied.conn(tmp_path.name, direct=True), tmp_path / "r.blt", "r") as reader:
+        assert dict(reader.items()) == {"big": big, "small": b"s"}
+
+
+@pytest.mark.parametrize("cloud_proxied", [pytest.param("gcs", marks=pytest.mark.clouds)], indirect=True)
+def test_pieces_a_failed_push_could_not_delete_are_collected_by_gc(
+    cloud_proxied: CloudProxied, tmp_path: pathlib.Path
+) -> None:
+    mib = 1 << 20
+    with override(multipart_from=6 * mib, multipart_part=5 * mib):
+        conn = cloud_proxied.conn(tmp_path.name)
+        assert _push(conn, tmp_path / "a.blt", {"first": b"commit"}).committed
+        cloud_proxied.proxy.add_rule(lambda r: r.path.endswith("/compose"), "reset", times=None)
+        cloud_proxied.proxy.add_rule(lambda r: r.method == "DELETE" or "batch" in r.path, "reset", times=None)
+        with pytest.raises(ebooklet.RemoteUnavailableError):
+            _push(conn, tmp_path / "a.blt", {"big": bytes(12 * mib)})
+        cloud_proxied.proxy.clear_rules()
+    left = [n for n in _gcs_names(cloud_proxied, conn, tmp_path) if ".piece-" in n]
+    assert len(left) == 3
+    report = ebooklet.gc(cloud_proxied.conn(tmp_path.name, direct=True), min_age=0)
+    assert set(left) <= set(report.removed)
+    assert not [n for n in _gcs_names(cloud_proxied, conn, tmp_path) if ".piece-" in n]

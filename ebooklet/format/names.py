@@ -72,6 +72,9 @@ COMMIT_ID_RE = re.compile(_COMMIT_ID)
 SEGMENT_NAME_RE = re.compile(rf"seg/({_COMMIT_ID})-(0|[1-9][0-9]{{0,8}})(s?)")
 #: The end of the name of a segment of format 3 (see :func:`legacy_segment`).
 SHA256_SUFFIX = "s"
+#: A piece of a large segment uploaded apart and composed into it (Google Cloud Storage): gone
+#: once composed; one a killed push left is garbage (see remote/gcs.py).
+PIECE_NAME_RE = re.compile(rf"{SEGMENT_NAME_RE.pattern}\.piece-[0-9a-f]{{8}}-(0|[1-9][0-9]?)")
 PART_NAME_RE = re.compile(rf"index/(0|[1-9][0-9]?)-(0|[1-9][0-9]{{0,9}})-({_COMMIT_ID})")
 #: A log object's name, as :func:`log_name` makes it.
 LOG_NAME_RE = re.compile(rf"log/([0-9]{{12,19}})-({_COMMIT_ID})")
@@ -79,6 +82,7 @@ LOG_NAME_RE = re.compile(rf"log/([0-9]{{12,19}})-({_COMMIT_ID})")
 RUN_NAME_RE = re.compile(rf"run/({_COMMIT_ID})-(0|[1-9][0-9]{{0,8}})")
 _KINDS = (
     ("segment", SEGMENT_NAME_RE),
+    ("piece", PIECE_NAME_RE),
     ("part", PART_NAME_RE),
     ("log", LOG_NAME_RE),
     ("run", RUN_NAME_RE),

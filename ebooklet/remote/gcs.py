@@ -8,13 +8,19 @@ compare: ``"create"`` sends ``ifGenerationMatch=0``, ``Update(generation)`` send
 
 Uploads are single-request multipart uploads: GCS applies their preconditions atomically
 (and fake-gcs-server, the emulator the suite runs, enforces them on multipart uploads but
-not on plain media uploads).
+not on plain media uploads). An object of ``settings.multipart_from`` bytes or more (a
+segment holding a large value) is sent as pieces ``<key>.piece-<token>-<n>``, several at a
+time, composed into the object by one request that carries the condition, then deleted
+(GCS has no parallel upload of one object; composing is its way). Pieces a killed push left
+are garbage by their name (``format.PIECE_NAME_RE``).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import json
+import logging
 import math
 import urllib.parse
 import uuid
@@ -32,12 +38,18 @@ from ..errors import (
     RemoteNotFoundError,
     RemoteUnavailableError,
 )
+from ..settings import settings
 from .base import Blob, ObjectStat, PutMode, Transport, Update
 from .http import RETRY_STATUSES, check_range, make_pool, range_header, read_body, send
+from .multipart import PART_THREADS
 
 #: Where GCS's JSON API lives, unless an endpoint (or ``STORAGE_EMULATOR_HOST``, see
 #: :class:`~ebooklet.remote.clouds.GCSConnection`) says otherwise.
 GCS_ENDPOINT = "https://storage.googleapis.com"
+#: Sources one compose request may name.
+MAX_COMPOSE = 32
+
+logger = logging.getLogger(__name__)
 #: The OAuth scope of every request: objects are read, written and deleted.
 SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 #: One batch request carries at most 100 calls.
@@ -241,6 +253,11 @@ class GCSTransport(Transport):
     # --- writes -----------------------------------------------------------------------------
 
     def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
+        if not isinstance(mode, Update) and len(data) >= settings.multipart_from:
+            return self._put_pieces(key, data, mode)
+        return self._put_one(key, data, mode)
+
+    def _put_one(self, key: str, data: bytes | memoryview, mode: PutMode) -> str:
         query = {"uploadType": "multipart"}
         if mode == "create":
             query["ifGenerationMatch"] = "0"
@@ -269,6 +286,46 @@ class GCSTransport(Transport):
         except (ValueError, KeyError, TypeError):
             raise RemoteError(f"{what}: the server's answer has no generation") from None
         return generation
+
+    def _put_pieces(self, key: str, data: bytes | memoryview, mode: PutMode) -> str:
+        view = memoryview(data).cast("B")
+        # Compose takes at most 32 sources: larger objects get larger pieces.
+        size = max(settings.multipart_part, -(-len(view) // MAX_COMPOSE))
+        token = uuid.uuid4().hex[:8]
+        pieces = [(f"{key}.piece-{token}-{n}", start) for n, start in enumerate(range(0, len(view), size))]
+        try:
+            with concurrent.futures.ThreadPoolExecutor(
+                min(PART_THREADS, len(pieces)), thread_name_prefix="ebooklet-piece"
+            ) as pool:
+                def send_piece(piece: tuple[str, int]) -> str:
+                    return self._put_one(piece[0], view[piece[1] : piece[1] + size], "create")
+
+                list(pool.map(send_piece, pieces))
+            return self._compose(key, [name for name, _ in pieces], mode)
+        finally:
+            try:
+                self.delete([name for name, _ in pieces])
+            except RemoteError as exc:  # left to garbage collection, by their names
+                logger.warning("could not delete the pieces of gs://%s/%s: %s", self.bucket, key, exc)
+
+    def _compose(self, key: str, sources: list[str], mode: PutMode) -> str:
+        query = {"ifGenerationMatch": "0"} if mode == "create" else {}
+        url = self._url(self._object_url(key)[len(self.endpoint_url) :] + "/compose", **query)
+        body = json.dumps({
+            "sourceObjects": [{"name": name} for name in sources],
+            "destination": {"contentType": "application/octet-stream"},
+        }).encode()
+        what = f"composing gs://{self.bucket}/{key}"
+        resp = self._request("POST", url, what, body=body, headers={"Content-Type": "application/json"},
+                             retry_writes=True)
+        if resp.status == 412:
+            raise PreconditionFailed(key, exists=True if mode == "create" else None)
+        if resp.status >= 300:
+            raise self._fail(resp, what, key)
+        try:
+            return str(json.loads(resp.data)["generation"])
+        except (ValueError, KeyError, TypeError):
+            raise RemoteError(f"{what}: the server's answer has no generation") from None
 
     def delete(self, keys: list[str]) -> None:
         for i in range(0, len(keys), self.delete_batch_size):

@@ -36,7 +36,7 @@ from .history import retained_heads
 #: the store's clock: time for the head write after the check.
 COMMIT_MARGIN_S = 600.0
 #: Kinds of object that garbage collection may remove (never the lease).
-COLLECTABLE = frozenset({"segment", "part", "log", "run", "probe"})
+COLLECTABLE = frozenset({"segment", "piece", "part", "log", "run", "probe"})
 
 
 @dataclass
