@@ -238,7 +238,7 @@ class Push:
         if not local.touched and not meta_changed and retention is None and base is not None and not compact:
             local.sync()
             return PushResult()
-        writes = list(local.touched.values()).count(None)
+        writes = len(local.touched) - local.touched.n_deletes
         state = PushState(self.objects, Tracker(progress, "upload", writes, 0))
         self._lease = LeaseUse(lease, take_lease)
         deadline = time.monotonic() + wait
@@ -429,7 +429,7 @@ class Push:
         touched = local.touched
         # Upper bounds of what the commit adds, to choose the index layout once (characters
         # for bytes: the layout needs an estimate, the head's counts are exact).
-        state.adds = list(touched.values()).count(None)
+        state.adds = len(touched) - touched.n_deletes
         state.add_key_bytes = sum(map(len, touched))
         state.spool = spool = Spool(bits_for(
             (0 if fresh else current.n_keys) + state.adds,  # type: ignore[union-attr]
