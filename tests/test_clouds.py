@@ -632,3 +632,19 @@ def test_pieces_a_failed_push_could_not_delete_are_collected_by_gc(
     report = ebooklet.gc(cloud_proxied.conn(tmp_path.name, direct=True), min_age=0)
     assert set(left) <= set(report.removed)
     assert not [n for n in _gcs_names(cloud_proxied, conn, tmp_path) if ".piece-" in n]
+
+
+def test_the_requests_of_a_large_put_are_counted_as_the_store_sees_them(
+    cloud_proxied: CloudProxied, tmp_path: pathlib.Path
+) -> None:
+    """``db.stats`` counts a put in blocks (Azure) or pieces (GCS) request by request."""
+    from ebooklet.remote import connect
+
+    mib = 1 << 20
+    with override(multipart_from=6 * mib, multipart_part=5 * mib):
+        remote = connect(cloud_proxied.conn(tmp_path.name))
+        before = cloud_proxied.proxy.stats.requests
+        remote.transport.put(remote.prefix + "big-object", bytes(12 * mib), "create")
+        seen = cloud_proxied.proxy.stats.requests - before
+        assert remote.transport.stats.requests == seen > 3
+        remote.transport.close()

@@ -246,3 +246,19 @@ def test_a_listing_of_uploads_that_strays_or_repeats_itself_is_refused():
         list(looping.uploads("db.ebooklet/"))
     fine = S3Parts(store(iter([page("db.ebooklet/seg/a", False)])), "bucket")  # blanks first, too
     assert [u.key for u in fine.uploads("db.ebooklet/")] == ["db.ebooklet/seg/a"]
+
+
+def test_the_requests_of_a_put_in_parts_are_counted(proxied, small_parts):
+    """``db.stats`` counts requests as the store bills them: a put in parts is its start, its
+    parts and its completion, as the proxy sees them."""
+    from ebooklet.remote import CountingTransport
+    from ebooklet.remote.s3 import S3Transport
+
+    server = proxied.server
+    counted = CountingTransport(S3Transport(server.access_key_id, server.access_key, proxied.bucket,
+                                            endpoint_url=proxied.proxy.url, retries=1))
+    before = proxied.proxy.stats.requests
+    counted.put(f"dbs/counted-{random.randrange(1 << 30)}", _data()["big"], "create")
+    counted.put(f"dbs/counted-{random.randrange(1 << 30)}", b"small", "create")
+    assert counted.stats.requests == proxied.proxy.stats.requests - before == (2 + 3) + 1
+    counted.close()

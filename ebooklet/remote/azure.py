@@ -235,6 +235,11 @@ class AzureTransport(Transport):
             raise RemoteError(f"PUT az://{self.container}/{key}: the server returned no ETag")
         return str(etag)
 
+    def put_requests(self, size: int, mode: PutMode = "overwrite") -> int:
+        if size < settings.multipart_from:
+            return 1
+        return -(-size // settings.multipart_part) + 1  # the blocks, the block list
+
     def delete(self, keys: list[str]) -> None:
         for i in range(0, len(keys), self.delete_batch_size):
             batch = keys[i : i + self.delete_batch_size]

@@ -298,6 +298,12 @@ class Transport(abc.ABC):
             "ebooklet cannot judge which objects are old enough to collect"
         )
 
+    def put_requests(self, size: int, mode: PutMode = "overwrite") -> int:
+        """How many requests :meth:`put` of ``size`` bytes makes (more than one when the
+        store takes large objects in parts); counted by
+        :class:`~ebooklet.remote.counting.CountingTransport`."""
+        return 1
+
     def uploads(self, prefix: str) -> Iterator[Upload]:
         """Yield the unfinished uploads in parts (see :meth:`put`) of keys that start with
         ``prefix``. The default has none: a store that uploads in one request leaves none."""

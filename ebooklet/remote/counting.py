@@ -131,7 +131,7 @@ class CountingTransport(WrapperTransport):
 
     def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str:
         if self.writable:
-            self.stats.add(sent=len(data))
+            self.stats.add(self.inner.put_requests(len(data), mode), sent=len(data))
         return self.inner.put(key, data, mode)
 
     def delete(self, keys: list[str]) -> None:

@@ -50,6 +50,11 @@ GCS_ENDPOINT = "https://storage.googleapis.com"
 MAX_COMPOSE = 32
 
 logger = logging.getLogger(__name__)
+
+
+def _piece_size(size: int) -> int:
+    """The size of the pieces of an object of ``size`` bytes (compose takes at most 32)."""
+    return max(settings.multipart_part, -(-size // MAX_COMPOSE))
 #: The OAuth scope of every request: objects are read, written and deleted.
 SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 #: One batch request carries at most 100 calls.
@@ -287,10 +292,14 @@ class GCSTransport(Transport):
             raise RemoteError(f"{what}: the server's answer has no generation") from None
         return generation
 
+    def put_requests(self, size: int, mode: PutMode = "overwrite") -> int:
+        if isinstance(mode, Update) or size < settings.multipart_from:
+            return 1
+        return -(-size // _piece_size(size)) + 2  # the pieces, the compose, their delete
+
     def _put_pieces(self, key: str, data: bytes | memoryview, mode: PutMode) -> str:
         view = memoryview(data).cast("B")
-        # Compose takes at most 32 sources: larger objects get larger pieces.
-        size = max(settings.multipart_part, -(-len(view) // MAX_COMPOSE))
+        size = _piece_size(len(view))
         token = uuid.uuid4().hex[:8]
         pieces = [(f"{key}.piece-{token}-{n}", start) for n, start in enumerate(range(0, len(view), size))]
         try:

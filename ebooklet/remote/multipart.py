@@ -92,6 +92,13 @@ class S3Parts:
         """Whether ``data`` goes up in parts (never under an ``Update``: heads are small)."""
         return not isinstance(mode, Update) and len(data) >= settings.multipart_from
 
+    @staticmethod
+    def requests(size: int, mode: PutMode) -> int:
+        """The requests of a put of ``size`` bytes: one, or the start, the parts, the end."""
+        if isinstance(mode, Update) or size < settings.multipart_from:
+            return 1
+        return 2 + len(part_ranges(size, settings.multipart_part))
+
     def put(self, key: str, data: bytes | memoryview, mode: PutMode) -> str:
         """Upload ``data`` to ``key`` in parts, completed under ``mode`` (never an ``Update``:
         heads are small). Returns the object's ETag."""

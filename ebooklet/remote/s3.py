@@ -293,6 +293,9 @@ class S3Transport(Transport):
             what = f"listing s3://{self.bucket}/{prefix}"
             raise not_connected(exc, what) or RemoteUnavailableError(f"{what} failed: {exc}") from exc
 
+    def put_requests(self, size: int, mode: PutMode = "overwrite") -> int:
+        return self.parts.requests(size, mode)
+
     def uploads(self, prefix: str) -> Iterator[Upload]:
         return self.parts.uploads(prefix)
 

@@ -70,6 +70,9 @@ class WrapperTransport(Transport):
     def stat(self, key: str) -> ObjectStat:
         return self.inner.stat(key)
 
+    def put_requests(self, size: int, mode: PutMode = "overwrite") -> int:
+        return self.inner.put_requests(size, mode)
+
     def uploads(self, prefix: str) -> Iterator[Upload]:
         return self.inner.uploads(prefix)
 
