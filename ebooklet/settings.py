@@ -65,9 +65,10 @@ class Settings:
         belong to a push in flight).
     multipart_from : int
         Objects of this many bytes or more (a segment that holds a large value) are uploaded
-        to S3 in parts of ``multipart_part`` bytes, several at a time.
+        in parts of ``multipart_part`` bytes, several at a time (S3's multipart upload, Azure's
+        blocks, pieces composed on Google Cloud Storage).
     multipart_part : int
-        The size of each part (S3 wants at least 5 MiB).
+        The size of each part (at least 5 MiB on S3, which refuses smaller ones).
     clock : Clock
         Every wall-clock reading.
     """

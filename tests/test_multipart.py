@@ -254,3 +254,14 @@ def test_the_requests_of_a_put_in_parts_are_counted(proxied, small_parts):
     counted.put(f"dbs/counted-{random.randrange(1 << 30)}", b"small", "create")
     assert counted.stats.requests == proxied.proxy.stats.requests - before == (2 + 3) + 1
     counted.close()
+
+
+def test_parts_smaller_than_s3_takes_are_made_5_mib(proxied, tmp_path):
+    """``multipart_part`` below S3's least part size is raised to it, not sent to be refused."""
+    conn = proxied.conn()
+    parts = proxied.proxy.add_rule(_is_part, None, times=None)
+    with override(multipart_from=6 * MIB, multipart_part=1 * MIB):
+        with ebooklet.open(conn, tmp_path / "w.blt", "c", value_serializer="bytes") as db:
+            db["big"] = bytes(BIG)
+            assert db.changes().push().committed
+    assert sorted(len(r.body) for r in parts.requests) == [BIG - 10 * MIB, 5 * MIB, 5 * MIB]

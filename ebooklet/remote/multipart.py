@@ -40,8 +40,10 @@ from .base import PutMode, Update, Upload
 
 logger = logging.getLogger(__name__)
 
-#: S3 takes at most 10,000 parts (larger objects get larger parts).
+#: S3 takes at most 10,000 parts (larger objects get larger parts), each of 5 MiB at least
+#: but the last.
 MAX_PARTS = 10_000
+MIN_PART = 5 * 1024 * 1024
 #: Parts sent at once, per object.
 PART_THREADS = 8
 
@@ -77,7 +79,7 @@ def _text(root: ET.Element, path: str, what: str) -> str:
 
 def part_ranges(size: int, part_bytes: int) -> list[tuple[int, int]]:
     """The (start, end) of each part of an object of ``size`` bytes."""
-    part = max(part_bytes, -(-size // MAX_PARTS))
+    part = max(part_bytes, MIN_PART, -(-size // MAX_PARTS))
     return [(start, min(start + part, size)) for start in range(0, size, part)]
 
 
