@@ -556,6 +556,7 @@ def test_cp_between_two_s3_stores_takes_each_sides_credentials_from_its_profile(
         assert dict(copy.items()) == {"a": b"1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cloud_proxied", [pytest.param("azure", marks=pytest.mark.clouds)], indirect=True)
 def test_a_large_segment_goes_up_to_azure_as_blocks_committed_under_the_condition(
     cloud_proxied: CloudProxied, tmp_path: pathlib.Path
@@ -590,6 +591,7 @@ def _gcs_names(proxied: CloudProxied, conn: Any, tmp_path: pathlib.Path) -> list
         remote.transport.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cloud_proxied", [pytest.param("gcs", marks=pytest.mark.clouds)], indirect=True)
 def test_a_large_segment_goes_up_to_gcs_as_pieces_composed_under_the_condition(
     cloud_proxied: CloudProxied, tmp_path: pathlib.Path
@@ -614,6 +616,7 @@ def test_a_large_segment_goes_up_to_gcs_as_pieces_composed_under_the_condition(
         assert dict(reader.items()) == {"big": big, "small": b"s"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cloud_proxied", [pytest.param("gcs", marks=pytest.mark.clouds)], indirect=True)
 def test_pieces_a_failed_push_could_not_delete_are_collected_by_gc(
     cloud_proxied: CloudProxied, tmp_path: pathlib.Path
@@ -634,6 +637,7 @@ def test_pieces_a_failed_push_could_not_delete_are_collected_by_gc(
     assert not [n for n in _gcs_names(cloud_proxied, conn, tmp_path) if ".piece-" in n]
 
 
+@pytest.mark.slow
 def test_the_requests_of_a_large_put_are_counted_as_the_store_sees_them(
     cloud_proxied: CloudProxied, tmp_path: pathlib.Path
 ) -> None:

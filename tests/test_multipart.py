@@ -16,6 +16,9 @@ import pytest
 import ebooklet
 from ebooklet.settings import override
 
+#: Megabytes through two servers and a proxy: out of the quick subset (``-m "not slow"``).
+pytestmark = pytest.mark.slow
+
 MIB = 1024 * 1024
 BIG = 12 * MIB + 12345  # three parts of 5 MiB, the last shorter
 
