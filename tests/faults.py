@@ -85,3 +85,22 @@ def local_store_of(db: Any) -> Any:
     exit without close, a kill) simulated in the test's process: a real kill per step would
     make the model test minutes slower. The one place the tests reach into a database."""
     return db._local
+
+
+def held_together(proxy: Any, match: Callable[[Any], bool], n: int, action: Callable[[], Any],
+                  timeout: float = 30.0) -> tuple[bool, list[Any], Any]:
+    """Run ``action`` in a thread while the proxy holds each of the first ``n`` requests that
+    ``match`` before forwarding it: whether all ``n`` were held at once (in flight together:
+    a client sending them one after another never gets there), the requests, and the result."""
+    import concurrent.futures
+
+    rules = [proxy.hold(match, times=1) for _ in range(n)]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        done = pool.submit(action)
+        try:
+            together = all(rule.reached.wait(timeout) for rule in rules)
+        finally:
+            for rule in rules:
+                rule.release()
+        result = done.result(timeout=120)
+    return together, [r for rule in rules for r in rule.requests], result

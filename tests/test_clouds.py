@@ -43,6 +43,7 @@ from . import test_collaboration, test_database, test_lifecycle, test_remote_ops
 from .conftest import CLOUDS, RemoteKind, cloud_kind
 from .emulators import Emulator
 from .faultproxy import FaultProxy, Request
+from .faults import held_together
 from .servers import S3Server
 from .test_cli import ebk
 
@@ -568,14 +569,15 @@ def test_a_large_segment_goes_up_to_azure_as_blocks_committed_under_the_conditio
     with override(multipart_from=6 * mib, multipart_part=5 * mib):
         conn = cloud_proxied.conn(tmp_path.name)
         is_block = lambda r: "comp=block&" in r.query or r.query.endswith("comp=block")  # noqa: E731
-        blocks = cloud_proxied.proxy.add_rule(is_block, None, times=None)
         lists = cloud_proxied.proxy.add_rule(lambda r: "comp=blocklist" in r.query, None, times=None)
-        assert _push(conn, tmp_path / "a.blt", {"big": big, "small": b"s"}).committed
-    assert sorted(len(r.body) for r in blocks.requests) == [len(big) - 10 * mib, 5 * mib, 5 * mib]
+        writes = {"big": big, "small": b"s"}
+        together, blocks, result = held_together(  # held until all three came: in flight together
+            cloud_proxied.proxy, is_block, 3, lambda: _push(conn, tmp_path / "a.blt", writes))
+    assert together and result.committed
+    sent = [e.target for e in cloud_proxied.proxy.requests()]
+    assert len([t for t in sent if "comp=block" in t and "blocklist" not in t]) == 3
+    assert sorted(len(r.body) for r in blocks) == [len(big) - 10 * mib, 5 * mib, 5 * mib]
     assert [r.header("If-None-Match") for r in lists.requests] == ["*"]
-    sent = [e for e in cloud_proxied.proxy.requests()
-            if "comp=block" in e.target and "blocklist" not in e.target]
-    assert max(e.started for e in sent) < min(e.answered for e in sent)  # in flight together
     with ebooklet.open(cloud_proxied.conn(tmp_path.name, direct=True), tmp_path / "r.blt", "r") as reader:
         assert dict(reader.items()) == {"big": big, "small": b"s"}
 
@@ -603,14 +605,12 @@ def test_a_large_segment_goes_up_to_gcs_as_pieces_composed_under_the_condition(
     with override(multipart_from=6 * mib, multipart_part=5 * mib):
         conn = cloud_proxied.conn(tmp_path.name)
         is_piece = lambda r: r.path.startswith("/upload/") and b".piece-" in r.body[:4096]  # noqa: E731
-        pieces = cloud_proxied.proxy.add_rule(is_piece, None, times=None)
         compose = cloud_proxied.proxy.add_rule(lambda r: r.path.endswith("/compose"), None, times=None)
-        assert _push(conn, tmp_path / "a.blt", {"big": big, "small": b"s"}).committed
-    assert len(pieces.requests) == 3
+        writes = {"big": big, "small": b"s"}
+        together, _, result = held_together(  # held until all three came: in flight together
+            cloud_proxied.proxy, is_piece, 3, lambda: _push(conn, tmp_path / "a.blt", writes))
+    assert together and result.committed
     assert [urllib.parse.parse_qs(r.query).get("ifGenerationMatch") for r in compose.requests] == [["0"]]
-    started = {r.received for r in pieces.requests}
-    logged = [e for e in cloud_proxied.proxy.requests() if e.started in started]
-    assert max(e.started for e in logged) < min(e.answered for e in logged)  # in flight together
     assert not [n for n in _gcs_names(cloud_proxied, conn, tmp_path) if ".piece-" in n]  # deleted
     with ebooklet.open(cloud_proxied.conn(tmp_path.name, direct=True), tmp_path / "r.blt", "r") as reader:
         assert dict(reader.items()) == {"big": big, "small": b"s"}

@@ -16,6 +16,8 @@ import pytest
 import ebooklet
 from ebooklet.settings import override
 
+from .faults import held_together
+
 #: Megabytes through two servers and a proxy: out of the quick subset (``-m "not slow"``).
 pytestmark = pytest.mark.slow
 
@@ -53,20 +55,21 @@ def _is_completion(r) -> bool:  # type: ignore[no-untyped-def]
 def test_a_large_segment_goes_up_in_parallel_parts_and_reads_back_whole(proxied, tmp_path, small_parts):
     conn = proxied.conn()
     data = _data()
-    parts = proxied.proxy.add_rule(_is_part, None, times=None)
     completions = proxied.proxy.add_rule(_is_completion, None, times=None)
-    with ebooklet.open(conn, tmp_path / "w.blt", "c", value_serializer="bytes") as db:
-        db.update(data)
-        assert db.changes().push().committed
-    assert len(parts.requests) == 3  # 5 + 5 + 2 MiB
-    assert {r.query.split("partNumber=")[1].split("&")[0] for r in parts.requests} == {"1", "2", "3"}
-    sizes = sorted(len(r.body) for r in parts.requests)
-    assert sizes == [BIG - 10 * MIB, 5 * MIB, 5 * MIB]
+
+    def push() -> bool:
+        with ebooklet.open(conn, tmp_path / "w.blt", "c", value_serializer="bytes") as db:
+            db.update(data)
+            return db.changes().push().committed
+
+    # The three parts are held by the proxy until all three have come: in flight together.
+    together, parts, committed = held_together(proxied.proxy, _is_part, 3, push)
+    assert together and committed
+    assert len([e for e in proxied.proxy.requests() if "partNumber=" in e.target]) == 3  # no more
+    assert {r.query.split("partNumber=")[1].split("&")[0] for r in parts} == {"1", "2", "3"}
+    assert sorted(len(r.body) for r in parts) == [BIG - 10 * MIB, 5 * MIB, 5 * MIB]
     # The segment is created under the same condition as a single PUT: never over an object.
     assert [r.header("If-None-Match") for r in completions.requests] == ["*"]
-    # The parts were in flight together, not one after the other.
-    logged = [e for e in proxied.proxy.requests() if "partNumber=" in e.target]
-    assert max(e.started for e in logged) < min(e.answered for e in logged)
     assert _unfinished(proxied, conn) == []
     with ebooklet.open(conn, tmp_path / "r.blt", "r") as db:
         assert dict(db.items()) == data

@@ -23,8 +23,7 @@ import datetime
 import logging
 import urllib.parse
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
 
 import urllib3
 
@@ -48,16 +47,8 @@ MIN_PART = 5 * 1024 * 1024
 PART_THREADS = 8
 
 
-class Request(Protocol):
-    def __call__(
-        self,
-        method: str,
-        key: str,
-        headers: dict[str, str] | None = None,
-        body: bytes | None = None,
-        ok: tuple[int, ...] = (304,),
-        query: str = "",
-    ) -> urllib3.BaseHTTPResponse: ...
+#: The S3 transport's signed request: ``(method, key, headers, body, ok=..., query=...)``.
+Request = Callable[..., urllib3.BaseHTTPResponse]
 
 
 def _xml(data: bytes, what: str) -> ET.Element:
