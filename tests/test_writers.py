@@ -13,7 +13,8 @@ import os
 import pathlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ import ebooklet
 from ebooklet.lock import Lease
 from ebooklet.lockqueue import MAX_WAITERS, WaitQueue, queue_problem
 from ebooklet.remote import connect
-from ebooklet.settings import SkewedClock, override
+from ebooklet.settings import SkewedClock, now_us, override
 from tests.faultproxy import sequential_depth
 from tests.faults import faulty_remote
 from tests.subprocs import conn_code, python
@@ -62,7 +63,7 @@ _WRITER = """
 import sys, ebooklet
 conn = {conn}
 commits, attempts, arrived = [], [], []
-with ebooklet.open(conn, {path!r}, "c", value_serializer="json", lock_wait=120) as db:
+with ebooklet.open(conn, {path!r}, "c", value_serializer="json", lock_wait=120, remote_lock={lock!r}) as db:
     db.changes().pull()
     print("ready", flush=True)
     sys.stdin.readline()
@@ -79,23 +80,27 @@ print(" ".join(map(str, arrived)), flush=True)
 
 
 @pytest.mark.slow
-def test_writer_processes_are_served_in_order_of_arrival(seaweedfs_proxied, tmp_path):
+@pytest.mark.parametrize("lock", ["push", "none"])
+def test_writer_processes_are_served_in_order_of_arrival(seaweedfs_proxied, tmp_path, lock):
     """Each of several writer processes, pushing one key at a time, commits within a bounded
-    number of the others' commits (no writer starves).
+    number of the others' commits (no writer starves), with the lease and without it.
 
-    Under the lease pushes rarely need a second attempt: a writer that waited reads the
-    head again beside the write that takes the lease.
+    With the lease, pushes rarely need a second attempt: a writer that waited reads the
+    head again beside the write that takes the lease. Without it, writers whose pushes
+    collided take turns through the same queue.
 
     Mutations: Lease waits without a place in the queue (``line = None``): whoever polls at
     the right moment wins, and a writer waits through many of the others' commits; the head
-    is not read again after waiting (the attempt built on it loses its commit)."""
+    is not read again after waiting (the attempt built on it loses its commit). Without the
+    lease: no turns (``Turns.arrive`` and ``Turns.lost`` doing nothing: pushes race with
+    backoff, as before); a push arriving after lost races not looking at the queue."""
     conn = seaweedfs_proxied.conn(direct=True)
     with ebooklet.open(conn, tmp_path / "seed.blt", "c", value_serializer="json") as db:
         db["seed"] = 0
         start = db.changes().push().commit
     writers, pushes = 5, 10
     procs = [python(_WRITER.format(conn=conn_code(conn), path=str(tmp_path / f"w{i}.blt"), me=f"w{i}",
-                                   pushes=pushes)) for i in range(writers)]
+                                   pushes=pushes, lock=lock)) for i in range(writers)]
     for p in procs:
         assert p.stdout.readline().strip() == "ready", p.stderr.read()
     for p in procs:
@@ -109,19 +114,24 @@ def test_writer_processes_are_served_in_order_of_arrival(seaweedfs_proxied, tmp_
         mine.append([int(n) for n in commits_line.split()])
         attempts += [int(n) for n in attempts_line.split()]
         arrivals.append([int(n) for n in arrived_line.split()])
-    # A writer whose write of a free lease loses to another's builds its attempt again
-    # (rare: the writers arriving together); one that waited its turn never does.
-    assert sum(a - 1 for a in attempts) <= writers, attempts
+    if lock == "push":
+        # A writer whose write of a free lease loses to another's builds its attempt again
+        # (rare: the writers arriving together); one that waited its turn never does.
+        assert sum(a - 1 for a in attempts) <= writers, attempts
     assert sorted(n for m in mine for n in m) == list(range(start + 1, start + 1 + writers * pushes))
     # In order of arrival, a push waits for each other writer at most about once between its
     # arrival (the last commit it saw as it started) and its commit; twice the number of
     # writers leaves room for the races of arrival. Counted from its arrival, not from its
     # writer's previous commit: a process the machine did not run for a while after a commit
     # (a loaded machine, an fsync that waits for the disk) arrives late, and owes nobody.
+    # Each writer's first push is left out: the writers all arrive at once and race to
+    # create the queue (and take the lease). SeaweedFS holds the loser of two conditional
+    # writes of one key for about a second before its 412 (S3 answers at once), and a
+    # writer held for a second misses some 25 commits.
     bound = 2 * writers
     for commits, arrived in zip(mine, arrivals, strict=True):
         waits = [commit - seen - 1 for commit, seen in zip(commits, arrived, strict=True)]
-        assert max(waits) <= bound, (mine, arrivals, waits)
+        assert max(waits[1:]) <= bound, (mine, arrivals, waits)
 
 
 # -- the queue as untrusted input ------------------------------------------------------------
@@ -277,16 +287,17 @@ def test_the_lease_of_a_holder_whose_clock_runs_hours_ahead_expires_by_the_store
 @contextlib.contextmanager
 def _racing(conn: pathlib.Path, tmp_path: pathlib.Path, losses: int | None) -> Iterator[tuple]:
     """A remote whose head is committed by another writer just before each of our head
-    writes (the first ``losses`` ones; None: every one), and what was put through it."""
+    writes (the first ``losses`` ones, or ``state["losses"]`` as changed since; None: every
+    one), and what was put through it."""
     puts: list[str] = []
-    state = {"lost": 0}
+    state = {"lost": 0, "losses": losses}
     head: list[str] = []
     other_path = tmp_path / "other.blt"
     with ebooklet.open(conn, other_path, "c", value_serializer="json", remote_lock="none") as other:
 
         def before_put(key: str) -> None:
             puts.append(key)
-            if key == head[0] and (losses is None or state["lost"] < losses):
+            if key == head[0] and (state["losses"] is None or state["lost"] < state["losses"]):
                 state["lost"] += 1
                 other[f"other-{state['lost']}"] = state["lost"]
                 other.changes().push()
@@ -358,6 +369,129 @@ def test_a_lease_less_push_that_keeps_losing_backs_off_and_gives_up_at_lock_wait
     bounds = [min(0.05 * 2**i, 1.0 / 8) for i in range(len(pauses))]
     assert all(0 <= p <= b for p, b in zip(pauses, bounds, strict=True)), pauses
     assert len(set(pauses)) == len(pauses)
+
+
+# -- without the lease: turns through the queue ----------------------------------------------
+
+
+def _queue(conn: pathlib.Path) -> tuple[WaitQueue, list[str]]:
+    queue = WaitQueue(connect(conn))
+    return queue, queue.read(now_us()).live(now_us())
+
+
+def _until(done: Callable[[], bool], also: concurrent.futures.Future) -> bool:
+    """Poll ``done`` (a state of the store) until it holds or ``also`` has finished; which."""
+    never = threading.Event()
+    deadline = time.monotonic() + 60
+    while not done():
+        if also.done() or time.monotonic() > deadline:
+            return False
+        never.wait(0.01)
+    return True
+
+
+def test_a_lease_less_writer_alone_never_reads_the_queue_and_stops_after_finding_it_empty(tmp_path):
+    """A writer that never lost a race sends no request for the queue; after a lost race it
+    queues (and leaves after its commit), its next push looks at the queue, and once it found
+    nobody waiting, the pushes after it do not look.
+
+    Mutations: the queue read before every push (``contended`` ignored); a lost race not
+    remembered; ``contended`` not cleared on an empty queue."""
+    conn = _seed(tmp_path)
+    with _racing(conn, tmp_path, losses=0) as (remote, _, state):
+        faulty = remote.transport
+        asked: list[str] = []
+        inner_get_start = faulty.get_start
+
+        def get_start(key: str, *args: Any, **kwargs: Any) -> Any:
+            asked.append(key)
+            return inner_get_start(key, *args, **kwargs)
+
+        faulty.get_start = get_start  # type: ignore[method-assign]
+        with ebooklet.open(remote, tmp_path / "b.blt", "w", value_serializer="json",
+                           remote_lock="none") as db:
+            looked = []
+            for i in range(5):
+                if i == 1:
+                    state["losses"] = 1  # the next push loses one race
+                db[f"k{i}"] = i
+                asked.clear()
+                result = db.changes().push()
+                looked.append(sum(k.endswith("lease.queue") for k in asked))
+                if i == 1:
+                    assert result.attempts == 2
+    # alone; lost a race (queued: read while joining and leaving); looked, found it empty; alone
+    assert looked[0] == 0 and looked[1] >= 1 and looked[2] == 1 and looked[3:] == [0, 0], looked
+    assert _queue(conn)[1] == []
+
+
+def test_a_lease_less_push_after_lost_races_waits_behind_a_queued_writer(tmp_path):
+    """A writer whose push lost a race finds another writer queued at its next push: it
+    queues behind it and commits only once that writer has left the queue; then it leaves.
+
+    Mutations: ``Turns.arrive`` does nothing (the push goes straight ahead); the waiter not
+    waiting for its turn (``_wait`` returns at once); the place not given up after the commit."""
+    conn = _seed(tmp_path)
+    with _racing(conn, tmp_path, losses=1) as (remote, _, state), ebooklet.open(
+        remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=60
+    ) as db:
+        db["x"] = 1
+        first = db.changes().push()
+        assert first.attempts == 2 and state["lost"] == 1
+        queue, waiting = _queue(conn)
+        assert waiting == []  # left after its commit
+        queue.join("another writer", now_us() + 60 * 10**6, now_us())
+        db["y"] = 2
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pushing = pool.submit(db.changes().push)
+            behind = _until(lambda: len(_queue(conn)[1]) == 2, pushing)
+            assert behind, "the push did not queue behind the waiting writer"
+            assert not pushing.done()
+            assert _queue(conn)[1][0] == "another writer"
+            queue.leave("another writer", now_us())
+            result = pushing.result(timeout=60)
+    assert result.committed and result.commit == first.commit + 1
+    assert _queue(conn)[1] == []
+
+
+def test_a_lease_less_writer_skips_a_first_waiter_that_never_commits(tmp_path, caplog):
+    """A place at the head of the queue whose writer never commits (gone, or forged) costs a
+    queued push one grace period: it goes ahead and drops that place.
+
+    Mutation: no skipping (the push waits until lock_wait, and the place stays)."""
+    conn = _seed(tmp_path)
+    with _racing(conn, tmp_path, losses=1) as (remote, _, state), ebooklet.open(
+        remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=30
+    ) as db:
+        db["x"] = 1
+        db.changes().push()
+        queue, _ = _queue(conn)
+        queue.join("a writer that is gone", now_us() + 600 * 10**6, now_us())
+        db["y"] = 2
+        with caplog.at_level(logging.INFO, logger="ebooklet.sync.leasing"):
+            result = db.changes().push()
+    assert result.committed
+    assert any("going ahead of it" in m for m in caplog.messages)
+    assert _queue(conn)[1] == []
+
+
+def test_a_lease_less_push_whose_commit_loses_after_leaving_the_queue_queues_again(tmp_path):
+    """The place is given up beside the commit; a commit that then loses takes a place
+    again, and gives it up once it lands.
+
+    Mutation: the place not taken again after a lost commit (``Turns.lost`` keeps the
+    old line, given up already): the push does not queue for its next attempt."""
+    conn = _seed(tmp_path)
+    with _racing(conn, tmp_path, losses=3) as (remote, puts, state), ebooklet.open(
+        remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=60
+    ) as db:
+        db["x"] = 1
+        result = db.changes().push()
+    assert result.committed and result.attempts == 4
+    queue_puts = [k for k in puts if k.endswith("lease.queue")]
+    # a place taken after each lost race, and given up beside each later commit
+    assert len(queue_puts) >= 2 * 3 - 1, queue_puts
+    assert _queue(conn)[1] == []
 
 
 def test_a_push_whose_lease_was_taken_with_another_token_than_expected_records_the_right_one(

@@ -5,16 +5,27 @@ between the attempts of a push without it (docs/sync.rst, *Round trips of a push
 from __future__ import annotations
 
 import concurrent.futures
+import logging
+import os
 import random
+import socket
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import RemoteError
 from ..format import Head
 from ..lock import Lease
+from ..lockqueue import GRACE_S, Line
+from ..remote import Remote
 from .heads import HeadStore
 
 Current = tuple[Head | None, str | None]
+logger = logging.getLogger(__name__)
+#: How often the writer next in line looks at the queue, without the lease (see Turns).
+TURN_POLL_S = 0.005
 
 
 class LeaseUse:
@@ -102,3 +113,139 @@ class Backoff:
         self._never.wait(pause)
         self.bound = min(self.bound * 2, self.most)
         return pause
+
+
+class Turns:
+    """Without the lease, writers whose pushes collide take turns: they queue in the lock
+    queue (:mod:`..lockqueue`, the lease's own; it only orders) and try again when they are
+    first, instead of racing each time the head changes, which the quickest writer wins
+    again and again (docs/sync.rst, *Without the lease*).
+
+    One per database opened. A push that loses a race takes a place in the queue and waits
+    for its turn. A push that committed after other writers' commits (since its base) makes
+    the next push look at the queue before its first attempt, and queue behind the writers
+    waiting there; a push that finds nobody waiting goes straight ahead, and the next ones
+    do not look until others commit beside them again: a writer alone never reads the
+    queue. Not the lease: nothing here keeps a writer out, a commit is still only safe by
+    the head's conditional write, and a waiter that does not commit within GRACE_S of being
+    first is skipped."""
+
+    def __init__(self, remote: Remote, ttl: float) -> None:
+        self.remote = remote
+        self.ttl = ttl
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.contended = False  # others committed beside us since the queue was found empty
+        self._line: Line | None = None
+        self._skipped: frozenset[str] = frozenset()
+        self._leaving: threading.Thread | None = None
+        self._never = threading.Event()
+
+    def _usable(self) -> bool:
+        return self.remote.transport.supports_conditional_writes(self.remote.prefix)
+
+    def arrive(self, deadline: float) -> None:
+        """Before a push's first attempt: when races were lost lately, queue behind the
+        writers waiting, if any, and wait for our turn."""
+        if not self.contended or not self._usable():
+            return
+        try:
+            line = Line(self.remote, self.owner, self.ttl)
+            line.refresh()
+            if not [o for o in line.order if o != self.owner]:
+                self.contended = False  # nobody waits: go ahead, and stop looking
+                return
+            self._line = line
+            line.keep_place()
+            self._wait(line, deadline)
+        except RemoteError as exc:
+            self._failed(exc)
+
+    def lost(self, deadline: float) -> bool:
+        """After a lost race: take a place in the queue (once) and wait for our turn. True
+        when this waited behind others; False when we are first already (the caller pauses:
+        a writer that does not queue beat us)."""
+        if not self._usable():
+            return False
+        self._left()
+        try:
+            line = self._line
+            if line is None:
+                line = self._line = Line(self.remote, self.owner, self.ttl)
+                line.keep_place()
+            else:
+                line.refresh()
+                line.keep_place()  # at once if a writer behind skipped us
+            return self._wait(line, deadline)
+        except RemoteError as exc:
+            self._failed(exc)
+            return False
+
+    def landed(self, others: int) -> None:
+        """A push committed, ``others`` commits of other writers after its base: when there
+        were any, the next push looks at the queue before its first attempt."""
+        if others:
+            self.contended = True
+
+    def _wait(self, line: Line, deadline: float) -> bool:
+        """Wait until we are first in ``line`` (or the first waiter has stayed first for
+        GRACE_S: it is gone, or its place was forged, and is skipped), or until ``deadline``.
+        True when it waited."""
+        waited = False
+        ahead: tuple[str | None, float] = (None, 0.0)
+        while not line.first:
+            now = time.monotonic()
+            if line.order[0] != ahead[0]:
+                ahead = (line.order[0], now)
+            elif now - ahead[1] >= GRACE_S:
+                mine = line.order.index(self.owner) if self.owner in line.order else len(line.order)
+                self._skipped = self._skipped | frozenset(line.order[:mine])
+                logger.info("push: the first writer in the lock queue of %s has not committed for "
+                            "%g s; going ahead of it", self.remote.location, GRACE_S)
+                break
+            remaining = deadline - now
+            if remaining <= 0:
+                break
+            waited = True
+            place = line.order.index(self.owner) if self.owner in line.order else len(line.order)
+            # The waiter next in line looks every 10 ms: it is first as soon as the writer
+            # before it has committed and left.
+            pause = TURN_POLL_S if place <= 1 else line.pause()
+            self._never.wait(min(pause, remaining) * (1 + random.random() / 4))
+            line.refresh()
+            line.keep_place()
+        return waited
+
+    def _failed(self, exc: RemoteError) -> None:
+        logger.info("the lock queue of %s failed (%s); racing without it", self.remote.location, exc)
+        self._line = None
+
+    def leave_soon(self) -> None:
+        """Give our place up in the background, beside the commit: the next waiter looks
+        again as soon as the commit has landed. (Should the commit lose, we queue again.)"""
+        if self._line is None or self._leaving is not None:
+            return
+        self._leaving = threading.Thread(target=self.leave, name="ebooklet-turns", daemon=True)
+        self._leaving.start()
+
+    def _left(self) -> None:
+        if self._leaving is not None:
+            self._leaving.join()
+            self._leaving = None
+
+    def leave(self) -> None:
+        """Give our place up (the push committed, or gave up), with the places skipped."""
+        if self._leaving is not None and threading.current_thread() is not self._leaving:
+            self._left()
+            return
+        line, skipped = self._line, self._skipped
+        self._line, self._skipped = None, frozenset()
+        if line is None:
+            return
+        try:
+            if skipped:
+                line.leave(skipped)
+            else:
+                line.leave()
+        except RemoteError as exc:
+            logger.info("leaving the lock queue of %s failed (%s); the place expires",
+                        self.remote.location, exc)

@@ -243,6 +243,7 @@ class Push:
         self._lease = LeaseUse(lease, take_lease)
         deadline = time.monotonic() + wait
         pause = Backoff(most=min(2.0, max(0.05, wait / 8)))
+        turns = self.replica.turns
         try:
             # The layout of the index is estimated from the base; the commit refines it.
             base = self.index.base
@@ -250,16 +251,20 @@ class Push:
             # The changes it carries are durable before anything commits them (their pages
             # went to the disk while they streamed: Replica.push).
             local.sync()
+            if lease is None:
+                turns.arrive(deadline)
             for attempt in itertools.count(1):
                 result = self._push_once(policy, lease, state, metadata, attempt, compact, max_delete)
                 if result is not None:
+                    if result.commit and base is not None:
+                        turns.landed(result.commit - base.commit - 1)
                     return result
                 logger.info("push: another writer committed first; rebasing (attempt %d)", attempt)
                 if time.monotonic() >= deadline:
                     break
-                if lease is None:
-                    # Without a lease, writers that collided back off, each for a random
-                    # while, so that one of them gets through next time.
+                if lease is None and not turns.lost(deadline):
+                    # First in line, or without a queue: writers that collided back off,
+                    # each for a random while, so that one of them gets through next time.
                     waited = pause.sleep(deadline - time.monotonic())
                     logger.info("push: backed off %.6f s before attempt %d", waited, attempt + 1)
         except BaseException as exc:
@@ -273,6 +278,7 @@ class Push:
         finally:
             state.close()
             self._lease.close()
+            turns.leave()
         self.objects.delete_quietly(state.uploader.names)
         raise PushConflictError(
             f"{self.remote.location} kept changing while pushing ({attempt} attempts in "
@@ -372,6 +378,8 @@ class Push:
         # next operation settles it (see InFlight.settle).
         self.replica.inflight.record(head, dropped, keep_remote)
         state.sent = True
+        if lease is None:
+            self.replica.turns.leave_soon()
         try:
             committed = self.heads.commit(head, etag if current is not None else None)
         except CommitUnknownError:

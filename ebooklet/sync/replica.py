@@ -38,6 +38,7 @@ from .heads import HeadStore
 from .history import find
 from .index import BaseIndex
 from .inflight import InFlight
+from .leasing import Turns
 from .objects import ObjectStore, parallel_map
 from .push import Push
 from .reads import ValueReader
@@ -82,6 +83,8 @@ class Replica:
         self.remote_lock = remote_lock
         self._lease_args = (lease_ttl, lock_wait)
         self._session_lease: Lease | None = None
+        #: Without the lease: the turns of writers whose pushes collide, kept from push to push.
+        self.turns = Turns(remote, lease_ttl)
         self.objects = ObjectStore(remote)
         self.heads = HeadStore(remote, self.objects)
         self.index = BaseIndex(local, remote, self.objects)
