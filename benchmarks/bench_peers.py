@@ -7,6 +7,8 @@ dependencies: moto and boto3)::
     python benchmarks/bench_peers.py --keys 10000    # a quicker run
     python benchmarks/bench_peers.py --only ours,slatedb --save
     python benchmarks/bench_peers.py --repeat 3 --save   # the median of 3 runs of each phase
+    python benchmarks/bench_peers.py --latency 20 --rate 40   # as a distant store: 20 ms a
+                                                              # request, 40 MB/s per stream
 
 Implementations (each phase runs in a fresh process of its own):
 
@@ -236,6 +238,10 @@ def main() -> None:
                         "implementation 'base' beside ours: a before/after in one run")
     parser.add_argument("--phases", default=",".join(PHASES),
                         help="comma-separated phases (the read phases read write_push's database)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="MB/s per request through the proxy (0: as fast as loopback goes)")
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="milliseconds added to each request by the proxy, as a distant store's round trip")
     parser.add_argument("--save", action="store_true", help="write benchmarks/results/peers-<date>.txt")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of each phase (fresh process and paths each); the median is reported")
@@ -256,7 +262,8 @@ def main() -> None:
     pythons = {impl: peer_python(impl, args.cache) for impl in impls}
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench-peers-"))
     moto = start_server("moto", workdir)
-    proxy = CountingProxy(moto.endpoint_url)
+    proxy = CountingProxy(moto.endpoint_url, rate=args.rate * 1e6 if args.rate else None,
+                          latency=args.latency / 1000)
     load_before = os.getloadavg()
     started = _dt.datetime.now(_dt.timezone.utc)
     results: dict[tuple[str, str], dict[str, Any]] = {}
@@ -307,7 +314,9 @@ def main() -> None:
         f"python    : {platform.python_implementation()} {platform.python_version()}",
         f"ours      : ebooklet {versions.get('ours', '?')} at commit {git_commit()}",
         "peers     : " + ", ".join(f"{LABELS[i]} = {versions[i]}" for i in impls if i != "ours"),
-        f"server    : moto {version('moto')} on 127.0.0.1 (child process), behind a counting proxy",
+        f"server    : moto {version('moto')} on 127.0.0.1 (child process), behind a counting proxy"
+        + (f" that adds {args.latency:g} ms to each request" if args.latency else "")
+        + (f" and paces each at {args.rate:g} MB/s" if args.rate else ""),
         f"data      : {args.keys:,} keys x {args.value_bytes} B = {fmt_bytes(value_bytes)} of values",
         f"slatedb   : WAL off, write batches of 1,000, scan read-ahead {args.read_ahead:,} B, 8 fetch tasks",
         "ebooklet 0.11.1 opened with n_buckets = the key count; ours with default settings",

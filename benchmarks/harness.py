@@ -102,13 +102,16 @@ class CountingProxy:
 
     ``rate`` (bytes a second), when given, caps each request as one TCP stream to a distant
     store is capped: a request and its answer take at least their bytes over ``rate``, whatever
-    the other requests in flight do (a network of streams, not a shared link)."""
+    the other requests in flight do (a network of streams, not a shared link). ``latency``
+    (seconds), when given, is added to each request's time, as a distant store's round trip
+    is: a request that takes ``latency`` anyway (a slow upstream) is not held longer."""
 
     CONTROL_PATH = "/__bench_counters__"
     _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
 
-    def __init__(self, upstream: str, rate: float | None = None) -> None:
+    def __init__(self, upstream: str, rate: float | None = None, latency: float = 0.0) -> None:
         self.rate = rate
+        self.latency = latency
         self.counts = {"requests": 0, "sent": 0, "received": 0}
         self._lock = threading.Lock()
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler(upstream))
@@ -184,10 +187,11 @@ class CountingProxy:
                 body = self._body()
                 resp = self._upstream(body)
                 data = resp.read()
-                if proxy.rate:
-                    # The stream's pace: what is left of (bytes / rate) after the real transfer.
-                    pace = (len(body) + len(data)) / proxy.rate
-                    time.sleep(max(0.0, pace - (time.perf_counter() - started)))
+                if proxy.rate or proxy.latency:
+                    # The stream's pace and the round trip: what is left of (bytes / rate +
+                    # latency) after the real transfer.
+                    pace = (len(body) + len(data)) / proxy.rate if proxy.rate else 0.0
+                    time.sleep(max(0.0, pace + proxy.latency - (time.perf_counter() - started)))
                 with proxy._lock:
                     proxy.counts["requests"] += 1
                     proxy.counts["sent"] += len(body)

@@ -23,6 +23,7 @@ from ebooklet.lock import Lease
 from ebooklet.lockqueue import MAX_WAITERS, WaitQueue, queue_problem
 from ebooklet.remote import connect
 from ebooklet.settings import SkewedClock, now_us, override
+from ebooklet.sync import leasing
 from tests.faultproxy import sequential_depth
 from tests.faults import faulty_remote
 from tests.subprocs import conn_code, python
@@ -454,11 +455,13 @@ def test_a_lease_less_push_after_lost_races_waits_behind_a_queued_writer(tmp_pat
     assert _queue(conn)[1] == []
 
 
-def test_a_lease_less_writer_skips_a_first_waiter_that_never_commits(tmp_path, caplog):
-    """A place at the head of the queue whose writer never commits (gone, or forged) costs a
-    queued push one grace period: it goes ahead and drops that place.
+@pytest.mark.parametrize("gone", [1, 2])
+def test_a_lease_less_writer_drops_first_waiters_that_never_commit(tmp_path, caplog, monkeypatch, gone):
+    """Places at the head of the queue whose writers never commit (gone, or forged) cost a
+    queued push a grace period each: the waiter right behind the first drops its place.
 
-    Mutation: no skipping (the push waits until lock_wait, and the place stays)."""
+    Mutation: no dropping (the push waits until lock_wait, and the places stay)."""
+    monkeypatch.setattr(leasing, "TURN_GRACE_S", 0.5)
     conn = _seed(tmp_path)
     with _racing(conn, tmp_path, losses=1) as (remote, _, state), ebooklet.open(
         remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=30
@@ -466,12 +469,13 @@ def test_a_lease_less_writer_skips_a_first_waiter_that_never_commits(tmp_path, c
         db["x"] = 1
         db.changes().push()
         queue, _ = _queue(conn)
-        queue.join("a writer that is gone", now_us() + 600 * 10**6, now_us())
+        for i in range(gone):
+            queue.join(f"a writer that is gone {i}", now_us() + 600 * 10**6, now_us())
         db["y"] = 2
         with caplog.at_level(logging.INFO, logger="ebooklet.sync.leasing"):
             result = db.changes().push()
     assert result.committed
-    assert any("going ahead of it" in m for m in caplog.messages)
+    assert sum("dropping its place" in m for m in caplog.messages) == gone
     assert _queue(conn)[1] == []
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import RemoteError
 from ..format import Head
 from ..lock import Lease
-from ..lockqueue import GRACE_S, Line
+from ..lockqueue import Line
 from ..remote import Remote
 from .heads import HeadStore
 
@@ -26,6 +26,10 @@ Current = tuple[Head | None, str | None]
 logger = logging.getLogger(__name__)
 #: How often the writer next in line looks at the queue, without the lease (see Turns).
 TURN_POLL_S = 0.005
+#: Seconds a first waiter without the lease may take to commit before the waiter behind it
+#: drops its place (longer than the lease's GRACE_S: a waiter's turn is a whole attempt,
+#: a rebase on a large index included, not only the write of a free lease).
+TURN_GRACE_S = 10.0
 
 
 class LeaseUse:
@@ -127,8 +131,8 @@ class Turns:
     waiting there; a push that finds nobody waiting goes straight ahead, and the next ones
     do not look until others commit beside them again: a writer alone never reads the
     queue. Not the lease: nothing here keeps a writer out, a commit is still only safe by
-    the head's conditional write, and a waiter that does not commit within GRACE_S of being
-    first is skipped."""
+    the head's conditional write, and a first waiter that does not commit within
+    TURN_GRACE_S loses its place."""
 
     def __init__(self, remote: Remote, ttl: float) -> None:
         self.remote = remote
@@ -136,7 +140,6 @@ class Turns:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.contended = False  # others committed beside us since the queue was found empty
         self._line: Line | None = None
-        self._skipped: frozenset[str] = frozenset()
         self._leaving: threading.Thread | None = None
         self._never = threading.Event()
 
@@ -187,27 +190,30 @@ class Turns:
             self.contended = True
 
     def _wait(self, line: Line, deadline: float) -> bool:
-        """Wait until we are first in ``line`` (or the first waiter has stayed first for
-        GRACE_S: it is gone, or its place was forged, and is skipped), or until ``deadline``.
-        True when it waited."""
+        """Wait until we are first in ``line``, or until ``deadline``; True when it waited.
+
+        A first waiter that stays first for TURN_GRACE_S (it is gone, or its place was
+        forged) is dropped by the waiter right behind it; should that one be gone too, the
+        next drops it after twice as long, and so on: one waiter acts, not all at once."""
         waited = False
         ahead: tuple[str | None, float] = (None, 0.0)
         while not line.first:
             now = time.monotonic()
+            place = line.order.index(self.owner) if self.owner in line.order else len(line.order)
             if line.order[0] != ahead[0]:
                 ahead = (line.order[0], now)
-            elif now - ahead[1] >= GRACE_S:
-                mine = line.order.index(self.owner) if self.owner in line.order else len(line.order)
-                self._skipped = self._skipped | frozenset(line.order[:mine])
+            elif now - ahead[1] >= TURN_GRACE_S * place:
                 logger.info("push: the first writer in the lock queue of %s has not committed for "
-                            "%g s; going ahead of it", self.remote.location, GRACE_S)
-                break
+                            "%g s; dropping its place", self.remote.location, now - ahead[1])
+                line.queue.leave(line.order[0], line.store_now())
+                line.refresh()
+                line.keep_place()
+                continue
             remaining = deadline - now
             if remaining <= 0:
                 break
             waited = True
-            place = line.order.index(self.owner) if self.owner in line.order else len(line.order)
-            # The waiter next in line looks every 10 ms: it is first as soon as the writer
+            # The waiter next in line looks every 5 ms: it is first as soon as the writer
             # before it has committed and left.
             pause = TURN_POLL_S if place <= 1 else line.pause()
             self._never.wait(min(pause, remaining) * (1 + random.random() / 4))
@@ -233,19 +239,15 @@ class Turns:
             self._leaving = None
 
     def leave(self) -> None:
-        """Give our place up (the push committed, or gave up), with the places skipped."""
+        """Give our place up (the push committed, or gave up)."""
         if self._leaving is not None and threading.current_thread() is not self._leaving:
             self._left()
             return
-        line, skipped = self._line, self._skipped
-        self._line, self._skipped = None, frozenset()
+        line, self._line = self._line, None
         if line is None:
             return
         try:
-            if skipped:
-                line.leave(skipped)
-            else:
-                line.leave()
+            line.leave()
         except RemoteError as exc:
             logger.info("leaving the lock queue of %s failed (%s); the place expires",
                         self.remote.location, exc)
