@@ -149,13 +149,19 @@ class Turns:
     def arrive(self, deadline: float) -> None:
         """Before a push's first attempt: when races were lost lately, queue behind the
         writers waiting, if any, and wait for our turn."""
-        if not self.contended or not self._usable():
+        if not self.contended:
             return
         try:
+            if not self._usable():
+                return
             line = Line(self.remote, self.owner, self.ttl)
             line.refresh()
             if not [o for o in line.order if o != self.owner]:
                 self.contended = False  # nobody waits: go ahead, and stop looking
+                if line.order:
+                    # Only our own place, which a leave that failed left behind: give it up,
+                    # or it stands in front of every later waiter until it expires.
+                    line.queue.leave(self.owner, line.store_now())
                 return
             self._line = line
             line.keep_place()
@@ -167,10 +173,10 @@ class Turns:
         """After a lost race: take a place in the queue (once) and wait for our turn. True
         when this waited behind others; False when we are first already (the caller pauses:
         a writer that does not queue beat us)."""
-        if not self._usable():
-            return False
         self._left()
         try:
+            if not self._usable():
+                return False
             line = self._line
             if line is None:
                 line = self._line = Line(self.remote, self.owner, self.ttl)
@@ -198,8 +204,12 @@ class Turns:
         waited = False
         ahead: tuple[str | None, float] = (None, 0.0)
         while not line.first:
+            if self.owner not in line.order:
+                # No place (the queue is full, or cannot be replaced): nothing to wait in
+                # turn for; the caller races, as without a queue.
+                return waited
             now = time.monotonic()
-            place = line.order.index(self.owner) if self.owner in line.order else len(line.order)
+            place = line.order.index(self.owner)
             if line.order[0] != ahead[0]:
                 ahead = (line.order[0], now)
             elif now - ahead[1] >= TURN_GRACE_S * place:
@@ -222,14 +232,15 @@ class Turns:
         return waited
 
     def _failed(self, exc: RemoteError) -> None:
+        # The line is kept: a place it holds is given up beside the commit, or at the end.
         logger.info("the lock queue of %s failed (%s); racing without it", self.remote.location, exc)
-        self._line = None
 
     def leave_soon(self) -> None:
         """Give our place up in the background, beside the commit: the next waiter looks
         again as soon as the commit has landed. (Should the commit lose, we queue again.)"""
-        if self._line is None or self._leaving is not None:
+        if self._line is None:
             return
+        self._left()  # an earlier leave whose join was interrupted
         self._leaving = threading.Thread(target=self.leave, name="ebooklet-turns", daemon=True)
         self._leaving.start()
 
@@ -241,8 +252,7 @@ class Turns:
     def leave(self) -> None:
         """Give our place up (the push committed, or gave up)."""
         if self._leaving is not None and threading.current_thread() is not self._leaving:
-            self._left()
-            return
+            self._left()  # and then our line, should one have been taken since
         line, self._line = self._line, None
         if line is None:
             return

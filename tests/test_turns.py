@@ -1,0 +1,127 @@
+"""Turns without the lease (ebooklet/sync/leasing.py, ``Turns``): a place taken in the lock
+queue is always given up, and a queue a waiter cannot use costs it no wait (each mutation
+named in a docstring)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import ebooklet
+from ebooklet.errors import RemoteUnavailableError
+from ebooklet.lockqueue import MAX_WAITERS, WaitQueue
+from ebooklet.remote import connect
+from ebooklet.settings import now_us
+from tests.test_writers import _queue, _racing, _seed
+
+QUEUE = "lease.queue"
+
+
+def _fail_queue_reads(remote: Any, which: set[int]) -> list[str]:
+    """Make the ``which``-th reads (counted from 1) of the lock queue through ``remote`` fail
+    as from a server that stopped answering; return the list of queue reads, as they come."""
+    transport = remote.transport
+    reads: list[str] = []
+    inner = transport.get_start
+
+    def get_start(key: str, *args: Any, **kwargs: Any) -> Any:
+        if key.endswith(QUEUE):
+            reads.append(key)
+            if len(reads) in which:
+                raise RemoteUnavailableError("the server stopped answering")
+        return inner(key, *args, **kwargs)
+
+    transport.get_start = get_start
+    return reads
+
+
+def test_a_place_kept_when_a_later_look_at_the_queue_fails_is_given_up_with_the_push(tmp_path):
+    """A push queued behind another writer whose next look at the queue fails races without
+    the queue, and still gives its place up when it ends: the place would otherwise stand in
+    front of every later waiter until it expires (the lease's ttl).
+
+    Mutation: ``Turns._failed`` forgets the line without leaving it (``self._line = None``)."""
+    conn = _seed(tmp_path)
+    with _racing(conn, tmp_path, losses=1) as (remote, _, state), ebooklet.open(
+        remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=60
+    ) as db:
+        queue, _ = _queue(conn)
+        queue.join("another writer", now_us() + 600 * 10**6, now_us())
+        reads = _fail_queue_reads(remote, {2})  # 1: the read that takes the place; 2: the next look
+        db["x"] = 1
+        result = db.changes().push()
+    assert result.committed and state["lost"] == 1 and len(reads) >= 2
+    assert _queue(conn)[1] == ["another writer"]
+
+
+def test_a_place_left_behind_by_a_failed_leave_is_given_up_by_the_next_push(tmp_path):
+    """A leave that fails leaves the place for its ttl; the next push of the database that
+    looks at the queue finds only its own place there and gives it up (instead of going
+    ahead and leaving it in front of every later waiter).
+
+    Mutation: ``Turns.arrive`` goes ahead without leaving our own place."""
+    conn = _seed(tmp_path)
+    with _racing(conn, tmp_path, losses=1) as (remote, _, state), ebooklet.open(
+        remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=60
+    ) as db:
+        reads = _fail_queue_reads(remote, {2})  # 1: joining after the lost race; 2: leaving
+        db["x"] = 1
+        assert db.changes().push().attempts == 2
+        assert len(reads) == 2 and len(_queue(conn)[1]) == 1  # our place, left behind
+        db["y"] = 2
+        assert db.changes().push().committed  # it looks at the queue (others committed beside it)
+        assert len(reads) >= 3
+    assert _queue(conn)[1] == []
+
+
+def test_a_huge_queue_object_on_a_folder_remote_costs_a_waiter_its_place_not_its_progress(tmp_path):
+    """A queue object larger than a waiter reads has no ETag on the folder remote (only its
+    start is read): it cannot be replaced conditionally. A waiter waits without a place (and
+    the object is left alone) instead of trying to create the queue again and again.
+
+    Mutation: ``WaitQueue.join`` ignores ``Waiters.replaceable`` (it loops for ever)."""
+    conn = _seed(tmp_path)
+    huge = conn.with_name(conn.name + ".ebooklet") / QUEUE
+    huge.write_bytes(b" " * 200_000)
+    joined: dict[str, Any] = {}
+    joining = threading.Thread(
+        target=lambda: joined.update(order=WaitQueue(connect(conn)).join("me", now_us() + 10**7, now_us())),
+        daemon=True,  # the mutant never returns
+    )
+    joining.start()
+    joining.join(60)
+    assert not joining.is_alive() and joined == {"order": None}
+    # A lease-less push that lost a race goes on, backing off as without a queue.
+    with _racing(conn, tmp_path, losses=2) as (remote, _, state), ebooklet.open(
+        remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=60
+    ) as db:
+        db["x"] = 1
+        pushing = threading.Thread(target=lambda: joined.update(result=db.changes().push()), daemon=True)
+        pushing.start()
+        pushing.join(60)
+        assert not pushing.is_alive()
+    assert joined["result"].committed and joined["result"].attempts == 3
+    assert huge.stat().st_size == 200_000
+
+
+def test_a_contended_push_that_finds_the_queue_full_races_instead_of_waiting_behind_it(tmp_path):
+    """A push that looks at the queue (it committed beside others before) and finds it full of
+    places (forged, or writers that are gone) has no place to wait in: it goes ahead, racing
+    with backoff as without a queue, instead of waiting behind all of them until lock_wait.
+
+    Mutation: ``Turns._wait`` waits without a place (the push reads the queue again and
+    again until lock_wait)."""
+    conn = _seed(tmp_path)
+    with _racing(conn, tmp_path, losses=1) as (remote, _, state), ebooklet.open(
+        remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=5
+    ) as db:
+        db["x"] = 1
+        assert db.changes().push().attempts == 2  # lost a race: the next push looks at the queue
+        queue, _ = _queue(conn)
+        for i in range(MAX_WAITERS):
+            queue.join(f"forged {i}", now_us() + 3600 * 10**6, now_us())
+        reads = _fail_queue_reads(remote, set())
+        db["y"] = 2
+        result = db.changes().push()
+    assert result.committed and result.attempts == 1
+    assert len(reads) <= 2, len(reads)
