@@ -4,15 +4,20 @@ named in a docstring)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
+import time
 from typing import Any
+
+import pytest
 
 import ebooklet
 from ebooklet.errors import RemoteUnavailableError
 from ebooklet.lockqueue import MAX_WAITERS, WaitQueue
 from ebooklet.remote import connect
 from ebooklet.settings import now_us
-from tests.test_writers import _queue, _racing, _seed
+from ebooklet.sync.leasing import Turns
+from tests.test_writers import _queue, _racing, _seed, _until
 
 QUEUE = "lease.queue"
 
@@ -125,3 +130,59 @@ def test_a_contended_push_that_finds_the_queue_full_races_instead_of_waiting_beh
         result = db.changes().push()
     assert result.committed and result.attempts == 1
     assert len(reads) <= 2, len(reads)
+
+
+def test_a_failed_probe_of_conditional_writes_costs_a_lease_less_push_its_turn_not_the_push(tmp_path):
+    """Whether the store honours conditional writes is asked (S3: probed, once a process) only
+    when a push without the lease has lost a race, for its turn; a probe that fails makes
+    the push race without the queue, it does not fail the push.
+
+    Mutation: ``Turns.lost`` asks outside its ``try`` (RemoteUnavailableError from the push)."""
+    conn = _seed(tmp_path)
+    with _racing(conn, tmp_path, losses=2) as (remote, _, state), ebooklet.open(
+        remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=60
+    ) as db:
+        asked = []
+
+        def probe(prefix: str) -> bool:
+            asked.append(prefix)
+            raise RemoteUnavailableError("the server stopped answering")
+
+        remote.transport.supports_conditional_writes = probe
+        db["x"] = 1
+        result = db.changes().push()
+        assert result.committed and result.attempts == 3 and len(asked) == 2
+        db["y"] = 2
+        assert db.changes().push().committed  # the next push's look at the queue fails too
+        assert len(asked) == 3
+
+
+@pytest.mark.parametrize("background", [True, False], ids=["beside the commit", "at the end"])
+def test_a_leave_whose_join_was_interrupted_does_not_keep_the_next_push_in_the_queue(tmp_path, background):
+    """An interrupt (Ctrl-C in a notebook) in the end of a push can leave the thread that gave
+    its place up unjoined; the next push of the database still gives its own place up, beside
+    its commit and at its end.
+
+    Mutations: ``Turns.leave_soon`` does nothing while an old leave is unjoined; ``Turns.leave``
+    only joins that old leave."""
+    conn = _seed(tmp_path)
+    queue, _ = _queue(conn)
+    turns = Turns(connect(conn), 60)
+    old = threading.Thread(target=lambda: None)
+    old.start()
+    old.join()
+    turns._leaving = old  # as the interrupted push left it
+    turns.contended = True
+    queue.join("another writer", now_us() + 600 * 10**6, now_us())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        arriving = pool.submit(turns.arrive, time.monotonic() + 60)
+        placed = _until(lambda: turns.owner in _queue(conn)[1], arriving)
+        queue.leave("another writer", now_us())
+        arriving.result(timeout=60)
+    assert placed
+    if background:
+        turns.leave_soon()  # beside the commit
+        turns._left()
+    else:
+        turns.leave()  # at the end of the push
+    assert _queue(conn)[1] == []
