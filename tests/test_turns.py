@@ -14,6 +14,7 @@ import pytest
 
 import ebooklet
 from ebooklet.errors import RemoteUnavailableError
+from ebooklet.lock import Lease
 from ebooklet.lockqueue import MAX_WAITERS, WaitQueue
 from ebooklet.remote import connect
 from ebooklet.settings import now_us
@@ -220,3 +221,38 @@ def test_a_first_waiter_whose_commit_loses_keeps_its_turn(tmp_path, caplog, monk
     assert result.committed and result.attempts == 3 and state["lost"] == 2
     assert not [m for m in caplog.messages if "dropping its place" in m]
     assert _queue(conn)[1] == ["a later writer"]
+
+
+@pytest.mark.xfail(strict=True, reason="a lease-less waiter cannot tell a live waiter for a held "
+                   "lease from a gone one: it waits TURN_GRACE_S behind it, then drops it")
+def test_a_lease_less_push_neither_waits_for_nor_drops_a_live_waiter_for_a_held_lease(
+    tmp_path, caplog, monkeypatch
+):
+    """Mixed writers: one holds the lease for long (``remote_lock="session"``, or a long
+    push), another waits for it in the queue. A lease-less writer that lost a race queues
+    behind that waiter, which cannot go on before the holder is done: it waits TURN_GRACE_S
+    (10 s) at each push, then drops the waiter's place (sent to the back of the queue, behind
+    the lease waiters that came after it)."""
+    monkeypatch.setattr(leasing, "TURN_GRACE_S", 0.5)
+    conn = _seed(tmp_path)
+    holder = Lease(connect(conn), ttl=60)
+    holder.acquire()
+    waiter = Lease(connect(conn), ttl=60, wait=60)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            taking = pool.submit(waiter.acquire)
+            assert _until(lambda: waiter.owner in _queue(conn)[1], taking)
+            with _racing(conn, tmp_path, losses=1) as (remote, _, state), ebooklet.open(
+                remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=60
+            ) as db, caplog.at_level(logging.INFO, logger="ebooklet.sync.leasing"):
+                for i in range(2):
+                    db[f"k{i}"] = i
+                    assert db.changes().push().committed
+            drops = [m for m in caplog.messages if "dropping its place" in m]
+            in_line = _queue(conn)[1]
+            waiter.cancel()
+            with pytest.raises(ebooklet.LeaseHeldError):
+                taking.result(timeout=60)
+    finally:
+        holder.release()
+    assert drops == [] and in_line == [waiter.owner]
