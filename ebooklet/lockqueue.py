@@ -169,12 +169,13 @@ class Line:
     """One writer's place in the queue while it waits for the lease: when to look, whether
     it may take a free lease, and its place kept while it waits (renewed every ``ttl / 3``)."""
 
-    def __init__(self, remote: Remote, owner: str, ttl: float) -> None:
+    def __init__(self, remote: Remote, owner: str, ttl: float, offset_us: int | None = None) -> None:
         self.queue = WaitQueue(remote)
         self.owner = owner
         self.ttl_us = int(ttl * 1e6)
         self.transport = remote.transport
-        self._offset_us: int | None = None
+        #: The store's clock less ours (None: not measured yet; given: measured by an earlier line).
+        self.offset_us: int | None = offset_us
         #: The live waiters as last read (empty: nobody waits, or not read yet).
         self.order: list[str] = []
         self._placed_at: float | None = None  # time.monotonic() of our last write of our place
@@ -185,14 +186,14 @@ class Line:
     def store_now(self) -> int:
         """The store's clock now, in microseconds (measured once; our clock where the store
         cannot tell)."""
-        if self._offset_us is None:
-            self._offset_us = 0
+        if self.offset_us is None:
+            self.offset_us = 0
             if self.transport.knows_ages:
                 try:
-                    self._offset_us = int(self.transport.store_time() * 1e6) - now_us()
+                    self.offset_us = int(self.transport.store_time() * 1e6) - now_us()
                 except RemoteError:
                     pass
-        return now_us() + self._offset_us
+        return now_us() + self.offset_us
 
     def seen(self, waiters: Waiters) -> None:
         """Take note of the queue as read."""

@@ -256,3 +256,31 @@ def test_a_lease_less_push_neither_waits_for_nor_drops_a_live_waiter_for_a_held_
     finally:
         holder.release()
     assert drops == [] and in_line == [waiter.owner]
+
+
+def test_a_lease_less_writer_asks_the_store_its_clock_once_not_at_every_look_at_the_queue(
+    moto_proxied, tmp_path
+):
+    """Places in the queue expire by the store's clock, which a writer asks once (on S3, a
+    HEAD whose answer's Date tells it): not again before each push that looks at the queue,
+    a round trip before the queue's own.
+
+    Mutation: a new Line measures the clock again (``Turns`` does not hand it the offset)."""
+    conn = moto_proxied.conn()
+    proxy = moto_proxied.proxy
+    with ebooklet.open(conn, tmp_path / "a.blt", "c", value_serializer="json", remote_lock="none") as db, \
+            ebooklet.open(moto_proxied.direct(conn), tmp_path / "b.blt", "c", value_serializer="json",
+                          remote_lock="none") as other:
+        db["a"] = 0
+        db.changes().push()
+        first = len(proxy.requests())
+        looked = 0
+        for i in range(3):
+            other[f"b{i}"] = i
+            other.changes().push()  # a commit beside ours: the next push of ours looks at the queue
+            db[f"a{i}"] = i
+            before = len(proxy.requests())
+            assert db.changes().push().committed
+            looked += any(e.target.split("?")[0].endswith(QUEUE) for e in proxy.requests()[before:])
+        clock = [e for e in proxy.requests()[first:] if "ebooklet-clock-" in e.target]
+    assert looked == 2 and len(clock) == 1, (looked, [e.target for e in clock])

@@ -30,6 +30,8 @@ TURN_POLL_S = 0.005
 #: drops its place (longer than the lease's GRACE_S: a waiter's turn is a whole attempt,
 #: a rebase on a large index included, not only the write of a free lease).
 TURN_GRACE_S = 10.0
+#: Seconds the store's clock, measured by one look at the queue, serves the next ones.
+CLOCK_REUSE_S = 600.0
 
 
 class LeaseUse:
@@ -140,11 +142,25 @@ class Turns:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.contended = False  # others committed beside us since the queue was found empty
         self._line: Line | None = None
+        self._clock: tuple[int, float] | None = None  # the store's clock less ours, and when measured
         self._leaving: threading.Thread | None = None
         self._never = threading.Event()
 
     def _usable(self) -> bool:
         return self.remote.transport.supports_conditional_writes(self.remote.prefix)
+
+    def _new_line(self) -> Line:
+        """A line that goes by the store's clock as an earlier one measured it (a request, on
+        S3, that each push looking at the queue would otherwise send first)."""
+        now = time.monotonic()
+        known = self._clock
+        line = Line(self.remote, self.owner, self.ttl,
+                    known[0] if known is not None and now - known[1] < CLOCK_REUSE_S else None)
+        if line.offset_us is None:
+            line.store_now()
+            assert line.offset_us is not None
+            self._clock = (line.offset_us, now)
+        return line
 
     def arrive(self, deadline: float) -> None:
         """Before a push's first attempt: when races were lost lately, queue behind the
@@ -154,7 +170,7 @@ class Turns:
         try:
             if not self._usable():
                 return
-            line = Line(self.remote, self.owner, self.ttl)
+            line = self._new_line()
             line.refresh()
             if not [o for o in line.order if o != self.owner]:
                 self.contended = False  # nobody waits: go ahead, and stop looking
@@ -179,7 +195,7 @@ class Turns:
                 return False
             line = self._line
             if line is None:
-                line = self._line = Line(self.remote, self.owner, self.ttl)
+                line = self._line = self._new_line()
                 line.keep_place()
             else:
                 line.refresh()
