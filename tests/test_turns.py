@@ -191,38 +191,6 @@ def test_a_leave_whose_join_was_interrupted_does_not_keep_the_next_push_in_the_q
     assert _queue(conn)[1] == []
 
 
-def test_a_first_waiter_whose_commit_loses_keeps_its_turn(tmp_path, caplog, monkeypatch):
-    """A writer whose turn came keeps its place until its commit has landed: when the commit
-    loses (to a writer that does not queue), it is still first, backs off and tries again,
-    instead of queueing again behind the writers that came after it (docs/sync.rst: the
-    next one is first as soon as the commit has landed).
-
-    Mutation: the place given up beside the commit (``leave_soon`` before ``heads.commit``):
-    the writer queues behind the later one, and waits until it drops its place."""
-    monkeypatch.setattr(leasing, "TURN_GRACE_S", 0.5)
-    conn = _seed(tmp_path)
-    queue, _ = _queue(conn)
-    with _racing(conn, tmp_path, losses=2) as (remote, puts, state), ebooklet.open(
-        remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=60
-    ) as db:
-        inner_put = remote.transport.put
-
-        def put(key: str, *args: Any, **kwargs: Any) -> Any:
-            etag = inner_put(key, *args, **kwargs)
-            if key.endswith(QUEUE) and not _queue(conn)[1][1:]:
-                # Our place was taken after the first lost race: a later writer queues behind.
-                queue.join("a later writer", now_us() + 600 * 10**6, now_us())
-            return etag
-
-        remote.transport.put = put
-        db["x"] = 1
-        with caplog.at_level(logging.INFO, logger="ebooklet.sync.leasing"):
-            result = db.changes().push()
-    assert result.committed and result.attempts == 3 and state["lost"] == 2
-    assert not [m for m in caplog.messages if "dropping its place" in m]
-    assert _queue(conn)[1] == ["a later writer"]
-
-
 @pytest.mark.xfail(strict=True, reason="a lease-less waiter cannot tell a live waiter for a held "
                    "lease from a gone one: it waits TURN_GRACE_S behind it, then drops it")
 def test_a_lease_less_push_neither_waits_for_nor_drops_a_live_waiter_for_a_held_lease(

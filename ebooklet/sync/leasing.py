@@ -248,12 +248,14 @@ class Turns:
         return waited
 
     def _failed(self, exc: RemoteError) -> None:
-        # The line is kept: a place it holds is given up once the commit lands, or at the end.
+        # The line is kept: a place it holds is given up beside the commit, or at the end.
         logger.info("the lock queue of %s failed (%s); racing without it", self.remote.location, exc)
 
     def leave_soon(self) -> None:
-        """Give our place up in the background, once the commit has landed: the next waiter
-        goes on while this one adopts the commit. (A commit that lost keeps the place.)"""
+        """Give our place up in the background, beside the commit: the next waiter looks
+        again about when the commit lands. (Should the commit lose, we queue again, at the
+        end: a first waiter that kept losing to a writer that does not queue would hold
+        everyone behind it through its backoff.)"""
         if self._line is None:
             return
         self._left()  # an earlier leave whose join was interrupted

@@ -378,6 +378,8 @@ class Push:
         # next operation settles it (see InFlight.settle).
         self.replica.inflight.record(head, dropped, keep_remote)
         state.sent = True
+        if lease is None:
+            self.replica.turns.leave_soon()
         try:
             committed = self.heads.commit(head, etag if current is not None else None)
         except CommitUnknownError:
@@ -392,10 +394,6 @@ class Push:
             self.objects.delete_quietly(mine)
             state.uploader.forget(mine)
             return None
-        if lease is None:
-            # Landed: the next waiter's turn, while this one adopts its commit (a commit that
-            # lost keeps its place: still first, it tries again).
-            self.replica.turns.leave_soon()
         result = PushResult(
             committed=True,
             commit=head.commit,
