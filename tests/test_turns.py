@@ -252,3 +252,28 @@ def test_a_lease_less_writer_asks_the_store_its_clock_once_not_at_every_look_at_
             looked += any(e.target.split("?")[0].endswith(QUEUE) for e in proxy.requests()[before:])
         clock = [e for e in proxy.requests()[first:] if "ebooklet-clock-" in e.target]
     assert looked == 2 and len(clock) == 1, (looked, [e.target for e in clock])
+
+
+def test_a_push_that_fails_while_it_holds_a_place_gives_it_up(tmp_path):
+    """A push that took a place after a lost race and then fails (here: its next attempt
+    finds the key it changed changed remotely too) gives its place up as it ends.
+
+    Mutation: ``Push.run`` does not leave the queue in its ``finally``."""
+    conn = _seed(tmp_path)
+    with _racing(conn, tmp_path, losses=1) as (remote, _, state), ebooklet.open(
+        remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=60
+    ) as db:
+        queue_puts = []
+        inner_put = remote.transport.put
+
+        def put(key: str, *args: Any, **kwargs: Any) -> Any:
+            if key.endswith(QUEUE):
+                queue_puts.append(key)
+            return inner_put(key, *args, **kwargs)
+
+        remote.transport.put = put
+        db["other-1"] = "mine"  # the key the racing writer commits first
+        with pytest.raises(ebooklet.ConflictError):
+            db.changes().push()
+    assert state["lost"] == 1 and len(queue_puts) == 2  # the place taken, and given up
+    assert _queue(conn)[1] == []
