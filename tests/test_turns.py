@@ -277,3 +277,27 @@ def test_a_push_that_fails_while_it_holds_a_place_gives_it_up(tmp_path):
             db.changes().push()
     assert state["lost"] == 1 and len(queue_puts) == 2  # the place taken, and given up
     assert _queue(conn)[1] == []
+
+
+@pytest.mark.xfail(strict=True, reason="places ahead are dropped one at a time, the k-th after "
+                   "TURN_GRACE_S * k: k forged places cost TURN_GRACE_S * k * (k + 1) / 2")
+def test_forged_places_cost_a_contended_push_a_bounded_wait(tmp_path, monkeypatch):
+    """A hostile queue of many well-formed places (each valid for a day) that never commit:
+    a push that looks at the queue should get past them within a few grace periods, as the
+    lease's waiters do (they skip every place ahead once a free lease lay for GRACE_S). As
+    it stands, the waiter at place k drops the first after TURN_GRACE_S * k, then waits
+    again from the start for the next: with 255 places, no drop at all within lock_wait, and
+    every contended push of every writer waits out lock_wait while the places last."""
+    monkeypatch.setattr(leasing, "TURN_GRACE_S", 0.1)
+    conn = _seed(tmp_path)
+    with _racing(conn, tmp_path, losses=1) as (remote, _, state), ebooklet.open(
+        remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=5
+    ) as db:
+        db["x"] = 1
+        assert db.changes().push().attempts == 2  # lost a race: the next push looks at the queue
+        queue, _ = _queue(conn)
+        for i in range(MAX_WAITERS - 1):
+            queue.join(f"forged {i}", now_us() + 24 * 3600 * 10**6 - 10**6, now_us())
+        db["y"] = 2
+        assert db.changes().push().committed  # after lock_wait, out of turn
+    assert not [o for o in _queue(conn)[1] if o.startswith("forged")]
