@@ -67,10 +67,12 @@ def queue_problem(raw: Any, now_us: int) -> str | None:
 @dataclass
 class Waiters:
     """The queue as read: ``entries`` oldest first, and the ETag to update it with (None:
-    there is no queue object)."""
+    there is no queue object, unless ``replaceable`` is False: there is one, too large to
+    read whole, whose store gave no ETag for it, so it cannot be replaced conditionally)."""
 
     entries: list[tuple[str, int]]
     etag: str | None
+    replaceable: bool = True
 
     def live(self, now_us: int) -> list[str]:
         """The owners whose place has not expired, in order."""
@@ -104,7 +106,9 @@ class WaitQueue:
                 raise RemoteFormatError(problem)
         except RemoteFormatError as exc:
             logger.warning("the lock queue of %s %s; it is read as empty", self.remote.location, exc)
-            return Waiters([], blob.etag or None)
+            # Only its start was read: a store that hashes content for ETags (the folder)
+            # gives none, and the object can then be neither created nor updated.
+            return Waiters([], blob.etag or None, replaceable=bool(blob.etag))
         return Waiters([(owner, until) for owner, until in raw["waiters"]], blob.etag or None)
 
     def _write(self, waiters: Waiters, entries: list[tuple[str, int]]) -> bool:
@@ -119,10 +123,12 @@ class WaitQueue:
 
     def join(self, owner: str, until_us: int, now_us: int) -> list[str] | None:
         """Take a place at the end (or renew ours where it is) until ``until_us``; return the
-        live waiters in order, or None when the queue is full. Places that expired are dropped
-        on the way."""
+        live waiters in order, or None when the queue is full (or cannot be replaced, see
+        Waiters). Places that expired are dropped on the way."""
         while True:
             waiters = self.read(now_us)
+            if not waiters.replaceable:
+                return None  # waits without a place (the object is left alone)
             entries = [(o, u) for o, u in waiters.entries if u > now_us and o != owner]
             mine = next((i for i, (o, _) in enumerate(waiters.entries) if o == owner), None)
             if mine is not None and waiters.entries[mine][1] > now_us:
@@ -163,12 +169,13 @@ class Line:
     """One writer's place in the queue while it waits for the lease: when to look, whether
     it may take a free lease, and its place kept while it waits (renewed every ``ttl / 3``)."""
 
-    def __init__(self, remote: Remote, owner: str, ttl: float) -> None:
+    def __init__(self, remote: Remote, owner: str, ttl: float, offset_us: int | None = None) -> None:
         self.queue = WaitQueue(remote)
         self.owner = owner
         self.ttl_us = int(ttl * 1e6)
         self.transport = remote.transport
-        self._offset_us: int | None = None
+        #: The store's clock less ours (None: not measured yet; given: measured by an earlier line).
+        self.offset_us: int | None = offset_us
         #: The live waiters as last read (empty: nobody waits, or not read yet).
         self.order: list[str] = []
         self._placed_at: float | None = None  # time.monotonic() of our last write of our place
@@ -179,14 +186,14 @@ class Line:
     def store_now(self) -> int:
         """The store's clock now, in microseconds (measured once; our clock where the store
         cannot tell)."""
-        if self._offset_us is None:
-            self._offset_us = 0
+        if self.offset_us is None:
+            self.offset_us = 0
             if self.transport.knows_ages:
                 try:
-                    self._offset_us = int(self.transport.store_time() * 1e6) - now_us()
+                    self.offset_us = int(self.transport.store_time() * 1e6) - now_us()
                 except RemoteError:
                     pass
-        return now_us() + self._offset_us
+        return now_us() + self.offset_us
 
     def seen(self, waiters: Waiters) -> None:
         """Take note of the queue as read."""

@@ -30,6 +30,8 @@ TURN_POLL_S = 0.005
 #: drops its place (longer than the lease's GRACE_S: a waiter's turn is a whole attempt,
 #: a rebase on a large index included, not only the write of a free lease).
 TURN_GRACE_S = 10.0
+#: Seconds the store's clock, measured by one look at the queue, serves the next ones.
+CLOCK_REUSE_S = 600.0
 
 
 class LeaseUse:
@@ -140,22 +142,42 @@ class Turns:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.contended = False  # others committed beside us since the queue was found empty
         self._line: Line | None = None
+        self._clock: tuple[int, float] | None = None  # the store's clock less ours, and when measured
         self._leaving: threading.Thread | None = None
         self._never = threading.Event()
 
     def _usable(self) -> bool:
         return self.remote.transport.supports_conditional_writes(self.remote.prefix)
 
+    def _new_line(self) -> Line:
+        """A line that goes by the store's clock as an earlier one measured it (a request, on
+        S3, that each push looking at the queue would otherwise send first)."""
+        now = time.monotonic()
+        known = self._clock
+        line = Line(self.remote, self.owner, self.ttl,
+                    known[0] if known is not None and now - known[1] < CLOCK_REUSE_S else None)
+        if line.offset_us is None:
+            line.store_now()
+            assert line.offset_us is not None
+            self._clock = (line.offset_us, now)
+        return line
+
     def arrive(self, deadline: float) -> None:
         """Before a push's first attempt: when races were lost lately, queue behind the
         writers waiting, if any, and wait for our turn."""
-        if not self.contended or not self._usable():
+        if not self.contended:
             return
         try:
-            line = Line(self.remote, self.owner, self.ttl)
+            if not self._usable():
+                return
+            line = self._new_line()
             line.refresh()
             if not [o for o in line.order if o != self.owner]:
                 self.contended = False  # nobody waits: go ahead, and stop looking
+                if line.order:
+                    # Only our own place, which a leave that failed left behind: give it up,
+                    # or it stands in front of every later waiter until it expires.
+                    line.queue.leave(self.owner, line.store_now())
                 return
             self._line = line
             line.keep_place()
@@ -167,13 +189,13 @@ class Turns:
         """After a lost race: take a place in the queue (once) and wait for our turn. True
         when this waited behind others; False when we are first already (the caller pauses:
         a writer that does not queue beat us)."""
-        if not self._usable():
-            return False
         self._left()
         try:
+            if not self._usable():
+                return False
             line = self._line
             if line is None:
-                line = self._line = Line(self.remote, self.owner, self.ttl)
+                line = self._line = self._new_line()
                 line.keep_place()
             else:
                 line.refresh()
@@ -198,8 +220,12 @@ class Turns:
         waited = False
         ahead: tuple[str | None, float] = (None, 0.0)
         while not line.first:
+            if self.owner not in line.order:
+                # No place (the queue is full, or cannot be replaced): nothing to wait in
+                # turn for; the caller races, as without a queue.
+                return waited
             now = time.monotonic()
-            place = line.order.index(self.owner) if self.owner in line.order else len(line.order)
+            place = line.order.index(self.owner)
             if line.order[0] != ahead[0]:
                 ahead = (line.order[0], now)
             elif now - ahead[1] >= TURN_GRACE_S * place:
@@ -222,14 +248,17 @@ class Turns:
         return waited
 
     def _failed(self, exc: RemoteError) -> None:
+        # The line is kept: a place it holds is given up beside the commit, or at the end.
         logger.info("the lock queue of %s failed (%s); racing without it", self.remote.location, exc)
-        self._line = None
 
     def leave_soon(self) -> None:
         """Give our place up in the background, beside the commit: the next waiter looks
-        again as soon as the commit has landed. (Should the commit lose, we queue again.)"""
-        if self._line is None or self._leaving is not None:
+        again about when the commit lands. (Should the commit lose, we queue again, at the
+        end: a first waiter that kept losing to a writer that does not queue would hold
+        everyone behind it through its backoff.)"""
+        if self._line is None:
             return
+        self._left()  # an earlier leave whose join was interrupted
         self._leaving = threading.Thread(target=self.leave, name="ebooklet-turns", daemon=True)
         self._leaving.start()
 
@@ -241,8 +270,7 @@ class Turns:
     def leave(self) -> None:
         """Give our place up (the push committed, or gave up)."""
         if self._leaving is not None and threading.current_thread() is not self._leaving:
-            self._left()
-            return
+            self._left()  # and then our line, should one have been taken since
         line, self._line = self._line, None
         if line is None:
             return
