@@ -25,6 +25,10 @@ from tests.test_writers import _queue, _racing, _seed, _until
 QUEUE = "lease.queue"
 
 
+#: The place of another writer without the lease (its owner carries the mark).
+OTHER = f"another writer{leasing.TURN_MARK}"
+
+
 def _fail_queue_reads(remote: Any, which: set[int]) -> list[str]:
     """Make the ``which``-th reads (counted from 1) of the lock queue through ``remote`` fail
     as from a server that stopped answering; return the list of queue reads, as they come."""
@@ -54,12 +58,12 @@ def test_a_place_kept_when_a_later_look_at_the_queue_fails_is_given_up_with_the_
         remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=60
     ) as db:
         queue, _ = _queue(conn)
-        queue.join("another writer", now_us() + 600 * 10**6, now_us())
+        queue.join(OTHER, now_us() + 600 * 10**6, now_us())
         reads = _fail_queue_reads(remote, {2})  # 1: the read that takes the place; 2: the next look
         db["x"] = 1
         result = db.changes().push()
     assert result.committed and state["lost"] == 1 and len(reads) >= 2
-    assert _queue(conn)[1] == ["another writer"]
+    assert _queue(conn)[1] == [OTHER]
 
 
 def test_a_place_left_behind_by_a_failed_leave_is_given_up_by_the_next_push(tmp_path):
@@ -127,7 +131,7 @@ def test_a_contended_push_that_finds_the_queue_full_races_instead_of_waiting_beh
         assert db.changes().push().attempts == 2  # lost a race: the next push looks at the queue
         queue, _ = _queue(conn)
         for i in range(MAX_WAITERS):
-            queue.join(f"forged {i}", now_us() + 3600 * 10**6, now_us())
+            queue.join(f"forged {i}{leasing.TURN_MARK}", now_us() + 3600 * 10**6, now_us())
         reads = _fail_queue_reads(remote, set())
         db["y"] = 2
         result = db.changes().push()
@@ -176,11 +180,11 @@ def test_a_leave_whose_join_was_interrupted_does_not_keep_the_next_push_in_the_q
     old.join()
     turns._leaving = old  # as the interrupted push left it
     turns.contended = True
-    queue.join("another writer", now_us() + 600 * 10**6, now_us())
+    queue.join(OTHER, now_us() + 600 * 10**6, now_us())
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         arriving = pool.submit(turns.arrive, time.monotonic() + 60)
         placed = _until(lambda: turns.owner in _queue(conn)[1], arriving)
-        queue.leave("another writer", now_us())
+        queue.leave(OTHER, now_us())
         arriving.result(timeout=60)
     assert placed
     if background:
@@ -191,16 +195,16 @@ def test_a_leave_whose_join_was_interrupted_does_not_keep_the_next_push_in_the_q
     assert _queue(conn)[1] == []
 
 
-@pytest.mark.xfail(strict=True, reason="a lease-less waiter cannot tell a live waiter for a held "
-                   "lease from a gone one: it waits TURN_GRACE_S behind it, then drops it")
 def test_a_lease_less_push_neither_waits_for_nor_drops_a_live_waiter_for_a_held_lease(
     tmp_path, caplog, monkeypatch
 ):
     """Mixed writers: one holds the lease for long (``remote_lock="session"``, or a long
-    push), another waits for it in the queue. A lease-less writer that lost a race queues
-    behind that waiter, which cannot go on before the holder is done: it waits TURN_GRACE_S
-    (10 s) at each push, then drops the waiter's place (sent to the back of the queue, behind
-    the lease waiters that came after it)."""
+    push), another waits for it in the queue. A lease-less writer that lost a race neither
+    waits behind that waiter (which cannot go on before the holder is done) nor drops its
+    place: it waits only for the places of writers without the lease (``TURN_MARK``).
+
+    Mutation: the mark ignored (``_turns`` returns every place): the lease-less push waits
+    TURN_GRACE_S behind the lease waiter at each push, then drops its place."""
     monkeypatch.setattr(leasing, "TURN_GRACE_S", 0.5)
     conn = _seed(tmp_path)
     holder = Lease(connect(conn), ttl=60)
@@ -279,15 +283,17 @@ def test_a_push_that_fails_while_it_holds_a_place_gives_it_up(tmp_path):
     assert _queue(conn)[1] == []
 
 
-@pytest.mark.xfail(strict=True, reason="places ahead are dropped one at a time, the k-th after "
-                   "TURN_GRACE_S * k: k forged places cost TURN_GRACE_S * k * (k + 1) / 2")
-def test_forged_places_cost_a_contended_push_a_bounded_wait(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mark", [leasing.TURN_MARK, ""])
+def test_forged_places_cost_a_contended_push_a_bounded_wait(tmp_path, monkeypatch, mark):
     """A hostile queue of many well-formed places (each valid for a day) that never commit:
-    a push that looks at the queue should get past them within a few grace periods, as the
-    lease's waiters do (they skip every place ahead once a free lease lay for GRACE_S). As
-    it stands, the waiter at place k drops the first after TURN_GRACE_S * k, then waits
-    again from the start for the next: with 255 places, no drop at all within lock_wait, and
-    every contended push of every writer waits out lock_wait while the places last."""
+    a push that looks at the queue gets past them within two grace periods, as the lease's
+    waiters do (they skip every place ahead once a free lease lay for GRACE_S). Places of
+    writers without the lease (``mark``) are dropped by a waiter behind them that is not
+    right behind the first after twice TURN_GRACE_S, all at once; other places (waiters for
+    the lease, as far as this writer can tell) are neither waited for nor dropped.
+
+    Mutation: the places ahead dropped one at a time, the k-th after TURN_GRACE_S * k (with
+    255 places no drop within lock_wait: the push commits out of turn, the places stay)."""
     monkeypatch.setattr(leasing, "TURN_GRACE_S", 0.1)
     conn = _seed(tmp_path)
     with _racing(conn, tmp_path, losses=1) as (remote, _, state), ebooklet.open(
@@ -297,7 +303,9 @@ def test_forged_places_cost_a_contended_push_a_bounded_wait(tmp_path, monkeypatc
         assert db.changes().push().attempts == 2  # lost a race: the next push looks at the queue
         queue, _ = _queue(conn)
         for i in range(MAX_WAITERS - 1):
-            queue.join(f"forged {i}", now_us() + 24 * 3600 * 10**6 - 10**6, now_us())
+            queue.join(f"forged {i}{mark}", now_us() + 24 * 3600 * 10**6 - 10**6, now_us())
         db["y"] = 2
-        assert db.changes().push().committed  # after lock_wait, out of turn
-    assert not [o for o in _queue(conn)[1] if o.startswith("forged")]
+        result = db.changes().push()
+    assert result.committed and result.attempts == 1  # in its turn, not at lock_wait
+    forged = [o for o in _queue(conn)[1] if o.startswith("forged")]
+    assert len(forged) == (0 if mark else MAX_WAITERS - 1)

@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import RemoteError
 from ..format import Head
 from ..lock import Lease
-from ..lockqueue import Line
+from ..lockqueue import MAX_POLL_S, POLL_PER_PLACE_S, Line
 from ..remote import Remote
 from .heads import HeadStore
 
@@ -28,8 +28,12 @@ logger = logging.getLogger(__name__)
 TURN_POLL_S = 0.005
 #: Seconds a first waiter without the lease may take to commit before the waiter behind it
 #: drops its place (longer than the lease's GRACE_S: a waiter's turn is a whole attempt,
-#: a rebase on a large index included, not only the write of a free lease).
+#: a rebase on a large index included, not only the write of a free lease). Waiters further
+#: back drop every place ahead of them after twice as long.
 TURN_GRACE_S = 10.0
+#: How the places of writers without the lease end, in the queue they share with writers
+#: waiting for the lease: these wait for their turn to commit, the others for the lease.
+TURN_MARK = ":turn"
 #: Seconds the store's clock, measured by one look at the queue, serves the next ones.
 CLOCK_REUSE_S = 600.0
 
@@ -139,7 +143,7 @@ class Turns:
     def __init__(self, remote: Remote, ttl: float) -> None:
         self.remote = remote
         self.ttl = ttl
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}{TURN_MARK}"
         self.contended = False  # others committed beside us since the queue was found empty
         self._line: Line | None = None
         self._clock: tuple[int, float] | None = None  # the store's clock less ours, and when measured
@@ -172,7 +176,7 @@ class Turns:
                 return
             line = self._new_line()
             line.refresh()
-            if not [o for o in line.order if o != self.owner]:
+            if not [o for o in _turns(line.order) if o != self.owner]:
                 self.contended = False  # nobody waits: go ahead, and stop looking
                 if line.order:
                     # Only our own place, which a leave that failed left behind: give it up,
@@ -212,40 +216,45 @@ class Turns:
             self.contended = True
 
     def _wait(self, line: Line, deadline: float) -> bool:
-        """Wait until we are first in ``line``, or until ``deadline``; True when it waited.
+        """Wait until we are the first writer without the lease in ``line``, or until
+        ``deadline``; True when it waited. Writers waiting for the lease are not waited for
+        (they wait for its holder, not for the head) and never dropped.
 
         A first waiter that stays first for TURN_GRACE_S (it is gone, or its place was
-        forged) is dropped by the waiter right behind it; should that one be gone too, the
-        next drops it after twice as long, and so on: one waiter acts, not all at once."""
+        forged) is dropped by the waiter right behind it; should that one be gone too, a
+        waiter further back drops every place ahead of it after twice as long."""
         waited = False
         ahead: tuple[str | None, float] = (None, 0.0)
-        while not line.first:
-            if self.owner not in line.order:
+        while True:
+            turns = _turns(line.order)
+            if self.owner not in turns:
                 # No place (the queue is full, or cannot be replaced): nothing to wait in
                 # turn for; the caller races, as without a queue.
                 return waited
+            place = turns.index(self.owner)
+            if place == 0:
+                return waited
             now = time.monotonic()
-            place = line.order.index(self.owner)
-            if line.order[0] != ahead[0]:
-                ahead = (line.order[0], now)
-            elif now - ahead[1] >= TURN_GRACE_S * place:
+            if turns[0] != ahead[0]:
+                ahead = (turns[0], now)
+            elif now - ahead[1] >= TURN_GRACE_S * min(place, 2):
                 logger.info("push: the first writer in the lock queue of %s has not committed for "
-                            "%g s; dropping its place", self.remote.location, now - ahead[1])
-                line.queue.leave(line.order[0], line.store_now())
+                            "%g s; dropping %s", self.remote.location, now - ahead[1],
+                            "its place" if place == 1 else f"the {place} places ahead")
+                line.queue.leave(turns[0], line.store_now(), frozenset(turns[1:place]))
                 line.refresh()
                 line.keep_place()
                 continue
             remaining = deadline - now
             if remaining <= 0:
-                break
+                return waited
             waited = True
             # The waiter next in line looks every 5 ms: it is first as soon as the writer
             # before it has committed and left.
-            pause = TURN_POLL_S if place <= 1 else line.pause()
+            pause = TURN_POLL_S if place <= 1 else min(MAX_POLL_S, POLL_PER_PLACE_S * place)
             self._never.wait(min(pause, remaining) * (1 + random.random() / 4))
             line.refresh()
             line.keep_place()
-        return waited
 
     def _failed(self, exc: RemoteError) -> None:
         # The line is kept: a place it holds is given up beside the commit, or at the end.
@@ -279,3 +288,8 @@ class Turns:
         except RemoteError as exc:
             logger.info("leaving the lock queue of %s failed (%s); the place expires",
                         self.remote.location, exc)
+
+
+def _turns(order: list[str]) -> list[str]:
+    """The places of writers without the lease in a queue's ``order``."""
+    return [owner for owner in order if owner.endswith(TURN_MARK)]
