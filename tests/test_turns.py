@@ -20,7 +20,7 @@ from ebooklet.remote import connect
 from ebooklet.settings import now_us
 from ebooklet.sync import leasing
 from ebooklet.sync.leasing import Turns
-from tests.test_writers import _queue, _racing, _seed, _until
+from tests.test_writers import _contended, _queue, _racing, _seed, _until
 
 QUEUE = "lease.queue"
 
@@ -123,12 +123,7 @@ def test_a_contended_push_that_finds_the_queue_full_races_instead_of_waiting_beh
 
     Mutation: ``Turns._wait`` waits without a place (the push reads the queue again and
     again until lock_wait)."""
-    conn = _seed(tmp_path)
-    with _racing(conn, tmp_path, losses=1) as (remote, _, state), ebooklet.open(
-        remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=5
-    ) as db:
-        db["x"] = 1
-        assert db.changes().push().attempts == 2  # lost a race: the next push looks at the queue
+    with _contended(tmp_path, lock_wait=5) as (db, remote, conn, _):
         queue, _ = _queue(conn)
         for i in range(MAX_WAITERS):
             queue.join(f"forged {i}{leasing.TURN_MARK}", now_us() + 3600 * 10**6, now_us())
@@ -295,12 +290,7 @@ def test_forged_places_cost_a_contended_push_a_bounded_wait(tmp_path, monkeypatc
     Mutation: the places ahead dropped one at a time, the k-th after TURN_GRACE_S * k (with
     255 places no drop within lock_wait: the push commits out of turn, the places stay)."""
     monkeypatch.setattr(leasing, "TURN_GRACE_S", 0.1)
-    conn = _seed(tmp_path)
-    with _racing(conn, tmp_path, losses=1) as (remote, _, state), ebooklet.open(
-        remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=5
-    ) as db:
-        db["x"] = 1
-        assert db.changes().push().attempts == 2  # lost a race: the next push looks at the queue
+    with _contended(tmp_path, lock_wait=5) as (db, _, conn, _):
         queue, _ = _queue(conn)
         for i in range(MAX_WAITERS - 1):
             queue.join(f"forged {i}{mark}", now_us() + 24 * 3600 * 10**6 - 10**6, now_us())

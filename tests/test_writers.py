@@ -312,6 +312,21 @@ def _racing(conn: pathlib.Path, tmp_path: pathlib.Path, losses: int | None) -> I
         yield remote, puts, state
 
 
+@contextlib.contextmanager
+def _contended(tmp_path: pathlib.Path, lock_wait: float) -> Iterator[tuple[Any, Any, pathlib.Path, Any]]:
+    """A writer without the lease whose first push lost one race to another writer (so its
+    next push looks at the queue first): its database, its remote, the database's folder
+    and that first push's result."""
+    conn = _seed(tmp_path)
+    with _racing(conn, tmp_path, losses=1) as (remote, _, state), ebooklet.open(
+        remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=lock_wait
+    ) as db:
+        db["x"] = 1
+        first = db.changes().push()
+        assert first.attempts == 2 and state["lost"] == 1
+        yield db, remote, conn, first
+
+
 def test_a_lease_less_push_outlasts_many_lost_races_and_uploads_its_values_once(tmp_path):
     """Twelve lost races (more than the 8 attempts pushes used to make) and the push still
     commits, having uploaded its segment once: a rebase reuses what it uploaded.
@@ -436,13 +451,7 @@ def test_a_lease_less_push_after_lost_races_waits_behind_a_queued_writer(tmp_pat
 
     Mutations: ``Turns.arrive`` does nothing (the push goes straight ahead); the waiter not
     waiting for its turn (``_wait`` returns at once); the place not given up after the commit."""
-    conn = _seed(tmp_path)
-    with _racing(conn, tmp_path, losses=1) as (remote, _, state), ebooklet.open(
-        remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=60
-    ) as db:
-        db["x"] = 1
-        first = db.changes().push()
-        assert first.attempts == 2 and state["lost"] == 1
+    with _contended(tmp_path, lock_wait=60) as (db, _, conn, first):
         queue, waiting = _queue(conn)
         assert waiting == []  # left after its commit
         queue.join(OTHER, now_us() + 60 * 10**6, now_us())
@@ -467,12 +476,7 @@ def test_a_lease_less_writer_drops_first_waiters_that_never_commit(tmp_path, cap
 
     Mutation: no dropping (the push waits until lock_wait, and the places stay)."""
     monkeypatch.setattr(leasing, "TURN_GRACE_S", 0.5)
-    conn = _seed(tmp_path)
-    with _racing(conn, tmp_path, losses=1) as (remote, _, state), ebooklet.open(
-        remote, tmp_path / "b.blt", "w", value_serializer="json", remote_lock="none", lock_wait=30
-    ) as db:
-        db["x"] = 1
-        db.changes().push()
+    with _contended(tmp_path, lock_wait=30) as (db, _, conn, _):
         queue, _ = _queue(conn)
         for i in range(gone):
             queue.join(f"a writer that is gone {i}{leasing.TURN_MARK}", now_us() + 600 * 10**6, now_us())
