@@ -152,6 +152,7 @@ class Lease:
         self.waited = False
         self._leaving: threading.Thread | None = None  # giving up our place in the queue
         self._stale_at: tuple[str | None, float] | None = None  # see _stale
+        self._maybe_taken = False  # a write of the lease as ours whose reply was lost
 
     @property
     def held(self) -> bool:
@@ -185,13 +186,30 @@ class Lease:
         self.taking.clear()
         self.expected_token = None
         self.waited = False
+        self._maybe_taken = False
         try:
             self._acquire()
         except BaseException:
             self.expected_token = None
+            self._give_back()
             raise
         finally:
             self.taking.set()  # whatever happened, nobody waits for it any longer
+
+    def _give_back(self) -> None:
+        """After an acquire that failed: a write of the lease whose reply was lost may have
+        made it ours, unknown to us; give it back rather than leave it held until it expires
+        (every other writer would wait that long)."""
+        if not self._maybe_taken or self._etag is not None:
+            return
+        self._maybe_taken = False
+        try:
+            info, etag = self.read()
+            if info is not None and info.owner == self.owner and etag:
+                self.remote.transport.put(self.key, LeaseInfo("", 0, info.token).encode(), Update(etag))
+        except Exception as exc:  # noqa: BLE001 - the lease expires by itself
+            logger.info("could not give back the lease on %s that a lost reply may have made ours "
+                        "(%s); it frees itself within %.0f s", self.remote.location, exc, self.ttl)
 
     def _looked(self, token: int | None) -> None:
         self.expected_token = token
@@ -269,6 +287,7 @@ class Lease:
         except PreconditionFailed:
             return False
         except RemoteUnavailableError:
+            self._maybe_taken = True  # the write may have been applied: the next look tells
             if time.monotonic() > deadline:
                 raise
             return False

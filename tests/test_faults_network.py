@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 
 import ebooklet
+from ebooklet.lock import Lease
+from ebooklet.remote import connect
 
 from .faultproxy import FaultProxy, Request, Rule
 
@@ -224,6 +226,28 @@ def test_a_writer_whose_lease_reply_was_lost_recognises_the_lease_as_its_own(pro
         result = a.changes().push()
         assert rule.hits == 1 and result.committed
     assert remote_items(conn, tmp_path / "r.blt") == {"k": "k1"}
+
+
+@pytest.mark.parametrize("lease", ["created", "taken over after a release"])
+def test_a_lease_whose_write_lost_its_reply_is_given_back_when_taking_it_fails(proxied, tmp_path, lease):
+    """A write of the lease whose reply was lost, then a failure before the next look tells
+    whether it landed (here the end of the wait: ``wait=0``, and no retry): the lease may be
+    ours, unknown to us. It is given back, not left held until it expires, which every other
+    writer would wait out (found by the fault campaign on SeaweedFS).
+
+    Mutation: no give-back after a failed acquire (the lease stays ours for its ttl)."""
+    conn = proxied.conn(retries=0)
+    if lease != "created":
+        seed(conn, tmp_path / "seed.blt", {"k": "k0"})  # leaves a released lease object
+    rule = proxied.proxy.add_rule(lease_put(conn), "lost_reply")
+    taking = Lease(connect(conn), ttl=60, wait=0)
+    with pytest.raises(ebooklet.RemoteUnavailableError):
+        taking.acquire()
+    assert rule.hits == 1
+    assert proxied.get_json(f"{conn.db_key}.ebooklet/lease")["owner"] == ""
+    other = Lease(connect(conn), ttl=60, wait=0)
+    other.acquire()  # free at once, not in 60 s
+    other.release()
 
 
 def test_a_lost_reply_to_a_lease_renewal_keeps_the_lease(proxied, tmp_path, caplog):
