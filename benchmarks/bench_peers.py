@@ -241,7 +241,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0,
                         help="MB/s per request through the proxy (0: as fast as loopback goes)")
     parser.add_argument("--latency", type=float, default=0.0,
-                        help="milliseconds added to each request by the proxy, as a distant store's round trip")
+                        help="milliseconds the proxy adds to each request (a distant store's round trip)")
     parser.add_argument("--save", action="store_true", help="write benchmarks/results/peers-<date>.txt")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of each phase (fresh process and paths each); the median is reported")
