@@ -178,8 +178,8 @@ class Turns:
             line.refresh()
             if not [o for o in _turns(line.order) if o != self.owner]:
                 self.contended = False  # nobody waits: go ahead, and stop looking
-                if line.order:
-                    # Only our own place, which a leave that failed left behind: give it up,
+                if self.owner in line.order:
+                    # Our own place, which a leave that failed left behind: give it up,
                     # or it stands in front of every later waiter until it expires.
                     line.queue.leave(self.owner, line.store_now())
                 return
