@@ -1,7 +1,8 @@
 """LocalStore: the local side of one open database, as the sync layer sees it.
 
 A thin facade over the units of this package: the data file (:mod:`.datafile`), the pending
-changes (:mod:`.pending`), the stored index parts and presence bits (:mod:`.parts`) and the
+changes (:mod:`.pending`), the stored index parts and presence bits (:mod:`.parts`,
+:mod:`.presence`) and the
 sync state (:mod:`.state`). Opening, checking and repairing are :mod:`.recovery`'s.
 
 Every write and delete through :meth:`set_raw` and :meth:`delete` is recorded in the journal,
@@ -22,7 +23,7 @@ import struct
 import threading
 import traceback
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..codec import Codec
@@ -31,8 +32,9 @@ from ..settings import now_us
 from . import recovery
 from .datafile import DataFile
 from .journal import Pending
-from .parts import PartCache, present_bits
+from .parts import PartCache
 from .pending import PendingChanges, disagrees
+from .presence import Presence
 from .state import SyncState, state_dir
 from .writeback import WriteBack
 
@@ -189,11 +191,8 @@ class LocalStore:
         self.state: SyncState = opened.state
         self.pending: PendingChanges = opened.pending
         self.parts: PartCache = opened.parts
-        #: ``part_keys(part, name)``: the keys of stored base part ``part`` (object ``name``),
-        #: or None when its stored copy cannot be read. Set by the layer that decodes parts;
-        #: it lets damaged presence bits be rebuilt from the data file at once.
-        self.part_keys: Callable[[int, str], Sequence[str] | None] | None = None
-        self.parts.rebuild = self._rebuild_bits
+        #: The stored base parts and their presence bits, as the sync layer uses them.
+        self.presence = Presence(self, self.parts, self._need_write)
         self.created = opened.created
         self.recovered_from_crash = opened.recovered_from_crash
         #: What opening found damaged and repaired, one sentence each.
@@ -444,53 +443,6 @@ class LocalStore:
         self.data.put(key, entry.value, entry.timestamp)
         logger.warning("%s: the value of %r was damaged; restored it from the journal", self.path, key)
         return entry.timestamp, entry.value
-
-    # -- base index parts ------------------------------------------------------------------
-
-    def store_part(
-        self,
-        part: int,
-        name: str,
-        blob: bytes,
-        keys: list[str],
-        present: set[str] | None = None,
-        seen: set[str] = frozenset(),  # type: ignore[assignment]
-    ) -> None:
-        """Keep base part ``part`` (see :meth:`.parts.PartCache.store`); ``present``, the set
-        of keys in the data file, saves a lookup per key when given."""
-        self._need_write()
-        contains = present.__contains__ if present is not None else self.data.__contains__
-        none_present = present is not None and not present
-        self.parts.store(part, name, blob, keys, contains, seen, none_present=none_present)
-
-    def stage_part(self, name: str, blob: bytes, bits: bytes) -> None:
-        self.parts.stage(name, blob, bits)
-
-    def forget_parts(self) -> None:
-        self.parts.forget_all()
-
-    def bits(self, part: int) -> bytearray:
-        bits = self.parts.bits(part)
-        if self.parts.found_damage:
-            self.parts.found_damage = False
-            # Keys present in the data file get their bits again at the next full scan.
-            self.state.presence_reset = True
-            self.state.external_edits = True
-        return bits
-
-    def _rebuild_bits(self, part: int, name: str) -> bytearray | None:
-        keys = self.part_keys(part, name) if self.part_keys is not None else None
-        if keys is None:
-            return None
-        return present_bits(keys, self.data.__contains__)
-
-    def mark_present(self, part: int, row: int, present: bool = True) -> None:
-        self._need_write()
-        self.parts.mark(part, row, present)
-
-    def mark_rows_present(self, parts: Sequence[int], rows: Sequence[int]) -> None:
-        self._need_write()
-        self.parts.mark_rows(parts, rows)
 
     # -- durability ------------------------------------------------------------------------
 

@@ -133,7 +133,7 @@ def local_changes(index: BaseIndex) -> LocalDiff:
                     # Seen now. Its bit may be clear although it was fetched: bits set since
                     # the last sync die with a killed process (and a repair forgets them all).
                     if not index.present(p, row):
-                        local.mark_present(p, row)
+                        local.presence.mark(p, row)
                 elif reset:
                     # After a repair, a key missing from the data file may have been lost:
                     # only the keys present now count as seen.

@@ -55,7 +55,7 @@ class BaseIndex:
         self._fresh: dict[str, bytes] = {}
         head = local.state.full_head()
         self._head: Head | None = Head.from_saved(head) if head else None
-        local.part_keys = self._stored_keys
+        local.presence.part_keys = self._stored_keys
 
     def _stored_keys(self, p: int, name: str) -> Sequence[str] | None:
         """The keys of stored base part ``p`` (object ``name``), or None if its stored copy is
@@ -103,7 +103,7 @@ class BaseIndex:
             self.check_same_database(head)
         old = self._head
         if head is None or old is None or old.uuid != head.uuid or old.part_bits != head.part_bits:
-            self.local.forget_parts()
+            self.local.presence.forget()
         state.set_head(asdict(head) if head else None)
         state.etag = etag
         state.remote_uuid = head.uuid if head else None
@@ -179,7 +179,7 @@ class BaseIndex:
             # An empty data file (a fresh copy) holds none of the keys: no lookup per key.
             present = set() if len(self.local) == 0 else None
             blob = blob or self._fresh.get(name) or part.encode()
-            self.local.store_part(p, name, blob, part.keys, present)
+            self.local.presence.store(p, name, blob, part.keys, present)
             self._fresh.pop(name, None)
         return part
 
@@ -244,7 +244,7 @@ class BaseIndex:
 
     def present(self, p: int, row: int) -> bool:
         """Whether the ``row``-th key of base part ``p`` has been in the data file."""
-        bits = self.local.bits(p)
+        bits = self.local.presence.bits(p)
         return (row >> 3) < len(bits) and bool(bits[row >> 3] & (1 << (row & 7)))
 
     def entry(self, key: str) -> tuple[Entry, bool] | None:
@@ -312,7 +312,7 @@ class BaseIndex:
         file_keys: set[str] | None = None
         out = []
         for p, part, rows in chosen:
-            bits = local.bits(p)
+            bits = local.presence.bits(p)
             if n_local == 0 and not touched and bits.count(0) == len(bits):
                 out.append((p, part, rows))  # nothing here yet: every row is lazy
                 continue
@@ -356,7 +356,7 @@ class BaseIndex:
             p = part_of(key, base.part_bits)
             row = self.part(base, p).row(key)
             if row is not None:
-                self.local.mark_present(p, row, present=False)
+                self.local.presence.mark(p, row, present=False)
 
     # -- a new base ------------------------------------------------------------------------
 
@@ -375,7 +375,7 @@ class BaseIndex:
 
         ``written`` are the parts a push just built; ``staged`` those it built and already
         wrote locally with their presence bits (part -> (name, bits), see
-        LocalStore.stage_part); ``dropped`` the cached keys that are stale; ``still_pending``
+        LocalStore.presence.stage); ``dropped`` the cached keys that are stale; ``still_pending``
         the touched keys that remain local changes against ``head``; ``scanned`` every key of
         the data file, when a full scan has just listed them.
         """
@@ -391,7 +391,7 @@ class BaseIndex:
                 if name is not None and local.parts.has(p, name):
                     row = self.part(base, p).row(key)
                     if row is not None:
-                        local.mark_present(p, row, present=False)
+                        local.presence.mark(p, row, present=False)
             local.parts.flush()
         for key in dropped:
             local.drop(key)
@@ -436,7 +436,7 @@ class BaseIndex:
             # the push that led here has usually just made that pass.
             present = scanned - dropped if scanned is not None else set(local.keys())
         for p, (name, blob, part) in renewed.items():
-            local.store_part(p, name, blob, part.keys, present, carried)
+            local.presence.store(p, name, blob, part.keys, present, carried)
             self._parts[name] = part
         self._fresh.clear()
         local.clear_touched(set(local.touched) - still_pending if still_pending else None)

@@ -98,7 +98,7 @@ def _lazy(index: BaseIndex, p: int, part: Part, listed: Collection[str]) -> Sequ
     :meth:`BaseIndex.lazy_entry`, with ``listed`` standing for the data file when it was
     listed (a key read into the file since then is still lazy here, since it was not listed)."""
     local, touched = index.local, index.local.touched
-    bits = local.bits(p)
+    bits = local.presence.bits(p)
     if not listed and not touched and bits.count(0) == len(bits):
         return range(len(part))  # nothing here yet (a fresh copy): every row is lazy
     rows = []

@@ -145,7 +145,7 @@ class _Presence:
                 self._present = None
             else:
                 part = self.index.peek_part(base, q)
-                bits = local.bits(q)
+                bits = local.presence.bits(q)
                 self._present = {
                     key for row, key in enumerate(part.keys)
                     if (row >> 3) < len(bits) and bits[row >> 3] & (1 << (row & 7))
@@ -325,7 +325,7 @@ class Push:
         def emit(p: int, name: str, part: Part, local_keys: set[str] | None) -> None:
             blob = part.encode()
             bits_ = presence.bits(p, part, local_keys)
-            state.uploader.call(self.local.stage_part, name, blob, bits_)  # written in the background
+            state.uploader.call(self.local.presence.stage, name, blob, bits_)  # written in the background
             staged[p] = (name, bits_)
             mine.append(name)
             state.put(name, blob)

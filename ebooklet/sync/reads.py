@@ -241,7 +241,7 @@ class BulkRead:
         n = len(raws)
         keys = self.keys[lo : lo + n]
         local.put_raw_many(zip(keys, raws, self._ts[lo : lo + n], strict=True), req.length)
-        local.mark_rows_present(self._part[lo : lo + n], self._row[lo : lo + n])
+        local.presence.mark_rows(self._part[lo : lo + n], self._row[lo : lo + n])
         if bad is not None:
             raise reader.corrupt(self.keys[lo + bad], req.name)
         if self._tracker is not None:
